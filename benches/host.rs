@@ -1,0 +1,208 @@
+//! Host benchmarks over the local socket, printed as figures (not a timed test).
+//!
+//! - a task writing 512 MiB to stdout, streamed to a subscribed client, next
+//!   to a plain pipe of the same bytes in the same run, and the host's peak RSS;
+//! - `$/ping` calls per second, sequential and with 32 in flight.
+//!
+//! Run: `cargo bench --bench host` (set `BENCH_MIB` to change the volume).
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use openwork_host::client::connect_unix;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::io::AsyncReadExt;
+
+#[derive(Deserialize)]
+struct Note<'a> {
+    #[serde(borrow)]
+    method: Option<&'a str>,
+    #[serde(borrow)]
+    params: Option<Params<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Params<'a> {
+    /// Borrowed when it needs no unescaping, owned otherwise: the client
+    /// decodes every byte either way.
+    #[serde(borrow)]
+    data: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    status: Option<&'a str>,
+}
+
+fn generator(bytes: u64) -> String {
+    format!(
+        "yes 'openwork benchmark line: the quick brown fox jumps over the lazy dog 0123456789' | head -c {bytes}"
+    )
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn plain_pipe(bytes: u64) -> (u64, Duration) {
+    let start = Instant::now();
+    let mut child = tokio::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(generator(bytes))
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn the generator");
+    let mut out = child.stdout.take().expect("stdout");
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = out.read(&mut buf).await.expect("read");
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+    }
+    child.wait().await.expect("wait");
+    (total, start.elapsed())
+}
+
+async fn streamed(socket: &Path, bytes: u64, cwd: &Path) -> (u64, Duration) {
+    let mut conn = connect_unix(socket).await.expect("connect");
+    let start = Instant::now();
+    let _: Value = conn
+        .call("task.run", json!({"command": generator(bytes), "cwd": cwd}))
+        .await
+        .expect("task.run");
+    let mut total = 0u64;
+    loop {
+        let body = conn.read_frame().await.expect("frame");
+        let note: Note = serde_json::from_slice(&body).expect("json");
+        match (note.method, note.params) {
+            (Some("log.chunk"), Some(p)) => total += p.data.map_or(0, |d| d.len() as u64),
+            (Some("task.updated"), Some(p)) if p.status == Some("succeeded") => break,
+            (Some("task.updated"), Some(p)) if p.status != Some("running") => {
+                panic!("task ended as {:?}", p.status)
+            }
+            _ => {}
+        }
+    }
+    (total, start.elapsed())
+}
+
+async fn pings(socket: &Path) {
+    let mut conn = connect_unix(socket).await.expect("connect");
+    let n = 20_000;
+    let start = Instant::now();
+    for _ in 0..n {
+        let _: Value = conn.call("$/ping", json!({})).await.expect("ping");
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "ping, sequential:      {:>9.0} calls/s ({n} calls)",
+        n as f64 / secs
+    );
+
+    let total = 50_000u64;
+    let in_flight = 32u64;
+    let start = Instant::now();
+    let mut sent = 0u64;
+    let mut received = 0u64;
+    while sent < in_flight {
+        sent += 1;
+        conn.send(&json!({"jsonrpc": "2.0", "id": sent, "method": "$/ping"}))
+            .await
+            .expect("send");
+    }
+    while received < total {
+        let _ = conn.read_frame().await.expect("reply");
+        received += 1;
+        if sent < total {
+            sent += 1;
+            conn.send(&json!({"jsonrpc": "2.0", "id": sent, "method": "$/ping"}))
+                .await
+                .expect("send");
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "ping, 32 in flight:    {:>9.0} calls/s ({total} calls)",
+        total as f64 / secs
+    );
+}
+
+fn main() {
+    let mib: u64 = std::env::var("BENCH_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(512);
+    let bytes = mib * 1024 * 1024;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&data).expect("data dir");
+    std::fs::create_dir_all(&work).expect("work dir");
+    std::fs::write(
+        data.join("config.toml"),
+        format!(
+            "[tasks]\nworkspace_roots = [{:?}]\n",
+            work.display().to_string()
+        ),
+    )
+    .expect("config");
+    let host = std::process::Command::new(env!("CARGO_BIN_EXE_openwork-host"))
+        .args(["serve", "--no-mdns", "--log", "warn", "--data-dir"])
+        .arg(&data)
+        .spawn()
+        .expect("start the host");
+    let host = KillOnDrop(host);
+    let socket = data.join("host.sock");
+    for _ in 0..200 {
+        if socket.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        println!("openwork-host bench: {mib} MiB task output over the unix socket");
+        let (pipe_bytes, pipe_time) = plain_pipe(bytes).await;
+        let (host_bytes, host_time) = streamed(&socket, bytes, &work).await;
+        assert_eq!(pipe_bytes, bytes, "the plain pipe saw every byte");
+        assert_eq!(host_bytes, bytes, "the client saw every byte");
+        let mibs = |b: u64, t: Duration| b as f64 / (1024.0 * 1024.0) / t.as_secs_f64();
+        let (pipe_rate, host_rate) = (mibs(pipe_bytes, pipe_time), mibs(host_bytes, host_time));
+        println!(
+            "plain pipe:            {pipe_rate:>9.1} MiB/s ({:.2} s)",
+            pipe_time.as_secs_f64()
+        );
+        println!(
+            "streamed via host:     {host_rate:>9.1} MiB/s ({:.2} s)",
+            host_time.as_secs_f64()
+        );
+        println!(
+            "host / pipe:           {:>9.1} %",
+            100.0 * host_rate / pipe_rate
+        );
+        println!(
+            "host peak RSS:         {:>9.1} MiB",
+            peak_rss_kib(host.0.id()) as f64 / 1024.0
+        );
+        pings(&socket).await;
+    });
+    drop(host);
+}
+
+/// Stops the host even when a step panics.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let _ = self.0.wait();
+    }
+}

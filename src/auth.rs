@@ -1,0 +1,150 @@
+//! Who is calling: principals and the scopes that gate methods.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A right a device can hold. The local principal holds all of them.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+pub enum Scope {
+    /// Start and cancel tasks.
+    #[serde(rename = "tasks.run")]
+    TasksRun,
+    /// Read tasks, their logs, health details and metrics.
+    #[serde(rename = "tasks.read")]
+    TasksRead,
+    /// Answer permission prompts.
+    #[serde(rename = "permissions.reply")]
+    PermissionsReply,
+    /// Call the OpenCode server API.
+    #[serde(rename = "opencode")]
+    Opencode,
+    /// Manage devices and remembered permission rules.
+    #[serde(rename = "admin")]
+    Admin,
+}
+
+impl Scope {
+    /// Every scope, in a stable order.
+    pub const ALL: [Scope; 5] = [
+        Scope::TasksRun,
+        Scope::TasksRead,
+        Scope::PermissionsReply,
+        Scope::Opencode,
+        Scope::Admin,
+    ];
+
+    /// The scope's wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::TasksRun => "tasks.run",
+            Scope::TasksRead => "tasks.read",
+            Scope::PermissionsReply => "permissions.reply",
+            Scope::Opencode => "opencode",
+            Scope::Admin => "admin",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(name: &str) -> Option<Scope> {
+        Scope::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
+    /// What the scope lets a device do, in words a person understands.
+    pub fn description(self) -> &'static str {
+        match self {
+            Scope::TasksRun => "start and stop tasks (run commands) on this host",
+            Scope::TasksRead => "see tasks, their output, the health panel and metrics",
+            Scope::PermissionsReply => {
+                "approve or reject sensitive actions that tasks ask permission for"
+            }
+            Scope::Opencode => {
+                "use the OpenCode agent on this host (sessions, prompts, files it exposes)"
+            }
+            Scope::Admin => "manage paired devices and remembered permission rules",
+        }
+    }
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The party behind a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// The OS user, over stdio or the owner-only unix socket: every scope.
+    Local,
+    /// A network connection that has not authenticated yet.
+    Anonymous,
+    /// A paired device, authenticated with its credential.
+    Device {
+        id: String,
+        name: String,
+        scopes: Vec<Scope>,
+    },
+}
+
+impl Principal {
+    /// Whether the principal has authenticated (or needs no authentication).
+    pub fn is_authenticated(&self) -> bool {
+        !matches!(self, Principal::Anonymous)
+    }
+
+    /// Whether the principal holds `scope`.
+    pub fn has(&self, scope: Scope) -> bool {
+        match self {
+            Principal::Local => true,
+            Principal::Anonymous => false,
+            Principal::Device { scopes, .. } => scopes.contains(&scope),
+        }
+    }
+
+    /// The scopes held.
+    pub fn scopes(&self) -> Vec<Scope> {
+        match self {
+            Principal::Local => Scope::ALL.to_vec(),
+            Principal::Anonymous => Vec::new(),
+            Principal::Device { scopes, .. } => scopes.clone(),
+        }
+    }
+
+    /// A stable key naming the principal in stored records ("local" or "device:ID").
+    pub fn key(&self) -> String {
+        match self {
+            Principal::Local => "local".to_owned(),
+            Principal::Anonymous => "anonymous".to_owned(),
+            Principal::Device { id, .. } => format!("device:{id}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scope_names_round_trip_through_serde_and_parse() {
+        for scope in Scope::ALL {
+            let json = serde_json::to_string(&scope).unwrap();
+            assert_eq!(json, format!("\"{}\"", scope.as_str()));
+            assert_eq!(Scope::parse(scope.as_str()), Some(scope));
+        }
+        assert_eq!(Scope::parse("root"), None);
+    }
+
+    #[test]
+    fn principals_hold_the_right_scopes() {
+        assert!(Principal::Local.has(Scope::Admin));
+        assert!(!Principal::Anonymous.has(Scope::TasksRead));
+        let device = Principal::Device {
+            id: "d".into(),
+            name: "phone".into(),
+            scopes: vec![Scope::TasksRead],
+        };
+        assert!(device.has(Scope::TasksRead) && !device.has(Scope::TasksRun));
+    }
+}

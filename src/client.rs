@@ -1,0 +1,168 @@
+//! A JSON-RPC client connection: calls with typed or raw params, and the
+//! notifications that arrive in between, kept in order.
+//!
+//! Used by the CLI, the conformance runner, the benchmarks and the tests.
+
+use std::collections::VecDeque;
+use std::io;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::rpc::RpcError;
+use crate::transport::{FrameReader, FrameWriter, ReadEvent};
+
+/// A client-side failure.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("the host answered with an error: {0}")]
+    Rpc(RpcError),
+    #[error("the connection closed")]
+    Closed,
+    #[error("connection error: {0}")]
+    Io(#[from] io::Error),
+    #[error("framing error: {0}")]
+    Frame(#[from] crate::transport::FrameError),
+    #[error("the host sent something that is not valid JSON-RPC: {0}")]
+    Protocol(String),
+}
+
+/// One connection to a host.
+pub struct Connection<R, W> {
+    reader: FrameReader<R>,
+    writer: FrameWriter<W>,
+    next_id: u64,
+    pending: VecDeque<Value>,
+}
+
+impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
+    pub fn new(reader: FrameReader<R>, writer: FrameWriter<W>) -> Self {
+        Self {
+            reader,
+            writer,
+            next_id: 0,
+            pending: VecDeque::new(),
+        }
+    }
+
+    /// Sends a request and waits for its result, keeping notifications that arrive meanwhile.
+    pub async fn call<P: Serialize, T: DeserializeOwned>(
+        &mut self,
+        method: &str,
+        params: P,
+    ) -> Result<T, ClientError> {
+        self.next_id += 1;
+        let id = self.next_id;
+        let message =
+            serde_json::json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        self.send(&message).await?;
+        loop {
+            let message = self.read_message().await?;
+            if message.get("method").is_some() {
+                self.pending.push_back(message);
+                continue;
+            }
+            if message.get("id").and_then(Value::as_u64) != Some(id) {
+                continue;
+            }
+            if let Some(error) = message.get("error") {
+                let error: RpcError = serde_json::from_value(error.clone())
+                    .map_err(|e| ClientError::Protocol(e.to_string()))?;
+                return Err(ClientError::Rpc(error));
+            }
+            let result = message.get("result").cloned().unwrap_or(Value::Null);
+            return serde_json::from_value(result)
+                .map_err(|e| ClientError::Protocol(e.to_string()));
+        }
+    }
+
+    /// Sends a notification.
+    pub async fn notify<P: Serialize>(
+        &mut self,
+        method: &str,
+        params: P,
+    ) -> Result<(), ClientError> {
+        let message = serde_json::json!({"jsonrpc": "2.0", "method": method, "params": params});
+        self.send(&message).await
+    }
+
+    /// Sends any JSON value as one frame.
+    pub async fn send(&mut self, message: &Value) -> Result<(), ClientError> {
+        let body = serde_json::to_vec(message).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        self.send_frame(&body).await
+    }
+
+    /// Sends raw bytes as one frame.
+    pub async fn send_frame(&mut self, body: &[u8]) -> Result<(), ClientError> {
+        self.writer.write_frame(body).await?;
+        self.writer.flush().await?;
+        Ok(())
+    }
+
+    /// Writes bytes with no framing at all.
+    pub async fn send_raw(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
+        self.writer.write_raw(bytes).await?;
+        self.writer.flush().await?;
+        Ok(())
+    }
+
+    /// Half-closes the connection: the host sees end of input.
+    pub async fn close_write(&mut self) -> Result<(), ClientError> {
+        self.writer.shutdown().await?;
+        Ok(())
+    }
+
+    /// The next message of any kind, queued notifications first.
+    pub async fn next_message(&mut self) -> Result<Value, ClientError> {
+        match self.pending.pop_front() {
+            Some(message) => Ok(message),
+            None => self.read_message().await,
+        }
+    }
+
+    /// The next notification, skipping nothing (responses to unknown ids are dropped).
+    pub async fn next_notification(&mut self) -> Result<Value, ClientError> {
+        loop {
+            let message = self.next_message().await?;
+            if message.get("method").is_some() {
+                return Ok(message);
+            }
+        }
+    }
+
+    /// The next frame's raw body.
+    pub async fn read_frame(&mut self) -> Result<Vec<u8>, ClientError> {
+        match self.reader.next().await? {
+            ReadEvent::Frame(body) => Ok(body),
+            ReadEvent::Eof => Err(ClientError::Closed),
+            ReadEvent::TooLarge { .. } => Err(ClientError::Protocol(
+                "a frame from the host was too large".into(),
+            )),
+        }
+    }
+
+    async fn read_message(&mut self) -> Result<Value, ClientError> {
+        let body = self.read_frame().await?;
+        serde_json::from_slice(&body).map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+}
+
+/// Connects to a host's local socket with LSP framing.
+pub async fn connect_unix(
+    path: &std::path::Path,
+) -> io::Result<
+    Connection<
+        tokio::io::ReadHalf<tokio::net::UnixStream>,
+        tokio::io::WriteHalf<tokio::net::UnixStream>,
+    >,
+> {
+    let stream = crate::transport::unix::connect(path).await?;
+    let (reader, writer) = crate::transport::framed(
+        stream,
+        crate::transport::FramingMode::Fixed(crate::transport::Framing::Lsp),
+        1 << 30,
+    );
+    Ok(Connection::new(reader, writer))
+}

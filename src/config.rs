@@ -1,0 +1,170 @@
+//! The host's configuration (`config.toml` in the data dir) and its defaults.
+//!
+//! Every setting has an embedded default, so a host runs with no file at all.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::transport::DEFAULT_MAX_FRAME;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub host: HostConfig,
+    pub limits: Limits,
+    pub tasks: TasksConfig,
+}
+
+/// About the host itself.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HostConfig {
+    /// The friendly name shown to clients; default the machine's hostname.
+    pub name: Option<String>,
+}
+
+/// Bounds on what a connection may send.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// The largest frame accepted, in bytes.
+    pub max_frame_bytes: usize,
+    /// Requests one connection may have in flight before the host stops reading from it.
+    pub max_requests_in_flight: usize,
+}
+
+/// The built-in task runner.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TasksConfig {
+    /// Directories tasks may run in (their `cwd` must lie inside one).
+    /// Default: the home directory of the user running the host.
+    pub workspace_roots: Vec<PathBuf>,
+    /// Tasks running at once; more wait as `queued`.
+    pub max_concurrent: usize,
+    /// After `task.cancel` sends SIGTERM, how long before SIGKILL.
+    pub kill_grace_ms: u64,
+    /// Timeout for tasks that set none; absent means no timeout.
+    pub default_timeout_s: Option<u64>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: DEFAULT_MAX_FRAME,
+            max_requests_in_flight: 64,
+        }
+    }
+}
+
+impl Default for TasksConfig {
+    fn default() -> Self {
+        Self {
+            workspace_roots: directories::BaseDirs::new()
+                .map(|d| vec![d.home_dir().to_owned()])
+                .unwrap_or_else(|| vec![PathBuf::from("/")]),
+            max_concurrent: 4,
+            kill_grace_ms: 5_000,
+            default_timeout_s: None,
+        }
+    }
+}
+
+/// A configuration file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path} is not valid: {message}")]
+    Invalid { path: String, message: String },
+}
+
+impl Config {
+    /// Loads `path`, or the defaults when it does not exist.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.display().to_string(),
+                    source,
+                });
+            }
+        };
+        let config: Config = toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        config.validate().map_err(|message| ConfigError::Invalid {
+            path: path.display().to_string(),
+            message,
+        })?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.tasks.workspace_roots.is_empty() {
+            return Err("tasks.workspace_roots must name at least one directory".into());
+        }
+        if let Some(root) = self.tasks.workspace_roots.iter().find(|r| !r.is_absolute()) {
+            return Err(format!(
+                "tasks.workspace_roots entries must be absolute paths, got {}",
+                root.display()
+            ));
+        }
+        if self.tasks.max_concurrent == 0 {
+            return Err("tasks.max_concurrent must be at least 1".into());
+        }
+        if self.limits.max_frame_bytes < 1024 {
+            return Err("limits.max_frame_bytes must be at least 1024".into());
+        }
+        if self.limits.max_requests_in_flight == 0 {
+            return Err("limits.max_requests_in_flight must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// The host's friendly name.
+    pub fn host_name(&self) -> String {
+        self.host.name.clone().unwrap_or_else(|| {
+            nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| "openwork-host".to_owned())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_file_gives_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::load(&dir.path().join("config.toml")).unwrap();
+        assert_eq!(config.limits.max_frame_bytes, 16 * 1024 * 1024);
+        assert_eq!(config.tasks.max_concurrent, 4);
+    }
+
+    #[test]
+    fn typos_and_bad_values_are_reported_with_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, "[tasks]\nmax_concurent = 3\n").unwrap();
+        let err = Config::load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("config.toml") && err.contains("max_concurent"),
+            "{err}"
+        );
+        std::fs::write(&path, "[tasks]\nworkspace_roots = [\"relative\"]\n").unwrap();
+        let err = Config::load(&path).unwrap_err().to_string();
+        assert!(err.contains("absolute"), "{err}");
+    }
+}

@@ -1,0 +1,25 @@
+//! openwork-host: a host for remote agent work.
+//!
+//! One machine runs tasks for many clients (phones, laptops, scripts) that
+//! speak JSON-RPC 2.0 to it over stdio, a local socket or (later) TLS. See
+//! `DESIGN.md` in the repository for the wire contract and trust model.
+
+pub mod auth;
+pub mod bridge;
+pub mod client;
+pub mod clock;
+pub mod config;
+pub mod conformance;
+pub mod datadir;
+pub mod host;
+pub mod identity;
+pub mod ids;
+pub mod metrics;
+pub mod protocol;
+pub mod rpc;
+pub mod session;
+pub mod store;
+pub mod tasks;
+pub mod transport;
+
+pub use host::{Host, HostCore, HostError};

@@ -1,0 +1,149 @@
+//! The `openwork-host` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use openwork_host::Host;
+use openwork_host::auth::Principal;
+use openwork_host::datadir::DataDir;
+use openwork_host::session::{EndReason, SessionOptions};
+use openwork_host::transport::{self, unix};
+
+/// A host for remote agent work: runs tasks for paired devices and local
+/// scripts, streams their output, and keeps their history.
+#[derive(Parser)]
+#[command(name = "openwork-host", version)]
+struct Cli {
+    /// The data dir: store, config.toml, keys and the local socket.
+    /// Default: the platform's data dir (~/.local/share/openwork-host on Linux).
+    #[arg(long, global = true, env = "OPENWORK_HOST_DIR")]
+    data_dir: Option<PathBuf>,
+
+    /// Log filter for stderr, e.g. `info` or `openwork_host=debug` (RUST_LOG wins when set).
+    #[arg(long, global = true)]
+    log: Option<String>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the host daemon (the local socket now; TLS and mDNS with their issues).
+    Serve {
+        /// Do not advertise the host on the LAN with mDNS.
+        #[arg(long)]
+        no_mdns: bool,
+    },
+    /// Speak JSON-RPC on stdin/stdout: through the running daemon if there is
+    /// one, else with a host running in this process on the same data dir.
+    Stdio,
+    /// Replay conformance fixtures against a host and report per fixture.
+    Conformance(openwork_host::conformance::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_log = match cli.command {
+        Command::Serve { .. } => "info",
+        _ => "warn",
+    };
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(cli.log.as_deref().unwrap_or(default_log)));
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("openwork-host: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("openwork-host: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let data_dir = DataDir::resolve(cli.data_dir)?;
+    match cli.command {
+        Command::Serve { no_mdns } => serve(data_dir, no_mdns).await,
+        Command::Stdio => stdio(data_dir).await,
+        Command::Conformance(args) => openwork_host::conformance::main(args, &data_dir).await,
+    }
+}
+
+async fn serve(data_dir: DataDir, _no_mdns: bool) -> anyhow::Result<ExitCode> {
+    let host = Host::open(data_dir, None)
+        .await
+        .context("cannot start the host")?;
+    host.serve_unix()?;
+    let core = host.core();
+    tracing::info!(
+        host_id = %core.identity.host_id,
+        fingerprint = %core.identity.fingerprint,
+        data_dir = %core.data_dir.root().display(),
+        "openwork-host {} is serving", env!("CARGO_PKG_VERSION")
+    );
+    wait_for_signal().await?;
+    host.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn stdio(data_dir: DataDir) -> anyhow::Result<ExitCode> {
+    if let Ok(socket) = unix::connect(&data_dir.socket()).await {
+        let limit = openwork_host::config::Config::load(&data_dir.config())
+            .map(|c| c.limits.max_frame_bytes)
+            .unwrap_or(transport::DEFAULT_MAX_FRAME);
+        let code =
+            openwork_host::bridge::run(tokio::io::stdin(), tokio::io::stdout(), socket, limit)
+                .await;
+        return Ok(ExitCode::from(code as u8));
+    }
+    let host = Host::open(data_dir, None)
+        .await
+        .context("cannot start an in-process host")?;
+    let (reader, writer) = transport::stdio::framed(host.core().config.limits.max_frame_bytes);
+    let opts = SessionOptions {
+        principal: Principal::Local,
+        transport: "stdio",
+        drain_on_eof: true,
+    };
+    let shutdown = host.shutdown_token();
+    let session = host.serve_connection(reader, writer, opts);
+    let end = tokio::select! {
+        end = session => Some(end),
+        signal = wait_for_signal() => { signal?; None }
+    };
+    host.shutdown().await;
+    drop(shutdown);
+    // LSP: `exit` after `shutdown` exits with 0, without it with 1.
+    Ok(match end {
+        Some(end) if end.reason == EndReason::Exit && !end.after_shutdown => ExitCode::from(1),
+        _ => ExitCode::SUCCESS,
+    })
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    tokio::select! {
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,456 @@
+//! The wire contract: every params, result and notification type of the protocol.
+//!
+//! These types are the single source of `schema/` (JSON Schema via schemars)
+//! and of the generated clients; handlers and services use them directly.
+//! Optional members are omitted rather than sent as `null`.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::auth::Scope;
+
+/// The protocol version this host speaks.
+pub const PROTOCOL_VERSION: &str = "1";
+
+/// Params of a method that takes none: absent, or `{}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NoParams {}
+
+/// An empty object result.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+pub struct Empty {}
+
+// ---------------------------------------------------------------- lifecycle
+
+/// `initialize` params.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct InitializeParams {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_info: Option<ClientInfo>,
+    /// The protocol version the client speaks; the host answers with its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol_version: Option<String>,
+    /// A paired device's credential.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<DeviceAuth>,
+}
+
+/// Who the client is, for logs and the devices list.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ClientInfo {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+/// A paired device's credential, as issued by pairing.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DeviceAuth {
+    pub device_id: String,
+    pub token: String,
+}
+
+/// `initialize` result.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InitializeResult {
+    pub server_info: ServerInfo,
+    pub protocol_version: String,
+    /// The host's stable id (base32 SHA-256 of its public key).
+    pub host_id: String,
+    /// The host's friendly name.
+    pub host_name: String,
+    pub capabilities: Capabilities,
+    /// The scopes this connection holds, each with what it allows.
+    pub scopes: Vec<ScopeInfo>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerInfo {
+    pub name: String,
+    pub version: String,
+}
+
+/// What the host offers.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Capabilities {
+    /// Runtimes `task.run` accepts.
+    pub runtimes: Vec<String>,
+    /// Methods this connection may call.
+    pub methods: Vec<String>,
+    /// The largest frame the host accepts, in bytes.
+    pub max_frame_bytes: u64,
+}
+
+/// A scope and what it lets its holder do.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScopeInfo {
+    pub scope: Scope,
+    pub description: String,
+}
+
+/// `$/cancelRequest` params: the id of the request to cancel, as sent.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CancelRequestParams {
+    #[schemars(with = "serde_json::Value")]
+    pub id: Box<RawValue>,
+}
+
+// ---------------------------------------------------------------- tasks
+
+/// A task's state. Final states: succeeded, failed, cancelled, interrupted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskStatus {
+    Queued,
+    Running,
+    WaitingPermission,
+    Succeeded,
+    Failed,
+    Cancelled,
+    Interrupted,
+}
+
+impl TaskStatus {
+    pub const ALL: [TaskStatus; 7] = [
+        TaskStatus::Queued,
+        TaskStatus::Running,
+        TaskStatus::WaitingPermission,
+        TaskStatus::Succeeded,
+        TaskStatus::Failed,
+        TaskStatus::Cancelled,
+        TaskStatus::Interrupted,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Queued => "queued",
+            TaskStatus::Running => "running",
+            TaskStatus::WaitingPermission => "waiting_permission",
+            TaskStatus::Succeeded => "succeeded",
+            TaskStatus::Failed => "failed",
+            TaskStatus::Cancelled => "cancelled",
+            TaskStatus::Interrupted => "interrupted",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TaskStatus> {
+        TaskStatus::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+
+    /// Whether the task has ended.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            TaskStatus::Succeeded
+                | TaskStatus::Failed
+                | TaskStatus::Cancelled
+                | TaskStatus::Interrupted
+        )
+    }
+}
+
+/// `task.run` params.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TaskRunParams {
+    /// `builtin` (default) or `opencode`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
+    /// Program and arguments, run directly (no shell).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub argv: Option<Vec<String>>,
+    /// A command line run by `/bin/sh -c`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// Working directory: absolute, or relative to the first workspace root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    /// Extra environment variables (never stored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// Seconds before the task is stopped and marked failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_s: Option<u64>,
+    /// A key chosen by the client: running the same key again returns the first task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    /// OpenCode: the prompt to send.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    /// OpenCode: an existing session to continue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    /// OpenCode: `provider/model` to use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// OpenCode: the agent to use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+}
+
+/// `task.run` result.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskRunResult {
+    pub task_id: String,
+    pub status: TaskStatus,
+}
+
+/// Params naming one task.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TaskIdParams {
+    pub task_id: String,
+}
+
+/// A task as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskRecord {
+    pub task_id: String,
+    pub status: TaskStatus,
+    pub runtime: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub argv: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    pub cwd: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_s: Option<u64>,
+    /// The exit code, once the process has exited normally.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// The signal that ended the process, e.g. `SIGKILL`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<String>,
+    /// Why the task failed, was cancelled or interrupted, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// RFC 3339 UTC times.
+    pub created_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    /// The seq of the last stored log chunk (0 when none).
+    pub last_seq: u64,
+}
+
+/// `task.list` params.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TaskListParams {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<TaskStatus>,
+    /// At most this many (default 50, at most 500).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    /// Only tasks created before this task id (the last id of the previous page).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<String>,
+}
+
+/// `task.list` result, newest first.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskListResult {
+    pub tasks: Vec<TaskRecord>,
+}
+
+/// `task.subscribe` params.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TaskSubscribeParams {
+    pub task_id: String,
+    /// First seq to replay (default 1). Past the end means live only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_seq: Option<u64>,
+}
+
+/// `task.subscribe` result; chunks from `fromSeq` follow as `log.chunk`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskSubscribeResult {
+    pub task_id: String,
+    pub status: TaskStatus,
+    /// The seq replay starts from (the requested one, capped at `lastSeq + 1`).
+    pub from_seq: u64,
+    /// The last seq stored when the subscription began.
+    pub last_seq: u64,
+}
+
+/// `task.unsubscribe` result.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskUnsubscribeResult {
+    /// Whether this connection was subscribed.
+    pub was_subscribed: bool,
+}
+
+/// `task.logs` params.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TaskLogsParams {
+    pub task_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_seq: Option<u64>,
+    /// At most this many chunks (default 100, at most 1000; pages also stop near 4 MiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+/// `task.logs` result.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskLogsResult {
+    pub chunks: Vec<LogChunk>,
+    /// The seq to ask for next.
+    pub next_seq: u64,
+    /// True when the task has ended and every chunk has been returned.
+    pub done: bool,
+}
+
+/// Which output a chunk came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LogStream {
+    Stdout,
+    Stderr,
+    /// Structured runtime events (OpenCode).
+    Event,
+}
+
+impl LogStream {
+    pub fn code(self) -> i64 {
+        match self {
+            LogStream::Stdout => 0,
+            LogStream::Stderr => 1,
+            LogStream::Event => 2,
+        }
+    }
+
+    pub fn from_code(code: i64) -> LogStream {
+        match code {
+            0 => LogStream::Stdout,
+            1 => LogStream::Stderr,
+            _ => LogStream::Event,
+        }
+    }
+}
+
+/// `log.chunk` notification params: a piece of a task's output.
+///
+/// `data` is the text. When the bytes are not valid UTF-8, `data` holds them
+/// with U+FFFD for each invalid sequence and `dataBase64` the exact bytes.
+/// Chunks are at most 64 KiB and never split a UTF-8 sequence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LogChunk {
+    pub task_id: String,
+    /// Starts at 1, no gaps, per task.
+    pub seq: u64,
+    pub stream: LogStream,
+    pub data: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_base64: Option<String>,
+    /// RFC 3339 UTC time the host read the bytes.
+    pub ts: String,
+}
+
+/// `task.updated` notification params.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskUpdate {
+    pub task_id: String,
+    pub status: TaskStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+// ---------------------------------------------------------------- health & metrics
+
+/// Counts of tasks by status.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskCounts {
+    pub queued: u64,
+    pub running: u64,
+    pub waiting_permission: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub cancelled: u64,
+    pub interrupted: u64,
+}
+
+impl TaskCounts {
+    pub fn add(&mut self, status: TaskStatus, n: u64) {
+        let slot = match status {
+            TaskStatus::Queued => &mut self.queued,
+            TaskStatus::Running => &mut self.running,
+            TaskStatus::WaitingPermission => &mut self.waiting_permission,
+            TaskStatus::Succeeded => &mut self.succeeded,
+            TaskStatus::Failed => &mut self.failed,
+            TaskStatus::Cancelled => &mut self.cancelled,
+            TaskStatus::Interrupted => &mut self.interrupted,
+        };
+        *slot += n;
+    }
+}
+
+/// `health.get` result.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthReport {
+    /// `ok`, `degraded` or `error`.
+    pub status: String,
+    pub version: String,
+    pub host_id: String,
+    pub host_name: String,
+    pub uptime_s: u64,
+    pub started_at: String,
+    /// Details, for callers with `tasks.read`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tasks: Option<TaskCounts>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections: Option<u64>,
+}
+
+/// `metrics.get` result: local counters, never sent anywhere.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricsReport {
+    pub uptime_s: u64,
+    pub connections: ConnectionCounts,
+    pub tasks: TaskCounts,
+}
+
+/// Connection counters since the data dir was created.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionCounts {
+    pub accepted: u64,
+    pub active: u64,
+    pub disconnects: u64,
+}

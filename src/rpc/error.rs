@@ -1,0 +1,134 @@
+//! JSON-RPC error codes and the error object every handler returns.
+//!
+//! All codes the host can answer with live here, so that no handler invents a
+//! number of its own; services map their error enums onto these in `rpc::errors`.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A JSON-RPC error code: the spec's, LSP's cancellation code, and the host's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ErrorCode(pub i32);
+
+impl ErrorCode {
+    /// The frame is not valid JSON (or not UTF-8).
+    pub const PARSE_ERROR: Self = Self(-32700);
+    /// The message is JSON but not a valid request object, or is too large.
+    pub const INVALID_REQUEST: Self = Self(-32600);
+    /// No method of that name.
+    pub const METHOD_NOT_FOUND: Self = Self(-32601);
+    /// The params do not fit the method.
+    pub const INVALID_PARAMS: Self = Self(-32602);
+    /// A fault inside the host.
+    pub const INTERNAL_ERROR: Self = Self(-32603);
+    /// The connection has not authenticated (pair, then `initialize` with `auth`).
+    pub const UNAUTHORIZED: Self = Self(-32001);
+    /// The caller lacks the scope the method needs.
+    pub const FORBIDDEN: Self = Self(-32002);
+    /// The named task, request or device does not exist.
+    pub const NOT_FOUND: Self = Self(-32003);
+    /// The thing exists but is in the wrong state for this call.
+    pub const CONFLICT: Self = Self(-32004);
+    /// Too many attempts or the resource is busy; try later.
+    pub const RATE_LIMITED: Self = Self(-32005);
+    /// The runtime the call needs is not available on this host.
+    pub const RUNTIME_UNAVAILABLE: Self = Self(-32006);
+    /// LSP's code for a request ended by `$/cancelRequest`.
+    pub const REQUEST_CANCELLED: Self = Self(-32800);
+}
+
+/// A JSON-RPC error object: code, a message a person understands, optional data.
+///
+/// `data.action`, when present, says what the user can do about it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message} (code {})", code.0)]
+pub struct RpcError {
+    pub code: ErrorCode,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
+}
+
+impl RpcError {
+    /// An error with a code and message and no data.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            data: None,
+        }
+    }
+
+    /// Adds `data.action`: what the user can do next.
+    pub fn with_action(self, action: impl Into<String>) -> Self {
+        self.with_data("action", Value::String(action.into()))
+    }
+
+    /// Adds one member to `data`, which becomes an object if it was not one.
+    pub fn with_data(mut self, key: &str, value: Value) -> Self {
+        let mut map = match self.data.take() {
+            Some(Value::Object(map)) => map,
+            _ => serde_json::Map::new(),
+        };
+        map.insert(key.to_owned(), value);
+        self.data = Some(Value::Object(map));
+        self
+    }
+
+    /// The `data.action` member, if any.
+    pub fn action(&self) -> Option<&str> {
+        self.data.as_ref()?.get("action")?.as_str()
+    }
+
+    pub fn parse_error(detail: impl std::fmt::Display) -> Self {
+        Self::new(ErrorCode::PARSE_ERROR, format!("Parse error: {detail}")).with_action(
+            "send one JSON-RPC 2.0 message (or a batch array) per frame, as UTF-8 JSON",
+        )
+    }
+
+    pub fn invalid_request(detail: impl std::fmt::Display) -> Self {
+        Self::new(
+            ErrorCode::INVALID_REQUEST,
+            format!("Invalid Request: {detail}"),
+        )
+    }
+
+    pub fn method_not_found(method: &str) -> Self {
+        Self::new(
+            ErrorCode::METHOD_NOT_FOUND,
+            format!("Method not found: `{method}`"),
+        )
+        .with_action("check the method name against schema/openrpc.json")
+    }
+
+    pub fn invalid_params(detail: impl std::fmt::Display) -> Self {
+        Self::new(
+            ErrorCode::INVALID_PARAMS,
+            format!("Invalid params: {detail}"),
+        )
+    }
+
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        Self::new(
+            ErrorCode::INTERNAL_ERROR,
+            format!("Internal error: {detail}"),
+        )
+        .with_action("see the host's log (stderr of `openwork-host serve`) for details")
+    }
+
+    pub fn not_found(what: impl std::fmt::Display) -> Self {
+        Self::new(ErrorCode::NOT_FOUND, format!("{what} not found"))
+    }
+
+    pub fn conflict(detail: impl Into<String>) -> Self {
+        Self::new(ErrorCode::CONFLICT, detail)
+    }
+
+    pub fn cancelled() -> Self {
+        Self::new(
+            ErrorCode::REQUEST_CANCELLED,
+            "Request cancelled by $/cancelRequest",
+        )
+    }
+}

@@ -1,0 +1,100 @@
+//! `initialize`, `shutdown`, `exit`, `$/ping` and `$/cancelRequest`.
+
+use crate::auth::Principal;
+use crate::protocol::{
+    CancelRequestParams, Capabilities, Empty, InitializeParams, InitializeResult, NoParams,
+    PROTOCOL_VERSION, ScopeInfo, ServerInfo,
+};
+use crate::rpc::methods::CallContext;
+use crate::rpc::table::Access;
+use crate::rpc::{ErrorCode, Id, RpcError};
+use crate::session::Lifecycle;
+
+pub async fn initialize(
+    ctx: CallContext,
+    p: InitializeParams,
+) -> Result<InitializeResult, RpcError> {
+    if ctx.session.lifecycle() != Lifecycle::New {
+        return Err(RpcError::conflict(
+            "`initialize` was already called on this connection",
+        ));
+    }
+    if let Some(version) = &p.protocol_version {
+        let major = version.split('.').next().unwrap_or_default();
+        if major != PROTOCOL_VERSION {
+            return Err(RpcError::invalid_params(format_args!(
+                "protocolVersion {version} is not supported: this host speaks version {PROTOCOL_VERSION}"
+            ))
+            .with_action("update the client or the host so that both speak the same protocol version"));
+        }
+    }
+    if let Some(auth) = &p.auth
+        && ctx.session.principal() == Principal::Anonymous
+    {
+        let principal = ctx.host.authenticate(auth).await?;
+        ctx.session.set_principal(principal);
+    }
+    let principal = ctx.session.principal();
+    ctx.session.set_lifecycle(Lifecycle::Initialized);
+    if let Some(client) = &p.client_info {
+        tracing::info!(session = ctx.session.id, client = %client.name, version = client.version.as_deref().unwrap_or(""), "initialized");
+    }
+    let methods = ctx
+        .host
+        .methods
+        .names()
+        .into_iter()
+        .filter(|name| match ctx.host.methods.get(name).map(|m| m.access) {
+            Some(Access::Scope(scope)) => principal.has(scope),
+            _ => true,
+        })
+        .map(str::to_owned)
+        .collect();
+    Ok(InitializeResult {
+        server_info: ServerInfo {
+            name: "openwork-host".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        },
+        protocol_version: PROTOCOL_VERSION.into(),
+        host_id: ctx.host.identity.host_id.clone(),
+        host_name: ctx.host.host_name.clone(),
+        capabilities: Capabilities {
+            runtimes: vec!["builtin".into()],
+            methods,
+            max_frame_bytes: ctx.host.config.limits.max_frame_bytes as u64,
+        },
+        scopes: principal
+            .scopes()
+            .into_iter()
+            .map(|scope| ScopeInfo {
+                scope,
+                description: scope.description().into(),
+            })
+            .collect(),
+    })
+}
+
+pub async fn shutdown(ctx: CallContext, _: NoParams) -> Result<(), RpcError> {
+    ctx.session.set_lifecycle(Lifecycle::ShuttingDown);
+    Ok(())
+}
+
+pub async fn exit(ctx: CallContext, _: NoParams) -> Result<(), RpcError> {
+    ctx.session.close("exit");
+    Ok(())
+}
+
+pub async fn ping(_: CallContext, _: NoParams) -> Result<Empty, RpcError> {
+    Ok(Empty {})
+}
+
+pub async fn cancel_request(ctx: CallContext, p: CancelRequestParams) -> Result<(), RpcError> {
+    let Some(id) = Id::from_json(p.id.get()) else {
+        return Err(RpcError::new(
+            ErrorCode::INVALID_PARAMS,
+            "Invalid params: `id` must be a string or a number",
+        ));
+    };
+    ctx.session.cancel_request(&id);
+    Ok(())
+}

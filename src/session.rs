@@ -1,0 +1,570 @@
+//! One connection: who is calling, its lifecycle, its subscriptions and its
+//! outbound queues, and the loop that reads frames, dispatches calls and
+//! writes replies. Every transport runs this same loop.
+//!
+//! Replies and notifications have separate bounded queues and the writer
+//! always takes replies first, so a flood of `log.chunk` never delays a
+//! response. A subscription waits when its queue is full; it reads what it
+//! missed from the store when it resumes, so a slow client costs no memory.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::value::RawValue;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::Principal;
+use crate::host::HostCore;
+use crate::rpc::message::{Message, encode_batch, encode_error, encode_result, parse_frame};
+use crate::rpc::methods::{AfterReply, CallContext};
+use crate::rpc::{Access, ErrorCode, Id, Incoming, RpcError, Scheduling};
+use crate::tasks::Feed;
+use crate::transport::{FrameError, FrameReader, FrameWriter, ReadEvent};
+
+/// Replies queued before handlers wait.
+const RESPONSE_QUEUE: usize = 64;
+/// Notifications queued before subscriptions wait.
+const NOTIFICATION_QUEUE: usize = 16;
+/// How long in-flight calls may take to answer when a connection closes.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// How long a closing connection waits for its last frames to be written.
+const WRITE_GRACE: Duration = Duration::from_secs(5);
+
+/// A connection's lifecycle, LSP-style.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lifecycle {
+    /// Before `initialize` (local connections may already call methods).
+    New,
+    Initialized,
+    /// After `shutdown`: only `exit` is accepted.
+    ShuttingDown,
+}
+
+/// How a connection is set up.
+#[derive(Debug, Clone)]
+pub struct SessionOptions {
+    pub principal: Principal,
+    /// `stdio`, `unix` or `tls`, for logs and health.
+    pub transport: &'static str,
+    /// On end-of-input, keep delivering the output of tasks this connection
+    /// follows until they end (scripts piping requests into `stdio`).
+    pub drain_on_eof: bool,
+}
+
+/// Why a connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndReason {
+    /// The client sent `exit`.
+    Exit,
+    /// The client closed its side.
+    Eof,
+    /// The host closed it: shutdown, revocation, a framing error or a write failure.
+    Closed(String),
+}
+
+/// How a connection ended.
+#[derive(Debug, Clone)]
+pub struct SessionEnd {
+    pub reason: EndReason,
+    /// Whether `shutdown` came before the end (LSP: `exit` then exits with 0).
+    pub after_shutdown: bool,
+}
+
+/// One connection's state, shared by its reader, handlers and subscriptions.
+pub struct Session {
+    pub id: u64,
+    pub transport: &'static str,
+    principal: RwLock<Principal>,
+    lifecycle: Mutex<Lifecycle>,
+    responses: mpsc::Sender<Bytes>,
+    notifications: mpsc::Sender<Bytes>,
+    /// Followed tasks: a generation number (to tell a replaced subscription
+    /// from its successor) and the token that ends it.
+    subscriptions: Mutex<HashMap<String, (u64, CancellationToken)>>,
+    next_subscription: std::sync::atomic::AtomicU64,
+    inflight: Mutex<HashMap<Id, CancellationToken>>,
+    slots: Arc<Semaphore>,
+    handlers: TaskTracker,
+    forwarders: TaskTracker,
+    /// Ends subscriptions.
+    forwarding: CancellationToken,
+    /// Ends the connection.
+    close: CancellationToken,
+    close_reason: Mutex<Option<String>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Session {
+    /// The principal behind the connection.
+    pub fn principal(&self) -> Principal {
+        self.principal
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn set_principal(&self, principal: Principal) {
+        *self.principal.write().unwrap_or_else(|p| p.into_inner()) = principal;
+    }
+
+    pub fn lifecycle(&self) -> Lifecycle {
+        *lock(&self.lifecycle)
+    }
+
+    pub fn set_lifecycle(&self, state: Lifecycle) {
+        *lock(&self.lifecycle) = state;
+    }
+
+    /// Queues a reply.
+    pub async fn respond(&self, frame: Bytes) {
+        let _ = self.responses.send(frame).await;
+    }
+
+    /// Queues a notification, waiting for room.
+    pub async fn notify(&self, frame: Bytes) {
+        let _ = self.notifications.send(frame).await;
+    }
+
+    /// Ends the connection after what is queued has been written.
+    pub fn close(&self, reason: impl Into<String>) {
+        lock(&self.close_reason).get_or_insert_with(|| reason.into());
+        self.close.cancel();
+    }
+
+    /// Whether the connection is closing.
+    pub fn is_closing(&self) -> bool {
+        self.close.is_cancelled()
+    }
+
+    /// Follows a task: its notifications go to this connection until it ends
+    /// or `unsubscribe` is called. Replaces an earlier subscription to the same task.
+    pub fn subscribe(self: &Arc<Self>, task_id: &str, feed: Feed) {
+        let token = self.forwarding.child_token();
+        let generation = self
+            .next_subscription
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let replaced =
+            lock(&self.subscriptions).insert(task_id.to_owned(), (generation, token.clone()));
+        if let Some((_, old)) = replaced {
+            old.cancel();
+        }
+        let session = Arc::clone(self);
+        let task_id = task_id.to_owned();
+        self.forwarders.spawn(async move {
+            forward(feed, session.notifications.clone(), token).await;
+            let mut subs = lock(&session.subscriptions);
+            if subs.get(&task_id).is_some_and(|(g, _)| *g == generation) {
+                subs.remove(&task_id);
+            }
+        });
+    }
+
+    /// Stops following a task; returns whether it was followed.
+    pub fn unsubscribe(&self, task_id: &str) -> bool {
+        match lock(&self.subscriptions).remove(task_id) {
+            Some((_, token)) => {
+                token.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Cancels an in-flight request (`$/cancelRequest`).
+    pub fn cancel_request(&self, id: &Id) -> bool {
+        match lock(&self.inflight).get(id) {
+            Some(token) => {
+                token.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+async fn forward(mut feed: Feed, queue: mpsc::Sender<Bytes>, stop: CancellationToken) {
+    loop {
+        let item = tokio::select! {
+            _ = stop.cancelled() => return,
+            item = feed.next() => item,
+        };
+        match item {
+            Ok(Some(frame)) => {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    sent = queue.send(frame) => if sent.is_err() { return },
+                }
+            }
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "a subscription stopped: cannot read the task's log");
+                return;
+            }
+        }
+    }
+}
+
+/// Runs a connection to its end.
+pub async fn run<R, W>(
+    host: Arc<HostCore>,
+    mut reader: FrameReader<R>,
+    writer: FrameWriter<W>,
+    opts: SessionOptions,
+) -> SessionEnd
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let (responses, response_rx) = mpsc::channel(RESPONSE_QUEUE);
+    let (notifications, notification_rx) = mpsc::channel(NOTIFICATION_QUEUE);
+    let session = Arc::new(Session {
+        id: host.next_session_id(),
+        transport: opts.transport,
+        principal: RwLock::new(opts.principal.clone()),
+        lifecycle: Mutex::new(Lifecycle::New),
+        responses,
+        notifications,
+        subscriptions: Mutex::new(HashMap::new()),
+        next_subscription: std::sync::atomic::AtomicU64::new(0),
+        inflight: Mutex::new(HashMap::new()),
+        slots: Arc::new(Semaphore::new(host.config.limits.max_requests_in_flight)),
+        handlers: TaskTracker::new(),
+        forwarders: TaskTracker::new(),
+        forwarding: CancellationToken::new(),
+        close: CancellationToken::new(),
+        close_reason: Mutex::new(None),
+    });
+    host.session_opened(&session);
+    let stop_writer = CancellationToken::new();
+    let writer_task = tokio::spawn({
+        let (stop, session) = (stop_writer.clone(), Arc::clone(&session));
+        async move {
+            if let Err(e) = write_loop(writer, response_rx, notification_rx, stop).await {
+                tracing::debug!(session = session.id, error = %e, "write failed; closing the connection");
+                session.close("the client stopped reading (write failed)");
+            }
+        }
+    });
+
+    let reason = read_loop(&host, &session, &mut reader).await;
+    drop(reader);
+    finish(&host, &session, &reason, &opts).await;
+
+    stop_writer.cancel();
+    let mut writer_task = writer_task;
+    if tokio::time::timeout(WRITE_GRACE, &mut writer_task)
+        .await
+        .is_err()
+    {
+        writer_task.abort();
+    }
+    let end = SessionEnd {
+        reason,
+        after_shutdown: session.lifecycle() == Lifecycle::ShuttingDown,
+    };
+    host.session_closed(&session, &end);
+    end
+}
+
+async fn read_loop<R: AsyncRead + Unpin>(
+    host: &Arc<HostCore>,
+    session: &Arc<Session>,
+    reader: &mut FrameReader<R>,
+) -> EndReason {
+    loop {
+        let event = tokio::select! {
+            _ = session.close.cancelled() => {
+                let reason = lock(&session.close_reason).clone().unwrap_or_default();
+                return if reason == "exit" { EndReason::Exit } else { EndReason::Closed(reason) };
+            }
+            _ = host.shutdown.cancelled() => return EndReason::Closed("the host is shutting down".into()),
+            event = reader.next() => event,
+        };
+        match event {
+            Ok(ReadEvent::Frame(bytes)) => handle_frame(host, session, &bytes).await,
+            Ok(ReadEvent::TooLarge { size, limit }) => {
+                let shown = size.map_or_else(|| "more than".to_owned(), |s| format!("{s} bytes,"));
+                let error = RpcError::invalid_request(format_args!(
+                    "the message is {shown} over the host's limit of {limit} bytes"
+                ))
+                .with_data("limit", limit.into())
+                .with_action("send smaller messages, or raise limits.max_frame_bytes in the host's config.toml");
+                session.respond(encode_error(None, &error)).await;
+            }
+            Ok(ReadEvent::Eof) => return EndReason::Eof,
+            Err(FrameError::MalformedHeader(detail)) => {
+                let error = RpcError::new(ErrorCode::PARSE_ERROR, format!("Parse error: malformed frame header: {detail}"))
+                    .with_action("frame each message as `Content-Length: N\\r\\n\\r\\n` followed by N bytes of JSON");
+                session.respond(encode_error(None, &error)).await;
+                return EndReason::Closed(format!("malformed frame header: {detail}"));
+            }
+            Err(e) => return EndReason::Closed(e.to_string()),
+        }
+    }
+}
+
+/// After the read loop: let calls answer and, where asked, tasks finish.
+async fn finish(
+    host: &Arc<HostCore>,
+    session: &Arc<Session>,
+    reason: &EndReason,
+    opts: &SessionOptions,
+) {
+    session.handlers.close();
+    session.forwarders.close();
+    let mut shutting_down = host.shutdown.is_cancelled();
+    if *reason == EndReason::Eof && opts.drain_on_eof {
+        let drained = async {
+            session.handlers.wait().await;
+            session.forwarders.wait().await;
+        };
+        tokio::select! {
+            _ = drained => {}
+            _ = session.close.cancelled() => {}
+            _ = host.shutdown.cancelled() => shutting_down = true,
+        }
+    }
+    if shutting_down {
+        // Tasks are being stopped: let their final status reach the client.
+        let drained = async {
+            session.handlers.wait().await;
+            session.forwarders.wait().await;
+        };
+        let _ = tokio::time::timeout(WRITE_GRACE, drained).await;
+    } else {
+        let _ = tokio::time::timeout(CLOSE_GRACE, session.handlers.wait()).await;
+    }
+    session.forwarding.cancel();
+    for token in lock(&session.inflight).values() {
+        token.cancel();
+    }
+    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        session.handlers.wait().await;
+        session.forwarders.wait().await;
+    })
+    .await;
+}
+
+async fn handle_frame(host: &Arc<HostCore>, session: &Arc<Session>, bytes: &[u8]) {
+    match parse_frame(bytes) {
+        Incoming::ParseError(error) => session.respond(encode_error(None, &error)).await,
+        Incoming::Single(message) => dispatch_single(host, session, message).await,
+        Incoming::Batch(messages) if messages.is_empty() => {
+            let error = RpcError::invalid_request("an empty batch is not a request");
+            session.respond(encode_error(None, &error)).await;
+        }
+        Incoming::Batch(messages) => dispatch_batch(host, session, messages).await,
+    }
+}
+
+fn in_order(host: &HostCore, method: &str) -> bool {
+    host.methods
+        .get(method)
+        .is_some_and(|m| m.scheduling == Scheduling::InOrder)
+}
+
+async fn dispatch_single(host: &Arc<HostCore>, session: &Arc<Session>, message: Message) {
+    let (id, method, params) = match message {
+        Message::Response => return,
+        Message::Invalid { id, error } => {
+            session.respond(encode_error(id.as_ref(), &error)).await;
+            return;
+        }
+        Message::Request(r) => (Some(r.id), r.method, r.params),
+        Message::Notification(n) => (None, n.method, n.params),
+    };
+    if in_order(host, &method) {
+        let (response, after) = execute(host, session, id.as_ref(), &method, params).await;
+        deliver(session, response, after).await;
+        return;
+    }
+    let Ok(permit) = Arc::clone(&session.slots).acquire_owned().await else {
+        return;
+    };
+    let (host, session) = (Arc::clone(host), Arc::clone(session));
+    session.clone().handlers.spawn(async move {
+        let (response, after) = execute_cancellable(&host, &session, id, &method, params).await;
+        deliver(&session, response, after).await;
+        drop(permit);
+    });
+}
+
+async fn dispatch_batch(host: &Arc<HostCore>, session: &Arc<Session>, messages: Vec<Message>) {
+    let ordered = messages.iter().any(|m| match m {
+        Message::Request(r) => in_order(host, &r.method),
+        Message::Notification(n) => in_order(host, &n.method),
+        _ => false,
+    });
+    let handlers = session.handlers.clone();
+    let slots = Arc::clone(&session.slots);
+    let (host, session) = (Arc::clone(host), Arc::clone(session));
+    let work = async move {
+        let mut responses = Vec::new();
+        let mut after_all = Vec::new();
+        for message in messages {
+            let (response, after) = match message {
+                Message::Response => continue,
+                Message::Invalid { id, error } => {
+                    (Some(encode_error(id.as_ref(), &error)), Vec::new())
+                }
+                Message::Request(r) => {
+                    execute_cancellable(&host, &session, Some(r.id), &r.method, r.params).await
+                }
+                Message::Notification(n) => {
+                    execute(&host, &session, None, &n.method, n.params).await
+                }
+            };
+            responses.extend(response);
+            after_all.extend(after);
+        }
+        // A batch of notifications only gets no reply at all.
+        let reply = (!responses.is_empty()).then(|| encode_batch(&responses));
+        deliver(&session, reply, after_all).await;
+    };
+    if ordered {
+        work.await;
+    } else if let Ok(permit) = slots.acquire_owned().await {
+        handlers.spawn(async move {
+            work.await;
+            drop(permit);
+        });
+    }
+}
+
+async fn deliver(session: &Session, response: Option<Bytes>, after: AfterReply) {
+    if let Some(response) = response {
+        session.respond(response).await;
+    }
+    for f in after {
+        f();
+    }
+}
+
+/// Runs a request so that `$/cancelRequest` can end it.
+async fn execute_cancellable(
+    host: &Arc<HostCore>,
+    session: &Arc<Session>,
+    id: Option<Id>,
+    method: &str,
+    params: Option<Box<RawValue>>,
+) -> (Option<Bytes>, AfterReply) {
+    let Some(id) = id else {
+        return execute(host, session, None, method, params).await;
+    };
+    let token = CancellationToken::new();
+    lock(&session.inflight).insert(id.clone(), token.clone());
+    let out = tokio::select! {
+        out = execute(host, session, Some(&id), method, params) => out,
+        _ = token.cancelled() => (Some(encode_error(Some(&id), &RpcError::cancelled())), Vec::new()),
+    };
+    lock(&session.inflight).remove(&id);
+    out
+}
+
+/// Runs one call: looks the method up, checks access, decodes, handles, encodes.
+async fn execute(
+    host: &Arc<HostCore>,
+    session: &Arc<Session>,
+    id: Option<&Id>,
+    method: &str,
+    params: Option<Box<RawValue>>,
+) -> (Option<Bytes>, AfterReply) {
+    let reply_error = |error: &RpcError| id.map(|id| encode_error(Some(id), error));
+    let Some(entry) = host.methods.get(method) else {
+        // Notifications of unknown methods are dropped, as JSON-RPC and LSP's `$/` rule say.
+        return (reply_error(&RpcError::method_not_found(method)), Vec::new());
+    };
+    if let Err(error) = check_access(host, session, method, entry.access) {
+        return (reply_error(&error), Vec::new());
+    }
+    let ctx = CallContext::new(Arc::clone(host), Arc::clone(session));
+    let result = entry.call(ctx.clone(), params).await;
+    if let Err(error) = &result
+        && error.code == ErrorCode::INTERNAL_ERROR
+    {
+        tracing::error!(method, error = %error.message, "internal error");
+    }
+    let response = id.map(|id| match &result {
+        Ok(raw) => encode_result(id, raw),
+        Err(error) => encode_error(Some(id), error),
+    });
+    (response, ctx.take_after_reply())
+}
+
+fn check_access(
+    host: &HostCore,
+    session: &Session,
+    method: &str,
+    access: Access,
+) -> Result<(), RpcError> {
+    if session.lifecycle() == Lifecycle::ShuttingDown && method != "exit" {
+        return Err(RpcError::invalid_request(
+            "the session is shutting down: only `exit` may follow `shutdown`",
+        ));
+    }
+    let Access::Scope(scope) = access else {
+        return Ok(());
+    };
+    let principal = session.principal();
+    if !principal.is_authenticated() {
+        host.metrics.auth_failure();
+        return Err(RpcError::new(
+            ErrorCode::UNAUTHORIZED,
+            format!("`{method}` needs an authenticated connection: call `initialize` with a paired device's `auth` first"),
+        )
+        .with_action("pair this device (run `openwork-host pair` on the host), then initialize with the deviceId and token it issued"));
+    }
+    if !principal.has(scope) {
+        return Err(RpcError::new(
+            ErrorCode::FORBIDDEN,
+            format!("`{method}` needs the `{scope}` scope, which this device was not granted"),
+        )
+        .with_data("scope", scope.as_str().into())
+        .with_action(format!(
+            "ask the host's owner to pair this device again with the `{scope}` scope"
+        )));
+    }
+    Ok(())
+}
+
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut writer: FrameWriter<W>,
+    mut responses: mpsc::Receiver<Bytes>,
+    mut notifications: mpsc::Receiver<Bytes>,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    loop {
+        let frame = tokio::select! {
+            biased;
+            Some(frame) = responses.recv() => frame,
+            Some(frame) = notifications.recv() => frame,
+            _ = stop.cancelled() => break,
+        };
+        writer.write_frame(&frame).await?;
+        // Write whatever else is ready (replies first), then flush once.
+        while let Some(frame) = responses
+            .try_recv()
+            .ok()
+            .or_else(|| notifications.try_recv().ok())
+        {
+            writer.write_frame(&frame).await?;
+        }
+        writer.flush().await?;
+    }
+    while let Some(frame) = responses
+        .try_recv()
+        .ok()
+        .or_else(|| notifications.try_recv().ok())
+    {
+        writer.write_frame(&frame).await?;
+    }
+    writer.shutdown().await
+}

@@ -1,0 +1,94 @@
+//! The schema as an append-only list of migrations, tracked by `PRAGMA user_version`.
+//!
+//! Never edit a migration that has shipped: add a new one at the end.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use super::StoreError;
+
+/// Every migration in order; `user_version` counts how many have been applied.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: tasks, their log chunks, and counters.
+    r#"
+    CREATE TABLE tasks (
+        rowid INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        runtime TEXT NOT NULL,
+        title TEXT,
+        argv TEXT,
+        command TEXT,
+        cwd TEXT NOT NULL,
+        timeout_s INTEGER,
+        status TEXT NOT NULL,
+        exit_code INTEGER,
+        signal TEXT,
+        error TEXT,
+        created_by TEXT NOT NULL,
+        idempotency_key TEXT,
+        request_hash TEXT,
+        created_at INTEGER NOT NULL,
+        started_at INTEGER,
+        finished_at INTEGER,
+        pgid INTEGER
+    );
+    CREATE UNIQUE INDEX tasks_by_idempotency_key ON tasks(created_by, idempotency_key)
+        WHERE idempotency_key IS NOT NULL;
+    CREATE INDEX tasks_by_status ON tasks(status, rowid);
+    -- Keyed by `task << 32 | seq` alone: one B-tree, so a commit of a chunk
+    -- rewrites one leaf page rather than a table's and an index's.
+    CREATE TABLE log_chunks (
+        id INTEGER PRIMARY KEY,
+        stream INTEGER NOT NULL,
+        ts INTEGER NOT NULL,
+        data BLOB NOT NULL
+    );
+    CREATE TABLE counters (
+        name TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    "#,
+];
+
+/// Brings the schema up to date in one exclusive transaction.
+pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
+    let found: i64 = tx.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    let known = MIGRATIONS.len() as i64;
+    if found > known {
+        return Err(StoreError::TooNew { found, known });
+    }
+    for migration in &MIGRATIONS[found as usize..] {
+        tx.execute_batch(migration)?;
+    }
+    tx.pragma_update(None, "user_version", known)?;
+    tx.commit()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_apply_once_and_twice_is_a_no_op() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn).unwrap();
+        migrate(&mut conn).unwrap();
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len() as i64);
+        conn.execute("INSERT INTO counters(name, value) VALUES ('x', 1)", [])
+            .unwrap();
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.pragma_update(None, "user_version", 999).unwrap();
+        assert!(matches!(
+            migrate(&mut conn),
+            Err(StoreError::TooNew { found: 999, .. })
+        ));
+    }
+}

@@ -1,0 +1,471 @@
+//! The SQLite store: one writer thread that batches jobs into transactions, and
+//! a small pool of read connections.
+//!
+//! Writes go through one thread so that many small writes (log chunks) share a
+//! transaction; each job learns, through its `on_commit` callback, that its
+//! effect is durable. Whatever a client is sent is published from those
+//! callbacks, so it is never ahead of what is committed.
+//!
+//! Checkpoints (copying the WAL into the database, with fsync) run on a
+//! thread of their own, so the writer never waits for the disk to sync: a
+//! burst of output lands in the WAL at memory speed. Only when more than
+//! `MAX_WAL` is waiting does the checkpointer make the writer pause.
+
+pub mod migrations;
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::{mpsc, oneshot};
+
+/// The most jobs one transaction takes.
+const MAX_BATCH: usize = 64;
+/// Jobs queued for the writer before senders wait (a job can hold a 64 KiB chunk twice).
+const QUEUE: usize = 64;
+/// WAL size at which the checkpointer starts copying it into the database.
+const CHECKPOINT_AT: i64 = 64 * 1024 * 1024;
+/// WAL size at which the checkpointer makes the writer wait until the WAL restarts.
+const MAX_WAL: i64 = 512 * 1024 * 1024;
+/// WAL file size kept after a restart (the rest is truncated).
+const WAL_KEEP: i64 = 64 * 1024 * 1024;
+/// The page size of a new database. Log chunks are blobs of up to 64 KiB, and
+/// SQLite writes the WAL a page per system call, so larger pages stream
+/// faster; but each commit rewrites the last page of a table, so larger pages
+/// also multiply the bytes written when commits are small. 16 KiB measured
+/// best here (64 KiB: 4x the data written with one chunk per commit).
+const PAGE_SIZE: i64 = 16384;
+/// Idle read connections kept open.
+const MAX_IDLE_READERS: usize = 4;
+
+/// A store failure. Cheap to clone so that one failed commit can be told to every job in it.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sqlite(Arc<rusqlite::Error>),
+    #[error("cannot open the database {path}: {message}")]
+    Open { path: String, message: String },
+    #[error(
+        "host.db has schema version {found}, newer than this openwork-host knows ({known}); upgrade openwork-host"
+    )]
+    TooNew { found: i64, known: i64 },
+    #[error("the store is closed (the host is shutting down)")]
+    Closed,
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Sqlite(Arc::new(e))
+    }
+}
+
+/// Runs inside the writer's transaction.
+pub type Apply = Box<dyn FnOnce(&Connection) -> rusqlite::Result<()> + Send>;
+/// Told whether the job's effect was committed.
+pub type OnCommit = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+
+struct Job {
+    apply: Apply,
+    /// Bytes of bulk data the job appends (log chunks); such a job is one
+    /// statement, which SQLite backs out by itself when it fails, so it runs
+    /// without a savepoint. Zero for ordinary jobs.
+    bulk_bytes: usize,
+    on_commit: OnCommit,
+}
+
+/// A handle on the store; clones share it.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    readers: Mutex<Vec<Connection>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Store {
+    /// Opens (creating, owner-only) the database at `path` and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let open_err = |message: String| StoreError::Open {
+            path: path.display().to_string(),
+            message,
+        };
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| open_err(e.to_string()))?;
+        let mut conn = Connection::open(path).map_err(|e| open_err(e.to_string()))?;
+        conn.pragma_update(None, "page_size", PAGE_SIZE)?;
+        conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0))?;
+        // NORMAL in WAL mode survives a crash of the process (what we guard
+        // against); only an OS crash or power loss can drop the last commits.
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", true)?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        conn.wal_hook(Some(note_wal_frames));
+        conn.pragma_update(None, "journal_size_limit", WAL_KEEP)?;
+        migrations::migrate(&mut conn)?;
+
+        let checkpointer = Checkpointer::start(path).map_err(|e| open_err(e.to_string()))?;
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let writer = std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || writer_loop(conn, rx, checkpointer))
+            .map_err(|e| open_err(format!("cannot start the writer thread: {e}")))?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                path: path.to_owned(),
+                jobs: Mutex::new(Some(tx)),
+                readers: Mutex::new(Vec::new()),
+                writer: Mutex::new(Some(writer)),
+            }),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    fn sender(&self) -> Result<mpsc::Sender<Job>, StoreError> {
+        lock(&self.inner.jobs).clone().ok_or(StoreError::Closed)
+    }
+
+    /// Queues a job; `on_commit` is told when its transaction commits or fails.
+    ///
+    /// Waits only for room in the queue, never for the commit.
+    pub async fn submit(&self, apply: Apply, on_commit: OnCommit) -> Result<(), StoreError> {
+        self.enqueue(apply, 0, on_commit).await
+    }
+
+    /// Like `submit`, for the hot path: a job that appends `bytes` of bulk
+    /// data in exactly one statement (so it needs no savepoint).
+    pub async fn submit_append(
+        &self,
+        bytes: usize,
+        apply: Apply,
+        on_commit: OnCommit,
+    ) -> Result<(), StoreError> {
+        self.enqueue(apply, bytes.max(1), on_commit).await
+    }
+
+    async fn enqueue(
+        &self,
+        apply: Apply,
+        bulk_bytes: usize,
+        on_commit: OnCommit,
+    ) -> Result<(), StoreError> {
+        let job = Job {
+            apply,
+            bulk_bytes,
+            on_commit,
+        };
+        self.sender()?
+            .send(job)
+            .await
+            .map_err(|_| StoreError::Closed)
+    }
+
+    /// Runs `f` in the writer's transaction and returns its value once committed.
+    pub async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let slot = Arc::new(Mutex::new(None));
+        let out = Arc::clone(&slot);
+        let (done_tx, done_rx) = oneshot::channel();
+        let apply: Apply = Box::new(move |conn| {
+            let value = f(conn)?;
+            *lock(&out) = Some(value);
+            Ok(())
+        });
+        let on_commit: OnCommit = Box::new(move |result| {
+            let _ = done_tx.send(result);
+        });
+        self.submit(apply, on_commit).await?;
+        done_rx.await.map_err(|_| StoreError::Closed)??;
+        lock(&slot).take().ok_or(StoreError::Closed)
+    }
+
+    /// Runs `f` on a read connection on the blocking pool.
+    pub async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.read_blocking(f))
+            .await
+            .map_err(|_| StoreError::Closed)?
+    }
+
+    /// Runs `f` on a read connection on this thread.
+    pub fn read_blocking<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(&Connection) -> rusqlite::Result<T>,
+    {
+        let conn = match lock(&self.inner.readers).pop() {
+            Some(conn) => conn,
+            None => self.open_reader()?,
+        };
+        let result = f(&conn).map_err(StoreError::from);
+        let mut idle = lock(&self.inner.readers);
+        if idle.len() < MAX_IDLE_READERS {
+            idle.push(conn);
+        }
+        result
+    }
+
+    fn open_reader(&self) -> Result<Connection, StoreError> {
+        let conn = Connection::open_with_flags(
+            &self.inner.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_URI,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        Ok(conn)
+    }
+
+    /// Stops the writer after it has committed everything queued.
+    pub fn close(&self) {
+        lock(&self.inner.jobs).take();
+        if let Some(writer) = lock(&self.inner.writer).take() {
+            let _ = writer.join();
+        }
+        lock(&self.inner.readers).clear();
+    }
+}
+
+/// Locks a mutex, recovering the data if a panicking thread poisoned it: every
+/// critical section in the store leaves its data consistent.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>, checkpointer: Checkpointer) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(job) = rx.blocking_recv() {
+        batch.push(job);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        run_batch(&mut conn, &mut batch);
+        let frames = WAL_FRAMES.with(std::cell::Cell::get);
+        if frames > 0 {
+            checkpointer.poke(frames * PAGE_SIZE >= CHECKPOINT_AT);
+        }
+    }
+    checkpointer.stop();
+    if let Err(e) = conn.pragma_update(None, "wal_checkpoint", "TRUNCATE") {
+        tracing::debug!(error = %e, "final checkpoint failed");
+    }
+}
+
+/// Copies the WAL into the database in the background.
+struct Checkpointer {
+    shared: Arc<(Mutex<CheckpointState>, std::sync::Condvar)>,
+    thread: Option<JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct CheckpointState {
+    /// The WAL grew since the last checkpoint.
+    dirty: bool,
+    /// The WAL is large: checkpoint now rather than after a quiet second.
+    urgent: bool,
+    stop: bool,
+}
+
+/// How long a small WAL waits before it is checkpointed, so that a trickle
+/// of commits costs one checkpoint a second, not one each.
+const QUIET: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl Checkpointer {
+    fn start(path: &Path) -> Result<Checkpointer, rusqlite::Error> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        let shared = Arc::new((
+            Mutex::new(CheckpointState::default()),
+            std::sync::Condvar::new(),
+        ));
+        let state = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name("store-checkpoint".into())
+            .spawn(move || checkpoint_loop(conn, &state))
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        Ok(Checkpointer {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// Tells the checkpointer that the WAL grew; `urgent` when it is large.
+    fn poke(&self, urgent: bool) {
+        let (state, wake) = &*self.shared;
+        let mut s = lock(state);
+        s.dirty = true;
+        if urgent && !s.urgent {
+            s.urgent = true;
+            wake.notify_one();
+        } else if !urgent {
+            wake.notify_one();
+        }
+    }
+
+    fn stop(mut self) {
+        let (state, wake) = &*self.shared;
+        lock(state).stop = true;
+        wake.notify_one();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn checkpoint_loop(conn: Connection, shared: &(Mutex<CheckpointState>, std::sync::Condvar)) {
+    let (state, wake) = shared;
+    let page_size: i64 = conn
+        .pragma_query_value(None, "page_size", |r| r.get(0))
+        .unwrap_or(PAGE_SIZE);
+    loop {
+        {
+            let mut s = lock(state);
+            while !s.dirty && !s.stop {
+                s = wake.wait(s).unwrap_or_else(|p| p.into_inner());
+            }
+            if !s.urgent && !s.stop {
+                s = wake
+                    .wait_timeout_while(s, QUIET, |s| !s.urgent && !s.stop)
+                    .map(|(s, _)| s)
+                    .unwrap_or_else(|p| p.into_inner().0);
+            }
+            if s.stop {
+                return;
+            }
+            s.dirty = false;
+            s.urgent = false;
+        }
+        // (busy, frames in the WAL, frames copied) after a checkpoint that never blocks the writer.
+        let passive = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+            Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+        });
+        let Ok((frames, copied)) = passive else {
+            continue;
+        };
+        if frames * page_size > MAX_WAL {
+            // Writers wait while the WAL is copied and restarted, so it cannot grow without bound.
+            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(())) {
+                tracing::warn!(error = %e, "could not restart the WAL");
+            }
+        } else if copied < frames {
+            // Commits came in while copying: go again.
+            let mut s = lock(state);
+            s.dirty = true;
+            s.urgent |= frames * page_size >= CHECKPOINT_AT;
+        }
+    }
+}
+
+thread_local! {
+    /// Frames in the WAL after the writer's last commit (set by SQLite's WAL hook).
+    static WAL_FRAMES: std::cell::Cell<i64> = const { std::cell::Cell::new(0) };
+}
+
+fn note_wal_frames(_: &rusqlite::hooks::Wal, frames: std::os::raw::c_int) -> rusqlite::Result<()> {
+    WAL_FRAMES.with(|f| f.set(i64::from(frames)));
+    Ok(())
+}
+
+fn run_batch(conn: &mut Connection, batch: &mut Vec<Job>) {
+    let mut tx = match conn.transaction() {
+        Ok(tx) => tx,
+        Err(e) => {
+            let err = StoreError::from(e);
+            for job in batch.drain(..) {
+                (job.on_commit)(Err(err.clone()));
+            }
+            return;
+        }
+    };
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for job in batch.drain(..) {
+        let outcome = if job.bulk_bytes > 0 {
+            (job.apply)(&tx)
+        } else {
+            run_in_savepoint(&mut tx, job.apply)
+        };
+        outcomes.push((outcome.map_err(StoreError::from), job.on_commit));
+    }
+    let committed = tx.commit().map_err(StoreError::from);
+    if let Err(e) = &committed {
+        tracing::error!(error = %e, "a store transaction failed to commit");
+    }
+    for (outcome, on_commit) in outcomes {
+        on_commit(committed.clone().and(outcome));
+    }
+}
+
+fn run_in_savepoint(tx: &mut rusqlite::Transaction<'_>, apply: Apply) -> rusqlite::Result<()> {
+    let sp = tx.savepoint()?;
+    apply(&sp)?;
+    sp.commit()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_failing_job_does_not_undo_its_neighbours() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db")).unwrap();
+        let ok1 = store.write(|c| c.execute("INSERT INTO counters VALUES ('a', 1)", []));
+        let bad = store.write(|c| {
+            c.execute("INSERT INTO counters VALUES ('b', 1)", [])?;
+            c.execute("INSERT INTO counters VALUES ('a', 2)", [])
+        });
+        let ok2 = store.write(|c| c.execute("INSERT INTO counters VALUES ('c', 1)", []));
+        let (r1, r2, r3) = tokio::join!(ok1, bad, ok2);
+        assert!(r1.is_ok() && r3.is_ok());
+        assert!(r2.is_err());
+        let names: Vec<String> = store
+            .read(|c| {
+                let mut st = c.prepare("SELECT name FROM counters ORDER BY name")?;
+                st.query_map([], |r| r.get(0))?.collect()
+            })
+            .await
+            .unwrap();
+        assert_eq!(names, ["a", "c"]);
+        store.close();
+        assert!(matches!(
+            store.write(|_| Ok(())).await,
+            Err(StoreError::Closed)
+        ));
+    }
+
+    #[test]
+    fn the_database_file_is_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let store = Store::open(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        store.close();
+    }
+}

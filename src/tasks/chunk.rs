@@ -1,0 +1,161 @@
+//! Log chunks: cutting output at UTF-8 boundaries and encoding `log.chunk`.
+
+use base64::Engine;
+use bytes::Bytes;
+
+use crate::clock;
+use crate::protocol::{LogChunk, LogStream};
+use crate::rpc::json;
+
+/// The largest chunk, in bytes.
+pub const MAX_CHUNK: usize = 64 * 1024;
+
+/// How many leading bytes of `data` can be sent now without cutting a UTF-8
+/// sequence: everything but an incomplete sequence at the very end.
+pub fn complete_prefix_len(data: &[u8]) -> usize {
+    let len = data.len();
+    for back in 1..=len.min(3) {
+        let byte = data[len - back];
+        if byte & 0xC0 == 0x80 {
+            continue; // a continuation byte: the lead is further back
+        }
+        let needed = match byte {
+            0x00..=0x7F => 1,
+            b if b & 0xE0 == 0xC0 => 2,
+            b if b & 0xF0 == 0xE0 => 3,
+            b if b & 0xF8 == 0xF0 => 4,
+            _ => 1, // not a valid lead byte: nothing to wait for
+        };
+        return if needed > back { len - back } else { len };
+    }
+    len
+}
+
+/// Builds the wire form of a chunk.
+pub fn log_chunk(task_id: &str, seq: u64, stream: LogStream, data: &[u8], ts_ms: i64) -> LogChunk {
+    let (data, data_base64) = match std::str::from_utf8(data) {
+        Ok(text) => (text.to_owned(), None),
+        Err(_) => (
+            String::from_utf8_lossy(data).into_owned(),
+            Some(base64::engine::general_purpose::STANDARD.encode(data)),
+        ),
+    };
+    LogChunk {
+        task_id: task_id.to_owned(),
+        seq,
+        stream,
+        data,
+        data_base64,
+        ts: clock::rfc3339(ts_ms),
+    }
+}
+
+/// Encodes a chunk as a complete `log.chunk` notification.
+///
+/// This is the hot path of streaming, so it writes the JSON by hand; a test
+/// checks that the bytes are exactly serde's encoding of `LogChunk`.
+pub fn encode_log_chunk(
+    task_id: &str,
+    seq: u64,
+    stream: LogStream,
+    data: &[u8],
+    ts_ms: i64,
+) -> Bytes {
+    let mut out = Vec::with_capacity(data.len() + data.len() / 8 + 192);
+    out.extend_from_slice(br#"{"jsonrpc":"2.0","method":"log.chunk","params":{"taskId":"#);
+    json::write_str(&mut out, task_id);
+    out.extend_from_slice(br#","seq":"#);
+    out.extend_from_slice(seq.to_string().as_bytes());
+    out.extend_from_slice(match stream {
+        LogStream::Stdout => br#","stream":"stdout","data":"#.as_slice(),
+        LogStream::Stderr => br#","stream":"stderr","data":"#.as_slice(),
+        LogStream::Event => br#","stream":"event","data":"#.as_slice(),
+    });
+    match std::str::from_utf8(data) {
+        Ok(text) => json::write_str(&mut out, text),
+        Err(_) => {
+            json::write_str(&mut out, &String::from_utf8_lossy(data));
+            out.extend_from_slice(br#","dataBase64":""#);
+            out.extend_from_slice(
+                base64::engine::general_purpose::STANDARD
+                    .encode(data)
+                    .as_bytes(),
+            );
+            out.push(b'"');
+        }
+    }
+    out.extend_from_slice(br#","ts":""#);
+    out.extend_from_slice(clock::rfc3339(ts_ms).as_bytes());
+    out.extend_from_slice(b"\"}}");
+    Bytes::from(out)
+}
+
+/// The exact bytes a chunk carries.
+pub fn chunk_bytes(chunk: &LogChunk) -> Vec<u8> {
+    match &chunk.data_base64 {
+        Some(b64) => base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap_or_else(|_| chunk.data.as_bytes().to_vec()),
+        None => chunk.data.as_bytes().to_vec(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn incomplete_sequences_at_the_end_are_held_back() {
+        let euro = "€".as_bytes(); // 3 bytes
+        let emoji = "😀".as_bytes(); // 4 bytes
+        assert_eq!(complete_prefix_len(b"abc"), 3);
+        assert_eq!(complete_prefix_len(&[b'a', euro[0]]), 1);
+        assert_eq!(complete_prefix_len(&[b'a', euro[0], euro[1]]), 1);
+        assert_eq!(complete_prefix_len(&[b'a', euro[0], euro[1], euro[2]]), 4);
+        assert_eq!(
+            complete_prefix_len(&[b'a', emoji[0], emoji[1], emoji[2]]),
+            1
+        );
+        assert_eq!(complete_prefix_len(emoji), 4);
+        assert_eq!(complete_prefix_len(&[b'a', 0xFF]), 2);
+        assert_eq!(complete_prefix_len(&[0x80, 0x80, 0x80]), 3);
+        assert_eq!(complete_prefix_len(b""), 0);
+    }
+
+    #[test]
+    fn every_cut_of_a_text_reassembles_into_valid_chunks() {
+        let text = "héllo wörld € 😀 done".as_bytes();
+        for cut in 0..=text.len() {
+            let k = complete_prefix_len(&text[..cut]);
+            assert!(std::str::from_utf8(&text[..k]).is_ok(), "cut {cut}");
+            assert!(cut - k <= 3);
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_is_carried_exactly_in_base64() {
+        let raw = [b'o', b'k', 0xFF, 0xFE, b'!'];
+        let chunk = log_chunk("t", 1, LogStream::Stdout, &raw, 0);
+        assert_eq!(chunk.data, "ok\u{FFFD}\u{FFFD}!");
+        assert_eq!(chunk_bytes(&chunk), raw);
+        let text = log_chunk("t", 2, LogStream::Stderr, "é".as_bytes(), 0);
+        assert_eq!(text.data_base64, None);
+        let encoded = encode_log_chunk("t", 2, LogStream::Stderr, b"a\nb", 0);
+        for (data, stream) in [
+            (&b"plain"[..], LogStream::Stdout),
+            (b"a\"\\\n\x01", LogStream::Event),
+            (&raw[..], LogStream::Stderr),
+        ] {
+            let by_hand = encode_log_chunk("t_x", 42, stream, data, 1_700_000_000_123);
+            let by_serde = crate::rpc::message::encode_notification(
+                "log.chunk",
+                &log_chunk("t_x", 42, stream, data, 1_700_000_000_123),
+            );
+            assert_eq!(by_hand, by_serde);
+        }
+        let v: serde_json::Value = serde_json::from_slice(&encoded).unwrap();
+        assert_eq!(v["method"], "log.chunk");
+        assert_eq!(v["params"]["data"], "a\nb");
+        assert_eq!(v["params"]["stream"], "stderr");
+    }
+}

@@ -1,0 +1,352 @@
+//! What subscribers see of a task: its committed chunks and status changes, in
+//! order, and the feed that replays them from any seq and then follows live.
+//!
+//! Only the store writer publishes here, from its commit callbacks, so nothing
+//! reaches a subscriber before it is committed. A short window of recent
+//! chunks stays in memory for subscribers that keep up; one that falls behind
+//! reads from the store instead, so a slow client never grows host memory.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use bytes::Bytes;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::chunk::encode_log_chunk;
+use super::records;
+use crate::protocol::{LogStream, TaskStatus, TaskUpdate};
+use crate::rpc::message::encode_notification;
+use crate::store::{Store, StoreError};
+
+/// Bytes of recent encoded chunks kept per task for live subscribers.
+const RECENT_BYTES: usize = 4 * 1024 * 1024;
+/// Chunks a lagging subscriber reads from the store at once.
+const PAGE_CHUNKS: u32 = 64;
+
+/// A task as its subscribers see it.
+pub struct TaskLive {
+    pub task_id: String,
+    /// The task's row in the store.
+    pub rowid: i64,
+    /// Cancels the task (used by `task.cancel`).
+    pub cancel: CancellationToken,
+    state: Mutex<LiveState>,
+    version: watch::Sender<u64>,
+}
+
+struct LiveState {
+    committed_seq: u64,
+    status: TaskStatus,
+    transitions: Vec<Transition>,
+    recent: VecDeque<Arc<RecentChunk>>,
+    recent_bytes: usize,
+    store_error: Option<StoreError>,
+}
+
+struct Transition {
+    /// The last chunk committed before the status changed.
+    after_seq: u64,
+    frame: Bytes,
+}
+
+/// A committed chunk kept in memory; encoded on first use, once for all subscribers.
+struct RecentChunk {
+    seq: u64,
+    stream: LogStream,
+    ts: i64,
+    data: Bytes,
+    frame: OnceLock<Bytes>,
+}
+
+impl RecentChunk {
+    fn frame(&self, task_id: &str) -> Bytes {
+        self.frame
+            .get_or_init(|| encode_log_chunk(task_id, self.seq, self.stream, &self.data, self.ts))
+            .clone()
+    }
+}
+
+impl TaskLive {
+    /// A task that is starting: no chunks, status `queued`.
+    pub fn new(task_id: String, rowid: i64) -> Arc<TaskLive> {
+        Self::with_state(task_id, rowid, 0, TaskStatus::Queued, Vec::new())
+    }
+
+    /// A task that has ended, rebuilt from the store for replay.
+    pub fn finished(update: &TaskUpdate, rowid: i64, last_seq: u64) -> Arc<TaskLive> {
+        let transition = Transition {
+            after_seq: last_seq,
+            frame: encode_notification("task.updated", update),
+        };
+        Self::with_state(
+            update.task_id.clone(),
+            rowid,
+            last_seq,
+            update.status,
+            vec![transition],
+        )
+    }
+
+    fn with_state(
+        task_id: String,
+        rowid: i64,
+        committed_seq: u64,
+        status: TaskStatus,
+        transitions: Vec<Transition>,
+    ) -> Arc<TaskLive> {
+        Arc::new(TaskLive {
+            task_id,
+            rowid,
+            cancel: CancellationToken::new(),
+            state: Mutex::new(LiveState {
+                committed_seq,
+                status,
+                transitions,
+                recent: VecDeque::new(),
+                recent_bytes: 0,
+                store_error: None,
+            }),
+            version: watch::Sender::new(0),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LiveState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The status as last committed.
+    pub fn status(&self) -> TaskStatus {
+        self.lock().status
+    }
+
+    /// The status and last committed seq, read together.
+    pub fn snapshot(&self) -> (TaskStatus, u64) {
+        let s = self.lock();
+        (s.status, s.committed_seq)
+    }
+
+    /// The last committed seq.
+    pub fn committed_seq(&self) -> u64 {
+        self.lock().committed_seq
+    }
+
+    /// A store failure seen while saving output, if any.
+    pub fn store_error(&self) -> Option<StoreError> {
+        self.lock().store_error.clone()
+    }
+
+    /// Called by the store writer once a chunk is committed.
+    pub(super) fn publish_chunk(&self, seq: u64, stream: LogStream, ts: i64, data: Bytes) {
+        {
+            let mut s = self.lock();
+            s.committed_seq = s.committed_seq.max(seq);
+            s.recent_bytes += data.len();
+            s.recent.push_back(Arc::new(RecentChunk {
+                seq,
+                stream,
+                ts,
+                data,
+                frame: OnceLock::new(),
+            }));
+            while s.recent_bytes > RECENT_BYTES && s.recent.len() > 1 {
+                if let Some(old) = s.recent.pop_front() {
+                    s.recent_bytes -= old.data.len();
+                }
+            }
+        }
+        self.version.send_modify(|v| *v += 1);
+    }
+
+    /// Called by the store writer once a status change is committed.
+    pub(super) fn publish_transition(&self, update: &TaskUpdate) {
+        {
+            let mut s = self.lock();
+            let after_seq = s.committed_seq;
+            s.status = update.status;
+            s.transitions.push(Transition {
+                after_seq,
+                frame: encode_notification("task.updated", update),
+            });
+            if update.status.is_final() {
+                // Live subscribers are caught up or will read the store.
+                s.recent.clear();
+                s.recent_bytes = 0;
+            }
+        }
+        self.version.send_modify(|v| *v += 1);
+    }
+
+    /// Called by the store writer when a write failed.
+    pub(super) fn publish_store_error(&self, error: StoreError) {
+        self.lock().store_error.get_or_insert(error);
+        self.version.send_modify(|v| *v += 1);
+    }
+
+    /// Waits until the task has reached a final status.
+    pub async fn wait_final(&self) -> TaskStatus {
+        let mut rx = self.version.subscribe();
+        loop {
+            rx.borrow_and_update();
+            let status = self.status();
+            if status.is_final() {
+                return status;
+            }
+            if rx.changed().await.is_err() {
+                return self.status();
+            }
+        }
+    }
+}
+
+/// One subscriber's cursor over a task: yields encoded `log.chunk` and
+/// `task.updated` notifications in order, and ends after the final status.
+pub struct Feed {
+    live: Arc<TaskLive>,
+    store: Store,
+    rx: watch::Receiver<u64>,
+    next_seq: u64,
+    next_transition: usize,
+    page: VecDeque<(u64, Bytes)>,
+}
+
+/// Where a new feed starts.
+pub struct FeedStart {
+    pub from_seq: u64,
+    pub last_seq: u64,
+    pub status: TaskStatus,
+}
+
+enum Step {
+    Emit(Bytes),
+    EmitRecent(Arc<RecentChunk>),
+    ReadStore { upto: u64 },
+    Wait,
+    End,
+}
+
+impl Feed {
+    /// A feed from `from_seq` (1 when absent; capped at the last seq + 1).
+    ///
+    /// Status changes from now on are sent; a task that has already ended
+    /// gets its final `task.updated` after the replay, as an end marker.
+    pub fn new(live: Arc<TaskLive>, store: Store, from_seq: Option<u64>) -> (Feed, FeedStart) {
+        let rx = live.version.subscribe();
+        let (start, next_transition) = {
+            let s = live.lock();
+            let next_seq = from_seq.unwrap_or(1).clamp(1, s.committed_seq + 1);
+            let next_transition = if s.status.is_final() {
+                s.transitions.len().saturating_sub(1)
+            } else {
+                s.transitions.len()
+            };
+            (
+                FeedStart {
+                    from_seq: next_seq,
+                    last_seq: s.committed_seq,
+                    status: s.status,
+                },
+                next_transition,
+            )
+        };
+        let feed = Feed {
+            live,
+            store,
+            rx,
+            next_seq: start.from_seq,
+            next_transition,
+            page: VecDeque::new(),
+        };
+        (feed, start)
+    }
+
+    /// The next notification, or `None` once the task has ended and all is sent.
+    pub async fn next(&mut self) -> Result<Option<Bytes>, StoreError> {
+        loop {
+            match self.step() {
+                Step::Emit(frame) => return Ok(Some(frame)),
+                // Encoded outside the lock: the writer publishes while we encode.
+                Step::EmitRecent(chunk) => return Ok(Some(chunk.frame(&self.live.task_id))),
+                Step::End => return Ok(None),
+                Step::ReadStore { upto } => self.read_page(upto).await?,
+                Step::Wait => {
+                    if self.rx.changed().await.is_err() {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+    }
+
+    fn step(&mut self) -> Step {
+        // Mark the version seen before looking, so a publish after this point wakes `changed`.
+        self.rx.borrow_and_update();
+        let s = self.live.lock();
+        if let Some(t) = s.transitions.get(self.next_transition)
+            && t.after_seq < self.next_seq
+        {
+            self.next_transition += 1;
+            return Step::Emit(t.frame.clone());
+        }
+        if self.next_seq <= s.committed_seq {
+            while let Some((seq, _)) = self.page.front() {
+                if *seq < self.next_seq {
+                    self.page.pop_front();
+                } else {
+                    break;
+                }
+            }
+            if let Some((seq, frame)) = self.page.front()
+                && *seq == self.next_seq
+            {
+                let frame = frame.clone();
+                self.page.pop_front();
+                self.next_seq += 1;
+                return Step::Emit(frame);
+            }
+            if let Some(front) = s.recent.front()
+                && front.seq <= self.next_seq
+            {
+                let index = (self.next_seq - front.seq) as usize;
+                if let Some(chunk) = s.recent.get(index)
+                    && chunk.seq == self.next_seq
+                {
+                    self.next_seq += 1;
+                    return Step::EmitRecent(Arc::clone(chunk));
+                }
+            }
+            return Step::ReadStore {
+                upto: s.committed_seq,
+            };
+        }
+        if s.status.is_final() && self.next_transition >= s.transitions.len() {
+            Step::End
+        } else {
+            Step::Wait
+        }
+    }
+
+    async fn read_page(&mut self, upto: u64) -> Result<(), StoreError> {
+        let (rowid, from, task_id) = (self.live.rowid, self.next_seq, self.live.task_id.clone());
+        let rows = self
+            .store
+            .read(move |conn| {
+                records::read_chunks(conn, rowid, from, upto, PAGE_CHUNKS, usize::MAX)
+            })
+            .await?;
+        match rows.first() {
+            // A chunk whose write failed leaves a gap: skip it rather than wait forever.
+            Some(first) if first.seq > self.next_seq => self.next_seq = first.seq,
+            Some(_) => {}
+            None => self.next_seq = upto + 1,
+        }
+        self.page = rows
+            .into_iter()
+            .map(|row| {
+                let frame = encode_log_chunk(&task_id, row.seq, row.stream, &row.data, row.ts);
+                (row.seq, frame)
+            })
+            .collect();
+        Ok(())
+    }
+}

@@ -1,0 +1,573 @@
+//! Tasks: starting, queueing, cancelling and looking up tasks, and following
+//! their output. The built-in runner does the running.
+
+pub mod chunk;
+pub mod live;
+pub mod reaper;
+pub mod records;
+pub mod runner;
+pub mod sink;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::Principal;
+use crate::clock;
+use crate::config::TasksConfig;
+use crate::ids;
+use crate::protocol::{
+    TaskCounts, TaskListParams, TaskLogsParams, TaskLogsResult, TaskRecord, TaskRunParams,
+    TaskRunResult, TaskStatus,
+};
+use crate::store::{Store, StoreError};
+use chunk::log_chunk;
+pub use live::{Feed, FeedStart, TaskLive};
+use reaper::Reaper;
+use records::{NewTask, StatusChange};
+use runner::{Controls, Job, Outcome, Program};
+use sink::Sink;
+
+/// The most bytes one `task.logs` page returns (one chunk more at most).
+const LOGS_PAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Why a task call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    #[error("task `{0}` not found")]
+    NotFound(String),
+    #[error("{0}")]
+    InvalidSpec(String),
+    #[error("the working directory {cwd} is outside the workspace roots ({roots})")]
+    CwdOutsideRoots { cwd: String, roots: String },
+    #[error("the working directory {cwd} cannot be used: {reason}")]
+    CwdUnusable { cwd: String, reason: String },
+    #[error("task `{task_id}` has already finished ({status})")]
+    AlreadyFinished {
+        task_id: String,
+        status: &'static str,
+    },
+    #[error("idempotency key `{0}` was already used for a different request")]
+    IdempotencyConflict(String),
+    #[error("the {runtime} runtime is not available on this host")]
+    RuntimeUnavailable { runtime: String, action: String },
+    #[error(
+        "no workspace root exists ({0}); create one or set tasks.workspace_roots in config.toml"
+    )]
+    NoWorkspaceRoot(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Runs and tracks tasks.
+#[derive(Clone)]
+pub struct TaskManager {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    roots: Vec<PathBuf>,
+    config: TasksConfig,
+    active: Mutex<HashMap<String, Arc<TaskLive>>>,
+    slots: Arc<Semaphore>,
+    reaper: Reaper,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl TaskManager {
+    /// Prepares the manager; workspace roots that do not exist are skipped with a warning.
+    pub fn new(store: Store, config: &TasksConfig) -> Result<TaskManager, TaskError> {
+        let mut roots = Vec::new();
+        for root in &config.workspace_roots {
+            match std::fs::canonicalize(root) {
+                Ok(canonical) if canonical.is_dir() => roots.push(canonical),
+                _ => {
+                    tracing::warn!(root = %root.display(), "workspace root does not exist; skipped")
+                }
+            }
+        }
+        if roots.is_empty() {
+            return Err(TaskError::NoWorkspaceRoot(show_paths(
+                &config.workspace_roots,
+            )));
+        }
+        Ok(TaskManager {
+            inner: Arc::new(Inner {
+                store,
+                roots,
+                config: config.clone(),
+                active: Mutex::new(HashMap::new()),
+                slots: Arc::new(Semaphore::new(config.max_concurrent)),
+                reaper: Reaper::start(),
+                shutdown: CancellationToken::new(),
+                tracker: TaskTracker::new(),
+            }),
+        })
+    }
+
+    /// Marks tasks left unfinished by a previous host as interrupted.
+    pub async fn recover(&self) -> Result<usize, TaskError> {
+        let now = clock::now_ms();
+        Ok(self
+            .inner
+            .store
+            .write(move |c| records::interrupt_unfinished(c, now))
+            .await?)
+    }
+
+    /// The canonical workspace roots.
+    pub fn roots(&self) -> &[PathBuf] {
+        &self.inner.roots
+    }
+
+    /// Whether the crash guard for child processes is running.
+    pub fn reaper_running(&self) -> bool {
+        self.inner.reaper.is_running()
+    }
+
+    fn active(&self, task_id: &str) -> Option<Arc<TaskLive>> {
+        self.inner
+            .active
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(task_id)
+            .cloned()
+    }
+
+    /// Starts a task (or returns the one already started with the same idempotency key).
+    pub async fn run(
+        &self,
+        params: TaskRunParams,
+        by: &Principal,
+    ) -> Result<(TaskRunResult, Feed), TaskError> {
+        let job = self.prepare(&params)?;
+        let created_by = by.key();
+        let request_hash = params
+            .idempotency_key
+            .as_ref()
+            .map(|_| request_hash(&params));
+        if let Some(key) = &params.idempotency_key
+            && let Some(existing) = self
+                .find_existing(&created_by, key, request_hash.as_deref())
+                .await?
+        {
+            return Ok(existing);
+        }
+        let (argv, command) = match &job.program {
+            Program::Argv(argv) => (Some(argv.clone()), None),
+            Program::Shell(line) => (None, Some(line.clone())),
+        };
+        let task = NewTask {
+            id: ids::random_id("t_"),
+            runtime: "builtin".to_owned(),
+            title: params.title.clone(),
+            argv,
+            command,
+            cwd: job.cwd.display().to_string(),
+            timeout_s: job.timeout.map(|t| t.as_secs()),
+            created_by: created_by.clone(),
+            idempotency_key: params.idempotency_key.clone(),
+            request_hash: request_hash.clone(),
+            created_at: clock::now_ms(),
+        };
+        let task_id = task.id.clone();
+        let inserted = self
+            .inner
+            .store
+            .write(move |c| records::insert_task(c, &task))
+            .await;
+        let rowid = match (inserted, &params.idempotency_key) {
+            (Ok(rowid), _) => rowid,
+            // Two calls with one key raced: the other one won, return its task.
+            (Err(_), Some(key)) => {
+                if let Some(existing) = self
+                    .find_existing(&created_by, key, request_hash.as_deref())
+                    .await?
+                {
+                    return Ok(existing);
+                }
+                return Err(TaskError::InvalidSpec(
+                    "the task could not be created".into(),
+                ));
+            }
+            (Err(e), None) => return Err(e.into()),
+        };
+        let live = TaskLive::new(task_id.clone(), rowid);
+        // The feed exists before the task can change state, so it misses nothing.
+        let feed = self.follow(Arc::clone(&live));
+        self.inner
+            .active
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(task_id.clone(), Arc::clone(&live));
+        let inner = Arc::clone(&self.inner);
+        self.inner
+            .tracker
+            .spawn(drive(inner, Arc::clone(&live), job));
+        Ok((
+            TaskRunResult {
+                task_id,
+                status: TaskStatus::Queued,
+            },
+            feed,
+        ))
+    }
+
+    async fn find_existing(
+        &self,
+        created_by: &str,
+        key: &str,
+        hash: Option<&str>,
+    ) -> Result<Option<(TaskRunResult, Feed)>, TaskError> {
+        let (by, k) = (created_by.to_owned(), key.to_owned());
+        let found = self
+            .inner
+            .store
+            .read(move |c| records::find_by_idempotency_key(c, &by, &k))
+            .await?;
+        let Some((stored, stored_hash)) = found else {
+            return Ok(None);
+        };
+        if stored_hash.as_deref() != hash {
+            return Err(TaskError::IdempotencyConflict(key.to_owned()));
+        }
+        let live = self.live(&stored.record.task_id).await?;
+        let status = live.status();
+        Ok(Some((
+            TaskRunResult {
+                task_id: stored.record.task_id,
+                status,
+            },
+            self.follow(live),
+        )))
+    }
+
+    fn prepare(&self, p: &TaskRunParams) -> Result<Job, TaskError> {
+        match p.runtime.as_deref() {
+            None | Some("builtin") => {}
+            Some("opencode") => {
+                return Err(TaskError::RuntimeUnavailable {
+                    runtime: "opencode".into(),
+                    action: "install OpenCode (`npm install -g opencode-ai`) and restart the host"
+                        .into(),
+                });
+            }
+            Some(other) => {
+                return Err(TaskError::InvalidSpec(format!(
+                    "unknown runtime `{other}`: use `builtin` or `opencode`"
+                )));
+            }
+        }
+        for (name, given) in [
+            ("prompt", p.prompt.is_some()),
+            ("sessionId", p.session_id.is_some()),
+            ("model", p.model.is_some()),
+            ("agent", p.agent.is_some()),
+        ] {
+            if given {
+                return Err(TaskError::InvalidSpec(format!(
+                    "`{name}` is for the opencode runtime; the builtin runtime takes `argv` or `command`"
+                )));
+            }
+        }
+        let invalid = |m: &str| Err(TaskError::InvalidSpec(m.to_owned()));
+        let program = match (&p.argv, &p.command) {
+            (Some(_), Some(_)) => return invalid("give either `argv` or `command`, not both"),
+            (None, None) => {
+                return invalid(
+                    "give `argv` (a program and its arguments) or `command` (a shell command line)",
+                );
+            }
+            (Some(argv), None) => {
+                if argv.first().is_none_or(String::is_empty) {
+                    return invalid("`argv` must start with the program to run");
+                }
+                if argv.iter().any(|a| a.contains('\0')) {
+                    return invalid("`argv` must not contain NUL bytes");
+                }
+                Program::Argv(argv.clone())
+            }
+            (None, Some(command)) => {
+                if command.trim().is_empty() {
+                    return invalid("`command` is empty");
+                }
+                if command.contains('\0') {
+                    return invalid("`command` must not contain NUL bytes");
+                }
+                Program::Shell(command.clone())
+            }
+        };
+        let env = p.env.clone().unwrap_or_default();
+        if env
+            .iter()
+            .any(|(k, v)| k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0'))
+        {
+            return invalid(
+                "`env` names must be non-empty without `=`, and no name or value may contain NUL bytes",
+            );
+        }
+        if p.timeout_s == Some(0) {
+            return invalid("`timeoutS` must be at least 1");
+        }
+        if p.title.as_ref().is_some_and(|t| t.chars().count() > 200) {
+            return invalid("`title` must be at most 200 characters");
+        }
+        if p.idempotency_key
+            .as_ref()
+            .is_some_and(|k| k.is_empty() || k.len() > 200)
+        {
+            return invalid("`idempotencyKey` must be 1 to 200 bytes");
+        }
+        let timeout = p
+            .timeout_s
+            .or(self.inner.config.default_timeout_s)
+            .map(Duration::from_secs);
+        Ok(Job {
+            program,
+            cwd: self.resolve_cwd(p.cwd.as_deref())?,
+            env,
+            timeout,
+        })
+    }
+
+    fn resolve_cwd(&self, cwd: Option<&str>) -> Result<PathBuf, TaskError> {
+        let first = &self.inner.roots[0];
+        let path = match cwd {
+            None => first.clone(),
+            Some(c) if c.contains('\0') => {
+                return Err(TaskError::InvalidSpec(
+                    "`cwd` must not contain NUL bytes".into(),
+                ));
+            }
+            Some(c) if Path::new(c).is_absolute() => PathBuf::from(c),
+            Some(c) => first.join(c),
+        };
+        let unusable = |reason: String| TaskError::CwdUnusable {
+            cwd: path.display().to_string(),
+            reason,
+        };
+        let canonical = std::fs::canonicalize(&path).map_err(|e| unusable(e.to_string()))?;
+        if !self
+            .inner
+            .roots
+            .iter()
+            .any(|root| canonical.starts_with(root))
+        {
+            return Err(TaskError::CwdOutsideRoots {
+                cwd: canonical.display().to_string(),
+                roots: show_paths(&self.inner.roots),
+            });
+        }
+        if !canonical.is_dir() {
+            return Err(unusable("not a directory".into()));
+        }
+        Ok(canonical)
+    }
+
+    /// A task's record.
+    pub async fn get(&self, task_id: &str) -> Result<TaskRecord, TaskError> {
+        let id = task_id.to_owned();
+        self.inner
+            .store
+            .read(move |c| records::get_task(c, &id))
+            .await?
+            .map(|t| t.record)
+            .ok_or_else(|| TaskError::NotFound(task_id.to_owned()))
+    }
+
+    /// Tasks newest first.
+    pub async fn list(&self, p: TaskListParams) -> Result<Vec<TaskRecord>, TaskError> {
+        let limit = p.limit.unwrap_or(50).clamp(1, 500);
+        let store = self.inner.store.clone();
+        let before = match p.before {
+            None => None,
+            Some(before) => {
+                let id = before.clone();
+                let rowid = store.read(move |c| records::rowid_of(c, &id)).await?;
+                Some(rowid.ok_or_else(|| TaskError::NotFound(before))?)
+            }
+        };
+        Ok(store
+            .read(move |c| records::list_tasks(c, p.status, before, limit))
+            .await?)
+    }
+
+    /// The live view of a task: the running one, or one rebuilt from the store.
+    pub async fn live(&self, task_id: &str) -> Result<Arc<TaskLive>, TaskError> {
+        if let Some(live) = self.active(task_id) {
+            return Ok(live);
+        }
+        let id = task_id.to_owned();
+        let stored = self
+            .inner
+            .store
+            .read(move |c| records::get_task(c, &id))
+            .await?
+            .ok_or_else(|| TaskError::NotFound(task_id.to_owned()))?;
+        // It may have started or ended between the two looks.
+        if let Some(live) = self.active(task_id) {
+            return Ok(live);
+        }
+        let update = records::update_of(&stored.record);
+        Ok(TaskLive::finished(
+            &update,
+            stored.rowid,
+            stored.record.last_seq,
+        ))
+    }
+
+    /// A feed of a task's output and status from `from_seq`.
+    pub async fn subscribe(
+        &self,
+        task_id: &str,
+        from_seq: Option<u64>,
+    ) -> Result<(Feed, FeedStart), TaskError> {
+        let live = self.live(task_id).await?;
+        Ok(Feed::new(live, self.inner.store.clone(), from_seq))
+    }
+
+    /// A feed for a task just started through `run`.
+    pub fn follow(&self, live: Arc<TaskLive>) -> Feed {
+        Feed::new(live, self.inner.store.clone(), Some(1)).0
+    }
+
+    /// A page of stored chunks.
+    pub async fn logs(&self, p: TaskLogsParams) -> Result<TaskLogsResult, TaskError> {
+        let live = self.live(&p.task_id).await?;
+        let (status, upto) = live.snapshot();
+        let from = p.from_seq.unwrap_or(1).max(1);
+        let limit = p.limit.unwrap_or(100).clamp(1, 1000);
+        let rowid = live.rowid;
+        let rows = self
+            .inner
+            .store
+            .read(move |c| records::read_chunks(c, rowid, from, upto, limit, LOGS_PAGE_BYTES))
+            .await?;
+        let next_seq = rows.last().map_or(from.min(upto + 1), |r| r.seq + 1);
+        let chunks = rows
+            .iter()
+            .map(|r| log_chunk(&live.task_id, r.seq, r.stream, &r.data, r.ts))
+            .collect();
+        Ok(TaskLogsResult {
+            chunks,
+            next_seq,
+            done: status.is_final() && next_seq > upto,
+        })
+    }
+
+    /// Stops a task and returns its final record.
+    pub async fn cancel(&self, task_id: &str) -> Result<TaskRecord, TaskError> {
+        let Some(live) = self.active(task_id) else {
+            let record = self.get(task_id).await?;
+            return Err(TaskError::AlreadyFinished {
+                task_id: record.task_id,
+                status: record.status.as_str(),
+            });
+        };
+        let status = live.status();
+        if status.is_final() {
+            return Err(TaskError::AlreadyFinished {
+                task_id: task_id.to_owned(),
+                status: status.as_str(),
+            });
+        }
+        live.cancel.cancel();
+        let bound =
+            Duration::from_millis(self.inner.config.kill_grace_ms) + Duration::from_secs(10);
+        if tokio::time::timeout(bound, live.wait_final())
+            .await
+            .is_err()
+        {
+            tracing::warn!(task = task_id, "a cancelled task did not stop in time");
+        }
+        self.get(task_id).await
+    }
+
+    /// Task counts by status.
+    pub async fn counts(&self) -> Result<TaskCounts, TaskError> {
+        Ok(self.inner.store.read(records::count_by_status).await?)
+    }
+
+    /// Stops every task (running ones become `interrupted`) and waits for them.
+    pub async fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+        self.inner.tracker.close();
+        self.inner.tracker.wait().await;
+        self.inner.reaper.stop();
+    }
+}
+
+async fn drive(inner: Arc<Inner>, live: Arc<TaskLive>, job: Job) {
+    let mut sink = Sink::new(inner.store.clone(), Arc::clone(&live));
+    let permit = tokio::select! {
+        permit = Arc::clone(&inner.slots).acquire_owned() => permit.ok(),
+        _ = live.cancel.cancelled() => None,
+        _ = inner.shutdown.cancelled() => None,
+    };
+    let outcome = match permit {
+        Some(_permit) => {
+            let controls = Controls {
+                cancel: &live.cancel,
+                shutdown: &inner.shutdown,
+                reaper: &inner.reaper,
+                kill_grace: Duration::from_millis(inner.config.kill_grace_ms),
+            };
+            runner::run(job, &mut sink, controls).await
+        }
+        None => {
+            let (status, error) = if live.cancel.is_cancelled() {
+                (TaskStatus::Cancelled, "cancelled before it started")
+            } else {
+                (
+                    TaskStatus::Interrupted,
+                    "the host shut down before the task started",
+                )
+            };
+            Outcome {
+                status,
+                change: StatusChange {
+                    error: Some(error.to_owned()),
+                    finished_at: Some(clock::now_ms()),
+                    ..StatusChange::default()
+                },
+            }
+        }
+    };
+    let committed = sink.status(outcome.status, outcome.change).await;
+    let _ = committed.await;
+    inner
+        .active
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&live.task_id);
+}
+
+/// A digest of what a `task.run` asked for, so that a reused idempotency key
+/// with a different request is caught. Env values are left out: they may be secrets.
+fn request_hash(p: &TaskRunParams) -> String {
+    let mut p = p.clone();
+    p.idempotency_key = None;
+    p.env = p.env.map(|env| {
+        env.into_keys()
+            .map(|k| (k, String::new()))
+            .collect::<BTreeMap<_, _>>()
+    });
+    let canonical = serde_json::to_vec(&p).unwrap_or_default();
+    ids::base32(&Sha256::digest(&canonical))
+}
+
+fn show_paths(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,100 @@
+//! The reaper: a tiny watchdog process that kills every task's process group
+//! if the host dies without cleaning up (even by SIGKILL).
+//!
+//! It reads `add PGID` / `del PGID` lines from a pipe whose write end only the
+//! host holds. When the host dies, the kernel closes that pipe, the reaper
+//! reads end-of-file and kills every group still registered. It is a POSIX sh
+//! script so that it needs nothing but `/bin/sh`, and it ignores the terminal's
+//! signals so that Ctrl-C on `serve` does not take it down first.
+
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::Mutex;
+
+const SCRIPT: &str = r#"
+trap '' HUP INT TERM QUIT
+groups=' '
+while IFS=' ' read -r op pgid; do
+  case "$op" in
+    add) groups="$groups$pgid " ;;
+    del) kept=' '
+         for g in $groups; do [ "$g" = "$pgid" ] || kept="$kept$g "; done
+         groups=$kept ;;
+  esac
+done
+for g in $groups; do kill -s KILL -- "-$g" 2>/dev/null; done
+"#;
+
+/// A handle on the reaper process.
+pub struct Reaper {
+    state: Mutex<Option<(Child, ChildStdin)>>,
+}
+
+impl Reaper {
+    /// Starts the reaper; if it cannot start, tasks still run, without the crash guard.
+    pub fn start() -> Reaper {
+        let spawned = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(SCRIPT)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn();
+        let state = match spawned {
+            Ok(mut child) => child.stdin.take().map(|stdin| (child, stdin)),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start the reaper: tasks may outlive a crashed host");
+                None
+            }
+        };
+        Reaper {
+            state: Mutex::new(state),
+        }
+    }
+
+    /// Whether the reaper is running.
+    pub fn is_running(&self) -> bool {
+        self.lock().is_some()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(Child, ChildStdin)>> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn send(&self, line: &str) {
+        let mut state = self.lock();
+        if let Some((_, stdin)) = state.as_mut()
+            && let Err(e) = stdin.write_all(line.as_bytes())
+        {
+            tracing::warn!(error = %e, "the reaper is gone: tasks may outlive a crashed host");
+            *state = None;
+        }
+    }
+
+    /// Registers a task's process group.
+    pub fn watch(&self, pgid: i32) {
+        self.send(&format!("add {pgid}\n"));
+    }
+
+    /// Unregisters a process group once the task is over.
+    pub fn forget(&self, pgid: i32) {
+        self.send(&format!("del {pgid}\n"));
+    }
+
+    /// Stops the reaper: closing its input makes it kill whatever is still
+    /// registered (nothing, after a clean shutdown) and exit.
+    pub fn stop(&self) {
+        if let Some((mut child, stdin)) = self.lock().take() {
+            drop(stdin);
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,259 @@
+//! The SQL behind tasks and their log chunks.
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use crate::clock;
+use crate::protocol::{LogStream, TaskCounts, TaskRecord, TaskStatus, TaskUpdate};
+
+/// A task row about to be inserted.
+pub struct NewTask {
+    pub id: String,
+    pub runtime: String,
+    pub title: Option<String>,
+    pub argv: Option<Vec<String>>,
+    pub command: Option<String>,
+    pub cwd: String,
+    pub timeout_s: Option<u64>,
+    pub created_by: String,
+    pub idempotency_key: Option<String>,
+    pub request_hash: Option<String>,
+    pub created_at: i64,
+}
+
+/// A change of a task's status, with what goes with it.
+#[derive(Debug, Clone, Default)]
+pub struct StatusChange {
+    pub exit_code: Option<i32>,
+    pub signal: Option<String>,
+    pub error: Option<String>,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub pgid: Option<i32>,
+}
+
+/// One stored chunk.
+pub struct ChunkRow {
+    pub seq: u64,
+    pub stream: LogStream,
+    pub ts: i64,
+    pub data: Vec<u8>,
+}
+
+const TASK_COLUMNS: &str = "rowid, id, status, runtime, title, argv, command, cwd, timeout_s, exit_code, signal, error, \
+     created_at, started_at, finished_at, \
+     COALESCE((SELECT MAX(id) FROM log_chunks WHERE id BETWEEN tasks.rowid << 32 AND (tasks.rowid << 32) | 4294967295) & 4294967295, 0)";
+
+/// The key of a chunk: the task's row id in the high 32 bits, the seq in the low.
+fn chunk_key(task_rowid: i64, seq: u64) -> i64 {
+    (task_rowid << 32) | (seq.min(u64::from(u32::MAX)) as i64)
+}
+
+/// A task's row id and record.
+pub struct StoredTask {
+    pub rowid: i64,
+    pub record: TaskRecord,
+}
+
+fn task_from_row(row: &Row<'_>) -> rusqlite::Result<StoredTask> {
+    let status: String = row.get(2)?;
+    let argv: Option<String> = row.get(5)?;
+    Ok(StoredTask {
+        rowid: row.get(0)?,
+        record: TaskRecord {
+            task_id: row.get(1)?,
+            status: TaskStatus::parse(&status).unwrap_or(TaskStatus::Interrupted),
+            runtime: row.get(3)?,
+            title: row.get(4)?,
+            argv: argv.and_then(|a| serde_json::from_str(&a).ok()),
+            command: row.get(6)?,
+            cwd: row.get(7)?,
+            timeout_s: row.get::<_, Option<i64>>(8)?.map(|t| t as u64),
+            exit_code: row.get(9)?,
+            signal: row.get(10)?,
+            error: row.get(11)?,
+            created_at: clock::rfc3339(row.get(12)?),
+            started_at: row.get::<_, Option<i64>>(13)?.map(clock::rfc3339),
+            finished_at: row.get::<_, Option<i64>>(14)?.map(clock::rfc3339),
+            last_seq: row.get::<_, i64>(15)? as u64,
+        },
+    })
+}
+
+/// The update notification that describes a record's current status.
+pub fn update_of(record: &TaskRecord) -> TaskUpdate {
+    TaskUpdate {
+        task_id: record.task_id.clone(),
+        status: record.status,
+        exit_code: record.exit_code,
+        signal: record.signal.clone(),
+        error: record.error.clone(),
+    }
+}
+
+pub fn insert_task(conn: &Connection, task: &NewTask) -> rusqlite::Result<i64> {
+    let argv = task
+        .argv
+        .as_ref()
+        .map(|a| serde_json::to_string(a).unwrap_or_default());
+    conn.execute(
+        "INSERT INTO tasks (id, runtime, title, argv, command, cwd, timeout_s, status, created_by, \
+         idempotency_key, request_hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?9, ?10, ?11)",
+        params![
+            task.id,
+            task.runtime,
+            task.title,
+            argv,
+            task.command,
+            task.cwd,
+            task.timeout_s.map(|t| t as i64),
+            task.created_by,
+            task.idempotency_key,
+            task.request_hash,
+            task.created_at
+        ],
+    )?;
+    Ok(conn.last_insert_rowid())
+}
+
+pub fn get_task(conn: &Connection, id: &str) -> rusqlite::Result<Option<StoredTask>> {
+    conn.query_row(
+        &format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?1"),
+        [id],
+        task_from_row,
+    )
+    .optional()
+}
+
+/// The task a principal created with an idempotency key, with the hash of its request.
+pub fn find_by_idempotency_key(
+    conn: &Connection,
+    created_by: &str,
+    key: &str,
+) -> rusqlite::Result<Option<(StoredTask, Option<String>)>> {
+    conn.query_row(
+        &format!("SELECT {TASK_COLUMNS}, request_hash FROM tasks WHERE created_by = ?1 AND idempotency_key = ?2"),
+        [created_by, key],
+        |row| Ok((task_from_row(row)?, row.get(16)?)),
+    )
+    .optional()
+}
+
+/// Tasks newest first, optionally by status and before a given task.
+pub fn list_tasks(
+    conn: &Connection,
+    status: Option<TaskStatus>,
+    before_rowid: Option<i64>,
+    limit: u32,
+) -> rusqlite::Result<Vec<TaskRecord>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {TASK_COLUMNS} FROM tasks WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR rowid < ?2) \
+         ORDER BY rowid DESC LIMIT ?3"
+    ))?;
+    let rows = stmt.query_map(
+        params![status.map(TaskStatus::as_str), before_rowid, limit],
+        task_from_row,
+    )?;
+    rows.map(|r| r.map(|t| t.record)).collect()
+}
+
+pub fn rowid_of(conn: &Connection, id: &str) -> rusqlite::Result<Option<i64>> {
+    conn.query_row("SELECT rowid FROM tasks WHERE id = ?1", [id], |r| r.get(0))
+        .optional()
+}
+
+pub fn set_status(
+    conn: &Connection,
+    rowid: i64,
+    status: TaskStatus,
+    change: &StatusChange,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE tasks SET status = ?2, exit_code = COALESCE(?3, exit_code), signal = COALESCE(?4, signal), \
+         error = COALESCE(?5, error), started_at = COALESCE(?6, started_at), \
+         finished_at = COALESCE(?7, finished_at), pgid = COALESCE(?8, pgid) WHERE rowid = ?1",
+        params![
+            rowid,
+            status.as_str(),
+            change.exit_code,
+            change.signal,
+            change.error,
+            change.started_at,
+            change.finished_at,
+            change.pgid
+        ],
+    )?;
+    Ok(())
+}
+
+pub fn insert_chunk(
+    conn: &Connection,
+    rowid: i64,
+    seq: u64,
+    stream: LogStream,
+    ts: i64,
+    data: &[u8],
+) -> rusqlite::Result<()> {
+    conn.prepare_cached("INSERT INTO log_chunks (id, stream, ts, data) VALUES (?1, ?2, ?3, ?4)")?
+        .execute(params![chunk_key(rowid, seq), stream.code(), ts, data])?;
+    Ok(())
+}
+
+/// Chunks with `from <= seq <= upto` (seqs past 2^32 - 1 are not stored), at most `limit` of them and stopping
+/// once `max_bytes` is reached (always at least one).
+pub fn read_chunks(
+    conn: &Connection,
+    rowid: i64,
+    from: u64,
+    upto: u64,
+    limit: u32,
+    max_bytes: usize,
+) -> rusqlite::Result<Vec<ChunkRow>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id & 4294967295, stream, ts, data FROM log_chunks WHERE id BETWEEN ?1 AND ?2 ORDER BY id LIMIT ?3",
+    )?;
+    let mut rows = stmt.query(params![
+        chunk_key(rowid, from),
+        chunk_key(rowid, upto),
+        limit
+    ])?;
+    let mut out = Vec::new();
+    let mut bytes = 0usize;
+    while let Some(row) = rows.next()? {
+        let data: Vec<u8> = row.get(3)?;
+        bytes += data.len();
+        out.push(ChunkRow {
+            seq: row.get::<_, i64>(0)? as u64,
+            stream: LogStream::from_code(row.get(1)?),
+            ts: row.get(2)?,
+            data,
+        });
+        if bytes >= max_bytes {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// Marks every task that was not finished as interrupted; returns how many.
+pub fn interrupt_unfinished(conn: &Connection, now: i64) -> rusqlite::Result<usize> {
+    conn.execute(
+        "UPDATE tasks SET status = 'interrupted', finished_at = ?1, error = CASE status \
+           WHEN 'queued' THEN 'the host stopped before the task started' \
+           ELSE 'the host stopped while the task was running' END \
+         WHERE status IN ('queued', 'running', 'waiting_permission')",
+        [now],
+    )
+}
+
+pub fn count_by_status(conn: &Connection) -> rusqlite::Result<TaskCounts> {
+    let mut stmt = conn.prepare_cached("SELECT status, COUNT(*) FROM tasks GROUP BY status")?;
+    let mut counts = TaskCounts::default();
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+    for row in rows {
+        let (status, n) = row?;
+        if let Some(status) = TaskStatus::parse(&status) {
+            counts.add(status, n as u64);
+        }
+    }
+    Ok(counts)
+}

@@ -1,0 +1,332 @@
+//! The built-in runtime: runs a command as a child process in its own process
+//! group, streams its stdout and stderr, and stops it on cancel, timeout or
+//! host shutdown (SIGTERM to the group, SIGKILL after a grace period).
+//!
+//! When the main process exits, anything it left running in its group is
+//! killed: a task does not leak processes. The exit is observed with
+//! `waitid(WNOWAIT)` so that the group id cannot be reused before we signal it.
+
+use std::collections::BTreeMap;
+use std::os::fd::AsFd;
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::AsyncReadExt;
+use tokio::process::Command;
+use tokio::time::{Instant, sleep_until};
+use tokio_util::sync::CancellationToken;
+
+use super::chunk::{MAX_CHUNK, complete_prefix_len};
+use super::reaper::Reaper;
+use super::records::StatusChange;
+use super::sink::Sink;
+use crate::clock;
+use crate::protocol::{LogStream, TaskStatus};
+
+/// How long to keep reading output after the main process exited and its
+/// group was killed (a process that left the group may still hold the pipe).
+const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub enum Program {
+    /// A program and its arguments, run directly.
+    Argv(Vec<String>),
+    /// A command line for `/bin/sh -c`.
+    Shell(String),
+}
+
+impl Program {
+    fn name(&self) -> &str {
+        match self {
+            Program::Argv(argv) => argv.first().map_or("", String::as_str),
+            Program::Shell(_) => "/bin/sh",
+        }
+    }
+}
+
+/// A task ready to run.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub program: Program,
+    pub cwd: PathBuf,
+    pub env: BTreeMap<String, String>,
+    pub timeout: Option<Duration>,
+}
+
+/// What stops a task early.
+pub struct Controls<'a> {
+    pub cancel: &'a CancellationToken,
+    pub shutdown: &'a CancellationToken,
+    pub reaper: &'a Reaper,
+    pub kill_grace: Duration,
+}
+
+/// How a task ended.
+pub struct Outcome {
+    pub status: TaskStatus,
+    pub change: StatusChange,
+}
+
+impl Outcome {
+    pub fn failed(error: String) -> Outcome {
+        Outcome {
+            status: TaskStatus::Failed,
+            change: StatusChange {
+                error: Some(error),
+                ..StatusChange::default()
+            },
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Stop {
+    Cancelled,
+    TimedOut(Duration),
+    Shutdown,
+    StoreFailed,
+}
+
+/// The pipe size asked for a task's output, so that a fast writer is not
+/// woken for every 64 KiB (the kernel may grant less).
+const PIPE_SIZE: i32 = 1024 * 1024;
+
+/// One output pipe's read buffer, holding back a UTF-8 sequence cut by a read.
+struct PipeBuffer {
+    stream: LogStream,
+    buf: BytesMut,
+}
+
+impl PipeBuffer {
+    fn new(stream: LogStream) -> PipeBuffer {
+        PipeBuffer {
+            stream,
+            buf: BytesMut::with_capacity(MAX_CHUNK),
+        }
+    }
+
+    /// Reads once from `pipe`: at most a chunk, counting bytes held back. Cancel-safe.
+    async fn fill<R: tokio::io::AsyncRead + Unpin>(
+        &mut self,
+        pipe: &mut R,
+    ) -> std::io::Result<usize> {
+        let room = MAX_CHUNK - self.buf.len();
+        self.buf.reserve(room);
+        pipe.read_buf(&mut (&mut self.buf).limit(room)).await
+    }
+
+    /// After a read: the bytes that can be sent now (no copy).
+    fn take(&mut self) -> Bytes {
+        let ready = complete_prefix_len(&self.buf);
+        self.buf.split_to(ready).freeze()
+    }
+
+    /// At end of stream: whatever was held back.
+    fn rest(&mut self) -> Bytes {
+        self.buf.split().freeze()
+    }
+}
+
+/// Runs a job to its end, writing output and the `running` status to `sink`.
+pub async fn run(job: Job, sink: &mut Sink, controls: Controls<'_>) -> Outcome {
+    let mut command = match &job.program {
+        Program::Argv(argv) => {
+            let mut c = Command::new(&argv[0]);
+            c.args(&argv[1..]);
+            c
+        }
+        Program::Shell(line) => {
+            let mut c = Command::new("/bin/sh");
+            c.arg("-c").arg(line);
+            c
+        }
+    };
+    command
+        .current_dir(&job.cwd)
+        .envs(&job.env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(false);
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(e) => return Outcome::failed(spawn_error(job.program.name(), &e)),
+    };
+    let (Some(pid), Some(mut stdout), Some(mut stderr)) =
+        (child.id(), child.stdout.take(), child.stderr.take())
+    else {
+        return Outcome::failed("the process could not be started with its output attached".into());
+    };
+    let pgid = pid as i32;
+    controls.reaper.watch(pgid);
+    for fd in [stdout.as_fd(), stderr.as_fd()] {
+        // Best effort: a smaller pipe only costs throughput.
+        let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
+    }
+    sink.status(
+        TaskStatus::Running,
+        StatusChange {
+            started_at: Some(clock::now_ms()),
+            pgid: Some(pgid),
+            ..StatusChange::default()
+        },
+    )
+    .await;
+
+    let mut out = PipeBuffer::new(LogStream::Stdout);
+    let mut err = PipeBuffer::new(LogStream::Stderr);
+    let (mut out_open, mut err_open) = (true, true);
+    let exited = tokio::task::spawn_blocking(move || wait_exit_without_reaping(pid));
+    tokio::pin!(exited);
+    let mut has_exited = false;
+    let never = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
+    let deadline = job.timeout.map(|t| Instant::now() + t);
+    let mut stop: Option<Stop> = None;
+    let mut kill_at: Option<Instant> = None;
+    let mut drain_until: Option<Instant> = None;
+
+    while !(has_exited && !out_open && !err_open) {
+        let mut write: Option<(LogStream, Bytes)> = None;
+        tokio::select! {
+            r = out.fill(&mut stdout), if out_open => match r {
+                Ok(n) if n > 0 => write = Some((out.stream, out.take())),
+                _ => { out_open = false; write = Some((out.stream, out.rest())); }
+            },
+            r = err.fill(&mut stderr), if err_open => match r {
+                Ok(n) if n > 0 => write = Some((err.stream, err.take())),
+                _ => { err_open = false; write = Some((err.stream, err.rest())); }
+            },
+            _ = &mut exited, if !has_exited => {
+                has_exited = true;
+                // The leader is a zombie until we reap it, so the group id is still ours.
+                signal_group(pgid, Signal::SIGKILL);
+                drain_until = Some(Instant::now() + DRAIN_AFTER_EXIT);
+            },
+            _ = controls.cancel.cancelled(), if stop.is_none() => {
+                stop = Some(Stop::Cancelled);
+                kill_at = Some(terminate(pgid, controls.kill_grace));
+            },
+            _ = sleep_until(deadline.unwrap_or(never)), if stop.is_none() && deadline.is_some() => {
+                stop = Some(Stop::TimedOut(job.timeout.unwrap_or_default()));
+                kill_at = Some(terminate(pgid, controls.kill_grace));
+            },
+            _ = controls.shutdown.cancelled(), if stop.is_none() => {
+                stop = Some(Stop::Shutdown);
+                kill_at = Some(terminate(pgid, controls.kill_grace.min(Duration::from_secs(2))));
+            },
+            _ = sleep_until(kill_at.unwrap_or(never)), if kill_at.is_some() && !has_exited => {
+                signal_group(pgid, Signal::SIGKILL);
+                kill_at = None;
+            },
+            _ = sleep_until(drain_until.unwrap_or(never)), if drain_until.is_some() => break,
+        }
+        if let Some((stream, data)) = write {
+            let saved = sink.chunk(stream, data).await;
+            if stop.is_none() && (saved.is_err() || sink.live().store_error().is_some()) {
+                stop = Some(Stop::StoreFailed);
+                kill_at = Some(terminate(pgid, controls.kill_grace));
+            }
+        }
+    }
+    drop((stdout, stderr));
+    let status = child.wait().await;
+    controls.reaper.forget(pgid);
+
+    let (exit_code, signal) = match &status {
+        Ok(status) => (status.code(), status.signal().map(signal_name)),
+        Err(_) => (None, None),
+    };
+    let (status, error) = match stop {
+        Some(Stop::Cancelled) => (
+            TaskStatus::Cancelled,
+            Some("cancelled on request".to_owned()),
+        ),
+        Some(Stop::TimedOut(t)) => (
+            TaskStatus::Failed,
+            Some(format!("timed out after {} s and was stopped", t.as_secs())),
+        ),
+        Some(Stop::Shutdown) => (
+            TaskStatus::Interrupted,
+            Some("the host shut down while the task was running".to_owned()),
+        ),
+        Some(Stop::StoreFailed) => (
+            TaskStatus::Failed,
+            Some(format!(
+                "the host could not save the task's output ({}); check free disk space in the data dir",
+                sink.live()
+                    .store_error()
+                    .map_or_else(|| "store closed".to_owned(), |e| e.to_string())
+            )),
+        ),
+        None => match (exit_code, &signal) {
+            (Some(0), _) => (TaskStatus::Succeeded, None),
+            (Some(code), _) => (TaskStatus::Failed, Some(format!("exited with code {code}"))),
+            (None, Some(signal)) => (TaskStatus::Failed, Some(format!("killed by {signal}"))),
+            (None, None) => (
+                TaskStatus::Failed,
+                Some("the process ended in an unknown way".to_owned()),
+            ),
+        },
+    };
+    Outcome {
+        status,
+        change: StatusChange {
+            exit_code,
+            signal,
+            error,
+            finished_at: Some(clock::now_ms()),
+            ..StatusChange::default()
+        },
+    }
+}
+
+/// Sends SIGTERM to the group and returns when to follow up with SIGKILL.
+fn terminate(pgid: i32, grace: Duration) -> Instant {
+    signal_group(pgid, Signal::SIGTERM);
+    Instant::now() + grace
+}
+
+fn signal_group(pgid: i32, signal: Signal) {
+    if let Err(e) = killpg(Pid::from_raw(pgid), signal)
+        && e != nix::errno::Errno::ESRCH
+    {
+        tracing::warn!(pgid, %signal, error = %e, "could not signal a task's process group");
+    }
+}
+
+/// Blocks until the process has exited, leaving it unreaped (a zombie).
+fn wait_exit_without_reaping(pid: u32) {
+    use nix::sys::wait::{Id, WaitPidFlag, waitid};
+    loop {
+        match waitid(
+            Id::Pid(Pid::from_raw(pid as i32)),
+            WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT,
+        ) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            _ => return,
+        }
+    }
+}
+
+fn signal_name(signal: i32) -> String {
+    Signal::try_from(signal).map_or_else(|_| format!("signal {signal}"), |s| s.as_str().to_owned())
+}
+
+fn spawn_error(program: &str, e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            format!("command not found: `{program}` (check the name, or give its full path)")
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            format!("permission denied running `{program}` (is it executable?)")
+        }
+        _ => format!("cannot start `{program}`: {e}"),
+    }
+}

@@ -68,13 +68,17 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let code = match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("openwork-host: {e:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // Reading stdin occupies a blocking thread that no one can interrupt;
+    // do not wait for it once the work is done.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    code
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {

@@ -178,6 +178,13 @@ impl Session {
         }
     }
 
+    /// Registers an in-flight request so that `$/cancelRequest` can end it.
+    fn track_request(&self, id: &Id) -> CancellationToken {
+        let token = self.close.child_token();
+        lock(&self.inflight).insert(id.clone(), token.clone());
+        token
+    }
+
     /// Cancels an in-flight request (`$/cancelRequest`).
     pub fn cancel_request(&self, id: &Id) -> bool {
         match lock(&self.inflight).get(id) {
@@ -389,9 +396,12 @@ async fn dispatch_single(host: &Arc<HostCore>, session: &Arc<Session>, message: 
     let Ok(permit) = Arc::clone(&session.slots).acquire_owned().await else {
         return;
     };
+    // Registered before the handler is spawned, so that a `$/cancelRequest`
+    // read right after this frame finds it.
+    let cancel = id.as_ref().map(|id| session.track_request(id));
     let (host, session) = (Arc::clone(host), Arc::clone(session));
     session.clone().handlers.spawn(async move {
-        let (response, after) = execute_cancellable(&host, &session, id, &method, params).await;
+        let (response, after) = execute_cancellable(&host, &session, id, cancel, &method, params).await;
         deliver(&session, response, after).await;
         drop(permit);
     });
@@ -403,20 +413,27 @@ async fn dispatch_batch(host: &Arc<HostCore>, session: &Arc<Session>, messages: 
         Message::Notification(n) => in_order(host, &n.method),
         _ => false,
     });
+    let tokens: Vec<Option<CancellationToken>> = messages
+        .iter()
+        .map(|m| match m {
+            Message::Request(r) => Some(session.track_request(&r.id)),
+            _ => None,
+        })
+        .collect();
     let handlers = session.handlers.clone();
     let slots = Arc::clone(&session.slots);
     let (host, session) = (Arc::clone(host), Arc::clone(session));
     let work = async move {
         let mut responses = Vec::new();
         let mut after_all = Vec::new();
-        for message in messages {
+        for (message, cancel) in messages.into_iter().zip(tokens) {
             let (response, after) = match message {
                 Message::Response => continue,
                 Message::Invalid { id, error } => {
                     (Some(encode_error(id.as_ref(), &error)), Vec::new())
                 }
                 Message::Request(r) => {
-                    execute_cancellable(&host, &session, Some(r.id), &r.method, r.params).await
+                    execute_cancellable(&host, &session, Some(r.id), cancel, &r.method, r.params).await
                 }
                 Message::Notification(n) => {
                     execute(&host, &session, None, &n.method, n.params).await
@@ -448,19 +465,18 @@ async fn deliver(session: &Session, response: Option<Bytes>, after: AfterReply) 
     }
 }
 
-/// Runs a request so that `$/cancelRequest` can end it.
+/// Runs a request so that `$/cancelRequest` can end it (`cancel` comes from `Session::track_request`).
 async fn execute_cancellable(
     host: &Arc<HostCore>,
     session: &Arc<Session>,
     id: Option<Id>,
+    cancel: Option<CancellationToken>,
     method: &str,
     params: Option<Box<RawValue>>,
 ) -> (Option<Bytes>, AfterReply) {
-    let Some(id) = id else {
+    let (Some(id), Some(token)) = (id, cancel) else {
         return execute(host, session, None, method, params).await;
     };
-    let token = CancellationToken::new();
-    lock(&session.inflight).insert(id.clone(), token.clone());
     let out = tokio::select! {
         out = execute(host, session, Some(&id), method, params) => out,
         _ = token.cancelled() => (Some(encode_error(Some(&id), &RpcError::cancelled())), Vec::new()),

@@ -1,0 +1,216 @@
+//! Bad input from clients: oversized, malformed and truncated frames, invalid
+//! UTF-8, ids echoed to the byte, clients that vanish or stop reading.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::process::Stdio;
+
+use common::*;
+use serde_json::{Value, json};
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn an_oversized_frame_gets_a_clear_error_and_the_connection_carries_on() {
+    let host = {
+        let mut h = TestHost::new("[limits]\nmax_frame_bytes = 4096\n");
+        h.start();
+        h
+    };
+    let mut client = host.connect().await;
+    let big = json!({"jsonrpc": "2.0", "id": 1, "method": "task.run", "params": {"command": "x".repeat(10_000)}});
+    within(10, client.send(&big)).await.unwrap();
+    let reply = within(10, client.next_message()).await.unwrap();
+    assert_eq!(reply["id"], Value::Null);
+    assert_eq!(reply["error"]["code"], -32600);
+    assert_eq!(reply["error"]["data"]["limit"], 4096);
+    let message = reply["error"]["message"].as_str().unwrap();
+    assert!(message.contains("over the host's limit of 4096 bytes"), "{message}");
+    assert!(reply["error"]["data"]["action"].as_str().unwrap().contains("max_frame_bytes"));
+    let pong: Value = within(10, client.call("$/ping", json!({}))).await.unwrap();
+    assert_eq!(pong, json!({}));
+}
+
+#[test]
+fn an_oversized_line_on_stdio_is_refused_in_both_framings() {
+    let host = TestHost::new("[limits]\nmax_frame_bytes = 4096\n");
+    let padding = "y".repeat(8000);
+    let ndjson = format!(
+        "{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"$/ping\",\"params\":{{\"pad\":\"{padding}\"}}}}\n{{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"$/ping\"}}\n"
+    );
+    let body = format!("{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"$/ping\",\"params\":{{\"pad\":\"{padding}\"}}}}");
+    let ping = r#"{"jsonrpc":"2.0","id":2,"method":"$/ping"}"#;
+    let lsp = format!("Content-Length: {}\r\n\r\n{body}Content-Length: {}\r\n\r\n{ping}", body.len(), ping.len());
+    for input in [ndjson, lsp] {
+        let mut child = host.stdio().stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        let mut out = String::new();
+        child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+        assert!(child.wait().unwrap().success());
+        assert!(out.contains("over the host's limit of 4096 bytes"), "{out}");
+        assert!(out.contains(r#""id":2,"result":{}"#), "the next message is still answered: {out}");
+    }
+}
+
+#[tokio::test]
+async fn a_huge_declared_length_is_never_allocated() {
+    let host = TestHost::started();
+    let mut client = host.connect().await;
+    // 1 TiB declared; the host must skip, not allocate, and the other clients never notice.
+    within(10, client.send_raw(b"Content-Length: 1099511627776\r\n\r\n{\"jsonrpc\":\"2.0\"")).await.unwrap();
+    let mut other = host.connect().await;
+    let pong: Value = within(10, other.call("$/ping", json!({}))).await.unwrap();
+    assert_eq!(pong, json!({}));
+    within(10, client.close_write()).await.unwrap();
+    let end = within(10, client.next_message()).await;
+    assert!(end.is_err(), "the host closes a connection cut in the middle of a frame");
+    assert!(peak_rss_kib(host.pid()) < 200 * 1024, "the host never grew towards the declared size");
+    let pong: Value = within(10, other.call("$/ping", json!({}))).await.unwrap();
+    assert_eq!(pong, json!({}));
+}
+
+#[tokio::test]
+async fn invalid_utf8_in_a_frame_is_a_parse_error_and_the_connection_carries_on() {
+    let host = TestHost::started();
+    let mut client = host.connect().await;
+    within(10, client.send_frame(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"\xff\xfe\"}")).await.unwrap();
+    let reply = within(10, client.next_message()).await.unwrap();
+    assert_eq!(reply["error"]["code"], -32700);
+    assert!(reply["error"]["message"].as_str().unwrap().contains("UTF-8"));
+    let pong: Value = within(10, client.call("$/ping", json!({}))).await.unwrap();
+    assert_eq!(pong, json!({}));
+}
+
+#[tokio::test]
+async fn ids_are_echoed_byte_for_byte() {
+    let host = TestHost::started();
+    let mut client = host.connect().await;
+    for id in ["1e3", "-0.5", "18446744073709551616", r#""caf\u00e9""#, "null", "7"] {
+        let body = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"$/ping"}}"#);
+        within(10, client.send_frame(body.as_bytes())).await.unwrap();
+        let reply = within(10, client.read_frame()).await.unwrap();
+        let reply = String::from_utf8(reply).unwrap();
+        assert_eq!(reply, format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{{}}}}"#));
+    }
+}
+
+#[tokio::test]
+async fn a_malformed_header_closes_only_that_connection() {
+    let host = TestHost::started();
+    let mut bad = host.connect().await;
+    let mut good = host.connect().await;
+    within(10, bad.send_raw(b"Content-Lenght: 5\r\n\r\n{}")).await.unwrap();
+    let reply = within(10, bad.next_message()).await.unwrap();
+    assert_eq!(reply["error"]["code"], -32700);
+    assert!(within(10, bad.next_message()).await.is_err(), "then the host closes it");
+    let pong: Value = within(10, good.call("$/ping", json!({}))).await.unwrap();
+    assert_eq!(pong, json!({}));
+}
+
+#[tokio::test]
+async fn a_client_that_vanishes_mid_stream_loses_nothing() {
+    let host = TestHost::started();
+    let mut client = host.connect().await;
+    let task = run(
+        &mut client,
+        json!({"command": "for i in $(seq 1 60); do echo line $i; sleep 0.01; done"}),
+    )
+    .await;
+    // Read a few chunks, then drop the connection without a goodbye.
+    within(10, async {
+        let mut chunks = 0;
+        while chunks < 3 {
+            let m = client.next_notification().await.unwrap();
+            if m["method"] == "log.chunk" {
+                chunks += 1;
+            }
+        }
+    })
+    .await;
+    drop(client);
+
+    let mut again = host.connect().await;
+    let record = within(20, async {
+        loop {
+            let record: Value = again.call("task.get", json!({"taskId": task})).await.unwrap();
+            if record["status"] != "running" && record["status"] != "queued" {
+                return record;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert_eq!(record["status"], "succeeded", "the task kept running: {record}");
+    let logs: Value = within(10, again.call("task.logs", json!({"taskId": task, "limit": 1000}))).await.unwrap();
+    assert_eq!(logs["done"], true);
+    let text: String = logs["chunks"].as_array().unwrap().iter().map(|c| c["data"].as_str().unwrap()).collect();
+    let expected: String = (1..=60).map(|i| format!("line {i}\n")).collect();
+    assert_eq!(text, expected);
+}
+
+#[tokio::test]
+async fn replies_do_not_wait_behind_a_flood_of_log_chunks() {
+    let host = TestHost::started();
+    let mut client = host.connect().await;
+    let task = run(&mut client, json!({"command": "head -c 50000000 /dev/zero | tr '\\0' 'x'"})).await;
+    // Let notifications pile up unread, then ask something.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    within(10, client.send(&json!({"jsonrpc": "2.0", "id": "urgent", "method": "$/ping"}))).await.unwrap();
+    let chunks_before_reply = within(60, async {
+        let mut chunks = 0usize;
+        loop {
+            let body = client.read_frame().await.unwrap();
+            let m: Value = serde_json::from_slice(&body).unwrap();
+            if m["id"] == "urgent" {
+                return chunks;
+            }
+            if m["method"] == "log.chunk" {
+                chunks += 1;
+            }
+        }
+    })
+    .await;
+    // What was already in the socket and the small notification queue may
+    // come first; the ~760 chunks still to come must not.
+    assert!(chunks_before_reply < 64, "the reply waited behind {chunks_before_reply} chunks");
+    let followed = follow(&mut client, &task, 120).await;
+    assert_eq!(followed.last().status, openwork_host::protocol::TaskStatus::Succeeded);
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_costs_no_memory_and_then_gets_everything() {
+    let host = TestHost::started();
+    let mut client = host.connect().await;
+    let size = 96 * 1024 * 1024u64;
+    let task = run(
+        &mut client,
+        json!({"command": format!("yes 'slow client line 0123456789' | head -c {size}")}),
+    )
+    .await;
+    // Do not read until the task has finished writing everything.
+    let mut probe = host.connect().await;
+    within(120, async {
+        loop {
+            let record: Value = probe.call("task.get", json!({"taskId": task})).await.unwrap();
+            if record["status"] == "succeeded" {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    let rss = peak_rss_kib(host.pid());
+    assert!(rss < 150 * 1024, "the host buffered for the slow client: peak RSS {rss} KiB");
+    let followed = follow(&mut client, &task, 120).await;
+    assert_contiguous(&followed.chunks, 1);
+    assert_eq!(followed.output().len() as u64, size);
+    assert!(followed.output().starts_with(b"slow client line 0123456789\nslow"));
+}

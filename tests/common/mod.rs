@@ -1,0 +1,250 @@
+//! Test harness: a real `openwork-host serve --no-mdns` on a temporary data
+//! dir, clients over its unix socket, and `openwork-host stdio` processes.
+//! Every wait is bounded.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use openwork_host::client::{Connection, connect_unix};
+use openwork_host::protocol::{LogChunk, TaskUpdate};
+use serde_json::{Value, json};
+use tokio::io::{ReadHalf, WriteHalf};
+use tokio::net::UnixStream;
+
+pub type Client = Connection<ReadHalf<UnixStream>, WriteHalf<UnixStream>>;
+
+/// The binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_openwork-host")
+}
+
+/// Runs a future with a deadline; a test never hangs.
+pub async fn within<T>(secs: u64, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(secs), f)
+        .await
+        .unwrap_or_else(|_| panic!("timed out after {secs} s"))
+}
+
+/// Polls `check` every 20 ms until it holds or `secs` pass.
+pub fn wait_until(secs: u64, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("timed out after {secs} s waiting for {what}");
+}
+
+/// A host on a temporary data dir, with its own workspace root.
+pub struct TestHost {
+    pub dir: tempfile::TempDir,
+    pub data: PathBuf,
+    pub work: PathBuf,
+    child: Option<Child>,
+}
+
+impl TestHost {
+    /// A data dir whose config is the workspace root plus `extra` TOML (appended).
+    pub fn new(extra: &str) -> TestHost {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        let work = dir.path().join("work");
+        std::fs::create_dir_all(&data).expect("data dir");
+        std::fs::create_dir_all(&work).expect("work dir");
+        let work = std::fs::canonicalize(&work).expect("canonical work dir");
+        let config = format!(
+            "[tasks]\nworkspace_roots = [{:?}]\nkill_grace_ms = 1000\n{extra}",
+            work.display().to_string()
+        );
+        std::fs::write(data.join("config.toml"), config).expect("config");
+        TestHost {
+            dir,
+            data,
+            work,
+            child: None,
+        }
+    }
+
+    /// A started host with the default test config.
+    pub fn started() -> TestHost {
+        let mut host = TestHost::new("");
+        host.start();
+        host
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.data.join("host.sock")
+    }
+
+    /// Starts `serve` and waits until the socket accepts connections.
+    pub fn start(&mut self) {
+        let _ = std::fs::remove_file(self.socket());
+        let child = Command::new(bin())
+            .args(["serve", "--no-mdns", "--log", "warn", "--data-dir"])
+            .arg(&self.data)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start the host");
+        self.child = Some(child);
+        let socket = self.socket();
+        wait_until(20, "the host's socket", || std::os::unix::net::UnixStream::connect(&socket).is_ok());
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// SIGKILL: the host gets no chance to clean up.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then waits (bounded) for a graceful exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        signal(child.id(), nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("the host did not stop within 30 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub async fn connect(&self) -> Client {
+        within(10, connect_unix(&self.socket())).await.expect("connect")
+    }
+
+    /// `openwork-host stdio` on this data dir.
+    pub fn stdio(&self) -> Command {
+        let mut command = Command::new(bin());
+        command.arg("stdio").arg("--data-dir").arg(&self.data);
+        command
+    }
+}
+
+impl Drop for TestHost {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub fn signal(pid: u32, signal: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal);
+}
+
+/// Whether a process is alive (and not a zombie).
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+/// Pids of processes whose command line contains `marker`.
+pub fn pids_with(marker: &str) -> Vec<i32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains(marker) && alive(pid) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Starts a task and returns its id.
+pub async fn run(client: &mut Client, params: Value) -> String {
+    let result: Value = within(10, client.call("task.run", params)).await.expect("task.run");
+    result["taskId"].as_str().expect("taskId").to_owned()
+}
+
+/// Everything a connection received for one task until its final status.
+pub struct Followed {
+    pub chunks: Vec<LogChunk>,
+    pub updates: Vec<TaskUpdate>,
+}
+
+impl Followed {
+    pub fn output(&self) -> Vec<u8> {
+        self.chunks.iter().flat_map(openwork_host::tasks::chunk::chunk_bytes).collect()
+    }
+
+    pub fn stream(&self, stream: &str) -> String {
+        let bytes: Vec<u8> = self
+            .chunks
+            .iter()
+            .filter(|c| serde_json::to_value(c.stream).ok() == Some(json!(stream)))
+            .flat_map(openwork_host::tasks::chunk::chunk_bytes)
+            .collect();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    pub fn last(&self) -> &TaskUpdate {
+        self.updates.last().expect("a final update")
+    }
+}
+
+/// Reads notifications for `task_id` until its final `task.updated`.
+pub async fn follow(client: &mut Client, task_id: &str, secs: u64) -> Followed {
+    within(secs, async {
+        let mut followed = Followed {
+            chunks: Vec::new(),
+            updates: Vec::new(),
+        };
+        loop {
+            let message = client.next_notification().await.expect("notification");
+            let params = message["params"].clone();
+            if params["taskId"] != task_id {
+                continue;
+            }
+            match message["method"].as_str() {
+                Some("log.chunk") => followed.chunks.push(serde_json::from_value(params).expect("chunk")),
+                Some("task.updated") => {
+                    let update: TaskUpdate = serde_json::from_value(params).expect("update");
+                    let done = update.status.is_final();
+                    followed.updates.push(update);
+                    if done {
+                        return followed;
+                    }
+                }
+                _ => {}
+            }
+        }
+    })
+    .await
+}
+
+/// Seqs must run 1, 2, 3… with no gap and no duplicate.
+pub fn assert_contiguous(chunks: &[LogChunk], from: u64) {
+    for (i, chunk) in chunks.iter().enumerate() {
+        assert_eq!(chunk.seq, from + i as u64, "seq gap or duplicate at index {i}");
+    }
+}
+
+/// Writes a file and returns its path (for scripts used as tasks).
+pub fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, body).expect("script");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    path
+}

@@ -1,0 +1,69 @@
+//! Every conformance fixture, replayed over stdio (both framings) and the unix socket.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::{TestHost, bin};
+use openwork_host::conformance::{Target, load, replay};
+
+fn fixtures() -> Vec<openwork_host::conformance::Fixture> {
+    let fixtures = load(&[PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures")]).expect("fixtures load");
+    assert!(fixtures.len() >= 10, "the fixtures directory holds the transcripts");
+    fixtures
+}
+
+async fn replay_all(target: Target, expect_skipped: usize) {
+    let fixtures = fixtures();
+    let (passed, failed, skipped) = replay(&target, &fixtures).await;
+    assert_eq!(failed, 0, "conformance failures on {target:?} (see the report above)");
+    assert_eq!(skipped, expect_skipped, "fixtures skipped on {target:?}");
+    assert_eq!(passed + skipped, fixtures.len());
+}
+
+fn framing_only(framing: &str) -> usize {
+    fixtures().iter().filter(|f| f.framing == framing).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fixtures_pass_over_stdio_with_lsp_framing() {
+    let target = Target::parse("stdio", "lsp", PathBuf::from(bin())).unwrap();
+    replay_all(target, framing_only("ndjson")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fixtures_pass_over_stdio_with_newline_delimited_json() {
+    let target = Target::parse("stdio", "ndjson", PathBuf::from(bin())).unwrap();
+    replay_all(target, framing_only("lsp")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fixtures_pass_over_the_unix_socket() {
+    let host = TestHost::started();
+    let target = Target::parse(&format!("unix:{}", host.socket().display()), "lsp", PathBuf::from(bin())).unwrap();
+    replay_all(target, framing_only("ndjson")).await;
+}
+
+#[test]
+fn the_conformance_command_reports_per_fixture_and_fails_on_a_mismatch() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("wrong.json"),
+        r#"{"name": "wrong", "steps": [
+            {"send": {"jsonrpc": "2.0", "id": 1, "method": "$/ping"}},
+            {"expect": {"jsonrpc": "2.0", "id": 1, "result": {"pong": true}}}]}"#,
+    )
+    .unwrap();
+    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures").join("ids.json");
+    let out = std::process::Command::new(bin())
+        .args(["conformance", "--target", "stdio"])
+        .arg(&fixtures)
+        .arg(dir.path().join("wrong.json"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "a failing fixture fails the command");
+    assert!(stdout.contains("PASS ids"), "{stdout}");
+    assert!(stdout.contains("FAIL wrong at step 2"), "{stdout}");
+    assert!(stdout.contains("1 passed, 1 failed"), "{stdout}");
+}

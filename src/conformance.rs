@@ -157,8 +157,10 @@ pub fn load(paths: &[PathBuf]) -> anyhow::Result<Vec<Fixture>> {
     files
         .iter()
         .map(|file| {
-            let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-            serde_json::from_str(&text).with_context(|| format!("{} is not a valid fixture", file.display()))
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a valid fixture", file.display()))
         })
         .collect()
 }
@@ -225,7 +227,10 @@ impl Peer {
         };
         Ok(Peer {
             reader: FrameReader::new(Box::new(stdout), FramingMode::Fixed(framing), 1 << 30),
-            writer: Some(FrameWriter::new(Box::new(stdin), FramingSlot::fixed(framing))),
+            writer: Some(FrameWriter::new(
+                Box::new(stdin),
+                FramingSlot::fixed(framing),
+            )),
             child: Some(child),
             _data_dir: None,
         })
@@ -242,7 +247,10 @@ impl Peer {
     async fn close(mut self) {
         let _ = self.close_input().await;
         if let Some(mut child) = self.child.take() {
-            if tokio::time::timeout(Duration::from_secs(10), child.wait()).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(10), child.wait())
+                .await
+                .is_err()
+            {
                 let _ = child.kill().await;
             }
         }
@@ -279,7 +287,10 @@ pub async fn run_fixture(target: &Target, fixture: &Fixture) -> Outcome {
                 Some(comment) => format!("{reason} ({comment})"),
                 None => reason,
             };
-            outcome = Outcome::Failed { step: index + 1, reason };
+            outcome = Outcome::Failed {
+                step: index + 1,
+                reason,
+            };
             break;
         }
     }
@@ -287,7 +298,11 @@ pub async fn run_fixture(target: &Target, fixture: &Fixture) -> Outcome {
     outcome
 }
 
-async fn run_step(peer: &mut Peer, step: &Step, captures: &mut HashMap<String, Value>) -> Result<(), String> {
+async fn run_step(
+    peer: &mut Peer,
+    step: &Step,
+    captures: &mut HashMap<String, Value>,
+) -> Result<(), String> {
     let timeout = Duration::from_millis(step.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS));
     let deadline = Instant::now() + timeout;
     if let Some(message) = &step.send {
@@ -365,10 +380,15 @@ async fn send(peer: &mut Peer, bytes: &[u8], framed: bool) -> Result<(), String>
     } else {
         writer.write_raw(bytes).await
     };
-    sent.and(writer.flush().await).map_err(|e| format!("cannot send: {e}"))
+    sent.and(writer.flush().await)
+        .map_err(|e| format!("cannot send: {e}"))
 }
 
-async fn next_message(peer: &mut Peer, skip: &[String], deadline: Instant) -> Result<(Value, String), String> {
+async fn next_message(
+    peer: &mut Peer,
+    skip: &[String],
+    deadline: Instant,
+) -> Result<(Value, String), String> {
     loop {
         let event = tokio::time::timeout_at(deadline.into(), peer.reader.next())
             .await
@@ -380,8 +400,8 @@ async fn next_message(peer: &mut Peer, skip: &[String], deadline: Instant) -> Re
             Err(e) => return Err(format!("bad frame from the host: {e}")),
         };
         let text = String::from_utf8(body).map_err(|_| "the host sent invalid UTF-8".to_owned())?;
-        let value: Value =
-            serde_json::from_str(&text).map_err(|e| format!("the host sent invalid JSON ({e}): {text}"))?;
+        let value: Value = serde_json::from_str(&text)
+            .map_err(|e| format!("the host sent invalid JSON ({e}): {text}"))?;
         let method = value.get("method").and_then(Value::as_str);
         if method.is_some_and(|m| skip.iter().any(|s| s == m)) {
             continue;
@@ -393,7 +413,10 @@ async fn next_message(peer: &mut Peer, skip: &[String], deadline: Instant) -> Re
 fn compact(value: &Value) -> String {
     let text = value.to_string();
     if text.len() > 400 {
-        format!("{}…", &text[..text.char_indices().nth(400).map_or(text.len(), |(i, _)| i)])
+        format!(
+            "{}…",
+            &text[..text.char_indices().nth(400).map_or(text.len(), |(i, _)| i)]
+        )
     } else {
         text
     }
@@ -407,7 +430,12 @@ pub fn substitute(value: &Value, captures: &HashMap<String, Value>) -> Result<Va
             .cloned()
             .ok_or_else(|| format!("nothing was captured as `{}`", &s[5..]))?,
         Value::String(s) if s.starts_with("$$") => Value::String(s[1..].to_owned()),
-        Value::Array(items) => Value::Array(items.iter().map(|v| substitute(v, captures)).collect::<Result<_, _>>()?),
+        Value::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|v| substitute(v, captures))
+                .collect::<Result<_, _>>()?,
+        ),
         Value::Object(map) => Value::Object(
             map.iter()
                 .map(|(k, v)| Ok((k.clone(), substitute(v, captures)?)))
@@ -424,7 +452,12 @@ pub fn match_value(
     captures: &mut HashMap<String, Value>,
     path: &str,
 ) -> Result<(), String> {
-    let mismatch = |what: &str| Err(format!("at {path}: expected {what}, got {}", compact(actual)));
+    let mismatch = |what: &str| {
+        Err(format!(
+            "at {path}: expected {what}, got {}",
+            compact(actual)
+        ))
+    };
     match expected {
         Value::String(s) if s.starts_with('$') && !s.starts_with("$$") => match s.as_str() {
             "$any" => Ok(()),
@@ -434,7 +467,13 @@ pub fn match_value(
             "$boolean" if actual.is_boolean() => Ok(()),
             "$object" if actual.is_object() => Ok(()),
             "$array" if actual.is_array() => Ok(()),
-            "$timestamp" if actual.as_str().is_some_and(|t| humantime::parse_rfc3339(t).is_ok()) => Ok(()),
+            "$timestamp"
+                if actual
+                    .as_str()
+                    .is_some_and(|t| humantime::parse_rfc3339(t).is_ok()) =>
+            {
+                Ok(())
+            }
             _ if s.starts_with("$capture:") => {
                 captures.insert(s["$capture:".len()..].to_owned(), actual.clone());
                 Ok(())
@@ -446,11 +485,13 @@ pub fn match_value(
             },
             _ if s.starts_with("$contains:") => match actual.as_str() {
                 Some(text) if text.contains(&s["$contains:".len()..]) => Ok(()),
-                _ => mismatch(&format!("a string containing {:?}", &s["$contains:".len()..])),
+                _ => mismatch(&format!(
+                    "a string containing {:?}",
+                    &s["$contains:".len()..]
+                )),
             },
-            "$string" | "$number" | "$integer" | "$boolean" | "$object" | "$array" | "$timestamp" => {
-                mismatch(&s[1..])
-            }
+            "$string" | "$number" | "$integer" | "$boolean" | "$object" | "$array"
+            | "$timestamp" => mismatch(&s[1..]),
             other => Err(format!("at {path}: unknown placeholder {other}")),
         },
         Value::String(s) if s.starts_with("$$") => {
@@ -461,26 +502,40 @@ pub fn match_value(
             }
         }
         Value::Object(expected_map) => {
-            let Some(actual_map) = actual.as_object() else { return mismatch("an object") };
+            let Some(actual_map) = actual.as_object() else {
+                return mismatch("an object");
+            };
             let partial = expected_map.get("$partial") == Some(&Value::Bool(true));
             for (key, value) in expected_map {
                 if key == "$partial" {
                     continue;
                 }
                 match actual_map.get(key) {
-                    Some(actual_value) => match_value(value, actual_value, captures, &format!("{path}.{key}"))?,
-                    None => return Err(format!("at {path}: member `{key}` is missing in {}", compact(actual))),
+                    Some(actual_value) => {
+                        match_value(value, actual_value, captures, &format!("{path}.{key}"))?
+                    }
+                    None => {
+                        return Err(format!(
+                            "at {path}: member `{key}` is missing in {}",
+                            compact(actual)
+                        ));
+                    }
                 }
             }
             if !partial
                 && let Some(extra) = actual_map.keys().find(|k| !expected_map.contains_key(*k))
             {
-                return Err(format!("at {path}: unexpected member `{extra}` in {}", compact(actual)));
+                return Err(format!(
+                    "at {path}: unexpected member `{extra}` in {}",
+                    compact(actual)
+                ));
             }
             Ok(())
         }
         Value::Array(expected_items) => {
-            let Some(actual_items) = actual.as_array() else { return mismatch("an array") };
+            let Some(actual_items) = actual.as_array() else {
+                return mismatch("an array");
+            };
             if actual_items.len() != expected_items.len() {
                 return mismatch(&format!("{} items", expected_items.len()));
             }
@@ -506,7 +561,11 @@ pub async fn replay(target: &Target, fixtures: &[Fixture]) -> (usize, usize, usi
         match run_fixture(target, fixture).await {
             Outcome::Passed => {
                 passed += 1;
-                println!("PASS {} ({} ms)", fixture.name, started.elapsed().as_millis());
+                println!(
+                    "PASS {} ({} ms)",
+                    fixture.name,
+                    started.elapsed().as_millis()
+                );
             }
             Outcome::Skipped(why) => {
                 skipped += 1;
@@ -533,10 +592,21 @@ pub async fn main(args: Args, _data_dir: &DataDir) -> anyhow::Result<ExitCode> {
     };
     let fixtures = load(&paths)?;
     if fixtures.is_empty() {
-        bail!("no fixtures found in {}", paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
+        bail!(
+            "no fixtures found in {}",
+            paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     }
     let (_, failed, _) = replay(&target, &fixtures).await;
-    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 #[cfg(test)]
@@ -551,19 +621,52 @@ mod tests {
         let actual = json!({"id": 1, "result": {"taskId": "t_1", "status": "queued", "n": 3, "at": "2026-01-01T00:00:00.000Z"}});
         match_value(&expected, &actual, &mut captures, "m").unwrap();
         assert_eq!(captures["t"], json!("t_1"));
-        match_value(&json!({"taskId": "$ref:t"}), &json!({"taskId": "t_1"}), &mut captures, "m").unwrap();
-        assert!(match_value(&json!({"taskId": "$ref:t"}), &json!({"taskId": "t_2"}), &mut captures, "m").is_err());
-        assert_eq!(substitute(&json!({"taskId": "$ref:t", "x": "$$lit"}), &captures).unwrap(), json!({"taskId": "t_1", "x": "$lit"}));
+        match_value(
+            &json!({"taskId": "$ref:t"}),
+            &json!({"taskId": "t_1"}),
+            &mut captures,
+            "m",
+        )
+        .unwrap();
+        assert!(
+            match_value(
+                &json!({"taskId": "$ref:t"}),
+                &json!({"taskId": "t_2"}),
+                &mut captures,
+                "m"
+            )
+            .is_err()
+        );
+        assert_eq!(
+            substitute(&json!({"taskId": "$ref:t", "x": "$$lit"}), &captures).unwrap(),
+            json!({"taskId": "t_1", "x": "$lit"})
+        );
     }
 
     #[test]
     fn objects_are_exact_unless_partial() {
         let mut c = HashMap::new();
         assert!(match_value(&json!({"a": 1}), &json!({"a": 1, "b": 2}), &mut c, "m").is_err());
-        assert!(match_value(&json!({"a": 1, "$partial": true}), &json!({"a": 1, "b": 2}), &mut c, "m").is_ok());
+        assert!(
+            match_value(
+                &json!({"a": 1, "$partial": true}),
+                &json!({"a": 1, "b": 2}),
+                &mut c,
+                "m"
+            )
+            .is_ok()
+        );
         assert!(match_value(&json!({"a": 1}), &json!({}), &mut c, "m").is_err());
         assert!(match_value(&json!([1, 2]), &json!([1]), &mut c, "m").is_err());
         assert!(match_value(&json!("$integer"), &json!(1.5), &mut c, "m").is_err());
-        assert!(match_value(&json!("$contains:outside"), &json!("is outside the roots"), &mut c, "m").is_ok());
+        assert!(
+            match_value(
+                &json!("$contains:outside"),
+                &json!("is outside the roots"),
+                &mut c,
+                "m"
+            )
+            .is_ok()
+        );
     }
 }

@@ -401,7 +401,8 @@ async fn dispatch_single(host: &Arc<HostCore>, session: &Arc<Session>, message: 
     let cancel = id.as_ref().map(|id| session.track_request(id));
     let (host, session) = (Arc::clone(host), Arc::clone(session));
     session.clone().handlers.spawn(async move {
-        let (response, after) = execute_cancellable(&host, &session, id, cancel, &method, params).await;
+        let (response, after) =
+            execute_cancellable(&host, &session, id, cancel, &method, params).await;
         deliver(&session, response, after).await;
         drop(permit);
     });
@@ -433,7 +434,8 @@ async fn dispatch_batch(host: &Arc<HostCore>, session: &Arc<Session>, messages: 
                     (Some(encode_error(id.as_ref(), &error)), Vec::new())
                 }
                 Message::Request(r) => {
-                    execute_cancellable(&host, &session, Some(r.id), cancel, &r.method, r.params).await
+                    execute_cancellable(&host, &session, Some(r.id), cancel, &r.method, r.params)
+                        .await
                 }
                 Message::Notification(n) => {
                     execute(&host, &session, None, &n.method, n.params).await

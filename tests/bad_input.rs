@@ -33,8 +33,16 @@ async fn an_oversized_frame_gets_a_clear_error_and_the_connection_carries_on() {
     assert_eq!(reply["error"]["code"], -32600);
     assert_eq!(reply["error"]["data"]["limit"], 4096);
     let message = reply["error"]["message"].as_str().unwrap();
-    assert!(message.contains("over the host's limit of 4096 bytes"), "{message}");
-    assert!(reply["error"]["data"]["action"].as_str().unwrap().contains("max_frame_bytes"));
+    assert!(
+        message.contains("over the host's limit of 4096 bytes"),
+        "{message}"
+    );
+    assert!(
+        reply["error"]["data"]["action"]
+            .as_str()
+            .unwrap()
+            .contains("max_frame_bytes")
+    );
     let pong: Value = within(10, client.call("$/ping", json!({}))).await.unwrap();
     assert_eq!(pong, json!({}));
 }
@@ -46,17 +54,41 @@ fn an_oversized_line_on_stdio_is_refused_in_both_framings() {
     let ndjson = format!(
         "{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"$/ping\",\"params\":{{\"pad\":\"{padding}\"}}}}\n{{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"$/ping\"}}\n"
     );
-    let body = format!("{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"$/ping\",\"params\":{{\"pad\":\"{padding}\"}}}}");
+    let body = format!(
+        "{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"$/ping\",\"params\":{{\"pad\":\"{padding}\"}}}}"
+    );
     let ping = r#"{"jsonrpc":"2.0","id":2,"method":"$/ping"}"#;
-    let lsp = format!("Content-Length: {}\r\n\r\n{body}Content-Length: {}\r\n\r\n{ping}", body.len(), ping.len());
+    let lsp = format!(
+        "Content-Length: {}\r\n\r\n{body}Content-Length: {}\r\n\r\n{ping}",
+        body.len(),
+        ping.len()
+    );
     for input in [ndjson, lsp] {
-        let mut child = host.stdio().stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
-        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        let mut child = host
+            .stdio()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
         let mut out = String::new();
-        child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
         assert!(child.wait().unwrap().success());
         assert!(out.contains("over the host's limit of 4096 bytes"), "{out}");
-        assert!(out.contains(r#""id":2,"result":{}"#), "the next message is still answered: {out}");
+        assert!(
+            out.contains(r#""id":2,"result":{}"#),
+            "the next message is still answered: {out}"
+        );
     }
 }
 
@@ -65,14 +97,25 @@ async fn a_huge_declared_length_is_never_allocated() {
     let host = TestHost::started();
     let mut client = host.connect().await;
     // 1 TiB declared; the host must skip, not allocate, and the other clients never notice.
-    within(10, client.send_raw(b"Content-Length: 1099511627776\r\n\r\n{\"jsonrpc\":\"2.0\"")).await.unwrap();
+    within(
+        10,
+        client.send_raw(b"Content-Length: 1099511627776\r\n\r\n{\"jsonrpc\":\"2.0\""),
+    )
+    .await
+    .unwrap();
     let mut other = host.connect().await;
     let pong: Value = within(10, other.call("$/ping", json!({}))).await.unwrap();
     assert_eq!(pong, json!({}));
     within(10, client.close_write()).await.unwrap();
     let end = within(10, client.next_message()).await;
-    assert!(end.is_err(), "the host closes a connection cut in the middle of a frame");
-    assert!(peak_rss_kib(host.pid()) < 200 * 1024, "the host never grew towards the declared size");
+    assert!(
+        end.is_err(),
+        "the host closes a connection cut in the middle of a frame"
+    );
+    assert!(
+        peak_rss_kib(host.pid()) < 200 * 1024,
+        "the host never grew towards the declared size"
+    );
     let pong: Value = within(10, other.call("$/ping", json!({}))).await.unwrap();
     assert_eq!(pong, json!({}));
 }
@@ -81,10 +124,20 @@ async fn a_huge_declared_length_is_never_allocated() {
 async fn invalid_utf8_in_a_frame_is_a_parse_error_and_the_connection_carries_on() {
     let host = TestHost::started();
     let mut client = host.connect().await;
-    within(10, client.send_frame(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"\xff\xfe\"}")).await.unwrap();
+    within(
+        10,
+        client.send_frame(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"\xff\xfe\"}"),
+    )
+    .await
+    .unwrap();
     let reply = within(10, client.next_message()).await.unwrap();
     assert_eq!(reply["error"]["code"], -32700);
-    assert!(reply["error"]["message"].as_str().unwrap().contains("UTF-8"));
+    assert!(
+        reply["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("UTF-8")
+    );
     let pong: Value = within(10, client.call("$/ping", json!({}))).await.unwrap();
     assert_eq!(pong, json!({}));
 }
@@ -93,12 +146,24 @@ async fn invalid_utf8_in_a_frame_is_a_parse_error_and_the_connection_carries_on(
 async fn ids_are_echoed_byte_for_byte() {
     let host = TestHost::started();
     let mut client = host.connect().await;
-    for id in ["1e3", "-0.5", "18446744073709551616", r#""caf\u00e9""#, "null", "7"] {
+    for id in [
+        "1e3",
+        "-0.5",
+        "18446744073709551616",
+        r#""caf\u00e9""#,
+        "null",
+        "7",
+    ] {
         let body = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"$/ping"}}"#);
-        within(10, client.send_frame(body.as_bytes())).await.unwrap();
+        within(10, client.send_frame(body.as_bytes()))
+            .await
+            .unwrap();
         let reply = within(10, client.read_frame()).await.unwrap();
         let reply = String::from_utf8(reply).unwrap();
-        assert_eq!(reply, format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{{}}}}"#));
+        assert_eq!(
+            reply,
+            format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{{}}}}"#)
+        );
     }
 }
 
@@ -107,10 +172,15 @@ async fn a_malformed_header_closes_only_that_connection() {
     let host = TestHost::started();
     let mut bad = host.connect().await;
     let mut good = host.connect().await;
-    within(10, bad.send_raw(b"Content-Lenght: 5\r\n\r\n{}")).await.unwrap();
+    within(10, bad.send_raw(b"Content-Lenght: 5\r\n\r\n{}"))
+        .await
+        .unwrap();
     let reply = within(10, bad.next_message()).await.unwrap();
     assert_eq!(reply["error"]["code"], -32700);
-    assert!(within(10, bad.next_message()).await.is_err(), "then the host closes it");
+    assert!(
+        within(10, bad.next_message()).await.is_err(),
+        "then the host closes it"
+    );
     let pong: Value = within(10, good.call("$/ping", json!({}))).await.unwrap();
     assert_eq!(pong, json!({}));
 }
@@ -140,7 +210,10 @@ async fn a_client_that_vanishes_mid_stream_loses_nothing() {
     let mut again = host.connect().await;
     let record = within(20, async {
         loop {
-            let record: Value = again.call("task.get", json!({"taskId": task})).await.unwrap();
+            let record: Value = again
+                .call("task.get", json!({"taskId": task}))
+                .await
+                .unwrap();
             if record["status"] != "running" && record["status"] != "queued" {
                 return record;
             }
@@ -148,10 +221,23 @@ async fn a_client_that_vanishes_mid_stream_loses_nothing() {
         }
     })
     .await;
-    assert_eq!(record["status"], "succeeded", "the task kept running: {record}");
-    let logs: Value = within(10, again.call("task.logs", json!({"taskId": task, "limit": 1000}))).await.unwrap();
+    assert_eq!(
+        record["status"], "succeeded",
+        "the task kept running: {record}"
+    );
+    let logs: Value = within(
+        10,
+        again.call("task.logs", json!({"taskId": task, "limit": 1000})),
+    )
+    .await
+    .unwrap();
     assert_eq!(logs["done"], true);
-    let text: String = logs["chunks"].as_array().unwrap().iter().map(|c| c["data"].as_str().unwrap()).collect();
+    let text: String = logs["chunks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["data"].as_str().unwrap())
+        .collect();
     let expected: String = (1..=60).map(|i| format!("line {i}\n")).collect();
     assert_eq!(text, expected);
 }
@@ -160,10 +246,19 @@ async fn a_client_that_vanishes_mid_stream_loses_nothing() {
 async fn replies_do_not_wait_behind_a_flood_of_log_chunks() {
     let host = TestHost::started();
     let mut client = host.connect().await;
-    let task = run(&mut client, json!({"command": "head -c 50000000 /dev/zero | tr '\\0' 'x'"})).await;
+    let task = run(
+        &mut client,
+        json!({"command": "head -c 50000000 /dev/zero | tr '\\0' 'x'"}),
+    )
+    .await;
     // Let notifications pile up unread, then ask something.
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    within(10, client.send(&json!({"jsonrpc": "2.0", "id": "urgent", "method": "$/ping"}))).await.unwrap();
+    within(
+        10,
+        client.send(&json!({"jsonrpc": "2.0", "id": "urgent", "method": "$/ping"})),
+    )
+    .await
+    .unwrap();
     let chunks_before_reply = within(60, async {
         let mut chunks = 0usize;
         loop {
@@ -180,9 +275,15 @@ async fn replies_do_not_wait_behind_a_flood_of_log_chunks() {
     .await;
     // What was already in the socket and the small notification queue may
     // come first; the ~760 chunks still to come must not.
-    assert!(chunks_before_reply < 64, "the reply waited behind {chunks_before_reply} chunks");
+    assert!(
+        chunks_before_reply < 64,
+        "the reply waited behind {chunks_before_reply} chunks"
+    );
     let followed = follow(&mut client, &task, 120).await;
-    assert_eq!(followed.last().status, openwork_host::protocol::TaskStatus::Succeeded);
+    assert_eq!(
+        followed.last().status,
+        openwork_host::protocol::TaskStatus::Succeeded
+    );
 }
 
 #[tokio::test]
@@ -199,7 +300,10 @@ async fn a_client_that_stops_reading_costs_no_memory_and_then_gets_everything() 
     let mut probe = host.connect().await;
     within(120, async {
         loop {
-            let record: Value = probe.call("task.get", json!({"taskId": task})).await.unwrap();
+            let record: Value = probe
+                .call("task.get", json!({"taskId": task}))
+                .await
+                .unwrap();
             if record["status"] == "succeeded" {
                 return;
             }
@@ -208,9 +312,16 @@ async fn a_client_that_stops_reading_costs_no_memory_and_then_gets_everything() 
     })
     .await;
     let rss = peak_rss_kib(host.pid());
-    assert!(rss < 150 * 1024, "the host buffered for the slow client: peak RSS {rss} KiB");
+    assert!(
+        rss < 150 * 1024,
+        "the host buffered for the slow client: peak RSS {rss} KiB"
+    );
     let followed = follow(&mut client, &task, 120).await;
     assert_contiguous(&followed.chunks, 1);
     assert_eq!(followed.output().len() as u64, size);
-    assert!(followed.output().starts_with(b"slow client line 0123456789\nslow"));
+    assert!(
+        followed
+            .output()
+            .starts_with(b"slow client line 0123456789\nslow")
+    );
 }

@@ -8,15 +8,22 @@ use common::{TestHost, bin};
 use openwork_host::conformance::{Target, load, replay};
 
 fn fixtures() -> Vec<openwork_host::conformance::Fixture> {
-    let fixtures = load(&[PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures")]).expect("fixtures load");
-    assert!(fixtures.len() >= 10, "the fixtures directory holds the transcripts");
+    let fixtures =
+        load(&[PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures")]).expect("fixtures load");
+    assert!(
+        fixtures.len() >= 10,
+        "the fixtures directory holds the transcripts"
+    );
     fixtures
 }
 
 async fn replay_all(target: Target, expect_skipped: usize) {
     let fixtures = fixtures();
     let (passed, failed, skipped) = replay(&target, &fixtures).await;
-    assert_eq!(failed, 0, "conformance failures on {target:?} (see the report above)");
+    assert_eq!(
+        failed, 0,
+        "conformance failures on {target:?} (see the report above)"
+    );
     assert_eq!(skipped, expect_skipped, "fixtures skipped on {target:?}");
     assert_eq!(passed + skipped, fixtures.len());
 }
@@ -40,7 +47,12 @@ async fn fixtures_pass_over_stdio_with_newline_delimited_json() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fixtures_pass_over_the_unix_socket() {
     let host = TestHost::started();
-    let target = Target::parse(&format!("unix:{}", host.socket().display()), "lsp", PathBuf::from(bin())).unwrap();
+    let target = Target::parse(
+        &format!("unix:{}", host.socket().display()),
+        "lsp",
+        PathBuf::from(bin()),
+    )
+    .unwrap();
     replay_all(target, framing_only("ndjson")).await;
 }
 
@@ -54,7 +66,9 @@ fn the_conformance_command_reports_per_fixture_and_fails_on_a_mismatch() {
             {"expect": {"jsonrpc": "2.0", "id": 1, "result": {"pong": true}}}]}"#,
     )
     .unwrap();
-    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures").join("ids.json");
+    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join("ids.json");
     let out = std::process::Command::new(bin())
         .args(["conformance", "--target", "stdio"])
         .arg(&fixtures)

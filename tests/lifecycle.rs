@@ -23,10 +23,17 @@ async fn after_kill_9_the_task_is_interrupted_its_children_are_gone_and_every_se
         &marker,
         "#!/bin/sh\ni=0\nwhile [ $i -lt 30 ]; do i=$((i+1)); echo tick $i; sleep 0.01; done\nsleep 300\n",
     );
-    let task = run(&mut client, json!({"command": worker.display().to_string()})).await;
+    let task = run(
+        &mut client,
+        json!({"command": worker.display().to_string()}),
+    )
+    .await;
     let mut seen = Vec::new();
     within(20, async {
-        while !seen.iter().any(|c: &openwork_host::protocol::LogChunk| c.data.contains("tick 30")) {
+        while !seen
+            .iter()
+            .any(|c: &openwork_host::protocol::LogChunk| c.data.contains("tick 30"))
+        {
             let m = client.next_notification().await.unwrap();
             if m["method"] == "log.chunk" {
                 seen.push(serde_json::from_value(m["params"].clone()).unwrap());
@@ -36,17 +43,34 @@ async fn after_kill_9_the_task_is_interrupted_its_children_are_gone_and_every_se
     .await;
     assert!(!pids_with(&marker).is_empty());
     host.kill9();
-    wait_until(10, "the task's processes to die with the host", || pids_with(&marker).is_empty());
+    wait_until(10, "the task's processes to die with the host", || {
+        pids_with(&marker).is_empty()
+    });
 
     host.start();
     let mut client = host.connect().await;
-    let record: Value = within(10, client.call("task.get", json!({"taskId": task}))).await.unwrap();
+    let record: Value = within(10, client.call("task.get", json!({"taskId": task})))
+        .await
+        .unwrap();
     assert_eq!(record["status"], "interrupted");
-    assert!(record["error"].as_str().unwrap().contains("host stopped"), "{record}");
+    assert!(
+        record["error"].as_str().unwrap().contains("host stopped"),
+        "{record}"
+    );
     assert!(record["lastSeq"].as_u64().unwrap() >= seen.len() as u64);
-    let logs: Value = within(10, client.call("task.logs", json!({"taskId": task, "limit": 1000}))).await.unwrap();
-    let stored: Vec<openwork_host::protocol::LogChunk> = serde_json::from_value(logs["chunks"].clone()).unwrap();
-    assert_eq!(&stored[..seen.len()], &seen[..], "every chunk a client saw survived the crash");
+    let logs: Value = within(
+        10,
+        client.call("task.logs", json!({"taskId": task, "limit": 1000})),
+    )
+    .await
+    .unwrap();
+    let stored: Vec<openwork_host::protocol::LogChunk> =
+        serde_json::from_value(logs["chunks"].clone()).unwrap();
+    assert_eq!(
+        &stored[..seen.len()],
+        &seen[..],
+        "every chunk a client saw survived the crash"
+    );
     assert_eq!(logs["done"], true);
 }
 
@@ -79,7 +103,9 @@ async fn sigterm_interrupts_running_tasks_tells_their_clients_and_exits_cleanly(
 
     host.start();
     let mut client = host.connect().await;
-    let record: Value = within(10, client.call("task.get", json!({"taskId": task}))).await.unwrap();
+    let record: Value = within(10, client.call("task.get", json!({"taskId": task})))
+        .await
+        .unwrap();
     assert_eq!(record["status"], "interrupted");
 }
 
@@ -90,28 +116,62 @@ async fn stdio_bridges_to_a_running_daemon_and_sees_the_same_tasks() {
     let task = run(&mut client, json!({"command": "echo shared"})).await;
     follow(&mut client, &task, 20).await;
 
-    let mut stdio = host.stdio().stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let mut stdio = host
+        .stdio()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     let input = format!(
         "{}\n{}\n",
         json!({"jsonrpc": "2.0", "id": 1, "method": "task.get", "params": {"taskId": task}}),
         json!({"jsonrpc": "2.0", "id": 2, "method": "task.run", "params": {"command": "echo via-bridge"}}),
     );
-    stdio.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    stdio
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
     let mut out = String::new();
-    stdio.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    stdio
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
     assert!(stdio.wait().unwrap().success());
-    let messages: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
-    let get = messages.iter().find(|m| m["id"] == 1).expect("task.get answered");
+    let messages: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    let get = messages
+        .iter()
+        .find(|m| m["id"] == 1)
+        .expect("task.get answered");
     assert_eq!(get["result"]["status"], "succeeded");
-    let run = messages.iter().find(|m| m["id"] == 2).expect("task.run answered");
+    let run = messages
+        .iter()
+        .find(|m| m["id"] == 2)
+        .expect("task.run answered");
     let new_task = run["result"]["taskId"].as_str().unwrap();
-    assert!(out.contains("via-bridge"), "the bridge streams the task's output before closing: {out}");
     assert!(
-        messages.iter().any(|m| m["method"] == "task.updated" && m["params"]["status"] == "succeeded"),
+        out.contains("via-bridge"),
+        "the bridge streams the task's output before closing: {out}"
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|m| m["method"] == "task.updated" && m["params"]["status"] == "succeeded"),
         "{out}"
     );
-    let list: Value = within(10, client.call("task.list", json!({}))).await.unwrap();
-    assert!(list.to_string().contains(new_task), "the daemon ran the bridged task");
+    let list: Value = within(10, client.call("task.list", json!({})))
+        .await
+        .unwrap();
+    assert!(
+        list.to_string().contains(new_task),
+        "the daemon ran the bridged task"
+    );
 }
 
 #[test]
@@ -125,16 +185,26 @@ fn a_second_host_on_the_same_data_dir_is_refused_with_the_holder_named() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("pid {}", host.pid())), "{err}");
-    assert!(err.contains("--data-dir"), "the message says what to do: {err}");
+    assert!(
+        err.contains("--data-dir"),
+        "the message says what to do: {err}"
+    );
 }
 
 #[test]
 fn two_stdio_hosts_on_one_data_dir_without_a_daemon_are_refused() {
     let host = TestHost::new("");
-    let mut first = host.stdio().stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let mut first = host
+        .stdio()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut first_in = first.stdin.take().unwrap();
     let mut first_out = first.stdout.take().unwrap();
-    first_in.write_all(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"$/ping\"}\n").unwrap();
+    first_in
+        .write_all(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"$/ping\"}\n")
+        .unwrap();
     let mut line = [0u8; 37];
     first_out.read_exact(&mut line).unwrap();
     let second = host.stdio().stdin(Stdio::null()).output().unwrap();
@@ -150,15 +220,28 @@ fn exit_without_shutdown_exits_1_and_after_shutdown_exits_0() {
     let host = TestHost::new("");
     let cases = [
         ("{\"jsonrpc\":\"2.0\",\"method\":\"exit\"}\n", 1),
-        ("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"shutdown\"}\n{\"jsonrpc\":\"2.0\",\"method\":\"exit\"}\n", 0),
+        (
+            "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"shutdown\"}\n{\"jsonrpc\":\"2.0\",\"method\":\"exit\"}\n",
+            0,
+        ),
     ];
     for (input, code) in cases {
-        let mut child = host.stdio().stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+        let mut child = host
+            .stdio()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
         // Keep stdin open: the exit must come from `exit`, not from end of input.
         let mut stdin = child.stdin.take().unwrap();
         stdin.write_all(input.as_bytes()).unwrap();
         let mut out = String::new();
-        child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
         let status = child.wait().unwrap();
         assert_eq!(status.code(), Some(code), "{input}");
         drop(stdin);
@@ -190,21 +273,36 @@ fn stdio_writes_nothing_but_frames_to_stdout_even_when_logging_verbosely() {
     let mut out = Vec::new();
     child.stdout.take().unwrap().read_to_end(&mut out).unwrap();
     let mut err = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     assert!(child.wait().unwrap().success());
     // Parse stdout strictly as LSP frames of JSON.
     let mut rest = &out[..];
     let mut frames = 0;
     while !rest.is_empty() {
-        let header_end = rest.windows(4).position(|w| w == b"\r\n\r\n").expect("a header");
+        let header_end = rest
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("a header");
         let header = std::str::from_utf8(&rest[..header_end]).unwrap();
-        let length: usize = header.strip_prefix("Content-Length: ").expect("only Content-Length").parse().unwrap();
+        let length: usize = header
+            .strip_prefix("Content-Length: ")
+            .expect("only Content-Length")
+            .parse()
+            .unwrap();
         let body = &rest[header_end + 4..header_end + 4 + length];
         serde_json::from_slice::<Value>(body).expect("every body is JSON");
         rest = &rest[header_end + 4 + length..];
         frames += 1;
     }
-    assert!(frames >= 6, "replies and notifications all came as frames ({frames})");
+    assert!(
+        frames >= 6,
+        "replies and notifications all came as frames ({frames})"
+    );
     assert!(err.contains("DEBUG"), "the logs went to stderr");
 }
 
@@ -228,5 +326,8 @@ fn a_bad_config_file_stops_the_host_with_the_file_and_the_problem() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("config.toml") && err.contains("max_concurent"), "{err}");
+    assert!(
+        err.contains("config.toml") && err.contains("max_concurent"),
+        "{err}"
+    );
 }

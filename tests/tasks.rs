@@ -12,7 +12,11 @@ async fn a_second_client_subscribing_during_a_fast_write_sees_every_byte_once() 
     let host = TestHost::started();
     let mut starter = host.connect().await;
     let size = 24 * 1024 * 1024;
-    let task = run(&mut starter, json!({"command": format!("yes 'abcdefghijklmnopqrstuvwxyz' | head -c {size}")})).await;
+    let task = run(
+        &mut starter,
+        json!({"command": format!("yes 'abcdefghijklmnopqrstuvwxyz' | head -c {size}")}),
+    )
+    .await;
     // Join while it writes (the first chunks are already stored by now).
     let mut late = host.connect().await;
     let first = within(10, async {
@@ -25,14 +29,27 @@ async fn a_second_client_subscribing_during_a_fast_write_sees_every_byte_once() 
     })
     .await;
     assert_eq!(first, 1);
-    let sub: Value = within(10, late.call("task.subscribe", json!({"taskId": task, "fromSeq": 1}))).await.unwrap();
+    let sub: Value = within(
+        10,
+        late.call("task.subscribe", json!({"taskId": task, "fromSeq": 1})),
+    )
+    .await
+    .unwrap();
     assert_eq!(sub["fromSeq"], 1);
     let followed = follow(&mut late, &task, 120).await;
     assert_contiguous(&followed.chunks, 1);
     let output = followed.output();
     assert_eq!(output.len(), size);
-    let expected: Vec<u8> = b"abcdefghijklmnopqrstuvwxyz\n".iter().copied().cycle().take(size).collect();
-    assert!(output == expected, "the bytes differ from what the task wrote");
+    let expected: Vec<u8> = b"abcdefghijklmnopqrstuvwxyz\n"
+        .iter()
+        .copied()
+        .cycle()
+        .take(size)
+        .collect();
+    assert!(
+        output == expected,
+        "the bytes differ from what the task wrote"
+    );
     assert_eq!(followed.last().status, TaskStatus::Succeeded);
 }
 
@@ -40,13 +57,22 @@ async fn a_second_client_subscribing_during_a_fast_write_sees_every_byte_once() 
 async fn resubscribing_after_a_disconnect_resumes_without_gap_or_duplicate() {
     let host = TestHost::started();
     let mut first = host.connect().await;
-    let task = run(&mut first, json!({"command": "for i in $(seq 1 200); do echo row $i; sleep 0.005; done"})).await;
+    let task = run(
+        &mut first,
+        json!({"command": "for i in $(seq 1 200); do echo row $i; sleep 0.005; done"}),
+    )
+    .await;
     let mut seen = Vec::new();
     within(20, async {
         while seen.len() < 20 {
             let m = first.next_notification().await.unwrap();
             if m["method"] == "log.chunk" {
-                seen.push(serde_json::from_value::<openwork_host::protocol::LogChunk>(m["params"].clone()).unwrap());
+                seen.push(
+                    serde_json::from_value::<openwork_host::protocol::LogChunk>(
+                        m["params"].clone(),
+                    )
+                    .unwrap(),
+                );
             }
         }
     })
@@ -54,7 +80,12 @@ async fn resubscribing_after_a_disconnect_resumes_without_gap_or_duplicate() {
     drop(first);
     let next = seen.last().unwrap().seq + 1;
     let mut second = host.connect().await;
-    let sub: Value = within(10, second.call("task.subscribe", json!({"taskId": task, "fromSeq": next}))).await.unwrap();
+    let sub: Value = within(
+        10,
+        second.call("task.subscribe", json!({"taskId": task, "fromSeq": next})),
+    )
+    .await
+    .unwrap();
     assert_eq!(sub["fromSeq"], next);
     let rest = follow(&mut second, &task, 60).await;
     seen.extend(rest.chunks);
@@ -71,12 +102,21 @@ async fn tasks_over_the_concurrency_limit_wait_their_turn() {
     let mut client = host.connect().await;
     let first = run(&mut client, json!({"argv": ["sleep", "1"]})).await;
     let second = run(&mut client, json!({"argv": ["true"]})).await;
-    let record: Value = within(10, client.call("task.get", json!({"taskId": second}))).await.unwrap();
-    assert_eq!(record["status"], "queued", "the second task waits while the first runs");
+    let record: Value = within(10, client.call("task.get", json!({"taskId": second})))
+        .await
+        .unwrap();
+    assert_eq!(
+        record["status"], "queued",
+        "the second task waits while the first runs"
+    );
     let followed = follow(&mut client, &second, 30).await;
     assert_eq!(followed.last().status, TaskStatus::Succeeded);
-    let a: Value = within(10, client.call("task.get", json!({"taskId": first}))).await.unwrap();
-    let b: Value = within(10, client.call("task.get", json!({"taskId": second}))).await.unwrap();
+    let a: Value = within(10, client.call("task.get", json!({"taskId": first})))
+        .await
+        .unwrap();
+    let b: Value = within(10, client.call("task.get", json!({"taskId": second})))
+        .await
+        .unwrap();
     assert_eq!(a["status"], "succeeded");
     assert!(
         b["startedAt"].as_str().unwrap() >= a["finishedAt"].as_str().unwrap(),
@@ -92,7 +132,13 @@ async fn a_task_over_its_timeout_is_stopped_and_failed() {
     let followed = follow(&mut client, &task, 20).await;
     let last = followed.last();
     assert_eq!(last.status, TaskStatus::Failed);
-    assert!(last.error.as_deref().unwrap().contains("timed out after 1 s"), "{last:?}");
+    assert!(
+        last.error
+            .as_deref()
+            .unwrap()
+            .contains("timed out after 1 s"),
+        "{last:?}"
+    );
     assert_eq!(last.signal.as_deref(), Some("SIGTERM"));
 }
 
@@ -108,20 +154,34 @@ async fn cancel_and_task_end_leave_no_process_of_the_group_behind() {
         json!({"command": format!("{0} & {0} & echo started; wait", sleeper.display())}),
     )
     .await;
-    wait_until(10, "both background processes", || pids_with(&marker).len() >= 2);
-    let record: Value = within(20, client.call("task.cancel", json!({"taskId": task}))).await.unwrap();
+    wait_until(10, "both background processes", || {
+        pids_with(&marker).len() >= 2
+    });
+    let record: Value = within(20, client.call("task.cancel", json!({"taskId": task})))
+        .await
+        .unwrap();
     assert_eq!(record["status"], "cancelled");
-    wait_until(10, "the cancelled group to be gone", || pids_with(&marker).is_empty());
+    wait_until(10, "the cancelled group to be gone", || {
+        pids_with(&marker).is_empty()
+    });
 
     // A task whose main process exits leaves nothing running either.
     let marker = format!("owleft{}", std::process::id());
     let sleeper = script(&host.work, &marker, "#!/bin/sh\nsleep 300\n");
-    let task = run(&mut client, json!({"command": format!("{} & sleep 0.5; echo parent done", sleeper.display())})).await;
-    wait_until(10, "the background process to start", || !pids_with(&marker).is_empty());
+    let task = run(
+        &mut client,
+        json!({"command": format!("{} & sleep 0.5; echo parent done", sleeper.display())}),
+    )
+    .await;
+    wait_until(10, "the background process to start", || {
+        !pids_with(&marker).is_empty()
+    });
     let followed = follow(&mut client, &task, 20).await;
     assert_eq!(followed.last().status, TaskStatus::Succeeded);
     assert_eq!(followed.stream("stdout"), "parent done\n");
-    wait_until(10, "the leftover background process to be killed", || pids_with(&marker).is_empty());
+    wait_until(10, "the leftover background process to be killed", || {
+        pids_with(&marker).is_empty()
+    });
 }
 
 #[tokio::test]
@@ -136,17 +196,34 @@ async fn output_is_cut_only_between_utf8_sequences_and_invalid_bytes_travel_exac
     .await;
     let followed = follow(&mut client, &task, 20).await;
     let output = followed.output();
-    assert_eq!(output, b"price \xe2\x82\xac ok\nraw \xff\xfe end\n".to_vec());
+    assert_eq!(
+        output,
+        b"price \xe2\x82\xac ok\nraw \xff\xfe end\n".to_vec()
+    );
     for chunk in &followed.chunks {
         if chunk.data_base64.is_none() {
-            assert!(!chunk.data.contains('\u{FFFD}'), "a valid chunk was split mid-sequence: {chunk:?}");
+            assert!(
+                !chunk.data.contains('\u{FFFD}'),
+                "a valid chunk was split mid-sequence: {chunk:?}"
+            );
         }
     }
-    let euro = followed.chunks.iter().find(|c| c.data.contains('€')).expect("the euro sign arrives whole");
+    let euro = followed
+        .chunks
+        .iter()
+        .find(|c| c.data.contains('€'))
+        .expect("the euro sign arrives whole");
     assert!(euro.data_base64.is_none());
-    let raw = followed.chunks.iter().find(|c| c.data.contains("raw")).unwrap();
+    let raw = followed
+        .chunks
+        .iter()
+        .find(|c| c.data.contains("raw"))
+        .unwrap();
     assert!(raw.data.contains('\u{FFFD}'));
-    assert!(raw.data_base64.is_some(), "invalid UTF-8 comes with the exact bytes");
+    assert!(
+        raw.data_base64.is_some(),
+        "invalid UTF-8 comes with the exact bytes"
+    );
 }
 
 #[tokio::test]
@@ -154,11 +231,23 @@ async fn env_and_a_relative_cwd_are_applied() {
     let host = TestHost::started();
     std::fs::create_dir_all(host.work.join("sub")).unwrap();
     let mut client = host.connect().await;
-    let task = run(&mut client, json!({"command": "echo $GREETING; pwd", "env": {"GREETING": "hi there"}, "cwd": "sub"})).await;
+    let task = run(
+        &mut client,
+        json!({"command": "echo $GREETING; pwd", "env": {"GREETING": "hi there"}, "cwd": "sub"}),
+    )
+    .await;
     let followed = follow(&mut client, &task, 20).await;
-    assert_eq!(followed.stream("stdout"), format!("hi there\n{}\n", host.work.join("sub").display()));
-    let record: Value = within(10, client.call("task.get", json!({"taskId": task}))).await.unwrap();
-    assert!(!record.to_string().contains("hi there"), "env values are not stored: {record}");
+    assert_eq!(
+        followed.stream("stdout"),
+        format!("hi there\n{}\n", host.work.join("sub").display())
+    );
+    let record: Value = within(10, client.call("task.get", json!({"taskId": task})))
+        .await
+        .unwrap();
+    assert!(
+        !record.to_string().contains("hi there"),
+        "env values are not stored: {record}"
+    );
 }
 
 #[tokio::test]
@@ -166,8 +255,16 @@ async fn a_symlink_out_of_the_workspace_is_outside_it() {
     let host = TestHost::started();
     std::os::unix::fs::symlink("/", host.work.join("escape")).unwrap();
     let mut client = host.connect().await;
-    let err = within(10, client.call::<_, Value>("task.run", json!({"command": "true", "cwd": "escape"}))).await.unwrap_err();
-    assert!(err.to_string().contains("outside the workspace roots"), "{err}");
+    let err = within(
+        10,
+        client.call::<_, Value>("task.run", json!({"command": "true", "cwd": "escape"})),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("outside the workspace roots"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -183,12 +280,28 @@ async fn the_same_idempotency_key_returns_the_first_task() {
     assert_eq!(again["taskId"], first);
     assert_eq!(again["status"], "succeeded");
     let replay = follow(&mut other, &first, 20).await;
-    assert_eq!(replay.stream("stdout"), "once\n", "the retry follows the first task's output");
-    let list: Value = within(10, other.call("task.list", json!({}))).await.unwrap();
-    assert_eq!(list["tasks"].as_array().unwrap().len(), 1, "nothing ran twice");
-    let err = within(10, other.call::<_, Value>("task.run", json!({"command": "echo other", "idempotencyKey": "deploy-42"})))
+    assert_eq!(
+        replay.stream("stdout"),
+        "once\n",
+        "the retry follows the first task's output"
+    );
+    let list: Value = within(10, other.call("task.list", json!({})))
         .await
-        .unwrap_err();
+        .unwrap();
+    assert_eq!(
+        list["tasks"].as_array().unwrap().len(),
+        1,
+        "nothing ran twice"
+    );
+    let err = within(
+        10,
+        other.call::<_, Value>(
+            "task.run",
+            json!({"command": "echo other", "idempotencyKey": "deploy-42"}),
+        ),
+    )
+    .await
+    .unwrap_err();
     assert!(err.to_string().contains("-32004"), "{err}");
 }
 
@@ -202,14 +315,38 @@ async fn task_list_pages_newest_first_and_filters_by_status() {
         follow(&mut client, &id, 20).await;
         ids.push(id);
     }
-    let page: Value = within(10, client.call("task.list", json!({"limit": 2}))).await.unwrap();
-    let got: Vec<&str> = page["tasks"].as_array().unwrap().iter().map(|t| t["taskId"].as_str().unwrap()).collect();
+    let page: Value = within(10, client.call("task.list", json!({"limit": 2})))
+        .await
+        .unwrap();
+    let got: Vec<&str> = page["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["taskId"].as_str().unwrap())
+        .collect();
     assert_eq!(got, [ids[4].as_str(), ids[3].as_str()]);
-    let next: Value = within(10, client.call("task.list", json!({"limit": 2, "before": ids[3]}))).await.unwrap();
-    let got: Vec<&str> = next["tasks"].as_array().unwrap().iter().map(|t| t["taskId"].as_str().unwrap()).collect();
+    let next: Value = within(
+        10,
+        client.call("task.list", json!({"limit": 2, "before": ids[3]})),
+    )
+    .await
+    .unwrap();
+    let got: Vec<&str> = next["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["taskId"].as_str().unwrap())
+        .collect();
     assert_eq!(got, [ids[2].as_str(), ids[1].as_str()]);
-    let failed: Value = within(10, client.call("task.list", json!({"status": "failed"}))).await.unwrap();
-    let got: Vec<&str> = failed["tasks"].as_array().unwrap().iter().map(|t| t["taskId"].as_str().unwrap()).collect();
+    let failed: Value = within(10, client.call("task.list", json!({"status": "failed"})))
+        .await
+        .unwrap();
+    let got: Vec<&str> = failed["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["taskId"].as_str().unwrap())
+        .collect();
     assert_eq!(got, [ids[3].as_str(), ids[1].as_str()]);
 }
 
@@ -217,14 +354,26 @@ async fn task_list_pages_newest_first_and_filters_by_status() {
 async fn task_logs_pages_through_a_long_log() {
     let host = TestHost::started();
     let mut client = host.connect().await;
-    let task = run(&mut client, json!({"command": "for i in $(seq 1 30); do echo $i; sleep 0.01; done"})).await;
+    let task = run(
+        &mut client,
+        json!({"command": "for i in $(seq 1 30); do echo $i; sleep 0.01; done"}),
+    )
+    .await;
     let followed = follow(&mut client, &task, 20).await;
     let total = followed.chunks.len() as u64;
     let mut next = 1;
     let mut text = String::new();
     let mut pages = 0;
     loop {
-        let page: Value = within(10, client.call("task.logs", json!({"taskId": task, "fromSeq": next, "limit": 7}))).await.unwrap();
+        let page: Value = within(
+            10,
+            client.call(
+                "task.logs",
+                json!({"taskId": task, "fromSeq": next, "limit": 7}),
+            ),
+        )
+        .await
+        .unwrap();
         pages += 1;
         for chunk in page["chunks"].as_array().unwrap() {
             assert_eq!(chunk["seq"], next);

@@ -92,7 +92,9 @@ impl TestHost {
             .expect("start the host");
         self.child = Some(child);
         let socket = self.socket();
-        wait_until(20, "the host's socket", || std::os::unix::net::UnixStream::connect(&socket).is_ok());
+        wait_until(20, "the host's socket", || {
+            std::os::unix::net::UnixStream::connect(&socket).is_ok()
+        });
     }
 
     pub fn pid(&self) -> u32 {
@@ -125,7 +127,9 @@ impl TestHost {
     }
 
     pub async fn connect(&self) -> Client {
-        within(10, connect_unix(&self.socket())).await.expect("connect")
+        within(10, connect_unix(&self.socket()))
+            .await
+            .expect("connect")
     }
 
     /// `openwork-host stdio` on this data dir.
@@ -161,8 +165,12 @@ pub fn alive(pid: i32) -> bool {
 pub fn pids_with(marker: &str) -> Vec<i32> {
     let mut pids = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
         let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
         if cmdline.contains(marker) && alive(pid) {
             pids.push(pid);
@@ -173,7 +181,9 @@ pub fn pids_with(marker: &str) -> Vec<i32> {
 
 /// Starts a task and returns its id.
 pub async fn run(client: &mut Client, params: Value) -> String {
-    let result: Value = within(10, client.call("task.run", params)).await.expect("task.run");
+    let result: Value = within(10, client.call("task.run", params))
+        .await
+        .expect("task.run");
     result["taskId"].as_str().expect("taskId").to_owned()
 }
 
@@ -185,7 +195,10 @@ pub struct Followed {
 
 impl Followed {
     pub fn output(&self) -> Vec<u8> {
-        self.chunks.iter().flat_map(openwork_host::tasks::chunk::chunk_bytes).collect()
+        self.chunks
+            .iter()
+            .flat_map(openwork_host::tasks::chunk::chunk_bytes)
+            .collect()
     }
 
     pub fn stream(&self, stream: &str) -> String {
@@ -217,7 +230,9 @@ pub async fn follow(client: &mut Client, task_id: &str, secs: u64) -> Followed {
                 continue;
             }
             match message["method"].as_str() {
-                Some("log.chunk") => followed.chunks.push(serde_json::from_value(params).expect("chunk")),
+                Some("log.chunk") => followed
+                    .chunks
+                    .push(serde_json::from_value(params).expect("chunk")),
                 Some("task.updated") => {
                     let update: TaskUpdate = serde_json::from_value(params).expect("update");
                     let done = update.status.is_final();
@@ -236,7 +251,11 @@ pub async fn follow(client: &mut Client, task_id: &str, secs: u64) -> Followed {
 /// Seqs must run 1, 2, 3… with no gap and no duplicate.
 pub fn assert_contiguous(chunks: &[LogChunk], from: u64) {
     for (i, chunk) in chunks.iter().enumerate() {
-        assert_eq!(chunk.seq, from + i as u64, "seq gap or duplicate at index {i}");
+        assert_eq!(
+            chunk.seq,
+            from + i as u64,
+            "seq gap or duplicate at index {i}"
+        );
     }
 }
 

@@ -154,7 +154,15 @@ fn main() {
     )
     .expect("config");
     let host = std::process::Command::new(env!("CARGO_BIN_EXE_openwork-host"))
-        .args(["serve", "--no-mdns", "--log", "warn", "--data-dir"])
+        .args([
+            "serve",
+            "--no-mdns",
+            "--listen",
+            "127.0.0.1:0",
+            "--log",
+            "warn",
+            "--data-dir",
+        ])
         .arg(&data)
         .spawn()
         .expect("start the host");

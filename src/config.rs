@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::pairing::PairingConfig;
 use crate::transport::DEFAULT_MAX_FRAME;
+use crate::transport::tls::DEFAULT_PORT;
 
 /// The whole configuration.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -15,6 +17,44 @@ pub struct Config {
     pub host: HostConfig,
     pub limits: Limits,
     pub tasks: TasksConfig,
+    pub network: NetworkConfig,
+    pub pairing: PairingConfig,
+    pub devices: DevicesConfig,
+}
+
+/// The TLS listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkConfig {
+    /// Addresses to listen on (`--listen` overrides); `[::]` takes IPv4 too.
+    pub listen: Vec<String>,
+    /// The address devices are told to connect to when pairing; default:
+    /// this machine's first LAN IPv4 address.
+    pub advertise_address: Option<String>,
+    /// A TLS handshake must finish within this, or the peer is dropped.
+    pub handshake_timeout_ms: u64,
+    /// Network connections open at once; more are refused.
+    pub max_connections: usize,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        Self {
+            listen: vec![format!("[::]:{DEFAULT_PORT}")],
+            advertise_address: None,
+            handshake_timeout_ms: 10_000,
+            max_connections: 4096,
+        }
+    }
+}
+
+/// Paired devices.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DevicesConfig {
+    /// Let devices holding the `admin` scope manage devices and pairing from
+    /// the network. Off: only the host's owner, locally, can.
+    pub remote_admin: bool,
 }
 
 /// About the host itself.
@@ -126,6 +166,16 @@ impl Config {
         }
         if self.limits.max_requests_in_flight == 0 {
             return Err("limits.max_requests_in_flight must be at least 1".into());
+        }
+        if self.pairing.max_failures == 0 {
+            return Err("pairing.max_failures must be at least 1".into());
+        }
+        for address in &self.network.listen {
+            if address.parse::<std::net::SocketAddr>().is_err() {
+                return Err(format!(
+                    "network.listen: `{address}` is not an IP:port address"
+                ));
+            }
         }
         Ok(())
     }

@@ -11,19 +11,21 @@ use tokio::net::UnixListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::Principal;
+use crate::auth::{Principal, Scope};
 use crate::clock;
 use crate::config::{Config, ConfigError};
 use crate::datadir::{DataDir, DataDirError, DataDirLock};
+use crate::devices::Devices;
 use crate::identity::{Identity, IdentityError};
 use crate::metrics::{self, Metrics};
-use crate::protocol::{ConnectionCounts, DeviceAuth, HealthReport, MetricsReport};
+use crate::pairing::{Endpoint, HostFacts, Pairing};
+use crate::protocol::{ConnectionCounts, DeviceAuth, HealthReport, Listener, MetricsReport};
 use crate::rpc::methods::{self, CallContext};
 use crate::rpc::{ErrorCode, MethodTable, RpcError};
 use crate::session::{self, Session, SessionEnd, SessionOptions};
 use crate::store::{Store, StoreError};
 use crate::tasks::{TaskError, TaskManager};
-use crate::transport::{self, FrameReader, FrameWriter, Framing, FramingMode, unix};
+use crate::transport::{self, FrameReader, FrameWriter, Framing, FramingMode, tls, unix};
 
 /// How often local metrics are written to the store.
 const METRICS_FLUSH: Duration = Duration::from_secs(5);
@@ -45,6 +47,15 @@ pub enum HostError {
     Tasks(#[from] TaskError),
     #[error(transparent)]
     Unix(#[from] unix::UnixError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error(
+        "cannot listen on {address}: {source}; pass another --listen ADDR:PORT, or --listen none"
+    )]
+    Listen {
+        address: String,
+        source: std::io::Error,
+    },
 }
 
 /// Everything a connection or handler may use; shared by all of them.
@@ -56,6 +67,8 @@ pub struct HostCore {
     pub store: Store,
     pub tasks: TaskManager,
     pub metrics: Metrics,
+    pub devices: Devices,
+    pub pairing: Arc<Pairing>,
     pub methods: MethodTable<CallContext>,
     /// Cancelled when the host begins to shut down.
     pub shutdown: CancellationToken,
@@ -63,6 +76,7 @@ pub struct HostCore {
     started_at_ms: i64,
     sessions: Mutex<HashMap<u64, Weak<Session>>>,
     next_session: AtomicU64,
+    listeners: Mutex<Vec<Listener>>,
 }
 
 impl HostCore {
@@ -83,6 +97,7 @@ impl HostCore {
 
     pub fn session_closed(&self, session: &Arc<Session>, end: &SessionEnd) {
         self.metrics.connection_closed();
+        self.pairing.connection_closed(session.id);
         self.lock_sessions().remove(&session.id);
         tracing::debug!(session = session.id, reason = ?end.reason, "connection closed");
     }
@@ -97,12 +112,83 @@ impl HostCore {
     }
 
     /// Checks a device credential.
-    pub async fn authenticate(&self, _auth: &DeviceAuth) -> Result<Principal, RpcError> {
-        self.metrics.auth_failure();
-        Err(
-            RpcError::new(ErrorCode::UNAUTHORIZED, "unknown device or wrong token")
-                .with_action("pair this device again with `openwork-host pair` on the host"),
-        )
+    pub async fn authenticate(&self, auth: &DeviceAuth, peer: &str) -> Result<Principal, RpcError> {
+        match self
+            .devices
+            .authenticate(&auth.device_id, &auth.token, peer)
+            .await?
+        {
+            Some(device) => Ok(Principal::Device {
+                id: device.id,
+                name: device.name,
+                scopes: device.scopes,
+            }),
+            None => {
+                self.metrics.auth_failure();
+                tracing::warn!(peer, device = %auth.device_id, "authentication failed");
+                Err(RpcError::new(
+                    ErrorCode::UNAUTHORIZED,
+                    "this device is not paired with the host, or its pairing was revoked",
+                )
+                .with_action("pair this device again (`openwork-host pair` on the host, then `openwork-host client pair`)"))
+            }
+        }
+    }
+
+    /// Whether `principal` may act as the host's owner (devices, pairing).
+    pub fn owner_may_act(&self, principal: &Principal) -> bool {
+        match principal {
+            Principal::Local => true,
+            Principal::Device { scopes, .. } => {
+                self.config.devices.remote_admin && scopes.contains(&Scope::Admin)
+            }
+            Principal::Anonymous => false,
+        }
+    }
+
+    fn live_sessions(&self) -> Vec<Arc<Session>> {
+        self.lock_sessions()
+            .values()
+            .filter_map(Weak::upgrade)
+            .collect()
+    }
+
+    /// Connections a device has open now.
+    pub fn device_connections(&self, device_id: &str) -> u32 {
+        self.live_sessions()
+            .iter()
+            .filter(|s| matches!(s.principal(), Principal::Device { id, .. } if id == device_id))
+            .count() as u32
+    }
+
+    /// Closes every connection of a device; returns how many.
+    pub fn close_device_sessions(&self, device_id: &str, reason: &str) -> u32 {
+        let mut closed = 0;
+        for session in self.live_sessions() {
+            if matches!(session.principal(), Principal::Device { id, .. } if id == device_id) {
+                session.close(reason);
+                closed += 1;
+            }
+        }
+        closed
+    }
+
+    /// Where the host listens.
+    pub fn listeners(&self) -> Vec<Listener> {
+        self.listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn add_listener(&self, transport: &str, address: String) {
+        self.listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Listener {
+                transport: transport.to_owned(),
+                address,
+            });
     }
 
     /// The health panel; `details` adds what needs `tasks.read`.
@@ -112,13 +198,16 @@ impl HostCore {
             version: env!("CARGO_PKG_VERSION").into(),
             host_id: self.identity.host_id.clone(),
             host_name: self.host_name.clone(),
+            fingerprint: self.identity.fingerprint.clone(),
             uptime_s: self.uptime_s(),
             started_at: clock::rfc3339(self.started_at_ms),
+            listeners: None,
             data_dir: None,
             tasks: None,
             connections: None,
         };
         if details {
+            report.listeners = Some(self.listeners());
             report.data_dir = Some(self.data_dir.root().display().to_string());
             report.tasks = Some(self.tasks.counts().await.map_err(task_store_error)?);
             report.connections = Some(self.metrics.active_connections());
@@ -181,6 +270,16 @@ impl Host {
             );
         }
         let metrics = Metrics::load(store.clone()).await?;
+        let devices = Devices::new(store.clone());
+        let pairing = Pairing::new(
+            config.pairing.clone(),
+            devices.clone(),
+            HostFacts {
+                host_id: identity.host_id.clone(),
+                host_name: host_name.clone(),
+                fingerprint: identity.fingerprint.clone(),
+            },
+        );
         let core = Arc::new(HostCore {
             config,
             data_dir,
@@ -189,12 +288,15 @@ impl Host {
             store,
             tasks,
             metrics,
+            devices,
+            pairing,
             methods: methods::table(),
             shutdown: CancellationToken::new(),
             started: Instant::now(),
             started_at_ms: clock::now_ms(),
             sessions: Mutex::new(HashMap::new()),
             next_session: AtomicU64::new(0),
+            listeners: Mutex::new(Vec::new()),
         });
         let background = TaskTracker::new();
         background.spawn(flush_metrics(Arc::clone(&core)));
@@ -217,12 +319,53 @@ impl Host {
         let path = self.core.data_dir.socket();
         let listener = unix::bind(&path)?;
         *self.socket.lock().unwrap_or_else(|p| p.into_inner()) = Some(path.clone());
+        self.core.add_listener("unix", path.display().to_string());
         tracing::info!(socket = %path.display(), "listening for local clients");
         let core = Arc::clone(&self.core);
         let connections = self.connections.clone();
         self.background
             .spawn(accept_unix(core, listener, connections));
         Ok(())
+    }
+
+    /// Listens for TLS connections on each address; returns the bound addresses.
+    pub fn serve_tls(
+        &self,
+        addresses: &[std::net::SocketAddr],
+    ) -> Result<Vec<std::net::SocketAddr>, HostError> {
+        let config = tls::server_config(&self.core.identity)?;
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let mut bound = Vec::new();
+        for address in addresses {
+            let listener = tls::bind(*address).map_err(|source| HostError::Listen {
+                address: address.to_string(),
+                source,
+            })?;
+            let local = listener.local_addr().map_err(|source| HostError::Listen {
+                address: address.to_string(),
+                source,
+            })?;
+            tracing::info!(address = %local, "listening for devices (TLS)");
+            self.core.add_listener("tls", local.to_string());
+            bound.push(local);
+            let (core, connections) = (Arc::clone(&self.core), self.connections.clone());
+            self.background
+                .spawn(accept_tls(core, listener, acceptor.clone(), connections));
+        }
+        if let Some(first) = bound.first() {
+            let address = self
+                .core
+                .config
+                .network
+                .advertise_address
+                .clone()
+                .unwrap_or_else(|| advertised_address(first.ip()));
+            self.core.pairing.set_endpoint(Endpoint {
+                address,
+                port: first.port(),
+            });
+        }
+        Ok(bound)
     }
 
     /// Serves one connection on any byte streams until it ends.
@@ -292,13 +435,111 @@ async fn accept_unix(core: Arc<HostCore>, listener: UnixListener, connections: T
             continue;
         }
         let (reader, writer) = transport::framed(stream, FramingMode::Fixed(Framing::Lsp), limit);
-        let opts = SessionOptions {
-            principal: Principal::Local,
-            transport: "unix",
-            drain_on_eof: true,
-        };
-        connections.spawn(session::run(Arc::clone(&core), reader, writer, opts));
+        connections.spawn(session::run(
+            Arc::clone(&core),
+            reader,
+            writer,
+            SessionOptions::local("unix"),
+        ));
     }
+}
+
+/// The reply to someone speaking plain text to the TLS port.
+const PLAINTEXT_REPLY: &str = r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"Invalid Request: this port speaks TLS 1.3; connect with a TLS client such as `openwork-host client`"}}"#;
+
+async fn accept_tls(
+    core: Arc<HostCore>,
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    connections: TaskTracker,
+) {
+    let handshake_timeout = Duration::from_millis(core.config.network.handshake_timeout_ms);
+    loop {
+        let accepted = tokio::select! {
+            _ = core.shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed on the TLS port");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        if core.metrics.active_connections() as usize >= core.config.network.max_connections {
+            core.metrics.connection_refused();
+            tracing::warn!(%peer, "refused a connection: limits reached (network.max_connections)");
+            continue;
+        }
+        let _ = tcp.set_nodelay(true);
+        let (core, acceptor) = (Arc::clone(&core), acceptor.clone());
+        connections.spawn(async move {
+            let handshake = async {
+                // A TLS client starts with a handshake record (0x16); answer
+                // anyone else in words rather than with a TLS alert.
+                let mut first = [0u8; 1];
+                if tcp.peek(&mut first).await.ok() == Some(1) && first[0] != 0x16 {
+                    use tokio::io::AsyncWriteExt;
+                    let mut tcp = tcp;
+                    let reply = format!(
+                        "Content-Length: {}\r\n\r\n{PLAINTEXT_REPLY}",
+                        PLAINTEXT_REPLY.len()
+                    );
+                    let _ = tcp.write_all(reply.as_bytes()).await;
+                    let _ = tcp.shutdown().await;
+                    return None;
+                }
+                acceptor.accept(tcp).await.ok()
+            };
+            let stream = match tokio::time::timeout(handshake_timeout, handshake).await {
+                Ok(Some(stream)) => stream,
+                Ok(None) => {
+                    core.metrics.handshake_failed();
+                    tracing::debug!(%peer, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    core.metrics.handshake_failed();
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let channel_binding = tls::exporter(stream.get_ref().1);
+            let (reader, writer) = transport::framed(
+                stream,
+                FramingMode::Fixed(Framing::Lsp),
+                core.config.limits.max_frame_bytes,
+            );
+            let opts = SessionOptions {
+                principal: Principal::Anonymous,
+                transport: "tls",
+                drain_on_eof: false,
+                channel_binding,
+                peer: peer.to_string(),
+            };
+            session::run(core, reader, writer, opts).await;
+        });
+    }
+}
+
+/// The address to show devices: the listener's, unless it listens on every
+/// interface, in which case this machine's first LAN IPv4 address.
+fn advertised_address(ip: std::net::IpAddr) -> String {
+    if !ip.is_unspecified() {
+        return ip.to_string();
+    }
+    let lan = nix::ifaddrs::getifaddrs().ok().and_then(|addrs| {
+        addrs
+            .filter(|a| a.flags.contains(nix::net::if_::InterfaceFlags::IFF_UP))
+            .filter_map(|a| {
+                a.address?
+                    .as_sockaddr_in()
+                    .map(|v4| v4.ip())
+            })
+            .find(|v4| !v4.is_loopback() && !v4.is_link_local())
+    });
+    lan.map_or_else(|| "127.0.0.1".to_owned(), |v4| v4.to_string())
 }
 
 async fn flush_metrics(core: Arc<HostCore>) {

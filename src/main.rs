@@ -1,5 +1,7 @@
 //! The `openwork-host` command line.
 
+mod cli;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -8,7 +10,6 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use openwork_host::Host;
-use openwork_host::auth::Principal;
 use openwork_host::datadir::DataDir;
 use openwork_host::session::{EndReason, SessionOptions};
 use openwork_host::transport::{self, unix};
@@ -33,11 +34,33 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the host daemon (the local socket now; TLS and mDNS with their issues).
+    /// Run the host daemon: the local socket, and TLS for paired devices.
     Serve {
+        /// Where to listen for devices (TLS), repeatable; `none` for no network
+        /// listener. Default: [::]:4747 (IPv6 and IPv4), or config.toml's network.listen.
+        #[arg(long = "listen", value_name = "ADDR:PORT")]
+        listen: Vec<String>,
         /// Do not advertise the host on the LAN with mDNS.
         #[arg(long)]
         no_mdns: bool,
+    },
+    /// Show whether the host runs, where it listens, its identity and tasks.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Open a pairing window: show a code and QR code, then approve the device.
+    Pair(cli::owner::PairArgs),
+    /// Manage paired devices and pairing requests.
+    #[command(subcommand)]
+    Devices(cli::owner::DevicesCommand),
+    /// Use a host from this device: pair, run tasks, read logs.
+    Client {
+        /// Where paired hosts are kept (default: ~/.config/openwork-host).
+        #[arg(long, env = "OPENWORK_CLIENT_DIR")]
+        client_dir: Option<PathBuf>,
+        #[command(subcommand)]
+        command: cli::client::ClientCommand,
     },
     /// Speak JSON-RPC on stdin/stdout: through the running daemon if there is
     /// one, else with a host running in this process on the same data dir.
@@ -84,17 +107,39 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let data_dir = DataDir::resolve(cli.data_dir)?;
     match cli.command {
-        Command::Serve { no_mdns } => serve(data_dir, no_mdns).await,
+        Command::Serve { listen, no_mdns } => serve(data_dir, listen, no_mdns).await,
         Command::Stdio => stdio(data_dir).await,
+        Command::Status { json } => cli::owner::status(&data_dir, json).await,
+        Command::Pair(args) => cli::owner::pair(&data_dir, args).await,
+        Command::Devices(command) => cli::owner::devices(&data_dir, command).await,
+        Command::Client {
+            client_dir,
+            command,
+        } => {
+            let dir = client_dir.unwrap_or_else(openwork_host::client::KnownHosts::default_dir);
+            cli::client::run(dir, command).await
+        }
         Command::Conformance(args) => openwork_host::conformance::main(args, &data_dir).await,
     }
 }
 
-async fn serve(data_dir: DataDir, _no_mdns: bool) -> anyhow::Result<ExitCode> {
+async fn serve(data_dir: DataDir, listen: Vec<String>, _no_mdns: bool) -> anyhow::Result<ExitCode> {
     let host = Host::open(data_dir, None)
         .await
         .context("cannot start the host")?;
     host.serve_unix()?;
+    let listen = if listen.is_empty() {
+        host.core().config.network.listen.clone()
+    } else {
+        listen
+    };
+    let mut addresses = Vec::new();
+    for address in listen.iter().filter(|a| a.as_str() != "none") {
+        addresses.push(address.parse::<std::net::SocketAddr>().with_context(|| {
+            format!("--listen {address}: expected IP:PORT, e.g. 0.0.0.0:4747 or [::]:4747")
+        })?);
+    }
+    host.serve_tls(&addresses)?;
     let core = host.core();
     tracing::info!(
         host_id = %core.identity.host_id,
@@ -121,11 +166,7 @@ async fn stdio(data_dir: DataDir) -> anyhow::Result<ExitCode> {
         .await
         .context("cannot start an in-process host")?;
     let (reader, writer) = transport::stdio::framed(host.core().config.limits.max_frame_bytes);
-    let opts = SessionOptions {
-        principal: Principal::Local,
-        transport: "stdio",
-        drain_on_eof: true,
-    };
+    let opts = SessionOptions::local("stdio");
     let shutdown = host.shutdown_token();
     let session = host.serve_connection(reader, writer, opts);
     let end = tokio::select! {

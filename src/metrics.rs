@@ -17,6 +17,10 @@ pub const CONNECTIONS_ACCEPTED: &str = "connections.accepted";
 pub const DISCONNECTS: &str = "connections.disconnects";
 /// Calls refused for lack of authentication, and failed `initialize` auth.
 pub const AUTH_FAILURES: &str = "auth.failures";
+/// TLS handshakes that failed or timed out.
+pub const HANDSHAKE_FAILURES: &str = "connections.handshake_failures";
+/// Connections refused at the connection limit.
+pub const REFUSED: &str = "connections.refused";
 
 /// The host's counters.
 pub struct Metrics {
@@ -81,6 +85,14 @@ impl Metrics {
 
     pub fn auth_failure(&self) {
         self.incr(AUTH_FAILURES);
+    }
+
+    pub fn handshake_failed(&self) {
+        self.incr(HANDSHAKE_FAILURES);
+    }
+
+    pub fn connection_refused(&self) {
+        self.incr(REFUSED);
     }
 
     /// Connections open now.

@@ -426,8 +426,13 @@ pub struct HealthReport {
     pub version: String,
     pub host_id: String,
     pub host_name: String,
+    /// SHA-256 of the host's TLS certificate (hex), for pinning.
+    pub fingerprint: String,
     pub uptime_s: u64,
     pub started_at: String,
+    /// Where the host listens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listeners: Option<Vec<Listener>>,
     /// Details, for callers with `tasks.read`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<String>,
@@ -453,4 +458,203 @@ pub struct ConnectionCounts {
     pub accepted: u64,
     pub active: u64,
     pub disconnects: u64,
+}
+
+// ---------------------------------------------------------------- pairing & devices
+
+/// `pairing.open` params (operator, local).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PairingOpenParams {
+    /// How long the code is valid (default 300, at most 3600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_s: Option<u64>,
+    /// The most a device paired through this window may get (default: every scope but `admin`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<Scope>>,
+    /// The address devices should connect to (default: this machine's LAN address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+}
+
+/// An open pairing window, as the operator sees it.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PairingWindow {
+    /// The single-use code to type on the device.
+    pub code: String,
+    pub expires_at: String,
+    pub scopes: Vec<Scope>,
+    /// `openwork://pair?host=…&port=…&fp=…&code=…`, also shown as a QR code.
+    pub uri: String,
+    pub host: String,
+    pub port: u16,
+    pub fingerprint: String,
+    pub host_id: String,
+    pub host_name: String,
+}
+
+/// `pairing.begin` params: the device's SPAKE2 message.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PairingBeginParams {
+    /// Shown to the host's owner when they approve.
+    pub device_name: String,
+    /// Scopes asked for (default: all the window offers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<Scope>>,
+    /// The SPAKE2 message (side A), base64.
+    pub spake: String,
+}
+
+/// `pairing.begin` result.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PairingBeginResult {
+    pub exchange_id: String,
+    /// The host's SPAKE2 message (side B), base64.
+    pub spake: String,
+    /// The host's key confirmation, base64.
+    pub host_confirm: String,
+    /// The scopes the transcript covers: what was asked, within what the window offers.
+    pub scopes: Vec<Scope>,
+}
+
+/// `pairing.confirm` params.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PairingConfirmParams {
+    pub exchange_id: String,
+    /// The device's key confirmation, base64.
+    pub client_confirm: String,
+}
+
+/// `pairing.confirm` result, once the host's owner approved: the device's credential.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PairingResult {
+    pub device_id: String,
+    /// 256 random bits, base64url; the host keeps only its hash.
+    pub token: String,
+    pub scopes: Vec<Scope>,
+    pub host_id: String,
+    pub host_name: String,
+    /// The certificate fingerprint to pin.
+    pub fingerprint: String,
+}
+
+/// A device waiting for the owner's approval (`pairing.requested`, and in `pairing.status`).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PairingRequest {
+    pub request_id: String,
+    pub device_name: String,
+    pub scopes: Vec<ScopeInfo>,
+    /// Where the device connects from.
+    pub address: String,
+    pub expires_at: String,
+}
+
+/// `pairing.status` result.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PairingStatus {
+    pub open: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// Wrong codes so far in this window.
+    pub failures: u32,
+    pub max_failures: u32,
+    pub pending: Vec<PairingRequest>,
+    /// Why the last window closed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed_reason: Option<String>,
+}
+
+/// `pairing.approve` params.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PairingApproveParams {
+    pub request_id: String,
+    /// Grant fewer scopes than asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<Scope>>,
+}
+
+/// `pairing.deny` params.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PairingRequestIdParams {
+    pub request_id: String,
+}
+
+/// `pairing.failed` notification (to the operator): a wrong code was tried.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PairingFailed {
+    pub address: String,
+    pub device_name: String,
+    pub failures: u32,
+    pub remaining: u32,
+}
+
+/// `pairing.closed` notification (to the operator).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PairingClosed {
+    /// `paired`, `expired`, `too many wrong codes`, `closed by the owner`, `replaced`.
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<String>,
+}
+
+/// A paired device.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceInfo {
+    pub device_id: String,
+    pub name: String,
+    pub scopes: Vec<Scope>,
+    pub paired_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<String>,
+    /// Connections open now.
+    pub connections: u32,
+}
+
+/// `devices.list` result.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DevicesListResult {
+    pub devices: Vec<DeviceInfo>,
+}
+
+/// Params naming a device.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DeviceIdParams {
+    pub device_id: String,
+}
+
+/// `devices.revoke` result.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceRevokeResult {
+    pub device_id: String,
+    /// Live connections that were closed.
+    pub closed_connections: u32,
+}
+
+/// A listener the host serves on.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Listener {
+    /// `tls` or `unix`.
+    pub transport: String,
+    /// `ip:port` or a socket path.
+    pub address: String,
 }

@@ -18,7 +18,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::Principal;
+use crate::auth::{Principal, Scope};
 use crate::host::HostCore;
 use crate::rpc::message::{Message, encode_batch, encode_error, encode_result, parse_frame};
 use crate::rpc::methods::{AfterReply, CallContext};
@@ -54,7 +54,28 @@ pub struct SessionOptions {
     /// On end-of-input, keep delivering the output of tasks this connection
     /// follows until they end (scripts piping requests into `stdio`).
     pub drain_on_eof: bool,
+    /// TLS exported keying material for pairing (TLS connections only).
+    pub channel_binding: Option<[u8; 32]>,
+    /// Who is on the other end, for logs and the pairing prompt.
+    pub peer: String,
 }
+
+impl SessionOptions {
+    /// A local connection: the machine's owner.
+    pub fn local(transport: &'static str) -> SessionOptions {
+        SessionOptions {
+            principal: Principal::Local,
+            transport,
+            drain_on_eof: true,
+            channel_binding: None,
+            peer: "local".to_owned(),
+        }
+    }
+}
+
+/// The largest frame an unauthenticated connection may send: enough for
+/// `initialize` and pairing, and no more.
+const UNAUTHENTICATED_MAX_FRAME: usize = 64 * 1024;
 
 /// Why a connection ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +100,8 @@ pub struct SessionEnd {
 pub struct Session {
     pub id: u64,
     pub transport: &'static str,
+    pub peer: String,
+    channel_binding: Option<[u8; 32]>,
     principal: RwLock<Principal>,
     lifecycle: Mutex<Lifecycle>,
     responses: mpsc::Sender<Bytes>,
@@ -96,6 +119,7 @@ pub struct Session {
     /// Ends the connection.
     close: CancellationToken,
     close_reason: Mutex<Option<String>>,
+    watching: Mutex<std::collections::HashSet<&'static str>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -103,6 +127,35 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Session {
+    /// TLS exported keying material (TLS connections only).
+    pub fn channel_binding(&self) -> Option<&[u8; 32]> {
+        self.channel_binding.as_ref()
+    }
+
+    /// True the first time it is called with `key` on this connection.
+    pub fn watch_once(&self, key: &'static str) -> bool {
+        lock(&self.watching).insert(key)
+    }
+
+    /// A token cancelled when the connection closes.
+    pub fn closed(&self) -> CancellationToken {
+        self.close.clone()
+    }
+
+    /// Runs `work` (sending notifications) until it ends or the connection closes.
+    pub fn spawn_notifier<F>(&self, work: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let stop = self.forwarding.child_token();
+        self.forwarders.spawn(async move {
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = work => {}
+            }
+        });
+    }
+
     /// The principal behind the connection.
     pub fn principal(&self) -> Principal {
         self.principal
@@ -235,6 +288,8 @@ where
     let session = Arc::new(Session {
         id: host.next_session_id(),
         transport: opts.transport,
+        peer: opts.peer.clone(),
+        channel_binding: opts.channel_binding,
         principal: RwLock::new(opts.principal.clone()),
         lifecycle: Mutex::new(Lifecycle::New),
         responses,
@@ -248,6 +303,7 @@ where
         forwarding: CancellationToken::new(),
         close: CancellationToken::new(),
         close_reason: Mutex::new(None),
+        watching: Mutex::new(std::collections::HashSet::new()),
     });
     host.session_opened(&session);
     let stop_writer = CancellationToken::new();
@@ -287,6 +343,13 @@ async fn read_loop<R: AsyncRead + Unpin>(
     reader: &mut FrameReader<R>,
 ) -> EndReason {
     loop {
+        // Before authentication, a connection may only send small frames.
+        let limit = host.config.limits.max_frame_bytes;
+        reader.set_limit(if session.principal().is_authenticated() {
+            limit
+        } else {
+            limit.min(UNAUTHENTICATED_MAX_FRAME)
+        });
         let event = tokio::select! {
             _ = session.close.cancelled() => {
                 let reason = lock(&session.close_reason).clone().unwrap_or_default();
@@ -528,8 +591,10 @@ fn check_access(
             "the session is shutting down: only `exit` may follow `shutdown`",
         ));
     }
-    let Access::Scope(scope) = access else {
-        return Ok(());
+    let scope = match access {
+        Access::Open => return Ok(()),
+        Access::Scope(scope) => scope,
+        Access::Owner => Scope::Admin,
     };
     let principal = session.principal();
     if !principal.is_authenticated() {
@@ -539,6 +604,14 @@ fn check_access(
             format!("`{method}` needs an authenticated connection: call `initialize` with a paired device's `auth` first"),
         )
         .with_action("pair this device (run `openwork-host pair` on the host), then initialize with the deviceId and token it issued"));
+    }
+    if access == Access::Owner && !host.owner_may_act(&principal) {
+        return Err(RpcError::new(
+            ErrorCode::FORBIDDEN,
+            format!("`{method}` is for the host's owner, on the host itself"),
+        )
+        .with_data("scope", Scope::Admin.as_str().into())
+        .with_action("run it on the host (`openwork-host devices …` or `openwork-host pair`), or set [devices] remote_admin = true for devices with the admin scope"));
     }
     if !principal.has(scope) {
         return Err(RpcError::new(

@@ -178,7 +178,13 @@ async fn stdio_bridges_to_a_running_daemon_and_sees_the_same_tasks() {
 fn a_second_host_on_the_same_data_dir_is_refused_with_the_holder_named() {
     let host = TestHost::started();
     let out = std::process::Command::new(bin())
-        .args(["serve", "--no-mdns", "--data-dir"])
+        .args([
+            "serve",
+            "--no-mdns",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(&host.data)
         .output()
         .unwrap();
@@ -320,7 +326,13 @@ fn the_data_dir_and_the_socket_are_owner_only() {
 fn a_bad_config_file_stops_the_host_with_the_file_and_the_problem() {
     let host = TestHost::new("max_concurent = 2\n");
     let out = std::process::Command::new(bin())
-        .args(["serve", "--no-mdns", "--data-dir"])
+        .args([
+            "serve",
+            "--no-mdns",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(&host.data)
         .output()
         .unwrap();

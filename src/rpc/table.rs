@@ -30,6 +30,9 @@ pub enum Access {
     Open,
     /// An authenticated connection holding this scope.
     Scope(Scope),
+    /// The host's owner: the local principal, or (when the config allows it)
+    /// a device holding `admin`.
+    Owner,
 }
 
 /// How the connection schedules a method.

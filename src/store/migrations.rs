@@ -47,6 +47,26 @@ pub const MIGRATIONS: &[&str] = &[
         value INTEGER NOT NULL
     ) WITHOUT ROWID;
     "#,
+    // 2: paired devices and pairing attempts.
+    r#"
+    CREATE TABLE devices (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        token_hash TEXT NOT NULL,
+        scopes TEXT NOT NULL,
+        paired_at INTEGER NOT NULL,
+        last_seen_at INTEGER,
+        last_address TEXT,
+        revoked_at INTEGER
+    );
+    CREATE TABLE pairing_attempts (
+        rowid INTEGER PRIMARY KEY,
+        at INTEGER NOT NULL,
+        address TEXT NOT NULL,
+        device_name TEXT NOT NULL,
+        outcome TEXT NOT NULL
+    );
+    "#,
 ];
 
 /// Brings the schema up to date in one exclusive transaction.

@@ -105,6 +105,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
+    /// Changes the largest frame accepted from now on.
+    pub fn set_limit(&mut self, limit: usize) {
+        self.limit = limit;
+    }
+
     /// The framing slot, to hand to the writer so that replies use the same framing.
     pub fn framing(&self) -> FramingSlot {
         self.slot.clone()

@@ -5,6 +5,7 @@
 
 pub mod codec;
 pub mod stdio;
+pub mod tls;
 pub mod unix;
 
 pub use codec::{

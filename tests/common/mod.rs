@@ -85,7 +85,15 @@ impl TestHost {
     pub fn start(&mut self) {
         let _ = std::fs::remove_file(self.socket());
         let child = Command::new(bin())
-            .args(["serve", "--no-mdns", "--log", "warn", "--data-dir"])
+            .args([
+                "serve",
+                "--no-mdns",
+                "--listen",
+                "127.0.0.1:0",
+                "--log",
+                "warn",
+                "--data-dir",
+            ])
             .arg(&self.data)
             .stdin(Stdio::null())
             .spawn()
@@ -266,4 +274,85 @@ pub fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
     std::fs::write(&path, body).expect("script");
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     path
+}
+
+/// Local (owner) helpers and device sessions over TLS.
+impl TestHost {
+    /// The TLS listener's `ip:port`, as `health.get` reports it.
+    pub async fn tls_address(&self) -> String {
+        let mut local = self.connect().await;
+        let health: Value = within(10, local.call("health.get", json!({})))
+            .await
+            .expect("health");
+        health["listeners"]
+            .as_array()
+            .and_then(|l| l.iter().find(|l| l["transport"] == "tls"))
+            .and_then(|l| l["address"].as_str())
+            .expect("a TLS listener")
+            .to_owned()
+    }
+
+    /// Pairs a device through the library, approving from a local connection.
+    pub async fn pair_device(
+        &self,
+        name: &str,
+        scopes: Option<Vec<openwork_host::auth::Scope>>,
+    ) -> openwork_host::client::KnownHost {
+        self.pair(name, scopes, json!({"ttlS": 120})).await
+    }
+
+    /// Like `pair_device`, with `pairing.open` params of the test's choosing.
+    pub async fn pair_device_with_window(
+        &self,
+        name: &str,
+        window: Value,
+    ) -> openwork_host::client::KnownHost {
+        self.pair(name, None, window).await
+    }
+
+    async fn pair(
+        &self,
+        name: &str,
+        scopes: Option<Vec<openwork_host::auth::Scope>>,
+        window: Value,
+    ) -> openwork_host::client::KnownHost {
+        let mut owner = self.connect().await;
+        let window: Value = within(10, owner.call("pairing.open", window))
+            .await
+            .expect("pairing.open");
+        let request = openwork_host::client::pair::PairRequest {
+            address: self.tls_address().await,
+            code: window["code"].as_str().unwrap().to_owned(),
+            device_name: name.to_owned(),
+            scopes,
+            expected_fingerprint: Some(window["fingerprint"].as_str().unwrap().to_owned()),
+            approval_timeout: Duration::from_secs(30),
+        };
+        let pairing =
+            tokio::spawn(async move { openwork_host::client::pair::pair(&request).await });
+        let requested = within(10, owner.next_notification())
+            .await
+            .expect("pairing.requested");
+        assert_eq!(requested["method"], "pairing.requested", "{requested}");
+        let request_id = requested["params"]["requestId"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let _: Value = within(
+            10,
+            owner.call("pairing.approve", json!({"requestId": request_id})),
+        )
+        .await
+        .expect("approve");
+        within(10, pairing).await.expect("join").expect("paired")
+    }
+}
+
+pub type Device = openwork_host::client::TlsConnection;
+
+/// An authenticated session for a paired device.
+pub async fn device_session(host: &openwork_host::client::KnownHost) -> Device {
+    within(10, openwork_host::client::open_session(host, "test"))
+        .await
+        .expect("device session")
 }

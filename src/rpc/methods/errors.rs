@@ -1,6 +1,7 @@
 //! Where service errors become JSON-RPC errors: the one place that picks codes
 //! and the action a user can take.
 
+use crate::pairing::PairingError;
 use crate::rpc::{ErrorCode, RpcError};
 use crate::store::StoreError;
 use crate::tasks::TaskError;
@@ -35,5 +36,39 @@ impl From<StoreError> for RpcError {
         RpcError::internal(format_args!("the host's store failed: {e}")).with_action(
             "check free disk space and permissions of the host's data dir, then see its log",
         )
+    }
+}
+
+impl From<PairingError> for RpcError {
+    fn from(e: PairingError) -> Self {
+        let message = e.to_string();
+        let new_code = "ask the host's owner to run `openwork-host pair` for a new code";
+        match e {
+            PairingError::NotTls => RpcError::conflict(message)
+                .with_action("connect to the host's TLS port (`openwork-host client pair ADDR --code CODE`)"),
+            PairingError::NoWindow => RpcError::conflict(message).with_action(new_code),
+            PairingError::NoListener => RpcError::conflict(message)
+                .with_action("start the host with a network listener (`openwork-host serve --listen 0.0.0.0:4747`)"),
+            PairingError::TooManyFailures(_) => RpcError::new(ErrorCode::RATE_LIMITED, message).with_action(new_code),
+            PairingError::Paused { retry_after } => RpcError::new(ErrorCode::RATE_LIMITED, message)
+                .with_data("retryAfterMs", (retry_after.as_millis() as u64).into())
+                .with_action("check the code and try again in a moment"),
+            PairingError::Busy => RpcError::new(ErrorCode::RATE_LIMITED, message)
+                .with_action("try again in a minute, once the other device is done"),
+            PairingError::NoExchange(_) => {
+                RpcError::conflict(message).with_action("start again with `pairing.begin` on this connection")
+            }
+            PairingError::WrongCode { remaining } => RpcError::new(ErrorCode::UNAUTHORIZED, message)
+                .with_data("attemptsLeft", remaining.into())
+                .with_action("check the code shown by `openwork-host pair` on the host; if it is right, your network may be intercepted"),
+            PairingError::Invalid(_) => RpcError::invalid_params(message),
+            PairingError::Denied => RpcError::new(ErrorCode::FORBIDDEN, message),
+            PairingError::ApprovalTimeout | PairingError::ClosedBeforeApproval(_) => RpcError::conflict(message)
+                .with_action("ask the host's owner to approve the device in `openwork-host pair`, then pair again"),
+            PairingError::NoRequest(_) => RpcError::new(ErrorCode::NOT_FOUND, message)
+                .with_action("see waiting devices with `openwork-host devices pending`"),
+            PairingError::DeviceLeft => RpcError::conflict(message),
+            PairingError::Store(e) => e.into(),
+        }
     }
 }

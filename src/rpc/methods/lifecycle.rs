@@ -31,7 +31,7 @@ pub async fn initialize(
     if let Some(auth) = &p.auth
         && ctx.session.principal() == Principal::Anonymous
     {
-        let principal = ctx.host.authenticate(auth).await?;
+        let principal = ctx.host.authenticate(auth, &ctx.session.peer).await?;
         ctx.session.set_principal(principal);
     }
     let principal = ctx.session.principal();
@@ -46,6 +46,7 @@ pub async fn initialize(
         .into_iter()
         .filter(|name| match ctx.host.methods.get(name).map(|m| m.access) {
             Some(Access::Scope(scope)) => principal.has(scope),
+            Some(Access::Owner) => ctx.host.owner_may_act(&principal),
             _ => true,
         })
         .map(str::to_owned)

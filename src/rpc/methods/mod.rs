@@ -1,8 +1,10 @@
 //! The host's method handlers and the table that lists them all.
 
+mod devices;
 mod errors;
 mod health;
 mod lifecycle;
+mod pairing;
 mod tasks;
 
 use std::sync::{Arc, Mutex};
@@ -71,6 +73,16 @@ pub fn table() -> MethodTable<CallContext> {
         tasks::unsubscribe,
     );
     t.register("task.logs", scope(Scope::TasksRead), tasks::logs);
+
+    t.register("pairing.begin", open, pairing::begin);
+    t.register("pairing.confirm", open, pairing::confirm);
+    t.register("pairing.open", Access::Owner, pairing::open);
+    t.register("pairing.close", Access::Owner, pairing::close);
+    t.register("pairing.status", Access::Owner, pairing::status);
+    t.register("pairing.approve", Access::Owner, pairing::approve);
+    t.register("pairing.deny", Access::Owner, pairing::deny);
+    t.register("devices.list", Access::Owner, devices::list);
+    t.register("devices.revoke", Access::Owner, devices::revoke);
 
     t.register("health.get", open, health::get);
     t.register("metrics.get", scope(Scope::TasksRead), health::metrics);

@@ -37,6 +37,15 @@ pub struct Connection<R, W> {
     pending: VecDeque<Value>,
 }
 
+impl<R, W> std::fmt::Debug for Connection<R, W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("next_id", &self.next_id)
+            .field("queued_notifications", &self.pending.len())
+            .finish()
+    }
+}
+
 impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
     pub fn new(reader: FrameReader<R>, writer: FrameWriter<W>) -> Self {
         Self {
@@ -165,4 +174,46 @@ pub async fn connect_unix(
         1 << 30,
     );
     Ok(Connection::new(reader, writer))
+}
+
+pub mod hosts;
+pub mod pair;
+pub mod tls;
+
+pub use hosts::{KnownHost, KnownHosts};
+pub use tls::{ConnectError, TlsConnection, connect_tls};
+
+/// Why a session with a paired host could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error("the host refused this device: {0}")]
+    Refused(RpcError),
+    #[error("{0}")]
+    Connection(String),
+}
+
+/// Connects to a paired host (certificate pinned) and authenticates.
+pub async fn open_session(
+    host: &KnownHost,
+    client_name: &str,
+) -> Result<TlsConnection, SessionError> {
+    let connected = connect_tls(
+        &host.address,
+        Some(&host.fingerprint),
+        std::time::Duration::from_secs(15),
+    )
+    .await?;
+    let mut conn = connected.connection;
+    let params = serde_json::json!({
+        "clientInfo": {"name": client_name, "version": env!("CARGO_PKG_VERSION")},
+        "protocolVersion": crate::protocol::PROTOCOL_VERSION,
+        "auth": {"deviceId": host.device_id, "token": host.token},
+    });
+    match conn.call::<_, Value>("initialize", params).await {
+        Ok(_) => Ok(conn),
+        Err(ClientError::Rpc(e)) => Err(SessionError::Refused(e)),
+        Err(e) => Err(SessionError::Connection(e.to_string())),
+    }
 }

@@ -1,0 +1,459 @@
+//! The device's commands, over TLS: `client pair|run|tasks|logs|health|hosts|forget`.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Subcommand;
+use serde_json::{Value, json};
+
+use super::render;
+use openwork_host::client::pair::{PairLink, PairRequest, pair};
+use openwork_host::client::{ClientError, KnownHost, KnownHosts, TlsConnection, open_session};
+use openwork_host::protocol::{
+    HealthReport, LogChunk, TaskListResult, TaskLogsResult, TaskRecord, TaskUpdate,
+};
+use openwork_host::tasks::chunk::chunk_bytes;
+use openwork_host::transport::tls::DEFAULT_PORT;
+
+/// `openwork-host client …`.
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Pair this device with a host, using the code `openwork-host pair` shows there.
+    Pair {
+        /// The host's `ADDR[:PORT]` (port 4747 when left out).
+        address: Option<String>,
+        /// The code shown on the host.
+        #[arg(long)]
+        code: Option<String>,
+        /// An `openwork://pair?…` link (the QR code's content) instead of ADDR and --code.
+        #[arg(long)]
+        uri: Option<String>,
+        /// This device's name, shown to the host's owner (default: this machine's hostname).
+        #[arg(long)]
+        name: Option<String>,
+        /// Scopes to ask for, comma-separated (default: all the host offers).
+        #[arg(long)]
+        scopes: Option<String>,
+        /// How long to wait for the owner's approval, in seconds.
+        #[arg(long, default_value_t = 300)]
+        wait: u64,
+    },
+    /// Run a command on the host, streaming its output; exits with its exit code.
+    Run {
+        #[arg(long)]
+        host: Option<String>,
+        /// Working directory on the host (absolute, or relative to its first workspace root).
+        #[arg(long)]
+        cwd: Option<String>,
+        #[arg(long)]
+        title: Option<String>,
+        /// Seconds before the host stops the task.
+        #[arg(long)]
+        timeout: Option<u64>,
+        /// Extra environment variables, NAME=VALUE.
+        #[arg(long = "env", value_name = "NAME=VALUE")]
+        env: Vec<String>,
+        /// The program and its arguments.
+        #[arg(required = true, last = true)]
+        command: Vec<String>,
+    },
+    /// List the host's tasks, newest first.
+    Tasks {
+        #[arg(long)]
+        host: Option<String>,
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a task's output; with --follow, keep printing until it ends.
+    Logs {
+        task_id: String,
+        #[arg(long)]
+        host: Option<String>,
+        #[arg(long)]
+        follow: bool,
+    },
+    /// The host's health panel.
+    Health {
+        #[arg(long)]
+        host: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The hosts this device is paired with.
+    Hosts,
+    /// Forget a paired host (pair again to reconnect).
+    Forget { host: String },
+}
+
+fn rpc_error(e: ClientError) -> anyhow::Error {
+    match e {
+        ClientError::Rpc(rpc) => match rpc.action() {
+            Some(action) => anyhow::anyhow!("{} ({action})", rpc.message),
+            None => anyhow::anyhow!("{}", rpc.message),
+        },
+        other => anyhow::anyhow!(other),
+    }
+}
+
+fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "device".to_owned())
+}
+
+fn with_port(address: &str) -> String {
+    let has_port = match address.rsplit_once(':') {
+        Some((host, port)) => {
+            port.parse::<u16>().is_ok() && (!host.contains(':') || host.ends_with(']'))
+        }
+        None => false,
+    };
+    if has_port {
+        address.to_owned()
+    } else if address.contains(':') && !address.starts_with('[') {
+        format!("[{address}]:{DEFAULT_PORT}")
+    } else {
+        format!("{address}:{DEFAULT_PORT}")
+    }
+}
+
+async fn session(
+    hosts: &KnownHosts,
+    name: Option<&str>,
+) -> anyhow::Result<(KnownHost, TlsConnection)> {
+    let host = hosts.find(name)?.clone();
+    let conn = open_session(&host, "openwork-host client").await?;
+    Ok((host, conn))
+}
+
+/// Runs a client subcommand with the hosts file in `dir`.
+pub async fn run(dir: PathBuf, command: ClientCommand) -> anyhow::Result<ExitCode> {
+    let mut hosts = KnownHosts::load(&dir)?;
+    match command {
+        ClientCommand::Pair {
+            address,
+            code,
+            uri,
+            name,
+            scopes,
+            wait,
+        } => {
+            let (address, code, fingerprint) = match (uri, address) {
+                (Some(uri), _) => {
+                    let link = PairLink::parse(&uri)
+                        .context("not an openwork://pair?host=…&port=…&code=… link")?;
+                    (link.address, code.unwrap_or(link.code), link.fingerprint)
+                }
+                (None, Some(address)) => {
+                    let Some(code) = code else {
+                        bail!("give the code shown on the host with --code")
+                    };
+                    (with_port(&address), code, None)
+                }
+                (None, None) => bail!("give the host's address (ADDR[:PORT]) or --uri"),
+            };
+            let request = PairRequest {
+                address,
+                code: code.chars().filter(|c| !c.is_whitespace()).collect(),
+                device_name: name.unwrap_or_else(hostname),
+                scopes: scopes.as_deref().map(render::parse_scopes).transpose()?,
+                expected_fingerprint: fingerprint,
+                approval_timeout: Duration::from_secs(wait),
+            };
+            eprintln!(
+                "Connecting to {}… once the code checks out, the host's owner must approve this device.",
+                request.address
+            );
+            let host = pair(&request).await?;
+            println!(
+                "Paired with {} ({}) as device {}, with: {}.",
+                host.name,
+                host.address,
+                host.device_id,
+                host.scopes
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            println!(
+                "Pinned fingerprint {}.",
+                render::grouped(&host.fingerprint, 4)
+            );
+            hosts.add(host);
+            hosts.save()?;
+            println!("Saved in {}.", hosts.path().display());
+            Ok(ExitCode::SUCCESS)
+        }
+        ClientCommand::Run {
+            host,
+            cwd,
+            title,
+            timeout,
+            env,
+            command,
+        } => {
+            let (_, mut conn) = session(&hosts, host.as_deref()).await?;
+            let mut env_map = serde_json::Map::new();
+            for pair in env {
+                let Some((k, v)) = pair.split_once('=') else {
+                    bail!("--env takes NAME=VALUE, got `{pair}`")
+                };
+                env_map.insert(k.to_owned(), Value::String(v.to_owned()));
+            }
+            let params = json!({
+                "argv": command, "cwd": cwd, "title": title, "timeoutS": timeout,
+                "env": if env_map.is_empty() { Value::Null } else { Value::Object(env_map) },
+            });
+            let started: Value = conn
+                .call("task.run", strip_nulls(params))
+                .await
+                .map_err(rpc_error)?;
+            let task_id = started["taskId"]
+                .as_str()
+                .context("the host sent no taskId")?
+                .to_owned();
+            let update = stream_task(&mut conn, &task_id, true).await?;
+            Ok(exit_code(&update))
+        }
+        ClientCommand::Tasks {
+            host,
+            status,
+            limit,
+            json: json_out,
+        } => {
+            let (_, mut conn) = session(&hosts, host.as_deref()).await?;
+            let list: TaskListResult = conn
+                .call(
+                    "task.list",
+                    strip_nulls(json!({"status": status, "limit": limit})),
+                )
+                .await
+                .map_err(rpc_error)?;
+            if json_out {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                println!(
+                    "{:<20} {:<12} {:<5} {:<25} WHAT",
+                    "TASK", "STATUS", "EXIT", "CREATED"
+                );
+                for t in &list.tasks {
+                    print_task(t);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ClientCommand::Logs {
+            task_id,
+            host,
+            follow,
+        } => {
+            let (_, mut conn) = session(&hosts, host.as_deref()).await?;
+            if follow {
+                let _: Value = conn
+                    .call("task.subscribe", json!({"taskId": task_id, "fromSeq": 1}))
+                    .await
+                    .map_err(rpc_error)?;
+                let update = stream_task(&mut conn, &task_id, false).await?;
+                return Ok(exit_code(&update));
+            }
+            let mut next = 1;
+            loop {
+                let page: TaskLogsResult = conn
+                    .call(
+                        "task.logs",
+                        json!({"taskId": task_id, "fromSeq": next, "limit": 500}),
+                    )
+                    .await
+                    .map_err(rpc_error)?;
+                for chunk in &page.chunks {
+                    write_chunk(chunk)?;
+                }
+                if page.chunks.is_empty() || page.done {
+                    break;
+                }
+                next = page.next_seq;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ClientCommand::Health {
+            host,
+            json: json_out,
+        } => {
+            let (known, mut conn) = session(&hosts, host.as_deref()).await?;
+            let health: HealthReport = conn
+                .call("health.get", json!({}))
+                .await
+                .map_err(rpc_error)?;
+            if json_out {
+                println!("{}", serde_json::to_string_pretty(&health)?);
+            } else {
+                println!(
+                    "{} ({}) is {}",
+                    health.host_name, known.address, health.status
+                );
+                println!(
+                    "  version {}, up {}",
+                    health.version,
+                    render::duration(health.uptime_s)
+                );
+                if let Some(t) = health.tasks {
+                    println!(
+                        "  tasks: {} running, {} queued, {} succeeded, {} failed",
+                        t.running, t.queued, t.succeeded, t.failed
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ClientCommand::Hosts => {
+            if hosts.all().is_empty() {
+                println!(
+                    "Not paired with any host. Pair with `openwork-host client pair ADDR --code CODE`."
+                );
+            }
+            for h in hosts.all() {
+                let scopes = h
+                    .scopes
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",");
+                println!(
+                    "{:<20} {:<24} {} {}",
+                    h.name, h.address, h.device_id, scopes
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ClientCommand::Forget { host } => {
+            if !hosts.remove(&host) {
+                bail!("no paired host is called `{host}`");
+            }
+            hosts.save()?;
+            println!("Forgot {host}.");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn strip_nulls(value: Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            Value::Object(map.into_iter().filter(|(_, v)| !v.is_null()).collect())
+        }
+        other => other,
+    }
+}
+
+fn write_chunk(chunk: &LogChunk) -> anyhow::Result<()> {
+    let bytes = chunk_bytes(chunk);
+    let written = match chunk.stream {
+        openwork_host::protocol::LogStream::Stderr => {
+            let mut err = std::io::stderr().lock();
+            err.write_all(&bytes).and_then(|()| err.flush())
+        }
+        _ => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(&bytes).and_then(|()| out.flush())
+        }
+    };
+    match written {
+        // A closed pipe (`| head`) is not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+/// Prints a task's output until its final status; Ctrl-C cancels the task
+/// (when `cancel_on_interrupt`) or stops following.
+async fn stream_task(
+    conn: &mut TlsConnection,
+    task_id: &str,
+    cancel_on_interrupt: bool,
+) -> anyhow::Result<TaskUpdate> {
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let mut cancelling = false;
+    loop {
+        let message = tokio::select! {
+            message = conn.next_notification() => message.context("the connection to the host closed")?,
+            _ = interrupt.recv(), if !cancelling => {
+                if !cancel_on_interrupt {
+                    bail!("stopped following; the task goes on");
+                }
+                eprintln!("\nCancelling the task…");
+                cancelling = true;
+                let _ = conn.notify("task.cancel", json!({"taskId": task_id})).await;
+                continue;
+            }
+        };
+        let params = message["params"].clone();
+        if params["taskId"] != task_id {
+            continue;
+        }
+        match message["method"].as_str() {
+            Some("log.chunk") => write_chunk(&serde_json::from_value(params)?)?,
+            Some("task.updated") => {
+                let update: TaskUpdate = serde_json::from_value(params)?;
+                if update.status.is_final() {
+                    if let Some(error) = &update.error
+                        && update.exit_code.is_none_or(|c| c != 0)
+                    {
+                        eprintln!(
+                            "openwork-host: task {task_id} {}: {error}",
+                            update.status.as_str()
+                        );
+                    }
+                    return Ok(update);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The exit code a shell would give: the task's own, 128 + signal, 127 for
+/// a missing program, 1 otherwise.
+fn exit_code(update: &TaskUpdate) -> ExitCode {
+    if let Some(code) = update.exit_code {
+        return ExitCode::from(code.clamp(0, 255) as u8);
+    }
+    if let Some(signal) = &update.signal
+        && let Ok(signal) = signal.parse::<nix::sys::signal::Signal>()
+    {
+        return ExitCode::from(128 + signal as u8);
+    }
+    if update
+        .error
+        .as_deref()
+        .is_some_and(|e| e.contains("command not found"))
+    {
+        return ExitCode::from(127);
+    }
+    ExitCode::FAILURE
+}
+
+fn print_task(t: &TaskRecord) {
+    let what = t
+        .title
+        .clone()
+        .or_else(|| t.command.clone())
+        .or_else(|| t.argv.as_ref().map(|a| a.join(" ")))
+        .unwrap_or_default();
+    let exit = t.exit_code.map(|c| c.to_string()).unwrap_or_default();
+    println!(
+        "{:<20} {:<12} {:<5} {:<25} {what}",
+        t.task_id,
+        t.status.as_str(),
+        exit,
+        t.created_at
+    );
+}

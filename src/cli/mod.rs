@@ -1,0 +1,5 @@
+//! The command line's subcommands beyond `serve` and `stdio`.
+
+pub mod client;
+pub mod owner;
+pub mod render;

@@ -1,0 +1,383 @@
+//! The owner's commands, over the local socket: `status`, `pair`, `devices`.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+
+use super::render;
+use openwork_host::client::{ClientError, connect_unix};
+use openwork_host::datadir::DataDir;
+use openwork_host::protocol::{
+    DeviceInfo, DeviceRevokeResult, DevicesListResult, HealthReport, PairingRequest, PairingStatus,
+    PairingWindow,
+};
+
+type Local = openwork_host::client::Connection<
+    tokio::io::ReadHalf<tokio::net::UnixStream>,
+    tokio::io::WriteHalf<tokio::net::UnixStream>,
+>;
+
+/// Connects to the running host's local socket, or says how to start it.
+pub async fn connect(data_dir: &DataDir) -> anyhow::Result<Local> {
+    let socket = data_dir.socket();
+    connect_unix(&socket).await.map_err(|e| {
+        anyhow::anyhow!(
+            "the host is not running on {} (cannot connect to {}: {e}); start it with `openwork-host serve --data-dir {}`",
+            data_dir.root().display(),
+            socket.display(),
+            data_dir.root().display()
+        )
+    })
+}
+
+fn rpc_error(e: ClientError) -> anyhow::Error {
+    match e {
+        ClientError::Rpc(rpc) => match rpc.action() {
+            Some(action) => anyhow::anyhow!("{} ({action})", rpc.message),
+            None => anyhow::anyhow!("{}", rpc.message),
+        },
+        other => anyhow::anyhow!(other),
+    }
+}
+
+/// `openwork-host status`.
+pub async fn status(data_dir: &DataDir, json_out: bool) -> anyhow::Result<ExitCode> {
+    let mut conn = match connect(data_dir).await {
+        Ok(conn) => conn,
+        Err(e) => {
+            if json_out {
+                println!(
+                    "{}",
+                    json!({"status": "stopped", "dataDir": data_dir.root().display().to_string(), "action": "start it with `openwork-host serve`"})
+                );
+            } else {
+                eprintln!("openwork-host is not running: {e:#}");
+            }
+            return Ok(ExitCode::from(3));
+        }
+    };
+    let health: HealthReport = conn
+        .call("health.get", json!({}))
+        .await
+        .map_err(rpc_error)?;
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&health)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "openwork-host {} is running ({})",
+        health.version, health.status
+    );
+    println!("  name:         {}", health.host_name);
+    println!("  host id:      {}", health.host_id);
+    println!(
+        "  fingerprint:  {}",
+        render::grouped(&health.fingerprint, 4)
+    );
+    println!("  uptime:       {}", render::duration(health.uptime_s));
+    for listener in health.listeners.unwrap_or_default() {
+        println!(
+            "  listening:    {} {}",
+            listener.transport, listener.address
+        );
+    }
+    if let Some(tasks) = health.tasks {
+        println!(
+            "  tasks:        {} running, {} queued, {} waiting for permission; {} succeeded, {} failed, {} cancelled, {} interrupted",
+            tasks.running,
+            tasks.queued,
+            tasks.waiting_permission,
+            tasks.succeeded,
+            tasks.failed,
+            tasks.cancelled,
+            tasks.interrupted
+        );
+    }
+    if let Some(dir) = health.data_dir {
+        println!("  data dir:     {dir}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `openwork-host pair` options.
+#[derive(Debug, Args)]
+pub struct PairArgs {
+    /// How long the code is valid, in seconds (default 300).
+    #[arg(long)]
+    ttl: Option<u64>,
+    /// Scopes a device may get, comma-separated (default: all but admin).
+    #[arg(long)]
+    scopes: Option<String>,
+    /// The address to put in the QR code (default: this machine's LAN address).
+    #[arg(long)]
+    address: Option<String>,
+    /// Open the window, print it and exit; approve with `openwork-host devices approve ID`.
+    #[arg(long)]
+    detach: bool,
+    /// Print the window as JSON (for scripts).
+    #[arg(long)]
+    json: bool,
+    /// Do not ask for approval here even on a terminal; print how to approve instead.
+    #[arg(long)]
+    no_prompt: bool,
+}
+
+/// `openwork-host pair`.
+pub async fn pair(data_dir: &DataDir, args: PairArgs) -> anyhow::Result<ExitCode> {
+    let mut conn = connect(data_dir).await?;
+    let scopes = args
+        .scopes
+        .as_deref()
+        .map(render::parse_scopes)
+        .transpose()?;
+    let window: PairingWindow = conn
+        .call(
+            "pairing.open",
+            json!({"ttlS": args.ttl, "scopes": scopes, "address": args.address}),
+        )
+        .await
+        .map_err(rpc_error)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&window)?);
+    } else {
+        print_window(&window);
+    }
+    if args.detach {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let interactive = !args.no_prompt && std::io::stdin().is_terminal();
+    let mut answers = interactive.then(spawn_line_reader);
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    loop {
+        let note = tokio::select! {
+            note = conn.next_notification() => note.context("the host closed the connection")?,
+            _ = interrupt.recv() => {
+                let _: Value = conn.call("pairing.close", json!({})).await.map_err(rpc_error)?;
+                eprintln!("\nPairing window closed.");
+                return Ok(ExitCode::from(130));
+            }
+        };
+        let params = note["params"].clone();
+        match note["method"].as_str() {
+            Some("pairing.requested") => {
+                let request: PairingRequest = serde_json::from_value(params)?;
+                print_request(&request);
+                match answers.as_mut() {
+                    Some(lines) => {
+                        eprint!("Approve this device? [y/N] ");
+                        let answer = lines.recv().await.unwrap_or_default();
+                        let method = if answer.trim().eq_ignore_ascii_case("y")
+                            || answer.trim().eq_ignore_ascii_case("yes")
+                        {
+                            "pairing.approve"
+                        } else {
+                            "pairing.deny"
+                        };
+                        let _: Value = conn
+                            .call(method, json!({"requestId": request.request_id}))
+                            .await
+                            .map_err(rpc_error)?;
+                    }
+                    None => eprintln!(
+                        "Approve it with `openwork-host devices approve {0}`, or refuse with `openwork-host devices deny {0}`.",
+                        request.request_id
+                    ),
+                }
+            }
+            Some("pairing.failed") => {
+                let failures = params["failures"].as_u64().unwrap_or(0);
+                let remaining = params["remaining"].as_u64().unwrap_or(0);
+                eprintln!(
+                    "A wrong code was tried from {} ({} wrong so far, {remaining} tries left).",
+                    params["address"].as_str().unwrap_or("?"),
+                    failures
+                );
+            }
+            Some("pairing.closed") => {
+                let reason = params["reason"].as_str().unwrap_or("closed");
+                if reason == "paired" {
+                    eprintln!(
+                        "Paired: device {}.",
+                        params["deviceId"].as_str().unwrap_or("?")
+                    );
+                    return Ok(ExitCode::SUCCESS);
+                }
+                eprintln!("The pairing window closed: {reason}.");
+                return Ok(ExitCode::FAILURE);
+            }
+            _ => {}
+        }
+    }
+}
+
+fn spawn_line_reader() -> tokio::sync::mpsc::Receiver<String> {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lines() {
+            let Ok(line) = line else { return };
+            if tx.blocking_send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+fn print_window(window: &PairingWindow) {
+    println!("Pairing is open until {}.", window.expires_at);
+    println!();
+    println!("  Code:         {}", render::grouped(&window.code, 4));
+    println!("  Host:         {}:{}", window.host, window.port);
+    println!("  Host name:    {}", window.host_name);
+    println!(
+        "  Fingerprint:  {}",
+        render::grouped(&window.fingerprint, 4)
+    );
+    println!("  A device may get:");
+    println!("{}", render::scope_lines(&window.scopes));
+    println!();
+    println!(
+        "On the device: openwork-host client pair {}:{} --code {}",
+        window.host, window.port, window.code
+    );
+    println!("or scan:");
+    if let Some(qr) = render::qr(&window.uri) {
+        println!("{qr}");
+    }
+    println!("  {}", window.uri);
+    println!();
+}
+
+fn print_request(request: &PairingRequest) {
+    eprintln!();
+    eprintln!(
+        "Device \"{}\" from {} asks to pair, with:",
+        request.device_name, request.address
+    );
+    for scope in &request.scopes {
+        eprintln!("      {:<18} {}", scope.scope.as_str(), scope.description);
+    }
+    eprintln!("  request id: {}", request.request_id);
+}
+
+/// `openwork-host devices …`.
+#[derive(Debug, Subcommand)]
+pub enum DevicesCommand {
+    /// List paired devices.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Devices waiting for approval.
+    Pending {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve a waiting device.
+    Approve {
+        request_id: String,
+        /// Grant fewer scopes than asked, comma-separated.
+        #[arg(long)]
+        scopes: Option<String>,
+    },
+    /// Refuse a waiting device.
+    Deny { request_id: String },
+    /// Revoke a device: its connections close at once and its credential stops working.
+    Revoke { device_id: String },
+}
+
+/// `openwork-host devices …`.
+pub async fn devices(data_dir: &DataDir, command: DevicesCommand) -> anyhow::Result<ExitCode> {
+    let mut conn = connect(data_dir).await?;
+    match command {
+        DevicesCommand::List { json: json_out } => {
+            let list: DevicesListResult = conn
+                .call("devices.list", json!({}))
+                .await
+                .map_err(rpc_error)?;
+            if json_out {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else if list.devices.is_empty() {
+                println!("No paired devices. Pair one with `openwork-host pair`.");
+            } else {
+                println!(
+                    "{:<20} {:<20} {:<10} {:<6} SCOPES",
+                    "DEVICE", "NAME", "STATE", "CONN"
+                );
+                for d in &list.devices {
+                    print_device(d);
+                }
+            }
+        }
+        DevicesCommand::Pending { json: json_out } => {
+            let status: PairingStatus = conn
+                .call("pairing.status", json!({}))
+                .await
+                .map_err(rpc_error)?;
+            if json_out {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else if status.pending.is_empty() {
+                let window = if status.open {
+                    "a pairing window is open"
+                } else {
+                    "no pairing window is open"
+                };
+                println!("No device is waiting for approval ({window}).");
+            } else {
+                for request in &status.pending {
+                    print_request(request);
+                }
+            }
+        }
+        DevicesCommand::Approve { request_id, scopes } => {
+            let scopes = scopes.as_deref().map(render::parse_scopes).transpose()?;
+            let device: DeviceInfo = conn
+                .call(
+                    "pairing.approve",
+                    json!({"requestId": request_id, "scopes": scopes}),
+                )
+                .await
+                .map_err(rpc_error)?;
+            println!("Approved \"{}\" as {}.", device.name, device.device_id);
+        }
+        DevicesCommand::Deny { request_id } => {
+            let _: Value = conn
+                .call("pairing.deny", json!({"requestId": request_id}))
+                .await
+                .map_err(rpc_error)?;
+            println!("Refused. The pairing window is closed.");
+        }
+        DevicesCommand::Revoke { device_id } => {
+            let result: DeviceRevokeResult = conn
+                .call("devices.revoke", json!({"deviceId": device_id}))
+                .await
+                .map_err(rpc_error)?;
+            println!(
+                "Revoked {}; {} live connection(s) closed.",
+                result.device_id, result.closed_connections
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_device(d: &DeviceInfo) {
+    let state = if d.revoked_at.is_some() {
+        "revoked"
+    } else {
+        "paired"
+    };
+    let scopes = d
+        .scopes
+        .iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join(",");
+    println!(
+        "{:<20} {:<20} {:<10} {:<6} {scopes}",
+        d.device_id, d.name, state, d.connections
+    );
+}

@@ -1,0 +1,197 @@
+//! The device's side of pairing: SPAKE2 over TLS, key confirmation, and
+//! waiting for the owner's approval.
+
+use std::time::Duration;
+
+use base64::Engine;
+use serde_json::json;
+
+use super::hosts::KnownHost;
+use super::tls::{ConnectError, connect_tls};
+use crate::auth::Scope;
+use crate::clock;
+use crate::pairing::crypto::{self, Context};
+use crate::protocol::{PairingBeginResult, PairingResult};
+use crate::rpc::RpcError;
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// What pairing needs.
+#[derive(Debug, Clone)]
+pub struct PairRequest {
+    /// `host:port`.
+    pub address: String,
+    pub code: String,
+    pub device_name: String,
+    pub scopes: Option<Vec<Scope>>,
+    /// From a QR code or `openwork://` link: the certificate the host must present.
+    pub expected_fingerprint: Option<String>,
+    /// How long to wait for the owner's approval.
+    pub approval_timeout: Duration,
+}
+
+/// Why pairing failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PairError {
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error("the host refused: {0}")]
+    Refused(RpcError),
+    #[error(
+        "the host could not prove it knows the code: the code is wrong, or someone is between you and the host. \
+         Check the code shown by `openwork-host pair` and try again"
+    )]
+    HostNotConfirmed,
+    #[error("the connection to the host failed: {0}")]
+    Connection(String),
+    #[error("no approval from the host's owner within {0:?}")]
+    ApprovalTimeout(Duration),
+}
+
+impl From<super::ClientError> for PairError {
+    fn from(e: super::ClientError) -> Self {
+        match e {
+            super::ClientError::Rpc(rpc) => PairError::Refused(rpc),
+            other => PairError::Connection(other.to_string()),
+        }
+    }
+}
+
+/// An `openwork://pair?…` link, as in the QR code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PairLink {
+    pub address: String,
+    pub code: String,
+    pub fingerprint: Option<String>,
+    pub host_id: Option<String>,
+}
+
+impl PairLink {
+    /// Parses `openwork://pair?host=…&port=…&fp=…&code=…`.
+    pub fn parse(uri: &str) -> Option<PairLink> {
+        let query = uri.strip_prefix("openwork://pair?")?;
+        let mut host = None;
+        let mut port = None;
+        let mut fingerprint = None;
+        let mut code = None;
+        let mut host_id = None;
+        for pair in query.split('&') {
+            let (key, value) = pair.split_once('=')?;
+            let value = percent_decode(value)?;
+            match key {
+                "host" => host = Some(value),
+                "port" => port = value.parse::<u16>().ok(),
+                "fp" => fingerprint = Some(value),
+                "code" => code = Some(value),
+                "id" => host_id = Some(value),
+                _ => {}
+            }
+        }
+        let host = host?;
+        let address = if host.contains(':') {
+            format!("[{host}]:{}", port?)
+        } else {
+            format!("{host}:{}", port?)
+        };
+        Some(PairLink {
+            address,
+            code: code?,
+            fingerprint,
+            host_id,
+        })
+    }
+}
+
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Pairs with a host and returns what to store.
+pub async fn pair(request: &PairRequest) -> Result<KnownHost, PairError> {
+    let connected = connect_tls(
+        &request.address,
+        request.expected_fingerprint.as_deref(),
+        Duration::from_secs(15),
+    )
+    .await?;
+    let mut conn = connected.connection;
+    let start = crypto::client_start(&request.code, &connected.exporter);
+    let begun: PairingBeginResult = conn
+        .call(
+            "pairing.begin",
+            json!({
+                "deviceName": request.device_name,
+                "scopes": request.scopes,
+                "spake": B64.encode(&start.message),
+            }),
+        )
+        .await?;
+    let host_message = B64
+        .decode(&begun.spake)
+        .map_err(|_| PairError::Connection("the host sent a malformed SPAKE2 message".into()))?;
+    let host_confirmation = B64.decode(&begun.host_confirm).unwrap_or_default();
+    let scope_names: Vec<String> = begun.scopes.iter().map(|s| s.as_str().to_owned()).collect();
+    let ctx = Context {
+        tls_exporter: &connected.exporter,
+        host_fingerprint: &connected.fingerprint,
+        device_name: request.device_name.trim(),
+        scopes: &scope_names,
+    };
+    let confirmation = crypto::client_finish(start, &ctx, &host_message, &host_confirmation)
+        .map_err(|_| PairError::HostNotConfirmed)?;
+    let confirm = conn.call::<_, PairingResult>(
+        "pairing.confirm",
+        json!({"exchangeId": begun.exchange_id, "clientConfirm": B64.encode(confirmation)}),
+    );
+    let result = tokio::time::timeout(request.approval_timeout, confirm)
+        .await
+        .map_err(|_| PairError::ApprovalTimeout(request.approval_timeout))??;
+    Ok(KnownHost {
+        name: result.host_name,
+        host_id: result.host_id,
+        address: request.address.clone(),
+        // Pin what the TLS session actually presented: that is the session the code vouched for.
+        fingerprint: connected.fingerprint,
+        device_id: result.device_id,
+        token: result.token,
+        scopes: result.scopes,
+        paired_at: clock::rfc3339(clock::now_ms()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pair_links_parse_with_ipv4_and_ipv6() {
+        let link = PairLink::parse(
+            "openwork://pair?host=192.168.1.5&port=4747&fp=ab12&code=12345678&id=xyz",
+        )
+        .unwrap();
+        assert_eq!(link.address, "192.168.1.5:4747");
+        assert_eq!(link.code, "12345678");
+        assert_eq!(link.fingerprint.as_deref(), Some("ab12"));
+        assert_eq!(link.host_id.as_deref(), Some("xyz"));
+        let v6 = PairLink::parse("openwork://pair?host=fe80%3A%3A1%25eth0&port=1&code=1").unwrap();
+        assert_eq!(v6.address, "[fe80::1%eth0]:1");
+        assert!(PairLink::parse("https://example.com").is_none());
+        assert!(
+            PairLink::parse("openwork://pair?host=h&code=1").is_none(),
+            "the port is required"
+        );
+    }
+}

@@ -1,0 +1,827 @@
+//! Pairing: the window the host's owner opens, the SPAKE2 exchange a device
+//! runs over TLS, and the owner's explicit approval that issues a credential.
+//!
+//! A window is single use: the first device that proves it knows the code
+//! waits for the owner, and no other device may start meanwhile; approving,
+//! denying or letting it expire closes the window. Wrong codes count: each one
+//! pauses the window, and the fifth closes it.
+
+pub mod crypto;
+
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use bytes::Bytes;
+use rand::Rng;
+use serde::Deserialize;
+use tokio::sync::{broadcast, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::Scope;
+use crate::clock;
+use crate::devices::{Device, Devices};
+use crate::ids;
+use crate::protocol::{
+    DeviceInfo, PairingBeginParams, PairingBeginResult, PairingClosed, PairingConfirmParams,
+    PairingFailed, PairingOpenParams, PairingRequest, PairingResult, PairingStatus, PairingWindow,
+    ScopeInfo,
+};
+use crate::rpc::message::encode_notification;
+use crate::store::StoreError;
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// Pairing settings (`[pairing]` in config.toml).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PairingConfig {
+    /// How long a code is valid when `pair` gives no `--ttl`.
+    pub default_ttl_s: u64,
+    /// Wrong codes before the window closes.
+    pub max_failures: u32,
+    /// How long the window refuses new attempts after a wrong code.
+    pub failure_pause_ms: u64,
+    /// How long a device may take between `pairing.begin` and `pairing.confirm`.
+    pub exchange_timeout_s: u64,
+    /// How long a device waits for the owner's approval.
+    pub approval_timeout_s: u64,
+    /// What a window offers when `pair` gives no `--scopes`.
+    pub default_scopes: Vec<Scope>,
+}
+
+impl Default for PairingConfig {
+    fn default() -> Self {
+        Self {
+            default_ttl_s: 300,
+            max_failures: 5,
+            failure_pause_ms: 2_000,
+            exchange_timeout_s: 60,
+            approval_timeout_s: 300,
+            default_scopes: vec![
+                Scope::TasksRun,
+                Scope::TasksRead,
+                Scope::PermissionsReply,
+                Scope::Opencode,
+            ],
+        }
+    }
+}
+
+/// Why a pairing call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PairingError {
+    #[error("pairing happens over the host's TLS port, not over this connection")]
+    NotTls,
+    #[error("no pairing window is open on the host")]
+    NoWindow,
+    #[error("the host has no network listener to pair over")]
+    NoListener,
+    #[error("the pairing window closed after {0} wrong codes")]
+    TooManyFailures(u32),
+    #[error("a wrong code was entered; wait {}s before trying again", retry_after.as_secs().max(1))]
+    Paused { retry_after: Duration },
+    #[error("another device is pairing with the host right now")]
+    Busy,
+    #[error(
+        "no pairing exchange `{0}` is in progress on this connection (it was used, has expired, or belongs to another connection)"
+    )]
+    NoExchange(String),
+    #[error(
+        "the code is wrong, or someone is between this device and the host; {remaining} attempts left"
+    )]
+    WrongCode { remaining: u32 },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("the host's owner declined this device")]
+    Denied,
+    #[error("no one approved the pairing in time")]
+    ApprovalTimeout,
+    #[error("the pairing window closed before the device was approved ({0})")]
+    ClosedBeforeApproval(String),
+    #[error("pairing request `{0}` not found (it was answered, expired, or the device left)")]
+    NoRequest(String),
+    #[error("the device disconnected before it was approved")]
+    DeviceLeft,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What the host tells devices about itself.
+#[derive(Debug, Clone)]
+pub struct HostFacts {
+    pub host_id: String,
+    pub host_name: String,
+    pub fingerprint: String,
+}
+
+/// Where devices reach the host: the address to show and the TLS port.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub address: String,
+    pub port: u16,
+}
+
+/// What a confirmation led to.
+enum Confirmed {
+    Awaiting {
+        decision: oneshot::Receiver<Decision>,
+        request_id: String,
+        address: String,
+        device_name: String,
+    },
+    Wrong {
+        address: String,
+        device_name: String,
+        error: PairingError,
+    },
+    Refused(PairingError),
+}
+
+enum Decision {
+    Approved { device: Device, token: String },
+    Denied,
+}
+
+struct Exchange {
+    id: String,
+    session_id: u64,
+    expires_at: Instant,
+    reply: crypto::HostReply,
+    device_name: String,
+    scopes: Vec<Scope>,
+    address: String,
+}
+
+struct Awaiting {
+    request: PairingRequest,
+    scopes: Vec<Scope>,
+    session_id: u64,
+    decide: oneshot::Sender<Decision>,
+}
+
+struct OpenWindow {
+    serial: u64,
+    code: String,
+    scopes: Vec<Scope>,
+    expires_at: Instant,
+    expires_at_ms: i64,
+    failures: u32,
+    paused_until: Option<Instant>,
+    exchange: Option<Exchange>,
+    awaiting: Option<Awaiting>,
+}
+
+/// The pairing window's state.
+enum WindowState {
+    Closed { reason: Option<String> },
+    Open(Box<OpenWindow>),
+}
+
+/// Pairing for the whole host.
+pub struct Pairing {
+    config: PairingConfig,
+    devices: Devices,
+    facts: HostFacts,
+    endpoint: Mutex<Option<Endpoint>>,
+    state: Mutex<WindowState>,
+    serial: std::sync::atomic::AtomicU64,
+    events: broadcast::Sender<Bytes>,
+    me: Weak<Pairing>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Scopes in the stable order of `Scope::ALL`, limited to `allowed`.
+fn within(asked: &[Scope], allowed: &[Scope]) -> Vec<Scope> {
+    Scope::ALL
+        .into_iter()
+        .filter(|s| asked.contains(s) && allowed.contains(s))
+        .collect()
+}
+
+fn scope_infos(scopes: &[Scope]) -> Vec<ScopeInfo> {
+    scopes
+        .iter()
+        .map(|&scope| ScopeInfo {
+            scope,
+            description: scope.description().to_owned(),
+        })
+        .collect()
+}
+
+impl Pairing {
+    pub fn new(config: PairingConfig, devices: Devices, facts: HostFacts) -> Arc<Pairing> {
+        Arc::new_cyclic(|me| Pairing {
+            config,
+            devices,
+            facts,
+            endpoint: Mutex::new(None),
+            state: Mutex::new(WindowState::Closed { reason: None }),
+            serial: std::sync::atomic::AtomicU64::new(0),
+            events: broadcast::channel(64).0,
+            me: me.clone(),
+        })
+    }
+
+    /// Sets where devices reach the host (once the TLS listener is bound).
+    pub fn set_endpoint(&self, endpoint: Endpoint) {
+        *lock(&self.endpoint) = Some(endpoint);
+    }
+
+    /// Operator notifications: `pairing.requested`, `pairing.failed`, `pairing.closed`.
+    pub fn events(&self) -> broadcast::Receiver<Bytes> {
+        self.events.subscribe()
+    }
+
+    fn emit<P: serde::Serialize>(&self, method: &str, params: &P) {
+        let _ = self.events.send(encode_notification(method, params));
+    }
+
+    /// Whether a window is open now (for mDNS's `pair=1`).
+    pub fn is_open(&self) -> bool {
+        matches!(&*lock(&self.state), WindowState::Open(w) if w.expires_at > Instant::now())
+    }
+
+    /// Opens a window with a fresh single-use code, closing any open one.
+    pub fn open(&self, params: PairingOpenParams) -> Result<PairingWindow, PairingError> {
+        let endpoint = lock(&self.endpoint)
+            .clone()
+            .ok_or(PairingError::NoListener)?;
+        let ttl = Duration::from_secs(
+            params
+                .ttl_s
+                .unwrap_or(self.config.default_ttl_s)
+                .clamp(1, 3600),
+        );
+        let scopes = within(
+            params
+                .scopes
+                .as_deref()
+                .unwrap_or(&self.config.default_scopes),
+            &Scope::ALL,
+        );
+        if scopes.is_empty() {
+            return Err(PairingError::Invalid(
+                "a pairing window must offer at least one scope".into(),
+            ));
+        }
+        let code = format!("{:08}", rand::rng().random_range(0..100_000_000u32));
+        let serial = self
+            .serial
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        let expires_at_ms = clock::now_ms() + ttl.as_millis() as i64;
+        let address = params.address.unwrap_or(endpoint.address);
+        let previous = std::mem::replace(
+            &mut *lock(&self.state),
+            WindowState::Open(Box::new(OpenWindow {
+                serial,
+                code: code.clone(),
+                scopes: scopes.clone(),
+                expires_at: Instant::now() + ttl,
+                expires_at_ms,
+                failures: 0,
+                paused_until: None,
+                exchange: None,
+                awaiting: None,
+            })),
+        );
+        if matches!(previous, WindowState::Open(_)) {
+            self.emit(
+                "pairing.closed",
+                &PairingClosed {
+                    reason: "replaced by a new window".into(),
+                    device_id: None,
+                },
+            );
+        }
+        drop(previous);
+        if let Some(me) = self.me.upgrade() {
+            tokio::spawn(async move {
+                tokio::time::sleep(ttl).await;
+                me.close_if(serial, "expired");
+            });
+        }
+        let uri = format!(
+            "openwork://pair?host={}&port={}&fp={}&code={}&id={}",
+            percent(&address),
+            endpoint.port,
+            self.facts.fingerprint,
+            code,
+            self.facts.host_id
+        );
+        Ok(PairingWindow {
+            code,
+            expires_at: clock::rfc3339(expires_at_ms),
+            scopes,
+            uri,
+            host: address,
+            port: endpoint.port,
+            fingerprint: self.facts.fingerprint.clone(),
+            host_id: self.facts.host_id.clone(),
+            host_name: self.facts.host_name.clone(),
+        })
+    }
+
+    /// Closes the window, whatever its state.
+    pub fn close(&self, reason: &str) -> bool {
+        let previous = std::mem::replace(
+            &mut *lock(&self.state),
+            WindowState::Closed {
+                reason: Some(reason.to_owned()),
+            },
+        );
+        let was_open = matches!(previous, WindowState::Open(_));
+        if was_open {
+            self.emit(
+                "pairing.closed",
+                &PairingClosed {
+                    reason: reason.to_owned(),
+                    device_id: None,
+                },
+            );
+        }
+        was_open
+    }
+
+    fn close_if(&self, serial: u64, reason: &str) {
+        let mut state = lock(&self.state);
+        if matches!(&*state, WindowState::Open(w) if w.serial == serial) {
+            *state = WindowState::Closed {
+                reason: Some(reason.to_owned()),
+            };
+            drop(state);
+            self.emit(
+                "pairing.closed",
+                &PairingClosed {
+                    reason: reason.to_owned(),
+                    device_id: None,
+                },
+            );
+        }
+    }
+
+    /// The window and who waits for approval.
+    pub fn status(&self) -> PairingStatus {
+        let state = lock(&self.state);
+        match &*state {
+            WindowState::Open(w) if w.expires_at > Instant::now() => PairingStatus {
+                open: true,
+                expires_at: Some(clock::rfc3339(w.expires_at_ms)),
+                failures: w.failures,
+                max_failures: self.config.max_failures,
+                pending: w.awaiting.iter().map(|a| a.request.clone()).collect(),
+                closed_reason: None,
+            },
+            WindowState::Open(_) => PairingStatus {
+                open: false,
+                expires_at: None,
+                failures: 0,
+                max_failures: self.config.max_failures,
+                pending: Vec::new(),
+                closed_reason: Some("expired".into()),
+            },
+            WindowState::Closed { reason } => PairingStatus {
+                open: false,
+                expires_at: None,
+                failures: 0,
+                max_failures: self.config.max_failures,
+                pending: Vec::new(),
+                closed_reason: reason.clone(),
+            },
+        }
+    }
+
+    /// `pairing.begin`: answers a device's SPAKE2 message.
+    pub fn begin(
+        &self,
+        session_id: u64,
+        address: &str,
+        tls_exporter: Option<&[u8; 32]>,
+        params: PairingBeginParams,
+    ) -> Result<PairingBeginResult, PairingError> {
+        let exporter = tls_exporter.ok_or(PairingError::NotTls)?;
+        let device_name = params.device_name.trim().to_owned();
+        if device_name.is_empty()
+            || device_name.chars().count() > 64
+            || device_name.chars().any(char::is_control)
+        {
+            return Err(PairingError::Invalid(
+                "`deviceName` must be 1 to 64 printable characters".into(),
+            ));
+        }
+        let client_message = B64
+            .decode(&params.spake)
+            .map_err(|_| PairingError::Invalid("`spake` must be base64".into()))?;
+        let now = Instant::now();
+        let mut state = lock(&self.state);
+        let WindowState::Open(window) = &mut *state else {
+            return Err(match &*state {
+                WindowState::Closed { reason: Some(r) } if r.starts_with("too many") => {
+                    PairingError::TooManyFailures(self.config.max_failures)
+                }
+                _ => PairingError::NoWindow,
+            });
+        };
+        if window.expires_at <= now {
+            return Err(PairingError::NoWindow);
+        }
+        if let Some(until) = window.paused_until
+            && until > now
+        {
+            return Err(PairingError::Paused {
+                retry_after: until - now,
+            });
+        }
+        if window.awaiting.is_some() {
+            return Err(PairingError::Busy);
+        }
+        if let Some(exchange) = &window.exchange
+            && exchange.expires_at > now
+            && exchange.session_id != session_id
+        {
+            return Err(PairingError::Busy);
+        }
+        // An exchange left without a right confirmation counts as a wrong
+        // code: the host's confirmation tells a device whether its guess was
+        // right, so a guesser who never confirms must still pay for each guess.
+        if let Some(abandoned) = window.exchange.take()
+            && self.count_failure(window, &abandoned)
+        {
+            *state = WindowState::Closed {
+                reason: Some("too many wrong codes".into()),
+            };
+            drop(state);
+            self.emit(
+                "pairing.closed",
+                &PairingClosed {
+                    reason: "too many wrong codes".into(),
+                    device_id: None,
+                },
+            );
+            return Err(PairingError::TooManyFailures(self.config.max_failures));
+        }
+        let scopes = within(
+            params.scopes.as_deref().unwrap_or(&window.scopes),
+            &window.scopes,
+        );
+        if scopes.is_empty() {
+            return Err(PairingError::Invalid(format!(
+                "none of the scopes asked for is offered by this pairing window (it offers {})",
+                window
+                    .scopes
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        let scope_names: Vec<String> = scopes.iter().map(|s| s.as_str().to_owned()).collect();
+        let ctx = crypto::Context {
+            tls_exporter: exporter,
+            host_fingerprint: &self.facts.fingerprint,
+            device_name: &device_name,
+            scopes: &scope_names,
+        };
+        let reply = crypto::host_respond(&window.code, &ctx, &client_message)
+            .map_err(|e| PairingError::Invalid(format!("`spake`: {e}")))?;
+        let result = PairingBeginResult {
+            exchange_id: ids::random_id("px_"),
+            spake: B64.encode(&reply.message),
+            host_confirm: B64.encode(reply.host_confirmation),
+            scopes: scopes.clone(),
+        };
+        window.exchange = Some(Exchange {
+            id: result.exchange_id.clone(),
+            session_id,
+            expires_at: now + Duration::from_secs(self.config.exchange_timeout_s),
+            reply,
+            device_name,
+            scopes,
+            address: address.to_owned(),
+        });
+        Ok(result)
+    }
+
+    /// `pairing.confirm`: checks the device's confirmation, then waits for the
+    /// owner's decision (or for `gone`, when the device disconnects).
+    pub async fn confirm(
+        &self,
+        session_id: u64,
+        params: PairingConfirmParams,
+        gone: CancellationToken,
+    ) -> Result<PairingResult, PairingError> {
+        let confirmation = B64.decode(&params.client_confirm).unwrap_or_default();
+        let step = self.check_confirmation(session_id, &params.exchange_id, &confirmation);
+        let (decision, request_id, address, device_name) = match step {
+            Confirmed::Awaiting {
+                decision,
+                request_id,
+                address,
+                device_name,
+            } => (decision, request_id, address, device_name),
+            Confirmed::Wrong {
+                address,
+                device_name,
+                error,
+            } => {
+                self.record(&address, &device_name, "wrong code").await;
+                return Err(error);
+            }
+            Confirmed::Refused(error) => return Err(error),
+        };
+        let timeout = Duration::from_secs(self.config.approval_timeout_s);
+        let outcome = tokio::select! {
+            decided = decision => match decided {
+                Ok(Decision::Approved { device, token }) => Ok((device, token)),
+                Ok(Decision::Denied) => Err(PairingError::Denied),
+                Err(_) => Err(PairingError::ClosedBeforeApproval(self.status().closed_reason.unwrap_or_default())),
+            },
+            _ = tokio::time::sleep(timeout) => Err(PairingError::ApprovalTimeout),
+            _ = gone.cancelled() => Err(PairingError::DeviceLeft),
+        };
+        let (device, token) = match outcome {
+            Ok(approved) => approved,
+            Err(e) => {
+                self.drop_request(&request_id, "not approved");
+                self.record(&address, &device_name, "not approved").await;
+                return Err(e);
+            }
+        };
+        Ok(PairingResult {
+            device_id: device.id,
+            token,
+            scopes: device.scopes,
+            host_id: self.facts.host_id.clone(),
+            host_name: self.facts.host_name.clone(),
+            fingerprint: self.facts.fingerprint.clone(),
+        })
+    }
+
+    /// Counts a failed exchange; returns whether that was the last try.
+    fn count_failure(&self, window: &mut OpenWindow, exchange: &Exchange) -> bool {
+        window.failures += 1;
+        window.paused_until =
+            Some(Instant::now() + Duration::from_millis(self.config.failure_pause_ms));
+        let remaining = self.config.max_failures.saturating_sub(window.failures);
+        self.emit(
+            "pairing.failed",
+            &PairingFailed {
+                address: exchange.address.clone(),
+                device_name: exchange.device_name.clone(),
+                failures: window.failures,
+                remaining,
+            },
+        );
+        remaining == 0
+    }
+
+    /// A connection closed: an exchange it left unconfirmed counts as a wrong
+    /// code and frees the window for the next device.
+    pub fn connection_closed(&self, session_id: u64) {
+        let mut state = lock(&self.state);
+        let WindowState::Open(window) = &mut *state else {
+            return;
+        };
+        if window
+            .exchange
+            .as_ref()
+            .is_none_or(|e| e.session_id != session_id)
+        {
+            return;
+        }
+        let Some(abandoned) = window.exchange.take() else {
+            return;
+        };
+        if self.count_failure(window, &abandoned) {
+            *state = WindowState::Closed {
+                reason: Some("too many wrong codes".into()),
+            };
+            drop(state);
+            self.emit(
+                "pairing.closed",
+                &PairingClosed {
+                    reason: "too many wrong codes".into(),
+                    device_id: None,
+                },
+            );
+        }
+    }
+
+    /// Checks a device's confirmation under the lock: counts a wrong code, or
+    /// puts the device in front of the owner.
+    fn check_confirmation(
+        &self,
+        session_id: u64,
+        exchange_id: &str,
+        confirmation: &[u8],
+    ) -> Confirmed {
+        let mut state = lock(&self.state);
+        let WindowState::Open(window) = &mut *state else {
+            return Confirmed::Refused(PairingError::NoExchange(exchange_id.to_owned()));
+        };
+        let exchange = match window.exchange.take() {
+            Some(e)
+                if e.id == exchange_id
+                    && e.session_id == session_id
+                    && e.expires_at > Instant::now() =>
+            {
+                e
+            }
+            other => {
+                window.exchange = other;
+                return Confirmed::Refused(PairingError::NoExchange(exchange_id.to_owned()));
+            }
+        };
+        if !exchange.reply.verify_client(confirmation) {
+            let error = if self.count_failure(window, &exchange) {
+                *state = WindowState::Closed {
+                    reason: Some("too many wrong codes".into()),
+                };
+                self.emit(
+                    "pairing.closed",
+                    &PairingClosed {
+                        reason: "too many wrong codes".into(),
+                        device_id: None,
+                    },
+                );
+                PairingError::TooManyFailures(self.config.max_failures)
+            } else {
+                PairingError::WrongCode {
+                    remaining: self.config.max_failures.saturating_sub(window.failures),
+                }
+            };
+            return Confirmed::Wrong {
+                address: exchange.address,
+                device_name: exchange.device_name,
+                error,
+            };
+        }
+        let (decide, decision) = oneshot::channel();
+        let timeout = Duration::from_secs(self.config.approval_timeout_s);
+        let request = PairingRequest {
+            request_id: ids::random_id("pr_"),
+            device_name: exchange.device_name.clone(),
+            scopes: scope_infos(&exchange.scopes),
+            address: exchange.address.clone(),
+            expires_at: clock::rfc3339(clock::now_ms() + timeout.as_millis() as i64),
+        };
+        self.emit("pairing.requested", &request);
+        let request_id = request.request_id.clone();
+        window.awaiting = Some(Awaiting {
+            request,
+            scopes: exchange.scopes,
+            session_id,
+            decide,
+        });
+        Confirmed::Awaiting {
+            decision,
+            request_id,
+            address: exchange.address,
+            device_name: exchange.device_name,
+        }
+    }
+
+    /// Closes the window if `request_id` is the device awaiting approval.
+    fn drop_request(&self, request_id: &str, reason: &str) {
+        let mut state = lock(&self.state);
+        if let WindowState::Open(window) = &*state
+            && window
+                .awaiting
+                .as_ref()
+                .is_some_and(|a| a.request.request_id == request_id)
+        {
+            *state = WindowState::Closed {
+                reason: Some(reason.to_owned()),
+            };
+            drop(state);
+            self.emit(
+                "pairing.closed",
+                &PairingClosed {
+                    reason: reason.to_owned(),
+                    device_id: None,
+                },
+            );
+        }
+    }
+
+    fn take_awaiting(&self, request_id: &str) -> Result<Awaiting, PairingError> {
+        let mut state = lock(&self.state);
+        match &mut *state {
+            WindowState::Open(window)
+                if window
+                    .awaiting
+                    .as_ref()
+                    .is_some_and(|a| a.request.request_id == request_id) =>
+            {
+                window
+                    .awaiting
+                    .take()
+                    .ok_or_else(|| PairingError::NoRequest(request_id.to_owned()))
+            }
+            _ => Err(PairingError::NoRequest(request_id.to_owned())),
+        }
+    }
+
+    /// The owner approves: the device gets a credential with `scopes` (at most what it asked for).
+    pub async fn approve(
+        &self,
+        request_id: &str,
+        scopes: Option<Vec<Scope>>,
+    ) -> Result<DeviceInfo, PairingError> {
+        let awaiting = self.take_awaiting(request_id)?;
+        let granted = within(
+            scopes.as_deref().unwrap_or(&awaiting.scopes),
+            &awaiting.scopes,
+        );
+        if granted.is_empty() {
+            self.drop_request_after_take("approved with no scope");
+            return Err(PairingError::Invalid(
+                "approve with at least one of the scopes the device asked for".into(),
+            ));
+        }
+        let request = awaiting.request.clone();
+        let (device, token) = self
+            .devices
+            .create(&request.device_name, &granted, &request.address)
+            .await?;
+        let info = device.info(0);
+        let device_id = device.id.clone();
+        if awaiting
+            .decide
+            .send(Decision::Approved { device, token })
+            .is_err()
+        {
+            self.devices.discard(&device_id).await?;
+            self.drop_request_after_take("the device left");
+            return Err(PairingError::DeviceLeft);
+        }
+        let _ = awaiting.session_id;
+        *lock(&self.state) = WindowState::Closed {
+            reason: Some("paired".into()),
+        };
+        self.emit(
+            "pairing.closed",
+            &PairingClosed {
+                reason: "paired".into(),
+                device_id: Some(device_id),
+            },
+        );
+        self.record(&request.address, &request.device_name, "approved")
+            .await;
+        Ok(info)
+    }
+
+    /// The owner declines: the device is told, and the window closes (the code
+    /// was used by someone the owner does not want).
+    pub async fn deny(&self, request_id: &str) -> Result<(), PairingError> {
+        let awaiting = self.take_awaiting(request_id)?;
+        let _ = awaiting.decide.send(Decision::Denied);
+        self.drop_request_after_take("denied by the owner");
+        self.record(
+            &awaiting.request.address,
+            &awaiting.request.device_name,
+            "denied",
+        )
+        .await;
+        Ok(())
+    }
+
+    fn drop_request_after_take(&self, reason: &str) {
+        *lock(&self.state) = WindowState::Closed {
+            reason: Some(reason.to_owned()),
+        };
+        self.emit(
+            "pairing.closed",
+            &PairingClosed {
+                reason: reason.to_owned(),
+                device_id: None,
+            },
+        );
+    }
+
+    async fn record(&self, address: &str, device_name: &str, outcome: &str) {
+        if let Err(e) = self
+            .devices
+            .record_attempt(address, device_name, outcome)
+            .await
+        {
+            tracing::warn!(error = %e, "could not record a pairing attempt");
+        }
+    }
+}
+
+/// Percent-encodes what may appear in a URI query value.
+fn percent(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

@@ -1,0 +1,35 @@
+//! `devices.list` and `devices.revoke`.
+
+use crate::protocol::{DeviceIdParams, DeviceRevokeResult, DevicesListResult};
+use crate::rpc::RpcError;
+use crate::rpc::methods::CallContext;
+
+pub async fn list(
+    ctx: CallContext,
+    _: crate::protocol::NoParams,
+) -> Result<DevicesListResult, RpcError> {
+    let devices = ctx.host.devices.list().await?;
+    Ok(DevicesListResult {
+        devices: devices
+            .iter()
+            .map(|d| d.info(ctx.host.device_connections(&d.id)))
+            .collect(),
+    })
+}
+
+pub async fn revoke(ctx: CallContext, p: DeviceIdParams) -> Result<DeviceRevokeResult, RpcError> {
+    let Some(device) = ctx.host.devices.revoke(&p.device_id).await? else {
+        return Err(
+            RpcError::not_found(format_args!("device `{}`", p.device_id))
+                .with_action("list paired devices with `openwork-host devices list`"),
+        );
+    };
+    let closed = ctx
+        .host
+        .close_device_sessions(&device.id, "this device's pairing was revoked");
+    tracing::info!(device = %device.id, name = %device.name, closed, "device revoked");
+    Ok(DeviceRevokeResult {
+        device_id: device.id,
+        closed_connections: closed,
+    })
+}

@@ -1,0 +1,67 @@
+//! `pairing.*`: the device's exchange (`begin`, `confirm`) and the owner's
+//! window (`open`, `close`, `status`, `approve`, `deny`).
+
+use crate::protocol::{
+    DeviceInfo, Empty, NoParams, PairingApproveParams, PairingBeginParams, PairingBeginResult,
+    PairingConfirmParams, PairingOpenParams, PairingRequestIdParams, PairingResult, PairingStatus,
+    PairingWindow,
+};
+use crate::rpc::RpcError;
+use crate::rpc::methods::CallContext;
+
+pub async fn begin(
+    ctx: CallContext,
+    p: PairingBeginParams,
+) -> Result<PairingBeginResult, RpcError> {
+    let session = &ctx.session;
+    Ok(ctx
+        .host
+        .pairing
+        .begin(session.id, &session.peer, session.channel_binding(), p)?)
+}
+
+pub async fn confirm(ctx: CallContext, p: PairingConfirmParams) -> Result<PairingResult, RpcError> {
+    let result = ctx
+        .host
+        .pairing
+        .confirm(ctx.session.id, p, ctx.session.closed())
+        .await?;
+    tracing::info!(device = %result.device_id, peer = %ctx.session.peer, "a device was paired");
+    Ok(result)
+}
+
+pub async fn open(ctx: CallContext, p: PairingOpenParams) -> Result<PairingWindow, RpcError> {
+    let window = ctx.host.pairing.open(p)?;
+    // The owner's connection hears of requests, wrong codes and the window closing.
+    if ctx.session.watch_once("pairing") {
+        let (session, mut events) = (ctx.session.clone(), ctx.host.pairing.events());
+        ctx.session.spawn_notifier(async move {
+            loop {
+                match events.recv().await {
+                    Ok(frame) => session.notify(frame).await,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+    }
+    Ok(window)
+}
+
+pub async fn close(ctx: CallContext, _: NoParams) -> Result<Empty, RpcError> {
+    ctx.host.pairing.close("closed by the owner");
+    Ok(Empty {})
+}
+
+pub async fn status(ctx: CallContext, _: NoParams) -> Result<PairingStatus, RpcError> {
+    Ok(ctx.host.pairing.status())
+}
+
+pub async fn approve(ctx: CallContext, p: PairingApproveParams) -> Result<DeviceInfo, RpcError> {
+    Ok(ctx.host.pairing.approve(&p.request_id, p.scopes).await?)
+}
+
+pub async fn deny(ctx: CallContext, p: PairingRequestIdParams) -> Result<Empty, RpcError> {
+    ctx.host.pairing.deny(&p.request_id).await?;
+    Ok(Empty {})
+}

@@ -1,0 +1,864 @@
+//! Network access: TLS, pairing (and a man in the middle), authentication,
+//! scopes, revocation, pinning, and misbehaving peers. Real TLS on loopback.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use common::*;
+use openwork_host::auth::Scope;
+use openwork_host::client::pair::{PairError, PairRequest, pair};
+use openwork_host::client::{ConnectError, connect_tls, open_session};
+use openwork_host::pairing::crypto;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+fn fast_pairing() -> TestHost {
+    let mut host =
+        TestHost::new("[pairing]\nfailure_pause_ms = 50\n[network]\nhandshake_timeout_ms = 500\n");
+    host.start();
+    host
+}
+
+async fn open_window(owner: &mut Client, extra: Value) -> Value {
+    let mut params = json!({"ttlS": 120});
+    if let (Some(p), Some(e)) = (params.as_object_mut(), extra.as_object()) {
+        p.extend(e.clone());
+    }
+    within(10, owner.call("pairing.open", params))
+        .await
+        .expect("pairing.open")
+}
+
+/// Runs `pairing.begin` by hand; returns the client's keys check and the exchange.
+async fn begin(address: &str, code: &str, name: &str) -> (Device, Value, crypto::ClientKeys) {
+    let connected = within(10, connect_tls(address, None, Duration::from_secs(5)))
+        .await
+        .expect("tls");
+    let mut conn = connected.connection;
+    let start = crypto::client_start(code, &connected.exporter);
+    let begun: Value = within(
+        10,
+        conn.call(
+            "pairing.begin",
+            json!({"deviceName": name, "spake": B64.encode(&start.message)}),
+        ),
+    )
+    .await
+    .expect("pairing.begin");
+    let scopes: Vec<String> = serde_json::from_value(begun["scopes"].clone()).unwrap();
+    let ctx = crypto::Context {
+        tls_exporter: &connected.exporter,
+        host_fingerprint: &connected.fingerprint,
+        device_name: name,
+        scopes: &scopes,
+    };
+    let host_message = B64.decode(begun["spake"].as_str().unwrap()).unwrap();
+    let keys = crypto::client_keys(start, &ctx, &host_message).expect("keys");
+    (conn, begun, keys)
+}
+
+async fn confirm(
+    conn: &mut Device,
+    begun: &Value,
+    confirmation: [u8; 32],
+) -> Result<Value, openwork_host::client::ClientError> {
+    within(
+        10,
+        conn.call(
+            "pairing.confirm",
+            json!({"exchangeId": begun["exchangeId"], "clientConfirm": B64.encode(confirmation)}),
+        ),
+    )
+    .await
+}
+
+fn code_of(err: &openwork_host::client::ClientError) -> i32 {
+    match err {
+        openwork_host::client::ClientError::Rpc(e) => e.code.0,
+        other => panic!("not an RPC error: {other}"),
+    }
+}
+
+#[tokio::test]
+async fn a_device_pairs_over_tls_with_approval_and_runs_a_task() {
+    let host = fast_pairing();
+    let device = host.pair_device("phone", None).await;
+    assert_eq!(
+        device.scopes,
+        vec![
+            Scope::TasksRun,
+            Scope::TasksRead,
+            Scope::PermissionsReply,
+            Scope::Opencode
+        ]
+    );
+    assert_eq!(device.token.len(), 43);
+    let mut session = device_session(&device).await;
+    let _task = {
+        let result: Value = within(
+            10,
+            session.call("task.run", json!({"command": "echo over tls"})),
+        )
+        .await
+        .unwrap();
+        result["taskId"].as_str().unwrap().to_owned()
+    };
+    let output = within(20, async {
+        let mut text = String::new();
+        loop {
+            let m = session.next_notification().await.unwrap();
+            if m["method"] == "log.chunk" {
+                text.push_str(m["params"]["data"].as_str().unwrap());
+            }
+            if m["method"] == "task.updated" && m["params"]["status"] == "succeeded" {
+                return text;
+            }
+        }
+    })
+    .await;
+    assert_eq!(output, "over tls\n");
+    let mut owner = host.connect().await;
+    let devices: Value = within(10, owner.call("devices.list", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(devices["devices"][0]["name"], "phone");
+    assert_eq!(devices["devices"][0]["connections"], 1);
+    let stored = std::fs::read(host.data.join("host.db")).unwrap();
+    assert!(
+        !stored
+            .windows(device.token.len())
+            .any(|w| w == device.token.as_bytes()),
+        "the token is never stored in the clear"
+    );
+}
+
+#[tokio::test]
+async fn initialize_returns_the_device_scopes_with_what_they_allow() {
+    let host = fast_pairing();
+    let device = host
+        .pair_device("reader", Some(vec![Scope::TasksRead]))
+        .await;
+    let connected = within(
+        10,
+        connect_tls(
+            &device.address,
+            Some(&device.fingerprint),
+            Duration::from_secs(5),
+        ),
+    )
+    .await
+    .unwrap();
+    let mut conn = connected.connection;
+    let init: Value = within(
+        10,
+        conn.call(
+            "initialize",
+            json!({"auth": {"deviceId": device.device_id, "token": device.token}}),
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        init["scopes"],
+        json!([{"scope": "tasks.read", "description": Scope::TasksRead.description()}])
+    );
+    let methods = init["capabilities"]["methods"].as_array().unwrap();
+    assert!(methods.contains(&json!("task.list")) && !methods.contains(&json!("task.run")));
+}
+
+/// A relay that terminates TLS on both legs with its own certificate and forwards everything.
+async fn mitm_relay(host_address: String) -> String {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["openwork-host".into()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![cert.der().clone()],
+        rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+    )
+    .unwrap();
+    config.alpn_protocols = vec![b"openwork/1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let (acceptor, host_address) = (acceptor.clone(), host_address.clone());
+            tokio::spawn(async move {
+                let Ok(mut client_leg) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let verifier = openwork_host::transport::tls::PinnedCert::new(None);
+                let config = openwork_host::transport::tls::client_config(verifier).unwrap();
+                let tcp = tokio::net::TcpStream::connect(&host_address).await.unwrap();
+                let Ok(mut host_leg) = tokio_rustls::TlsConnector::from(config)
+                    .connect(openwork_host::transport::tls::server_name(), tcp)
+                    .await
+                else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut client_leg, &mut host_leg).await;
+            });
+        }
+    });
+    address
+}
+
+#[tokio::test]
+async fn a_man_in_the_middle_who_relays_every_message_makes_pairing_fail_on_both_sides() {
+    let host = fast_pairing();
+    let mut owner = host.connect().await;
+    let window = open_window(&mut owner, json!({})).await;
+    let code = window["code"].as_str().unwrap().to_owned();
+    let relay = mitm_relay(host.tls_address().await).await;
+
+    // The device's side: the host's confirmation does not check out.
+    let (mut conn, begun, keys) = begin(&relay, &code, "victim").await;
+    assert!(!keys.verify_host(&B64.decode(begun["hostConfirm"].as_str().unwrap()).unwrap()));
+    // The host's side: even a device that confirms anyway is refused.
+    let err = confirm(&mut conn, &begun, keys.confirmation())
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(&err), -32001, "{err}");
+    let failed = within(10, owner.next_notification()).await.unwrap();
+    assert_eq!(failed["method"], "pairing.failed");
+
+    // The library's client stops as soon as the host fails to prove itself.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let request = PairRequest {
+        address: relay.clone(),
+        code: code.clone(),
+        device_name: "victim".into(),
+        scopes: None,
+        expected_fingerprint: None,
+        approval_timeout: Duration::from_secs(5),
+    };
+    assert!(matches!(
+        pair(&request).await,
+        Err(PairError::HostNotConfirmed)
+    ));
+    let abandoned = within(10, owner.next_notification()).await.unwrap();
+    assert_eq!(
+        abandoned["method"], "pairing.failed",
+        "the exchange it left counts"
+    );
+    assert_eq!(abandoned["params"]["failures"], 2);
+
+    // No credential was issued; the right connection still pairs with the same code.
+    let devices: Value = within(10, owner.call("devices.list", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(devices["devices"], json!([]));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (mut conn, begun, keys) = begin(&host.tls_address().await, &code, "real").await;
+    assert!(keys.verify_host(&B64.decode(begun["hostConfirm"].as_str().unwrap()).unwrap()));
+    let confirming =
+        tokio::spawn(async move { confirm(&mut conn, &begun, keys.confirmation()).await });
+    let requested = within(10, async {
+        loop {
+            let n = owner.next_notification().await.unwrap();
+            if n["method"] == "pairing.requested" {
+                return n;
+            }
+        }
+    })
+    .await;
+    let _: Value = within(
+        10,
+        owner.call(
+            "pairing.approve",
+            json!({"requestId": requested["params"]["requestId"]}),
+        ),
+    )
+    .await
+    .unwrap();
+    let paired = within(10, confirming).await.unwrap().unwrap();
+    assert_eq!(paired["fingerprint"], window["fingerprint"]);
+}
+
+#[tokio::test]
+async fn five_wrong_codes_close_the_window() {
+    let host = fast_pairing();
+    let mut owner = host.connect().await;
+    open_window(&mut owner, json!({})).await;
+    let address = host.tls_address().await;
+    for attempt in 1..=5 {
+        let (mut conn, begun, keys) = begin(&address, "00000000", "guesser").await;
+        let err = confirm(&mut conn, &begun, keys.confirmation())
+            .await
+            .unwrap_err();
+        if attempt < 5 {
+            assert_eq!(code_of(&err), -32001, "attempt {attempt}: {err}");
+            assert!(
+                err.to_string()
+                    .contains(&format!("{} attempts left", 5 - attempt)),
+                "{err}"
+            );
+        } else {
+            assert_eq!(
+                code_of(&err),
+                -32005,
+                "the fifth wrong code closes the window: {err}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(80)).await;
+    }
+    let connected = within(10, connect_tls(&address, None, Duration::from_secs(5)))
+        .await
+        .unwrap();
+    let mut conn = connected.connection;
+    let start = crypto::client_start("00000000", &connected.exporter);
+    let err = within(
+        10,
+        conn.call::<_, Value>(
+            "pairing.begin",
+            json!({"deviceName": "x", "spake": B64.encode(&start.message)}),
+        ),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(code_of(&err), -32005);
+    let status: Value = within(10, owner.call("pairing.status", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(status["open"], false);
+    assert_eq!(status["closedReason"], "too many wrong codes");
+    let failures = within(10, async {
+        let mut failures = 0;
+        loop {
+            let n = owner.next_notification().await.unwrap();
+            match n["method"].as_str() {
+                Some("pairing.failed") => failures += 1,
+                Some("pairing.closed") => return failures,
+                _ => {}
+            }
+        }
+    })
+    .await;
+    assert_eq!(failures, 5, "the owner saw every wrong code");
+}
+
+#[tokio::test]
+async fn a_guess_that_is_never_confirmed_still_counts() {
+    let host = fast_pairing();
+    let mut owner = host.connect().await;
+    open_window(&mut owner, json!({})).await;
+    let address = host.tls_address().await;
+    // A guesser learns from the host's confirmation whether a guess was right,
+    // and walks away instead of confirming: each begin must still cost a try.
+    for attempt in 1..=5u64 {
+        drop(begin(&address, "11111111", "guesser").await);
+        let failed = within(10, owner.next_notification()).await.unwrap();
+        assert_eq!(failed["method"], "pairing.failed");
+        assert_eq!(failed["params"]["failures"], attempt);
+        tokio::time::sleep(Duration::from_millis(80)).await;
+    }
+    let connected = within(10, connect_tls(&address, None, Duration::from_secs(5)))
+        .await
+        .unwrap();
+    let mut conn = connected.connection;
+    let start = crypto::client_start("11111111", &connected.exporter);
+    let err = within(
+        10,
+        conn.call::<_, Value>(
+            "pairing.begin",
+            json!({"deviceName": "x", "spake": B64.encode(&start.message)}),
+        ),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(code_of(&err), -32005, "{err}");
+}
+
+#[tokio::test]
+async fn an_expired_code_is_refused() {
+    let host = fast_pairing();
+    let mut owner = host.connect().await;
+    let window = open_window(&mut owner, json!({"ttlS": 1})).await;
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let connected = within(
+        10,
+        connect_tls(&host.tls_address().await, None, Duration::from_secs(5)),
+    )
+    .await
+    .unwrap();
+    let mut conn = connected.connection;
+    let start = crypto::client_start(window["code"].as_str().unwrap(), &connected.exporter);
+    let err = within(
+        10,
+        conn.call::<_, Value>(
+            "pairing.begin",
+            json!({"deviceName": "late", "spake": B64.encode(&start.message)}),
+        ),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(code_of(&err), -32004, "{err}");
+    let closed = within(10, owner.next_notification()).await.unwrap();
+    assert_eq!(closed["params"]["reason"], "expired");
+}
+
+#[tokio::test]
+async fn a_replayed_confirm_is_refused() {
+    let host = fast_pairing();
+    let mut owner = host.connect().await;
+    let window = open_window(&mut owner, json!({})).await;
+    let (mut conn, begun, keys) = begin(
+        &host.tls_address().await,
+        window["code"].as_str().unwrap(),
+        "tablet",
+    )
+    .await;
+    let confirmation = keys.confirmation();
+    let begun_copy = begun.clone();
+    let mut conn_task = tokio::spawn(async move {
+        let first = confirm(&mut conn, &begun, confirmation).await;
+        (first, conn)
+    });
+    let requested = within(10, owner.next_notification()).await.unwrap();
+    let _: Value = within(
+        10,
+        owner.call(
+            "pairing.approve",
+            json!({"requestId": requested["params"]["requestId"]}),
+        ),
+    )
+    .await
+    .unwrap();
+    let (first, mut conn) = within(10, &mut conn_task).await.unwrap();
+    first.expect("the first confirm pairs");
+    let err = confirm(&mut conn, &begun_copy, confirmation)
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(&err), -32004, "the same confirm again: {err}");
+    let mut other = within(
+        10,
+        connect_tls(&host.tls_address().await, None, Duration::from_secs(5)),
+    )
+    .await
+    .unwrap()
+    .connection;
+    let err = confirm(&mut other, &begun_copy, confirmation)
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(&err), -32004, "on another connection: {err}");
+}
+
+#[tokio::test]
+async fn a_second_pairing_at_the_same_time_is_told_the_host_is_busy() {
+    let host = fast_pairing();
+    let mut owner = host.connect().await;
+    let window = open_window(&mut owner, json!({})).await;
+    let code = window["code"].as_str().unwrap();
+    let address = host.tls_address().await;
+    let _first = begin(&address, code, "first").await;
+    let connected = within(10, connect_tls(&address, None, Duration::from_secs(5)))
+        .await
+        .unwrap();
+    let mut conn = connected.connection;
+    let start = crypto::client_start(code, &connected.exporter);
+    let err = within(
+        10,
+        conn.call::<_, Value>(
+            "pairing.begin",
+            json!({"deviceName": "second", "spake": B64.encode(&start.message)}),
+        ),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(code_of(&err), -32005, "{err}");
+    assert!(err.to_string().contains("another device"), "{err}");
+}
+
+#[tokio::test]
+async fn a_denied_device_is_told_and_gets_nothing() {
+    let host = fast_pairing();
+    let mut owner = host.connect().await;
+    let window = open_window(&mut owner, json!({})).await;
+    let (mut conn, begun, keys) = begin(
+        &host.tls_address().await,
+        window["code"].as_str().unwrap(),
+        "stranger",
+    )
+    .await;
+    let confirming =
+        tokio::spawn(async move { confirm(&mut conn, &begun, keys.confirmation()).await });
+    let requested = within(10, owner.next_notification()).await.unwrap();
+    assert_eq!(requested["params"]["deviceName"], "stranger");
+    let _: Value = within(
+        10,
+        owner.call(
+            "pairing.deny",
+            json!({"requestId": requested["params"]["requestId"]}),
+        ),
+    )
+    .await
+    .unwrap();
+    let err = within(10, confirming).await.unwrap().unwrap_err();
+    assert_eq!(code_of(&err), -32002, "{err}");
+    let devices: Value = within(10, owner.call("devices.list", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(devices["devices"], json!([]));
+}
+
+#[tokio::test]
+async fn unauthenticated_calls_get_unauthorized_and_a_wrong_token_does_not_authenticate() {
+    let host = fast_pairing();
+    let device = host.pair_device("phone", None).await;
+    let connected = within(
+        10,
+        connect_tls(
+            &device.address,
+            Some(&device.fingerprint),
+            Duration::from_secs(5),
+        ),
+    )
+    .await
+    .unwrap();
+    let mut conn = connected.connection;
+    let pong: Value = within(10, conn.call("$/ping", json!({}))).await.unwrap();
+    assert_eq!(pong, json!({}), "ping is open to everyone");
+    for method in [
+        "task.list",
+        "task.run",
+        "health.get",
+        "devices.list",
+        "pairing.open",
+    ] {
+        let result = within(10, conn.call::<_, Value>(method, json!({}))).await;
+        match (method, result) {
+            ("health.get", Ok(health)) => assert!(
+                health.get("tasks").is_none(),
+                "no details before auth: {health}"
+            ),
+            (_, Err(err)) => assert_eq!(code_of(&err), -32001, "{method}: {err}"),
+            (_, Ok(v)) => panic!("{method} answered {v}"),
+        }
+    }
+    let err = within(
+        10,
+        conn.call::<_, Value>(
+            "initialize",
+            json!({"auth": {"deviceId": device.device_id, "token": "A".repeat(43)}}),
+        ),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(code_of(&err), -32001);
+    let err = within(10, conn.call::<_, Value>("task.list", json!({})))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        code_of(&err),
+        -32001,
+        "still unauthenticated after a failed initialize"
+    );
+}
+
+#[tokio::test]
+async fn a_device_without_a_scope_is_forbidden_and_told_which_scope() {
+    let host = fast_pairing();
+    let device = host
+        .pair_device("reader", Some(vec![Scope::TasksRead]))
+        .await;
+    let mut session = device_session(&device).await;
+    let err = within(
+        10,
+        session.call::<_, Value>("task.run", json!({"command": "true"})),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(code_of(&err), -32002);
+    let openwork_host::client::ClientError::Rpc(rpc) = &err else {
+        unreachable!()
+    };
+    assert_eq!(rpc.data.as_ref().unwrap()["scope"], "tasks.run");
+    assert!(rpc.message.contains("tasks.run"));
+    let list: Value = within(10, session.call("task.list", json!({})))
+        .await
+        .unwrap();
+    assert!(list["tasks"].is_array());
+    let err = within(10, session.call::<_, Value>("devices.list", json!({})))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        code_of(&err),
+        -32002,
+        "devices are the owner's business: {err}"
+    );
+}
+
+#[tokio::test]
+async fn a_device_with_admin_manages_devices_only_when_the_config_allows_it() {
+    let mut host = TestHost::new("[devices]\nremote_admin = true\n");
+    host.start();
+    let admin = host
+        .pair_device_with_window("admin", json!({"scopes": ["admin", "tasks.read"]}))
+        .await;
+    let mut session = device_session(&admin).await;
+    let list: Value = within(10, session.call("devices.list", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(list["devices"][0]["name"], "admin");
+
+    let plain = TestHost::started();
+    let admin = plain
+        .pair_device_with_window("admin", json!({"scopes": ["admin"]}))
+        .await;
+    let mut session = device_session(&admin).await;
+    let err = within(10, session.call::<_, Value>("devices.list", json!({})))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        code_of(&err),
+        -32002,
+        "by default only the owner, locally: {err}"
+    );
+}
+
+#[tokio::test]
+async fn a_revoked_device_is_cut_off_at_once_and_cannot_come_back() {
+    let host = fast_pairing();
+    let device = host.pair_device("lost-phone", None).await;
+    let mut session = device_session(&device).await;
+    let mut bystander = device_session(&host.pair_device("other", None).await).await;
+    let mut owner = host.connect().await;
+    let revoked: Value = within(
+        10,
+        owner.call("devices.revoke", json!({"deviceId": device.device_id})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(revoked["closedConnections"], 1);
+    let closed = within(5, session.next_message()).await;
+    assert!(
+        closed.is_err(),
+        "the revoked device's connection is closed: {closed:?}"
+    );
+    let err = within(10, open_session(&device, "again"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("revoked"), "{err}");
+    let pong: Value = within(10, bystander.call("$/ping", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(pong, json!({}), "other devices are untouched");
+    let list: Value = within(10, owner.call("devices.list", json!({})))
+        .await
+        .unwrap();
+    let lost = list["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["deviceId"] == device.device_id.as_str())
+        .unwrap();
+    assert!(lost["revokedAt"].is_string());
+}
+
+#[tokio::test]
+async fn a_host_whose_fingerprint_changed_is_refused_as_possibly_impersonated() {
+    let host = fast_pairing();
+    let mut device = host.pair_device("phone", None).await;
+    device.fingerprint = "00".repeat(32);
+    let err = within(10, open_session(&device, "test")).await.unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            openwork_host::client::SessionError::Connect(ConnectError::FingerprintMismatch { .. })
+        ),
+        "{err}"
+    );
+    let message = err.to_string();
+    assert!(
+        message.contains("impersonated") && message.contains("pair again"),
+        "{message}"
+    );
+
+    // The CLI says the same, and exits non-zero.
+    let dir = tempfile::tempdir().unwrap();
+    let mut hosts = openwork_host::client::KnownHosts::load(dir.path()).unwrap();
+    hosts.add(device);
+    hosts.save().unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["client", "--client-dir"])
+        .arg(dir.path())
+        .args(["run", "--", "true"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("impersonated"));
+}
+
+#[tokio::test]
+async fn a_silent_peer_is_dropped_after_the_handshake_timeout() {
+    let host = fast_pairing();
+    let mut silent = tokio::net::TcpStream::connect(host.tls_address().await)
+        .await
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let n = within(10, silent.read(&mut buf))
+        .await
+        .expect("the host closes the connection");
+    assert_eq!(n, 0);
+    let mut owner = host.connect().await;
+    let metrics: Value = within(10, owner.call("metrics.get", json!({})))
+        .await
+        .unwrap();
+    assert!(metrics.to_string().len() > 2);
+}
+
+#[tokio::test]
+async fn plain_text_on_the_tls_port_gets_a_hint_and_garbage_disturbs_no_one() {
+    let host = fast_pairing();
+    let device = host.pair_device("phone", None).await;
+    let mut session = device_session(&device).await;
+    let address = host.tls_address().await;
+
+    let mut plain = tokio::net::TcpStream::connect(&address).await.unwrap();
+    plain
+        .write_all(b"Content-Length: 2\r\n\r\n{}")
+        .await
+        .unwrap();
+    let mut reply = Vec::new();
+    within(10, plain.read_to_end(&mut reply)).await.unwrap();
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.contains("this port speaks TLS"), "{reply}");
+
+    for garbage in [
+        &[0x16u8, 0x03, 0x01, 0xff, 0xff, 1, 2, 3][..],
+        &[0u8; 4096][..],
+        b"\x16\x16\x16\x16",
+    ] {
+        let mut junk = tokio::net::TcpStream::connect(&address).await.unwrap();
+        let _ = junk.write_all(garbage).await;
+        let mut sink = Vec::new();
+        let _ = within(10, junk.read_to_end(&mut sink)).await;
+        let pong: Value = within(10, session.call("$/ping", json!({}))).await.unwrap();
+        assert_eq!(pong, json!({}));
+    }
+}
+
+#[tokio::test]
+async fn the_pair_and_client_commands_pair_a_device_end_to_end() {
+    let host = fast_pairing();
+    let client_dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["pair", "--detach", "--json", "--data-dir"])
+        .arg(&host.data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let window: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut pairing = std::process::Command::new(bin())
+        .args(["client", "--client-dir"])
+        .arg(client_dir.path())
+        .args([
+            "pair",
+            "--uri",
+            window["uri"].as_str().unwrap(),
+            "--name",
+            "cli-phone",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pending = {
+        let mut found = Value::Null;
+        wait_until(20, "the pairing request", || {
+            let out = std::process::Command::new(bin())
+                .args(["devices", "pending", "--json", "--data-dir"])
+                .arg(&host.data)
+                .output()
+                .unwrap();
+            found = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+            found["pending"].as_array().is_some_and(|p| !p.is_empty())
+        });
+        found
+    };
+    let request_id = pending["pending"][0]["requestId"].as_str().unwrap();
+    assert_eq!(pending["pending"][0]["deviceName"], "cli-phone");
+    let approved = std::process::Command::new(bin())
+        .args(["devices", "approve", request_id, "--data-dir"])
+        .arg(&host.data)
+        .output()
+        .unwrap();
+    assert!(
+        approved.status.success(),
+        "{}",
+        String::from_utf8_lossy(&approved.stderr)
+    );
+    assert!(pairing.wait().unwrap().success());
+    let run = std::process::Command::new(bin())
+        .args(["client", "--client-dir"])
+        .arg(client_dir.path())
+        .args(["run", "--", "sh", "-c", "echo out; echo err >&2; exit 3"])
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(3));
+    assert_eq!(String::from_utf8_lossy(&run.stdout), "out\n");
+    assert!(String::from_utf8_lossy(&run.stderr).starts_with("err\n"));
+    let tasks = std::process::Command::new(bin())
+        .args(["client", "--client-dir"])
+        .arg(client_dir.path())
+        .args(["tasks", "--json"])
+        .output()
+        .unwrap();
+    let tasks: Value = serde_json::from_slice(&tasks.stdout).unwrap();
+    let task_id = tasks["tasks"][0]["taskId"].as_str().unwrap();
+    let logs = std::process::Command::new(bin())
+        .args(["client", "--client-dir"])
+        .arg(client_dir.path())
+        .args(["logs", task_id, "--follow"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&logs.stdout), "out\n");
+    assert_eq!(logs.status.code(), Some(3));
+    let health = std::process::Command::new(bin())
+        .args(["client", "--client-dir"])
+        .arg(client_dir.path())
+        .args(["health", "--json"])
+        .output()
+        .unwrap();
+    let health: Value = serde_json::from_slice(&health.stdout).unwrap();
+    assert_eq!(health["hostName"], window["hostName"]);
+}
+
+#[test]
+fn status_reports_the_bound_tls_address_and_the_fingerprint() {
+    let host = TestHost::started();
+    let out = std::process::Command::new(bin())
+        .args(["status", "--json", "--data-dir"])
+        .arg(&host.data)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let tls = status["listeners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["transport"] == "tls")
+        .unwrap();
+    assert!(tls["address"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert_eq!(status["fingerprint"].as_str().unwrap().len(), 64);
+}

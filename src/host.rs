@@ -532,11 +532,7 @@ fn advertised_address(ip: std::net::IpAddr) -> String {
     let lan = nix::ifaddrs::getifaddrs().ok().and_then(|addrs| {
         addrs
             .filter(|a| a.flags.contains(nix::net::if_::InterfaceFlags::IFF_UP))
-            .filter_map(|a| {
-                a.address?
-                    .as_sockaddr_in()
-                    .map(|v4| v4.ip())
-            })
+            .filter_map(|a| a.address?.as_sockaddr_in().map(|v4| v4.ip()))
             .find(|v4| !v4.is_loopback() && !v4.is_link_local())
     });
     lan.map_or_else(|| "127.0.0.1".to_owned(), |v4| v4.to_string())

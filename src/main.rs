@@ -123,7 +123,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Raises the open-file limit to the hard limit: every connection is a file.
+fn raise_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+        && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+    {
+        tracing::warn!(error = %e, soft, "could not raise the open-file limit");
+    }
+}
+
 async fn serve(data_dir: DataDir, listen: Vec<String>, _no_mdns: bool) -> anyhow::Result<ExitCode> {
+    raise_file_limit();
     let host = Host::open(data_dir, None)
         .await
         .context("cannot start the host")?;

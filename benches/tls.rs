@@ -1,0 +1,309 @@
+//! Network benchmarks over TLS on loopback, printed as figures:
+//! - `$/ping` per second, sequential and pipelined on 8 connections;
+//! - connect + TLS + `initialize` latency, p50 and p99;
+//! - a 512 MiB task output streamed to a device, next to a plain tokio-rustls
+//!   transfer of the same bytes in the same run;
+//! - host RSS with 1,000 idle authenticated connections.
+//!
+//! Run: `cargo bench --bench tls` (`BENCH_MIB`, `BENCH_IDLE` change the sizes).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openwork_host::client::pair::{PairRequest, pair};
+use openwork_host::client::{KnownHost, connect_unix, open_session};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let _ = self.0.wait();
+    }
+}
+
+fn rss_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+async fn pair_device(socket: &std::path::Path, tls: &str) -> KnownHost {
+    let mut owner = connect_unix(socket).await.expect("owner");
+    let window: Value = owner
+        .call("pairing.open", json!({"ttlS": 60}))
+        .await
+        .expect("window");
+    let request = PairRequest {
+        address: tls.to_owned(),
+        code: window["code"].as_str().expect("code").to_owned(),
+        device_name: "bench".into(),
+        scopes: None,
+        expected_fingerprint: Some(window["fingerprint"].as_str().expect("fp").to_owned()),
+        approval_timeout: Duration::from_secs(30),
+    };
+    let pairing = tokio::spawn(async move { pair(&request).await });
+    let requested = owner.next_notification().await.expect("request");
+    let _: Value = owner
+        .call(
+            "pairing.approve",
+            json!({"requestId": requested["params"]["requestId"]}),
+        )
+        .await
+        .expect("approve");
+    pairing.await.expect("join").expect("paired")
+}
+
+#[derive(Deserialize)]
+struct Note<'a> {
+    #[serde(borrow)]
+    method: Option<&'a str>,
+    #[serde(borrow)]
+    params: Option<Params<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Params<'a> {
+    #[serde(borrow)]
+    data: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    status: Option<&'a str>,
+}
+
+/// The same bytes over a bare tokio-rustls connection: the ceiling for TLS here.
+async fn plain_tls_transfer(bytes: u64) -> Duration {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec!["openwork-host".into()])
+        .expect("params")
+        .self_signed(&key)
+        .expect("cert");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("tls13")
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("addr");
+    let line = b"openwork benchmark line: the quick brown fox jumps over the lazy dog 0123456789\n";
+    let block: Vec<u8> = line.iter().copied().cycle().take(64 * 1024).collect();
+    let sender = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.expect("accept");
+        let mut tls = acceptor.accept(tcp).await.expect("handshake");
+        let mut left = bytes;
+        while left > 0 {
+            let n = left.min(block.len() as u64) as usize;
+            tls.write_all(&block[..n]).await.expect("write");
+            left -= n as u64;
+        }
+        tls.shutdown().await.expect("close");
+    });
+    let verifier = openwork_host::transport::tls::PinnedCert::new(None);
+    let config = openwork_host::transport::tls::client_config(verifier).expect("client config");
+    let start = Instant::now();
+    let tcp = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
+    let mut tls = tokio_rustls::TlsConnector::from(config)
+        .connect(openwork_host::transport::tls::server_name(), tcp)
+        .await
+        .expect("client handshake");
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut got = 0u64;
+    while got < bytes {
+        let n = tls.read(&mut buf).await.expect("read");
+        if n == 0 {
+            break;
+        }
+        got += n as u64;
+    }
+    sender.await.expect("sender");
+    assert_eq!(got, bytes);
+    start.elapsed()
+}
+
+async fn streamed(host: &KnownHost, bytes: u64, cwd: &std::path::Path) -> (u64, Duration) {
+    let mut conn = open_session(host, "bench").await.expect("session");
+    let command = format!(
+        "yes 'openwork benchmark line: the quick brown fox jumps over the lazy dog 0123456789' | head -c {bytes}"
+    );
+    let start = Instant::now();
+    let _: Value = conn
+        .call("task.run", json!({"command": command, "cwd": cwd}))
+        .await
+        .expect("task.run");
+    let mut total = 0u64;
+    loop {
+        let body = conn.read_frame().await.expect("frame");
+        let note: Note = serde_json::from_slice(&body).expect("json");
+        match (note.method, note.params) {
+            (Some("log.chunk"), Some(p)) => total += p.data.map_or(0, |d| d.len() as u64),
+            (Some("task.updated"), Some(p)) if p.status == Some("succeeded") => break,
+            (Some("task.updated"), Some(p)) if p.status != Some("running") => {
+                panic!("task ended as {:?}", p.status)
+            }
+            _ => {}
+        }
+    }
+    (total, start.elapsed())
+}
+
+fn main() {
+    let mib: u64 = std::env::var("BENCH_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(512);
+    let idle: usize = std::env::var("BENCH_IDLE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (data, work) = (dir.path().join("data"), dir.path().join("work"));
+    std::fs::create_dir_all(&data).expect("data");
+    std::fs::create_dir_all(&work).expect("work");
+    std::fs::write(
+        data.join("config.toml"),
+        format!(
+            "[tasks]\nworkspace_roots = [{:?}]\n",
+            work.display().to_string()
+        ),
+    )
+    .expect("config");
+    let host = KillOnDrop(
+        std::process::Command::new(env!("CARGO_BIN_EXE_openwork-host"))
+            .args([
+                "serve",
+                "--no-mdns",
+                "--listen",
+                "127.0.0.1:0",
+                "--log",
+                "warn",
+                "--data-dir",
+            ])
+            .arg(&data)
+            .spawn()
+            .expect("start the host"),
+    );
+    let socket = data.join("host.sock");
+    for _ in 0..400 {
+        if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let mut owner = connect_unix(&socket).await.expect("owner");
+        let health: Value = owner.call("health.get", json!({})).await.expect("health");
+        let tls = health["listeners"]
+            .as_array()
+            .and_then(|l| l.iter().find(|l| l["transport"] == "tls"))
+            .and_then(|l| l["address"].as_str())
+            .expect("tls listener")
+            .to_owned();
+        let device = pair_device(&socket, &tls).await;
+        println!("openwork-host TLS bench (loopback, {tls})");
+
+        // Pings.
+        let mut conn = open_session(&device, "bench").await.expect("session");
+        let n = 20_000;
+        let start = Instant::now();
+        for _ in 0..n {
+            let _: Value = conn.call("$/ping", json!({})).await.expect("ping");
+        }
+        println!("ping, sequential:            {:>9.0} calls/s", n as f64 / start.elapsed().as_secs_f64());
+        let per_conn = 25_000u64;
+        let start = Instant::now();
+        let mut workers = Vec::new();
+        for _ in 0..8 {
+            let device = device.clone();
+            workers.push(tokio::spawn(async move {
+                let mut conn = open_session(&device, "bench").await.expect("session");
+                let (mut sent, mut received) = (0u64, 0u64);
+                while sent < 32 {
+                    sent += 1;
+                    conn.send(&json!({"jsonrpc": "2.0", "id": sent, "method": "$/ping"})).await.expect("send");
+                }
+                while received < per_conn {
+                    conn.read_frame().await.expect("reply");
+                    received += 1;
+                    if sent < per_conn {
+                        sent += 1;
+                        conn.send(&json!({"jsonrpc": "2.0", "id": sent, "method": "$/ping"})).await.expect("send");
+                    }
+                }
+            }));
+        }
+        for w in workers {
+            w.await.expect("worker");
+        }
+        println!(
+            "ping, 8 connections x 32:   {:>9.0} calls/s",
+            (8 * per_conn) as f64 / start.elapsed().as_secs_f64()
+        );
+
+        // Connect + TLS + initialize.
+        let mut latencies = Vec::new();
+        for _ in 0..300 {
+            let start = Instant::now();
+            let conn = open_session(&device, "bench").await.expect("session");
+            latencies.push(start.elapsed());
+            drop(conn);
+        }
+        latencies.sort();
+        println!(
+            "connect+TLS+initialize:      p50 {:.2} ms, p99 {:.2} ms ({} connections)",
+            percentile(&latencies, 0.50).as_secs_f64() * 1000.0,
+            percentile(&latencies, 0.99).as_secs_f64() * 1000.0,
+            latencies.len()
+        );
+
+        // Streaming.
+        let bytes = mib * 1024 * 1024;
+        let plain = plain_tls_transfer(bytes).await;
+        let (got, host_time) = streamed(&device, bytes, &work).await;
+        assert_eq!(got, bytes, "the device saw every byte");
+        let rate = |t: Duration| bytes as f64 / (1024.0 * 1024.0) / t.as_secs_f64();
+        println!("plain tokio-rustls:          {:>9.1} MiB/s ({mib} MiB)", rate(plain));
+        println!("task output via host (TLS):  {:>9.1} MiB/s", rate(host_time));
+        println!("host / plain TLS:            {:>9.1} %", 100.0 * rate(host_time) / rate(plain));
+
+        // Idle connections.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let before = rss_kib(host.0.id(), "VmRSS:");
+        let mut idle_conns = Vec::with_capacity(idle);
+        for _ in 0..idle {
+            idle_conns.push(open_session(&device, "idle").await.expect("idle session"));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let after = rss_kib(host.0.id(), "VmRSS:");
+        let metrics: Value = owner.call("metrics.get", json!({})).await.expect("metrics");
+        println!(
+            "{idle} idle authenticated connections: host RSS {:.1} -> {:.1} MiB, {:.1} KiB each ({} open)",
+            before as f64 / 1024.0,
+            after as f64 / 1024.0,
+            after.saturating_sub(before) as f64 / idle as f64,
+            metrics["connections"]["active"]
+        );
+        drop(idle_conns);
+    });
+    drop(host);
+}

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::pairing::PairingConfig;
+use crate::permissions::PermissionsConfig;
 use crate::transport::DEFAULT_MAX_FRAME;
 use crate::transport::tls::DEFAULT_PORT;
 
@@ -20,6 +21,7 @@ pub struct Config {
     pub network: NetworkConfig,
     pub pairing: PairingConfig,
     pub devices: DevicesConfig,
+    pub permissions: PermissionsConfig,
 }
 
 /// The TLS listener.

@@ -19,6 +19,7 @@ use crate::devices::Devices;
 use crate::identity::{Identity, IdentityError};
 use crate::metrics::{self, Metrics};
 use crate::pairing::{Endpoint, HostFacts, Pairing};
+use crate::permissions::Permissions;
 use crate::protocol::{ConnectionCounts, DeviceAuth, HealthReport, Listener, MetricsReport};
 use crate::rpc::methods::{self, CallContext};
 use crate::rpc::{ErrorCode, MethodTable, RpcError};
@@ -45,6 +46,8 @@ pub enum HostError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Tasks(#[from] TaskError),
+    #[error("{path}: {message}")]
+    Policy { path: String, message: String },
     #[error(transparent)]
     Unix(#[from] unix::UnixError),
     #[error(transparent)]
@@ -69,6 +72,7 @@ pub struct HostCore {
     pub metrics: Metrics,
     pub devices: Devices,
     pub pairing: Arc<Pairing>,
+    pub permissions: Arc<Permissions>,
     pub methods: MethodTable<CallContext>,
     /// Cancelled when the host begins to shut down.
     pub shutdown: CancellationToken,
@@ -261,7 +265,20 @@ impl Host {
         let host_name = config.host_name();
         let identity = Identity::load_or_create(&data_dir, &host_name)?;
         let store = Store::open(&data_dir.database())?;
-        let tasks = TaskManager::new(store.clone(), &config.tasks)?;
+        let roots = crate::tasks::canonical_roots(&config.tasks);
+        let permissions =
+            Permissions::new(store.clone(), &config.permissions, &roots).map_err(|message| {
+                HostError::Policy {
+                    path: data_dir.config().display().to_string(),
+                    message,
+                }
+            })?;
+        let tasks = TaskManager::new(
+            store.clone(),
+            &config.tasks,
+            roots,
+            Arc::clone(&permissions),
+        )?;
         let interrupted = tasks.recover().await?;
         if interrupted > 0 {
             tracing::warn!(
@@ -269,6 +286,7 @@ impl Host {
                 "tasks left unfinished by the previous run are now marked interrupted"
             );
         }
+        permissions.expire_unanswered().await?;
         let metrics = Metrics::load(store.clone()).await?;
         let devices = Devices::new(store.clone());
         let pairing = Pairing::new(
@@ -290,6 +308,7 @@ impl Host {
             metrics,
             devices,
             pairing,
+            permissions,
             methods: methods::table(),
             shutdown: CancellationToken::new(),
             started: Instant::now(),

@@ -17,6 +17,7 @@ pub mod identity;
 pub mod ids;
 pub mod metrics;
 pub mod pairing;
+pub mod permissions;
 pub mod protocol;
 pub mod rpc;
 pub mod session;

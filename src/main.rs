@@ -54,6 +54,9 @@ enum Command {
     /// Manage paired devices and pairing requests.
     #[command(subcommand)]
     Devices(cli::owner::DevicesCommand),
+    /// Remembered permission rules and the audit trail.
+    #[command(subcommand)]
+    Permissions(cli::owner::PermissionsCommand),
     /// Use a host from this device: pair, run tasks, read logs.
     Client {
         /// Where paired hosts are kept (default: ~/.config/openwork-host).
@@ -112,6 +115,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status { json } => cli::owner::status(&data_dir, json).await,
         Command::Pair(args) => cli::owner::pair(&data_dir, args).await,
         Command::Devices(command) => cli::owner::devices(&data_dir, command).await,
+        Command::Permissions(command) => cli::owner::permissions(&data_dir, command).await,
         Command::Client {
             client_dir,
             command,

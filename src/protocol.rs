@@ -658,3 +658,156 @@ pub struct Listener {
     /// `ip:port` or a socket path.
     pub address: String,
 }
+
+// ---------------------------------------------------------------- permissions
+
+/// An answer to a permission request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Decision {
+    /// Allow this time.
+    Once,
+    /// Allow, and remember a rule so that the same thing is not asked again.
+    Always,
+    /// Do not allow; the task is cancelled.
+    Reject,
+}
+
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Once => "once",
+            Decision::Always => "always",
+            Decision::Reject => "reject",
+        }
+    }
+}
+
+/// `permission.request` notification: a task waits for a person's decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PermissionRequest {
+    pub request_id: String,
+    pub task_id: String,
+    /// What asks: `command` for the built-in runner, OpenCode's tool name otherwise.
+    pub tool: String,
+    /// One line: what will happen.
+    pub summary: String,
+    /// The full picture: the command, where, and why this asks.
+    pub detail: String,
+    /// The answers offered.
+    pub options: Vec<Decision>,
+    /// What answering `always` will allow from now on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub always: Option<String>,
+    pub expires_at: String,
+}
+
+/// `permission.resolved` notification: someone answered (or no one did in time).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PermissionResolved {
+    pub request_id: String,
+    pub task_id: String,
+    pub decision: Decision,
+    /// Who answered: a device's name, `the host's owner`, or why it ended (`no answer in time`).
+    pub by: String,
+}
+
+/// `permission.reply` params.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PermissionReplyParams {
+    pub request_id: String,
+    pub decision: Decision,
+}
+
+/// `permission.reply` result.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PermissionReplyResult {
+    pub request_id: String,
+    pub decision: Decision,
+    /// The rules remembered, for `always` (see `permission.rules`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rule_ids: Vec<String>,
+}
+
+/// A remembered "always" rule.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PermissionRule {
+    pub rule_id: String,
+    /// `builtin` or `opencode`.
+    pub runtime: String,
+    /// What it allows, in words.
+    pub description: String,
+    /// The policy rule (built-in) or OpenCode permission it answers.
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub program: Option<String>,
+    /// It applies in this directory and below.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub directory: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
+    pub created_at: String,
+    pub created_by: String,
+}
+
+/// `permission.rules` result.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PermissionRulesResult {
+    pub rules: Vec<PermissionRule>,
+}
+
+/// `permission.forget` params.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PermissionForgetParams {
+    pub rule_id: String,
+}
+
+/// `permission.audit` params.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PermissionAuditParams {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<String>,
+    /// At most this many entries, newest first (default 100, at most 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    /// Entries older than this entry id (paging).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<i64>,
+}
+
+/// One audit entry.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEntry {
+    pub entry_id: i64,
+    pub at: String,
+    pub task_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// `denied`, `requested`, `allowed by rule`, `decided`, `expired`, `withdrawn`.
+    pub event: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<Decision>,
+    /// Who: `local`, `device:ID`, or the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    /// The policy rule or remembered rule involved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    pub summary: String,
+}
+
+/// `permission.audit` result.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PermissionAuditResult {
+    pub entries: Vec<AuditEntry>,
+}

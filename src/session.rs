@@ -23,7 +23,7 @@ use crate::host::HostCore;
 use crate::rpc::message::{Message, encode_batch, encode_error, encode_result, parse_frame};
 use crate::rpc::methods::{AfterReply, CallContext};
 use crate::rpc::{Access, ErrorCode, Id, Incoming, RpcError, Scheduling};
-use crate::tasks::Feed;
+use crate::tasks::{Audience, Feed, FeedItem};
 use crate::transport::{FrameError, FrameReader, FrameWriter, ReadEvent};
 
 /// Replies queued before handlers wait.
@@ -212,7 +212,7 @@ impl Session {
         let session = Arc::clone(self);
         let task_id = task_id.to_owned();
         self.forwarders.spawn(async move {
-            forward(feed, session.notifications.clone(), token).await;
+            forward(Arc::clone(&session), feed, token).await;
             let mut subs = lock(&session.subscriptions);
             if subs.get(&task_id).is_some_and(|(g, _)| *g == generation) {
                 subs.remove(&task_id);
@@ -250,14 +250,21 @@ impl Session {
     }
 }
 
-async fn forward(mut feed: Feed, queue: mpsc::Sender<Bytes>, stop: CancellationToken) {
+async fn forward(session: Arc<Session>, mut feed: Feed, stop: CancellationToken) {
+    let queue = session.notifications.clone();
     loop {
         let item = tokio::select! {
             _ = stop.cancelled() => return,
             item = feed.next() => item,
         };
         match item {
-            Ok(Some(frame)) => {
+            Ok(Some(FeedItem { frame, audience })) => {
+                if let Audience::PermissionHolders { except } = audience
+                    && (except == Some(session.id)
+                        || !session.principal().has(Scope::PermissionsReply))
+                {
+                    continue;
+                }
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     sent = queue.send(frame) => if sent.is_err() { return },

@@ -1,6 +1,6 @@
 //! The device's commands, over TLS: `client pair|run|tasks|logs|health|hosts|forget`.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use super::render;
 use openwork_host::client::pair::{PairLink, PairRequest, pair};
 use openwork_host::client::{ClientError, KnownHost, KnownHosts, TlsConnection, open_session};
+use openwork_host::protocol::{Decision, PermissionRequest, PermissionResolved};
 use openwork_host::protocol::{
     HealthReport, LogChunk, TaskListResult, TaskLogsResult, TaskRecord, TaskUpdate,
 };
@@ -56,6 +57,9 @@ pub enum ClientCommand {
         /// Extra environment variables, NAME=VALUE.
         #[arg(long = "env", value_name = "NAME=VALUE")]
         env: Vec<String>,
+        /// Reject every permission request without asking (for scripts).
+        #[arg(long)]
+        deny_sensitive: bool,
         /// The program and its arguments.
         #[arg(required = true, last = true)]
         command: Vec<String>,
@@ -85,6 +89,13 @@ pub enum ClientCommand {
         host: Option<String>,
         #[arg(long)]
         json: bool,
+    },
+    /// Answer a permission request (`once`, `always` or `reject`).
+    Reply {
+        request_id: String,
+        decision: String,
+        #[arg(long)]
+        host: Option<String>,
     },
     /// The hosts this device is paired with.
     Hosts,
@@ -199,6 +210,7 @@ pub async fn run(dir: PathBuf, command: ClientCommand) -> anyhow::Result<ExitCod
             title,
             timeout,
             env,
+            deny_sensitive,
             command,
         } => {
             let (_, mut conn) = session(&hosts, host.as_deref()).await?;
@@ -221,7 +233,14 @@ pub async fn run(dir: PathBuf, command: ClientCommand) -> anyhow::Result<ExitCod
                 .as_str()
                 .context("the host sent no taskId")?
                 .to_owned();
-            let update = stream_task(&mut conn, &task_id, true).await?;
+            let prompts = if deny_sensitive {
+                Prompts::Reject
+            } else if std::io::stdin().is_terminal() {
+                Prompts::Ask
+            } else {
+                Prompts::Wait
+            };
+            let update = stream_task(&mut conn, &task_id, true, prompts).await?;
             Ok(exit_code(&update))
         }
         ClientCommand::Tasks {
@@ -262,7 +281,12 @@ pub async fn run(dir: PathBuf, command: ClientCommand) -> anyhow::Result<ExitCod
                     .call("task.subscribe", json!({"taskId": task_id, "fromSeq": 1}))
                     .await
                     .map_err(rpc_error)?;
-                let update = stream_task(&mut conn, &task_id, false).await?;
+                let prompts = if std::io::stdin().is_terminal() {
+                    Prompts::Ask
+                } else {
+                    Prompts::Wait
+                };
+                let update = stream_task(&mut conn, &task_id, false, prompts).await?;
                 return Ok(exit_code(&update));
             }
             let mut next = 1;
@@ -312,6 +336,25 @@ pub async fn run(dir: PathBuf, command: ClientCommand) -> anyhow::Result<ExitCod
                     );
                 }
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        ClientCommand::Reply {
+            request_id,
+            decision,
+            host,
+        } => {
+            if !matches!(decision.as_str(), "once" | "always" | "reject") {
+                bail!("the decision is `once`, `always` or `reject`, not `{decision}`");
+            }
+            let (_, mut conn) = session(&hosts, host.as_deref()).await?;
+            let _: Value = conn
+                .call(
+                    "permission.reply",
+                    json!({"requestId": request_id, "decision": decision}),
+                )
+                .await
+                .map_err(rpc_error)?;
+            println!("Answered {request_id}: {decision}.");
             Ok(ExitCode::SUCCESS)
         }
         ClientCommand::Hosts => {
@@ -373,15 +416,30 @@ fn write_chunk(chunk: &LogChunk) -> anyhow::Result<()> {
     }
 }
 
-/// Prints a task's output until its final status; Ctrl-C cancels the task
-/// (when `cancel_on_interrupt`) or stops following.
+/// What to do when the task asks for permission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Prompts {
+    /// Ask the person at this terminal.
+    Ask,
+    /// Reject at once (`--deny-sensitive`).
+    Reject,
+    /// Show the request and wait for an answer from elsewhere.
+    Wait,
+}
+
+/// Prints a task's output until its final status, answering permission
+/// requests as `prompts` says; Ctrl-C cancels the task (when
+/// `cancel_on_interrupt`) or stops following.
 async fn stream_task(
     conn: &mut TlsConnection,
     task_id: &str,
     cancel_on_interrupt: bool,
+    prompts: Prompts,
 ) -> anyhow::Result<TaskUpdate> {
     let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let mut cancelling = false;
+    let mut lines = (prompts == Prompts::Ask).then(render::stdin_lines);
+    let mut asking: Option<PermissionRequest> = None;
     loop {
         let message = tokio::select! {
             message = conn.next_notification() => message.context("the connection to the host closed")?,
@@ -394,6 +452,22 @@ async fn stream_task(
                 let _ = conn.notify("task.cancel", json!({"taskId": task_id})).await;
                 continue;
             }
+            line = async { lines.as_mut()?.recv().await }, if asking.is_some() && lines.is_some() => {
+                let Some(request) = asking.take() else { continue };
+                let decision = match line.as_deref().map(str::trim) {
+                    Some("o" | "once" | "y" | "yes") => "once",
+                    Some("a" | "always") if request.options.contains(&Decision::Always) => "always",
+                    None => "reject",
+                    Some("r" | "reject" | "n" | "no" | "") => "reject",
+                    Some(other) => {
+                        eprint!("`{other}`? Answer o (once), a (always) or r (reject): ");
+                        asking = Some(request);
+                        continue;
+                    }
+                };
+                answer(conn, &request.request_id, decision).await;
+                continue;
+            }
         };
         let params = message["params"].clone();
         if params["taskId"] != task_id {
@@ -401,6 +475,47 @@ async fn stream_task(
         }
         match message["method"].as_str() {
             Some("log.chunk") => write_chunk(&serde_json::from_value(params)?)?,
+            Some("permission.request") => {
+                let request: PermissionRequest = serde_json::from_value(params)?;
+                eprintln!("\nThe task asks for permission: {}", request.summary);
+                eprintln!("{}", request.detail.trim_end());
+                if let Some(always) = &request.always {
+                    eprintln!("  \"always\" would allow: {always}");
+                }
+                match prompts {
+                    Prompts::Reject => {
+                        eprintln!("Rejected (--deny-sensitive).");
+                        answer(conn, &request.request_id, "reject").await;
+                    }
+                    Prompts::Wait => eprintln!(
+                        "Waiting for an answer (`openwork-host client reply {} once|always|reject`, or another device); it expires at {}.",
+                        request.request_id, request.expires_at
+                    ),
+                    Prompts::Ask => {
+                        let always = if request.options.contains(&Decision::Always) {
+                            ", a (always)"
+                        } else {
+                            ""
+                        };
+                        eprint!("Allow it? o (once){always}, r (reject): ");
+                        asking = Some(request);
+                    }
+                }
+            }
+            Some("permission.resolved") => {
+                let resolved: PermissionResolved = serde_json::from_value(params)?;
+                if asking
+                    .as_ref()
+                    .is_some_and(|r| r.request_id == resolved.request_id)
+                {
+                    asking = None;
+                }
+                eprintln!(
+                    "\nPermission answered: {} by {}.",
+                    resolved.decision.as_str(),
+                    resolved.by
+                );
+            }
             Some("task.updated") => {
                 let update: TaskUpdate = serde_json::from_value(params)?;
                 if update.status.is_final() {
@@ -417,6 +532,19 @@ async fn stream_task(
             }
             _ => {}
         }
+    }
+}
+
+async fn answer(conn: &mut TlsConnection, request_id: &str, decision: &str) {
+    let reply = conn
+        .call::<_, Value>(
+            "permission.reply",
+            json!({"requestId": request_id, "decision": decision}),
+        )
+        .await;
+    match reply {
+        Ok(_) => eprintln!("Answered: {decision}."),
+        Err(e) => eprintln!("Could not answer: {}", rpc_error(e)),
     }
 }
 

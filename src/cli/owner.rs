@@ -14,6 +14,7 @@ use openwork_host::protocol::{
     DeviceInfo, DeviceRevokeResult, DevicesListResult, HealthReport, PairingRequest, PairingStatus,
     PairingWindow,
 };
+use openwork_host::protocol::{PermissionAuditResult, PermissionRulesResult};
 
 type Local = openwork_host::client::Connection<
     tokio::io::ReadHalf<tokio::net::UnixStream>,
@@ -149,7 +150,7 @@ pub async fn pair(data_dir: &DataDir, args: PairArgs) -> anyhow::Result<ExitCode
         return Ok(ExitCode::SUCCESS);
     }
     let interactive = !args.no_prompt && std::io::stdin().is_terminal();
-    let mut answers = interactive.then(spawn_line_reader);
+    let mut answers = interactive.then(render::stdin_lines);
     let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     loop {
         let note = tokio::select! {
@@ -211,19 +212,6 @@ pub async fn pair(data_dir: &DataDir, args: PairArgs) -> anyhow::Result<ExitCode
             _ => {}
         }
     }
-}
-
-fn spawn_line_reader() -> tokio::sync::mpsc::Receiver<String> {
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    std::thread::spawn(move || {
-        for line in std::io::stdin().lines() {
-            let Ok(line) = line else { return };
-            if tx.blocking_send(line).is_err() {
-                return;
-            }
-        }
-    });
-    rx
 }
 
 fn print_window(window: &PairingWindow) {
@@ -380,4 +368,84 @@ fn print_device(d: &DeviceInfo) {
         "{:<20} {:<20} {:<10} {:<6} {scopes}",
         d.device_id, d.name, state, d.connections
     );
+}
+
+/// `openwork-host permissions …`.
+#[derive(Debug, Subcommand)]
+pub enum PermissionsCommand {
+    /// Remembered "always" rules.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forget a remembered rule: the next such action asks again.
+    Forget { rule_id: String },
+    /// Every permission request and decision, newest first.
+    Audit {
+        /// Only this task's.
+        #[arg(long)]
+        task: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `openwork-host permissions …`.
+pub async fn permissions(
+    data_dir: &DataDir,
+    command: PermissionsCommand,
+) -> anyhow::Result<ExitCode> {
+    let mut conn = connect(data_dir).await?;
+    match command {
+        PermissionsCommand::List { json: json_out } => {
+            let rules: PermissionRulesResult = conn
+                .call("permission.rules", json!({}))
+                .await
+                .map_err(rpc_error)?;
+            if json_out {
+                println!("{}", serde_json::to_string_pretty(&rules)?);
+            } else if rules.rules.is_empty() {
+                println!("No remembered rules: every sensitive action asks.");
+            } else {
+                for rule in &rules.rules {
+                    println!("{}  {}", rule.rule_id, rule.description);
+                    println!(
+                        "      remembered {} by {}",
+                        rule.created_at, rule.created_by
+                    );
+                }
+            }
+        }
+        PermissionsCommand::Forget { rule_id } => {
+            let _: Value = conn
+                .call("permission.forget", json!({"ruleId": rule_id}))
+                .await
+                .map_err(rpc_error)?;
+            println!("Forgot {rule_id}: the next such action asks again.");
+        }
+        PermissionsCommand::Audit {
+            task,
+            limit,
+            json: json_out,
+        } => {
+            let audit: PermissionAuditResult = conn
+                .call("permission.audit", json!({"taskId": task, "limit": limit}))
+                .await
+                .map_err(rpc_error)?;
+            if json_out {
+                println!("{}", serde_json::to_string_pretty(&audit)?);
+            } else {
+                for e in &audit.entries {
+                    let who = e.actor.as_deref().unwrap_or("");
+                    println!(
+                        "{}  {:<20} {:<16} {:<14} {}",
+                        e.at, e.task_id, e.event, who, e.summary
+                    );
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

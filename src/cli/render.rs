@@ -63,3 +63,17 @@ pub fn scope_lines(scopes: &[Scope]) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// Lines typed on stdin, read on a thread of their own.
+pub fn stdin_lines() -> tokio::sync::mpsc::Receiver<String> {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lines() {
+            let Ok(line) = line else { return };
+            if tx.blocking_send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}

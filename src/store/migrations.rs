@@ -67,6 +67,32 @@ pub const MIGRATIONS: &[&str] = &[
         outcome TEXT NOT NULL
     );
     "#,
+    // 3: remembered permission rules and the permission audit trail.
+    r#"
+    CREATE TABLE permission_rules (
+        id TEXT PRIMARY KEY,
+        runtime TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        program TEXT,
+        directory TEXT,
+        pattern TEXT,
+        description TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        created_by TEXT NOT NULL
+    );
+    CREATE TABLE permission_audit (
+        rowid INTEGER PRIMARY KEY,
+        at INTEGER NOT NULL,
+        task_id TEXT NOT NULL,
+        request_id TEXT,
+        event TEXT NOT NULL,
+        decision TEXT,
+        actor TEXT,
+        rule TEXT,
+        summary TEXT NOT NULL
+    );
+    CREATE INDEX permission_audit_by_task ON permission_audit(task_id, rowid);
+    "#,
 ];
 
 /// Brings the schema up to date in one exclusive transaction.

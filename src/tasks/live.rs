@@ -39,6 +39,8 @@ struct LiveState {
     committed_seq: u64,
     status: TaskStatus,
     transitions: Vec<Transition>,
+    /// Permission requests waiting for an answer: (request id, `permission.request` frame).
+    pending_permissions: Vec<(String, Bytes)>,
     recent: VecDeque<Arc<RecentChunk>>,
     recent_bytes: usize,
     store_error: Option<StoreError>,
@@ -48,6 +50,24 @@ struct Transition {
     /// The last chunk committed before the status changed.
     after_seq: u64,
     frame: Bytes,
+    audience: Audience,
+}
+
+/// Who a feed item is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience {
+    /// Everyone following the task.
+    Everyone,
+    /// Followers who may answer permission requests, but for this connection
+    /// (the one that answered already knows).
+    PermissionHolders { except: Option<u64> },
+}
+
+/// One notification from a feed, and who should get it.
+#[derive(Debug, Clone)]
+pub struct FeedItem {
+    pub frame: Bytes,
+    pub audience: Audience,
 }
 
 /// A committed chunk kept in memory; encoded on first use, once for all subscribers.
@@ -78,6 +98,7 @@ impl TaskLive {
         let transition = Transition {
             after_seq: last_seq,
             frame: encode_notification("task.updated", update),
+            audience: Audience::Everyone,
         };
         Self::with_state(
             update.task_id.clone(),
@@ -103,6 +124,7 @@ impl TaskLive {
                 committed_seq,
                 status,
                 transitions,
+                pending_permissions: Vec::new(),
                 recent: VecDeque::new(),
                 recent_bytes: 0,
                 store_error: None,
@@ -167,12 +189,50 @@ impl TaskLive {
             s.transitions.push(Transition {
                 after_seq,
                 frame: encode_notification("task.updated", update),
+                audience: Audience::Everyone,
             });
             if update.status.is_final() {
                 // Live subscribers are caught up or will read the store.
                 s.recent.clear();
                 s.recent_bytes = 0;
             }
+        }
+        self.version.send_modify(|v| *v += 1);
+    }
+
+    /// A permission request for this task, sent to its followers in order.
+    pub(crate) fn publish_permission_request(&self, request_id: &str, frame: Bytes) {
+        {
+            let mut s = self.lock();
+            let after_seq = s.committed_seq;
+            s.pending_permissions
+                .push((request_id.to_owned(), frame.clone()));
+            s.transitions.push(Transition {
+                after_seq,
+                frame,
+                audience: Audience::PermissionHolders { except: None },
+            });
+        }
+        self.version.send_modify(|v| *v += 1);
+    }
+
+    /// A permission request was answered (or expired); `except` is the
+    /// connection that answered.
+    pub(crate) fn publish_permission_resolved(
+        &self,
+        request_id: &str,
+        frame: Bytes,
+        except: Option<u64>,
+    ) {
+        {
+            let mut s = self.lock();
+            let after_seq = s.committed_seq;
+            s.pending_permissions.retain(|(id, _)| id != request_id);
+            s.transitions.push(Transition {
+                after_seq,
+                frame,
+                audience: Audience::PermissionHolders { except },
+            });
         }
         self.version.send_modify(|v| *v += 1);
     }
@@ -208,6 +268,8 @@ pub struct Feed {
     next_seq: u64,
     next_transition: usize,
     page: VecDeque<(u64, Bytes)>,
+    /// Permission requests pending when the feed began, sent first.
+    initial: VecDeque<FeedItem>,
 }
 
 /// Where a new feed starts.
@@ -218,7 +280,7 @@ pub struct FeedStart {
 }
 
 enum Step {
-    Emit(Bytes),
+    Emit(FeedItem),
     EmitRecent(Arc<RecentChunk>),
     ReadStore { upto: u64 },
     Wait,
@@ -232,8 +294,16 @@ impl Feed {
     /// gets its final `task.updated` after the replay, as an end marker.
     pub fn new(live: Arc<TaskLive>, store: Store, from_seq: Option<u64>) -> (Feed, FeedStart) {
         let rx = live.version.subscribe();
-        let (start, next_transition) = {
+        let (start, next_transition, initial) = {
             let s = live.lock();
+            let initial = s
+                .pending_permissions
+                .iter()
+                .map(|(_, frame)| FeedItem {
+                    frame: frame.clone(),
+                    audience: Audience::PermissionHolders { except: None },
+                })
+                .collect();
             let next_seq = from_seq.unwrap_or(1).clamp(1, s.committed_seq + 1);
             let next_transition = if s.status.is_final() {
                 s.transitions.len().saturating_sub(1)
@@ -247,6 +317,7 @@ impl Feed {
                     status: s.status,
                 },
                 next_transition,
+                initial,
             )
         };
         let feed = Feed {
@@ -256,17 +327,26 @@ impl Feed {
             next_seq: start.from_seq,
             next_transition,
             page: VecDeque::new(),
+            initial,
         };
         (feed, start)
     }
 
     /// The next notification, or `None` once the task has ended and all is sent.
-    pub async fn next(&mut self) -> Result<Option<Bytes>, StoreError> {
+    pub async fn next(&mut self) -> Result<Option<FeedItem>, StoreError> {
+        if let Some(item) = self.initial.pop_front() {
+            return Ok(Some(item));
+        }
         loop {
             match self.step() {
-                Step::Emit(frame) => return Ok(Some(frame)),
+                Step::Emit(item) => return Ok(Some(item)),
                 // Encoded outside the lock: the writer publishes while we encode.
-                Step::EmitRecent(chunk) => return Ok(Some(chunk.frame(&self.live.task_id))),
+                Step::EmitRecent(chunk) => {
+                    return Ok(Some(FeedItem {
+                        frame: chunk.frame(&self.live.task_id),
+                        audience: Audience::Everyone,
+                    }));
+                }
                 Step::End => return Ok(None),
                 Step::ReadStore { upto } => self.read_page(upto).await?,
                 Step::Wait => {
@@ -286,7 +366,10 @@ impl Feed {
             && t.after_seq < self.next_seq
         {
             self.next_transition += 1;
-            return Step::Emit(t.frame.clone());
+            return Step::Emit(FeedItem {
+                frame: t.frame.clone(),
+                audience: t.audience,
+            });
         }
         if self.next_seq <= s.committed_seq {
             while let Some((seq, _)) = self.page.front() {
@@ -302,7 +385,10 @@ impl Feed {
                 let frame = frame.clone();
                 self.page.pop_front();
                 self.next_seq += 1;
-                return Step::Emit(frame);
+                return Step::Emit(FeedItem {
+                    frame,
+                    audience: Audience::Everyone,
+                });
             }
             if let Some(front) = s.recent.front()
                 && front.seq <= self.next_seq

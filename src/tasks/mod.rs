@@ -22,13 +22,14 @@ use crate::auth::Principal;
 use crate::clock;
 use crate::config::TasksConfig;
 use crate::ids;
+use crate::permissions::{self, AskOutcome, Check, Permissions};
 use crate::protocol::{
     TaskCounts, TaskListParams, TaskLogsParams, TaskLogsResult, TaskRecord, TaskRunParams,
     TaskRunResult, TaskStatus,
 };
 use crate::store::{Store, StoreError};
 use chunk::log_chunk;
-pub use live::{Feed, FeedStart, TaskLive};
+pub use live::{Audience, Feed, FeedItem, FeedStart, TaskLive};
 use reaper::Reaper;
 use records::{NewTask, StatusChange};
 use runner::{Controls, Job, Outcome, Program};
@@ -77,23 +78,20 @@ struct Inner {
     config: TasksConfig,
     active: Mutex<HashMap<String, Arc<TaskLive>>>,
     slots: Arc<Semaphore>,
+    permissions: Arc<Permissions>,
     reaper: Reaper,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 }
 
 impl TaskManager {
-    /// Prepares the manager; workspace roots that do not exist are skipped with a warning.
-    pub fn new(store: Store, config: &TasksConfig) -> Result<TaskManager, TaskError> {
-        let mut roots = Vec::new();
-        for root in &config.workspace_roots {
-            match std::fs::canonicalize(root) {
-                Ok(canonical) if canonical.is_dir() => roots.push(canonical),
-                _ => {
-                    tracing::warn!(root = %root.display(), "workspace root does not exist; skipped")
-                }
-            }
-        }
+    /// Prepares the manager over canonical workspace roots (see `canonical_roots`).
+    pub fn new(
+        store: Store,
+        config: &TasksConfig,
+        roots: Vec<PathBuf>,
+        permissions: Arc<Permissions>,
+    ) -> Result<TaskManager, TaskError> {
         if roots.is_empty() {
             return Err(TaskError::NoWorkspaceRoot(show_paths(
                 &config.workspace_roots,
@@ -106,6 +104,7 @@ impl TaskManager {
                 config: config.clone(),
                 active: Mutex::new(HashMap::new()),
                 slots: Arc::new(Semaphore::new(config.max_concurrent)),
+                permissions,
                 reaper: Reaper::start(),
                 shutdown: CancellationToken::new(),
                 tracker: TaskTracker::new(),
@@ -505,8 +504,101 @@ impl TaskManager {
     }
 }
 
+/// The workspace roots that exist, resolved; the others are skipped with a warning.
+pub fn canonical_roots(config: &TasksConfig) -> Vec<PathBuf> {
+    let mut roots = Vec::new();
+    for root in &config.workspace_roots {
+        match std::fs::canonicalize(root) {
+            Ok(canonical) if canonical.is_dir() => roots.push(canonical),
+            _ => tracing::warn!(root = %root.display(), "workspace root does not exist; skipped"),
+        }
+    }
+    roots
+}
+
+/// The policy gate: `None` to go on, or how the task ends without running.
+async fn gate(inner: &Inner, live: &Arc<TaskLive>, sink: &mut Sink, job: &Job) -> Option<Outcome> {
+    let line = job.program.command_line();
+    let check = match inner
+        .permissions
+        .check_command(&live.task_id, &line, &job.cwd)
+        .await
+    {
+        Ok(check) => check,
+        Err(e) => {
+            return Some(Outcome::ended(
+                TaskStatus::Failed,
+                format!("the host could not check this task against its policy ({e})"),
+            ));
+        }
+    };
+    let findings = match check {
+        Check::Allow => return None,
+        Check::Deny(finding) => {
+            return Some(Outcome::ended(
+                TaskStatus::Failed,
+                format!(
+                    "denied by this host's policy: `{}` {} (rule {})",
+                    finding.command, finding.explain, finding.rule_id
+                ),
+            ));
+        }
+        Check::Ask(findings) => findings,
+    };
+    // The request follows the status change in every follower's feed.
+    let _ = sink
+        .status(TaskStatus::WaitingPermission, StatusChange::default())
+        .await
+        .await;
+    let ask = permissions::builtin_ask(&live.task_id, &line, &job.cwd, &findings);
+    match inner
+        .permissions
+        .ask(live, ask, &live.cancel, &inner.shutdown)
+        .await
+    {
+        Ok(AskOutcome::Allowed { .. }) => {
+            sink.status(TaskStatus::Queued, StatusChange::default())
+                .await;
+            None
+        }
+        Ok(AskOutcome::Rejected { by }) => Some(Outcome::ended(
+            TaskStatus::Cancelled,
+            format!("{by} rejected the permission request"),
+        )),
+        Ok(AskOutcome::Expired { after }) => Some(Outcome::ended(
+            TaskStatus::Cancelled,
+            format!(
+                "no one answered the permission request within {} s",
+                after.as_secs()
+            ),
+        )),
+        Ok(AskOutcome::Withdrawn) if inner.shutdown.is_cancelled() => Some(Outcome::ended(
+            TaskStatus::Interrupted,
+            "the host shut down while the task waited for permission",
+        )),
+        Ok(AskOutcome::Withdrawn) => Some(Outcome::ended(
+            TaskStatus::Cancelled,
+            "cancelled while it waited for permission",
+        )),
+        Err(e) => Some(Outcome::ended(
+            TaskStatus::Failed,
+            format!("the host could not record the permission request ({e})"),
+        )),
+    }
+}
+
 async fn drive(inner: Arc<Inner>, live: Arc<TaskLive>, job: Job) {
     let mut sink = Sink::new(inner.store.clone(), Arc::clone(&live));
+    if let Some(outcome) = gate(&inner, &live, &mut sink, &job).await {
+        let committed = sink.status(outcome.status, outcome.change).await;
+        let _ = committed.await;
+        inner
+            .active
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&live.task_id);
+        return;
+    }
     let permit = tokio::select! {
         permit = Arc::clone(&inner.slots).acquire_owned() => permit.ok(),
         _ = live.cancel.cancelled() => None,

@@ -42,6 +42,14 @@ pub enum Program {
 }
 
 impl Program {
+    /// The command line, as the policy and people read it.
+    pub fn command_line(&self) -> String {
+        match self {
+            Program::Argv(argv) => crate::permissions::policy::shell_join(argv),
+            Program::Shell(line) => line.clone(),
+        }
+    }
+
     fn name(&self) -> &str {
         match self {
             Program::Argv(argv) => argv.first().map_or("", String::as_str),
@@ -74,6 +82,18 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// A task that ended without running (or running further), for `error`.
+    pub fn ended(status: TaskStatus, error: impl Into<String>) -> Outcome {
+        Outcome {
+            status,
+            change: StatusChange {
+                error: Some(error.into()),
+                finished_at: Some(clock::now_ms()),
+                ..StatusChange::default()
+            },
+        }
+    }
+
     pub fn failed(error: String) -> Outcome {
         Outcome {
             status: TaskStatus::Failed,

@@ -2,6 +2,7 @@
 //! and the action a user can take.
 
 use crate::pairing::PairingError;
+use crate::permissions::PermissionError;
 use crate::rpc::{ErrorCode, RpcError};
 use crate::store::StoreError;
 use crate::tasks::TaskError;
@@ -69,6 +70,22 @@ impl From<PairingError> for RpcError {
                 .with_action("see waiting devices with `openwork-host devices pending`"),
             PairingError::DeviceLeft => RpcError::conflict(message),
             PairingError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<PermissionError> for RpcError {
+    fn from(e: PermissionError) -> Self {
+        let message = e.to_string();
+        match e {
+            PermissionError::AlreadyAnswered { .. } => RpcError::conflict(message),
+            PermissionError::Unknown(_) => RpcError::conflict(message)
+                .with_action("it may have been answered, expired, or its task ended; see the task with `task.get`"),
+            PermissionError::AlwaysNotOffered(_) => RpcError::invalid_params(message)
+                .with_action("answer `once` or `reject`"),
+            PermissionError::NoRule(_) => RpcError::new(ErrorCode::NOT_FOUND, message)
+                .with_action("list remembered rules with `permission.rules`"),
+            PermissionError::Store(e) => e.into(),
         }
     }
 }

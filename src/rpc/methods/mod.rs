@@ -5,6 +5,7 @@ mod errors;
 mod health;
 mod lifecycle;
 mod pairing;
+mod permissions;
 mod tasks;
 
 use std::sync::{Arc, Mutex};
@@ -73,6 +74,19 @@ pub fn table() -> MethodTable<CallContext> {
         tasks::unsubscribe,
     );
     t.register("task.logs", scope(Scope::TasksRead), tasks::logs);
+
+    t.register(
+        "permission.reply",
+        scope(Scope::PermissionsReply),
+        permissions::reply,
+    );
+    t.register("permission.rules", scope(Scope::Admin), permissions::rules);
+    t.register(
+        "permission.forget",
+        scope(Scope::Admin),
+        permissions::forget,
+    );
+    t.register("permission.audit", scope(Scope::Admin), permissions::audit);
 
     t.register("pairing.begin", open, pairing::begin);
     t.register("pairing.confirm", open, pairing::confirm);

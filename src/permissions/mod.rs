@@ -1,0 +1,561 @@
+//! Permissions: the policy for the built-in runner, requests to people when a
+//! task needs confirmation, remembered "always" rules, and the audit trail.
+//!
+//! A request reaches every connection that follows the task and holds
+//! `permissions.reply`, in order with the task's other notifications (it
+//! travels in the task's feed), and again to anyone who subscribes while it
+//! is pending. The first valid reply decides; the others are told who did.
+//! With no answer it expires as a rejection.
+
+pub mod policy;
+mod records;
+pub mod shell;
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::Principal;
+use crate::clock;
+use crate::ids;
+use crate::protocol::{
+    AuditEntry, Decision, PermissionAuditParams, PermissionReplyResult, PermissionRequest,
+    PermissionResolved, PermissionRule,
+};
+use crate::rpc::message::encode_notification;
+use crate::store::{Store, StoreError};
+use crate::tasks::TaskLive;
+pub use policy::{Finding, PermissionsConfig, Policy, Verdict};
+use records::NewRule;
+
+/// How many answered request ids are kept to explain a late reply.
+const ANSWERED_KEPT: usize = 1024;
+
+/// Why a permission call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PermissionError {
+    #[error("permission request `{id}` was already answered: {decision} by {by}")]
+    AlreadyAnswered {
+        id: String,
+        decision: &'static str,
+        by: String,
+    },
+    #[error("no permission request `{0}` is waiting for an answer")]
+    Unknown(String),
+    #[error("permission request `{0}` does not offer `always`")]
+    AlwaysNotOffered(String),
+    #[error("permission rule `{0}` not found")]
+    NoRule(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The policy's answer once remembered rules are applied.
+#[derive(Debug)]
+pub enum Check {
+    Allow,
+    Deny(Finding),
+    Ask(Vec<Finding>),
+}
+
+/// What to ask people.
+pub struct Ask {
+    pub runtime: &'static str,
+    pub tool: String,
+    pub summary: String,
+    pub detail: String,
+    /// What `always` would allow, in words; `None` when it is not offered.
+    pub always: Option<String>,
+    /// The rules `always` stores.
+    pub remember: Vec<RuleTemplate>,
+}
+
+/// A rule to store when someone answers `always`.
+#[derive(Debug, Clone)]
+pub struct RuleTemplate {
+    pub kind: String,
+    pub program: Option<String>,
+    pub directory: Option<String>,
+    pub pattern: Option<String>,
+    pub description: String,
+}
+
+/// How a request ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AskOutcome {
+    Allowed {
+        decision: Decision,
+        by: String,
+    },
+    Rejected {
+        by: String,
+    },
+    Expired {
+        after: Duration,
+    },
+    /// The task was cancelled or the host is stopping.
+    Withdrawn,
+}
+
+struct Answer {
+    decision: Decision,
+    by: String,
+    actor: String,
+    session: Option<u64>,
+}
+
+struct Pending {
+    request: PermissionRequest,
+    runtime: &'static str,
+    remember: Vec<RuleTemplate>,
+    decide: oneshot::Sender<Answer>,
+}
+
+/// Permissions for the whole host.
+pub struct Permissions {
+    store: Store,
+    policy: Policy,
+    timeout: Duration,
+    pending: Mutex<HashMap<String, Pending>>,
+    answered: Mutex<VecDeque<(String, &'static str, String)>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// How a principal is named to other people.
+pub fn display_name(principal: &Principal) -> String {
+    match principal {
+        Principal::Local => "the host's owner".to_owned(),
+        Principal::Device { name, .. } => name.clone(),
+        Principal::Anonymous => "an unauthenticated client".to_owned(),
+    }
+}
+
+impl Permissions {
+    /// Compiles the policy; a rule that does not compile stops the host.
+    pub fn new(
+        store: Store,
+        config: &PermissionsConfig,
+        roots: &[PathBuf],
+    ) -> Result<Arc<Permissions>, String> {
+        Ok(Arc::new(Permissions {
+            store,
+            policy: Policy::new(config, roots)?,
+            timeout: Duration::from_secs(config.request_timeout_s.max(1)),
+            pending: Mutex::new(HashMap::new()),
+            answered: Mutex::new(VecDeque::new()),
+        }))
+    }
+
+    /// The policy, for callers that judge other kinds of actions.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// How long a request waits for an answer.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Judges a built-in command line: the policy, then remembered rules.
+    pub async fn check_command(
+        &self,
+        task_id: &str,
+        line: &str,
+        cwd: &Path,
+    ) -> Result<Check, StoreError> {
+        let findings = match self.policy.evaluate(line, cwd) {
+            Verdict::Allow => return Ok(Check::Allow),
+            Verdict::Deny(finding) => {
+                self.audit(
+                    task_id,
+                    None,
+                    "denied",
+                    None,
+                    None,
+                    Some(&finding.rule_id),
+                    &format!("`{}` {}", finding.command, finding.explain),
+                )
+                .await?;
+                return Ok(Check::Deny(finding));
+            }
+            Verdict::Ask(findings) => findings,
+        };
+        let rules = self
+            .store
+            .read(|c| records::rules(c, Some("builtin")))
+            .await?;
+        let mut remaining = Vec::new();
+        for finding in findings {
+            let covering = rules.iter().find(|r| {
+                r.kind == finding.rule_id
+                    && r.program
+                        .as_ref()
+                        .is_none_or(|p| Some(p) == finding.program.as_ref())
+                    && r.directory.as_ref().is_none_or(|d| cwd.starts_with(d))
+            });
+            match covering {
+                Some(rule) => {
+                    self.audit(
+                        task_id,
+                        None,
+                        "allowed by rule",
+                        None,
+                        None,
+                        Some(&rule.rule_id),
+                        &format!(
+                            "`{}` {} (remembered: {})",
+                            finding.command, finding.explain, rule.description
+                        ),
+                    )
+                    .await?;
+                }
+                None => remaining.push(finding),
+            }
+        }
+        Ok(if remaining.is_empty() {
+            Check::Allow
+        } else {
+            Check::Ask(remaining)
+        })
+    }
+
+    /// Asks people and waits for the first answer, the timeout, or `cancel`/`shutdown`.
+    pub async fn ask(
+        &self,
+        live: &Arc<TaskLive>,
+        ask: Ask,
+        cancel: &CancellationToken,
+        shutdown: &CancellationToken,
+    ) -> Result<AskOutcome, StoreError> {
+        let request_id = ids::random_id("pq_");
+        let mut options = vec![Decision::Once];
+        if ask.always.is_some() {
+            options.push(Decision::Always);
+        }
+        options.push(Decision::Reject);
+        let request = PermissionRequest {
+            request_id: request_id.clone(),
+            task_id: live.task_id.clone(),
+            tool: ask.tool.clone(),
+            summary: ask.summary.clone(),
+            detail: ask.detail.clone(),
+            options,
+            always: ask.always.clone(),
+            expires_at: clock::rfc3339(clock::now_ms() + self.timeout.as_millis() as i64),
+        };
+        self.audit(
+            &live.task_id,
+            Some(&request_id),
+            "requested",
+            None,
+            None,
+            None,
+            &ask.summary,
+        )
+        .await?;
+        let (decide, answer) = oneshot::channel();
+        lock(&self.pending).insert(
+            request_id.clone(),
+            Pending {
+                request: request.clone(),
+                runtime: ask.runtime,
+                remember: ask.remember.clone(),
+                decide,
+            },
+        );
+        live.publish_permission_request(
+            &request_id,
+            encode_notification("permission.request", &request),
+        );
+        let outcome = tokio::select! {
+            answer = answer => match answer {
+                Ok(answer) => Some(answer),
+                Err(_) => None,
+            },
+            _ = tokio::time::sleep(self.timeout) => None,
+            _ = cancel.cancelled() => None,
+            _ = shutdown.cancelled() => None,
+        };
+        let still_pending = lock(&self.pending).remove(&request_id).is_some();
+        let (result, decision, by, except) = match outcome {
+            Some(answer) => {
+                let result = match answer.decision {
+                    Decision::Reject => AskOutcome::Rejected {
+                        by: answer.by.clone(),
+                    },
+                    decision => AskOutcome::Allowed {
+                        decision,
+                        by: answer.by.clone(),
+                    },
+                };
+                self.audit(
+                    &live.task_id,
+                    Some(&request_id),
+                    "decided",
+                    Some(answer.decision),
+                    Some(&answer.actor),
+                    None,
+                    &format!("{} by {}", answer.decision.as_str(), answer.by),
+                )
+                .await?;
+                (result, answer.decision, answer.by, answer.session)
+            }
+            None if still_pending && !cancel.is_cancelled() && !shutdown.is_cancelled() => {
+                let by = format!("no answer within {} s", self.timeout.as_secs());
+                self.audit(
+                    &live.task_id,
+                    Some(&request_id),
+                    "expired",
+                    Some(Decision::Reject),
+                    None,
+                    None,
+                    &by,
+                )
+                .await?;
+                (
+                    AskOutcome::Expired {
+                        after: self.timeout,
+                    },
+                    Decision::Reject,
+                    by,
+                    None,
+                )
+            }
+            None => {
+                let by = if shutdown.is_cancelled() {
+                    "the host shutting down"
+                } else {
+                    "the task being cancelled"
+                };
+                self.audit(
+                    &live.task_id,
+                    Some(&request_id),
+                    "withdrawn",
+                    None,
+                    None,
+                    None,
+                    by,
+                )
+                .await?;
+                (AskOutcome::Withdrawn, Decision::Reject, by.to_owned(), None)
+            }
+        };
+        self.remember_answer(&request_id, decision.as_str(), &by);
+        let resolved = PermissionResolved {
+            request_id: request_id.clone(),
+            task_id: live.task_id.clone(),
+            decision,
+            by,
+        };
+        live.publish_permission_resolved(
+            &request_id,
+            encode_notification("permission.resolved", &resolved),
+            except,
+        );
+        Ok(result)
+    }
+
+    fn remember_answer(&self, id: &str, decision: &'static str, by: &str) {
+        let mut answered = lock(&self.answered);
+        answered.push_back((id.to_owned(), decision, by.to_owned()));
+        while answered.len() > ANSWERED_KEPT {
+            answered.pop_front();
+        }
+    }
+
+    /// A person's answer; the first valid one decides.
+    pub async fn reply(
+        &self,
+        request_id: &str,
+        decision: Decision,
+        principal: &Principal,
+        session: u64,
+    ) -> Result<PermissionReplyResult, PermissionError> {
+        let pending = {
+            let mut pending = lock(&self.pending);
+            match pending.get(request_id) {
+                Some(p)
+                    if decision == Decision::Always
+                        && !p.request.options.contains(&Decision::Always) =>
+                {
+                    return Err(PermissionError::AlwaysNotOffered(request_id.to_owned()));
+                }
+                Some(_) => pending.remove(request_id),
+                None => None,
+            }
+        };
+        let Some(pending) = pending else {
+            let answered = lock(&self.answered);
+            return Err(
+                match answered.iter().rev().find(|(id, _, _)| id == request_id) {
+                    Some((id, decision, by)) => PermissionError::AlreadyAnswered {
+                        id: id.clone(),
+                        decision,
+                        by: by.clone(),
+                    },
+                    None => PermissionError::Unknown(request_id.to_owned()),
+                },
+            );
+        };
+        // Remember first, so that the task's next step already sees the rule.
+        let mut rule_ids = Vec::new();
+        if decision == Decision::Always {
+            for template in &pending.remember {
+                let rule = NewRule {
+                    id: ids::random_id("rule_"),
+                    runtime: pending.runtime.to_owned(),
+                    template: template.clone(),
+                    created_by: display_name(principal),
+                };
+                rule_ids.push(rule.id.clone());
+                self.store
+                    .write(move |c| records::insert_rule(c, &rule))
+                    .await?;
+            }
+        }
+        let answer = Answer {
+            decision,
+            by: display_name(principal),
+            actor: principal.key(),
+            session: Some(session),
+        };
+        if pending.decide.send(answer).is_err() {
+            return Err(PermissionError::Unknown(request_id.to_owned()));
+        }
+        Ok(PermissionReplyResult {
+            request_id: request_id.to_owned(),
+            decision,
+            rule_ids,
+        })
+    }
+
+    /// Remembered rules, newest first.
+    pub async fn rules(&self) -> Result<Vec<PermissionRule>, StoreError> {
+        self.store.read(|c| records::rules(c, None)).await
+    }
+
+    /// Forgets a remembered rule: the next such action asks again.
+    pub async fn forget(&self, rule_id: &str) -> Result<(), PermissionError> {
+        let id = rule_id.to_owned();
+        let removed = self
+            .store
+            .write(move |c| records::delete_rule(c, &id))
+            .await?;
+        if removed {
+            Ok(())
+        } else {
+            Err(PermissionError::NoRule(rule_id.to_owned()))
+        }
+    }
+
+    /// The audit trail, newest first.
+    pub async fn audit_entries(
+        &self,
+        params: PermissionAuditParams,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        let limit = params.limit.unwrap_or(100).clamp(1, 1000);
+        self.store
+            .read(move |c| records::audit(c, params.task_id.as_deref(), params.before, limit))
+            .await
+    }
+
+    /// At start: requests that were waiting when the host stopped have expired.
+    pub async fn expire_unanswered(&self) -> Result<usize, StoreError> {
+        let now = clock::now_ms();
+        self.store
+            .write(move |c| records::expire_unanswered(c, now))
+            .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn audit(
+        &self,
+        task_id: &str,
+        request_id: Option<&str>,
+        event: &str,
+        decision: Option<Decision>,
+        actor: Option<&str>,
+        rule: Option<&str>,
+        summary: &str,
+    ) -> Result<(), StoreError> {
+        let entry = records::NewAudit {
+            at: clock::now_ms(),
+            task_id: task_id.to_owned(),
+            request_id: request_id.map(str::to_owned),
+            event: event.to_owned(),
+            decision: decision.map(|d| d.as_str().to_owned()),
+            actor: actor.map(str::to_owned),
+            rule: rule.map(str::to_owned),
+            summary: summary.to_owned(),
+        };
+        self.store
+            .write(move |c| records::insert_audit(c, &entry))
+            .await
+    }
+}
+
+/// What to ask about a built-in command, from the policy's findings.
+pub fn builtin_ask(task_id: &str, line: &str, cwd: &Path, findings: &[Finding]) -> Ask {
+    let reasons: Vec<String> = findings.iter().map(|f| f.explain.clone()).collect();
+    let summary = format!("`{}` {}", shorten(line, 120), join_words(&reasons));
+    let mut detail = format!(
+        "Task {task_id} wants to run:\n    {line}\nin {}.\n\nIt asks because:\n",
+        cwd.display()
+    );
+    for f in findings {
+        let who = f.program.as_deref().unwrap_or("the command line");
+        detail.push_str(&format!("  - {who}: {} (rule {})\n", f.explain, f.rule_id));
+    }
+    let directory = cwd.display().to_string();
+    let remember: Vec<RuleTemplate> = findings
+        .iter()
+        .map(|f| RuleTemplate {
+            kind: f.rule_id.clone(),
+            program: f.program.clone(),
+            directory: Some(directory.clone()),
+            pattern: None,
+            description: match &f.program {
+                Some(p) => format!("`{p}` that {} in {directory} and below", f.explain),
+                None => format!("commands that {} in {directory} and below", f.explain),
+            },
+        })
+        .collect();
+    let always = Some(format!(
+        "From now on, without asking: {}",
+        remember
+            .iter()
+            .map(|r| r.description.clone())
+            .collect::<Vec<_>>()
+            .join("; ")
+    ));
+    Ask {
+        runtime: "builtin",
+        tool: "command".into(),
+        summary,
+        detail,
+        always,
+        remember,
+    }
+}
+
+fn join_words(items: &[String]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => one.clone(),
+        [init @ .., last] => format!("{}, and {last}", init.join(", ")),
+    }
+}
+
+fn shorten(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text.to_owned(),
+    }
+}

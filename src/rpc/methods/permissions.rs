@@ -1,0 +1,40 @@
+//! `permission.reply`, `permission.rules`, `permission.forget`, `permission.audit`.
+
+use crate::protocol::{
+    Empty, NoParams, PermissionAuditParams, PermissionAuditResult, PermissionForgetParams,
+    PermissionReplyParams, PermissionReplyResult, PermissionRulesResult,
+};
+use crate::rpc::RpcError;
+use crate::rpc::methods::CallContext;
+
+pub async fn reply(
+    ctx: CallContext,
+    p: PermissionReplyParams,
+) -> Result<PermissionReplyResult, RpcError> {
+    let principal = ctx.session.principal();
+    Ok(ctx
+        .host
+        .permissions
+        .reply(&p.request_id, p.decision, &principal, ctx.session.id)
+        .await?)
+}
+
+pub async fn rules(ctx: CallContext, _: NoParams) -> Result<PermissionRulesResult, RpcError> {
+    Ok(PermissionRulesResult {
+        rules: ctx.host.permissions.rules().await?,
+    })
+}
+
+pub async fn forget(ctx: CallContext, p: PermissionForgetParams) -> Result<Empty, RpcError> {
+    ctx.host.permissions.forget(&p.rule_id).await?;
+    Ok(Empty {})
+}
+
+pub async fn audit(
+    ctx: CallContext,
+    p: PermissionAuditParams,
+) -> Result<PermissionAuditResult, RpcError> {
+    Ok(PermissionAuditResult {
+        entries: ctx.host.permissions.audit_entries(p).await?,
+    })
+}

@@ -275,10 +275,7 @@ impl Permissions {
             encode_notification("permission.request", &request),
         );
         let outcome = tokio::select! {
-            answer = answer => match answer {
-                Ok(answer) => Some(answer),
-                Err(_) => None,
-            },
+            answer = answer => answer.ok(),
             _ = tokio::time::sleep(self.timeout) => None,
             _ = cancel.cancelled() => None,
             _ = shutdown.cancelled() => None,

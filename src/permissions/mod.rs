@@ -274,13 +274,28 @@ impl Permissions {
             &request_id,
             encode_notification("permission.request", &request),
         );
-        let outcome = tokio::select! {
-            answer = answer => answer.ok(),
+        let mut answer = answer;
+        let mut outcome = tokio::select! {
+            answer = &mut answer => answer.ok(),
             _ = tokio::time::sleep(self.timeout) => None,
             _ = cancel.cancelled() => None,
             _ = shutdown.cancelled() => None,
         };
-        let still_pending = lock(&self.pending).remove(&request_id).is_some();
+        // Whoever removes the request records the answer in the same step,
+        // so a late reply always learns who answered.
+        let mut still_pending = false;
+        if outcome.is_none() {
+            let by = if shutdown.is_cancelled() || cancel.is_cancelled() {
+                "the task ending"
+            } else {
+                "no answer in time"
+            };
+            still_pending = self.take_pending(&request_id, "reject", by).is_some();
+            if !still_pending {
+                // A reply took it just as time ran out: its answer is on the way.
+                outcome = answer.await.ok();
+            }
+        }
         let (result, decision, by, except) = match outcome {
             Some(answer) => {
                 let result = match answer.decision {
@@ -344,7 +359,6 @@ impl Permissions {
                 (AskOutcome::Withdrawn, Decision::Reject, by.to_owned(), None)
             }
         };
-        self.remember_answer(&request_id, decision.as_str(), &by);
         let resolved = PermissionResolved {
             request_id: request_id.clone(),
             task_id: live.task_id.clone(),
@@ -359,12 +373,16 @@ impl Permissions {
         Ok(result)
     }
 
-    fn remember_answer(&self, id: &str, decision: &'static str, by: &str) {
+    /// Removes a pending request and records how it ended, in one step.
+    fn take_pending(&self, id: &str, decision: &'static str, by: &str) -> Option<Pending> {
+        let mut pending = lock(&self.pending);
+        let taken = pending.remove(id)?;
         let mut answered = lock(&self.answered);
         answered.push_back((id.to_owned(), decision, by.to_owned()));
         while answered.len() > ANSWERED_KEPT {
             answered.pop_front();
         }
+        Some(taken)
     }
 
     /// A person's answer; the first valid one decides.
@@ -375,19 +393,13 @@ impl Permissions {
         principal: &Principal,
         session: u64,
     ) -> Result<PermissionReplyResult, PermissionError> {
-        let pending = {
-            let mut pending = lock(&self.pending);
-            match pending.get(request_id) {
-                Some(p)
-                    if decision == Decision::Always
-                        && !p.request.options.contains(&Decision::Always) =>
-                {
-                    return Err(PermissionError::AlwaysNotOffered(request_id.to_owned()));
-                }
-                Some(_) => pending.remove(request_id),
-                None => None,
-            }
-        };
+        let offers_always = lock(&self.pending)
+            .get(request_id)
+            .map(|p| p.request.options.contains(&Decision::Always));
+        if decision == Decision::Always && offers_always == Some(false) {
+            return Err(PermissionError::AlwaysNotOffered(request_id.to_owned()));
+        }
+        let pending = self.take_pending(request_id, decision.as_str(), &display_name(principal));
         let Some(pending) = pending else {
             let answered = lock(&self.answered);
             return Err(

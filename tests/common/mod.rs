@@ -225,7 +225,11 @@ impl Followed {
 }
 
 /// Reads notifications for `task_id` until its final `task.updated`.
-pub async fn follow(client: &mut Client, task_id: &str, secs: u64) -> Followed {
+pub async fn follow<R, W>(client: &mut Connection<R, W>, task_id: &str, secs: u64) -> Followed
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
     within(secs, async {
         let mut followed = Followed {
             chunks: Vec::new(),

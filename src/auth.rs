@@ -60,7 +60,7 @@ impl Scope {
                 "approve or reject sensitive actions that tasks ask permission for"
             }
             Scope::Opencode => {
-                "use the OpenCode agent on this host (sessions, prompts, files it exposes)"
+                "use the OpenCode agent on this host: prompts, sessions, and its whole API (files and terminals in the workspace included)"
             }
             Scope::Admin => "manage paired devices and remembered permission rules",
         }

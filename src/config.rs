@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use crate::pairing::PairingConfig;
 use crate::permissions::PermissionsConfig;
+use crate::runtime::opencode::OpencodeConfig;
 use crate::transport::DEFAULT_MAX_FRAME;
 use crate::transport::tls::DEFAULT_PORT;
 
@@ -22,6 +23,7 @@ pub struct Config {
     pub pairing: PairingConfig,
     pub devices: DevicesConfig,
     pub permissions: PermissionsConfig,
+    pub opencode: OpencodeConfig,
 }
 
 /// The TLS listener.

@@ -20,11 +20,16 @@ use crate::identity::{Identity, IdentityError};
 use crate::metrics::{self, Metrics};
 use crate::pairing::{Endpoint, HostFacts, Pairing};
 use crate::permissions::Permissions;
-use crate::protocol::{ConnectionCounts, DeviceAuth, HealthReport, Listener, MetricsReport};
+use crate::protocol::{
+    ConnectionCounts, DeviceAuth, HealthReport, Listener, MetricsReport, OpencodeCapability,
+    RuntimeHealth,
+};
 use crate::rpc::methods::{self, CallContext};
 use crate::rpc::{ErrorCode, MethodTable, RpcError};
+use crate::runtime::opencode::{OpenCode, RuntimeState};
 use crate::session::{self, Session, SessionEnd, SessionOptions};
 use crate::store::{Store, StoreError};
+use crate::tasks::reaper::Reaper;
 use crate::tasks::{TaskError, TaskManager};
 use crate::transport::{self, FrameReader, FrameWriter, Framing, FramingMode, tls, unix};
 
@@ -73,6 +78,8 @@ pub struct HostCore {
     pub devices: Devices,
     pub pairing: Arc<Pairing>,
     pub permissions: Arc<Permissions>,
+    pub opencode: Arc<OpenCode>,
+    reaper: Arc<Reaper>,
     pub methods: MethodTable<CallContext>,
     /// Cancelled when the host begins to shut down.
     pub shutdown: CancellationToken,
@@ -177,6 +184,63 @@ impl HostCore {
         closed
     }
 
+    /// Each runtime's state.
+    pub fn runtimes(&self) -> Vec<RuntimeHealth> {
+        let opencode = self.opencode.state();
+        let (version, message) = match &opencode {
+            RuntimeState::Ready { version, .. } => (Some(version.clone()), None),
+            RuntimeState::NotInstalled { looked_for } => (
+                None,
+                Some(format!("not installed (looked for {looked_for})")),
+            ),
+            RuntimeState::Restarting {
+                attempt, reason, ..
+            } => (
+                None,
+                Some(format!("restarting (attempt {attempt}) after: {reason}")),
+            ),
+            _ => (None, None),
+        };
+        vec![
+            RuntimeHealth {
+                name: "builtin".into(),
+                state: "ready".into(),
+                version: None,
+                message: None,
+            },
+            RuntimeHealth {
+                name: "opencode".into(),
+                state: opencode.name().into(),
+                version,
+                message,
+            },
+        ]
+    }
+
+    /// What `initialize` says about OpenCode.
+    pub fn opencode_capability(&self) -> OpencodeCapability {
+        let state = self.opencode.state();
+        match &state {
+            RuntimeState::Ready {
+                version,
+                operations,
+                ..
+            } => OpencodeCapability {
+                state: state.name().into(),
+                version: Some(version.clone()),
+                operations: operations
+                    .callable()
+                    .map(|op| format!("opencode.{}", op.id))
+                    .collect(),
+            },
+            other => OpencodeCapability {
+                state: other.name().into(),
+                version: None,
+                operations: Vec::new(),
+            },
+        }
+    }
+
     /// Where the host listens.
     pub fn listeners(&self) -> Vec<Listener> {
         self.listeners
@@ -206,12 +270,14 @@ impl HostCore {
             uptime_s: self.uptime_s(),
             started_at: clock::rfc3339(self.started_at_ms),
             listeners: None,
+            runtimes: None,
             data_dir: None,
             tasks: None,
             connections: None,
         };
         if details {
             report.listeners = Some(self.listeners());
+            report.runtimes = Some(self.runtimes());
             report.data_dir = Some(self.data_dir.root().display().to_string());
             report.tasks = Some(self.tasks.counts().await.map_err(task_store_error)?);
             report.connections = Some(self.metrics.active_connections());
@@ -273,11 +339,23 @@ impl Host {
                     message,
                 }
             })?;
+        let reaper = Arc::new(Reaper::start());
+        let opencode = OpenCode::new(
+            config.opencode.clone(),
+            roots
+                .first()
+                .cloned()
+                .unwrap_or_else(|| data_dir.root().to_owned()),
+            data_dir.root(),
+            Arc::clone(&reaper),
+        );
         let tasks = TaskManager::new(
             store.clone(),
             &config.tasks,
             roots,
             Arc::clone(&permissions),
+            Arc::clone(&opencode),
+            Arc::clone(&reaper),
         )?;
         let interrupted = tasks.recover().await?;
         if interrupted > 0 {
@@ -309,6 +387,8 @@ impl Host {
             devices,
             pairing,
             permissions,
+            opencode,
+            reaper,
             methods: methods::table(),
             shutdown: CancellationToken::new(),
             started: Instant::now(),
@@ -319,6 +399,7 @@ impl Host {
         });
         let background = TaskTracker::new();
         background.spawn(flush_metrics(Arc::clone(&core)));
+        core.opencode.start(core.shutdown.clone(), &background);
         Ok(Host {
             core,
             connections: TaskTracker::new(),
@@ -427,6 +508,7 @@ impl Host {
         if let Err(e) = self.core.metrics.flush().await {
             tracing::warn!(error = %e, "could not save metrics");
         }
+        self.core.reaper.stop();
         self.core.store.close();
         if let Some(path) = self.socket.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = std::fs::remove_file(path);

@@ -20,6 +20,7 @@ pub mod pairing;
 pub mod permissions;
 pub mod protocol;
 pub mod rpc;
+pub mod runtime;
 pub mod session;
 pub mod store;
 pub mod tasks;

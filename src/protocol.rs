@@ -89,6 +89,36 @@ pub struct Capabilities {
     pub methods: Vec<String>,
     /// The largest frame the host accepts, in bytes.
     pub max_frame_bytes: u64,
+    /// The OpenCode runtime, for connections holding the `opencode` scope.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opencode: Option<OpencodeCapability>,
+}
+
+/// OpenCode on this host.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OpencodeCapability {
+    /// `ready`, `starting`, `restarting`, `not_installed`, `off` or `stopped`.
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Operations callable as `opencode.<operationId>` (when ready).
+    pub operations: Vec<String>,
+}
+
+/// A runtime's state, in the health panel.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RuntimeHealth {
+    /// `builtin` or `opencode`.
+    pub name: String,
+    /// `ready`, `starting`, `restarting`, `not_installed`, `off` or `stopped`.
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// What is wrong, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// A scope and what it lets its holder do.
@@ -250,6 +280,16 @@ pub struct TaskRecord {
     pub finished_at: Option<String>,
     /// The seq of the last stored log chunk (0 when none).
     pub last_seq: u64,
+    /// OpenCode tasks: the prompt sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    /// OpenCode tasks: the session the prompt went to (continue it with `sessionId`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
 }
 
 /// `task.list` params.
@@ -433,6 +473,9 @@ pub struct HealthReport {
     /// Where the host listens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub listeners: Option<Vec<Listener>>,
+    /// Each runtime's state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtimes: Option<Vec<RuntimeHealth>>,
     /// Details, for callers with `tasks.read`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<String>,

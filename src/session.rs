@@ -444,8 +444,8 @@ async fn handle_frame(host: &Arc<HostCore>, session: &Arc<Session>, bytes: &[u8]
 
 fn in_order(host: &HostCore, method: &str) -> bool {
     host.methods
-        .get(method)
-        .is_some_and(|m| m.scheduling == Scheduling::InOrder)
+        .find(method)
+        .is_some_and(|m| m.scheduling() == Scheduling::InOrder)
 }
 
 async fn dispatch_single(host: &Arc<HostCore>, session: &Arc<Session>, message: Message) {
@@ -566,15 +566,15 @@ async fn execute(
     params: Option<Box<RawValue>>,
 ) -> (Option<Bytes>, AfterReply) {
     let reply_error = |error: &RpcError| id.map(|id| encode_error(Some(id), error));
-    let Some(entry) = host.methods.get(method) else {
+    let Some(entry) = host.methods.find(method) else {
         // Notifications of unknown methods are dropped, as JSON-RPC and LSP's `$/` rule say.
         return (reply_error(&RpcError::method_not_found(method)), Vec::new());
     };
-    if let Err(error) = check_access(host, session, method, entry.access) {
+    if let Err(error) = check_access(host, session, method, entry.access()) {
         return (reply_error(&error), Vec::new());
     }
     let ctx = CallContext::new(Arc::clone(host), Arc::clone(session));
-    let result = entry.call(ctx.clone(), params).await;
+    let result = entry.call(ctx.clone(), method, params).await;
     if let Err(error) = &result
         && error.code == ErrorCode::INTERNAL_ERROR
     {

@@ -30,6 +30,19 @@ use crate::rpc::message::encode_notification;
 use crate::store::{Store, StoreError};
 use crate::tasks::TaskLive;
 pub use policy::{Finding, PermissionsConfig, Policy, Verdict};
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn globs_match_like_opencode_patterns() {
+        use super::glob_matches;
+        assert!(glob_matches("echo *", "echo hello world"));
+        assert!(glob_matches("git status*", "git status"));
+        assert!(!glob_matches("echo *", "rm -rf x"));
+        assert!(glob_matches("a?c", "abc") && !glob_matches("a?c", "ac"));
+        assert!(glob_matches("*", ""));
+    }
+}
 use records::NewRule;
 
 /// How many answered request ids are kept to explain a late reply.
@@ -507,6 +520,172 @@ impl Permissions {
         self.store
             .write(move |c| records::insert_audit(c, &entry))
             .await
+    }
+}
+
+/// The host's view of an OpenCode permission ask, before asking anyone.
+#[derive(Debug)]
+pub enum OpencodeCheck {
+    /// The policy denies it: the reason.
+    Deny(String),
+    /// An allow rule or a remembered rule covers it: which.
+    Allow(String),
+    Ask,
+}
+
+impl Permissions {
+    /// Judges an OpenCode ask: the policy (for commands) first, then rules
+    /// remembered from earlier `always` answers.
+    pub async fn check_opencode(
+        &self,
+        task_id: &str,
+        permission: &str,
+        patterns: &[String],
+        command: Option<&str>,
+        cwd: &Path,
+    ) -> Result<OpencodeCheck, StoreError> {
+        if let Some(line) = command {
+            if let Verdict::Deny(finding) = self.policy.evaluate(line, cwd) {
+                let reason = format!(
+                    "`{}` {} (rule {})",
+                    finding.command, finding.explain, finding.rule_id
+                );
+                self.audit(
+                    task_id,
+                    None,
+                    "denied",
+                    None,
+                    None,
+                    Some(&finding.rule_id),
+                    &reason,
+                )
+                .await?;
+                return Ok(OpencodeCheck::Deny(reason));
+            }
+            if let Some(rule) = self.policy.explicitly_allowed(line) {
+                let reason = format!("`{line}` is allowed by rule {rule}");
+                self.audit(
+                    task_id,
+                    None,
+                    "allowed by rule",
+                    None,
+                    None,
+                    Some(&rule),
+                    &reason,
+                )
+                .await?;
+                return Ok(OpencodeCheck::Allow(reason));
+            }
+        }
+        let rules = self
+            .store
+            .read(|c| records::rules(c, Some("opencode")))
+            .await?;
+        let covering = rules.iter().find(|r| {
+            r.kind == permission
+                && r.directory.as_ref().is_none_or(|d| cwd.starts_with(d))
+                && !patterns.is_empty()
+                && patterns.iter().all(|p| {
+                    r.pattern
+                        .as_deref()
+                        .unwrap_or_default()
+                        .lines()
+                        .any(|glob| glob_matches(glob, p))
+                })
+        });
+        if let Some(rule) = covering {
+            let reason = format!("remembered: {}", rule.description);
+            self.audit(
+                task_id,
+                None,
+                "allowed by rule",
+                None,
+                None,
+                Some(&rule.rule_id),
+                &reason,
+            )
+            .await?;
+            return Ok(OpencodeCheck::Allow(reason));
+        }
+        Ok(OpencodeCheck::Ask)
+    }
+}
+
+/// Whether `text` matches a glob where `*` is any run of characters and `?` one.
+pub fn glob_matches(glob: &str, text: &str) -> bool {
+    fn go(g: &[char], t: &[char]) -> bool {
+        match (g.first(), t.first()) {
+            (None, None) => true,
+            (Some('*'), _) => go(&g[1..], t) || (!t.is_empty() && go(g, &t[1..])),
+            (Some('?'), Some(_)) => go(&g[1..], &t[1..]),
+            (Some(a), Some(b)) if a == b => go(&g[1..], &t[1..]),
+            _ => false,
+        }
+    }
+    let (g, t): (Vec<char>, Vec<char>) = (glob.chars().collect(), text.chars().collect());
+    go(&g, &t)
+}
+
+/// What to ask about an OpenCode permission ask.
+#[allow(clippy::too_many_arguments)]
+pub fn opencode_ask(
+    task_id: &str,
+    permission: &str,
+    patterns: &[String],
+    always: &[String],
+    command: Option<&str>,
+    metadata: Option<&serde_json::Value>,
+    cwd: &Path,
+) -> Ask {
+    let what = match command {
+        Some(command) => format!("run `{}`", shorten(command, 120)),
+        None if patterns.is_empty() => format!("use `{permission}`"),
+        None => format!("use `{permission}` on {}", patterns.join(", ")),
+    };
+    let summary = format!("OpenCode wants to {what}");
+    let mut detail = format!(
+        "The OpenCode agent of task {task_id}, working in {}, asks to {what}.\n",
+        cwd.display()
+    );
+    if !patterns.is_empty() {
+        detail.push_str(&format!(
+            "Permission: {permission}; patterns: {}\n",
+            patterns.join(", ")
+        ));
+    }
+    if let Some(meta) = metadata.filter(|m| m.as_object().is_some_and(|o| !o.is_empty())) {
+        detail.push_str(&format!("Details: {meta}\n"));
+    }
+    let directory = cwd.display().to_string();
+    let (always_text, remember) = if always.is_empty() {
+        (None, Vec::new())
+    } else {
+        let description = format!(
+            "OpenCode's `{permission}` for {} in {directory} and below",
+            always
+                .iter()
+                .map(|a| format!("`{a}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        (
+            Some(format!("From now on, without asking: {description}")),
+            vec![RuleTemplate {
+                kind: permission.to_owned(),
+                program: None,
+                directory: Some(directory),
+                pattern: Some(always.join("\n")),
+                description,
+            }],
+        )
+    };
+    Ask {
+        runtime: "opencode",
+        tool: permission.to_owned(),
+        summary,
+        detail,
+        always: always_text,
+        remember,
     }
 }
 

@@ -362,6 +362,28 @@ impl Policy {
         }
     }
 
+    /// The id of an allow rule that names this command line, if one does.
+    pub fn explicitly_allowed(&self, line: &str) -> Option<String> {
+        let commands = simple_commands(line);
+        self.rules
+            .iter()
+            .filter(|r| r.action == Action::Allow)
+            .find_map(|rule| {
+                let by_pattern = rule.program.is_none()
+                    && rule.pattern.as_ref().is_some_and(|p| p.is_match(line));
+                let by_program = rule.program.as_ref().is_some_and(|program| {
+                    commands.iter().any(|c| {
+                        c.program().is_some_and(|name| program.is_match(name))
+                            && rule
+                                .args
+                                .as_ref()
+                                .is_none_or(|a| a.is_match(&c.args().join(" ")))
+                    })
+                });
+                (by_pattern || by_program).then(|| rule.id.clone())
+            })
+    }
+
     fn first_write_outside(&self, command: &SimpleCommand, cwd: &Path) -> Option<PathBuf> {
         let mut targets: Vec<&String> = command.writes.iter().collect();
         if let Some(program) = command.program()

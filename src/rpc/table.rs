@@ -63,9 +63,58 @@ impl<C> Method<C> {
     }
 }
 
+type PrefixHandler<C> = Arc<
+    dyn Fn(C, String, Option<Box<RawValue>>) -> BoxFuture<Result<Box<RawValue>, RpcError>>
+        + Send
+        + Sync,
+>;
+
+/// Methods under a prefix, served by one handler that gets the full name
+/// (`opencode.session.list`): for APIs discovered at run time.
+pub struct PrefixMethod<C> {
+    pub access: Access,
+    handler: PrefixHandler<C>,
+}
+
+/// A method found by name.
+pub enum Found<'a, C> {
+    Exact(&'a Method<C>),
+    Prefix(&'a PrefixMethod<C>),
+}
+
+impl<C> Found<'_, C> {
+    pub fn access(&self) -> Access {
+        match self {
+            Found::Exact(m) => m.access,
+            Found::Prefix(p) => p.access,
+        }
+    }
+
+    pub fn scheduling(&self) -> Scheduling {
+        match self {
+            Found::Exact(m) => m.scheduling,
+            Found::Prefix(_) => Scheduling::Concurrent,
+        }
+    }
+
+    /// Runs the handler.
+    pub fn call(
+        &self,
+        ctx: C,
+        name: &str,
+        params: Option<Box<RawValue>>,
+    ) -> BoxFuture<Result<Box<RawValue>, RpcError>> {
+        match self {
+            Found::Exact(m) => m.call(ctx, params),
+            Found::Prefix(p) => (p.handler)(ctx, name.to_owned(), params),
+        }
+    }
+}
+
 /// The table of methods, built once at start.
 pub struct MethodTable<C> {
     methods: HashMap<&'static str, Method<C>>,
+    prefixes: Vec<(&'static str, PrefixMethod<C>)>,
 }
 
 impl<C: Send + 'static> Default for MethodTable<C> {
@@ -78,7 +127,36 @@ impl<C: Send + 'static> MethodTable<C> {
     pub fn new() -> Self {
         Self {
             methods: HashMap::new(),
+            prefixes: Vec::new(),
         }
+    }
+
+    /// Serves every method starting with `prefix` with one handler.
+    pub fn register_prefix<F>(&mut self, prefix: &'static str, access: Access, handler: F)
+    where
+        F: Fn(C, String, Option<Box<RawValue>>) -> BoxFuture<Result<Box<RawValue>, RpcError>>
+            + Send
+            + Sync
+            + 'static,
+    {
+        self.prefixes.push((
+            prefix,
+            PrefixMethod {
+                access,
+                handler: Arc::new(handler),
+            },
+        ));
+    }
+
+    /// Finds a method by name: an exact entry, else a prefix that covers it.
+    pub fn find(&self, name: &str) -> Option<Found<'_, C>> {
+        if let Some(m) = self.methods.get(name) {
+            return Some(Found::Exact(m));
+        }
+        self.prefixes
+            .iter()
+            .find(|(prefix, _)| name.starts_with(prefix) && name.len() > prefix.len())
+            .map(|(_, p)| Found::Prefix(p))
     }
 
     /// Registers a method that runs concurrently with others.

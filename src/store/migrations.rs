@@ -93,6 +93,13 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX permission_audit_by_task ON permission_audit(task_id, rowid);
     "#,
+    // 4: OpenCode tasks: the prompt, its session, model and agent.
+    r#"
+    ALTER TABLE tasks ADD COLUMN prompt TEXT;
+    ALTER TABLE tasks ADD COLUMN session_id TEXT;
+    ALTER TABLE tasks ADD COLUMN model TEXT;
+    ALTER TABLE tasks ADD COLUMN agent TEXT;
+    "#,
 ];
 
 /// Brings the schema up to date in one exclusive transaction.

@@ -27,12 +27,20 @@ use crate::protocol::{
     TaskCounts, TaskListParams, TaskLogsParams, TaskLogsResult, TaskRecord, TaskRunParams,
     TaskRunResult, TaskStatus,
 };
+use crate::runtime::opencode::OpenCode;
+use crate::runtime::opencode::task::{PromptContext, PromptJob};
 use crate::store::{Store, StoreError};
 use chunk::log_chunk;
 pub use live::{Audience, Feed, FeedItem, FeedStart, TaskLive};
 use reaper::Reaper;
 use records::{NewTask, StatusChange};
 use runner::{Controls, Job, Outcome, Program};
+
+/// What a task does.
+enum Work {
+    Command(Job),
+    Prompt(PromptJob),
+}
 use sink::Sink;
 
 /// The most bytes one `task.logs` page returns (one chunk more at most).
@@ -79,7 +87,8 @@ struct Inner {
     active: Mutex<HashMap<String, Arc<TaskLive>>>,
     slots: Arc<Semaphore>,
     permissions: Arc<Permissions>,
-    reaper: Reaper,
+    opencode: Arc<OpenCode>,
+    reaper: Arc<Reaper>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 }
@@ -91,6 +100,8 @@ impl TaskManager {
         config: &TasksConfig,
         roots: Vec<PathBuf>,
         permissions: Arc<Permissions>,
+        opencode: Arc<OpenCode>,
+        reaper: Arc<Reaper>,
     ) -> Result<TaskManager, TaskError> {
         if roots.is_empty() {
             return Err(TaskError::NoWorkspaceRoot(show_paths(
@@ -105,7 +116,8 @@ impl TaskManager {
                 active: Mutex::new(HashMap::new()),
                 slots: Arc::new(Semaphore::new(config.max_concurrent)),
                 permissions,
-                reaper: Reaper::start(),
+                opencode,
+                reaper,
                 shutdown: CancellationToken::new(),
                 tracker: TaskTracker::new(),
             }),
@@ -160,23 +172,42 @@ impl TaskManager {
         {
             return Ok(existing);
         }
-        let (argv, command) = match &job.program {
-            Program::Argv(argv) => (Some(argv.clone()), None),
-            Program::Shell(line) => (None, Some(line.clone())),
-        };
-        let task = NewTask {
+        let mut task = NewTask {
             id: ids::random_id("t_"),
             runtime: "builtin".to_owned(),
             title: params.title.clone(),
-            argv,
-            command,
-            cwd: job.cwd.display().to_string(),
-            timeout_s: job.timeout.map(|t| t.as_secs()),
+            argv: None,
+            command: None,
+            cwd: String::new(),
+            timeout_s: None,
             created_by: created_by.clone(),
             idempotency_key: params.idempotency_key.clone(),
             request_hash: request_hash.clone(),
             created_at: clock::now_ms(),
+            prompt: None,
+            session_id: None,
+            model: None,
+            agent: None,
         };
+        match &job {
+            Work::Command(job) => {
+                match &job.program {
+                    Program::Argv(argv) => task.argv = Some(argv.clone()),
+                    Program::Shell(line) => task.command = Some(line.clone()),
+                }
+                task.cwd = job.cwd.display().to_string();
+                task.timeout_s = job.timeout.map(|t| t.as_secs());
+            }
+            Work::Prompt(job) => {
+                task.runtime = "opencode".to_owned();
+                task.cwd = job.directory.display().to_string();
+                task.timeout_s = job.timeout.map(|t| t.as_secs());
+                task.prompt = Some(job.prompt.clone());
+                task.session_id = job.session_id.clone();
+                task.model = job.model.clone();
+                task.agent = job.agent.clone();
+            }
+        }
         let task_id = task.id.clone();
         let inserted = self
             .inner
@@ -249,22 +280,62 @@ impl TaskManager {
         )))
     }
 
-    fn prepare(&self, p: &TaskRunParams) -> Result<Job, TaskError> {
+    fn prepare(&self, p: &TaskRunParams) -> Result<Work, TaskError> {
         match p.runtime.as_deref() {
-            None | Some("builtin") => {}
-            Some("opencode") => {
-                return Err(TaskError::RuntimeUnavailable {
-                    runtime: "opencode".into(),
-                    action: "install OpenCode (`npm install -g opencode-ai`) and restart the host"
-                        .into(),
-                });
-            }
-            Some(other) => {
-                return Err(TaskError::InvalidSpec(format!(
-                    "unknown runtime `{other}`: use `builtin` or `opencode`"
-                )));
-            }
+            None | Some("builtin") => self.prepare_command(p).map(Work::Command),
+            Some("opencode") => self.prepare_prompt(p).map(Work::Prompt),
+            Some(other) => Err(TaskError::InvalidSpec(format!(
+                "unknown runtime `{other}`: use `builtin` or `opencode`"
+            ))),
         }
+    }
+
+    fn prepare_prompt(&self, p: &TaskRunParams) -> Result<PromptJob, TaskError> {
+        if let Err(unavailable) = self.inner.opencode.configured() {
+            return Err(TaskError::RuntimeUnavailable {
+                runtime: "opencode".into(),
+                action: unavailable.action().into(),
+            });
+        }
+        let invalid = |m: &str| Err(TaskError::InvalidSpec(m.to_owned()));
+        if p.argv.is_some() || p.command.is_some() || p.env.is_some() {
+            return invalid(
+                "the opencode runtime takes a `prompt`, not `argv`, `command` or `env`",
+            );
+        }
+        let Some(prompt) = p.prompt.as_ref().filter(|t| !t.trim().is_empty()) else {
+            return invalid("give the `prompt` to send to OpenCode");
+        };
+        if p.model.as_ref().is_some_and(|m| {
+            m.split_once('/')
+                .is_none_or(|(a, b)| a.is_empty() || b.is_empty())
+        }) {
+            return invalid("`model` is `provider/model`, e.g. `anthropic/claude-sonnet-4`");
+        }
+        if p.session_id
+            .as_ref()
+            .is_some_and(|s| s.trim().is_empty() || s.contains(['/', '?', '#']))
+        {
+            return invalid("`sessionId` is an OpenCode session id such as `ses_…`");
+        }
+        if p.timeout_s == Some(0) {
+            return invalid("`timeoutS` must be at least 1");
+        }
+        Ok(PromptJob {
+            prompt: prompt.clone(),
+            session_id: p.session_id.clone(),
+            model: p.model.clone(),
+            agent: p.agent.clone(),
+            title: p.title.clone(),
+            directory: self.resolve_cwd(p.cwd.as_deref())?,
+            timeout: p
+                .timeout_s
+                .or(self.inner.config.default_timeout_s)
+                .map(Duration::from_secs),
+        })
+    }
+
+    fn prepare_command(&self, p: &TaskRunParams) -> Result<Job, TaskError> {
         for (name, given) in [
             ("prompt", p.prompt.is_some()),
             ("sessionId", p.session_id.is_some()),
@@ -369,6 +440,12 @@ impl TaskManager {
             return Err(unusable("not a directory".into()));
         }
         Ok(canonical)
+    }
+
+    /// A directory inside the workspace roots (absolute, or relative to the
+    /// first root; the first root when `None`).
+    pub fn workspace_dir(&self, dir: Option<&str>) -> Result<PathBuf, TaskError> {
+        self.resolve_cwd(dir)
     }
 
     /// A task's record.
@@ -500,7 +577,6 @@ impl TaskManager {
         self.inner.shutdown.cancel();
         self.inner.tracker.close();
         self.inner.tracker.wait().await;
-        self.inner.reaper.stop();
     }
 }
 
@@ -587,8 +663,29 @@ async fn gate(inner: &Inner, live: &Arc<TaskLive>, sink: &mut Sink, job: &Job) -
     }
 }
 
-async fn drive(inner: Arc<Inner>, live: Arc<TaskLive>, job: Job) {
+async fn drive(inner: Arc<Inner>, live: Arc<TaskLive>, work: Work) {
     let mut sink = Sink::new(inner.store.clone(), Arc::clone(&live));
+    let job = match work {
+        Work::Command(job) => job,
+        Work::Prompt(job) => {
+            // OpenCode asks for permission per action, so there is no gate before it.
+            let ctx = PromptContext {
+                opencode: &inner.opencode,
+                permissions: &inner.permissions,
+                live: &live,
+                shutdown: &inner.shutdown,
+            };
+            let outcome = crate::runtime::opencode::task::run(job, &mut sink, ctx).await;
+            let committed = sink.status(outcome.status, outcome.change).await;
+            let _ = committed.await;
+            inner
+                .active
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&live.task_id);
+            return;
+        }
+    };
     if let Some(outcome) = gate(&inner, &live, &mut sink, &job).await {
         let committed = sink.status(outcome.status, outcome.change).await;
         let _ = committed.await;

@@ -18,6 +18,10 @@ pub struct NewTask {
     pub idempotency_key: Option<String>,
     pub request_hash: Option<String>,
     pub created_at: i64,
+    pub prompt: Option<String>,
+    pub session_id: Option<String>,
+    pub model: Option<String>,
+    pub agent: Option<String>,
 }
 
 /// A change of a task's status, with what goes with it.
@@ -29,6 +33,7 @@ pub struct StatusChange {
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
     pub pgid: Option<i32>,
+    pub session_id: Option<String>,
 }
 
 /// One stored chunk.
@@ -41,7 +46,8 @@ pub struct ChunkRow {
 
 const TASK_COLUMNS: &str = "rowid, id, status, runtime, title, argv, command, cwd, timeout_s, exit_code, signal, error, \
      created_at, started_at, finished_at, \
-     COALESCE((SELECT MAX(id) FROM log_chunks WHERE id BETWEEN tasks.rowid << 32 AND (tasks.rowid << 32) | 4294967295) & 4294967295, 0)";
+     COALESCE((SELECT MAX(id) FROM log_chunks WHERE id BETWEEN tasks.rowid << 32 AND (tasks.rowid << 32) | 4294967295) & 4294967295, 0), \
+     prompt, session_id, model, agent";
 
 /// The key of a chunk: the task's row id in the high 32 bits, the seq in the low.
 fn chunk_key(task_rowid: i64, seq: u64) -> i64 {
@@ -75,6 +81,10 @@ fn task_from_row(row: &Row<'_>) -> rusqlite::Result<StoredTask> {
             started_at: row.get::<_, Option<i64>>(13)?.map(clock::rfc3339),
             finished_at: row.get::<_, Option<i64>>(14)?.map(clock::rfc3339),
             last_seq: row.get::<_, i64>(15)? as u64,
+            prompt: row.get(16)?,
+            session_id: row.get(17)?,
+            model: row.get(18)?,
+            agent: row.get(19)?,
         },
     })
 }
@@ -97,7 +107,8 @@ pub fn insert_task(conn: &Connection, task: &NewTask) -> rusqlite::Result<i64> {
         .map(|a| serde_json::to_string(a).unwrap_or_default());
     conn.execute(
         "INSERT INTO tasks (id, runtime, title, argv, command, cwd, timeout_s, status, created_by, \
-         idempotency_key, request_hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?9, ?10, ?11)",
+         idempotency_key, request_hash, created_at, prompt, session_id, model, agent) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
         params![
             task.id,
             task.runtime,
@@ -109,7 +120,11 @@ pub fn insert_task(conn: &Connection, task: &NewTask) -> rusqlite::Result<i64> {
             task.created_by,
             task.idempotency_key,
             task.request_hash,
-            task.created_at
+            task.created_at,
+            task.prompt,
+            task.session_id,
+            task.model,
+            task.agent
         ],
     )?;
     Ok(conn.last_insert_rowid())
@@ -133,7 +148,7 @@ pub fn find_by_idempotency_key(
     conn.query_row(
         &format!("SELECT {TASK_COLUMNS}, request_hash FROM tasks WHERE created_by = ?1 AND idempotency_key = ?2"),
         [created_by, key],
-        |row| Ok((task_from_row(row)?, row.get(16)?)),
+        |row| Ok((task_from_row(row)?, row.get(20)?)),
     )
     .optional()
 }
@@ -170,7 +185,8 @@ pub fn set_status(
     conn.execute(
         "UPDATE tasks SET status = ?2, exit_code = COALESCE(?3, exit_code), signal = COALESCE(?4, signal), \
          error = COALESCE(?5, error), started_at = COALESCE(?6, started_at), \
-         finished_at = COALESCE(?7, finished_at), pgid = COALESCE(?8, pgid) WHERE rowid = ?1",
+         finished_at = COALESCE(?7, finished_at), pgid = COALESCE(?8, pgid), \
+         session_id = COALESCE(?9, session_id) WHERE rowid = ?1",
         params![
             rowid,
             status.as_str(),
@@ -179,7 +195,8 @@ pub fn set_status(
             change.error,
             change.started_at,
             change.finished_at,
-            change.pgid
+            change.pgid,
+            change.session_id
         ],
     )?;
     Ok(())

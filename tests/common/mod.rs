@@ -57,8 +57,14 @@ impl TestHost {
         std::fs::create_dir_all(&data).expect("data dir");
         std::fs::create_dir_all(&work).expect("work dir");
         let work = std::fs::canonicalize(&work).expect("canonical work dir");
+        // OpenCode stays off unless a test turns it on: it is big, and may be on PATH.
+        let opencode = if extra.contains("[opencode]") {
+            ""
+        } else {
+            "[opencode]\nenabled = \"off\"\n"
+        };
         let config = format!(
-            "[tasks]\nworkspace_roots = [{:?}]\nkill_grace_ms = 1000\n{extra}",
+            "[tasks]\nworkspace_roots = [{:?}]\nkill_grace_ms = 1000\n{opencode}{extra}",
             work.display().to_string()
         );
         std::fs::write(data.join("config.toml"), config).expect("config");

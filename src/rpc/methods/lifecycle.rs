@@ -60,9 +60,18 @@ pub async fn initialize(
         host_id: ctx.host.identity.host_id.clone(),
         host_name: ctx.host.host_name.clone(),
         capabilities: Capabilities {
-            runtimes: vec!["builtin".into()],
+            runtimes: ctx
+                .host
+                .runtimes()
+                .into_iter()
+                .filter(|r| r.state != "off" && r.state != "not_installed")
+                .map(|r| r.name)
+                .collect(),
             methods,
             max_frame_bytes: ctx.host.config.limits.max_frame_bytes as u64,
+            opencode: principal
+                .has(crate::auth::Scope::Opencode)
+                .then(|| ctx.host.opencode_capability()),
         },
         scopes: principal
             .scopes()

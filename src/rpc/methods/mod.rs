@@ -4,6 +4,7 @@ mod devices;
 mod errors;
 mod health;
 mod lifecycle;
+mod opencode;
 mod pairing;
 mod permissions;
 mod tasks;
@@ -97,6 +98,8 @@ pub fn table() -> MethodTable<CallContext> {
     t.register("pairing.deny", Access::Owner, pairing::deny);
     t.register("devices.list", Access::Owner, devices::list);
     t.register("devices.revoke", Access::Owner, devices::revoke);
+
+    t.register_prefix("opencode.", scope(Scope::Opencode), opencode::call);
 
     t.register("health.get", open, health::get);
     t.register("metrics.get", scope(Scope::TasksRead), health::metrics);

@@ -1,0 +1,586 @@
+//! The OpenCode runtime: a supervised `opencode serve` (or an existing server
+//! by URL), its event stream routed to the tasks that wait on each session,
+//! and its whole API by operation id.
+//!
+//! The host starts OpenCode on a loopback port with a random password of its
+//! own, waits until it answers, reads its OpenAPI document, and consumes its
+//! global event stream once. When OpenCode dies, the tasks it was running
+//! fail with a clear error and it is restarted with backoff.
+
+pub mod api;
+mod sse;
+pub mod task;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use futures::StreamExt;
+use rand::RngCore;
+use serde::Deserialize;
+use serde_json::Value;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::tasks::reaper::Reaper;
+pub use api::{ApiClient, ApiError, Operation, Operations};
+
+/// Whether to run OpenCode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Enabled {
+    /// Start it when the `opencode` program is found (or `url` is set).
+    Auto,
+    /// Start it; a missing program shows as a failing check.
+    On,
+    Off,
+}
+
+/// `[opencode]` in config.toml.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OpencodeConfig {
+    pub enabled: Enabled,
+    /// The `opencode` program (default: found on PATH).
+    pub binary: Option<PathBuf>,
+    /// Use a running server (`http://127.0.0.1:4096`) instead of starting one.
+    pub url: Option<String>,
+    pub username: String,
+    /// The running server's password (`OPENCODE_SERVER_PASSWORD`), if it has one.
+    pub password: Option<String>,
+    /// Extra environment for the server the host starts.
+    pub env: BTreeMap<String, String>,
+    /// How long OpenCode may take to start answering.
+    pub startup_timeout_s: u64,
+}
+
+impl Default for OpencodeConfig {
+    fn default() -> Self {
+        Self {
+            enabled: Enabled::Auto,
+            binary: None,
+            url: None,
+            username: "opencode".to_owned(),
+            password: None,
+            env: BTreeMap::new(),
+            startup_timeout_s: 60,
+        }
+    }
+}
+
+/// How to install OpenCode, for messages.
+pub const INSTALL_ACTION: &str = "install OpenCode (`npm install -g opencode-ai`), or set [opencode] binary or url in config.toml, then restart the host";
+
+/// Where OpenCode is in its life.
+#[derive(Debug, Clone)]
+pub enum RuntimeState {
+    /// Turned off in config.
+    Off,
+    /// No program to run.
+    NotInstalled {
+        looked_for: String,
+    },
+    Starting,
+    Ready {
+        version: String,
+        client: ApiClient,
+        operations: Arc<Operations>,
+    },
+    /// It stopped or could not start; it is tried again.
+    Restarting {
+        attempt: u32,
+        reason: String,
+        next_try: Instant,
+    },
+    /// The host is shutting down.
+    Stopped,
+}
+
+impl RuntimeState {
+    /// A short name: off, not_installed, starting, ready, restarting, stopped.
+    pub fn name(&self) -> &'static str {
+        match self {
+            RuntimeState::Off => "off",
+            RuntimeState::NotInstalled { .. } => "not_installed",
+            RuntimeState::Starting => "starting",
+            RuntimeState::Ready { .. } => "ready",
+            RuntimeState::Restarting { .. } => "restarting",
+            RuntimeState::Stopped => "stopped",
+        }
+    }
+}
+
+/// Why OpenCode cannot be used now.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Unavailable {
+    #[error("the OpenCode runtime is turned off on this host")]
+    Off,
+    #[error("OpenCode is not installed on this host (looked for {0})")]
+    NotInstalled(String),
+    #[error("OpenCode is not ready ({0})")]
+    NotReady(String),
+}
+
+impl Unavailable {
+    /// What the user can do.
+    pub fn action(&self) -> &'static str {
+        match self {
+            Unavailable::Off => {
+                "set [opencode] enabled = \"auto\" in config.toml and restart the host"
+            }
+            Unavailable::NotInstalled(_) => INSTALL_ACTION,
+            Unavailable::NotReady(_) => {
+                "wait a moment and try again; `openwork-host status` shows OpenCode's state"
+            }
+        }
+    }
+}
+
+/// What a task waiting on a session hears.
+#[derive(Debug, Clone)]
+pub enum Routed {
+    /// An event of the session: `{type, properties}`.
+    Event(Value),
+    /// OpenCode stopped; the session's work is lost.
+    Lost(String),
+    /// The event stream was reconnected; events may have been missed.
+    Resync,
+}
+
+enum Source {
+    Managed(PathBuf),
+    External {
+        url: String,
+        auth: Option<(String, String)>,
+    },
+}
+
+/// The OpenCode runtime for the whole host.
+pub struct OpenCode {
+    config: OpencodeConfig,
+    source: Option<Source>,
+    directory: PathBuf,
+    log_path: PathBuf,
+    state: watch::Sender<RuntimeState>,
+    routes: Mutex<HashMap<String, mpsc::Sender<Routed>>>,
+    reaper: Arc<Reaper>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Finds a program on PATH.
+fn which(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
+}
+
+impl OpenCode {
+    /// Sets the runtime up from config; `start` runs it.
+    pub fn new(
+        config: OpencodeConfig,
+        directory: PathBuf,
+        data_dir: &Path,
+        reaper: Arc<Reaper>,
+    ) -> Arc<OpenCode> {
+        let (source, state) = match (&config.enabled, &config.url, &config.binary) {
+            (Enabled::Off, _, _) => (None, RuntimeState::Off),
+            (_, Some(url), _) => (
+                Some(Source::External {
+                    url: url.clone(),
+                    auth: config
+                        .password
+                        .clone()
+                        .map(|p| (config.username.clone(), p)),
+                }),
+                RuntimeState::Starting,
+            ),
+            (_, None, Some(binary)) if binary.is_file() => (
+                Some(Source::Managed(binary.clone())),
+                RuntimeState::Starting,
+            ),
+            (_, None, Some(binary)) => (
+                None,
+                RuntimeState::NotInstalled {
+                    looked_for: binary.display().to_string(),
+                },
+            ),
+            (_, None, None) => match which("opencode") {
+                Some(binary) => (Some(Source::Managed(binary)), RuntimeState::Starting),
+                None => (
+                    None,
+                    RuntimeState::NotInstalled {
+                        looked_for: "`opencode` on PATH".to_owned(),
+                    },
+                ),
+            },
+        };
+        Arc::new(OpenCode {
+            config,
+            source,
+            directory,
+            log_path: data_dir.join("opencode.log"),
+            state: watch::Sender::new(state),
+            routes: Mutex::new(HashMap::new()),
+            reaper,
+        })
+    }
+
+    /// Runs the supervisor until `shutdown`.
+    pub fn start(
+        self: &Arc<Self>,
+        shutdown: CancellationToken,
+        tracker: &tokio_util::task::TaskTracker,
+    ) {
+        if self.source.is_some() {
+            tracker.spawn(Arc::clone(self).supervise(shutdown));
+        }
+    }
+
+    /// The current state.
+    pub fn state(&self) -> RuntimeState {
+        self.state.borrow().clone()
+    }
+
+    /// Whether the runtime is meant to run (it may still be starting).
+    pub fn configured(&self) -> Result<(), Unavailable> {
+        match &*self.state.borrow() {
+            RuntimeState::Off => Err(Unavailable::Off),
+            RuntimeState::NotInstalled { looked_for } => {
+                Err(Unavailable::NotInstalled(looked_for.clone()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The client and operations once ready, waiting up to `wait`.
+    pub async fn ready(&self, wait: Duration) -> Result<(ApiClient, Arc<Operations>), Unavailable> {
+        self.configured()?;
+        let mut rx = self.state.subscribe();
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let RuntimeState::Ready {
+                client, operations, ..
+            } = &*rx.borrow_and_update()
+            {
+                return Ok((client.clone(), Arc::clone(operations)));
+            }
+            let now = rx.borrow().clone();
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => {
+                    return Err(match now {
+                        RuntimeState::Restarting { reason, .. } => {
+                            Unavailable::NotReady(format!("restarting after: {reason}"))
+                        }
+                        other => Unavailable::NotReady(other.name().to_owned()),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Events of `session_id`, until the returned receiver is dropped.
+    pub fn route(self: &Arc<Self>, session_id: &str) -> SessionEvents {
+        let (tx, rx) = mpsc::channel(1024);
+        lock(&self.routes).insert(session_id.to_owned(), tx);
+        SessionEvents {
+            rx,
+            session_id: session_id.to_owned(),
+            owner: Arc::clone(self),
+        }
+    }
+
+    fn deliver(&self, session_id: &str, routed: Routed) {
+        let sender = lock(&self.routes).get(session_id).cloned();
+        if let Some(sender) = sender
+            && sender.try_send(routed).is_err()
+        {
+            tracing::warn!(
+                session = session_id,
+                "a task fell behind OpenCode's events; it will resync"
+            );
+            let _ = sender.try_send(Routed::Resync);
+        }
+    }
+
+    fn broadcast(&self, routed: Routed) {
+        let senders: Vec<_> = lock(&self.routes).values().cloned().collect();
+        for sender in senders {
+            let _ = sender.try_send(routed.clone());
+        }
+    }
+
+    async fn supervise(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut attempt = 0u32;
+        loop {
+            let started = Instant::now();
+            let reason = match &self.source {
+                Some(Source::Managed(binary)) => self.run_managed(binary, &shutdown).await,
+                Some(Source::External { url, auth }) => {
+                    self.run_external(url, auth.clone(), &shutdown).await
+                }
+                None => return,
+            };
+            self.broadcast(Routed::Lost(reason.clone()));
+            if shutdown.is_cancelled() {
+                break;
+            }
+            // A run that lasted a while resets the backoff.
+            attempt = if started.elapsed() > Duration::from_secs(60) {
+                1
+            } else {
+                attempt + 1
+            };
+            let wait = Duration::from_secs((1u64 << attempt.min(5)).min(30));
+            tracing::warn!(%reason, attempt, retry_in_s = wait.as_secs(), "OpenCode stopped; restarting it");
+            self.state.send_replace(RuntimeState::Restarting {
+                attempt,
+                reason,
+                next_try: Instant::now() + wait,
+            });
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+        self.state.send_replace(RuntimeState::Stopped);
+    }
+
+    /// Starts `opencode serve`, serves until it exits; returns why it stopped.
+    async fn run_managed(&self, binary: &Path, shutdown: &CancellationToken) -> String {
+        let port = match std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()) {
+            Ok(address) => address.port(),
+            Err(e) => return format!("no free port for OpenCode: {e}"),
+        };
+        let mut secret = [0u8; 24];
+        rand::rng().fill_bytes(&mut secret);
+        let password = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path);
+        let (stdout, stderr) = match log.and_then(|f| Ok((f.try_clone()?, f))) {
+            Ok((a, b)) => (std::process::Stdio::from(a), std::process::Stdio::from(b)),
+            Err(_) => (std::process::Stdio::null(), std::process::Stdio::null()),
+        };
+        self.state.send_replace(RuntimeState::Starting);
+        let mut command = tokio::process::Command::new(binary);
+        command
+            .args([
+                "serve",
+                "--hostname",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+            ])
+            .current_dir(&self.directory)
+            .env("OPENCODE_SERVER_PASSWORD", &password)
+            .env("OPENCODE_SERVER_USERNAME", &self.config.username)
+            .envs(&self.config.env)
+            .stdin(std::process::Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .process_group(0)
+            .kill_on_drop(true);
+        let mut child = match command.spawn() {
+            Ok(child) => child,
+            Err(e) => return format!("cannot start {}: {e}", binary.display()),
+        };
+        let pgid = child.id().map(|p| p as i32);
+        if let Some(pgid) = pgid {
+            self.reaper.watch(pgid);
+        }
+        let client = match ApiClient::new(
+            &format!("http://127.0.0.1:{port}"),
+            Some((self.config.username.clone(), password)),
+        ) {
+            Ok(client) => client,
+            Err(e) => return e.to_string(),
+        };
+        let reason = tokio::select! {
+            status = child.wait() => format!("OpenCode exited ({})", status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string())),
+            reason = self.serve(client, shutdown) => reason,
+        };
+        if let Some(pgid) = pgid {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pgid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            if tokio::time::timeout(Duration::from_secs(5), child.wait())
+                .await
+                .is_err()
+            {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pgid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                let _ = child.wait().await;
+            }
+            self.reaper.forget(pgid);
+        }
+        reason
+    }
+
+    async fn run_external(
+        &self,
+        url: &str,
+        auth: Option<(String, String)>,
+        shutdown: &CancellationToken,
+    ) -> String {
+        self.state.send_replace(RuntimeState::Starting);
+        match ApiClient::new(url, auth) {
+            Ok(client) => self.serve(client, shutdown).await,
+            Err(e) => e.to_string(),
+        }
+    }
+
+    /// Waits for the server, reads its API, then follows its events until
+    /// the server or the host goes away.
+    async fn serve(&self, client: ApiClient, shutdown: &CancellationToken) -> String {
+        let startup = Duration::from_secs(self.config.startup_timeout_s);
+        let deadline = tokio::time::Instant::now() + startup;
+        let version = loop {
+            match client.get("/global/health", &[]).await {
+                Ok(health) if health["healthy"] == Value::Bool(true) => {
+                    break health["version"].as_str().unwrap_or("unknown").to_owned();
+                }
+                Err(ApiError::Status { status: 401, .. }) => {
+                    return "OpenCode refused the host's credentials (401)".to_owned();
+                }
+                _ if tokio::time::Instant::now() > deadline => {
+                    return format!("OpenCode did not answer within {} s", startup.as_secs());
+                }
+                _ => {}
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return "the host is shutting down".to_owned(),
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+        };
+        let operations = loop {
+            match client.get("/doc", &[]).await {
+                Ok(doc) if doc.get("paths").is_some() => break Operations::from_openapi(&doc),
+                _ if tokio::time::Instant::now() > deadline => {
+                    return format!(
+                        "OpenCode's API document was not available within {} s",
+                        startup.as_secs()
+                    );
+                }
+                _ => {}
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return "the host is shutting down".to_owned(),
+                _ = tokio::time::sleep(Duration::from_millis(300)) => {}
+            }
+        };
+        tracing::info!(
+            version,
+            operations = operations.by_id.len(),
+            url = client.base(),
+            "OpenCode is ready"
+        );
+        let (connected_tx, connected_rx) = tokio::sync::oneshot::channel();
+        let events = self.follow_events(&client, shutdown, connected_tx);
+        let ready = async {
+            // Ready only once the event stream is up, so no task misses its events.
+            if connected_rx.await.is_ok() {
+                self.state.send_replace(RuntimeState::Ready {
+                    version,
+                    client: client.clone(),
+                    operations: Arc::new(operations),
+                });
+            }
+            std::future::pending::<()>().await;
+        };
+        tokio::select! {
+            reason = events => reason,
+            _ = ready => unreachable!("pending"),
+        }
+    }
+
+    /// Follows `/global/event`, reconnecting while the server lives.
+    async fn follow_events(
+        &self,
+        client: &ApiClient,
+        shutdown: &CancellationToken,
+        connected: tokio::sync::oneshot::Sender<()>,
+    ) -> String {
+        let mut connected = Some(connected);
+        let mut failures = 0;
+        loop {
+            let response = tokio::select! {
+                _ = shutdown.cancelled() => return "the host is shutting down".to_owned(),
+                response = client.stream_request("/global/event").send() => response,
+            };
+            let mut stream = match response {
+                Ok(r) if r.status().is_success() => r.bytes_stream(),
+                Ok(r) => return format!("OpenCode's event stream answered {}", r.status()),
+                Err(e) => {
+                    failures += 1;
+                    if failures > 5 {
+                        return format!("OpenCode's event stream failed: {e}");
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            };
+            if let Some(connected) = connected.take() {
+                let _ = connected.send(());
+            } else {
+                self.broadcast(Routed::Resync);
+            }
+            let mut parser = sse::Parser::default();
+            loop {
+                let chunk = tokio::select! {
+                    _ = shutdown.cancelled() => return "the host is shutting down".to_owned(),
+                    chunk = stream.next() => chunk,
+                };
+                let Some(Ok(bytes)) = chunk else { break };
+                failures = 0;
+                for data in parser.feed(&bytes) {
+                    self.dispatch(&data);
+                }
+            }
+            tracing::debug!("OpenCode's event stream ended; reconnecting");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn dispatch(&self, data: &str) {
+        let Ok(event) = serde_json::from_str::<Value>(data) else {
+            return;
+        };
+        let payload = event.get("payload").cloned().unwrap_or(event);
+        if payload["type"] == "sync" {
+            return;
+        }
+        let session = payload
+            .pointer("/properties/sessionID")
+            .or_else(|| payload.pointer("/properties/info/sessionID"))
+            .or_else(|| payload.pointer("/properties/part/sessionID"))
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        if let Some(session) = session {
+            self.deliver(&session, Routed::Event(payload));
+        }
+    }
+}
+
+/// A task's subscription to one session's events.
+pub struct SessionEvents {
+    pub rx: mpsc::Receiver<Routed>,
+    session_id: String,
+    owner: Arc<OpenCode>,
+}
+
+impl Drop for SessionEvents {
+    fn drop(&mut self) {
+        lock(&self.owner.routes).remove(&self.session_id);
+    }
+}

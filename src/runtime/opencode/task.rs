@@ -119,7 +119,8 @@ pub async fn run(job: PromptJob, sink: &mut Sink, ctx: PromptContext<'_>) -> Out
                 Some(Routed::Event(ev)) => {
                     if let Some(ask) = turn.on_event(&ev, sink, &ctx, &client, &directory, &mut ask_tokens).await {
                         if asks.is_empty() {
-                            let _ = sink.status(TaskStatus::WaitingPermission, StatusChange::default()).await;
+                            // Committed first, so the request follows the status in every feed.
+                            let _ = sink.status(TaskStatus::WaitingPermission, StatusChange::default()).await.await;
                         }
                         asks.push(ask);
                     }
@@ -150,7 +151,7 @@ pub async fn run(job: PromptJob, sink: &mut Sink, ctx: PromptContext<'_>) -> Out
                     event(sink, json!({"kind": "permission", "requestId": oc_request, "reply": reply})).await;
                 }
                 if asks.is_empty() {
-                    let _ = sink.status(TaskStatus::Running, StatusChange::default()).await;
+                    let _ = sink.status(TaskStatus::Running, StatusChange::default()).await.await;
                 }
             },
             _ = ctx.live.cancel.cancelled() => {

@@ -9,10 +9,18 @@ use serde_json::{Value, json};
 async fn metrics_count_connections_and_task_outcomes_and_survive_a_restart() {
     let mut host = TestHost::started();
     let mut client = host.connect().await;
-    let before: Value = within(10, client.call("metrics.get", json!({})))
-        .await
-        .unwrap();
-    assert_eq!(before["connections"]["active"], 1);
+    // The harness's readiness probe is a connection too; wait until the host
+    // has seen it end, so that this one is the only one left.
+    let before: Value = within(10, async {
+        loop {
+            let m: Value = client.call("metrics.get", json!({})).await.unwrap();
+            if m["connections"]["active"] == 1 {
+                return m;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
     for command in ["true", "false", "exit 2"] {
         let task = run(&mut client, json!({"command": command})).await;
         follow(&mut client, &task, 20).await;

@@ -63,8 +63,10 @@ impl TestHost {
         } else {
             "[opencode]\nenabled = \"off\"\n"
         };
+        // `extra` comes right after the [tasks] keys, so that bare keys in it
+        // are task settings and any table it opens is its own.
         let config = format!(
-            "[tasks]\nworkspace_roots = [{:?}]\nkill_grace_ms = 1000\n{opencode}{extra}",
+            "[tasks]\nworkspace_roots = [{:?}]\nkill_grace_ms = 1000\n{extra}\n{opencode}",
             work.display().to_string()
         );
         std::fs::write(data.join("config.toml"), config).expect("config");

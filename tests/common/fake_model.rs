@@ -20,21 +20,29 @@ pub struct FakeModel {
 impl FakeModel {
     /// Starts the model; `command` is what its tool call runs.
     pub async fn start(command: &str) -> FakeModel {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let command = Arc::new(Mutex::new(command.to_owned()));
         let requests = Arc::new(AtomicUsize::new(0));
         let (c, r) = (Arc::clone(&command), Arc::clone(&requests));
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { return };
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
                 let (c, r) = (Arc::clone(&c), Arc::clone(&r));
                 tokio::spawn(async move {
                     let _ = serve(stream, c, r).await;
                 });
             }
         });
-        FakeModel { port, command, requests }
+        FakeModel {
+            port,
+            command,
+            requests,
+        }
     }
 
     /// What the next tool call runs.
@@ -72,7 +80,11 @@ fn chunk(delta: Value, finish: Option<&str>) -> String {
     format!("data: {body}\n\n")
 }
 
-async fn serve(mut stream: tokio::net::TcpStream, command: Arc<Mutex<String>>, requests: Arc<AtomicUsize>) -> std::io::Result<()> {
+async fn serve(
+    mut stream: tokio::net::TcpStream,
+    command: Arc<Mutex<String>>,
+    requests: Arc<AtomicUsize>,
+) -> std::io::Result<()> {
     let mut buf = Vec::new();
     let mut tmp = [0u8; 8192];
     let header_end = loop {
@@ -112,20 +124,31 @@ async fn serve(mut stream: tokio::net::TcpStream, command: Arc<Mutex<String>>, r
     let messages = body["messages"].as_array().cloned().unwrap_or_default();
     let mut out = String::new();
     if body.get("tools").is_none() {
-        out.push_str(&chunk(json!({"role": "assistant", "content": "A fake title"}), None));
+        out.push_str(&chunk(
+            json!({"role": "assistant", "content": "A fake title"}),
+            None,
+        ));
         out.push_str(&chunk(json!({}), Some("stop")));
     } else if messages.last().is_some_and(|m| m["role"] == "tool") {
-        out.push_str(&chunk(json!({"role": "assistant", "content": "Done: "}), None));
+        out.push_str(&chunk(
+            json!({"role": "assistant", "content": "Done: "}),
+            None,
+        ));
         out.push_str(&chunk(json!({"content": "the command ran."}), None));
         out.push_str(&chunk(json!({}), Some("stop")));
     } else {
-        let arguments = json!({"command": command.lock().unwrap().clone(), "description": "Run the command"}).to_string();
+        let arguments =
+            json!({"command": command.lock().unwrap().clone(), "description": "Run the command"})
+                .to_string();
         out.push_str(&chunk(
             json!({"role": "assistant", "tool_calls": [{"index": 0, "id": "call_1", "type": "function",
                 "function": {"name": "bash", "arguments": ""}}]}),
             None,
         ));
-        out.push_str(&chunk(json!({"tool_calls": [{"index": 0, "function": {"arguments": arguments}}]}), None));
+        out.push_str(&chunk(
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": arguments}}]}),
+            None,
+        ));
         out.push_str(&chunk(json!({}), Some("tool_calls")));
     }
     out.push_str("data: [DONE]\n\n");

@@ -5,12 +5,15 @@
 mod common;
 #[path = "common/fake_model.rs"]
 mod fake_model;
+#[path = "common/opencode_server.rs"]
+mod opencode_server;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use common::*;
 use fake_model::FakeModel;
+use opencode_server::OpencodeServer;
 use openwork_host::auth::Scope;
 use serde_json::{Value, json};
 
@@ -19,25 +22,15 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The OpenCode binary, or `None` (skipping locally; CI must have it).
 fn opencode_binary() -> Option<PathBuf> {
-    let path = std::env::var_os("OPENWORK_TEST_OPENCODE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("target/test-deps/node_modules/opencode-linux-x64/bin/opencode")
-        });
-    if path.is_file() {
-        return Some(path);
+    let found = opencode_server::installed_binary();
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "OpenCode is not installed: run scripts/test, which installs it"
+        );
+        eprintln!("skipping: OpenCode is not installed (scripts/test installs it)");
     }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "OpenCode is not installed at {}: run scripts/test, which installs it",
-        path.display()
-    );
-    eprintln!(
-        "skipping: OpenCode is not installed at {} (scripts/test installs it)",
-        path.display()
-    );
-    None
+    found
 }
 
 /// A host whose OpenCode uses the fake model, isolated in the test's own HOME.
@@ -266,8 +259,29 @@ async fn the_opencode_api_is_reachable_by_operation_id() {
         return;
     };
     let _serial = SERIAL.lock().await;
+    // This time the host uses a server that runs already, by URL and password.
     let model = FakeModel::start("echo api").await;
-    let host = opencode_host(&model, &binary, "").await;
+    let mut host = TestHost::new("");
+    std::fs::write(host.work.join("opencode.json"), model.opencode_json()).unwrap();
+    let server = OpencodeServer::start(
+        &binary,
+        &host.work,
+        &host.dir.path().join("oc-home"),
+        Duration::from_secs(120),
+    )
+    .await;
+    std::fs::write(
+        host.data.join("config.toml"),
+        format!(
+            "[tasks]\nworkspace_roots = [{:?}]\n[opencode]\nenabled = \"on\"\nurl = {:?}\npassword = {:?}\n",
+            host.work.display().to_string(),
+            server.url,
+            server.password
+        ),
+    )
+    .unwrap();
+    host.start();
+    wait_ready(&host).await;
     let mut client = host.connect().await;
     let init: Value = within(10, client.call("initialize", json!({})))
         .await
@@ -302,6 +316,14 @@ async fn the_opencode_api_is_reachable_by_operation_id() {
         .await
         .unwrap();
     assert!(listed.as_array().unwrap().iter().any(|s| s["id"] == id));
+    let direct = server
+        .get(&format!(
+            "/session?directory={}",
+            host.work.display().to_string().replace('/', "%2F")
+        ))
+        .await
+        .expect("OpenCode answers directly");
+    assert_eq!(listed, direct, "the bridge returns OpenCode's own answer");
     let got: Value = within(
         20,
         client.call("opencode.session.get", json!({"sessionID": id})),
@@ -448,20 +470,11 @@ async fn opencode_killed_mid_task_fails_the_task_and_is_restarted() {
     )
     .await
     .unwrap();
-    within(30, async {
-        loop {
-            let m = client.next_notification().await.unwrap();
-            if m["method"] == "log.chunk"
-                && m["params"]["data"]
-                    .as_str()
-                    .unwrap()
-                    .contains("\"status\":\"running\"")
-            {
-                return;
-            }
-        }
-    })
-    .await;
+    // OpenCode marks the tool running before it asks; once answered, the
+    // command itself runs, silently: wait for its process.
+    wait_until(30, "the tool's `sleep 30`", || {
+        !pids_with("sleep 30").is_empty()
+    });
     let servers = pids_with("serve --hostname 127.0.0.1");
     assert!(!servers.is_empty(), "OpenCode runs");
     for pid in servers {
@@ -470,6 +483,10 @@ async fn opencode_killed_mid_task_fails_the_task_and_is_restarted() {
     let followed = follow(&mut client, &task, 60).await;
     let last = followed.last();
     assert_eq!(last.status, openwork_host::protocol::TaskStatus::Failed);
+    // The dead server's tools go with it: its process group is stopped.
+    wait_until(10, "the orphaned tool to be stopped", || {
+        pids_with("sleep 30").is_empty()
+    });
     assert!(
         last.error.as_deref().unwrap().contains("OpenCode stopped"),
         "{last:?}"

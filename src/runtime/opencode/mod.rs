@@ -8,6 +8,7 @@
 //! fail with a clear error and it is restarted with backoff.
 
 pub mod api;
+mod orphans;
 mod sse;
 pub mod task;
 
@@ -361,6 +362,8 @@ impl OpenCode {
         let mut secret = [0u8; 24];
         rand::rng().fill_bytes(&mut secret);
         let password = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
+        // Unique to this run, so that only its own leftovers are stopped.
+        let run_marker = format!("{:016x}", rand::random::<u64>());
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -382,6 +385,7 @@ impl OpenCode {
             .current_dir(&self.directory)
             .env("OPENCODE_SERVER_PASSWORD", &password)
             .env("OPENCODE_SERVER_USERNAME", &self.config.username)
+            .env(orphans::MARKER_VAR, &run_marker)
             .envs(&self.config.env)
             .stdin(std::process::Stdio::null())
             .stdout(stdout)
@@ -423,6 +427,13 @@ impl OpenCode {
                 let _ = child.wait().await;
             }
             self.reaper.forget(pgid);
+        }
+        let orphans = orphans::stop_marked(&run_marker);
+        if orphans > 0 {
+            tracing::info!(
+                orphans,
+                "stopped tool processes the OpenCode server left behind"
+            );
         }
         reason
     }

@@ -21,6 +21,7 @@ pub mod permissions;
 pub mod protocol;
 pub mod rpc;
 pub mod runtime;
+pub mod schema;
 pub mod session;
 pub mod store;
 pub mod tasks;

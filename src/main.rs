@@ -70,6 +70,16 @@ enum Command {
     Stdio,
     /// Replay conformance fixtures against a host and report per fixture.
     Conformance(openwork_host::conformance::Args),
+    /// Write schema/ (the OpenRPC document and JSON Schemas) from the method
+    /// table; `scripts/codegen` runs this and regenerates the clients.
+    Schema {
+        /// The schema directory.
+        #[arg(long, default_value = "schema")]
+        out: PathBuf,
+        /// Only report whether the directory is up to date (exit 1 if not).
+        #[arg(long)]
+        check: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -108,6 +118,9 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Command::Schema { out, check } = &cli.command {
+        return schema(out, *check);
+    }
     let data_dir = DataDir::resolve(cli.data_dir)?;
     match cli.command {
         Command::Serve { listen, no_mdns } => serve(data_dir, listen, no_mdns).await,
@@ -124,7 +137,28 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             cli::client::run(dir, command).await
         }
         Command::Conformance(args) => openwork_host::conformance::main(args, &data_dir).await,
+        Command::Schema { .. } => unreachable!("handled before the data dir is resolved"),
     }
+}
+
+fn schema(out: &std::path::Path, check: bool) -> anyhow::Result<ExitCode> {
+    use openwork_host::schema;
+    if !check {
+        schema::write(out).with_context(|| format!("cannot write {}", out.display()))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let problems = schema::check(out)?;
+    if problems.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    for problem in &problems {
+        eprintln!("{problem}");
+    }
+    eprintln!(
+        "{} is out of date with the Rust types: run `scripts/codegen`",
+        out.display()
+    );
+    Ok(ExitCode::FAILURE)
 }
 
 /// Raises the open-file limit to the hard limit: every connection is a file.

@@ -27,7 +27,7 @@ use crate::protocol::{
     PairingFailed, PairingOpenParams, PairingRequest, PairingResult, PairingStatus, PairingWindow,
     ScopeInfo,
 };
-use crate::rpc::message::encode_notification;
+use crate::rpc::notifications::{self, Notification};
 use crate::store::StoreError;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
@@ -236,8 +236,8 @@ impl Pairing {
         self.events.subscribe()
     }
 
-    fn emit<P: serde::Serialize>(&self, method: &str, params: &P) {
-        let _ = self.events.send(encode_notification(method, params));
+    fn emit<P: serde::Serialize>(&self, notification: &Notification<P>, params: &P) {
+        let _ = self.events.send(notification.encode(params));
     }
 
     /// Whether a window is open now (for mDNS's `pair=1`).
@@ -291,7 +291,7 @@ impl Pairing {
         );
         if matches!(previous, WindowState::Open(_)) {
             self.emit(
-                "pairing.closed",
+                &notifications::PAIRING_CLOSED,
                 &PairingClosed {
                     reason: "replaced by a new window".into(),
                     device_id: None,
@@ -337,7 +337,7 @@ impl Pairing {
         let was_open = matches!(previous, WindowState::Open(_));
         if was_open {
             self.emit(
-                "pairing.closed",
+                &notifications::PAIRING_CLOSED,
                 &PairingClosed {
                     reason: reason.to_owned(),
                     device_id: None,
@@ -355,7 +355,7 @@ impl Pairing {
             };
             drop(state);
             self.emit(
-                "pairing.closed",
+                &notifications::PAIRING_CLOSED,
                 &PairingClosed {
                     reason: reason.to_owned(),
                     device_id: None,
@@ -456,7 +456,7 @@ impl Pairing {
             };
             drop(state);
             self.emit(
-                "pairing.closed",
+                &notifications::PAIRING_CLOSED,
                 &PairingClosed {
                     reason: "too many wrong codes".into(),
                     device_id: None,
@@ -568,7 +568,7 @@ impl Pairing {
             Some(Instant::now() + Duration::from_millis(self.config.failure_pause_ms));
         let remaining = self.config.max_failures.saturating_sub(window.failures);
         self.emit(
-            "pairing.failed",
+            &notifications::PAIRING_FAILED,
             &PairingFailed {
                 address: exchange.address.clone(),
                 device_name: exchange.device_name.clone(),
@@ -602,7 +602,7 @@ impl Pairing {
             };
             drop(state);
             self.emit(
-                "pairing.closed",
+                &notifications::PAIRING_CLOSED,
                 &PairingClosed {
                     reason: "too many wrong codes".into(),
                     device_id: None,
@@ -642,7 +642,7 @@ impl Pairing {
                     reason: Some("too many wrong codes".into()),
                 };
                 self.emit(
-                    "pairing.closed",
+                    &notifications::PAIRING_CLOSED,
                     &PairingClosed {
                         reason: "too many wrong codes".into(),
                         device_id: None,
@@ -669,7 +669,7 @@ impl Pairing {
             address: exchange.address.clone(),
             expires_at: clock::rfc3339(clock::now_ms() + timeout.as_millis() as i64),
         };
-        self.emit("pairing.requested", &request);
+        self.emit(&notifications::PAIRING_REQUESTED, &request);
         let request_id = request.request_id.clone();
         window.awaiting = Some(Awaiting {
             request,
@@ -699,7 +699,7 @@ impl Pairing {
             };
             drop(state);
             self.emit(
-                "pairing.closed",
+                &notifications::PAIRING_CLOSED,
                 &PairingClosed {
                     reason: reason.to_owned(),
                     device_id: None,
@@ -764,7 +764,7 @@ impl Pairing {
             reason: Some("paired".into()),
         };
         self.emit(
-            "pairing.closed",
+            &notifications::PAIRING_CLOSED,
             &PairingClosed {
                 reason: "paired".into(),
                 device_id: Some(device_id),
@@ -795,7 +795,7 @@ impl Pairing {
             reason: Some(reason.to_owned()),
         };
         self.emit(
-            "pairing.closed",
+            &notifications::PAIRING_CLOSED,
             &PairingClosed {
                 reason: reason.to_owned(),
                 device_id: None,

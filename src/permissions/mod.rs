@@ -26,7 +26,7 @@ use crate::protocol::{
     AuditEntry, Decision, PermissionAuditParams, PermissionReplyResult, PermissionRequest,
     PermissionResolved, PermissionRule,
 };
-use crate::rpc::message::encode_notification;
+use crate::rpc::notifications;
 use crate::store::{Store, StoreError};
 use crate::tasks::TaskLive;
 pub use policy::{Finding, PermissionsConfig, Policy, Verdict};
@@ -285,7 +285,7 @@ impl Permissions {
         );
         live.publish_permission_request(
             &request_id,
-            encode_notification("permission.request", &request),
+            notifications::PERMISSION_REQUEST.encode(&request),
         );
         let mut answer = answer;
         let mut outcome = tokio::select! {
@@ -380,7 +380,7 @@ impl Permissions {
         };
         live.publish_permission_resolved(
             &request_id,
-            encode_notification("permission.resolved", &resolved),
+            notifications::PERMISSION_RESOLVED.encode(&resolved),
             except,
         );
         Ok(result)

@@ -36,6 +36,70 @@ impl ErrorCode {
     pub const RUNTIME_UNAVAILABLE: Self = Self(-32006);
     /// LSP's code for a request ended by `$/cancelRequest`.
     pub const REQUEST_CANCELLED: Self = Self(-32800);
+
+    /// Every code with a name and its meaning, for `schema/openrpc.json`.
+    pub const ALL: [(ErrorCode, &'static str, &'static str); 12] = [
+        (
+            Self::PARSE_ERROR,
+            "ParseError",
+            "the frame is not valid JSON (or not UTF-8)",
+        ),
+        (
+            Self::INVALID_REQUEST,
+            "InvalidRequest",
+            "not a valid request object, too large, or sent after `shutdown`",
+        ),
+        (
+            Self::METHOD_NOT_FOUND,
+            "MethodNotFound",
+            "no method of that name",
+        ),
+        (
+            Self::INVALID_PARAMS,
+            "InvalidParams",
+            "the params do not fit the method; the message names the member",
+        ),
+        (
+            Self::INTERNAL_ERROR,
+            "InternalError",
+            "a fault inside the host; see its log",
+        ),
+        (
+            Self::UNAUTHORIZED,
+            "Unauthorized",
+            "the connection has not authenticated, or a credential or pairing code is wrong",
+        ),
+        (
+            Self::FORBIDDEN,
+            "Forbidden",
+            "the caller lacks the scope the method needs (`data.scope`)",
+        ),
+        (
+            Self::NOT_FOUND,
+            "NotFound",
+            "the named task, request, rule or device does not exist",
+        ),
+        (
+            Self::CONFLICT,
+            "Conflict",
+            "the thing exists but is in the wrong state for this call",
+        ),
+        (
+            Self::RATE_LIMITED,
+            "RateLimited",
+            "too many attempts or the resource is busy; try later",
+        ),
+        (
+            Self::RUNTIME_UNAVAILABLE,
+            "RuntimeUnavailable",
+            "the runtime the call needs is not available on this host",
+        ),
+        (
+            Self::REQUEST_CANCELLED,
+            "RequestCancelled",
+            "the request was ended by `$/cancelRequest`",
+        ),
+    ];
 }
 
 /// A JSON-RPC error object: code, a message a person understands, optional data.

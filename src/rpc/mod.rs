@@ -4,6 +4,7 @@ pub mod error;
 pub mod json;
 pub mod message;
 pub mod methods;
+pub mod notifications;
 pub mod table;
 
 pub use error::{ErrorCode, RpcError};

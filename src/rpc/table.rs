@@ -9,11 +9,12 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
-use super::error::RpcError;
+use super::error::{ErrorCode, RpcError};
 use crate::auth::Scope;
 
 /// A boxed, sendable future.
@@ -45,10 +46,67 @@ pub enum Scheduling {
     InOrder,
 }
 
+/// Produces a type's JSON Schema (a `$ref` into the generator's definitions
+/// for named types). A plain function pointer: the host pays nothing for it
+/// until `schema/` is generated.
+pub type SchemaFn = fn(&mut SchemaGenerator) -> Schema;
+
+fn schema_of<T: JsonSchema>(generator: &mut SchemaGenerator) -> Schema {
+    generator.subschema_for::<T>()
+}
+
+/// What `schema/openrpc.json` says about a method, kept beside its handler so
+/// that the document describes exactly the table the host serves.
+#[derive(Clone)]
+pub struct MethodDoc {
+    /// One line saying what the method does.
+    pub summary: Option<&'static str>,
+    /// The host-specific codes the handler itself may answer with; the codes
+    /// every method of its access level can get are added by the schema.
+    pub errors: Vec<ErrorCode>,
+    /// Clients send it as a JSON-RPC notification (`exit`, `$/cancelRequest`).
+    pub notification: bool,
+    /// The params object's schema.
+    pub params: SchemaFn,
+    /// The result's schema.
+    pub result: SchemaFn,
+}
+
+impl MethodDoc {
+    fn new(params: SchemaFn, result: SchemaFn) -> Self {
+        Self {
+            summary: None,
+            errors: Vec::new(),
+            notification: false,
+            params,
+            result,
+        }
+    }
+
+    /// Sets the one-line summary.
+    pub fn summary(&mut self, summary: &'static str) -> &mut Self {
+        self.summary = Some(summary);
+        self
+    }
+
+    /// Declares the codes the handler may answer with (besides the common ones).
+    pub fn errors(&mut self, codes: &[ErrorCode]) -> &mut Self {
+        self.errors.extend_from_slice(codes);
+        self
+    }
+
+    /// Marks the method as one clients send as a notification.
+    pub fn notification(&mut self) -> &mut Self {
+        self.notification = true;
+        self
+    }
+}
+
 /// One entry of the table.
 pub struct Method<C> {
     pub access: Access,
     pub scheduling: Scheduling,
+    pub doc: MethodDoc,
     handler: Handler<C>,
 }
 
@@ -73,6 +131,8 @@ type PrefixHandler<C> = Arc<
 /// (`opencode.session.list`): for APIs discovered at run time.
 pub struct PrefixMethod<C> {
     pub access: Access,
+    /// The params and result schemas hold for every method under the prefix.
+    pub doc: MethodDoc,
     handler: PrefixHandler<C>,
 }
 
@@ -131,8 +191,14 @@ impl<C: Send + 'static> MethodTable<C> {
         }
     }
 
-    /// Serves every method starting with `prefix` with one handler.
-    pub fn register_prefix<F>(&mut self, prefix: &'static str, access: Access, handler: F)
+    /// Serves every method starting with `prefix` with one handler, whose
+    /// params and results are the JSON values `P` and `R` describe.
+    pub fn register_prefix<P: JsonSchema, R: JsonSchema, F>(
+        &mut self,
+        prefix: &'static str,
+        access: Access,
+        handler: F,
+    ) -> &mut MethodDoc
     where
         F: Fn(C, String, Option<Box<RawValue>>) -> BoxFuture<Result<Box<RawValue>, RpcError>>
             + Send
@@ -143,9 +209,12 @@ impl<C: Send + 'static> MethodTable<C> {
             prefix,
             PrefixMethod {
                 access,
+                doc: MethodDoc::new(schema_of::<P>, schema_of::<R>),
                 handler: Arc::new(handler),
             },
         ));
+        let last = self.prefixes.len() - 1;
+        &mut self.prefixes[last].1.doc
     }
 
     /// Finds a method by name: an exact entry, else a prefix that covers it.
@@ -160,14 +229,19 @@ impl<C: Send + 'static> MethodTable<C> {
     }
 
     /// Registers a method that runs concurrently with others.
-    pub fn register<P, R, F, Fut>(&mut self, name: &'static str, access: Access, handler: F)
+    pub fn register<P, R, F, Fut>(
+        &mut self,
+        name: &'static str,
+        access: Access,
+        handler: F,
+    ) -> &mut MethodDoc
     where
-        P: DeserializeOwned + Send + 'static,
-        R: Serialize + 'static,
+        P: DeserializeOwned + JsonSchema + Send + 'static,
+        R: Serialize + JsonSchema + 'static,
         F: Fn(C, P) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<R, RpcError>> + Send + 'static,
     {
-        self.insert(name, access, Scheduling::Concurrent, handler);
+        self.insert(name, access, Scheduling::Concurrent, handler)
     }
 
     /// Registers a lifecycle method, processed in order with the frames around it.
@@ -176,13 +250,14 @@ impl<C: Send + 'static> MethodTable<C> {
         name: &'static str,
         access: Access,
         handler: F,
-    ) where
-        P: DeserializeOwned + Send + 'static,
-        R: Serialize + 'static,
+    ) -> &mut MethodDoc
+    where
+        P: DeserializeOwned + JsonSchema + Send + 'static,
+        R: Serialize + JsonSchema + 'static,
         F: Fn(C, P) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<R, RpcError>> + Send + 'static,
     {
-        self.insert(name, access, Scheduling::InOrder, handler);
+        self.insert(name, access, Scheduling::InOrder, handler)
     }
 
     fn insert<P, R, F, Fut>(
@@ -191,9 +266,10 @@ impl<C: Send + 'static> MethodTable<C> {
         access: Access,
         scheduling: Scheduling,
         handler: F,
-    ) where
-        P: DeserializeOwned + Send + 'static,
-        R: Serialize + 'static,
+    ) -> &mut MethodDoc
+    where
+        P: DeserializeOwned + JsonSchema + Send + 'static,
+        R: Serialize + JsonSchema + 'static,
         F: Fn(C, P) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<R, RpcError>> + Send + 'static,
     {
@@ -206,15 +282,18 @@ impl<C: Send + 'static> MethodTable<C> {
                 serde_json::value::to_raw_value(&result).map_err(RpcError::internal)
             })
         });
-        let previous = self.methods.insert(
-            name,
-            Method {
-                access,
-                scheduling,
-                handler: erased,
-            },
-        );
-        assert!(previous.is_none(), "method {name} registered twice");
+        let method = Method {
+            access,
+            scheduling,
+            doc: MethodDoc::new(schema_of::<P>, schema_of::<R>),
+            handler: erased,
+        };
+        match self.methods.entry(name) {
+            std::collections::hash_map::Entry::Occupied(_) => {
+                panic!("method {name} registered twice")
+            }
+            std::collections::hash_map::Entry::Vacant(slot) => &mut slot.insert(method).doc,
+        }
     }
 
     /// Looks a method up by name.
@@ -227,6 +306,11 @@ impl<C: Send + 'static> MethodTable<C> {
         let mut names: Vec<_> = self.methods.keys().copied().collect();
         names.sort_unstable();
         names
+    }
+
+    /// Every prefix entry, in registration order.
+    pub fn prefixes(&self) -> impl Iterator<Item = (&'static str, &PrefixMethod<C>)> {
+        self.prefixes.iter().map(|(prefix, p)| (*prefix, p))
     }
 }
 

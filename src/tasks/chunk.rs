@@ -147,10 +147,13 @@ mod tests {
             (&raw[..], LogStream::Stderr),
         ] {
             let by_hand = encode_log_chunk("t_x", 42, stream, data, 1_700_000_000_123);
-            let by_serde = crate::rpc::message::encode_notification(
-                "log.chunk",
-                &log_chunk("t_x", 42, stream, data, 1_700_000_000_123),
-            );
+            let by_serde = crate::rpc::notifications::LOG_CHUNK.encode(&log_chunk(
+                "t_x",
+                42,
+                stream,
+                data,
+                1_700_000_000_123,
+            ));
             assert_eq!(by_hand, by_serde);
         }
         let v: serde_json::Value = serde_json::from_slice(&encoded).unwrap();

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::chunk::encode_log_chunk;
 use super::records;
 use crate::protocol::{LogStream, TaskStatus, TaskUpdate};
-use crate::rpc::message::encode_notification;
+use crate::rpc::notifications;
 use crate::store::{Store, StoreError};
 
 /// Bytes of recent encoded chunks kept per task for live subscribers.
@@ -97,7 +97,7 @@ impl TaskLive {
     pub fn finished(update: &TaskUpdate, rowid: i64, last_seq: u64) -> Arc<TaskLive> {
         let transition = Transition {
             after_seq: last_seq,
-            frame: encode_notification("task.updated", update),
+            frame: notifications::TASK_UPDATED.encode(update),
             audience: Audience::Everyone,
         };
         Self::with_state(
@@ -188,7 +188,7 @@ impl TaskLive {
             s.status = update.status;
             s.transitions.push(Transition {
                 after_seq,
-                frame: encode_notification("task.updated", update),
+                frame: notifications::TASK_UPDATED.encode(update),
                 audience: Audience::Everyone,
             });
             if update.status.is_final() {

@@ -52,56 +52,115 @@ impl CallContext {
     }
 }
 
-/// Every method the host serves, with who may call it.
+/// Every method the host serves, with who may call it, what it does and the
+/// codes it may answer with: `schema/openrpc.json` is generated from this table.
 pub fn table() -> MethodTable<CallContext> {
+    use crate::rpc::ErrorCode as E;
     let mut t = MethodTable::new();
     let open = Access::Open;
     let scope = Access::Scope;
 
-    t.register_in_order("initialize", open, lifecycle::initialize);
-    t.register_in_order("shutdown", open, lifecycle::shutdown);
-    t.register_in_order("exit", open, lifecycle::exit);
-    t.register_in_order("$/cancelRequest", open, lifecycle::cancel_request);
-    t.register("$/ping", open, lifecycle::ping);
+    t.register_in_order("initialize", open, lifecycle::initialize)
+        .summary("Handshake: who the client is, the device credential; answers with the host, its capabilities and the scopes held")
+        .errors(&[E::UNAUTHORIZED, E::CONFLICT]);
+    t.register_in_order("shutdown", open, lifecycle::shutdown)
+        .summary("LSP-style end of session: only `exit` may follow");
+    t.register_in_order("exit", open, lifecycle::exit)
+        .summary("Closes the connection (stdio: the process exits)")
+        .notification();
+    t.register_in_order("$/cancelRequest", open, lifecycle::cancel_request)
+        .summary("Cancels an in-flight request by id; it answers -32800")
+        .notification();
+    t.register("$/ping", open, lifecycle::ping)
+        .summary("Liveness: answers `{}`");
 
-    t.register("task.run", scope(Scope::TasksRun), tasks::run);
-    t.register("task.cancel", scope(Scope::TasksRun), tasks::cancel);
-    t.register("task.get", scope(Scope::TasksRead), tasks::get);
-    t.register("task.list", scope(Scope::TasksRead), tasks::list);
-    t.register("task.subscribe", scope(Scope::TasksRead), tasks::subscribe);
+    t.register("task.run", scope(Scope::TasksRun), tasks::run)
+        .summary("Starts a task and answers at once; the caller then gets its task.updated and log.chunk notifications")
+        .errors(&[E::CONFLICT, E::RUNTIME_UNAVAILABLE]);
+    t.register("task.cancel", scope(Scope::TasksRun), tasks::cancel)
+        .summary("Stops a task's whole process group (SIGTERM, then SIGKILL)")
+        .errors(&[E::NOT_FOUND, E::CONFLICT]);
+    t.register("task.get", scope(Scope::TasksRead), tasks::get)
+        .summary("One task's record")
+        .errors(&[E::NOT_FOUND]);
+    t.register("task.list", scope(Scope::TasksRead), tasks::list)
+        .summary("Tasks, newest first, by page");
+    t.register("task.subscribe", scope(Scope::TasksRead), tasks::subscribe)
+        .summary("Replays a task's stored log from `fromSeq`, then follows it live with no gap and no duplicate")
+        .errors(&[E::NOT_FOUND]);
     t.register(
         "task.unsubscribe",
         scope(Scope::TasksRead),
         tasks::unsubscribe,
-    );
-    t.register("task.logs", scope(Scope::TasksRead), tasks::logs);
+    )
+    .summary("Stops following a task")
+    .errors(&[E::NOT_FOUND]);
+    t.register("task.logs", scope(Scope::TasksRead), tasks::logs)
+        .summary("Pages through a task's stored log chunks")
+        .errors(&[E::NOT_FOUND]);
 
     t.register(
         "permission.reply",
         scope(Scope::PermissionsReply),
         permissions::reply,
-    );
-    t.register("permission.rules", scope(Scope::Admin), permissions::rules);
+    )
+    .summary("Answers a permission request; the first answer wins")
+    .errors(&[E::CONFLICT]);
+    t.register("permission.rules", scope(Scope::Admin), permissions::rules)
+        .summary("The remembered `always` rules");
     t.register(
         "permission.forget",
         scope(Scope::Admin),
         permissions::forget,
+    )
+    .summary("Deletes a remembered rule")
+    .errors(&[E::NOT_FOUND]);
+    t.register("permission.audit", scope(Scope::Admin), permissions::audit)
+        .summary("The audit trail of requests, decisions, expiries and denials, newest first");
+
+    t.register("pairing.begin", open, pairing::begin)
+        .summary("Device: sends its SPAKE2 message; answers with the host's and the host's key confirmation")
+        .errors(&[E::CONFLICT, E::RATE_LIMITED]);
+    t.register("pairing.confirm", open, pairing::confirm)
+        .summary("Device: sends its key confirmation, then waits for the owner's approval; answers with the credential")
+        .errors(&[E::UNAUTHORIZED, E::FORBIDDEN, E::CONFLICT, E::RATE_LIMITED]);
+    t.register("pairing.open", Access::Owner, pairing::open)
+        .summary("Owner: opens a pairing window with a fresh code; the connection then gets pairing.* notifications")
+        .errors(&[E::CONFLICT]);
+    t.register("pairing.close", Access::Owner, pairing::close)
+        .summary("Owner: closes the pairing window");
+    t.register("pairing.status", Access::Owner, pairing::status)
+        .summary("Owner: the pairing window and the devices waiting for approval");
+    t.register("pairing.approve", Access::Owner, pairing::approve)
+        .summary("Owner: approves a waiting device, maybe with fewer scopes")
+        .errors(&[E::NOT_FOUND, E::CONFLICT]);
+    t.register("pairing.deny", Access::Owner, pairing::deny)
+        .summary("Owner: refuses a waiting device")
+        .errors(&[E::NOT_FOUND]);
+    t.register("devices.list", Access::Owner, devices::list)
+        .summary("Paired devices, with their scopes and live connections");
+    t.register("devices.revoke", Access::Owner, devices::revoke)
+        .summary("Revokes a device: its connections close at once and its token never works again")
+        .errors(&[E::NOT_FOUND]);
+
+    t.register_prefix::<serde_json::Map<String, serde_json::Value>, serde_json::Value, _>(
+        "opencode.",
+        scope(Scope::Opencode),
+        opencode::call,
+    )
+    .summary("OpenCode's server API: `opencode.<operationId>`, params mapped onto path, query and body by name; the operations are in initialize's capabilities.opencode.operations")
+    .errors(&[
+        E::METHOD_NOT_FOUND,
+        E::NOT_FOUND,
+        E::CONFLICT,
+        E::RATE_LIMITED,
+        E::RUNTIME_UNAVAILABLE,
+    ]);
+
+    t.register("health.get", open, health::get).summary(
+        "The health panel; details (data dir, task counts, connections) need `tasks.read`",
     );
-    t.register("permission.audit", scope(Scope::Admin), permissions::audit);
-
-    t.register("pairing.begin", open, pairing::begin);
-    t.register("pairing.confirm", open, pairing::confirm);
-    t.register("pairing.open", Access::Owner, pairing::open);
-    t.register("pairing.close", Access::Owner, pairing::close);
-    t.register("pairing.status", Access::Owner, pairing::status);
-    t.register("pairing.approve", Access::Owner, pairing::approve);
-    t.register("pairing.deny", Access::Owner, pairing::deny);
-    t.register("devices.list", Access::Owner, devices::list);
-    t.register("devices.revoke", Access::Owner, devices::revoke);
-
-    t.register_prefix("opencode.", scope(Scope::Opencode), opencode::call);
-
-    t.register("health.get", open, health::get);
-    t.register("metrics.get", scope(Scope::TasksRead), health::metrics);
+    t.register("metrics.get", scope(Scope::TasksRead), health::metrics)
+        .summary("Local counters: uptime, connections, tasks by outcome");
     t
 }

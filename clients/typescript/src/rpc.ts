@@ -1,0 +1,156 @@
+// One JSON-RPC 2.0 connection over a byte stream with LSP framing: requests
+// matched to responses by id, notifications handed on in arrival order.
+import type { Duplex } from "node:stream";
+import { encodeFrame, FrameDecoder } from "./framing.js";
+
+/** An error object the host answered with. */
+export class RpcError extends Error {
+  constructor(
+    readonly code: number,
+    message: string,
+    readonly data?: unknown,
+  ) {
+    super(message);
+    this.name = "RpcError";
+  }
+
+  /** What the user can do about it (`data.action`), when the host says. */
+  get action(): string | undefined {
+    const data = this.data as { action?: unknown } | undefined;
+    return typeof data?.action === "string" ? data.action : undefined;
+  }
+}
+
+/** The connection closed before the answer came. */
+export class ConnectionClosedError extends Error {
+  constructor(reason: string) {
+    super(`the connection to the host closed: ${reason}`);
+    this.name = "ConnectionClosedError";
+  }
+}
+
+interface Pending {
+  method: string;
+  params: unknown;
+  resolve: (result: unknown) => void;
+  reject: (error: Error) => void;
+  timer?: NodeJS.Timeout;
+}
+
+/** What an `RpcConnection` reports. */
+export interface RpcEvents {
+  /** A notification from the host. */
+  notification(method: string, params: unknown): void;
+  /**
+   * A response, before the caller's promise resolves: runs in arrival order
+   * with the notifications that follow it (a promise continuation would not).
+   */
+  response?(method: string, params: unknown, result: unknown): void;
+  /** The connection closed; `error` when it was not closed by `close()`. */
+  closed(error?: Error): void;
+}
+
+/** A JSON-RPC connection on one stream. */
+export class RpcConnection {
+  private readonly decoder: FrameDecoder;
+  private readonly pending = new Map<number, Pending>();
+  private nextId = 1;
+  private closed: Error | undefined;
+  private closing = false;
+
+  constructor(
+    private readonly stream: Duplex,
+    private readonly events: RpcEvents,
+    maxFrameBytes?: number,
+  ) {
+    this.decoder = new FrameDecoder(maxFrameBytes);
+    stream.on("data", (chunk: Buffer) => this.onData(chunk));
+    stream.on("error", (e) => this.shut(new ConnectionClosedError(e.message)));
+    stream.on("close", () => this.shut(new ConnectionClosedError("closed by the host")));
+  }
+
+  /** Whether the connection is still usable. */
+  get open(): boolean {
+    return this.closed === undefined;
+  }
+
+  /** Sends a request; resolves with its result or rejects with `RpcError`. */
+  request(method: string, params: unknown, timeoutMs?: number): Promise<unknown> {
+    if (this.closed) return Promise.reject(this.closed);
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      const entry: Pending = { method, params, resolve, reject };
+      if (timeoutMs !== undefined) {
+        entry.timer = setTimeout(() => {
+          this.pending.delete(id);
+          reject(new Error(`no answer to ${method} within ${timeoutMs} ms`));
+        }, timeoutMs);
+      }
+      this.pending.set(id, entry);
+      this.stream.write(encodeFrame({ jsonrpc: "2.0", id, method, params }));
+    });
+  }
+
+  /** Sends a notification. */
+  notify(method: string, params: unknown): void {
+    if (!this.closed) this.stream.write(encodeFrame({ jsonrpc: "2.0", method, params }));
+  }
+
+  /** Closes the stream; pending requests fail. */
+  close(): void {
+    this.closing = true;
+    this.stream.end();
+    this.stream.destroy();
+    this.shut(new ConnectionClosedError("closed by the client"));
+  }
+
+  private onData(chunk: Buffer): void {
+    let frames: Buffer[];
+    try {
+      frames = this.decoder.push(chunk);
+    } catch (e) {
+      this.stream.destroy();
+      this.shut(new ConnectionClosedError(`the host sent a bad frame: ${(e as Error).message}`));
+      return;
+    }
+    for (const frame of frames) {
+      let message: unknown;
+      try {
+        message = JSON.parse(frame.toString("utf8"));
+      } catch {
+        continue;
+      }
+      for (const m of Array.isArray(message) ? message : [message]) this.dispatch(m);
+    }
+  }
+
+  private dispatch(message: Record<string, unknown>): void {
+    if (typeof message !== "object" || message === null) return;
+    if (typeof message.method === "string") {
+      if (message.id === undefined) this.events.notification(message.method, message.params);
+      return;
+    }
+    const entry = typeof message.id === "number" ? this.pending.get(message.id) : undefined;
+    if (!entry || typeof message.id !== "number") return;
+    this.pending.delete(message.id);
+    if (entry.timer) clearTimeout(entry.timer);
+    const error = message.error as { code?: number; message?: string; data?: unknown } | undefined;
+    if (error) {
+      entry.reject(new RpcError(error.code ?? -32603, error.message ?? "unknown error", error.data));
+      return;
+    }
+    this.events.response?.(entry.method, entry.params, message.result);
+    entry.resolve(message.result);
+  }
+
+  private shut(reason: Error): void {
+    if (this.closed) return;
+    this.closed = reason;
+    for (const entry of this.pending.values()) {
+      if (entry.timer) clearTimeout(entry.timer);
+      entry.reject(reason);
+    }
+    this.pending.clear();
+    this.events.closed(this.closing ? undefined : reason);
+  }
+}

@@ -44,8 +44,15 @@ enum Command {
         #[arg(long)]
         no_mdns: bool,
     },
-    /// Show whether the host runs, where it listens, its identity and tasks.
+    /// The health panel: whether the host runs, where it listens, runtimes,
+    /// pairing, tasks and every check. Exit status: 0 ok, 1 degraded, 2 error, 3 not running.
     Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run every health check and print the fix for each failing one; works
+    /// with the host down too (data dir, config, store, disk, runtimes).
+    Doctor {
         #[arg(long)]
         json: bool,
     },
@@ -113,6 +120,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve { listen, no_mdns } => serve(data_dir, listen, no_mdns).await,
         Command::Stdio => stdio(data_dir).await,
         Command::Status { json } => cli::owner::status(&data_dir, json).await,
+        Command::Doctor { json } => cli::owner::doctor(&data_dir, json).await,
         Command::Pair(args) => cli::owner::pair(&data_dir, args).await,
         Command::Devices(command) => cli::owner::devices(&data_dir, command).await,
         Command::Permissions(command) => cli::owner::permissions(&data_dir, command).await,

@@ -24,7 +24,7 @@ use crate::config::TasksConfig;
 use crate::ids;
 use crate::permissions::{self, AskOutcome, Check, Permissions};
 use crate::protocol::{
-    TaskCounts, TaskListParams, TaskLogsParams, TaskLogsResult, TaskRecord, TaskRunParams,
+    TaskCounts, TaskListParams, TaskOutcomes, TaskLogsParams, TaskLogsResult, TaskRecord, TaskRunParams,
     TaskRunResult, TaskStatus,
 };
 use crate::runtime::opencode::OpenCode;
@@ -216,17 +216,16 @@ impl TaskManager {
             .await;
         let rowid = match (inserted, &params.idempotency_key) {
             (Ok(rowid), _) => rowid,
-            // Two calls with one key raced: the other one won, return its task.
-            (Err(_), Some(key)) => {
+            // Two calls with one key raced (a retry after a dropped
+            // connection may overtake the first): the other one won, return its task.
+            (Err(e), Some(key)) => {
                 if let Some(existing) = self
                     .find_existing(&created_by, key, request_hash.as_deref())
                     .await?
                 {
                     return Ok(existing);
                 }
-                return Err(TaskError::InvalidSpec(
-                    "the task could not be created".into(),
-                ));
+                return Err(e.into());
             }
             (Err(e), None) => return Err(e.into()),
         };
@@ -570,6 +569,21 @@ impl TaskManager {
     /// Task counts by status.
     pub async fn counts(&self) -> Result<TaskCounts, TaskError> {
         Ok(self.inner.store.read(records::count_by_status).await?)
+    }
+
+    /// How the tasks that finished in the last `window` ended.
+    pub async fn outcomes_within(&self, window: Duration) -> Result<TaskOutcomes, TaskError> {
+        let since = clock::now_ms() - window.as_millis() as i64;
+        Ok(self
+            .inner
+            .store
+            .read(move |c| records::outcomes_since(c, since))
+            .await?)
+    }
+
+    /// The task that finished last, if any.
+    pub async fn last_finished(&self) -> Result<Option<TaskRecord>, TaskError> {
+        Ok(self.inner.store.read(records::last_finished).await?)
     }
 
     /// Stops every task (running ones become `interrupted`) and waits for them.

@@ -12,8 +12,8 @@ use crate::config::Config;
 use crate::datadir::DataDir;
 use crate::metrics::{RECENT_WINDOW, RecentCounts};
 use crate::protocol::{CheckSeverity, HealthCheck};
-use crate::runtime::opencode::{self, Enabled, INSTALL_ACTION, Located, OpencodeConfig};
 use crate::runtime::opencode::RuntimeState;
+use crate::runtime::opencode::{self, Enabled, INSTALL_ACTION, Located, OpencodeConfig};
 
 /// The store accepts a write.
 pub const STORE: &str = "store";
@@ -212,7 +212,9 @@ pub fn listeners(states: &[ListenerState], network: bool) -> HealthCheck {
         .join(", ");
     let message = match (network, shown.is_empty()) {
         (true, _) => format!("accepting on {shown}"),
-        (false, true) => "no listener: this host serves only the connection it was started for".into(),
+        (false, true) => {
+            "no listener: this host serves only the connection it was started for".into()
+        }
         (false, false) => format!(
             "accepting on {shown}; no network listener (`--listen none`), so devices cannot connect"
         ),
@@ -302,17 +304,23 @@ fn install_action(config: &OpencodeConfig) -> String {
 pub fn opencode(state: &RuntimeState, config: &OpencodeConfig, log: &Path) -> HealthCheck {
     let severity = CheckSeverity::Warning;
     match state {
-        RuntimeState::Off => HealthCheck::pass(OPENCODE, severity, "off ([opencode] enabled = \"off\")"),
+        RuntimeState::Off => {
+            HealthCheck::pass(OPENCODE, severity, "off ([opencode] enabled = \"off\")")
+        }
         RuntimeState::NotInstalled { looked_for } if opencode_wanted(config) => HealthCheck::fail(
             OPENCODE,
             severity,
-            format!("OpenCode is enabled in config.toml but not installed (looked for {looked_for}): opencode tasks fail"),
+            format!(
+                "OpenCode is enabled in config.toml but not installed (looked for {looked_for}): opencode tasks fail"
+            ),
             install_action(config),
         ),
         RuntimeState::NotInstalled { looked_for } => HealthCheck::pass(
             OPENCODE,
             severity,
-            format!("not installed (looked for {looked_for}); the built-in runner does not need it"),
+            format!(
+                "not installed (looked for {looked_for}); the built-in runner does not need it"
+            ),
         ),
         RuntimeState::Starting => HealthCheck::pass(OPENCODE, severity, "starting"),
         RuntimeState::Ready { version, .. } => {
@@ -345,21 +353,23 @@ pub fn opencode_offline(config: &OpencodeConfig) -> HealthCheck {
             severity,
             format!("uses the server at {url} (not contacted while the host is down)"),
         ),
-        Located::Program(path) => HealthCheck::pass(
-            OPENCODE,
-            severity,
-            format!("found at {}", path.display()),
-        ),
+        Located::Program(path) => {
+            HealthCheck::pass(OPENCODE, severity, format!("found at {}", path.display()))
+        }
         Located::Missing { looked_for } if opencode_wanted(config) => HealthCheck::fail(
             OPENCODE,
             severity,
-            format!("OpenCode is enabled in config.toml but not installed (looked for {looked_for})"),
+            format!(
+                "OpenCode is enabled in config.toml but not installed (looked for {looked_for})"
+            ),
             install_action(config),
         ),
         Located::Missing { looked_for } => HealthCheck::pass(
             OPENCODE,
             severity,
-            format!("not installed (looked for {looked_for}); the built-in runner does not need it"),
+            format!(
+                "not installed (looked for {looked_for}); the built-in runner does not need it"
+            ),
         ),
     }
 }
@@ -460,7 +470,9 @@ pub fn data_dir(data_dir: &DataDir) -> HealthCheck {
         return HealthCheck::fail(
             DATA_DIR,
             CheckSeverity::Warning,
-            format!("{shown} is open to other users (mode {mode:o}); it holds the host's key and the device credentials"),
+            format!(
+                "{shown} is open to other users (mode {mode:o}); it holds the host's key and the device credentials"
+            ),
             format!("chmod 700 {shown}"),
         );
     }
@@ -570,15 +582,24 @@ mod tests {
     fn the_overall_status_is_the_worst_failing_severity() {
         assert_eq!(overall(&[]), "ok");
         assert_eq!(
-            overall(&[check(true, CheckSeverity::Error), check(true, CheckSeverity::Warning)]),
+            overall(&[
+                check(true, CheckSeverity::Error),
+                check(true, CheckSeverity::Warning)
+            ]),
             "ok"
         );
         assert_eq!(
-            overall(&[check(true, CheckSeverity::Error), check(false, CheckSeverity::Warning)]),
+            overall(&[
+                check(true, CheckSeverity::Error),
+                check(false, CheckSeverity::Warning)
+            ]),
             "degraded"
         );
         assert_eq!(
-            overall(&[check(false, CheckSeverity::Error), check(false, CheckSeverity::Warning)]),
+            overall(&[
+                check(false, CheckSeverity::Error),
+                check(false, CheckSeverity::Warning)
+            ]),
             "error"
         );
     }
@@ -624,7 +645,10 @@ mod tests {
         std::fs::remove_file(&socket).unwrap();
         let gone = listeners(&[unix, tls], true);
         assert!(!gone.ok && gone.message.contains("removed"), "{gone:?}");
-        assert!(listeners(&[], false).ok, "an in-process host has no listener");
+        assert!(
+            listeners(&[], false).ok,
+            "an in-process host has no listener"
+        );
     }
 
     #[test]

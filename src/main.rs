@@ -151,7 +151,6 @@ async fn serve(data_dir: DataDir, listen: Vec<String>, _no_mdns: bool) -> anyhow
     let host = Host::open(data_dir, None)
         .await
         .context("cannot start the host")?;
-    host.serve_unix()?;
     let listen = if listen.is_empty() {
         host.core().config.network.listen.clone()
     } else {
@@ -164,6 +163,8 @@ async fn serve(data_dir: DataDir, listen: Vec<String>, _no_mdns: bool) -> anyhow
         })?);
     }
     host.serve_tls(&addresses)?;
+    // The local socket last: once it answers, every listener is up.
+    host.serve_unix()?;
     let core = host.core();
     tracing::info!(
         host_id = %core.identity.host_id,

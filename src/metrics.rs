@@ -256,7 +256,10 @@ mod tests {
         note(&mut times, start + RECENT_WINDOW + Duration::from_secs(1));
         assert_eq!(times.len(), 1, "the first one is out of the window");
         for i in 0..RECENT_CAP + 10 {
-            note(&mut times, start + RECENT_WINDOW * 2 + Duration::from_millis(i as u64));
+            note(
+                &mut times,
+                start + RECENT_WINDOW * 2 + Duration::from_millis(i as u64),
+            );
         }
         assert_eq!(times.len(), RECENT_CAP);
     }

@@ -188,7 +188,12 @@ pub fn health_panel(h: &HealthReport, reached_at: &str, style: &Style) -> String
     );
     section(&mut out, "Host");
     let _ = writeln!(out, "  {:<13} {}", "id", h.host_id);
-    let _ = writeln!(out, "  {:<13} {}", "fingerprint", grouped(&h.fingerprint, 4));
+    let _ = writeln!(
+        out,
+        "  {:<13} {}",
+        "fingerprint",
+        grouped(&h.fingerprint, 4)
+    );
     if let Some(dir) = &h.data_dir {
         let _ = writeln!(out, "  {:<13} {dir}", "data dir");
     }

@@ -188,7 +188,7 @@ pub mod reconnect;
 pub mod tls;
 
 pub use hosts::{KnownHost, KnownHosts};
-pub use reconnect::{HostSession, LinkEvent, Notice, ReconnectPolicy};
+pub use reconnect::{HostSession, LinkEvent, LinkObserver, Notice, ReconnectPolicy};
 pub use tls::{ConnectError, TlsConnection, connect_tls};
 
 /// Why a session with a paired host could not start or go on.

@@ -31,6 +31,9 @@ use crate::transport::{FrameWriter, ReadEvent};
 
 /// Messages read ahead of the caller, per connection, before reading pauses.
 const READ_AHEAD: usize = 256;
+/// Finished tasks remembered, so that late copies of their notifications
+/// (from a second subscription) are still recognised; older ones are forgotten.
+const FINISHED_KEPT: usize = 4096;
 
 /// How to reconnect.
 #[derive(Debug, Clone)]
@@ -66,7 +69,10 @@ impl ReconnectPolicy {
     /// cut off at once do not come back at once.
     pub fn delay(&self, attempt: u32, rng: &mut impl Rng) -> Duration {
         let doubling = 2u32.saturating_pow(attempt.saturating_sub(1).min(20));
-        let full = self.first_delay.saturating_mul(doubling).min(self.max_delay);
+        let full = self
+            .first_delay
+            .saturating_mul(doubling)
+            .min(self.max_delay);
         let half = full / 2;
         half + full.saturating_sub(half).mul_f64(rng.random::<f64>())
     }
@@ -88,6 +94,9 @@ pub enum LinkEvent {
     /// Connected again, initialized and resubscribed.
     Restored { attempts: u32, down_for: Duration },
 }
+
+/// Told about drops and reconnects, e.g. to show a status line.
+pub type LinkObserver = Box<dyn FnMut(&LinkEvent) + Send>;
 
 /// A notification, handed out once.
 #[derive(Debug, Clone)]
@@ -129,7 +138,9 @@ pub struct HostSession {
     /// Notifications read before a connection dropped, not yet handed out.
     salvaged: VecDeque<Value>,
     follows: HashMap<String, Follow>,
-    observer: Option<Box<dyn FnMut(&LinkEvent) + Send>>,
+    /// Followed tasks that finished, oldest first.
+    finished: VecDeque<String>,
+    observer: Option<LinkObserver>,
     stats: LinkStats,
 }
 
@@ -167,7 +178,7 @@ impl HostSession {
         host: KnownHost,
         client_name: &str,
         policy: ReconnectPolicy,
-        observer: Option<Box<dyn FnMut(&LinkEvent) + Send>>,
+        observer: Option<LinkObserver>,
     ) -> Result<HostSession, SessionError> {
         let mut session = HostSession {
             host,
@@ -176,6 +187,7 @@ impl HostSession {
             link: None,
             salvaged: VecDeque::new(),
             follows: HashMap::new(),
+            finished: VecDeque::new(),
             observer,
             stats: LinkStats::default(),
         };
@@ -321,11 +333,6 @@ impl HostSession {
         }
     }
 
-    /// Stops tracking a finished task (its late duplicates are then no longer recognised).
-    pub fn forget(&mut self, task_id: &str) {
-        self.follows.remove(task_id);
-    }
-
     /// The seq of the next chunk of a followed task.
     pub fn next_seq(&self, task_id: &str) -> Option<u64> {
         self.follows.get(task_id).map(|f| f.next_seq)
@@ -357,8 +364,7 @@ impl HostSession {
             Ok(Ok(message)) => return Ok(Some(message)),
             Ok(Err(e)) => e.to_string(),
             // Silence: make sure the host is still there.
-            Err(_) => match tokio::time::timeout(liveness, link.call("$/ping", &json!({}))).await
-            {
+            Err(_) => match tokio::time::timeout(liveness, link.call("$/ping", &json!({}))).await {
                 Ok(Ok(_) | Err(ClientError::Rpc(_))) => return Ok(None),
                 Ok(Err(e)) => e.to_string(),
                 Err(_) => format!(
@@ -399,7 +405,16 @@ impl HostSession {
                         return None;
                     }
                     follow.status = Some(update.status);
-                    follow.finished = update.status.is_final();
+                    if update.status.is_final() {
+                        follow.finished = true;
+                        follow.asked = HashSet::new();
+                        self.finished.push_back(update.task_id.clone());
+                        if self.finished.len() > FINISHED_KEPT
+                            && let Some(oldest) = self.finished.pop_front()
+                        {
+                            self.follows.remove(&oldest);
+                        }
+                    }
                 }
                 Some(Notice::Updated(update))
             }
@@ -539,7 +554,10 @@ impl HostSession {
 }
 
 fn resubscribe_refused(task_id: &str, mut e: RpcError) -> RpcError {
-    e.message = format!("cannot follow task {task_id} again after reconnecting: {}", e.message);
+    e.message = format!(
+        "cannot follow task {task_id} again after reconnecting: {}",
+        e.message
+    );
     e
 }
 
@@ -548,8 +566,8 @@ fn safe_to_repeat(method: &str, params: &Value) -> bool {
     match method {
         "task.run" => params.get("idempotencyKey").is_some_and(Value::is_string),
         "initialize" | "$/ping" | "task.get" | "task.list" | "task.logs" | "task.subscribe"
-        | "task.unsubscribe" | "health.get" | "metrics.get" | "devices.list"
-        | "pairing.status" | "permission.rules" | "permission.audit" => true,
+        | "task.unsubscribe" | "health.get" | "metrics.get" | "devices.list" | "pairing.status"
+        | "permission.rules" | "permission.audit" => true,
         _ => false,
     }
 }
@@ -617,7 +635,10 @@ impl Link {
     }
 
     async fn receive(&mut self) -> Result<Value, ClientError> {
-        self.incoming.recv().await.unwrap_or(Err(ClientError::Closed))
+        self.incoming
+            .recv()
+            .await
+            .unwrap_or(Err(ClientError::Closed))
     }
 
     /// Sends a request and waits for its reply, keeping notifications that arrive meanwhile.
@@ -681,7 +702,14 @@ mod tests {
             ..ReconnectPolicy::default()
         };
         let mut rng = rand::rng();
-        for (attempt, full) in [(1, 100), (2, 200), (3, 400), (4, 800), (5, 1000), (30, 1000)] {
+        for (attempt, full) in [
+            (1, 100),
+            (2, 200),
+            (3, 400),
+            (4, 800),
+            (5, 1000),
+            (30, 1000),
+        ] {
             for _ in 0..50 {
                 let d = policy.delay(attempt, &mut rng).as_millis() as u64;
                 assert!(
@@ -723,6 +751,7 @@ mod tests {
             link: None,
             salvaged: VecDeque::new(),
             follows: HashMap::new(),
+            finished: VecDeque::new(),
             observer: None,
             stats: LinkStats::default(),
         }

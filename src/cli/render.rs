@@ -296,7 +296,7 @@ pub fn link_status(host: &str) -> impl FnMut(&LinkEvent) + Send + 'static {
         let line = match event {
             LinkEvent::Lost { error } => {
                 was_connected = true;
-                format!("lost the connection to {host} ({error}); reconnecting…")
+                format!("reconnecting to {host}: the connection dropped ({error})")
             }
             LinkEvent::Retrying {
                 attempt,
@@ -311,10 +311,18 @@ pub fn link_status(host: &str) -> impl FnMut(&LinkEvent) + Send + 'static {
                     "connecting to"
                 };
                 format!(
-                    "{verb} {host}: attempt {attempt} failed ({error}); next try in {:.1} s, giving up in {}",
+                    "{verb} {host} (attempt {attempt} failed; next try in {:.1} s, giving up in {}): {error}",
                     retry_in.as_secs_f64(),
                     duration(give_up_in.as_secs())
                 )
+            }
+            LinkEvent::Failed { .. } => {
+                // The error itself is reported by the caller; end the status line first.
+                if terminal {
+                    let _ = write!(err, "\r\x1b[2K");
+                    let _ = err.flush();
+                }
+                return;
             }
             LinkEvent::Restored { down_for, .. } => {
                 let line = format!(
@@ -330,11 +338,27 @@ pub fn link_status(host: &str) -> impl FnMut(&LinkEvent) + Send + 'static {
             }
         };
         if terminal {
-            // One line, redrawn: the latest state is what matters.
+            // One line, redrawn: the latest state is what matters. Cut to the
+            // terminal's width, or the redraw would leave wrapped remains.
+            let width = terminal_width().unwrap_or(80).saturating_sub(3);
+            let line: String = line.chars().take(width).collect();
             let _ = write!(err, "\r\x1b[2K{} {}", style.yellow("⟳"), line);
         } else {
             let _ = writeln!(err, "openwork-host: {line}");
         }
         let _ = err.flush();
     }
+}
+
+/// Columns of the terminal on stderr, if it is one.
+fn terminal_width() -> Option<usize> {
+    let mut size = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one `winsize` into the struct we own.
+    let read = unsafe { libc::ioctl(libc::STDERR_FILENO, libc::TIOCGWINSZ, &mut size) };
+    (read == 0 && size.ws_col > 0).then_some(size.ws_col as usize)
 }

@@ -93,6 +93,8 @@ pub enum LinkEvent {
     },
     /// Connected again, initialized and resubscribed.
     Restored { attempts: u32, down_for: Duration },
+    /// No more attempts: the give-up time passed, or trying again cannot help.
+    Failed { error: String },
 }
 
 /// Told about drops and reconnects, e.g. to show a status line.
@@ -483,18 +485,27 @@ impl HostSession {
                     }
                     return Ok(());
                 }
-                Err(Attempt::Fatal(e)) => return Err(e),
+                Err(Attempt::Fatal(e)) => {
+                    self.emit(LinkEvent::Failed {
+                        error: e.to_string(),
+                    });
+                    return Err(e);
+                }
                 Err(Attempt::Retry(error)) => error,
             };
             let down_for = down_since.elapsed();
             let Some(give_up_in) = self.policy.give_up_after.checked_sub(down_for) else {
-                return Err(SessionError::GaveUp {
+                let gave_up = SessionError::GaveUp {
                     host: self.host.name.clone(),
                     address: self.host.address.clone(),
                     waited: humantime::format_duration(Duration::from_secs(down_for.as_secs()))
                         .to_string(),
                     last_error: error,
+                };
+                self.emit(LinkEvent::Failed {
+                    error: gave_up.to_string(),
                 });
+                return Err(gave_up);
             };
             let retry_in = self.policy.delay(attempt, &mut rand::rng()).min(give_up_in);
             self.emit(LinkEvent::Retrying {

@@ -24,6 +24,37 @@ pub struct Config {
     pub devices: DevicesConfig,
     pub permissions: PermissionsConfig,
     pub opencode: OpencodeConfig,
+    pub health: HealthConfig,
+    pub metrics: MetricsConfig,
+}
+
+/// Thresholds of the health checks.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// The disk check fails when the data dir's file system has less free space than this, in MiB.
+    pub min_free_mb: u64,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self { min_free_mb: 100 }
+    }
+}
+
+/// Local metrics.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Record counters (connections, failures, uptime) in the store. They
+    /// never leave the machine either way; `false` stops recording them.
+    pub telemetry: bool,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self { telemetry: true }
+    }
 }
 
 /// The TLS listener.

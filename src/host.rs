@@ -2,7 +2,7 @@
 //! the transports it is given, and shuts all of it down in order.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -16,13 +16,14 @@ use crate::clock;
 use crate::config::{Config, ConfigError};
 use crate::datadir::{DataDir, DataDirError, DataDirLock};
 use crate::devices::Devices;
+use crate::health::{self, ListenerState};
 use crate::identity::{Identity, IdentityError};
 use crate::metrics::{self, Metrics};
 use crate::pairing::{Endpoint, HostFacts, Pairing};
 use crate::permissions::Permissions;
 use crate::protocol::{
-    ConnectionCounts, DeviceAuth, HealthReport, Listener, MetricsReport, OpencodeCapability,
-    RuntimeHealth,
+    ConnectionCounts, DeviceAuth, HealthCheck, HealthReport, Listener, MetricsReport,
+    OpencodeCapability, PairingHealth, RuntimeHealth,
 };
 use crate::rpc::methods::{self, CallContext};
 use crate::rpc::{ErrorCode, MethodTable, RpcError};
@@ -37,6 +38,12 @@ use crate::transport::{self, FrameReader, FrameWriter, Framing, FramingMode, tls
 const METRICS_FLUSH: Duration = Duration::from_secs(5);
 /// How long shutdown waits for connections to say goodbye.
 const CONNECTIONS_GRACE: Duration = Duration::from_secs(10);
+/// How long a store probe's verdict is reused, so that callers of `health.get`
+/// (anyone may call it) cannot turn it into a stream of writes.
+const PROBE_REUSE: Duration = Duration::from_secs(5);
+/// How long the store probe may take before the store counts as stalled.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+const DAY: Duration = Duration::from_secs(24 * 3600);
 
 /// Why the host could not start.
 #[derive(Debug, thiserror::Error)]
@@ -87,7 +94,26 @@ pub struct HostCore {
     started_at_ms: i64,
     sessions: Mutex<HashMap<u64, Weak<Session>>>,
     next_session: AtomicU64,
-    listeners: Mutex<Vec<Listener>>,
+    listeners: Mutex<Vec<Bound>>,
+    /// Whether a network (TLS) listener was asked for.
+    network: AtomicBool,
+    /// The last store probe: when, and how it went.
+    probe: tokio::sync::Mutex<Option<(Instant, Result<Duration, String>)>>,
+}
+
+/// A listener and whether its accept loop still runs.
+struct Bound {
+    listener: Listener,
+    accepting: Arc<AtomicBool>,
+}
+
+/// Marks a listener as no longer accepting when its accept loop ends, however it ends.
+struct Accepting(Arc<AtomicBool>);
+
+impl Drop for Accepting {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Relaxed);
+    }
 }
 
 impl HostCore {
@@ -241,28 +267,94 @@ impl HostCore {
         }
     }
 
+    fn lock_listeners(&self) -> std::sync::MutexGuard<'_, Vec<Bound>> {
+        self.listeners.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Where the host listens.
     pub fn listeners(&self) -> Vec<Listener> {
-        self.listeners
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.lock_listeners()
+            .iter()
+            .map(|b| b.listener.clone())
+            .collect()
     }
 
-    fn add_listener(&self, transport: &str, address: String) {
-        self.listeners
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(Listener {
+    /// Registers a listener; the guard marks it stopped when its accept loop ends.
+    fn add_listener(&self, transport: &str, address: String) -> Accepting {
+        let accepting = Arc::new(AtomicBool::new(true));
+        self.lock_listeners().push(Bound {
+            listener: Listener {
                 transport: transport.to_owned(),
                 address,
-            });
+            },
+            accepting: Arc::clone(&accepting),
+        });
+        Accepting(accepting)
     }
 
-    /// The health panel; `details` adds what needs `tasks.read`.
-    pub async fn health(&self, details: bool) -> Result<HealthReport, StoreError> {
+    /// Writes to the store (reusing a recent verdict); how long it took, or why it failed.
+    async fn probe_store(&self) -> Result<Duration, String> {
+        let mut last = self.probe.lock().await;
+        if let Some((at, verdict)) = last.as_ref()
+            && at.elapsed() < PROBE_REUSE
+        {
+            return verdict.clone();
+        }
+        let started = Instant::now();
+        let now = clock::now_ms();
+        let write = self.store.write(move |c| {
+            c.execute(
+                "INSERT INTO health_probe (id, at) VALUES (1, ?1) \
+                 ON CONFLICT(id) DO UPDATE SET at = excluded.at",
+                [now],
+            )
+        });
+        let verdict = match tokio::time::timeout(PROBE_TIMEOUT, write).await {
+            Ok(Ok(_)) => Ok(started.elapsed()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!(
+                "a test write got no answer within {} s (is the disk stalled?)",
+                PROBE_TIMEOUT.as_secs()
+            )),
+        };
+        *last = Some((Instant::now(), verdict.clone()));
+        verdict
+    }
+
+    /// Every health check, in the panel's order.
+    pub async fn checks(&self) -> Vec<HealthCheck> {
+        let probe = self.probe_store().await;
+        let listeners: Vec<ListenerState> = self
+            .lock_listeners()
+            .iter()
+            .map(|b| ListenerState {
+                transport: b.listener.transport.clone(),
+                address: b.listener.address.clone(),
+                accepting: b.accepting.load(Ordering::Relaxed),
+            })
+            .collect();
+        vec![
+            health::store(&self.data_dir.database(), &probe),
+            health::disk(self.data_dir.root(), self.config.health.min_free_mb),
+            health::listeners(&listeners, self.network.load(Ordering::Relaxed)),
+            // The mDNS advertiser's check goes here once the host advertises itself.
+            health::mdns_not_advertised(),
+            health::builtin(self.tasks.roots()),
+            health::opencode(
+                &self.opencode.state(),
+                &self.config.opencode,
+                &self.data_dir.root().join("opencode.log"),
+            ),
+            health::recent_failures(self.metrics.recent()),
+        ]
+    }
+
+    /// The health panel; `details` adds what needs `tasks.read`. A failing
+    /// store shows as a failing check, never as a failed call.
+    pub async fn health(&self, details: bool) -> HealthReport {
+        let checks = self.checks().await;
         let mut report = HealthReport {
-            status: "ok".into(),
+            status: health::overall(&checks).into(),
             version: env!("CARGO_PKG_VERSION").into(),
             host_id: self.identity.host_id.clone(),
             host_name: self.host_name.clone(),
@@ -274,27 +366,54 @@ impl HostCore {
             data_dir: None,
             tasks: None,
             connections: None,
+            last_task: None,
+            pairing: None,
+            checks: None,
         };
         if details {
+            let pairing = self.pairing.status();
             report.listeners = Some(self.listeners());
             report.runtimes = Some(self.runtimes());
             report.data_dir = Some(self.data_dir.root().display().to_string());
-            report.tasks = Some(self.tasks.counts().await.map_err(task_store_error)?);
+            report.tasks = self.tasks.counts().await.ok();
             report.connections = Some(self.metrics.active_connections());
+            report.last_task = self.tasks.last_finished().await.ok().flatten();
+            report.pairing = Some(PairingHealth {
+                open: pairing.open,
+                expires_at: pairing.expires_at,
+                pending: pairing.pending.len() as u32,
+            });
+            report.checks = Some(checks);
         }
-        Ok(report)
+        report
     }
 
     /// The local metrics.
     pub async fn metrics_report(&self) -> Result<MetricsReport, StoreError> {
+        let m = &self.metrics;
         Ok(MetricsReport {
             uptime_s: self.uptime_s(),
+            total_uptime_s: m.total_uptime_s(),
+            telemetry: m.telemetry(),
             connections: ConnectionCounts {
-                accepted: self.metrics.get(metrics::CONNECTIONS_ACCEPTED),
-                active: self.metrics.active_connections(),
-                disconnects: self.metrics.get(metrics::DISCONNECTS),
+                accepted: m.get(metrics::CONNECTIONS_ACCEPTED),
+                active: m.active_connections(),
+                disconnects: m.get(metrics::DISCONNECTS),
+                handshake_failures: m.get(metrics::HANDSHAKE_FAILURES),
+                auth_failures: m.get(metrics::AUTH_FAILURES),
+                refused: m.get(metrics::REFUSED),
             },
             tasks: self.tasks.counts().await.map_err(task_store_error)?,
+            last_24h: self
+                .tasks
+                .outcomes_within(DAY)
+                .await
+                .map_err(task_store_error)?,
+            last_7d: self
+                .tasks
+                .outcomes_within(DAY * 7)
+                .await
+                .map_err(task_store_error)?,
         })
     }
 }
@@ -365,7 +484,7 @@ impl Host {
             );
         }
         permissions.expire_unanswered().await?;
-        let metrics = Metrics::load(store.clone()).await?;
+        let metrics = Metrics::load(store.clone(), config.metrics.telemetry).await?;
         let devices = Devices::new(store.clone());
         let pairing = Pairing::new(
             config.pairing.clone(),
@@ -396,6 +515,8 @@ impl Host {
             sessions: Mutex::new(HashMap::new()),
             next_session: AtomicU64::new(0),
             listeners: Mutex::new(Vec::new()),
+            network: AtomicBool::new(false),
+            probe: tokio::sync::Mutex::new(None),
         });
         let background = TaskTracker::new();
         background.spawn(flush_metrics(Arc::clone(&core)));
@@ -419,12 +540,14 @@ impl Host {
         let path = self.core.data_dir.socket();
         let listener = unix::bind(&path)?;
         *self.socket.lock().unwrap_or_else(|p| p.into_inner()) = Some(path.clone());
-        self.core.add_listener("unix", path.display().to_string());
+        let accepting = self.core.add_listener("unix", path.display().to_string());
         tracing::info!(socket = %path.display(), "listening for local clients");
         let core = Arc::clone(&self.core);
         let connections = self.connections.clone();
-        self.background
-            .spawn(accept_unix(core, listener, connections));
+        self.background.spawn(async move {
+            let _accepting = accepting;
+            accept_unix(core, listener, connections).await;
+        });
         Ok(())
     }
 
@@ -435,6 +558,9 @@ impl Host {
     ) -> Result<Vec<std::net::SocketAddr>, HostError> {
         let config = tls::server_config(&self.core.identity)?;
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        self.core
+            .network
+            .store(!addresses.is_empty(), Ordering::Relaxed);
         let mut bound = Vec::new();
         for address in addresses {
             let listener = tls::bind(*address).map_err(|source| HostError::Listen {
@@ -446,11 +572,14 @@ impl Host {
                 source,
             })?;
             tracing::info!(address = %local, "listening for devices (TLS)");
-            self.core.add_listener("tls", local.to_string());
+            let accepting = self.core.add_listener("tls", local.to_string());
             bound.push(local);
             let (core, connections) = (Arc::clone(&self.core), self.connections.clone());
-            self.background
-                .spawn(accept_tls(core, listener, acceptor.clone(), connections));
+            let acceptor = acceptor.clone();
+            self.background.spawn(async move {
+                let _accepting = accepting;
+                accept_tls(core, listener, acceptor, connections).await;
+            });
         }
         if let Some(first) = bound.first() {
             let address = self

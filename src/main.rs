@@ -44,8 +44,15 @@ enum Command {
         #[arg(long)]
         no_mdns: bool,
     },
-    /// Show whether the host runs, where it listens, its identity and tasks.
+    /// The health panel: whether the host runs, where it listens, runtimes,
+    /// pairing, tasks and every check. Exit status: 0 ok, 1 degraded, 2 error, 3 not running.
     Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run every health check and print the fix for each failing one; works
+    /// with the host down too (data dir, config, store, disk, runtimes).
+    Doctor {
         #[arg(long)]
         json: bool,
     },
@@ -126,6 +133,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve { listen, no_mdns } => serve(data_dir, listen, no_mdns).await,
         Command::Stdio => stdio(data_dir).await,
         Command::Status { json } => cli::owner::status(&data_dir, json).await,
+        Command::Doctor { json } => cli::owner::doctor(&data_dir, json).await,
         Command::Pair(args) => cli::owner::pair(&data_dir, args).await,
         Command::Devices(command) => cli::owner::devices(&data_dir, command).await,
         Command::Permissions(command) => cli::owner::permissions(&data_dir, command).await,
@@ -177,7 +185,6 @@ async fn serve(data_dir: DataDir, listen: Vec<String>, _no_mdns: bool) -> anyhow
     let host = Host::open(data_dir, None)
         .await
         .context("cannot start the host")?;
-    host.serve_unix()?;
     let listen = if listen.is_empty() {
         host.core().config.network.listen.clone()
     } else {
@@ -190,6 +197,8 @@ async fn serve(data_dir: DataDir, listen: Vec<String>, _no_mdns: bool) -> anyhow
         })?);
     }
     host.serve_tls(&addresses)?;
+    // The local socket last: once it answers, every listener is up.
+    host.serve_unix()?;
     let core = host.core();
     tracing::info!(
         host_id = %core.identity.host_id,

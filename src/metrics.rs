@@ -2,10 +2,14 @@
 //!
 //! Increments are counted in memory and written to the store every few
 //! seconds and at shutdown, so a flood of events costs no flood of writes.
+//! With `[metrics] telemetry = false` nothing is counted or written; the
+//! in-memory window of recent failures that the health panel reads is kept
+//! either way, since it is never stored.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use rusqlite::params;
 
@@ -21,12 +25,54 @@ pub const AUTH_FAILURES: &str = "auth.failures";
 pub const HANDSHAKE_FAILURES: &str = "connections.handshake_failures";
 /// Connections refused at the connection limit.
 pub const REFUSED: &str = "connections.refused";
+/// Milliseconds the host has run, across restarts.
+pub const UPTIME_MS: &str = "host.uptime_ms";
+
+/// How far back the recent-failure window reaches.
+pub const RECENT_WINDOW: Duration = Duration::from_secs(15 * 60);
+/// The most failures of one kind remembered in the window, so that a flood costs bounded memory.
+const RECENT_CAP: usize = 4096;
 
 /// The host's counters.
 pub struct Metrics {
     store: Store,
+    telemetry: bool,
     counts: Mutex<Counts>,
     active: AtomicU64,
+    /// When uptime was last added to the counters.
+    uptime_mark: Mutex<Instant>,
+    recent: Mutex<RecentFailures>,
+}
+
+/// Failures seen in the last `RECENT_WINDOW`, oldest first.
+#[derive(Default)]
+struct RecentFailures {
+    auth: VecDeque<Instant>,
+    handshakes: VecDeque<Instant>,
+}
+
+/// Failures in the recent window, for the health panel.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecentCounts {
+    pub auth_failures: usize,
+    pub handshake_failures: usize,
+}
+
+fn note(times: &mut VecDeque<Instant>, now: Instant) {
+    prune(times, now);
+    if times.len() == RECENT_CAP {
+        times.pop_front();
+    }
+    times.push_back(now);
+}
+
+fn prune(times: &mut VecDeque<Instant>, now: Instant) {
+    while times
+        .front()
+        .is_some_and(|t| now.duration_since(*t) > RECENT_WINDOW)
+    {
+        times.pop_front();
+    }
 }
 
 #[derive(Default)]
@@ -36,8 +82,8 @@ struct Counts {
 }
 
 impl Metrics {
-    /// Loads the stored counters.
-    pub async fn load(store: Store) -> Result<Metrics, StoreError> {
+    /// Loads the stored counters; with `telemetry` off, nothing new is recorded.
+    pub async fn load(store: Store, telemetry: bool) -> Result<Metrics, StoreError> {
         let stored = store
             .read(|c| {
                 let mut stmt = c.prepare("SELECT name, value FROM counters")?;
@@ -49,12 +95,20 @@ impl Metrics {
             .await?;
         Ok(Metrics {
             store,
+            telemetry,
             counts: Mutex::new(Counts {
                 stored,
                 pending: HashMap::new(),
             }),
             active: AtomicU64::new(0),
+            uptime_mark: Mutex::new(Instant::now()),
+            recent: Mutex::new(RecentFailures::default()),
         })
+    }
+
+    /// Whether counters are being recorded.
+    pub fn telemetry(&self) -> bool {
+        self.telemetry
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Counts> {
@@ -63,7 +117,52 @@ impl Metrics {
 
     /// Adds one to a counter.
     pub fn incr(&self, name: &'static str) {
-        *self.lock().pending.entry(name).or_default() += 1;
+        self.add(name, 1);
+    }
+
+    fn add(&self, name: &'static str, n: u64) {
+        if self.telemetry {
+            *self.lock().pending.entry(name).or_default() += n;
+        }
+    }
+
+    /// Seconds the host has run in total, across restarts (while telemetry was on).
+    pub fn total_uptime_s(&self) -> u64 {
+        let unflushed = if self.telemetry {
+            self.uptime_mark
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .elapsed()
+                .as_millis() as u64
+        } else {
+            0
+        };
+        (self.get(UPTIME_MS) + unflushed) / 1000
+    }
+
+    /// Moves the time run since the last call into the uptime counter.
+    fn account_uptime(&self) {
+        let mut mark = self.uptime_mark.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let ms = now.duration_since(*mark).as_millis() as u64;
+        *mark = now;
+        self.add(UPTIME_MS, ms);
+    }
+
+    fn lock_recent(&self) -> std::sync::MutexGuard<'_, RecentFailures> {
+        self.recent.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Failures in the last `RECENT_WINDOW`.
+    pub fn recent(&self) -> RecentCounts {
+        let now = Instant::now();
+        let mut recent = self.lock_recent();
+        prune(&mut recent.auth, now);
+        prune(&mut recent.handshakes, now);
+        RecentCounts {
+            auth_failures: recent.auth.len(),
+            handshake_failures: recent.handshakes.len(),
+        }
     }
 
     /// A counter's total, stored and pending.
@@ -84,10 +183,12 @@ impl Metrics {
     }
 
     pub fn auth_failure(&self) {
+        note(&mut self.lock_recent().auth, Instant::now());
         self.incr(AUTH_FAILURES);
     }
 
     pub fn handshake_failed(&self) {
+        note(&mut self.lock_recent().handshakes, Instant::now());
         self.incr(HANDSHAKE_FAILURES);
     }
 
@@ -100,8 +201,12 @@ impl Metrics {
         self.active.load(Ordering::Relaxed)
     }
 
-    /// Writes pending increments to the store.
+    /// Writes pending increments (and the time run since the last flush) to the store.
     pub async fn flush(&self) -> Result<(), StoreError> {
+        if !self.telemetry {
+            return Ok(());
+        }
+        self.account_uptime();
         let pending: Vec<(&'static str, u64)> = self.lock().pending.drain().collect();
         if pending.is_empty() {
             return Ok(());
@@ -136,5 +241,48 @@ impl Metrics {
                 Err(e)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_recent_window_forgets_old_failures_and_stays_bounded() {
+        let start = Instant::now();
+        let mut times = VecDeque::new();
+        note(&mut times, start);
+        note(&mut times, start + RECENT_WINDOW + Duration::from_secs(1));
+        assert_eq!(times.len(), 1, "the first one is out of the window");
+        for i in 0..RECENT_CAP + 10 {
+            note(
+                &mut times,
+                start + RECENT_WINDOW * 2 + Duration::from_millis(i as u64),
+            );
+        }
+        assert_eq!(times.len(), RECENT_CAP);
+    }
+
+    #[tokio::test]
+    async fn telemetry_off_records_nothing_and_on_accumulates_uptime() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("m.db")).unwrap();
+        let off = Metrics::load(store.clone(), false).await.unwrap();
+        off.connection_opened();
+        off.auth_failure();
+        off.flush().await.unwrap();
+        assert_eq!(off.get(CONNECTIONS_ACCEPTED), 0);
+        assert_eq!(off.active_connections(), 1, "the live gauge is kept");
+        assert_eq!(off.recent().auth_failures, 1, "the health window is kept");
+
+        let on = Metrics::load(store.clone(), true).await.unwrap();
+        on.connection_opened();
+        std::thread::sleep(Duration::from_millis(30));
+        on.flush().await.unwrap();
+        let again = Metrics::load(store.clone(), true).await.unwrap();
+        assert_eq!(again.get(CONNECTIONS_ACCEPTED), 1);
+        assert!(again.get(UPTIME_MS) >= 30, "{}", again.get(UPTIME_MS));
+        store.close();
     }
 }

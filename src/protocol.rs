@@ -457,17 +457,22 @@ impl TaskCounts {
     }
 }
 
-/// `health.get` result.
+/// `health.get` result: the health panel.
+///
+/// Anyone may call it; without `tasks.read` only the identity, version,
+/// uptime and overall `status` are filled in.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HealthReport {
-    /// `ok`, `degraded` or `error`.
+    /// `ok`, `degraded` (it works, with less: a warning check fails) or
+    /// `error` (it cannot do its work: an error check fails).
     pub status: String,
     pub version: String,
     pub host_id: String,
     pub host_name: String,
     /// SHA-256 of the host's TLS certificate (hex), for pinning.
     pub fingerprint: String,
+    /// Seconds since this run of the host started.
     pub uptime_s: u64,
     pub started_at: String,
     /// Where the host listens.
@@ -479,28 +484,129 @@ pub struct HealthReport {
     /// Details, for callers with `tasks.read`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<String>,
+    /// Tasks by status, all time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tasks: Option<TaskCounts>,
+    /// Connections open now, all transports.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connections: Option<u64>,
+    /// The task that finished last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_task: Option<TaskRecord>,
+    /// The pairing window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pairing: Option<PairingHealth>,
+    /// Every check, in a fixed order; `status` follows from them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checks: Option<Vec<HealthCheck>>,
 }
 
-/// `metrics.get` result: local counters, never sent anywhere.
+/// One health check: a thing the host needs, whether it holds, and what to do when not.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthCheck {
+    /// `store`, `disk`, `listeners`, `mdns`, `runtime.builtin`,
+    /// `runtime.opencode`, `recent_failures` (and, from `doctor`, `daemon`,
+    /// `data_dir`, `config`).
+    pub name: String,
+    pub ok: bool,
+    /// What a failure means: `error` (the host cannot do its work) or `warning` (it works, with less).
+    pub severity: CheckSeverity,
+    /// What was found, in words.
+    pub message: String,
+    /// What a person can do about it; present when `ok` is false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+}
+
+/// How much a failing check matters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckSeverity {
+    /// The host cannot do its work: the overall status becomes `error`.
+    Error,
+    /// The host works, with less: the overall status becomes `degraded`.
+    Warning,
+}
+
+/// The pairing window, in the health panel.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PairingHealth {
+    pub open: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// Devices waiting for the owner's approval.
+    pub pending: u32,
+}
+
+/// `metrics.get` result: local counters, kept in the host's store and never sent anywhere.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MetricsReport {
+    /// Seconds since this run of the host started.
     pub uptime_s: u64,
+    /// Seconds the host has run in total, across restarts (while telemetry was on).
+    pub total_uptime_s: u64,
+    /// Whether counters are being recorded (`[metrics] telemetry` in config.toml).
+    pub telemetry: bool,
     pub connections: ConnectionCounts,
+    /// Tasks by status, all time (from the task records).
     pub tasks: TaskCounts,
+    /// Outcomes of the tasks that finished in the last 24 hours.
+    pub last_24h: TaskOutcomes,
+    /// Outcomes of the tasks that finished in the last 7 days.
+    pub last_7d: TaskOutcomes,
 }
 
-/// Connection counters since the data dir was created.
+/// Connection counters since the data dir was created (while telemetry was on).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConnectionCounts {
+    /// Connections accepted, all transports.
     pub accepted: u64,
+    /// Connections open now.
     pub active: u64,
+    /// Connections that ended, for any reason.
     pub disconnects: u64,
+    /// TLS handshakes that failed or timed out.
+    #[serde(default)]
+    pub handshake_failures: u64,
+    /// Failed authentications and calls refused for lack of one.
+    #[serde(default)]
+    pub auth_failures: u64,
+    /// Connections refused at `network.max_connections`.
+    #[serde(default)]
+    pub refused: u64,
+}
+
+/// How the tasks that finished in a time window ended.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskOutcomes {
+    pub succeeded: u64,
+    pub failed: u64,
+    pub cancelled: u64,
+    pub interrupted: u64,
+    /// `succeeded / (succeeded + failed + interrupted)`; cancelled tasks are
+    /// left out (a person stopped them). Absent when no such task finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub success_rate: Option<f64>,
+}
+
+impl TaskOutcomes {
+    /// Counts one outcome; other statuses are ignored.
+    pub fn add(&mut self, status: TaskStatus, n: u64) {
+        match status {
+            TaskStatus::Succeeded => self.succeeded += n,
+            TaskStatus::Failed => self.failed += n,
+            TaskStatus::Cancelled => self.cancelled += n,
+            TaskStatus::Interrupted => self.interrupted += n,
+            _ => {}
+        }
+        let judged = self.succeeded + self.failed + self.interrupted;
+        self.success_rate = (judged > 0).then(|| self.succeeded as f64 / judged as f64);
+    }
 }
 
 // ---------------------------------------------------------------- pairing & devices

@@ -1,4 +1,8 @@
-//! The device's commands, over TLS: `client pair|run|tasks|logs|health|hosts|forget`.
+//! The device's commands, over TLS: `client pair|run|tasks|logs|health|reply|hosts|forget`.
+//!
+//! Every command talks through a `HostSession`, so a dropped connection or a
+//! host restart is bridged: `run` and `logs --follow` carry on where they
+//! were, showing a "reconnecting" line meanwhile.
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -11,10 +15,10 @@ use serde_json::{Value, json};
 
 use super::render;
 use openwork_host::client::pair::{PairLink, PairRequest, pair};
-use openwork_host::client::{ClientError, KnownHost, KnownHosts, TlsConnection, open_session};
-use openwork_host::protocol::{Decision, PermissionRequest, PermissionResolved};
+use openwork_host::client::{HostSession, KnownHosts, Notice, ReconnectPolicy, SessionError};
+use openwork_host::protocol::{Decision, PermissionRequest};
 use openwork_host::protocol::{
-    HealthReport, LogChunk, TaskListResult, TaskLogsResult, TaskRecord, TaskUpdate,
+    HealthReport, LogChunk, TaskListResult, TaskLogsResult, TaskRecord, TaskRunParams, TaskUpdate,
 };
 use openwork_host::tasks::chunk::chunk_bytes;
 use openwork_host::transport::tls::DEFAULT_PORT;
@@ -43,9 +47,14 @@ pub enum ClientCommand {
         wait: u64,
     },
     /// Run a command on the host, streaming its output; exits with its exit code.
+    /// A dropped connection is bridged: the output resumes where it stopped,
+    /// and the task is never started twice.
     Run {
         #[arg(long)]
         host: Option<String>,
+        /// How long to keep trying to reconnect before giving up, e.g. `30s`, `10m`.
+        #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
+        reconnect_timeout: Duration,
         /// Working directory on the host (absolute, or relative to its first workspace root).
         #[arg(long)]
         cwd: Option<String>,
@@ -75,15 +84,19 @@ pub enum ClientCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Print a task's output; with --follow, keep printing until it ends.
+    /// Print a task's output; with --follow, keep printing until it ends
+    /// (across dropped connections and host restarts).
     Logs {
         task_id: String,
         #[arg(long)]
         host: Option<String>,
         #[arg(long)]
         follow: bool,
+        /// With --follow: how long to keep trying to reconnect before giving up.
+        #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
+        reconnect_timeout: Duration,
     },
-    /// The host's health panel.
+    /// The host's health panel; exit status 0 ok, 1 degraded, 2 error.
     Health {
         #[arg(long)]
         host: Option<String>,
@@ -103,9 +116,12 @@ pub enum ClientCommand {
     Forget { host: String },
 }
 
-fn rpc_error(e: ClientError) -> anyhow::Error {
+/// How long one-shot commands keep trying to reach the host.
+const ONE_SHOT_RECONNECT: Duration = Duration::from_secs(15);
+
+fn session_error(e: SessionError) -> anyhow::Error {
     match e {
-        ClientError::Rpc(rpc) => match rpc.action() {
+        SessionError::Rpc(rpc) => match rpc.action() {
             Some(action) => anyhow::anyhow!("{} ({action})", rpc.message),
             None => anyhow::anyhow!("{}", rpc.message),
         },
@@ -136,13 +152,22 @@ fn with_port(address: &str) -> String {
     }
 }
 
+/// A session with the chosen host that reconnects for up to `give_up_after`,
+/// showing its progress on stderr.
 async fn session(
     hosts: &KnownHosts,
     name: Option<&str>,
-) -> anyhow::Result<(KnownHost, TlsConnection)> {
+    give_up_after: Duration,
+) -> anyhow::Result<HostSession> {
     let host = hosts.find(name)?.clone();
-    let conn = open_session(&host, "openwork-host client").await?;
-    Ok((host, conn))
+    let policy = ReconnectPolicy {
+        give_up_after,
+        ..ReconnectPolicy::default()
+    };
+    let status = render::link_status(&host.name);
+    HostSession::open_observed(host, "openwork-host client", policy, Some(Box::new(status)))
+        .await
+        .map_err(session_error)
 }
 
 /// Runs a client subcommand with the hosts file in `dir`.
@@ -206,6 +231,7 @@ pub async fn run(dir: PathBuf, command: ClientCommand) -> anyhow::Result<ExitCod
         }
         ClientCommand::Run {
             host,
+            reconnect_timeout,
             cwd,
             title,
             timeout,
@@ -213,26 +239,26 @@ pub async fn run(dir: PathBuf, command: ClientCommand) -> anyhow::Result<ExitCod
             deny_sensitive,
             command,
         } => {
-            let (_, mut conn) = session(&hosts, host.as_deref()).await?;
-            let mut env_map = serde_json::Map::new();
+            let mut env_map = std::collections::BTreeMap::new();
             for pair in env {
                 let Some((k, v)) = pair.split_once('=') else {
                     bail!("--env takes NAME=VALUE, got `{pair}`")
                 };
-                env_map.insert(k.to_owned(), Value::String(v.to_owned()));
+                env_map.insert(k.to_owned(), v.to_owned());
             }
-            let params = json!({
-                "argv": command, "cwd": cwd, "title": title, "timeoutS": timeout,
-                "env": if env_map.is_empty() { Value::Null } else { Value::Object(env_map) },
-            });
-            let started: Value = conn
-                .call("task.run", strip_nulls(params))
-                .await
-                .map_err(rpc_error)?;
-            let task_id = started["taskId"]
-                .as_str()
-                .context("the host sent no taskId")?
-                .to_owned();
+            let mut conn = session(&hosts, host.as_deref(), reconnect_timeout).await?;
+            let params = TaskRunParams {
+                argv: Some(command),
+                cwd,
+                title,
+                timeout_s: timeout,
+                env: (!env_map.is_empty()).then_some(env_map),
+                ..TaskRunParams::default()
+            };
+            // The session adds an idempotency key, so that sending it again
+            // after a drop cannot start a second task.
+            let started = conn.run_task(params).await.map_err(session_error)?;
+            let task_id = started.task_id;
             let prompts = if deny_sensitive {
                 Prompts::Reject
             } else if std::io::stdin().is_terminal() {
@@ -249,14 +275,14 @@ pub async fn run(dir: PathBuf, command: ClientCommand) -> anyhow::Result<ExitCod
             limit,
             json: json_out,
         } => {
-            let (_, mut conn) = session(&hosts, host.as_deref()).await?;
+            let mut conn = session(&hosts, host.as_deref(), ONE_SHOT_RECONNECT).await?;
             let list: TaskListResult = conn
                 .call(
                     "task.list",
                     strip_nulls(json!({"status": status, "limit": limit})),
                 )
                 .await
-                .map_err(rpc_error)?;
+                .map_err(session_error)?;
             if json_out {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
@@ -274,13 +300,16 @@ pub async fn run(dir: PathBuf, command: ClientCommand) -> anyhow::Result<ExitCod
             task_id,
             host,
             follow,
+            reconnect_timeout,
         } => {
-            let (_, mut conn) = session(&hosts, host.as_deref()).await?;
+            let give_up = if follow {
+                reconnect_timeout
+            } else {
+                ONE_SHOT_RECONNECT
+            };
+            let mut conn = session(&hosts, host.as_deref(), give_up).await?;
             if follow {
-                let _: Value = conn
-                    .call("task.subscribe", json!({"taskId": task_id, "fromSeq": 1}))
-                    .await
-                    .map_err(rpc_error)?;
+                conn.follow(&task_id, 1).await.map_err(session_error)?;
                 let prompts = if std::io::stdin().is_terminal() {
                     Prompts::Ask
                 } else {
@@ -297,7 +326,7 @@ pub async fn run(dir: PathBuf, command: ClientCommand) -> anyhow::Result<ExitCod
                         json!({"taskId": task_id, "fromSeq": next, "limit": 500}),
                     )
                     .await
-                    .map_err(rpc_error)?;
+                    .map_err(session_error)?;
                 for chunk in &page.chunks {
                     write_chunk(chunk)?;
                 }
@@ -312,31 +341,21 @@ pub async fn run(dir: PathBuf, command: ClientCommand) -> anyhow::Result<ExitCod
             host,
             json: json_out,
         } => {
-            let (known, mut conn) = session(&hosts, host.as_deref()).await?;
+            let mut conn = session(&hosts, host.as_deref(), ONE_SHOT_RECONNECT).await?;
             let health: HealthReport = conn
                 .call("health.get", json!({}))
                 .await
-                .map_err(rpc_error)?;
+                .map_err(session_error)?;
             if json_out {
                 println!("{}", serde_json::to_string_pretty(&health)?);
             } else {
-                println!(
-                    "{} ({}) is {}",
-                    health.host_name, known.address, health.status
+                let reached = format!("at {}", conn.host().address);
+                print!(
+                    "{}",
+                    render::health_panel(&health, &reached, &render::Style::stdout())
                 );
-                println!(
-                    "  version {}, up {}",
-                    health.version,
-                    render::duration(health.uptime_s)
-                );
-                if let Some(t) = health.tasks {
-                    println!(
-                        "  tasks: {} running, {} queued, {} succeeded, {} failed",
-                        t.running, t.queued, t.succeeded, t.failed
-                    );
-                }
             }
-            Ok(ExitCode::SUCCESS)
+            Ok(render::status_exit_code(&health.status))
         }
         ClientCommand::Reply {
             request_id,
@@ -346,14 +365,14 @@ pub async fn run(dir: PathBuf, command: ClientCommand) -> anyhow::Result<ExitCod
             if !matches!(decision.as_str(), "once" | "always" | "reject") {
                 bail!("the decision is `once`, `always` or `reject`, not `{decision}`");
             }
-            let (_, mut conn) = session(&hosts, host.as_deref()).await?;
+            let mut conn = session(&hosts, host.as_deref(), ONE_SHOT_RECONNECT).await?;
             let _: Value = conn
                 .call(
                     "permission.reply",
                     json!({"requestId": request_id, "decision": decision}),
                 )
                 .await
-                .map_err(rpc_error)?;
+                .map_err(session_error)?;
             println!("Answered {request_id}: {decision}.");
             Ok(ExitCode::SUCCESS)
         }
@@ -429,9 +448,9 @@ enum Prompts {
 
 /// Prints a task's output until its final status, answering permission
 /// requests as `prompts` says; Ctrl-C cancels the task (when
-/// `cancel_on_interrupt`) or stops following.
+/// `cancel_on_interrupt`) or stops following. Drops are bridged by the session.
 async fn stream_task(
-    conn: &mut TlsConnection,
+    conn: &mut HostSession,
     task_id: &str,
     cancel_on_interrupt: bool,
     prompts: Prompts,
@@ -441,8 +460,8 @@ async fn stream_task(
     let mut lines = (prompts == Prompts::Ask).then(render::stdin_lines);
     let mut asking: Option<PermissionRequest> = None;
     loop {
-        let message = tokio::select! {
-            message = conn.next_notification() => message.context("the connection to the host closed")?,
+        let notice = tokio::select! {
+            notice = conn.next_notice() => notice.map_err(session_error)?,
             _ = interrupt.recv(), if !cancelling => {
                 if !cancel_on_interrupt {
                     bail!("stopped following; the task goes on");
@@ -469,14 +488,9 @@ async fn stream_task(
                 continue;
             }
         };
-        let params = message["params"].clone();
-        if params["taskId"] != task_id {
-            continue;
-        }
-        match message["method"].as_str() {
-            Some("log.chunk") => write_chunk(&serde_json::from_value(params)?)?,
-            Some("permission.request") => {
-                let request: PermissionRequest = serde_json::from_value(params)?;
+        match notice {
+            Notice::Chunk(chunk) if chunk.task_id == task_id => write_chunk(&chunk)?,
+            Notice::PermissionRequest(request) if request.task_id == task_id => {
                 eprintln!("\nThe task asks for permission: {}", request.summary);
                 eprintln!("{}", request.detail.trim_end());
                 if let Some(always) = &request.always {
@@ -502,8 +516,7 @@ async fn stream_task(
                     }
                 }
             }
-            Some("permission.resolved") => {
-                let resolved: PermissionResolved = serde_json::from_value(params)?;
+            Notice::PermissionResolved(resolved) if resolved.task_id == task_id => {
                 if asking
                     .as_ref()
                     .is_some_and(|r| r.request_id == resolved.request_id)
@@ -516,35 +529,32 @@ async fn stream_task(
                     resolved.by
                 );
             }
-            Some("task.updated") => {
-                let update: TaskUpdate = serde_json::from_value(params)?;
-                if update.status.is_final() {
-                    if let Some(error) = &update.error
-                        && update.exit_code.is_none_or(|c| c != 0)
-                    {
-                        eprintln!(
-                            "openwork-host: task {task_id} {}: {error}",
-                            update.status.as_str()
-                        );
-                    }
-                    return Ok(update);
+            Notice::Updated(update) if update.task_id == task_id && update.status.is_final() => {
+                if let Some(error) = &update.error
+                    && update.exit_code.is_none_or(|c| c != 0)
+                {
+                    eprintln!(
+                        "openwork-host: task {task_id} {}: {error}",
+                        update.status.as_str()
+                    );
                 }
+                return Ok(update);
             }
             _ => {}
         }
     }
 }
 
-async fn answer(conn: &mut TlsConnection, request_id: &str, decision: &str) {
+async fn answer(conn: &mut HostSession, request_id: &str, decision: &str) {
     let reply = conn
-        .call::<_, Value>(
+        .call::<Value>(
             "permission.reply",
             json!({"requestId": request_id, "decision": decision}),
         )
         .await;
     match reply {
         Ok(_) => eprintln!("Answered: {decision}."),
-        Err(e) => eprintln!("Could not answer: {}", rpc_error(e)),
+        Err(e) => eprintln!("Could not answer: {}", session_error(e)),
     }
 }
 

@@ -1,4 +1,4 @@
-//! The owner's commands, over the local socket: `status`, `pair`, `devices`.
+//! The owner's commands, over the local socket: `status`, `doctor`, `pair`, `devices`, `permissions`.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -10,6 +10,8 @@ use serde_json::{Value, json};
 use super::render;
 use openwork_host::client::{ClientError, connect_unix};
 use openwork_host::datadir::DataDir;
+use openwork_host::health;
+use openwork_host::protocol::{CheckSeverity, HealthCheck};
 use openwork_host::protocol::{
     DeviceInfo, DeviceRevokeResult, DevicesListResult, HealthReport, PairingRequest, PairingStatus,
     PairingWindow,
@@ -44,18 +46,31 @@ fn rpc_error(e: ClientError) -> anyhow::Error {
     }
 }
 
-/// `openwork-host status`.
+/// `openwork-host status`: the health panel; exit 0 ok, 1 degraded, 2 error, 3 not running.
 pub async fn status(data_dir: &DataDir, json_out: bool) -> anyhow::Result<ExitCode> {
-    let mut conn = match connect(data_dir).await {
+    let mut conn = match connect_unix(&data_dir.socket()).await {
         Ok(conn) => conn,
         Err(e) => {
+            let down = health::daemon_down(data_dir, &unreachable(data_dir, &e));
             if json_out {
                 println!(
                     "{}",
-                    json!({"status": "stopped", "dataDir": data_dir.root().display().to_string(), "action": "start it with `openwork-host serve`"})
+                    serde_json::to_string_pretty(&json!({
+                        "status": "stopped",
+                        "dataDir": data_dir.root().display().to_string(),
+                        "message": down.message,
+                        "action": down.action,
+                    }))?
                 );
             } else {
-                eprintln!("openwork-host is not running: {e:#}");
+                let style = render::Style::stdout();
+                println!("openwork-host: {}", style.red(&down.message));
+                println!(
+                    "  {} {}",
+                    style.bold("fix:"),
+                    down.action.unwrap_or_default()
+                );
+                println!("  `openwork-host doctor` checks what it can without the host.");
             }
             return Ok(ExitCode::from(3));
         }
@@ -66,41 +81,101 @@ pub async fn status(data_dir: &DataDir, json_out: bool) -> anyhow::Result<ExitCo
         .map_err(rpc_error)?;
     if json_out {
         println!("{}", serde_json::to_string_pretty(&health)?);
-        return Ok(ExitCode::SUCCESS);
-    }
-    println!(
-        "openwork-host {} is running ({})",
-        health.version, health.status
-    );
-    println!("  name:         {}", health.host_name);
-    println!("  host id:      {}", health.host_id);
-    println!(
-        "  fingerprint:  {}",
-        render::grouped(&health.fingerprint, 4)
-    );
-    println!("  uptime:       {}", render::duration(health.uptime_s));
-    for listener in health.listeners.unwrap_or_default() {
-        println!(
-            "  listening:    {} {}",
-            listener.transport, listener.address
+    } else {
+        print!(
+            "{}",
+            render::health_panel(&health, "running", &render::Style::stdout())
         );
     }
-    if let Some(tasks) = health.tasks {
+    Ok(render::status_exit_code(&health.status))
+}
+
+fn unreachable(data_dir: &DataDir, e: &std::io::Error) -> String {
+    format!(
+        "nothing answers on {}: {}",
+        data_dir.socket().display(),
+        e.kind()
+    )
+}
+
+/// `openwork-host doctor`: every check, with the fix for each failing one;
+/// exit 0 when all pass, 1 otherwise.
+pub async fn doctor(data_dir: &DataDir, json_out: bool) -> anyhow::Result<ExitCode> {
+    let (config_check, _) = health::config(data_dir);
+    let mut checks = Vec::new();
+    match connect_unix(&data_dir.socket()).await {
+        Ok(mut conn) => {
+            let report: HealthReport = conn
+                .call("health.get", json!({}))
+                .await
+                .map_err(rpc_error)?;
+            checks.push(HealthCheck::pass(
+                health::DAEMON,
+                CheckSeverity::Error,
+                format!(
+                    "running: openwork-host {}, up {}",
+                    report.version,
+                    render::duration(report.uptime_s)
+                ),
+            ));
+            checks.push(health::data_dir(data_dir));
+            // The file as it is now: an edit since the host started shows here first.
+            checks.push(config_check);
+            checks.extend(report.checks.unwrap_or_default());
+        }
+        Err(e) => {
+            checks.push(health::daemon_down(data_dir, &unreachable(data_dir, &e)));
+            checks.extend(health::offline(data_dir));
+        }
+    }
+    let overall = health::overall(&checks);
+    if json_out {
         println!(
-            "  tasks:        {} running, {} queued, {} waiting for permission; {} succeeded, {} failed, {} cancelled, {} interrupted",
-            tasks.running,
-            tasks.queued,
-            tasks.waiting_permission,
-            tasks.succeeded,
-            tasks.failed,
-            tasks.cancelled,
-            tasks.interrupted
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "status": overall,
+                "dataDir": data_dir.root().display().to_string(),
+                "checks": checks,
+            }))?
         );
+    } else {
+        let style = render::Style::stdout();
+        println!(
+            "{}",
+            style.bold(&format!(
+                "openwork-host doctor: {}",
+                data_dir.root().display()
+            ))
+        );
+        println!();
+        print!("{}", render::check_lines(&checks, &style));
+        println!();
+        let failing: Vec<&HealthCheck> = checks.iter().filter(|c| !c.ok).collect();
+        if failing.is_empty() {
+            println!("{}", style.green("Every check passes."));
+        } else {
+            let errors = failing
+                .iter()
+                .filter(|c| c.severity == CheckSeverity::Error)
+                .count();
+            println!(
+                "{}",
+                style.as_status(
+                    overall,
+                    &format!(
+                        "{} problem(s): {errors} error(s), {} warning(s); each has its fix above.",
+                        failing.len(),
+                        failing.len() - errors
+                    )
+                )
+            );
+        }
     }
-    if let Some(dir) = health.data_dir {
-        println!("  data dir:     {dir}");
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok(if checks.iter().all(|c| c.ok) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// `openwork-host pair` options.

@@ -56,6 +56,12 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
         }
     }
 
+    /// The framed halves, for a caller that reads on a task of its own
+    /// (nothing may have been read yet: queued notifications are not returned).
+    pub fn into_parts(self) -> (FrameReader<R>, FrameWriter<W>) {
+        (self.reader, self.writer)
+    }
+
     /// Sends a request and waits for its result, keeping notifications that arrive meanwhile.
     pub async fn call<P: Serialize, T: DeserializeOwned>(
         &mut self,
@@ -178,12 +184,14 @@ pub async fn connect_unix(
 
 pub mod hosts;
 pub mod pair;
+pub mod reconnect;
 pub mod tls;
 
 pub use hosts::{KnownHost, KnownHosts};
+pub use reconnect::{HostSession, LinkEvent, LinkObserver, Notice, ReconnectPolicy};
 pub use tls::{ConnectError, TlsConnection, connect_tls};
 
-/// Why a session with a paired host could not start.
+/// Why a session with a paired host could not start or go on.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
     #[error(transparent)]
@@ -192,6 +200,26 @@ pub enum SessionError {
     Refused(RpcError),
     #[error("{0}")]
     Connection(String),
+    /// A call's error, from the host.
+    #[error("{0}")]
+    Rpc(RpcError),
+    /// The connection dropped while a call that is not safe to repeat was in flight.
+    #[error(
+        "the connection to the host dropped before it answered `{method}`; it may or may not have been done, so it was not sent again"
+    )]
+    Interrupted { method: String },
+    /// The host stayed unreachable for the whole reconnect time.
+    #[error(
+        "lost the connection to {host} ({address}) and could not reconnect within {waited} (last error: {last_error}). \
+         Check that the host is running (`openwork-host status` on it), that this device can reach {address} \
+         (network, VPN, firewall), and that the host still listens there; allow more time with --reconnect-timeout"
+    )]
+    GaveUp {
+        host: String,
+        address: String,
+        waited: String,
+        last_error: String,
+    },
 }
 
 /// Connects to a paired host (certificate pinned) and authenticates.

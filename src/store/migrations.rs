@@ -100,6 +100,15 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE tasks ADD COLUMN model TEXT;
     ALTER TABLE tasks ADD COLUMN agent TEXT;
     "#,
+    // 5: health: the store check's probe row, and tasks by finish time for
+    // the success rates and the last outcome.
+    r#"
+    CREATE TABLE health_probe (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        at INTEGER NOT NULL
+    );
+    CREATE INDEX tasks_by_finished ON tasks(finished_at) WHERE finished_at IS NOT NULL;
+    "#,
 ];
 
 /// Brings the schema up to date in one exclusive transaction.

@@ -247,6 +247,31 @@ impl Store {
     }
 }
 
+/// Checks an existing database without a host running: opens it read-only,
+/// runs SQLite's quick check, and returns its schema version.
+pub fn inspect(path: &Path) -> Result<i64, StoreError> {
+    let open_err = |message: String| StoreError::Open {
+        path: path.display().to_string(),
+        message,
+    };
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| open_err(e.to_string()))?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    let found: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    let known = migrations::MIGRATIONS.len() as i64;
+    if found > known {
+        return Err(StoreError::TooNew { found, known });
+    }
+    let verdict: String = conn.query_row("PRAGMA quick_check", [], |row| row.get(0))?;
+    if verdict != "ok" {
+        return Err(open_err(format!("the integrity check failed: {verdict}")));
+    }
+    Ok(found)
+}
+
 /// Locks a mutex, recovering the data if a panicking thread poisoned it: every
 /// critical section in the store leaves its data consistent.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

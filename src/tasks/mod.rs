@@ -24,8 +24,8 @@ use crate::config::TasksConfig;
 use crate::ids;
 use crate::permissions::{self, AskOutcome, Check, Permissions};
 use crate::protocol::{
-    TaskCounts, TaskListParams, TaskLogsParams, TaskLogsResult, TaskRecord, TaskRunParams,
-    TaskRunResult, TaskStatus,
+    TaskCounts, TaskListParams, TaskLogsParams, TaskLogsResult, TaskOutcomes, TaskRecord,
+    TaskRunParams, TaskRunResult, TaskStatus,
 };
 use crate::runtime::opencode::OpenCode;
 use crate::runtime::opencode::task::{PromptContext, PromptJob};
@@ -85,6 +85,9 @@ struct Inner {
     roots: Vec<PathBuf>,
     config: TasksConfig,
     active: Mutex<HashMap<String, Arc<TaskLive>>>,
+    /// Held (shared) from a task's insert until it is in `active`; taken
+    /// exclusively by a lookup that finds an unfinished task not yet there.
+    creating: tokio::sync::RwLock<()>,
     slots: Arc<Semaphore>,
     permissions: Arc<Permissions>,
     opencode: Arc<OpenCode>,
@@ -114,6 +117,7 @@ impl TaskManager {
                 roots,
                 config: config.clone(),
                 active: Mutex::new(HashMap::new()),
+                creating: tokio::sync::RwLock::new(()),
                 slots: Arc::new(Semaphore::new(config.max_concurrent)),
                 permissions,
                 opencode,
@@ -154,6 +158,10 @@ impl TaskManager {
     }
 
     /// Starts a task (or returns the one already started with the same idempotency key).
+    ///
+    /// Once the request is valid, creating the task runs on a task of its
+    /// own: a caller that goes away (its connection dropped, its request was
+    /// cancelled) cannot stop it halfway and leave a stored task that never runs.
     pub async fn run(
         &self,
         params: TaskRunParams,
@@ -161,6 +169,18 @@ impl TaskManager {
     ) -> Result<(TaskRunResult, Feed), TaskError> {
         let job = self.prepare(&params)?;
         let created_by = by.key();
+        let manager = self.clone();
+        tokio::spawn(async move { manager.create(params, created_by, job).await })
+            .await
+            .map_err(|_| TaskError::Store(StoreError::Closed))?
+    }
+
+    async fn create(
+        &self,
+        params: TaskRunParams,
+        created_by: String,
+        job: Work,
+    ) -> Result<(TaskRunResult, Feed), TaskError> {
         let request_hash = params
             .idempotency_key
             .as_ref()
@@ -209,6 +229,10 @@ impl TaskManager {
             }
         }
         let task_id = task.id.clone();
+        // Between the insert and `active`, a lookup (a retry of this very
+        // call after a dropped connection, say) must wait rather than take
+        // the stored `queued` row for a task that will never change.
+        let creating = self.inner.creating.read().await;
         let inserted = self
             .inner
             .store
@@ -216,19 +240,12 @@ impl TaskManager {
             .await;
         let rowid = match (inserted, &params.idempotency_key) {
             (Ok(rowid), _) => rowid,
-            // Two calls with one key raced: the other one won, return its task.
-            (Err(_), Some(key)) => {
-                if let Some(existing) = self
-                    .find_existing(&created_by, key, request_hash.as_deref())
-                    .await?
-                {
-                    return Ok(existing);
-                }
-                return Err(TaskError::InvalidSpec(
-                    "the task could not be created".into(),
-                ));
+            (Err(e), key) => {
+                drop(creating);
+                return self
+                    .insert_failed(e, key.as_deref(), &created_by, request_hash)
+                    .await;
             }
-            (Err(e), None) => return Err(e.into()),
         };
         let live = TaskLive::new(task_id.clone(), rowid);
         // The feed exists before the task can change state, so it misses nothing.
@@ -238,6 +255,7 @@ impl TaskManager {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(task_id.clone(), Arc::clone(&live));
+        drop(creating);
         let inner = Arc::clone(&self.inner);
         self.inner
             .tracker
@@ -249,6 +267,25 @@ impl TaskManager {
             },
             feed,
         ))
+    }
+
+    /// After a failed insert: with an idempotency key, the same call may have
+    /// won a race (a retry overtaking the first try); return its task.
+    async fn insert_failed(
+        &self,
+        error: StoreError,
+        key: Option<&str>,
+        created_by: &str,
+        request_hash: Option<String>,
+    ) -> Result<(TaskRunResult, Feed), TaskError> {
+        if let Some(key) = key
+            && let Some(existing) = self
+                .find_existing(created_by, key, request_hash.as_deref())
+                .await?
+        {
+            return Ok(existing);
+        }
+        Err(error.into())
     }
 
     async fn find_existing(
@@ -492,6 +529,22 @@ impl TaskManager {
         if let Some(live) = self.active(task_id) {
             return Ok(live);
         }
+        let stored = if stored.record.status.is_final() {
+            stored
+        } else {
+            // Unfinished but not active: it is being created this moment.
+            // Wait until every creation under way is done, then look again.
+            let _settled = self.inner.creating.write().await;
+            if let Some(live) = self.active(task_id) {
+                return Ok(live);
+            }
+            let id = task_id.to_owned();
+            self.inner
+                .store
+                .read(move |c| records::get_task(c, &id))
+                .await?
+                .ok_or_else(|| TaskError::NotFound(task_id.to_owned()))?
+        };
         let update = records::update_of(&stored.record);
         Ok(TaskLive::finished(
             &update,
@@ -570,6 +623,21 @@ impl TaskManager {
     /// Task counts by status.
     pub async fn counts(&self) -> Result<TaskCounts, TaskError> {
         Ok(self.inner.store.read(records::count_by_status).await?)
+    }
+
+    /// How the tasks that finished in the last `window` ended.
+    pub async fn outcomes_within(&self, window: Duration) -> Result<TaskOutcomes, TaskError> {
+        let since = clock::now_ms() - window.as_millis() as i64;
+        Ok(self
+            .inner
+            .store
+            .read(move |c| records::outcomes_since(c, since))
+            .await?)
+    }
+
+    /// The task that finished last, if any.
+    pub async fn last_finished(&self) -> Result<Option<TaskRecord>, TaskError> {
+        Ok(self.inner.store.read(records::last_finished).await?)
     }
 
     /// Stops every task (running ones become `interrupted`) and waits for them.

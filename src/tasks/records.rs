@@ -3,7 +3,7 @@
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::clock;
-use crate::protocol::{LogStream, TaskCounts, TaskRecord, TaskStatus, TaskUpdate};
+use crate::protocol::{LogStream, TaskCounts, TaskOutcomes, TaskRecord, TaskStatus, TaskUpdate};
 
 /// A task row about to be inserted.
 pub struct NewTask {
@@ -273,4 +273,36 @@ pub fn count_by_status(conn: &Connection) -> rusqlite::Result<TaskCounts> {
         }
     }
     Ok(counts)
+}
+
+/// How the tasks that finished at or after `since` (ms since the epoch) ended.
+pub fn outcomes_since(conn: &Connection, since: i64) -> rusqlite::Result<TaskOutcomes> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT status, COUNT(*) FROM tasks WHERE finished_at >= ?1 GROUP BY status",
+    )?;
+    let mut outcomes = TaskOutcomes::default();
+    let rows = stmt.query_map([since], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+    })?;
+    for row in rows {
+        let (status, n) = row?;
+        if let Some(status) = TaskStatus::parse(&status) {
+            outcomes.add(status, n as u64);
+        }
+    }
+    Ok(outcomes)
+}
+
+/// The task that finished last.
+pub fn last_finished(conn: &Connection) -> rusqlite::Result<Option<TaskRecord>> {
+    conn.query_row(
+        &format!(
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE finished_at IS NOT NULL \
+             ORDER BY finished_at DESC, rowid DESC LIMIT 1"
+        ),
+        [],
+        task_from_row,
+    )
+    .optional()
+    .map(|t| t.map(|t| t.record))
 }

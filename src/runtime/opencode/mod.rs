@@ -173,6 +173,37 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Where OpenCode would come from, as config.toml and PATH say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Located {
+    /// `enabled = "off"`.
+    Off,
+    /// A running server to use.
+    Url(String),
+    /// The program to start.
+    Program(PathBuf),
+    /// Nothing to run.
+    Missing { looked_for: String },
+}
+
+/// Finds OpenCode without starting it (also used by `doctor` while the host is down).
+pub fn locate(config: &OpencodeConfig) -> Located {
+    match (&config.enabled, &config.url, &config.binary) {
+        (Enabled::Off, _, _) => Located::Off,
+        (_, Some(url), _) => Located::Url(url.clone()),
+        (_, None, Some(binary)) if binary.is_file() => Located::Program(binary.clone()),
+        (_, None, Some(binary)) => Located::Missing {
+            looked_for: binary.display().to_string(),
+        },
+        (_, None, None) => match which("opencode") {
+            Some(binary) => Located::Program(binary),
+            None => Located::Missing {
+                looked_for: "`opencode` on PATH".to_owned(),
+            },
+        },
+    }
+}
+
 /// Finds a program on PATH.
 fn which(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
@@ -189,11 +220,11 @@ impl OpenCode {
         data_dir: &Path,
         reaper: Arc<Reaper>,
     ) -> Arc<OpenCode> {
-        let (source, state) = match (&config.enabled, &config.url, &config.binary) {
-            (Enabled::Off, _, _) => (None, RuntimeState::Off),
-            (_, Some(url), _) => (
+        let (source, state) = match locate(&config) {
+            Located::Off => (None, RuntimeState::Off),
+            Located::Url(url) => (
                 Some(Source::External {
-                    url: url.clone(),
+                    url,
                     auth: config
                         .password
                         .clone()
@@ -201,25 +232,8 @@ impl OpenCode {
                 }),
                 RuntimeState::Starting,
             ),
-            (_, None, Some(binary)) if binary.is_file() => (
-                Some(Source::Managed(binary.clone())),
-                RuntimeState::Starting,
-            ),
-            (_, None, Some(binary)) => (
-                None,
-                RuntimeState::NotInstalled {
-                    looked_for: binary.display().to_string(),
-                },
-            ),
-            (_, None, None) => match which("opencode") {
-                Some(binary) => (Some(Source::Managed(binary)), RuntimeState::Starting),
-                None => (
-                    None,
-                    RuntimeState::NotInstalled {
-                        looked_for: "`opencode` on PATH".to_owned(),
-                    },
-                ),
-            },
+            Located::Program(binary) => (Some(Source::Managed(binary)), RuntimeState::Starting),
+            Located::Missing { looked_for } => (None, RuntimeState::NotInstalled { looked_for }),
         };
         Arc::new(OpenCode {
             config,

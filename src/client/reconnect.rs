@@ -1,0 +1,827 @@
+//! A session with a paired host that outlives its connections: when one
+//! drops (network, host restart) it reconnects with exponential backoff and
+//! jitter, initializes again, resubscribes every followed task from the last
+//! seq it handed out, and hands out each notification once.
+//!
+//! `task.run` gets an idempotency key unless the caller gave one, and is sent
+//! again with the same key after a drop, so a task never starts twice. Other
+//! calls are repeated only when repeating cannot change anything (reads,
+//! subscriptions); the rest fail with `SessionError::Interrupted`.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use tokio::io::WriteHalf;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_rustls::client::TlsStream;
+
+use super::tls::{ConnectError, connect_tls};
+use super::{ClientError, KnownHost, SessionError};
+use crate::protocol::{
+    LogChunk, PermissionRequest, PermissionResolved, TaskRunParams, TaskRunResult, TaskStatus,
+    TaskSubscribeResult, TaskUpdate,
+};
+use crate::rpc::RpcError;
+use crate::transport::{FrameWriter, ReadEvent};
+
+/// Messages read ahead of the caller, per connection, before reading pauses.
+const READ_AHEAD: usize = 256;
+/// Finished tasks remembered, so that late copies of their notifications
+/// (from a second subscription) are still recognised; older ones are forgotten.
+const FINISHED_KEPT: usize = 4096;
+
+/// How to reconnect.
+#[derive(Debug, Clone)]
+pub struct ReconnectPolicy {
+    /// The longest first pause between attempts; each failed attempt doubles it.
+    pub first_delay: Duration,
+    /// The longest pause between attempts.
+    pub max_delay: Duration,
+    /// Give up once the host has been unreachable this long.
+    pub give_up_after: Duration,
+    /// One attempt (TCP, TLS, `initialize`, resubscribing) may take this long.
+    pub connect_timeout: Duration,
+    /// After this long without a message the host is pinged, and a connection
+    /// whose ping goes unanswered as long again counts as dropped.
+    pub liveness: Duration,
+}
+
+impl Default for ReconnectPolicy {
+    fn default() -> Self {
+        Self {
+            first_delay: Duration::from_millis(250),
+            max_delay: Duration::from_secs(10),
+            give_up_after: Duration::from_secs(300),
+            connect_timeout: Duration::from_secs(10),
+            liveness: Duration::from_secs(15),
+        }
+    }
+}
+
+impl ReconnectPolicy {
+    /// The pause before attempt `attempt + 1` (1-based): exponential, capped,
+    /// with "equal jitter" (between half and all of it) so that many clients
+    /// cut off at once do not come back at once.
+    pub fn delay(&self, attempt: u32, rng: &mut impl Rng) -> Duration {
+        let doubling = 2u32.saturating_pow(attempt.saturating_sub(1).min(20));
+        let full = self
+            .first_delay
+            .saturating_mul(doubling)
+            .min(self.max_delay);
+        let half = full / 2;
+        half + full.saturating_sub(half).mul_f64(rng.random::<f64>())
+    }
+}
+
+/// What the connection is doing, for a status line.
+#[derive(Debug, Clone)]
+pub enum LinkEvent {
+    /// The connection dropped; reconnecting starts at once.
+    Lost { error: String },
+    /// An attempt failed; the next one comes after `retry_in`.
+    Retrying {
+        attempt: u32,
+        error: String,
+        retry_in: Duration,
+        down_for: Duration,
+        give_up_in: Duration,
+    },
+    /// Connected again, initialized and resubscribed.
+    Restored { attempts: u32, down_for: Duration },
+    /// No more attempts: the give-up time passed, or trying again cannot help.
+    Failed { error: String },
+}
+
+/// Told about drops and reconnects, e.g. to show a status line.
+pub type LinkObserver = Box<dyn FnMut(&LinkEvent) + Send>;
+
+/// A notification, handed out once.
+#[derive(Debug, Clone)]
+pub enum Notice {
+    Chunk(LogChunk),
+    Updated(TaskUpdate),
+    PermissionRequest(PermissionRequest),
+    PermissionResolved(PermissionResolved),
+    /// Any other notification, as sent.
+    Other(Value),
+}
+
+/// Counters of what reconnecting did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkStats {
+    /// Connections restored after a drop.
+    pub reconnects: u64,
+    /// Calls sent again after a drop.
+    pub retried_calls: u64,
+}
+
+/// What the session knows of a followed task.
+#[derive(Debug, Default)]
+struct Follow {
+    /// The seq of the next chunk to hand out.
+    next_seq: u64,
+    status: Option<TaskStatus>,
+    finished: bool,
+    /// Permission requests handed out already.
+    asked: HashSet<String>,
+}
+
+/// A session with a paired host that reconnects by itself.
+pub struct HostSession {
+    host: KnownHost,
+    client_name: String,
+    policy: ReconnectPolicy,
+    link: Option<Link>,
+    /// Notifications read before a connection dropped, not yet handed out.
+    salvaged: VecDeque<Value>,
+    follows: HashMap<String, Follow>,
+    /// Followed tasks that finished, oldest first.
+    finished: VecDeque<String>,
+    observer: Option<LinkObserver>,
+    stats: LinkStats,
+}
+
+impl std::fmt::Debug for HostSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostSession")
+            .field("host", &self.host.name)
+            .field("connected", &self.link.is_some())
+            .field("follows", &self.follows.len())
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+/// How one connection attempt failed.
+enum Attempt {
+    /// Worth trying again (unreachable, dropped, timed out).
+    Retry(String),
+    /// Trying again cannot help (impersonation, revoked device).
+    Fatal(SessionError),
+}
+
+impl HostSession {
+    /// Connects (retrying as `policy` says) and initializes.
+    pub async fn open(
+        host: KnownHost,
+        client_name: &str,
+        policy: ReconnectPolicy,
+    ) -> Result<HostSession, SessionError> {
+        Self::open_observed(host, client_name, policy, None).await
+    }
+
+    /// Like `open`, telling `observer` about the connection as it goes.
+    pub async fn open_observed(
+        host: KnownHost,
+        client_name: &str,
+        policy: ReconnectPolicy,
+        observer: Option<LinkObserver>,
+    ) -> Result<HostSession, SessionError> {
+        let mut session = HostSession {
+            host,
+            client_name: client_name.to_owned(),
+            policy,
+            link: None,
+            salvaged: VecDeque::new(),
+            follows: HashMap::new(),
+            finished: VecDeque::new(),
+            observer,
+            stats: LinkStats::default(),
+        };
+        session.reconnect(None).await?;
+        Ok(session)
+    }
+
+    /// Sets who hears about drops and reconnects.
+    pub fn on_link_event(&mut self, observer: impl FnMut(&LinkEvent) + Send + 'static) {
+        self.observer = Some(Box::new(observer));
+    }
+
+    /// The host this session talks to.
+    pub fn host(&self) -> &KnownHost {
+        &self.host
+    }
+
+    /// What reconnecting has done so far.
+    pub fn stats(&self) -> LinkStats {
+        self.stats
+    }
+
+    fn emit(&mut self, event: LinkEvent) {
+        if let Some(observer) = self.observer.as_mut() {
+            observer(&event);
+        }
+    }
+
+    /// Calls a method; after a drop it reconnects and, when that is safe, sends the call again.
+    pub async fn call<T: DeserializeOwned>(
+        &mut self,
+        method: &str,
+        params: Value,
+    ) -> Result<T, SessionError> {
+        let repeatable = safe_to_repeat(method, &params);
+        loop {
+            let timeout = self.policy.connect_timeout.max(self.policy.liveness) * 2;
+            let link = self.connected().await?;
+            let outcome = if repeatable {
+                // A repeatable call on a stalled connection is abandoned and sent again.
+                match tokio::time::timeout(timeout, link.call(method, &params)).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => Err(ClientError::Protocol(format!(
+                        "no answer to `{method}` within {} s",
+                        timeout.as_secs()
+                    ))),
+                }
+            } else {
+                link.call(method, &params).await
+            };
+            match outcome {
+                Ok(value) => {
+                    return serde_json::from_value(value).map_err(|e| {
+                        SessionError::Connection(format!(
+                            "the host's answer to `{method}` is not what this client expects: {e}"
+                        ))
+                    });
+                }
+                Err(ClientError::Rpc(e)) => return Err(SessionError::Rpc(e)),
+                Err(e) => {
+                    self.drop_link(e.to_string());
+                    if !repeatable {
+                        return Err(SessionError::Interrupted {
+                            method: method.to_owned(),
+                        });
+                    }
+                    self.stats.retried_calls += 1;
+                }
+            }
+        }
+    }
+
+    /// Sends a notification on the current connection (reconnecting first if there is none).
+    pub async fn notify(&mut self, method: &str, params: Value) -> Result<(), SessionError> {
+        let link = self.connected().await?;
+        let message = json!({"jsonrpc": "2.0", "method": method, "params": params});
+        if let Err(e) = link.send(&message).await {
+            self.drop_link(e.to_string());
+            return Err(SessionError::Interrupted {
+                method: method.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Starts a task and follows it from its first chunk. Without an
+    /// idempotency key one is made, so that sending it again after a drop
+    /// returns the same task.
+    pub async fn run_task(
+        &mut self,
+        mut params: TaskRunParams,
+    ) -> Result<TaskRunResult, SessionError> {
+        if params.idempotency_key.is_none() {
+            params.idempotency_key = Some(idempotency_key());
+        }
+        let params = serde_json::to_value(&params)
+            .map_err(|e| SessionError::Connection(format!("cannot encode task.run: {e}")))?;
+        let started: TaskRunResult = self.call("task.run", params).await?;
+        // The host follows a task for the connection that started it, from seq 1.
+        self.follows
+            .entry(started.task_id.clone())
+            .or_insert_with(|| Follow {
+                next_seq: 1,
+                ..Follow::default()
+            });
+        Ok(started)
+    }
+
+    /// Follows a task from `from_seq`: its output and status changes arrive
+    /// through `next_notice`, across reconnects, until its final status.
+    pub async fn follow(
+        &mut self,
+        task_id: &str,
+        from_seq: u64,
+    ) -> Result<TaskSubscribeResult, SessionError> {
+        let from_seq = from_seq.max(1);
+        // Known before the call, so that a reconnect during it resubscribes.
+        self.follows.insert(
+            task_id.to_owned(),
+            Follow {
+                next_seq: from_seq,
+                ..Follow::default()
+            },
+        );
+        let result: Result<TaskSubscribeResult, _> = self
+            .call(
+                "task.subscribe",
+                json!({"taskId": task_id, "fromSeq": from_seq}),
+            )
+            .await;
+        match result {
+            Ok(started) => {
+                // The host starts at most just past its last chunk.
+                if let Some(follow) = self.follows.get_mut(task_id) {
+                    follow.next_seq = started.from_seq.max(1);
+                }
+                Ok(started)
+            }
+            Err(e) => {
+                self.follows.remove(task_id);
+                Err(e)
+            }
+        }
+    }
+
+    /// The seq of the next chunk of a followed task.
+    pub fn next_seq(&self, task_id: &str) -> Option<u64> {
+        self.follows.get(task_id).map(|f| f.next_seq)
+    }
+
+    /// The next notification, each one once, reconnecting as needed.
+    ///
+    /// Safe to use in `select!`: nothing is lost when it is cancelled.
+    pub async fn next_notice(&mut self) -> Result<Notice, SessionError> {
+        loop {
+            let message = match self.salvaged.pop_front() {
+                Some(message) => message,
+                None => match self.read_notification().await? {
+                    Some(message) => message,
+                    None => continue,
+                },
+            };
+            if let Some(notice) = self.admit(message) {
+                return Ok(notice);
+            }
+        }
+    }
+
+    /// One notification from the connection; `None` when the connection dropped (and was marked so).
+    async fn read_notification(&mut self) -> Result<Option<Value>, SessionError> {
+        let liveness = self.policy.liveness;
+        let link = self.connected().await?;
+        let failure = match tokio::time::timeout(liveness, link.next_notification()).await {
+            Ok(Ok(message)) => return Ok(Some(message)),
+            Ok(Err(e)) => e.to_string(),
+            // Silence: make sure the host is still there.
+            Err(_) => match tokio::time::timeout(liveness, link.call("$/ping", &json!({}))).await {
+                Ok(Ok(_) | Err(ClientError::Rpc(_))) => return Ok(None),
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => format!(
+                    "the host did not answer a ping within {} s",
+                    liveness.as_secs()
+                ),
+            },
+        };
+        self.drop_link(failure);
+        Ok(None)
+    }
+
+    /// Whether a notification is new, updating what is known of its task.
+    fn admit(&mut self, message: Value) -> Option<Notice> {
+        let method = message.get("method")?.as_str()?.to_owned();
+        let params = message.get("params").cloned().unwrap_or(Value::Null);
+        match method.as_str() {
+            "log.chunk" => {
+                let Ok(chunk) = serde_json::from_value::<LogChunk>(params) else {
+                    return Some(Notice::Other(message));
+                };
+                if let Some(follow) = self.follows.get_mut(&chunk.task_id) {
+                    if follow.finished || chunk.seq < follow.next_seq {
+                        return None;
+                    }
+                    // A seq past `next_seq` is a gap the host itself has
+                    // (a chunk it could not store); waiting would not fill it.
+                    follow.next_seq = chunk.seq + 1;
+                }
+                Some(Notice::Chunk(chunk))
+            }
+            "task.updated" => {
+                let Ok(update) = serde_json::from_value::<TaskUpdate>(params) else {
+                    return Some(Notice::Other(message));
+                };
+                if let Some(follow) = self.follows.get_mut(&update.task_id) {
+                    if follow.finished || follow.status == Some(update.status) {
+                        return None;
+                    }
+                    follow.status = Some(update.status);
+                    if update.status.is_final() {
+                        follow.finished = true;
+                        follow.asked = HashSet::new();
+                        self.finished.push_back(update.task_id.clone());
+                        if self.finished.len() > FINISHED_KEPT
+                            && let Some(oldest) = self.finished.pop_front()
+                        {
+                            self.follows.remove(&oldest);
+                        }
+                    }
+                }
+                Some(Notice::Updated(update))
+            }
+            "permission.request" => {
+                let Ok(request) = serde_json::from_value::<PermissionRequest>(params) else {
+                    return Some(Notice::Other(message));
+                };
+                if let Some(follow) = self.follows.get_mut(&request.task_id)
+                    && !follow.asked.insert(request.request_id.clone())
+                {
+                    return None;
+                }
+                Some(Notice::PermissionRequest(request))
+            }
+            "permission.resolved" => match serde_json::from_value::<PermissionResolved>(params) {
+                Ok(resolved) => Some(Notice::PermissionResolved(resolved)),
+                Err(_) => Some(Notice::Other(message)),
+            },
+            _ => Some(Notice::Other(message)),
+        }
+    }
+
+    /// The current connection, reconnecting first when there is none.
+    async fn connected(&mut self) -> Result<&mut Link, SessionError> {
+        if self.link.is_none() {
+            self.reconnect(Some(())).await?;
+        }
+        self.link
+            .as_mut()
+            .ok_or_else(|| SessionError::Connection("not connected".into()))
+    }
+
+    /// Forgets the connection, keeping what it had read.
+    fn drop_link(&mut self, error: String) {
+        if let Some(mut link) = self.link.take() {
+            self.salvaged.extend(link.salvage());
+            tracing::debug!(host = %self.host.name, %error, "connection lost");
+            self.emit(LinkEvent::Lost { error });
+        }
+    }
+
+    /// Connects until it works, a fatal error, or the give-up time.
+    /// `after_drop` is `Some` when a connection existed before.
+    async fn reconnect(&mut self, after_drop: Option<()>) -> Result<(), SessionError> {
+        let down_since = Instant::now();
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let tried = tokio::time::timeout(self.policy.connect_timeout, self.connect_once())
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Attempt::Retry(format!(
+                        "no connection within {} s",
+                        self.policy.connect_timeout.as_secs()
+                    )))
+                });
+            let error = match tried {
+                Ok(link) => {
+                    self.link = Some(link);
+                    if after_drop.is_some() {
+                        self.stats.reconnects += 1;
+                        self.emit(LinkEvent::Restored {
+                            attempts: attempt,
+                            down_for: down_since.elapsed(),
+                        });
+                    }
+                    return Ok(());
+                }
+                Err(Attempt::Fatal(e)) => {
+                    self.emit(LinkEvent::Failed {
+                        error: e.to_string(),
+                    });
+                    return Err(e);
+                }
+                Err(Attempt::Retry(error)) => error,
+            };
+            let down_for = down_since.elapsed();
+            let Some(give_up_in) = self.policy.give_up_after.checked_sub(down_for) else {
+                let gave_up = SessionError::GaveUp {
+                    host: self.host.name.clone(),
+                    address: self.host.address.clone(),
+                    waited: humantime::format_duration(Duration::from_secs(down_for.as_secs()))
+                        .to_string(),
+                    last_error: error,
+                };
+                self.emit(LinkEvent::Failed {
+                    error: gave_up.to_string(),
+                });
+                return Err(gave_up);
+            };
+            let retry_in = self.policy.delay(attempt, &mut rand::rng()).min(give_up_in);
+            self.emit(LinkEvent::Retrying {
+                attempt,
+                error,
+                retry_in,
+                down_for,
+                give_up_in,
+            });
+            tokio::time::sleep(retry_in).await;
+        }
+    }
+
+    /// One attempt: TLS with the pinned certificate, `initialize`, then resubscribing.
+    async fn connect_once(&mut self) -> Result<Link, Attempt> {
+        let connected = connect_tls(
+            &self.host.address,
+            Some(&self.host.fingerprint),
+            self.policy.connect_timeout,
+        )
+        .await
+        .map_err(|e| match e {
+            ConnectError::FingerprintMismatch { .. } => Attempt::Fatal(SessionError::Connect(e)),
+            other => Attempt::Retry(other.to_string()),
+        })?;
+        let mut link = Link::start(connected.connection);
+        let init = json!({
+            "clientInfo": {"name": self.client_name, "version": env!("CARGO_PKG_VERSION")},
+            "protocolVersion": crate::protocol::PROTOCOL_VERSION,
+            "auth": {"deviceId": self.host.device_id, "token": self.host.token},
+        });
+        match link.call("initialize", &init).await {
+            Ok(_) => {}
+            Err(ClientError::Rpc(e)) => return Err(Attempt::Fatal(SessionError::Refused(e))),
+            Err(e) => return Err(Attempt::Retry(e.to_string())),
+        }
+        let resume: Vec<(String, u64)> = self
+            .follows
+            .iter()
+            .filter(|(_, f)| !f.finished)
+            .map(|(id, f)| (id.clone(), f.next_seq))
+            .collect();
+        for (task_id, from_seq) in resume {
+            let params = json!({"taskId": task_id, "fromSeq": from_seq});
+            match link.call("task.subscribe", &params).await {
+                Ok(_) => {}
+                Err(ClientError::Rpc(e)) => {
+                    return Err(Attempt::Fatal(SessionError::Rpc(resubscribe_refused(
+                        &task_id, e,
+                    ))));
+                }
+                Err(e) => return Err(Attempt::Retry(e.to_string())),
+            }
+        }
+        Ok(link)
+    }
+}
+
+fn resubscribe_refused(task_id: &str, mut e: RpcError) -> RpcError {
+    e.message = format!(
+        "cannot follow task {task_id} again after reconnecting: {}",
+        e.message
+    );
+    e
+}
+
+/// Whether sending a call twice has the effect of sending it once.
+fn safe_to_repeat(method: &str, params: &Value) -> bool {
+    match method {
+        "task.run" => params.get("idempotencyKey").is_some_and(Value::is_string),
+        "initialize" | "$/ping" | "task.get" | "task.list" | "task.logs" | "task.subscribe"
+        | "task.unsubscribe" | "health.get" | "metrics.get" | "devices.list" | "pairing.status"
+        | "permission.rules" | "permission.audit" => true,
+        _ => false,
+    }
+}
+
+/// A fresh idempotency key: 128 random bits.
+fn idempotency_key() -> String {
+    let bits: u128 = rand::rng().random();
+    format!("k_{bits:032x}")
+}
+
+type TlsWriter = FrameWriter<WriteHalf<TlsStream<TcpStream>>>;
+
+/// One connection: a task reads frames into a channel (so that reading can
+/// be abandoned at any point without losing a message), the session writes.
+struct Link {
+    writer: TlsWriter,
+    incoming: mpsc::Receiver<Result<Value, ClientError>>,
+    reader: JoinHandle<()>,
+    next_id: u64,
+    /// Notifications read while waiting for a reply, in order.
+    pending: VecDeque<Value>,
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+impl Link {
+    fn start(connection: super::TlsConnection) -> Link {
+        let (mut reader, writer) = connection.into_parts();
+        let (tx, incoming) = mpsc::channel(READ_AHEAD);
+        let reader = tokio::spawn(async move {
+            loop {
+                let item = match reader.next().await {
+                    Ok(ReadEvent::Frame(body)) => serde_json::from_slice::<Value>(&body)
+                        .map_err(|e| ClientError::Protocol(e.to_string())),
+                    Ok(ReadEvent::Eof) => Err(ClientError::Closed),
+                    Ok(ReadEvent::TooLarge { .. }) => Err(ClientError::Protocol(
+                        "a frame from the host was too large".into(),
+                    )),
+                    Err(e) => Err(ClientError::Frame(e)),
+                };
+                let end = item.is_err();
+                if tx.send(item).await.is_err() || end {
+                    return;
+                }
+            }
+        });
+        Link {
+            writer,
+            incoming,
+            reader,
+            next_id: 0,
+            pending: VecDeque::new(),
+        }
+    }
+
+    async fn send(&mut self, message: &Value) -> Result<(), ClientError> {
+        let body = serde_json::to_vec(message).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        self.writer.write_frame(&body).await?;
+        self.writer.flush().await?;
+        Ok(())
+    }
+
+    async fn receive(&mut self) -> Result<Value, ClientError> {
+        self.incoming
+            .recv()
+            .await
+            .unwrap_or(Err(ClientError::Closed))
+    }
+
+    /// Sends a request and waits for its reply, keeping notifications that arrive meanwhile.
+    async fn call(&mut self, method: &str, params: &Value) -> Result<Value, ClientError> {
+        self.next_id += 1;
+        let id = self.next_id;
+        self.send(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
+            .await?;
+        loop {
+            let message = self.receive().await?;
+            if message.get("method").is_some() {
+                self.pending.push_back(message);
+                continue;
+            }
+            // Replies to calls abandoned earlier are passed over.
+            if message.get("id").and_then(Value::as_u64) != Some(id) {
+                continue;
+            }
+            if let Some(error) = message.get("error") {
+                let error: RpcError = serde_json::from_value(error.clone())
+                    .map_err(|e| ClientError::Protocol(e.to_string()))?;
+                return Err(ClientError::Rpc(error));
+            }
+            return Ok(message.get("result").cloned().unwrap_or(Value::Null));
+        }
+    }
+
+    async fn next_notification(&mut self) -> Result<Value, ClientError> {
+        if let Some(message) = self.pending.pop_front() {
+            return Ok(message);
+        }
+        loop {
+            let message = self.receive().await?;
+            if message.get("method").is_some() {
+                return Ok(message);
+            }
+        }
+    }
+
+    /// The notifications read but not handed out, in order.
+    fn salvage(&mut self) -> Vec<Value> {
+        let mut out: Vec<Value> = self.pending.drain(..).collect();
+        while let Ok(Ok(message)) = self.incoming.try_recv() {
+            if message.get("method").is_some() {
+                out.push(message);
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delays_double_up_to_the_cap_with_jitter_in_the_upper_half() {
+        let policy = ReconnectPolicy {
+            first_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(1),
+            ..ReconnectPolicy::default()
+        };
+        let mut rng = rand::rng();
+        for (attempt, full) in [
+            (1, 100),
+            (2, 200),
+            (3, 400),
+            (4, 800),
+            (5, 1000),
+            (30, 1000),
+        ] {
+            for _ in 0..50 {
+                let d = policy.delay(attempt, &mut rng).as_millis() as u64;
+                assert!(
+                    (full / 2..=full).contains(&d),
+                    "attempt {attempt}: {d} ms not in [{}, {full}]",
+                    full / 2
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn only_calls_that_can_be_repeated_are_repeated() {
+        assert!(safe_to_repeat("task.get", &json!({"taskId": "t"})));
+        assert!(safe_to_repeat(
+            "task.run",
+            &json!({"command": "x", "idempotencyKey": "k"})
+        ));
+        assert!(!safe_to_repeat("task.run", &json!({"command": "x"})));
+        assert!(!safe_to_repeat("permission.reply", &json!({})));
+        assert!(!safe_to_repeat("task.cancel", &json!({})));
+        assert_ne!(idempotency_key(), idempotency_key());
+    }
+
+    fn session() -> HostSession {
+        HostSession {
+            host: KnownHost {
+                name: "h".into(),
+                host_id: "id".into(),
+                address: "127.0.0.1:1".into(),
+                fingerprint: "00".into(),
+                device_id: "d".into(),
+                token: "t".into(),
+                scopes: Vec::new(),
+                paired_at: String::new(),
+            },
+            client_name: "test".into(),
+            policy: ReconnectPolicy::default(),
+            link: None,
+            salvaged: VecDeque::new(),
+            follows: HashMap::new(),
+            finished: VecDeque::new(),
+            observer: None,
+            stats: LinkStats::default(),
+        }
+    }
+
+    fn chunk(seq: u64) -> Value {
+        json!({"jsonrpc": "2.0", "method": "log.chunk", "params": {
+            "taskId": "t1", "seq": seq, "stream": "stdout", "data": format!("{seq}\n"), "ts": "2026-01-01T00:00:00.000Z"}})
+    }
+
+    fn update(status: &str) -> Value {
+        json!({"jsonrpc": "2.0", "method": "task.updated", "params": {"taskId": "t1", "status": status}})
+    }
+
+    #[test]
+    fn replayed_chunks_and_statuses_are_handed_out_once() {
+        let mut s = session();
+        s.follows.insert(
+            "t1".into(),
+            Follow {
+                next_seq: 1,
+                ..Follow::default()
+            },
+        );
+        // What an old subscription and a resubscription from seq 2 interleave into.
+        let stream = [
+            update("running"),
+            chunk(1),
+            chunk(2),
+            update("running"),
+            chunk(2),
+            chunk(3),
+            update("succeeded"),
+            chunk(3),
+            update("succeeded"),
+        ];
+        let mut seqs = Vec::new();
+        let mut statuses = Vec::new();
+        for message in stream {
+            match s.admit(message) {
+                Some(Notice::Chunk(c)) => seqs.push(c.seq),
+                Some(Notice::Updated(u)) => statuses.push(u.status),
+                Some(other) => panic!("{other:?}"),
+                None => {}
+            }
+        }
+        assert_eq!(seqs, vec![1, 2, 3]);
+        assert_eq!(statuses, vec![TaskStatus::Running, TaskStatus::Succeeded]);
+        assert_eq!(s.next_seq("t1"), Some(4));
+    }
+
+    #[test]
+    fn notifications_of_tasks_not_followed_pass_through() {
+        let mut s = session();
+        assert!(matches!(s.admit(chunk(5)), Some(Notice::Chunk(_))));
+        assert!(matches!(s.admit(chunk(5)), Some(Notice::Chunk(_))));
+        assert!(matches!(
+            s.admit(json!({"jsonrpc": "2.0", "method": "pairing.closed", "params": {}})),
+            Some(Notice::Other(_))
+        ));
+    }
+}

@@ -16,6 +16,7 @@ use crate::clock;
 use crate::config::{Config, ConfigError};
 use crate::datadir::{DataDir, DataDirError, DataDirLock};
 use crate::devices::Devices;
+use crate::discovery::{Advertisement, Discovery};
 use crate::identity::{Identity, IdentityError};
 use crate::metrics::{self, Metrics};
 use crate::pairing::{Endpoint, HostFacts, Pairing};
@@ -77,6 +78,8 @@ pub struct HostCore {
     pub metrics: Metrics,
     pub devices: Devices,
     pub pairing: Arc<Pairing>,
+    /// The LAN advertiser (off until `Host::advertise`).
+    pub discovery: Arc<Discovery>,
     pub permissions: Arc<Permissions>,
     pub opencode: Arc<OpenCode>,
     reaper: Arc<Reaper>,
@@ -274,7 +277,11 @@ impl HostCore {
             data_dir: None,
             tasks: None,
             connections: None,
+            discovery: self.discovery.health(),
         };
+        if self.discovery.failed() {
+            report.status = "degraded".into();
+        }
         if details {
             report.listeners = Some(self.listeners());
             report.runtimes = Some(self.runtimes());
@@ -376,7 +383,9 @@ impl Host {
                 fingerprint: identity.fingerprint.clone(),
             },
         );
+        let discovery = Discovery::new(config.discovery.clone());
         let core = Arc::new(HostCore {
+            discovery,
             config,
             data_dir,
             identity,
@@ -466,6 +475,45 @@ impl Host {
             });
         }
         Ok(bound)
+    }
+
+    /// Advertises the host on the LAN for devices to find, on the TLS
+    /// listeners `bound` (as `serve_tls` returned them), unless the config
+    /// turns discovery off. Never fails: a problem shows in `health.get`.
+    pub fn advertise(&self, bound: &[std::net::SocketAddr]) {
+        let discovery = &self.core.discovery;
+        if !discovery.config().enabled {
+            discovery.turn_off("turned off in config.toml ([discovery] enabled = false)");
+            return;
+        }
+        let Some(first) = bound.first() else {
+            discovery.turn_off("the host has no network listener (--listen none)");
+            return;
+        };
+        // One record has one port: advertise the listeners on the first one's.
+        let same_port: Vec<_> = bound.iter().filter(|a| a.port() == first.port()).collect();
+        let everywhere = same_port.iter().any(|a| a.ip().is_unspecified());
+        let ad = Advertisement {
+            name: self.core.host_name.clone(),
+            host_id: self.core.identity.host_id.clone(),
+            fingerprint: self.core.identity.fingerprint.clone(),
+            port: first.port(),
+            addresses: if everywhere {
+                Vec::new()
+            } else {
+                same_port.iter().map(|a| a.ip()).collect()
+            },
+            ipv4: same_port
+                .iter()
+                .any(|a| a.is_ipv4() || a.ip().is_unspecified()),
+            ipv6: same_port.iter().any(|a| a.is_ipv6()),
+        };
+        discovery.start(
+            ad,
+            Arc::clone(&self.core.pairing),
+            self.core.shutdown.clone(),
+            &self.background,
+        );
     }
 
     /// Serves one connection on any byte streams until it ends.

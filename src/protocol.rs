@@ -483,6 +483,27 @@ pub struct HealthReport {
     pub tasks: Option<TaskCounts>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connections: Option<u64>,
+    /// The LAN advertisement (mDNS).
+    pub discovery: DiscoveryHealth,
+}
+
+/// The host's mDNS / DNS-SD advertisement, in `health.get`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DiscoveryHealth {
+    /// `advertising`, `starting` (probing, not announced yet), `off` or `failed`.
+    pub state: String,
+    /// The DNS-SD service type, `_openwork._tcp.local.`.
+    pub service: String,
+    /// The instance name advertised: the host's friendly name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    /// Why it is off, or what failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// What to do about a failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
 }
 
 /// `metrics.get` result: local counters, never sent anywhere.

@@ -192,6 +192,8 @@ pub enum SessionError {
     Refused(RpcError),
     #[error("{0}")]
     Connection(String),
+    #[error("cannot look for the host on the LAN: {0}")]
+    Discovery(#[from] crate::discovery::DiscoveryError),
 }
 
 /// Connects to a paired host (certificate pinned) and authenticates.
@@ -205,7 +207,59 @@ pub async fn open_session(
         std::time::Duration::from_secs(15),
     )
     .await?;
-    let mut conn = connected.connection;
+    authenticate(connected.connection, host, client_name).await
+}
+
+/// Finds a paired host on the LAN by its host id (mDNS), for when its stored
+/// address no longer answers, and opens a session at the first address that
+/// presents the pinned certificate. Returns the host with that address, or
+/// `None` when no host with its id answered within `timeout`.
+///
+/// The advertised id only says where to look: the pinned fingerprint
+/// decides whether it is the host.
+pub async fn find_again(
+    host: &KnownHost,
+    client_name: &str,
+    timeout: std::time::Duration,
+) -> Result<Option<(KnownHost, TlsConnection)>, SessionError> {
+    let found =
+        crate::discovery::find(timeout, |h| h.host_id.as_deref() == Some(&host.host_id)).await?;
+    let Some(found) = found else {
+        return Ok(None);
+    };
+    let mut last = None;
+    for endpoint in &found.endpoints {
+        let address = endpoint.to_string();
+        match connect_tls(
+            &address,
+            Some(&host.fingerprint),
+            std::time::Duration::from_secs(15),
+        )
+        .await
+        {
+            Ok(connected) => {
+                let moved = KnownHost {
+                    address,
+                    ..host.clone()
+                };
+                let conn = authenticate(connected.connection, &moved, client_name).await?;
+                return Ok(Some((moved, conn)));
+            }
+            Err(e) if e.is_unreachable() => last = Some(e),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    match last {
+        Some(e) => Err(e.into()),
+        None => Ok(None),
+    }
+}
+
+async fn authenticate(
+    mut conn: TlsConnection,
+    host: &KnownHost,
+    client_name: &str,
+) -> Result<TlsConnection, SessionError> {
     let params = serde_json::json!({
         "clientInfo": {"name": client_name, "version": env!("CARGO_PKG_VERSION")},
         "protocolVersion": crate::protocol::PROTOCOL_VERSION,

@@ -416,6 +416,13 @@ async fn an_allow_list_naming_no_interface_fails_advertising_in_health_while_the
     );
     let action = discovery["action"].as_str().expect("action");
     assert!(action.contains("[discovery] interfaces"), "{action}");
+    let mut status = Command::new(bin());
+    status.arg("status").arg("--data-dir").arg(&host.host.data);
+    let status = String::from_utf8_lossy(&output_within(status, 20).stdout).into_owned();
+    assert!(
+        status.contains("(degraded)") && status.contains("discovery:    failed: "),
+        "{status}"
+    );
 
     // Nothing is advertised, and the manual fallback still pairs.
     let (_tmp, dir) = client_dir();

@@ -277,7 +277,7 @@ impl HostCore {
             data_dir: None,
             tasks: None,
             connections: None,
-            discovery: self.discovery.health(),
+            discovery: Some(self.discovery.health()),
         };
         if self.discovery.failed() {
             report.status = "degraded".into();

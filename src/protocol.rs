@@ -483,8 +483,9 @@ pub struct HealthReport {
     pub tasks: Option<TaskCounts>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connections: Option<u64>,
-    /// The LAN advertisement (mDNS).
-    pub discovery: DiscoveryHealth,
+    /// The LAN advertisement (mDNS); always sent by this host, absent from older ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discovery: Option<DiscoveryHealth>,
 }
 
 /// The host's mDNS / DNS-SD advertisement, in `health.get`.

@@ -201,7 +201,8 @@ fn seconds(value: f64, flag: &str) -> anyhow::Result<Duration> {
 /// Whether `target` is an address (`IP`, `IP:PORT`, `NAME:PORT`) rather than
 /// a name to look for on the LAN.
 fn is_address(target: &str) -> bool {
-    target.parse::<std::net::IpAddr>().is_ok()
+    let without_zone = target.split('%').next().unwrap_or(target);
+    without_zone.parse::<std::net::IpAddr>().is_ok()
         || target.parse::<std::net::SocketAddr>().is_ok()
         || target
             .rsplit_once(':')
@@ -828,4 +829,25 @@ fn print_task(t: &TaskRecord) {
         exit,
         t.created_at
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_told_from_names_to_look_for() {
+        for address in [
+            "10.0.0.2",
+            "10.0.0.2:4747",
+            "[::1]:4747",
+            "fe80::1%eth0",
+            "desk.lan:4747",
+        ] {
+            assert!(is_address(address), "{address}");
+        }
+        for name in ["Ada's Desk", "desk", "desk.lan", "Café Lab.2"] {
+            assert!(!is_address(name), "{name}");
+        }
+    }
 }

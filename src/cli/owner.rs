@@ -85,20 +85,21 @@ pub async fn status(data_dir: &DataDir, json_out: bool) -> anyhow::Result<ExitCo
             listener.transport, listener.address
         );
     }
-    let discovery = &health.discovery;
-    let detail = |v: &Option<String>| v.clone().unwrap_or_default();
-    match discovery.state.as_str() {
-        "failed" => println!(
-            "  discovery:    failed: {}\n                {}",
-            detail(&discovery.message),
-            detail(&discovery.action)
-        ),
-        "off" => println!("  discovery:    off ({})", detail(&discovery.message)),
-        state => println!(
-            "  discovery:    {state} as \"{}\" ({})",
-            detail(&discovery.instance),
-            discovery.service
-        ),
+    if let Some(discovery) = &health.discovery {
+        let detail = |v: &Option<String>| v.clone().unwrap_or_default();
+        match discovery.state.as_str() {
+            "failed" => println!(
+                "  discovery:    failed: {}\n                {}",
+                detail(&discovery.message),
+                detail(&discovery.action)
+            ),
+            "off" => println!("  discovery:    off ({})", detail(&discovery.message)),
+            state => println!(
+                "  discovery:    {state} as \"{}\" ({})",
+                detail(&discovery.instance),
+                discovery.service
+            ),
+        }
     }
     if let Some(tasks) = health.tasks {
         println!(

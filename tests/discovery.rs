@@ -554,3 +554,30 @@ async fn a_host_on_ipv6_link_local_only_is_found_with_its_zone_and_paired_by_nam
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "over v6\n");
 }
+
+#[tokio::test]
+async fn a_host_paired_over_loopback_that_stopped_is_not_looked_for_on_the_lan() {
+    // No namespace: nothing here may start mDNS in the machine's own network.
+    let mut host = TestHost::started();
+    let device = host.pair_device("laptop", None).await;
+    let (_tmp, dir) = client_dir();
+    let mut hosts = openwork_host::client::KnownHosts::load(&dir).unwrap();
+    hosts.add(device);
+    hosts.save().unwrap();
+    host.terminate();
+    let out = output_within(
+        {
+            let mut command = Command::new(bin());
+            command
+                .args(["client", "--client-dir"])
+                .arg(&dir)
+                .args(["run", "--", "true"]);
+            command
+        },
+        30,
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot reach"), "{stderr}");
+    assert!(!stderr.contains("on the LAN"), "{stderr}");
+}

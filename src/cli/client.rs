@@ -169,7 +169,7 @@ async fn session(
     let host = hosts.find(name)?.clone();
     let unreachable = match open_session(&host, CLIENT_NAME).await {
         Ok(conn) => return Ok((host, conn)),
-        Err(SessionError::Connect(e)) if e.is_unreachable() => e,
+        Err(SessionError::Connect(e)) if e.is_unreachable() && !host.is_on_loopback() => e,
         Err(e) => return Err(e.into()),
     };
     eprintln!(

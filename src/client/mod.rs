@@ -216,12 +216,16 @@ pub async fn open_session(
 /// `None` when no host with its id answered within `timeout`.
 ///
 /// The advertised id only says where to look: the pinned fingerprint
-/// decides whether it is the host.
+/// decides whether it is the host. A host paired over loopback is not
+/// looked for.
 pub async fn find_again(
     host: &KnownHost,
     client_name: &str,
     timeout: std::time::Duration,
 ) -> Result<Option<(KnownHost, TlsConnection)>, SessionError> {
+    if host.is_on_loopback() {
+        return Ok(None);
+    }
     let found =
         crate::discovery::find(timeout, |h| h.host_id.as_deref() == Some(&host.host_id)).await?;
     let Some(found) = found else {

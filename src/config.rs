@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::discovery::DiscoveryConfig;
 use crate::pairing::PairingConfig;
 use crate::permissions::PermissionsConfig;
 use crate::runtime::opencode::OpencodeConfig;
@@ -20,6 +21,7 @@ pub struct Config {
     pub limits: Limits,
     pub tasks: TasksConfig,
     pub network: NetworkConfig,
+    pub discovery: DiscoveryConfig,
     pub pairing: PairingConfig,
     pub devices: DevicesConfig,
     pub permissions: PermissionsConfig,
@@ -205,6 +207,7 @@ impl Config {
         if self.pairing.max_failures == 0 {
             return Err("pairing.max_failures must be at least 1".into());
         }
+        self.discovery.validate()?;
         for address in &self.network.listen {
             if address.parse::<std::net::SocketAddr>().is_err() {
                 return Err(format!(

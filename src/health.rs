@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::config::Config;
 use crate::datadir::DataDir;
 use crate::metrics::{RECENT_WINDOW, RecentCounts};
-use crate::protocol::{CheckSeverity, HealthCheck};
+use crate::protocol::{CheckSeverity, DiscoveryHealth, HealthCheck};
 use crate::runtime::opencode::RuntimeState;
 use crate::runtime::opencode::{self, Enabled, INSTALL_ACTION, Located, OpencodeConfig};
 
@@ -227,14 +227,41 @@ fn is_socket(path: &Path) -> bool {
     std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
 }
 
-/// mDNS: this check's slot in the panel. The host does not advertise itself
-/// yet; devices connect by address or by the pairing QR code.
-pub fn mdns_not_advertised() -> HealthCheck {
-    HealthCheck::pass(
-        MDNS,
-        CheckSeverity::Warning,
-        "off: the host is not advertised on the LAN; devices connect by address or the pairing QR code",
-    )
+/// mDNS: whether the host is advertised on the LAN. Off is fine (devices
+/// connect by address or the pairing QR code); a failure is a warning.
+pub fn mdns(discovery: &DiscoveryHealth) -> HealthCheck {
+    let instance = discovery.instance.as_deref().unwrap_or("this host");
+    match discovery.state.as_str() {
+        "advertising" => HealthCheck::pass(
+            MDNS,
+            CheckSeverity::Warning,
+            format!("advertising `{instance}` as {}", discovery.service),
+        ),
+        "starting" => HealthCheck::pass(
+            MDNS,
+            CheckSeverity::Warning,
+            format!("starting to advertise `{instance}` (probing the name)"),
+        ),
+        "failed" => HealthCheck::fail(
+            MDNS,
+            CheckSeverity::Warning,
+            format!(
+                "cannot advertise on the LAN: {}",
+                discovery.message.as_deref().unwrap_or("unknown error")
+            ),
+            discovery.action.clone().unwrap_or_else(|| {
+                "devices can still pair by address or the QR code; check [discovery] in config.toml".into()
+            }),
+        ),
+        _ => HealthCheck::pass(
+            MDNS,
+            CheckSeverity::Warning,
+            format!(
+                "off ({}): devices connect by address or the pairing QR code",
+                discovery.message.as_deref().unwrap_or("not advertised")
+            ),
+        ),
+    }
 }
 
 /// The built-in runner: a usable workspace root and `/bin/sh`.

@@ -16,6 +16,7 @@ use crate::clock;
 use crate::config::{Config, ConfigError};
 use crate::datadir::{DataDir, DataDirError, DataDirLock};
 use crate::devices::Devices;
+use crate::discovery::{Advertisement, Discovery};
 use crate::health::{self, ListenerState};
 use crate::identity::{Identity, IdentityError};
 use crate::metrics::{self, Metrics};
@@ -84,6 +85,8 @@ pub struct HostCore {
     pub metrics: Metrics,
     pub devices: Devices,
     pub pairing: Arc<Pairing>,
+    /// The LAN advertiser (off until `Host::advertise`).
+    pub discovery: Arc<Discovery>,
     pub permissions: Arc<Permissions>,
     pub opencode: Arc<OpenCode>,
     reaper: Arc<Reaper>,
@@ -337,8 +340,7 @@ impl HostCore {
             health::store(&self.data_dir.database(), &probe),
             health::disk(self.data_dir.root(), self.config.health.min_free_mb),
             health::listeners(&listeners, self.network.load(Ordering::Relaxed)),
-            // The mDNS advertiser's check goes here once the host advertises itself.
-            health::mdns_not_advertised(),
+            health::mdns(&self.discovery.health()),
             health::builtin(self.tasks.roots()),
             health::opencode(
                 &self.opencode.state(),
@@ -369,6 +371,7 @@ impl HostCore {
             last_task: None,
             pairing: None,
             checks: None,
+            discovery: Some(self.discovery.health()),
         };
         if details {
             let pairing = self.pairing.status();
@@ -495,7 +498,9 @@ impl Host {
                 fingerprint: identity.fingerprint.clone(),
             },
         );
+        let discovery = Discovery::new(config.discovery.clone());
         let core = Arc::new(HostCore {
+            discovery,
             config,
             data_dir,
             identity,
@@ -595,6 +600,45 @@ impl Host {
             });
         }
         Ok(bound)
+    }
+
+    /// Advertises the host on the LAN for devices to find, on the TLS
+    /// listeners `bound` (as `serve_tls` returned them), unless the config
+    /// turns discovery off. Never fails: a problem shows in `health.get`.
+    pub fn advertise(&self, bound: &[std::net::SocketAddr]) {
+        let discovery = &self.core.discovery;
+        if !discovery.config().enabled {
+            discovery.turn_off("turned off in config.toml ([discovery] enabled = false)");
+            return;
+        }
+        let Some(first) = bound.first() else {
+            discovery.turn_off("the host has no network listener (--listen none)");
+            return;
+        };
+        // One record has one port: advertise the listeners on the first one's.
+        let same_port: Vec<_> = bound.iter().filter(|a| a.port() == first.port()).collect();
+        let everywhere = same_port.iter().any(|a| a.ip().is_unspecified());
+        let ad = Advertisement {
+            name: self.core.host_name.clone(),
+            host_id: self.core.identity.host_id.clone(),
+            fingerprint: self.core.identity.fingerprint.clone(),
+            port: first.port(),
+            addresses: if everywhere {
+                Vec::new()
+            } else {
+                same_port.iter().map(|a| a.ip()).collect()
+            },
+            ipv4: same_port
+                .iter()
+                .any(|a| a.is_ipv4() || a.ip().is_unspecified()),
+            ipv6: same_port.iter().any(|a| a.is_ipv6()),
+        };
+        discovery.start(
+            ad,
+            Arc::clone(&self.core.pairing),
+            self.core.shutdown.clone(),
+            &self.background,
+        );
     }
 
     /// Serves one connection on any byte streams until it ends.

@@ -94,7 +94,13 @@ impl Identity {
 
 fn make_certificate(key: &KeyPair, host_name: &str, path: &Path) -> Result<Vec<u8>, IdentityError> {
     let mut names = vec!["openwork-host".to_owned()];
-    if host_name != "openwork-host" && !host_name.is_empty() {
+    // A friendly name may be any text ("Café Lab"); only one that is a DNS
+    // name can be a certificate name (an IA5String).
+    let dns_name = !host_name.is_empty()
+        && host_name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    if host_name != "openwork-host" && dns_name {
         names.push(host_name.to_owned());
     }
     let params =
@@ -167,5 +173,13 @@ mod tests {
         assert_ne!(renewed.fingerprint, first.fingerprint);
         assert_eq!(first.host_id.len(), 52);
         assert_eq!(first.fingerprint.len(), 64);
+    }
+
+    #[test]
+    fn a_friendly_name_that_is_no_dns_name_still_gets_an_identity() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = DataDir::resolve(Some(tmp.path().to_owned())).unwrap();
+        let identity = Identity::load_or_create(&dir, "Café Lab 2").unwrap();
+        assert_eq!(identity.fingerprint.len(), 64);
     }
 }

@@ -12,6 +12,7 @@ pub mod config;
 pub mod conformance;
 pub mod datadir;
 pub mod devices;
+pub mod discovery;
 pub mod health;
 pub mod host;
 pub mod identity;

@@ -180,7 +180,7 @@ fn raise_file_limit() {
     }
 }
 
-async fn serve(data_dir: DataDir, listen: Vec<String>, _no_mdns: bool) -> anyhow::Result<ExitCode> {
+async fn serve(data_dir: DataDir, listen: Vec<String>, no_mdns: bool) -> anyhow::Result<ExitCode> {
     raise_file_limit();
     let host = Host::open(data_dir, None)
         .await
@@ -196,7 +196,12 @@ async fn serve(data_dir: DataDir, listen: Vec<String>, _no_mdns: bool) -> anyhow
             format!("--listen {address}: expected IP:PORT, e.g. 0.0.0.0:4747 or [::]:4747")
         })?);
     }
-    host.serve_tls(&addresses)?;
+    let bound = host.serve_tls(&addresses)?;
+    if no_mdns {
+        host.core().discovery.turn_off("turned off with --no-mdns");
+    } else {
+        host.advertise(&bound);
+    }
     // The local socket last: once it answers, every listener is up.
     host.serve_unix()?;
     let core = host.core();

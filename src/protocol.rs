@@ -499,6 +499,28 @@ pub struct HealthReport {
     /// Every check, in a fixed order; `status` follows from them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checks: Option<Vec<HealthCheck>>,
+    /// The LAN advertisement (mDNS); always sent by this host, absent from older ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discovery: Option<DiscoveryHealth>,
+}
+
+/// The host's mDNS / DNS-SD advertisement, in `health.get`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DiscoveryHealth {
+    /// `advertising`, `starting` (probing, not announced yet), `off` or `failed`.
+    pub state: String,
+    /// The DNS-SD service type, `_openwork._tcp.local.`.
+    pub service: String,
+    /// The instance name advertised: the host's friendly name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    /// Why it is off, or what failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// What to do about a failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
 }
 
 /// One health check: a thing the host needs, whether it holds, and what to do when not.

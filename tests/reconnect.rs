@@ -27,6 +27,7 @@ fn quick_policy() -> ReconnectPolicy {
         give_up_after: Duration::from_secs(60),
         connect_timeout: Duration::from_secs(5),
         liveness: Duration::from_secs(5),
+        find_on_lan: None,
     }
 }
 

@@ -1,8 +1,9 @@
-//! The device's commands, over TLS: `client pair|run|tasks|logs|health|reply|hosts|forget`.
+//! The device's commands, over TLS: `client discover|pair|run|tasks|logs|health|reply|hosts|forget`.
 //!
 //! Every command talks through a `HostSession`, so a dropped connection or a
 //! host restart is bridged: `run` and `logs --follow` carry on where they
-//! were, showing a "reconnecting" line meanwhile.
+//! were, showing a "reconnecting" line meanwhile; a host whose address
+//! changed is found again on the LAN by its id.
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -14,8 +15,10 @@ use clap::Subcommand;
 use serde_json::{Value, json};
 
 use super::render;
+use openwork_host::client::pair::PairError;
 use openwork_host::client::pair::{PairLink, PairRequest, pair};
 use openwork_host::client::{HostSession, KnownHosts, Notice, ReconnectPolicy, SessionError};
+use openwork_host::discovery::{self, BrowseEvent, Browser, DiscoveredHost};
 use openwork_host::protocol::{Decision, PermissionRequest};
 use openwork_host::protocol::{
     HealthReport, LogChunk, TaskListResult, TaskLogsResult, TaskRecord, TaskRunParams, TaskUpdate,
@@ -26,9 +29,22 @@ use openwork_host::transport::tls::DEFAULT_PORT;
 /// `openwork-host client …`.
 #[derive(Debug, Subcommand)]
 pub enum ClientCommand {
+    /// List the hosts that advertise themselves on the LAN (mDNS).
+    Discover {
+        /// How long to listen for answers, in seconds.
+        #[arg(long, default_value_t = 3.0)]
+        timeout: f64,
+        #[arg(long)]
+        json: bool,
+        /// Keep listening until --timeout and print each change as it comes
+        /// (one JSON object a line with --json).
+        #[arg(long)]
+        watch: bool,
+    },
     /// Pair this device with a host, using the code `openwork-host pair` shows there.
     Pair {
-        /// The host's `ADDR[:PORT]` (port 4747 when left out).
+        /// The host's `ADDR[:PORT]` (port 4747 when left out), or its name as
+        /// `client discover` lists it.
         address: Option<String>,
         /// The code shown on the host.
         #[arg(long)]
@@ -45,6 +61,9 @@ pub enum ClientCommand {
         /// How long to wait for the owner's approval, in seconds.
         #[arg(long, default_value_t = 300)]
         wait: u64,
+        /// How long to look for a host by name on the LAN, in seconds.
+        #[arg(long, default_value_t = 5.0)]
+        timeout: f64,
     },
     /// Run a command on the host, streaming its output; exits with its exit code.
     /// A dropped connection is bridged: the output resumes where it stopped,
@@ -152,28 +171,227 @@ fn with_port(address: &str) -> String {
     }
 }
 
+/// How long a host whose stored address no longer answers is looked for on
+/// the LAN (by its id), per connection attempt.
+const FIND_AGAIN: Duration = Duration::from_secs(5);
+
 /// A session with the chosen host that reconnects for up to `give_up_after`,
-/// showing its progress on stderr.
+/// showing its progress on stderr. When the stored address does not answer,
+/// the host is looked for on the LAN by its id, and its new address saved.
 async fn session(
-    hosts: &KnownHosts,
+    hosts: &mut KnownHosts,
     name: Option<&str>,
     give_up_after: Duration,
 ) -> anyhow::Result<HostSession> {
     let host = hosts.find(name)?.clone();
     let policy = ReconnectPolicy {
         give_up_after,
+        find_on_lan: Some(FIND_AGAIN),
         ..ReconnectPolicy::default()
     };
     let status = render::link_status(&host.name);
-    HostSession::open_observed(host, "openwork-host client", policy, Some(Box::new(status)))
+    let conn =
+        HostSession::open_observed(host, "openwork-host client", policy, Some(Box::new(status)))
+            .await
+            .map_err(session_error)?;
+    remember_address(hosts, &conn)?;
+    Ok(conn)
+}
+
+/// Saves the address a session found its host at, when that changed.
+fn remember_address(hosts: &mut KnownHosts, conn: &HostSession) -> anyhow::Result<()> {
+    let now = conn.host();
+    let stored = hosts.all().iter().find(|h| h.host_id == now.host_id);
+    if stored.is_some_and(|h| h.address != now.address) {
+        hosts.add(now.clone());
+        hosts.save()?;
+    }
+    Ok(())
+}
+
+fn seconds(value: f64, flag: &str) -> anyhow::Result<Duration> {
+    if !(value > 0.0 && value <= 3600.0) {
+        bail!("{flag} takes a number of seconds between 0 and 3600, got {value}");
+    }
+    Ok(Duration::from_secs_f64(value))
+}
+
+/// Whether `target` is an address (`IP`, `IP:PORT`, `NAME:PORT`) rather than
+/// a name to look for on the LAN.
+fn is_address(target: &str) -> bool {
+    let without_zone = target.split('%').next().unwrap_or(target);
+    without_zone.parse::<std::net::IpAddr>().is_ok()
+        || target.parse::<std::net::SocketAddr>().is_ok()
+        || target
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+}
+
+/// A discovered host as `client discover` lists it.
+#[derive(serde::Serialize)]
+struct Listed<'a> {
+    #[serde(flatten)]
+    host: &'a DiscoveredHost,
+    /// This device is paired with a host of that id.
+    paired: bool,
+}
+
+fn is_paired(hosts: &KnownHosts, found: &DiscoveredHost) -> bool {
+    found
+        .host_id
+        .as_deref()
+        .is_some_and(|id| hosts.all().iter().any(|h| h.host_id == id))
+}
+
+fn found_line(found: &DiscoveredHost, paired: bool) -> String {
+    let id: String = found
+        .host_id
+        .as_deref()
+        .unwrap_or("?")
+        .chars()
+        .take(12)
+        .collect();
+    let mut line = format!(
+        "{:<24} {:<28} {:<5} {:<7} {:<6} {id}",
+        found.name,
+        found.addresses.first().map(String::as_str).unwrap_or("-"),
+        found.port,
+        if found.pairing_open { "open" } else { "closed" },
+        if paired { "yes" } else { "no" },
+    );
+    for more in found.addresses.iter().skip(1) {
+        line.push_str(&format!("\n{:<24} {more}", ""));
+    }
+    line
+}
+
+/// Prints a line; a closed pipe (`| head`) is not an error.
+fn print_out(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+async fn discover(
+    hosts: &KnownHosts,
+    timeout: Duration,
+    json_out: bool,
+    watch: bool,
+) -> anyhow::Result<ExitCode> {
+    let mut browser = Browser::start()?;
+    if !watch {
+        let _ =
+            tokio::time::timeout(timeout, async { while browser.next().await.is_some() {} }).await;
+        let found = browser.hosts();
+        let text = if json_out {
+            let listed: Vec<Listed> = found
+                .iter()
+                .map(|host| Listed {
+                    host,
+                    paired: is_paired(hosts, host),
+                })
+                .collect();
+            serde_json::to_string_pretty(&listed)?
+        } else if found.is_empty() {
+            format!(
+                "No host answered within {:.1} s. A host may not advertise (`serve --no-mdns`), or multicast may not \
+                 cross this network: pair with its ADDR:PORT or its `openwork-host pair` QR link instead.",
+                timeout.as_secs_f64()
+            )
+        } else {
+            let mut text = format!(
+                "{:<24} {:<28} {:<5} {:<7} {:<6} ID",
+                "NAME", "ADDRESS", "PORT", "PAIRING", "PAIRED"
+            );
+            for host in &found {
+                text.push('\n');
+                text.push_str(&found_line(host, is_paired(hosts, host)));
+            }
+            text
+        };
+        print_out(&text)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
+    loop {
+        let event = tokio::select! {
+            _ = &mut deadline => break,
+            event = browser.next() => match event {
+                Some(event) => event,
+                None => break,
+            },
+        };
+        let line = match (&event, json_out) {
+            (BrowseEvent::Resolved(host), true) => serde_json::to_string(
+                &json!({"event": "resolved", "host": Listed { host, paired: is_paired(hosts, host) }}),
+            )?,
+            (BrowseEvent::Removed { name }, true) => {
+                serde_json::to_string(&json!({"event": "removed", "name": name}))?
+            }
+            (BrowseEvent::Resolved(host), false) => format!(
+                "+ {} {}:{} pairing {}",
+                host.name,
+                host.addresses.first().map(String::as_str).unwrap_or("-"),
+                host.port,
+                if host.pairing_open { "open" } else { "closed" }
+            ),
+            (BrowseEvent::Removed { name }, false) => format!("- {name}"),
+        };
+        let mut out = std::io::stdout().lock();
+        if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+            break; // A closed pipe ends the watch.
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Where to pair: a name looked for on the LAN becomes its addresses, best
+/// first; anything else is one `host:port`.
+async fn pair_targets(target: &str, timeout: Duration) -> anyhow::Result<Vec<String>> {
+    if is_address(target) {
+        return Ok(vec![with_port(target)]);
+    }
+    eprintln!("Looking for `{target}` on the LAN…");
+    let found = discovery::find(timeout, |h| h.name == target)
         .await
-        .map_err(session_error)
+        .unwrap_or_else(|e| {
+            eprintln!("cannot look on the LAN: {e}");
+            None
+        });
+    match found {
+        Some(host) if !host.endpoints.is_empty() => {
+            if !host.pairing_open {
+                eprintln!(
+                    "{} does not advertise an open pairing window; trying anyway.",
+                    host.name
+                );
+            }
+            Ok(host.endpoints.iter().map(|a| a.to_string()).collect())
+        }
+        _ if target.contains(char::is_whitespace) => bail!(
+            "no host called `{target}` answered on the LAN within {:.1} s (see `openwork-host client discover`); \
+             pair with its ADDR:PORT or `--uri` instead",
+            timeout.as_secs_f64()
+        ),
+        _ => {
+            eprintln!("No host called `{target}` answered on the LAN; trying it as a DNS name.");
+            Ok(vec![with_port(target)])
+        }
+    }
 }
 
 /// Runs a client subcommand with the hosts file in `dir`.
 pub async fn run(dir: PathBuf, command: ClientCommand) -> anyhow::Result<ExitCode> {
     let mut hosts = KnownHosts::load(&dir)?;
     match command {
+        ClientCommand::Discover {
+            timeout,
+            json: json_out,
+            watch,
+        } => discover(&hosts, seconds(timeout, "--timeout")?, json_out, watch).await,
         ClientCommand::Pair {
             address,
             code,
@@ -181,34 +399,54 @@ pub async fn run(dir: PathBuf, command: ClientCommand) -> anyhow::Result<ExitCod
             name,
             scopes,
             wait,
+            timeout,
         } => {
-            let (address, code, fingerprint) = match (uri, address) {
+            let (targets, code, fingerprint) = match (uri, address) {
                 (Some(uri), _) => {
                     let link = PairLink::parse(&uri)
                         .context("not an openwork://pair?host=…&port=…&code=… link")?;
-                    (link.address, code.unwrap_or(link.code), link.fingerprint)
+                    (
+                        vec![link.address],
+                        code.unwrap_or(link.code),
+                        link.fingerprint,
+                    )
                 }
                 (None, Some(address)) => {
                     let Some(code) = code else {
                         bail!("give the code shown on the host with --code")
                     };
-                    (with_port(&address), code, None)
+                    let timeout = seconds(timeout, "--timeout")?;
+                    (pair_targets(&address, timeout).await?, code, None)
                 }
-                (None, None) => bail!("give the host's address (ADDR[:PORT]) or --uri"),
+                (None, None) => bail!("give the host's address (ADDR[:PORT]), its name, or --uri"),
             };
-            let request = PairRequest {
-                address,
+            let mut request = PairRequest {
+                address: String::new(),
                 code: code.chars().filter(|c| !c.is_whitespace()).collect(),
                 device_name: name.unwrap_or_else(hostname),
                 scopes: scopes.as_deref().map(render::parse_scopes).transpose()?,
                 expected_fingerprint: fingerprint,
                 approval_timeout: Duration::from_secs(wait),
             };
-            eprintln!(
-                "Connecting to {}… once the code checks out, the host's owner must approve this device.",
-                request.address
-            );
-            let host = pair(&request).await?;
+            // A host found by name may have several addresses: try them in
+            // order until one answers (no code is spent on one that does not).
+            let mut paired = None;
+            for (i, address) in targets.iter().enumerate() {
+                request.address = address.clone();
+                eprintln!(
+                    "Connecting to {address}… once the code checks out, the host's owner must approve this device."
+                );
+                match pair(&request).await {
+                    Err(PairError::Connect(e)) if e.is_unreachable() && i + 1 < targets.len() => {
+                        eprintln!("{e}; trying the next address.");
+                    }
+                    other => {
+                        paired = Some(other?);
+                        break;
+                    }
+                }
+            }
+            let host = paired.context("no address to pair with")?;
             println!(
                 "Paired with {} ({}) as device {}, with: {}.",
                 host.name,
@@ -246,7 +484,7 @@ pub async fn run(dir: PathBuf, command: ClientCommand) -> anyhow::Result<ExitCod
                 };
                 env_map.insert(k.to_owned(), v.to_owned());
             }
-            let mut conn = session(&hosts, host.as_deref(), reconnect_timeout).await?;
+            let mut conn = session(&mut hosts, host.as_deref(), reconnect_timeout).await?;
             let params = TaskRunParams {
                 argv: Some(command),
                 cwd,
@@ -275,7 +513,7 @@ pub async fn run(dir: PathBuf, command: ClientCommand) -> anyhow::Result<ExitCod
             limit,
             json: json_out,
         } => {
-            let mut conn = session(&hosts, host.as_deref(), ONE_SHOT_RECONNECT).await?;
+            let mut conn = session(&mut hosts, host.as_deref(), ONE_SHOT_RECONNECT).await?;
             let list: TaskListResult = conn
                 .call(
                     "task.list",
@@ -307,7 +545,7 @@ pub async fn run(dir: PathBuf, command: ClientCommand) -> anyhow::Result<ExitCod
             } else {
                 ONE_SHOT_RECONNECT
             };
-            let mut conn = session(&hosts, host.as_deref(), give_up).await?;
+            let mut conn = session(&mut hosts, host.as_deref(), give_up).await?;
             if follow {
                 conn.follow(&task_id, 1).await.map_err(session_error)?;
                 let prompts = if std::io::stdin().is_terminal() {
@@ -341,7 +579,7 @@ pub async fn run(dir: PathBuf, command: ClientCommand) -> anyhow::Result<ExitCod
             host,
             json: json_out,
         } => {
-            let mut conn = session(&hosts, host.as_deref(), ONE_SHOT_RECONNECT).await?;
+            let mut conn = session(&mut hosts, host.as_deref(), ONE_SHOT_RECONNECT).await?;
             let health: HealthReport = conn
                 .call("health.get", json!({}))
                 .await
@@ -365,7 +603,7 @@ pub async fn run(dir: PathBuf, command: ClientCommand) -> anyhow::Result<ExitCod
             if !matches!(decision.as_str(), "once" | "always" | "reject") {
                 bail!("the decision is `once`, `always` or `reject`, not `{decision}`");
             }
-            let mut conn = session(&hosts, host.as_deref(), ONE_SHOT_RECONNECT).await?;
+            let mut conn = session(&mut hosts, host.as_deref(), ONE_SHOT_RECONNECT).await?;
             let _: Value = conn
                 .call(
                     "permission.reply",
@@ -594,4 +832,25 @@ fn print_task(t: &TaskRecord) {
         exit,
         t.created_at
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_told_from_names_to_look_for() {
+        for address in [
+            "10.0.0.2",
+            "10.0.0.2:4747",
+            "[::1]:4747",
+            "fe80::1%eth0",
+            "desk.lan:4747",
+        ] {
+            assert!(is_address(address), "{address}");
+        }
+        for name in ["Ada's Desk", "desk", "desk.lan", "Café Lab.2"] {
+            assert!(!is_address(name), "{name}");
+        }
+    }
 }

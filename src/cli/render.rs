@@ -213,6 +213,26 @@ pub fn health_panel(h: &HealthReport, reached_at: &str, style: &Style) -> String
             let _ = writeln!(out, "  {:<13} {}", l.transport, l.address);
         }
     }
+    if let Some(discovery) = &h.discovery {
+        let detail = |v: &Option<String>| v.clone().unwrap_or_default();
+        let line = match discovery.state.as_str() {
+            "failed" => style.as_status(
+                "degraded",
+                &format!(
+                    "failed: {}; {}",
+                    detail(&discovery.message),
+                    detail(&discovery.action)
+                ),
+            ),
+            "off" => format!("off ({})", detail(&discovery.message)),
+            state => format!(
+                "{state} as \"{}\" ({})",
+                detail(&discovery.instance),
+                discovery.service
+            ),
+        };
+        let _ = writeln!(out, "  {:<13} {line}", "mdns");
+    }
     if let Some(runtimes) = &h.runtimes {
         section(&mut out, "Runtimes");
         for r in runtimes {
@@ -321,6 +341,16 @@ pub fn link_status(host: &str) -> impl FnMut(&LinkEvent) + Send + 'static {
                 if terminal {
                     let _ = write!(err, "\r\x1b[2K");
                     let _ = err.flush();
+                }
+                return;
+            }
+            LinkEvent::Moved { from, to } => {
+                let line =
+                    format!("{host} no longer answers at {from}; found it on the LAN at {to}");
+                if terminal {
+                    let _ = writeln!(err, "\r\x1b[2K{line}");
+                } else {
+                    let _ = writeln!(err, "openwork-host: {line}");
                 }
                 return;
             }

@@ -25,6 +25,17 @@ pub struct KnownHost {
     pub paired_at: String,
 }
 
+impl KnownHost {
+    /// Whether the host was paired over loopback: it is on this machine,
+    /// where discovery has nothing to find (loopback is never advertised).
+    pub fn is_on_loopback(&self) -> bool {
+        match self.address.parse::<std::net::SocketAddr>() {
+            Ok(address) => address.ip().is_loopback(),
+            Err(_) => self.address.starts_with("localhost:"),
+        }
+    }
+}
+
 /// A problem with the hosts file or finding a host in it.
 #[derive(Debug, thiserror::Error)]
 pub enum HostsError {
@@ -203,6 +214,12 @@ mod tests {
         hosts.add(host("desk-renamed", "id1"));
         assert_eq!(hosts.all().len(), 2, "re-pairing replaces");
         assert!(hosts.remove("laptop"));
+        assert!(host("a", "b").is_on_loopback());
+        let lan = KnownHost {
+            address: "10.0.0.2:4747".into(),
+            ..host("a", "b")
+        };
+        assert!(!lan.is_on_loopback());
         assert!(matches!(
             hosts.find(Some("laptop")),
             Err(HostsError::Unknown(..))

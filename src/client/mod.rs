@@ -233,7 +233,14 @@ pub async fn open_session(
         std::time::Duration::from_secs(15),
     )
     .await?;
-    let mut conn = connected.connection;
+    authenticate(connected.connection, host, client_name).await
+}
+
+async fn authenticate(
+    mut conn: TlsConnection,
+    host: &KnownHost,
+    client_name: &str,
+) -> Result<TlsConnection, SessionError> {
     let params = serde_json::json!({
         "clientInfo": {"name": client_name, "version": env!("CARGO_PKG_VERSION")},
         "protocolVersion": crate::protocol::PROTOCOL_VERSION,

@@ -49,6 +49,10 @@ pub struct ReconnectPolicy {
     /// After this long without a message the host is pinged, and a connection
     /// whose ping goes unanswered as long again counts as dropped.
     pub liveness: Duration,
+    /// When the stored address does not answer, look for the host on the LAN
+    /// (mDNS, by its id) for this long, and move to the address found there.
+    /// Never for a host on loopback, which is not advertised.
+    pub find_on_lan: Option<Duration>,
 }
 
 impl Default for ReconnectPolicy {
@@ -59,6 +63,7 @@ impl Default for ReconnectPolicy {
             give_up_after: Duration::from_secs(300),
             connect_timeout: Duration::from_secs(10),
             liveness: Duration::from_secs(15),
+            find_on_lan: None,
         }
     }
 }
@@ -93,6 +98,8 @@ pub enum LinkEvent {
     },
     /// Connected again, initialized and resubscribed.
     Restored { attempts: u32, down_for: Duration },
+    /// The host no longer answered at `from`, and was found on the LAN at `to`.
+    Moved { from: String, to: String },
     /// No more attempts: the give-up time passed, or trying again cannot help.
     Failed { error: String },
 }
@@ -519,18 +526,66 @@ impl HostSession {
         }
     }
 
+    /// Looks for the host on the LAN by its id and connects to the first of
+    /// its advertised addresses that answers with the pinned certificate.
+    /// The advertisement is only a hint: the pin decides.
+    async fn find_on_lan(
+        &mut self,
+        browse_for: Duration,
+        unreachable: ConnectError,
+    ) -> Result<super::tls::Connected, Attempt> {
+        let host_id = self.host.host_id.clone();
+        let found = crate::discovery::find(browse_for, |h| h.host_id.as_deref() == Some(&host_id))
+            .await
+            .map_err(|e| {
+                Attempt::Retry(format!(
+                    "{unreachable}; and cannot look for it on the LAN: {e}"
+                ))
+            })?;
+        let Some(found) = found else {
+            return Err(Attempt::Retry(format!(
+                "{unreachable}; not found on the LAN either (is it running, on this network, and advertising?)"
+            )));
+        };
+        let mut last = unreachable.to_string();
+        for endpoint in &found.endpoints {
+            let address = endpoint.to_string();
+            match connect_tls(
+                &address,
+                Some(&self.host.fingerprint),
+                self.policy.connect_timeout,
+            )
+            .await
+            {
+                Ok(connected) => {
+                    let from = std::mem::replace(&mut self.host.address, address.clone());
+                    self.emit(LinkEvent::Moved { from, to: address });
+                    return Ok(connected);
+                }
+                Err(e) if e.is_unreachable() => last = e.to_string(),
+                Err(e) => return Err(connect_failed(e)),
+            }
+        }
+        Err(Attempt::Retry(last))
+    }
+
     /// One attempt: TLS with the pinned certificate, `initialize`, then resubscribing.
     async fn connect_once(&mut self) -> Result<Link, Attempt> {
-        let connected = connect_tls(
+        let tried = connect_tls(
             &self.host.address,
             Some(&self.host.fingerprint),
             self.policy.connect_timeout,
         )
-        .await
-        .map_err(|e| match e {
-            ConnectError::FingerprintMismatch { .. } => Attempt::Fatal(SessionError::Connect(e)),
-            other => Attempt::Retry(other.to_string()),
-        })?;
+        .await;
+        let connected = match tried {
+            Err(e) if e.is_unreachable() && !self.host.is_on_loopback() => {
+                match self.policy.find_on_lan {
+                    Some(browse_for) => self.find_on_lan(browse_for, e).await?,
+                    None => return Err(Attempt::Retry(e.to_string())),
+                }
+            }
+            other => other.map_err(connect_failed)?,
+        };
         let mut link = Link::start(connected.connection);
         let init = json!({
             "clientInfo": {"name": self.client_name, "version": env!("CARGO_PKG_VERSION")},
@@ -561,6 +616,13 @@ impl HostSession {
             }
         }
         Ok(link)
+    }
+}
+
+fn connect_failed(e: ConnectError) -> Attempt {
+    match e {
+        ConnectError::FingerprintMismatch { .. } => Attempt::Fatal(SessionError::Connect(e)),
+        other => Attempt::Retry(other.to_string()),
     }
 }
 

@@ -37,6 +37,14 @@ pub enum ConnectError {
     Tls { address: String, message: String },
 }
 
+impl ConnectError {
+    /// Nothing answered at the address: the host moved or is down (as
+    /// opposed to a host that answered with the wrong certificate).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Self::Unreachable { .. } | Self::Timeout(_))
+    }
+}
+
 /// A TLS connection and what the handshake showed.
 pub struct Connected {
     pub connection: TlsConnection,

@@ -15,7 +15,7 @@ use base64::Engine;
 use bytes::Bytes;
 use rand::Rng;
 use serde::Deserialize;
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::{broadcast, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Scope;
@@ -187,6 +187,8 @@ pub struct Pairing {
     state: Mutex<WindowState>,
     serial: std::sync::atomic::AtomicU64,
     events: broadcast::Sender<Bytes>,
+    /// Whether a window is open, for those who follow it (mDNS's `pair` flag).
+    open_flag: watch::Sender<bool>,
     me: Weak<Pairing>,
 }
 
@@ -222,6 +224,7 @@ impl Pairing {
             state: Mutex::new(WindowState::Closed { reason: None }),
             serial: std::sync::atomic::AtomicU64::new(0),
             events: broadcast::channel(64).0,
+            open_flag: watch::channel(false).0,
             me: me.clone(),
         })
     }
@@ -238,6 +241,26 @@ impl Pairing {
 
     fn emit<P: serde::Serialize>(&self, notification: &Notification<P>, params: &P) {
         let _ = self.events.send(notification.encode(params));
+    }
+
+    /// Changes whenever a window opens (true) or closes for any reason (used,
+    /// denied, expired, too many wrong codes). Two changes racing may arrive
+    /// out of order, so a follower reads `is_open` when told of a change.
+    pub fn watch_open(&self) -> watch::Receiver<bool> {
+        self.open_flag.subscribe()
+    }
+
+    /// Every way a window ends goes through here, so that followers of
+    /// `watch_open` never miss a close.
+    fn window_closed(&self, reason: &str, device_id: Option<String>) {
+        self.open_flag.send_replace(false);
+        self.emit(
+            &notifications::PAIRING_CLOSED,
+            &PairingClosed {
+                reason: reason.to_owned(),
+                device_id,
+            },
+        );
     }
 
     /// Whether a window is open now (for mDNS's `pair=1`).
@@ -290,15 +313,10 @@ impl Pairing {
             })),
         );
         if matches!(previous, WindowState::Open(_)) {
-            self.emit(
-                &notifications::PAIRING_CLOSED,
-                &PairingClosed {
-                    reason: "replaced by a new window".into(),
-                    device_id: None,
-                },
-            );
+            self.window_closed("replaced by a new window", None);
         }
         drop(previous);
+        self.open_flag.send_replace(true);
         if let Some(me) = self.me.upgrade() {
             tokio::spawn(async move {
                 tokio::time::sleep(ttl).await;
@@ -336,13 +354,7 @@ impl Pairing {
         );
         let was_open = matches!(previous, WindowState::Open(_));
         if was_open {
-            self.emit(
-                &notifications::PAIRING_CLOSED,
-                &PairingClosed {
-                    reason: reason.to_owned(),
-                    device_id: None,
-                },
-            );
+            self.window_closed(reason, None);
         }
         was_open
     }
@@ -354,13 +366,7 @@ impl Pairing {
                 reason: Some(reason.to_owned()),
             };
             drop(state);
-            self.emit(
-                &notifications::PAIRING_CLOSED,
-                &PairingClosed {
-                    reason: reason.to_owned(),
-                    device_id: None,
-                },
-            );
+            self.window_closed(reason, None);
         }
     }
 
@@ -455,13 +461,7 @@ impl Pairing {
                 reason: Some("too many wrong codes".into()),
             };
             drop(state);
-            self.emit(
-                &notifications::PAIRING_CLOSED,
-                &PairingClosed {
-                    reason: "too many wrong codes".into(),
-                    device_id: None,
-                },
-            );
+            self.window_closed("too many wrong codes", None);
             return Err(PairingError::TooManyFailures(self.config.max_failures));
         }
         let scopes = within(
@@ -601,13 +601,7 @@ impl Pairing {
                 reason: Some("too many wrong codes".into()),
             };
             drop(state);
-            self.emit(
-                &notifications::PAIRING_CLOSED,
-                &PairingClosed {
-                    reason: "too many wrong codes".into(),
-                    device_id: None,
-                },
-            );
+            self.window_closed("too many wrong codes", None);
         }
     }
 
@@ -641,13 +635,7 @@ impl Pairing {
                 *state = WindowState::Closed {
                     reason: Some("too many wrong codes".into()),
                 };
-                self.emit(
-                    &notifications::PAIRING_CLOSED,
-                    &PairingClosed {
-                        reason: "too many wrong codes".into(),
-                        device_id: None,
-                    },
-                );
+                self.window_closed("too many wrong codes", None);
                 PairingError::TooManyFailures(self.config.max_failures)
             } else {
                 PairingError::WrongCode {
@@ -698,13 +686,7 @@ impl Pairing {
                 reason: Some(reason.to_owned()),
             };
             drop(state);
-            self.emit(
-                &notifications::PAIRING_CLOSED,
-                &PairingClosed {
-                    reason: reason.to_owned(),
-                    device_id: None,
-                },
-            );
+            self.window_closed(reason, None);
         }
     }
 
@@ -763,13 +745,7 @@ impl Pairing {
         *lock(&self.state) = WindowState::Closed {
             reason: Some("paired".into()),
         };
-        self.emit(
-            &notifications::PAIRING_CLOSED,
-            &PairingClosed {
-                reason: "paired".into(),
-                device_id: Some(device_id),
-            },
-        );
+        self.window_closed("paired", Some(device_id));
         self.record(&request.address, &request.device_name, "approved")
             .await;
         Ok(info)
@@ -794,13 +770,7 @@ impl Pairing {
         *lock(&self.state) = WindowState::Closed {
             reason: Some(reason.to_owned()),
         };
-        self.emit(
-            &notifications::PAIRING_CLOSED,
-            &PairingClosed {
-                reason: reason.to_owned(),
-                device_id: None,
-            },
-        );
+        self.window_closed(reason, None);
     }
 
     async fn record(&self, address: &str, device_name: &str, outcome: &str) {

@@ -112,6 +112,10 @@ class Capabilities:
         return out
 
 
+CheckSeverity = Literal["error", "warning"]
+"""How much a failing check matters."""
+
+
 @dataclass
 class ClientInfo:
     """Who the client is, for logs and the devices list."""
@@ -137,10 +141,19 @@ class ClientInfo:
 
 @dataclass
 class ConnectionCounts:
-    """Connection counters since the data dir was created."""
+    """Connection counters since the data dir was created (while telemetry was on)."""
     accepted: int
+    """Connections accepted, all transports."""
     active: int
+    """Connections open now."""
     disconnects: int
+    """Connections that ended, for any reason."""
+    auth_failures: int | None = None
+    """Failed authentications and calls refused for lack of one."""
+    handshake_failures: int | None = None
+    """TLS handshakes that failed or timed out."""
+    refused: int | None = None
+    """Connections refused at `network.max_connections`."""
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ConnectionCounts:
@@ -149,6 +162,9 @@ class ConnectionCounts:
             accepted=required(data, "accepted", "ConnectionCounts"),
             active=required(data, "active", "ConnectionCounts"),
             disconnects=required(data, "disconnects", "ConnectionCounts"),
+            auth_failures=data["authFailures"] if data.get("authFailures") is not None else None,
+            handshake_failures=data["handshakeFailures"] if data.get("handshakeFailures") is not None else None,
+            refused=data["refused"] if data.get("refused") is not None else None,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -157,6 +173,12 @@ class ConnectionCounts:
         out["accepted"] = self.accepted
         out["active"] = self.active
         out["disconnects"] = self.disconnects
+        if self.auth_failures is not None:
+            out["authFailures"] = self.auth_failures
+        if self.handshake_failures is not None:
+            out["handshakeFailures"] = self.handshake_failures
+        if self.refused is not None:
+            out["refused"] = self.refused
         return out
 
 
@@ -292,6 +314,45 @@ class DevicesListResult:
 
 
 @dataclass
+class DiscoveryHealth:
+    """The host's mDNS / DNS-SD advertisement, in `health.get`."""
+    service: str
+    """The DNS-SD service type, `_openwork._tcp.local.`."""
+    state: str
+    """`advertising`, `starting` (probing, not announced yet), `off` or `failed`."""
+    action: str | None = None
+    """What to do about a failure."""
+    instance: str | None = None
+    """The instance name advertised: the host's friendly name."""
+    message: str | None = None
+    """Why it is off, or what failed."""
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> DiscoveryHealth:
+        """Reads the wire form; members this version does not know are ignored."""
+        return cls(
+            service=required(data, "service", "DiscoveryHealth"),
+            state=required(data, "state", "DiscoveryHealth"),
+            action=data["action"] if data.get("action") is not None else None,
+            instance=data["instance"] if data.get("instance") is not None else None,
+            message=data["message"] if data.get("message") is not None else None,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The wire form; members left as None are omitted."""
+        out: dict[str, Any] = {}
+        out["service"] = self.service
+        out["state"] = self.state
+        if self.action is not None:
+            out["action"] = self.action
+        if self.instance is not None:
+            out["instance"] = self.instance
+        if self.message is not None:
+            out["message"] = self.message
+        return out
+
+
+@dataclass
 class Empty:
     """An empty object result."""
 
@@ -307,25 +368,72 @@ class Empty:
 
 
 @dataclass
+class HealthCheck:
+    """One health check: a thing the host needs, whether it holds, and what to do when not."""
+    message: str
+    """What was found, in words."""
+    name: str
+    """`store`, `disk`, `listeners`, `mdns`, `runtime.builtin`, `runtime.opencode`, `recent_failures` (and, from `doctor`, `daemon`, `data_dir`, `config`)."""
+    ok: bool
+    severity: CheckSeverity
+    """What a failure means: `error` (the host cannot do its work) or `warning` (it works, with less)."""
+    action: str | None = None
+    """What a person can do about it; present when `ok` is false."""
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> HealthCheck:
+        """Reads the wire form; members this version does not know are ignored."""
+        return cls(
+            message=required(data, "message", "HealthCheck"),
+            name=required(data, "name", "HealthCheck"),
+            ok=required(data, "ok", "HealthCheck"),
+            severity=required(data, "severity", "HealthCheck"),
+            action=data["action"] if data.get("action") is not None else None,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The wire form; members left as None are omitted."""
+        out: dict[str, Any] = {}
+        out["message"] = self.message
+        out["name"] = self.name
+        out["ok"] = self.ok
+        out["severity"] = self.severity
+        if self.action is not None:
+            out["action"] = self.action
+        return out
+
+
+@dataclass
 class HealthReport:
-    """`health.get` result."""
+    """`health.get` result: the health panel. Anyone may call it; without `tasks.read` only the identity, version, uptime and overall `status` are filled in."""
     fingerprint: str
     """SHA-256 of the host's TLS certificate (hex), for pinning."""
     host_id: str
     host_name: str
     started_at: str
     status: str
-    """`ok`, `degraded` or `error`."""
+    """`ok`, `degraded` (it works, with less: a warning check fails) or `error` (it cannot do its work: an error check fails)."""
     uptime_s: int
+    """Seconds since this run of the host started."""
     version: str
+    checks: list[HealthCheck] | None = None
+    """Every check, in a fixed order; `status` follows from them."""
     connections: int | None = None
+    """Connections open now, all transports."""
     data_dir: str | None = None
     """Details, for callers with `tasks.read`."""
+    discovery: DiscoveryHealth | None = None
+    """The LAN advertisement (mDNS); always sent by this host, absent from older ones."""
+    last_task: TaskRecord | None = None
+    """The task that finished last."""
     listeners: list[Listener] | None = None
     """Where the host listens."""
+    pairing: PairingHealth | None = None
+    """The pairing window."""
     runtimes: list[RuntimeHealth] | None = None
     """Each runtime's state."""
     tasks: TaskCounts | None = None
+    """Tasks by status, all time."""
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> HealthReport:
@@ -338,9 +446,13 @@ class HealthReport:
             status=required(data, "status", "HealthReport"),
             uptime_s=required(data, "uptimeS", "HealthReport"),
             version=required(data, "version", "HealthReport"),
+            checks=[HealthCheck.from_json(x) for x in data["checks"]] if data.get("checks") is not None else None,
             connections=data["connections"] if data.get("connections") is not None else None,
             data_dir=data["dataDir"] if data.get("dataDir") is not None else None,
+            discovery=DiscoveryHealth.from_json(data["discovery"]) if data.get("discovery") is not None else None,
+            last_task=TaskRecord.from_json(data["lastTask"]) if data.get("lastTask") is not None else None,
             listeners=[Listener.from_json(x) for x in data["listeners"]] if data.get("listeners") is not None else None,
+            pairing=PairingHealth.from_json(data["pairing"]) if data.get("pairing") is not None else None,
             runtimes=[RuntimeHealth.from_json(x) for x in data["runtimes"]] if data.get("runtimes") is not None else None,
             tasks=TaskCounts.from_json(data["tasks"]) if data.get("tasks") is not None else None,
         )
@@ -355,12 +467,20 @@ class HealthReport:
         out["status"] = self.status
         out["uptimeS"] = self.uptime_s
         out["version"] = self.version
+        if self.checks is not None:
+            out["checks"] = [x.to_json() for x in self.checks]
         if self.connections is not None:
             out["connections"] = self.connections
         if self.data_dir is not None:
             out["dataDir"] = self.data_dir
+        if self.discovery is not None:
+            out["discovery"] = self.discovery.to_json()
+        if self.last_task is not None:
+            out["lastTask"] = self.last_task.to_json()
         if self.listeners is not None:
             out["listeners"] = [x.to_json() for x in self.listeners]
+        if self.pairing is not None:
+            out["pairing"] = self.pairing.to_json()
         if self.runtimes is not None:
             out["runtimes"] = [x.to_json() for x in self.runtimes]
         if self.tasks is not None:
@@ -502,17 +622,31 @@ LogStream = Literal["stdout", "stderr", "event"]
 
 @dataclass
 class MetricsReport:
-    """`metrics.get` result: local counters, never sent anywhere."""
+    """`metrics.get` result: local counters, kept in the host's store and never sent anywhere."""
     connections: ConnectionCounts
+    last24h: TaskOutcomes
+    """Outcomes of the tasks that finished in the last 24 hours."""
+    last7d: TaskOutcomes
+    """Outcomes of the tasks that finished in the last 7 days."""
     tasks: TaskCounts
+    """Tasks by status, all time (from the task records)."""
+    telemetry: bool
+    """Whether counters are being recorded (`[metrics] telemetry` in config.toml)."""
+    total_uptime_s: int
+    """Seconds the host has run in total, across restarts (while telemetry was on)."""
     uptime_s: int
+    """Seconds since this run of the host started."""
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> MetricsReport:
         """Reads the wire form; members this version does not know are ignored."""
         return cls(
             connections=ConnectionCounts.from_json(required(data, "connections", "MetricsReport")),
+            last24h=TaskOutcomes.from_json(required(data, "last24h", "MetricsReport")),
+            last7d=TaskOutcomes.from_json(required(data, "last7d", "MetricsReport")),
             tasks=TaskCounts.from_json(required(data, "tasks", "MetricsReport")),
+            telemetry=required(data, "telemetry", "MetricsReport"),
+            total_uptime_s=required(data, "totalUptimeS", "MetricsReport"),
             uptime_s=required(data, "uptimeS", "MetricsReport"),
         )
 
@@ -520,7 +654,11 @@ class MetricsReport:
         """The wire form; members left as None are omitted."""
         out: dict[str, Any] = {}
         out["connections"] = self.connections.to_json()
+        out["last24h"] = self.last24h.to_json()
+        out["last7d"] = self.last7d.to_json()
         out["tasks"] = self.tasks.to_json()
+        out["telemetry"] = self.telemetry
+        out["totalUptimeS"] = self.total_uptime_s
         out["uptimeS"] = self.uptime_s
         return out
 
@@ -724,6 +862,33 @@ class PairingFailed:
         out["deviceName"] = self.device_name
         out["failures"] = self.failures
         out["remaining"] = self.remaining
+        return out
+
+
+@dataclass
+class PairingHealth:
+    """The pairing window, in the health panel."""
+    open: bool
+    pending: int
+    """Devices waiting for the owner's approval."""
+    expires_at: str | None = None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PairingHealth:
+        """Reads the wire form; members this version does not know are ignored."""
+        return cls(
+            open=required(data, "open", "PairingHealth"),
+            pending=required(data, "pending", "PairingHealth"),
+            expires_at=data["expiresAt"] if data.get("expiresAt") is not None else None,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The wire form; members left as None are omitted."""
+        out: dict[str, Any] = {}
+        out["open"] = self.open
+        out["pending"] = self.pending
+        if self.expires_at is not None:
+            out["expiresAt"] = self.expires_at
         return out
 
 
@@ -1427,6 +1592,39 @@ class TaskLogsResult:
         out["chunks"] = [x.to_json() for x in self.chunks]
         out["done"] = self.done
         out["nextSeq"] = self.next_seq
+        return out
+
+
+@dataclass
+class TaskOutcomes:
+    """How the tasks that finished in a time window ended."""
+    cancelled: int
+    failed: int
+    interrupted: int
+    succeeded: int
+    success_rate: float | None = None
+    """`succeeded / (succeeded + failed + interrupted)`; cancelled tasks are left out (a person stopped them). Absent when no such task finished."""
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TaskOutcomes:
+        """Reads the wire form; members this version does not know are ignored."""
+        return cls(
+            cancelled=required(data, "cancelled", "TaskOutcomes"),
+            failed=required(data, "failed", "TaskOutcomes"),
+            interrupted=required(data, "interrupted", "TaskOutcomes"),
+            succeeded=required(data, "succeeded", "TaskOutcomes"),
+            success_rate=data["successRate"] if data.get("successRate") is not None else None,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The wire form; members left as None are omitted."""
+        out: dict[str, Any] = {}
+        out["cancelled"] = self.cancelled
+        out["failed"] = self.failed
+        out["interrupted"] = self.interrupted
+        out["succeeded"] = self.succeeded
+        if self.success_rate is not None:
+            out["successRate"] = self.success_rate
         return out
 
 

@@ -6,18 +6,22 @@
  */
 export type Decision = "once" | "always" | "reject";
 /**
+ * How much a failing check matters.
+ */
+export type CheckSeverity = "error" | "warning";
+/**
  * A right a device can hold. The local principal holds all of them.
  */
 export type Scope = "tasks.run" | "tasks.read" | "permissions.reply" | "opencode" | "admin";
-/**
- * Which output a chunk came from.
- */
-export type LogStream = ("stdout" | "stderr") | "event";
 /**
  * A task's state. Final states: succeeded, failed, cancelled, interrupted.
  */
 export type TaskStatus =
   "queued" | "running" | "waiting_permission" | "succeeded" | "failed" | "cancelled" | "interrupted";
+/**
+ * Which output a chunk came from.
+ */
+export type LogStream = ("stdout" | "stderr") | "event";
 
 /**
  * One audit entry.
@@ -91,12 +95,33 @@ export interface ClientInfo {
   version?: string;
 }
 /**
- * Connection counters since the data dir was created.
+ * Connection counters since the data dir was created (while telemetry was on).
  */
 export interface ConnectionCounts {
+  /**
+   * Connections accepted, all transports.
+   */
   accepted: number;
+  /**
+   * Connections open now.
+   */
   active: number;
+  /**
+   * Failed authentications and calls refused for lack of one.
+   */
+  authFailures?: number;
+  /**
+   * Connections that ended, for any reason.
+   */
   disconnects: number;
+  /**
+   * TLS handshakes that failed or timed out.
+   */
+  handshakeFailures?: number;
+  /**
+   * Connections refused at `network.max_connections`.
+   */
+  refused?: number;
 }
 /**
  * A paired device's credential, as issued by pairing.
@@ -144,18 +169,81 @@ export interface DevicesListResult {
   devices: DeviceInfo[];
 }
 /**
+ * The host's mDNS / DNS-SD advertisement, in `health.get`.
+ */
+export interface DiscoveryHealth {
+  /**
+   * What to do about a failure.
+   */
+  action?: string;
+  /**
+   * The instance name advertised: the host's friendly name.
+   */
+  instance?: string;
+  /**
+   * Why it is off, or what failed.
+   */
+  message?: string;
+  /**
+   * The DNS-SD service type, `_openwork._tcp.local.`.
+   */
+  service: string;
+  /**
+   * `advertising`, `starting` (probing, not announced yet), `off` or `failed`.
+   */
+  state: string;
+}
+/**
  * An empty object result.
  */
 export interface Empty {}
 /**
- * `health.get` result.
+ * One health check: a thing the host needs, whether it holds, and what to do when not.
+ */
+export interface HealthCheck {
+  /**
+   * What a person can do about it; present when `ok` is false.
+   */
+  action?: string;
+  /**
+   * What was found, in words.
+   */
+  message: string;
+  /**
+   * `store`, `disk`, `listeners`, `mdns`, `runtime.builtin`,
+   * `runtime.opencode`, `recent_failures` (and, from `doctor`, `daemon`,
+   * `data_dir`, `config`).
+   */
+  name: string;
+  ok: boolean;
+  /**
+   * What a failure means: `error` (the host cannot do its work) or `warning` (it works, with less).
+   */
+  severity: CheckSeverity;
+}
+/**
+ * `health.get` result: the health panel.
+ *
+ * Anyone may call it; without `tasks.read` only the identity, version,
+ * uptime and overall `status` are filled in.
  */
 export interface HealthReport {
+  /**
+   * Every check, in a fixed order; `status` follows from them.
+   */
+  checks?: HealthCheck[];
+  /**
+   * Connections open now, all transports.
+   */
   connections?: number;
   /**
    * Details, for callers with `tasks.read`.
    */
   dataDir?: string;
+  /**
+   * The LAN advertisement (mDNS); always sent by this host, absent from older ones.
+   */
+  discovery?: DiscoveryHealth;
   /**
    * SHA-256 of the host's TLS certificate (hex), for pinning.
    */
@@ -163,21 +251,81 @@ export interface HealthReport {
   hostId: string;
   hostName: string;
   /**
+   * The task that finished last.
+   */
+  lastTask?: TaskRecord;
+  /**
    * Where the host listens.
    */
   listeners?: Listener[];
+  /**
+   * The pairing window.
+   */
+  pairing?: PairingHealth;
   /**
    * Each runtime's state.
    */
   runtimes?: RuntimeHealth[];
   startedAt: string;
   /**
-   * `ok`, `degraded` or `error`.
+   * `ok`, `degraded` (it works, with less: a warning check fails) or
+   * `error` (it cannot do its work: an error check fails).
    */
   status: string;
+  /**
+   * Tasks by status, all time.
+   */
   tasks?: TaskCounts;
+  /**
+   * Seconds since this run of the host started.
+   */
   uptimeS: number;
   version: string;
+}
+/**
+ * A task as stored.
+ */
+export interface TaskRecord {
+  agent?: string;
+  argv?: string[];
+  command?: string;
+  /**
+   * RFC 3339 UTC times.
+   */
+  createdAt: string;
+  cwd: string;
+  /**
+   * Why the task failed, was cancelled or interrupted, in words.
+   */
+  error?: string;
+  /**
+   * The exit code, once the process has exited normally.
+   */
+  exitCode?: number;
+  finishedAt?: string;
+  /**
+   * The seq of the last stored log chunk (0 when none).
+   */
+  lastSeq: number;
+  model?: string;
+  /**
+   * OpenCode tasks: the prompt sent.
+   */
+  prompt?: string;
+  runtime: string;
+  /**
+   * OpenCode tasks: the session the prompt went to (continue it with `sessionId`).
+   */
+  sessionId?: string;
+  /**
+   * The signal that ended the process, e.g. `SIGKILL`.
+   */
+  signal?: string;
+  startedAt?: string;
+  status: TaskStatus;
+  taskId: string;
+  timeoutS?: number;
+  title?: string;
 }
 /**
  * A listener the host serves on.
@@ -191,6 +339,17 @@ export interface Listener {
    * `tls` or `unix`.
    */
   transport: string;
+}
+/**
+ * The pairing window, in the health panel.
+ */
+export interface PairingHealth {
+  expiresAt?: string;
+  open: boolean;
+  /**
+   * Devices waiting for the owner's approval.
+   */
+  pending: number;
 }
 /**
  * A runtime's state, in the health panel.
@@ -289,12 +448,48 @@ export interface LogChunk {
   ts: string;
 }
 /**
- * `metrics.get` result: local counters, never sent anywhere.
+ * `metrics.get` result: local counters, kept in the host's store and never sent anywhere.
  */
 export interface MetricsReport {
   connections: ConnectionCounts;
+  /**
+   * Outcomes of the tasks that finished in the last 24 hours.
+   */
+  last24h: TaskOutcomes;
+  /**
+   * Outcomes of the tasks that finished in the last 7 days.
+   */
+  last7d: TaskOutcomes;
+  /**
+   * Tasks by status, all time (from the task records).
+   */
   tasks: TaskCounts;
+  /**
+   * Whether counters are being recorded (`[metrics] telemetry` in config.toml).
+   */
+  telemetry: boolean;
+  /**
+   * Seconds the host has run in total, across restarts (while telemetry was on).
+   */
+  totalUptimeS: number;
+  /**
+   * Seconds since this run of the host started.
+   */
   uptimeS: number;
+}
+/**
+ * How the tasks that finished in a time window ended.
+ */
+export interface TaskOutcomes {
+  cancelled: number;
+  failed: number;
+  interrupted: number;
+  succeeded: number;
+  /**
+   * `succeeded / (succeeded + failed + interrupted)`; cancelled tasks are
+   * left out (a person stopped them). Absent when no such task finished.
+   */
+  successRate?: number;
 }
 /**
  * Params of a method that takes none: absent, or `{}`.
@@ -605,51 +800,6 @@ export interface TaskListParams {
  */
 export interface TaskListResult {
   tasks: TaskRecord[];
-}
-/**
- * A task as stored.
- */
-export interface TaskRecord {
-  agent?: string;
-  argv?: string[];
-  command?: string;
-  /**
-   * RFC 3339 UTC times.
-   */
-  createdAt: string;
-  cwd: string;
-  /**
-   * Why the task failed, was cancelled or interrupted, in words.
-   */
-  error?: string;
-  /**
-   * The exit code, once the process has exited normally.
-   */
-  exitCode?: number;
-  finishedAt?: string;
-  /**
-   * The seq of the last stored log chunk (0 when none).
-   */
-  lastSeq: number;
-  model?: string;
-  /**
-   * OpenCode tasks: the prompt sent.
-   */
-  prompt?: string;
-  runtime: string;
-  /**
-   * OpenCode tasks: the session the prompt went to (continue it with `sessionId`).
-   */
-  sessionId?: string;
-  /**
-   * The signal that ended the process, e.g. `SIGKILL`.
-   */
-  signal?: string;
-  startedAt?: string;
-  status: TaskStatus;
-  taskId: string;
-  timeoutS?: number;
-  title?: string;
 }
 /**
  * `task.logs` params.

@@ -15,6 +15,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::io::AsyncReadExt;
 
+mod support;
+use support::{BenchHost, status_kib};
+
 #[derive(Deserialize)]
 struct Note<'a> {
     #[serde(borrow)]
@@ -37,15 +40,6 @@ fn generator(bytes: u64) -> String {
     format!(
         "yes 'openwork benchmark line: the quick brown fox jumps over the lazy dog 0123456789' | head -c {bytes}"
     )
-}
-
-fn peak_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
 }
 
 async fn plain_pipe(bytes: u64) -> (u64, Duration) {
@@ -140,40 +134,8 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(512);
     let bytes = mib * 1024 * 1024;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let data = dir.path().join("data");
-    let work = dir.path().join("work");
-    std::fs::create_dir_all(&data).expect("data dir");
-    std::fs::create_dir_all(&work).expect("work dir");
-    std::fs::write(
-        data.join("config.toml"),
-        format!(
-            "[tasks]\nworkspace_roots = [{:?}]\n",
-            work.display().to_string()
-        ),
-    )
-    .expect("config");
-    let host = std::process::Command::new(env!("CARGO_BIN_EXE_openwork-host"))
-        .args([
-            "serve",
-            "--no-mdns",
-            "--listen",
-            "127.0.0.1:0",
-            "--log",
-            "warn",
-            "--data-dir",
-        ])
-        .arg(&data)
-        .spawn()
-        .expect("start the host");
-    let host = KillOnDrop(host);
-    let socket = data.join("host.sock");
-    for _ in 0..200 {
-        if socket.exists() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
+    let host = BenchHost::start("");
+    let (socket, work) = (host.socket(), host.work.clone());
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
         println!("openwork-host bench: {mib} MiB task output over the unix socket");
@@ -197,20 +159,9 @@ fn main() {
         );
         println!(
             "host peak RSS:         {:>9.1} MiB",
-            peak_rss_kib(host.0.id()) as f64 / 1024.0
+            status_kib(host.pid(), "VmHWM:") as f64 / 1024.0
         );
         pings(&socket).await;
     });
     drop(host);
-}
-
-/// Stops the host even when a step panics.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let _ = self.0.wait();
-    }
 }

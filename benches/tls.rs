@@ -10,60 +10,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use openwork_host::client::pair::{PairRequest, pair};
 use openwork_host::client::{KnownHost, connect_unix, open_session};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let _ = self.0.wait();
-    }
-}
-
-fn rss_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
-async fn pair_device(socket: &std::path::Path, tls: &str) -> KnownHost {
-    let mut owner = connect_unix(socket).await.expect("owner");
-    let window: Value = owner
-        .call("pairing.open", json!({"ttlS": 60}))
-        .await
-        .expect("window");
-    let request = PairRequest {
-        address: tls.to_owned(),
-        code: window["code"].as_str().expect("code").to_owned(),
-        device_name: "bench".into(),
-        scopes: None,
-        expected_fingerprint: Some(window["fingerprint"].as_str().expect("fp").to_owned()),
-        approval_timeout: Duration::from_secs(30),
-    };
-    let pairing = tokio::spawn(async move { pair(&request).await });
-    let requested = owner.next_notification().await.expect("request");
-    let _: Value = owner
-        .call(
-            "pairing.approve",
-            json!({"requestId": requested["params"]["requestId"]}),
-        )
-        .await
-        .expect("approve");
-    pairing.await.expect("join").expect("paired")
-}
+mod support;
+use support::{BenchHost, percentile, status_kib};
 
 #[derive(Deserialize)]
 struct Note<'a> {
@@ -175,51 +128,13 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1000);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (data, work) = (dir.path().join("data"), dir.path().join("work"));
-    std::fs::create_dir_all(&data).expect("data");
-    std::fs::create_dir_all(&work).expect("work");
-    std::fs::write(
-        data.join("config.toml"),
-        format!(
-            "[tasks]\nworkspace_roots = [{:?}]\n",
-            work.display().to_string()
-        ),
-    )
-    .expect("config");
-    let host = KillOnDrop(
-        std::process::Command::new(env!("CARGO_BIN_EXE_openwork-host"))
-            .args([
-                "serve",
-                "--no-mdns",
-                "--listen",
-                "127.0.0.1:0",
-                "--log",
-                "warn",
-                "--data-dir",
-            ])
-            .arg(&data)
-            .spawn()
-            .expect("start the host"),
-    );
-    let socket = data.join("host.sock");
-    for _ in 0..400 {
-        if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
+    let host = BenchHost::start("");
+    let (socket, work) = (host.socket(), host.work.clone());
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
         let mut owner = connect_unix(&socket).await.expect("owner");
-        let health: Value = owner.call("health.get", json!({})).await.expect("health");
-        let tls = health["listeners"]
-            .as_array()
-            .and_then(|l| l.iter().find(|l| l["transport"] == "tls"))
-            .and_then(|l| l["address"].as_str())
-            .expect("tls listener")
-            .to_owned();
-        let device = pair_device(&socket, &tls).await;
+        let tls = host.tls_address().await;
+        let device = host.pair_device().await;
         println!("openwork-host TLS bench (loopback, {tls})");
 
         // Pings.
@@ -288,13 +203,13 @@ fn main() {
 
         // Idle connections.
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let before = rss_kib(host.0.id(), "VmRSS:");
+        let before = status_kib(host.pid(), "VmRSS:");
         let mut idle_conns = Vec::with_capacity(idle);
         for _ in 0..idle {
             idle_conns.push(open_session(&device, "idle").await.expect("idle session"));
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let after = rss_kib(host.0.id(), "VmRSS:");
+        let after = status_kib(host.pid(), "VmRSS:");
         let metrics: Value = owner.call("metrics.get", json!({})).await.expect("metrics");
         println!(
             "{idle} idle authenticated connections: host RSS {:.1} -> {:.1} MiB, {:.1} KiB each ({} open)",

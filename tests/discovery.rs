@@ -375,7 +375,11 @@ async fn a_paired_host_that_moved_to_another_port_is_found_again_by_its_id() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "moved\n");
-    assert!(stderr.contains("looking for it on the LAN"), "{stderr}");
+    assert!(
+        stderr.contains("no longer answers at 10.250.0.1:47001")
+            && stderr.contains("found it on the LAN at 10.250.0.1:47002"),
+        "{stderr}"
+    );
     assert_eq!(
         known_hosts(&dir)["host"][0]["address"],
         format!("{HOST_IP}:47002")
@@ -420,8 +424,19 @@ async fn an_allow_list_naming_no_interface_fails_advertising_in_health_while_the
     status.arg("status").arg("--data-dir").arg(&host.host.data);
     let status = String::from_utf8_lossy(&output_within(status, 20).stdout).into_owned();
     assert!(
-        status.contains("(degraded)") && status.contains("discovery:    failed: "),
+        status.contains("(running): degraded") && status.contains("mdns          failed: "),
         "{status}"
+    );
+    let check = health["checks"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["name"] == "mdns"))
+        .expect("an mdns check");
+    assert_eq!(check["ok"], false, "{check}");
+    assert!(
+        check["action"]
+            .as_str()
+            .is_some_and(|a| a.contains("[discovery] interfaces")),
+        "{check}"
     );
 
     // Nothing is advertised, and the manual fallback still pairs.

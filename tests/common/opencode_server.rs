@@ -73,7 +73,10 @@ impl OpencodeServer {
             child,
             url: format!("http://127.0.0.1:{port}"),
             password,
-            http: reqwest::Client::new(),
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .expect("an HTTP client"),
         };
         let deadline = Instant::now() + wait;
         while Instant::now() < deadline {

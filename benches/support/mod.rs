@@ -1,0 +1,150 @@
+//! What the benchmarks share: a real host on a temporary data dir, a paired
+//! device for TLS, and small measuring helpers. Benchmarks print figures;
+//! they assert only that the work was done, never how fast.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use openwork_host::client::pair::{PairRequest, pair};
+use openwork_host::client::{KnownHost, connect_unix};
+use serde_json::{Value, json};
+
+/// A `serve --no-mdns` host on a temporary data dir, stopped on drop.
+pub struct BenchHost {
+    pub dir: tempfile::TempDir,
+    pub data: PathBuf,
+    pub work: PathBuf,
+    child: std::process::Child,
+}
+
+impl BenchHost {
+    /// Starts a host whose workspace root is a fresh dir, with `extra` TOML
+    /// appended to its config, listening for TLS on a free loopback port.
+    pub fn start(extra: &str) -> BenchHost {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (data, work) = (dir.path().join("data"), dir.path().join("work"));
+        std::fs::create_dir_all(&data).expect("data dir");
+        std::fs::create_dir_all(&work).expect("work dir");
+        std::fs::write(
+            data.join("config.toml"),
+            format!(
+                "[tasks]\nworkspace_roots = [{:?}]\n{extra}",
+                work.display().to_string()
+            ),
+        )
+        .expect("config");
+        BenchHost::start_in(dir, data, work)
+    }
+
+    /// Starts a host on a data dir prepared by the caller.
+    pub fn start_in(dir: tempfile::TempDir, data: PathBuf, work: PathBuf) -> BenchHost {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_openwork-host"))
+            .args([
+                "serve",
+                "--no-mdns",
+                "--listen",
+                "127.0.0.1:0",
+                "--log",
+                "warn",
+                "--data-dir",
+            ])
+            .arg(&data)
+            .spawn()
+            .expect("start the host");
+        let host = BenchHost {
+            dir,
+            data,
+            work,
+            child,
+        };
+        // The local socket opens last, once every listener is up.
+        for _ in 0..800 {
+            if std::os::unix::net::UnixStream::connect(host.socket()).is_ok() {
+                return host;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("the host did not start within 20 s");
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.data.join("host.sock")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The bound TLS address, from `health.get`.
+    pub async fn tls_address(&self) -> String {
+        let mut owner = connect_unix(&self.socket()).await.expect("owner");
+        let health: Value = owner.call("health.get", json!({})).await.expect("health");
+        health["listeners"]
+            .as_array()
+            .and_then(|l| l.iter().find(|l| l["transport"] == "tls"))
+            .and_then(|l| l["address"].as_str())
+            .expect("a TLS listener")
+            .to_owned()
+    }
+
+    /// Pairs a device over TLS, approving it as the owner.
+    pub async fn pair_device(&self) -> KnownHost {
+        pair_device(&self.socket(), &self.tls_address().await).await
+    }
+}
+
+impl Drop for BenchHost {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let _ = self.child.wait();
+    }
+}
+
+/// Pairs a device with the host behind `socket` over its TLS port `tls`.
+pub async fn pair_device(socket: &Path, tls: &str) -> KnownHost {
+    let mut owner = connect_unix(socket).await.expect("owner");
+    let window: Value = owner
+        .call("pairing.open", json!({"ttlS": 60}))
+        .await
+        .expect("window");
+    let request = PairRequest {
+        address: tls.to_owned(),
+        code: window["code"].as_str().expect("code").to_owned(),
+        device_name: "bench".into(),
+        scopes: None,
+        expected_fingerprint: Some(window["fingerprint"].as_str().expect("fp").to_owned()),
+        approval_timeout: Duration::from_secs(30),
+    };
+    let pairing = tokio::spawn(async move { pair(&request).await });
+    let requested = owner.next_notification().await.expect("request");
+    let _: Value = owner
+        .call(
+            "pairing.approve",
+            json!({"requestId": requested["params"]["requestId"]}),
+        )
+        .await
+        .expect("approve");
+    pairing.await.expect("join").expect("paired")
+}
+
+/// A `/proc/PID/status` figure in KiB (`VmRSS:`, `VmHWM:`).
+pub fn status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The `p` quantile (0..=1) of sorted durations.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}

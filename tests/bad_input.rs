@@ -3,9 +3,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::process::Stdio;
-
 use common::*;
 use serde_json::{Value, json};
 
@@ -64,26 +61,9 @@ fn an_oversized_line_on_stdio_is_refused_in_both_framings() {
         ping.len()
     );
     for input in [ndjson, lsp] {
-        let mut child = host
-            .stdio()
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-        let mut out = String::new();
-        child
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut out)
-            .unwrap();
-        assert!(child.wait().unwrap().success());
+        let child = output_with_input(host.stdio(), input.as_bytes(), 30);
+        assert!(child.status.success());
+        let out = String::from_utf8_lossy(&child.stdout);
         assert!(out.contains("over the host's limit of 4096 bytes"), "{out}");
         assert!(
             out.contains(r#""id":2,"result":{}"#),

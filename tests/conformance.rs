@@ -4,7 +4,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{TestHost, bin};
+use common::{TestHost, bin, output_within};
 use openwork_host::conformance::{Target, load, replay};
 
 fn fixtures() -> Vec<openwork_host::conformance::Fixture> {
@@ -69,12 +69,13 @@ fn the_conformance_command_reports_per_fixture_and_fails_on_a_mismatch() {
     let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("fixtures")
         .join("ids.json");
-    let out = std::process::Command::new(bin())
-        .args(["conformance", "--target", "stdio"])
-        .arg(&fixtures)
-        .arg(dir.path().join("wrong.json"))
-        .output()
-        .unwrap();
+    let out = output_within(
+        std::process::Command::new(bin())
+            .args(["conformance", "--target", "stdio"])
+            .arg(&fixtures)
+            .arg(dir.path().join("wrong.json")),
+        60,
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "a failing fixture fails the command");
     assert!(stdout.contains("PASS ids"), "{stdout}");

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Stdio;
 
@@ -116,31 +116,14 @@ async fn stdio_bridges_to_a_running_daemon_and_sees_the_same_tasks() {
     let task = run(&mut client, json!({"command": "echo shared"})).await;
     follow(&mut client, &task, 20).await;
 
-    let mut stdio = host
-        .stdio()
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
     let input = format!(
         "{}\n{}\n",
         json!({"jsonrpc": "2.0", "id": 1, "method": "task.get", "params": {"taskId": task}}),
         json!({"jsonrpc": "2.0", "id": 2, "method": "task.run", "params": {"command": "echo via-bridge"}}),
     );
-    stdio
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let mut out = String::new();
-    stdio
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    assert!(stdio.wait().unwrap().success());
+    let stdio = output_with_input(host.stdio(), input.as_bytes(), 30);
+    assert!(stdio.status.success());
+    let out = String::from_utf8(stdio.stdout).unwrap();
     let messages: Vec<Value> = out
         .lines()
         .map(|l| serde_json::from_str(l).expect("a JSON line"))
@@ -177,17 +160,18 @@ async fn stdio_bridges_to_a_running_daemon_and_sees_the_same_tasks() {
 #[test]
 fn a_second_host_on_the_same_data_dir_is_refused_with_the_holder_named() {
     let host = TestHost::started();
-    let out = std::process::Command::new(bin())
-        .args([
-            "serve",
-            "--no-mdns",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(&host.data)
-        .output()
-        .unwrap();
+    let out = output_within(
+        std::process::Command::new(bin())
+            .args([
+                "serve",
+                "--no-mdns",
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(&host.data),
+        30,
+    );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("pid {}", host.pid())), "{err}");
@@ -207,18 +191,18 @@ fn two_stdio_hosts_on_one_data_dir_without_a_daemon_are_refused() {
         .spawn()
         .unwrap();
     let mut first_in = first.stdin.take().unwrap();
-    let mut first_out = first.stdout.take().unwrap();
+    let first_out = first.stdout.take().unwrap();
     first_in
         .write_all(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"$/ping\"}\n")
         .unwrap();
-    let mut line = [0u8; 37];
-    first_out.read_exact(&mut line).unwrap();
-    let second = host.stdio().stdin(Stdio::null()).output().unwrap();
+    // The reply shows the first host is up and holds the data dir.
+    read_exact_within(first_out, 37, 20);
+    let second = output_within(host.stdio(), 30);
     assert!(!second.status.success());
     let err = String::from_utf8_lossy(&second.stderr);
     assert!(err.contains("already using the data dir"), "{err}");
     drop(first_in);
-    assert!(first.wait().unwrap().success());
+    assert!(wait_within(&mut first, 30).success());
 }
 
 #[test]
@@ -232,60 +216,31 @@ fn exit_without_shutdown_exits_1_and_after_shutdown_exits_0() {
         ),
     ];
     for (input, code) in cases {
-        let mut child = host
-            .stdio()
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        // Keep stdin open: the exit must come from `exit`, not from end of input.
-        let mut stdin = child.stdin.take().unwrap();
-        stdin.write_all(input.as_bytes()).unwrap();
-        let mut out = String::new();
-        child
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut out)
-            .unwrap();
-        let status = child.wait().unwrap();
-        assert_eq!(status.code(), Some(code), "{input}");
-        drop(stdin);
+        // Stdin stays open: the exit must come from `exit`, not from end of input.
+        let out = output_with_input_held_open(host.stdio(), input.as_bytes(), 30);
+        assert_eq!(out.status.code(), Some(code), "{input}");
     }
 }
 
 #[test]
 fn stdio_writes_nothing_but_frames_to_stdout_even_when_logging_verbosely() {
     let host = TestHost::new("");
-    let mut child = host
-        .stdio()
-        .env("RUST_LOG", "debug")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let input = [
+    let messages = [
         json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"clientInfo": {"name": "script"}}}),
         json!({"jsonrpc": "2.0", "id": 2, "method": "task.run", "params": {"command": "echo out; echo err >&2"}}),
         json!({"jsonrpc": "2.0", "id": 3, "method": "nope"}),
     ];
-    let mut stdin = child.stdin.take().unwrap();
-    for message in input {
+    let mut input = Vec::new();
+    for message in messages {
         let body = message.to_string();
-        write!(stdin, "Content-Length: {}\r\n\r\n{body}", body.len()).unwrap();
+        write!(input, "Content-Length: {}\r\n\r\n{body}", body.len()).unwrap();
     }
-    drop(stdin);
-    let mut out = Vec::new();
-    child.stdout.take().unwrap().read_to_end(&mut out).unwrap();
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    assert!(child.wait().unwrap().success());
+    let mut command = host.stdio();
+    command.env("RUST_LOG", "debug");
+    let child = output_with_input(command, &input, 30);
+    assert!(child.status.success());
+    let out = child.stdout;
+    let err = String::from_utf8_lossy(&child.stderr);
     // Parse stdout strictly as LSP frames of JSON.
     let mut rest = &out[..];
     let mut frames = 0;
@@ -325,17 +280,18 @@ fn the_data_dir_and_the_socket_are_owner_only() {
 #[test]
 fn a_bad_config_file_stops_the_host_with_the_file_and_the_problem() {
     let host = TestHost::new("max_concurent = 2\n");
-    let out = std::process::Command::new(bin())
-        .args([
-            "serve",
-            "--no-mdns",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(&host.data)
-        .output()
-        .unwrap();
+    let out = output_within(
+        std::process::Command::new(bin())
+            .args([
+                "serve",
+                "--no-mdns",
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(&host.data),
+        30,
+    );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -695,12 +695,13 @@ async fn a_host_whose_fingerprint_changed_is_refused_as_possibly_impersonated() 
     let mut hosts = openwork_host::client::KnownHosts::load(dir.path()).unwrap();
     hosts.add(device);
     hosts.save().unwrap();
-    let out = std::process::Command::new(bin())
-        .args(["client", "--client-dir"])
-        .arg(dir.path())
-        .args(["run", "--", "true"])
-        .output()
-        .unwrap();
+    let out = output_within(
+        std::process::Command::new(bin())
+            .args(["client", "--client-dir"])
+            .arg(dir.path())
+            .args(["run", "--", "true"]),
+        30,
+    );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("impersonated"));
 }
@@ -758,11 +759,12 @@ async fn plain_text_on_the_tls_port_gets_a_hint_and_garbage_disturbs_no_one() {
 async fn the_pair_and_client_commands_pair_a_device_end_to_end() {
     let host = fast_pairing();
     let client_dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(bin())
-        .args(["pair", "--detach", "--json", "--data-dir"])
-        .arg(&host.data)
-        .output()
-        .unwrap();
+    let out = output_within(
+        std::process::Command::new(bin())
+            .args(["pair", "--detach", "--json", "--data-dir"])
+            .arg(&host.data),
+        30,
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -785,11 +787,12 @@ async fn the_pair_and_client_commands_pair_a_device_end_to_end() {
     let pending = {
         let mut found = Value::Null;
         wait_until(20, "the pairing request", || {
-            let out = std::process::Command::new(bin())
-                .args(["devices", "pending", "--json", "--data-dir"])
-                .arg(&host.data)
-                .output()
-                .unwrap();
+            let out = output_within(
+                std::process::Command::new(bin())
+                    .args(["devices", "pending", "--json", "--data-dir"])
+                    .arg(&host.data),
+                30,
+            );
             found = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
             found["pending"].as_array().is_some_and(|p| !p.is_empty())
         });
@@ -797,48 +800,53 @@ async fn the_pair_and_client_commands_pair_a_device_end_to_end() {
     };
     let request_id = pending["pending"][0]["requestId"].as_str().unwrap();
     assert_eq!(pending["pending"][0]["deviceName"], "cli-phone");
-    let approved = std::process::Command::new(bin())
-        .args(["devices", "approve", request_id, "--data-dir"])
-        .arg(&host.data)
-        .output()
-        .unwrap();
+    let approved = output_within(
+        std::process::Command::new(bin())
+            .args(["devices", "approve", request_id, "--data-dir"])
+            .arg(&host.data),
+        30,
+    );
     assert!(
         approved.status.success(),
         "{}",
         String::from_utf8_lossy(&approved.stderr)
     );
-    assert!(pairing.wait().unwrap().success());
-    let run = std::process::Command::new(bin())
-        .args(["client", "--client-dir"])
-        .arg(client_dir.path())
-        .args(["run", "--", "sh", "-c", "echo out; echo err >&2; exit 3"])
-        .output()
-        .unwrap();
+    assert!(wait_within(&mut pairing, 30).success());
+    let run = output_within(
+        std::process::Command::new(bin())
+            .args(["client", "--client-dir"])
+            .arg(client_dir.path())
+            .args(["run", "--", "sh", "-c", "echo out; echo err >&2; exit 3"]),
+        30,
+    );
     assert_eq!(run.status.code(), Some(3));
     assert_eq!(String::from_utf8_lossy(&run.stdout), "out\n");
     assert!(String::from_utf8_lossy(&run.stderr).starts_with("err\n"));
-    let tasks = std::process::Command::new(bin())
-        .args(["client", "--client-dir"])
-        .arg(client_dir.path())
-        .args(["tasks", "--json"])
-        .output()
-        .unwrap();
+    let tasks = output_within(
+        std::process::Command::new(bin())
+            .args(["client", "--client-dir"])
+            .arg(client_dir.path())
+            .args(["tasks", "--json"]),
+        30,
+    );
     let tasks: Value = serde_json::from_slice(&tasks.stdout).unwrap();
     let task_id = tasks["tasks"][0]["taskId"].as_str().unwrap();
-    let logs = std::process::Command::new(bin())
-        .args(["client", "--client-dir"])
-        .arg(client_dir.path())
-        .args(["logs", task_id, "--follow"])
-        .output()
-        .unwrap();
+    let logs = output_within(
+        std::process::Command::new(bin())
+            .args(["client", "--client-dir"])
+            .arg(client_dir.path())
+            .args(["logs", task_id, "--follow"]),
+        30,
+    );
     assert_eq!(String::from_utf8_lossy(&logs.stdout), "out\n");
     assert_eq!(logs.status.code(), Some(3));
-    let health = std::process::Command::new(bin())
-        .args(["client", "--client-dir"])
-        .arg(client_dir.path())
-        .args(["health", "--json"])
-        .output()
-        .unwrap();
+    let health = output_within(
+        std::process::Command::new(bin())
+            .args(["client", "--client-dir"])
+            .arg(client_dir.path())
+            .args(["health", "--json"]),
+        30,
+    );
     let health: Value = serde_json::from_slice(&health.stdout).unwrap();
     assert_eq!(health["hostName"], window["hostName"]);
 }
@@ -846,11 +854,12 @@ async fn the_pair_and_client_commands_pair_a_device_end_to_end() {
 #[test]
 fn status_reports_the_bound_tls_address_and_the_fingerprint() {
     let host = TestHost::started();
-    let out = std::process::Command::new(bin())
-        .args(["status", "--json", "--data-dir"])
-        .arg(&host.data)
-        .output()
-        .unwrap();
+    let out = output_within(
+        std::process::Command::new(bin())
+            .args(["status", "--json", "--data-dir"])
+            .arg(&host.data),
+        30,
+    );
     assert!(out.status.success());
     let status: Value = serde_json::from_slice(&out.stdout).unwrap();
     let tls = status["listeners"]

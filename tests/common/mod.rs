@@ -4,6 +4,10 @@
 
 #![allow(dead_code)]
 
+mod process;
+#[allow(unused_imports)]
+pub use process::*;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};

@@ -5,6 +5,7 @@
 mod common;
 #[path = "common/netns.rs"]
 mod netns;
+use common::process;
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};

@@ -4,7 +4,7 @@
 
 #![allow(dead_code)]
 
-mod process;
+pub mod process;
 #[allow(unused_imports)]
 pub use process::*;
 

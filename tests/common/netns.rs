@@ -4,8 +4,9 @@
 
 #![allow(dead_code)]
 
-#[path = "process.rs"]
-mod process;
+// The crate that includes this file has `process` (tests/common/process.rs)
+// at its root.
+use crate::process;
 
 use std::process::{Child, Command};
 use std::sync::atomic::{AtomicU32, Ordering};

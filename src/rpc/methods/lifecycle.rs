@@ -31,8 +31,7 @@ pub async fn initialize(
     if let Some(auth) = &p.auth
         && ctx.session.principal() == Principal::Anonymous
     {
-        let principal = ctx.host.authenticate(auth, &ctx.session.peer).await?;
-        ctx.session.set_principal(principal);
+        ctx.host.authenticate_session(&ctx.session, auth).await?;
     }
     let principal = ctx.session.principal();
     ctx.session.set_lifecycle(Lifecycle::Initialized);

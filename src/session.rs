@@ -406,18 +406,12 @@ async fn read_loop<R: AsyncRead + Unpin>(
         match event {
             Ok(ReadEvent::Frame(bytes)) => handle_frame(host, session, &bytes).await,
             Ok(ReadEvent::TooLarge { size, limit }) => {
-                let shown = size.map_or_else(|| "more than".to_owned(), |s| format!("{s} bytes,"));
-                let error = RpcError::invalid_request(format_args!(
-                    "the message is {shown} over the host's limit of {limit} bytes"
-                ))
-                .with_data("limit", limit.into())
-                .with_action("send smaller messages, or raise limits.max_frame_bytes in the host's config.toml");
+                let error = RpcError::frame_too_large(size, limit);
                 session.respond(encode_error(None, &error)).await;
             }
             Ok(ReadEvent::Eof) => return EndReason::Eof,
             Err(FrameError::MalformedHeader(detail)) => {
-                let error = RpcError::new(ErrorCode::PARSE_ERROR, format!("Parse error: malformed frame header: {detail}"))
-                    .with_action("frame each message as `Content-Length: N\\r\\n\\r\\n` followed by N bytes of JSON");
+                let error = RpcError::malformed_header(&detail);
                 session.respond(encode_error(None, &error)).await;
                 return EndReason::Closed(format!("malformed frame header: {detail}"));
             }

@@ -158,6 +158,29 @@ impl RpcError {
         )
     }
 
+    /// A frame over the size limit: skipped unread; the connection goes on.
+    pub fn frame_too_large(size: Option<u64>, limit: usize) -> Self {
+        let shown = size.map_or_else(|| "more than".to_owned(), |s| format!("{s} bytes,"));
+        Self::invalid_request(format_args!(
+            "the message is {shown} over the host's limit of {limit} bytes"
+        ))
+        .with_data("limit", limit.into())
+        .with_action(
+            "send smaller messages, or raise limits.max_frame_bytes in the host's config.toml",
+        )
+    }
+
+    /// A frame header that cannot be read: the connection closes after this.
+    pub fn malformed_header(detail: impl std::fmt::Display) -> Self {
+        Self::new(
+            ErrorCode::PARSE_ERROR,
+            format!("Parse error: malformed frame header: {detail}"),
+        )
+        .with_action(
+            "frame each message as `Content-Length: N\\r\\n\\r\\n` followed by N bytes of JSON (on stdio, or one JSON message per line), then connect again",
+        )
+    }
+
     pub fn method_not_found(method: &str) -> Self {
         Self::new(
             ErrorCode::METHOD_NOT_FOUND,

@@ -73,6 +73,84 @@ fn an_oversized_line_on_stdio_is_refused_in_both_framings() {
 }
 
 #[tokio::test]
+async fn the_stdio_bridge_answers_framing_errors_exactly_as_the_daemon_does() {
+    let mut host = TestHost::new("[limits]\nmax_frame_bytes = 4096\n");
+    host.start();
+    let big = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"$/ping","params":{{"pad":"{}"}}}}"#,
+        "y".repeat(8000)
+    );
+    let malformed = b"Content-Lenght: 5\r\n\r\n{}";
+    // The daemon's own answers, over its socket.
+    let mut client = host.connect().await;
+    within(10, client.send_frame(big.as_bytes())).await.unwrap();
+    let too_large = within(10, client.next_message()).await.unwrap();
+    let mut bad = host.connect().await;
+    within(10, bad.send_raw(malformed)).await.unwrap();
+    let bad_header = within(10, bad.next_message()).await.unwrap();
+    for error in [&too_large, &bad_header] {
+        assert!(
+            error["error"]["data"]["action"].is_string(),
+            "the user is told what to do: {error}"
+        );
+    }
+
+    // The bridge answers for the daemon, which never sees these frames.
+    let mut input = format!("Content-Length: {}\r\n\r\n{big}", big.len()).into_bytes();
+    input.extend_from_slice(malformed);
+    let out = output_with_input(host.stdio(), &input, 30);
+    assert!(out.status.success());
+    let frames = lsp_frames(&out.stdout);
+    assert_eq!(frames, vec![too_large, bad_header]);
+}
+
+#[test]
+fn invalid_utf8_on_stdio_is_a_parse_error_in_both_framings_with_or_without_a_daemon() {
+    let mut host = TestHost::new("");
+    let bad = b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"\xff\xfe\"}";
+    let ping = br#"{"jsonrpc":"2.0","id":2,"method":"$/ping"}"#;
+    let mut ndjson = bad.to_vec();
+    ndjson.push(b'\n');
+    ndjson.extend_from_slice(ping);
+    ndjson.push(b'\n');
+    let mut lsp = format!("Content-Length: {}\r\n\r\n", bad.len()).into_bytes();
+    lsp.extend_from_slice(bad);
+    lsp.extend_from_slice(format!("Content-Length: {}\r\n\r\n", ping.len()).as_bytes());
+    lsp.extend_from_slice(ping);
+    for mode in ["in-process", "bridged"] {
+        if mode == "bridged" {
+            host.start();
+        }
+        for (framing, input) in [("ndjson", &ndjson), ("lsp", &lsp)] {
+            let out = output_with_input(host.stdio(), input, 30);
+            assert!(out.status.success(), "{mode} {framing}");
+            let replies = if framing == "lsp" {
+                lsp_frames(&out.stdout)
+            } else {
+                json_lines(&out.stdout)
+            };
+            assert_eq!(replies.len(), 2, "{mode} {framing}: {replies:?}");
+            assert_eq!(replies[0]["id"], Value::Null);
+            assert_eq!(replies[0]["error"]["code"], -32700, "{mode} {framing}");
+            assert!(
+                replies[0]["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("UTF-8"),
+                "{mode} {framing}: {}",
+                replies[0]
+            );
+            assert!(replies[0]["error"]["data"]["action"].is_string());
+            assert_eq!(
+                replies[1],
+                json!({"jsonrpc": "2.0", "id": 2, "result": {}}),
+                "{mode} {framing}: the connection carries on"
+            );
+        }
+    }
+}
+
+#[tokio::test]
 async fn a_huge_declared_length_is_never_allocated() {
     let host = TestHost::started();
     let mut client = host.connect().await;

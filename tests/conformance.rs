@@ -56,6 +56,16 @@ async fn fixtures_pass_over_the_unix_socket() {
     replay_all(target, framing_only("ndjson")).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fixtures_pass_over_stdio_bridged_to_a_running_daemon() {
+    let host = TestHost::started();
+    let command = format!("exec:{} stdio --data-dir {}", bin(), host.data.display());
+    for (framing, skipped) in [("lsp", "ndjson"), ("ndjson", "lsp")] {
+        let target = Target::parse(&command, framing, PathBuf::from(bin())).unwrap();
+        replay_all(target, framing_only(skipped)).await;
+    }
+}
+
 #[test]
 fn the_conformance_command_reports_per_fixture_and_fails_on_a_mismatch() {
     let dir = tempfile::tempdir().unwrap();

@@ -206,20 +206,70 @@ fn two_stdio_hosts_on_one_data_dir_without_a_daemon_are_refused() {
 }
 
 #[test]
-fn exit_without_shutdown_exits_1_and_after_shutdown_exits_0() {
-    let host = TestHost::new("");
+fn exit_without_shutdown_exits_1_and_after_shutdown_exits_0_with_or_without_a_daemon() {
+    let mut host = TestHost::new("");
     let cases = [
         ("{\"jsonrpc\":\"2.0\",\"method\":\"exit\"}\n", 1),
         (
             "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"shutdown\"}\n{\"jsonrpc\":\"2.0\",\"method\":\"exit\"}\n",
             0,
         ),
+        (
+            "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"shutdown\",\"params\":{\"now\":true}}\n{\"jsonrpc\":\"2.0\",\"method\":\"exit\"}\n",
+            1,
+        ),
+        (
+            "[{\"jsonrpc\":\"2.0\",\"id\":\"s\",\"method\":\"shutdown\"},{\"jsonrpc\":\"2.0\",\"method\":\"exit\"}]\n",
+            0,
+        ),
     ];
-    for (input, code) in cases {
-        // Stdin stays open: the exit must come from `exit`, not from end of input.
-        let out = output_with_input_held_open(host.stdio(), input.as_bytes(), 30);
-        assert_eq!(out.status.code(), Some(code), "{input}");
+    // First a host in the stdio process, then through the bridge to a daemon.
+    for mode in ["in-process", "bridged"] {
+        if mode == "bridged" {
+            host.start();
+        }
+        for (input, code) in cases {
+            // Stdin stays open: the exit must come from `exit`, not from end of input.
+            let out = output_with_input_held_open(host.stdio(), input.as_bytes(), 30);
+            assert_eq!(out.status.code(), Some(code), "{mode}: {input}");
+            if input.contains("\"now\"") {
+                let reply: Value = serde_json::from_str(
+                    String::from_utf8_lossy(&out.stdout).lines().next().unwrap(),
+                )
+                .unwrap();
+                assert_eq!(
+                    reply["error"]["code"], -32602,
+                    "a refused shutdown: {reply}"
+                );
+            }
+        }
     }
+}
+
+#[test]
+fn bridged_stdio_exits_1_with_a_message_when_the_daemon_goes_away() {
+    let mut host = TestHost::started();
+    let mut stdio = host
+        .stdio()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = stdio.stdin.take().unwrap();
+    stdin
+        .write_all(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"$/ping\"}\n")
+        .unwrap();
+    // The reply shows the bridge is connected.
+    let (stdout, reply) = read_exact_within(stdio.stdout.take().unwrap(), 37, 20);
+    assert_eq!(reply, b"{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\n");
+    assert!(host.terminate().success());
+    let status = wait_within(&mut stdio, 30);
+    drop((stdin, stdout));
+    let stderr = read_to_end_within(stdio.stderr.take().unwrap(), 10);
+    let stderr = String::from_utf8_lossy(&stderr);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("closed the connection"), "{stderr}");
 }
 
 #[test]
@@ -242,24 +292,7 @@ fn stdio_writes_nothing_but_frames_to_stdout_even_when_logging_verbosely() {
     let out = child.stdout;
     let err = String::from_utf8_lossy(&child.stderr);
     // Parse stdout strictly as LSP frames of JSON.
-    let mut rest = &out[..];
-    let mut frames = 0;
-    while !rest.is_empty() {
-        let header_end = rest
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .expect("a header");
-        let header = std::str::from_utf8(&rest[..header_end]).unwrap();
-        let length: usize = header
-            .strip_prefix("Content-Length: ")
-            .expect("only Content-Length")
-            .parse()
-            .unwrap();
-        let body = &rest[header_end + 4..header_end + 4 + length];
-        serde_json::from_slice::<Value>(body).expect("every body is JSON");
-        rest = &rest[header_end + 4 + length..];
-        frames += 1;
-    }
+    let frames = lsp_frames(&out).len();
     assert!(
         frames >= 6,
         "replies and notifications all came as frames ({frames})"

@@ -283,6 +283,36 @@ pub fn assert_contiguous(chunks: &[LogChunk], from: u64) {
     }
 }
 
+/// The JSON bodies of LSP frames (`Content-Length` headers only), as a
+/// strict reader would take them.
+pub fn lsp_frames(mut bytes: &[u8]) -> Vec<Value> {
+    let mut frames = Vec::new();
+    while !bytes.is_empty() {
+        let end = bytes
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("a header");
+        let header = std::str::from_utf8(&bytes[..end]).expect("an ASCII header");
+        let length: usize = header
+            .strip_prefix("Content-Length: ")
+            .expect("only Content-Length")
+            .parse()
+            .expect("a length");
+        let body = &bytes[end + 4..end + 4 + length];
+        frames.push(serde_json::from_slice(body).expect("every body is JSON"));
+        bytes = &bytes[end + 4 + length..];
+    }
+    frames
+}
+
+/// The JSON messages of newline-delimited output.
+pub fn json_lines(bytes: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(bytes)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
+}
+
 /// Writes a file and returns its path (for scripts used as tasks).
 pub fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;

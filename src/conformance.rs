@@ -593,7 +593,8 @@ pub async fn main(args: Args, _data_dir: &DataDir) -> anyhow::Result<ExitCode> {
     let fixtures = load(&paths)?;
     if fixtures.is_empty() {
         bail!(
-            "no fixtures found in {}",
+            "no fixtures found in {}: name fixture files or directories of `*.json` fixtures \
+             (the repository's `fixtures/`), or run from the repository's root",
             paths
                 .iter()
                 .map(|p| p.display().to_string())

@@ -477,7 +477,8 @@ async fn handle_frame(host: &Arc<HostCore>, session: &Arc<Session>, bytes: &[u8]
         Incoming::ParseError(error) => session.respond(encode_error(None, &error)).await,
         Incoming::Single(message) => dispatch_single(host, session, message).await,
         Incoming::Batch(messages) if messages.is_empty() => {
-            let error = RpcError::invalid_request("an empty batch is not a request");
+            let error = RpcError::invalid_request("an empty batch is not a request")
+                .with_action("put at least one request in the batch, or send a single request");
             session.respond(encode_error(None, &error)).await;
         }
         Incoming::Batch(messages) => dispatch_batch(host, session, messages).await,
@@ -638,7 +639,8 @@ fn check_access(
     if session.lifecycle() == Lifecycle::ShuttingDown && method != "exit" {
         return Err(RpcError::invalid_request(
             "the session is shutting down: only `exit` may follow `shutdown`",
-        ));
+        )
+        .with_action("send `exit` to end the session, then connect again to go on"));
     }
     let scope = match access {
         Access::Open => return Ok(()),

@@ -383,3 +383,100 @@ async fn a_client_that_stops_reading_costs_no_memory_and_then_gets_everything() 
             .starts_with(b"slow client line 0123456789\nslow")
     );
 }
+
+/// A value of the wrong type for a param described by `schema` (resolved
+/// against the OpenRPC document's components).
+fn wrong_value(schema: &Value, doc: &Value) -> Value {
+    let schema = match schema.get("allOf").and_then(|a| a.get(0)) {
+        Some(first) => first,
+        None => schema,
+    };
+    if let Some(reference) = schema.get("$ref").and_then(Value::as_str) {
+        let name = reference.rsplit('/').next().unwrap();
+        return wrong_value(&doc["components"]["schemas"][name], doc);
+    }
+    match schema.get("type").and_then(Value::as_str) {
+        Some("string") => json!(12345),
+        Some("integer" | "number" | "boolean" | "array") => json!("not that"),
+        Some("object") => json!(42),
+        // An enum of strings, or a union such as a request id: an object fits neither.
+        _ if schema.get("enum").is_some() || schema.get("oneOf").is_some() => json!(42),
+        _ => json!({"not": "that"}),
+    }
+}
+
+#[tokio::test]
+async fn every_method_refuses_a_wrong_typed_param_naming_it_and_saying_what_to_do() {
+    let doc: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schema/openrpc.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let methods = doc["methods"].as_array().unwrap();
+    let mut served: Vec<&str> = openwork_host::rpc::methods::table().names();
+    served.sort_unstable();
+    let mut documented: Vec<&str> = methods
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    documented.sort_unstable();
+    assert_eq!(
+        documented, served,
+        "schema/openrpc.json lists every method the host serves"
+    );
+
+    let host = TestHost::started();
+    let mut client = host.connect().await;
+    let mut tried = 0;
+    for method in methods {
+        let name = method["name"].as_str().unwrap();
+        let params = method["params"].as_array().unwrap();
+        // Each param wrong on its own; a method without params gets one it does not know.
+        let cases: Vec<(String, Value)> = if params.is_empty() {
+            vec![("unexpected".to_owned(), json!(1))]
+        } else {
+            params
+                .iter()
+                .map(|p| {
+                    let member = p["name"].as_str().unwrap().to_owned();
+                    (member, wrong_value(&p["schema"], &doc))
+                })
+                .collect()
+        };
+        for (member, value) in cases {
+            let params = json!({ member.clone(): value });
+            let request =
+                json!({"jsonrpc": "2.0", "id": "wrong", "method": name, "params": params});
+            within(10, client.send(&request)).await.unwrap();
+            let reply = within(10, async {
+                loop {
+                    let m = client.next_message().await.unwrap();
+                    if m["id"] == "wrong" {
+                        return m;
+                    }
+                }
+            })
+            .await;
+            let error = &reply["error"];
+            assert_eq!(error["code"], -32602, "{name} {params}: {reply}");
+            assert!(
+                error["message"].as_str().unwrap().contains(&member),
+                "{name} {params}: the message names `{member}`: {reply}"
+            );
+            assert!(
+                error["data"]["action"]
+                    .as_str()
+                    .is_some_and(|a| !a.is_empty()),
+                "{name} {params}: {reply}"
+            );
+            tried += 1;
+        }
+    }
+    assert!(tried > methods.len(), "{tried} wrong params tried");
+    let pong: Value = within(10, client.call("$/ping", json!({}))).await.unwrap();
+    assert_eq!(
+        pong,
+        json!({}),
+        "exit and shutdown with wrong params were not done"
+    );
+}

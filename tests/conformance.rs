@@ -92,3 +92,20 @@ fn the_conformance_command_reports_per_fixture_and_fails_on_a_mismatch() {
     assert!(stdout.contains("FAIL wrong at step 2"), "{stdout}");
     assert!(stdout.contains("1 passed, 1 failed"), "{stdout}");
 }
+
+#[test]
+fn the_conformance_command_with_no_fixtures_says_where_they_are() {
+    let empty = tempfile::tempdir().unwrap();
+    let out = output_within(
+        std::process::Command::new(bin())
+            .args(["conformance", "--target", "stdio"])
+            .arg(empty.path()),
+        30,
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no fixtures found") && stderr.contains("fixtures/"),
+        "{stderr}"
+    );
+}

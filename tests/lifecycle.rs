@@ -110,6 +110,45 @@ async fn sigterm_interrupts_running_tasks_tells_their_clients_and_exits_cleanly(
 }
 
 #[tokio::test]
+async fn ctrl_c_stops_a_host_found_through_openwork_host_dir_as_gracefully_as_sigterm() {
+    let mut host = TestHost::new("");
+    host.start_with_env_dir();
+    let mut client = host.connect().await;
+    let health: Value = within(10, client.call("health.get", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(health["dataDir"], host.data.display().to_string());
+    // The other commands find it through the variable too.
+    let mut status = std::process::Command::new(bin());
+    status
+        .env("OPENWORK_HOST_DIR", &host.data)
+        .args(["status", "--json"]);
+    let status = output_within(status, 30);
+    assert_eq!(status.status.code(), Some(0));
+    let report: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(report["hostId"], health["hostId"]);
+
+    let task = run(&mut client, json!({"command": "echo up; sleep 300"})).await;
+    within(10, async {
+        loop {
+            let m = client.next_notification().await.unwrap();
+            if m["method"] == "log.chunk" {
+                return;
+            }
+        }
+    })
+    .await;
+    signal(host.pid(), nix::sys::signal::Signal::SIGINT);
+    let followed = follow(&mut client, &task, 30).await;
+    let last = followed.last();
+    assert_eq!(last.status, TaskStatus::Interrupted);
+    assert!(last.error.as_deref().unwrap().contains("shut down"));
+    let status = host.wait_for_exit();
+    assert!(status.success(), "serve exits 0 after SIGINT: {status:?}");
+    assert!(!host.socket().exists(), "the socket is removed on shutdown");
+}
+
+#[tokio::test]
 async fn stdio_bridges_to_a_running_daemon_and_sees_the_same_tasks() {
     let host = TestHost::started();
     let mut client = host.connect().await;

@@ -325,13 +325,12 @@ impl Peer {
 
     async fn close(mut self) {
         let _ = self.close_input().await;
-        if let Some(mut child) = self.child.take() {
-            if tokio::time::timeout(Duration::from_secs(10), child.wait())
+        if let Some(mut child) = self.child.take()
+            && tokio::time::timeout(Duration::from_secs(10), child.wait())
                 .await
                 .is_err()
-            {
-                let _ = child.kill().await;
-            }
+        {
+            let _ = child.kill().await;
         }
     }
 }

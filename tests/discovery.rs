@@ -585,10 +585,13 @@ async fn a_host_paired_over_loopback_that_stopped_is_not_looked_for_on_the_lan()
     let out = output_within(
         {
             let mut command = Command::new(bin());
-            command
-                .args(["client", "--client-dir"])
-                .arg(&dir)
-                .args(["run", "--", "true"]);
+            command.args(["client", "--client-dir"]).arg(&dir).args([
+                "run",
+                "--reconnect-timeout",
+                "2s",
+                "--",
+                "true",
+            ]);
             command
         },
         30,
@@ -596,5 +599,9 @@ async fn a_host_paired_over_loopback_that_stopped_is_not_looked_for_on_the_lan()
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("cannot reach"), "{stderr}");
+    assert!(
+        stderr.contains("could not reconnect"),
+        "it gave up: {stderr}"
+    );
     assert!(!stderr.contains("on the LAN"), "{stderr}");
 }

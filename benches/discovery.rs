@@ -8,6 +8,8 @@
 
 #[path = "../tests/common/netns.rs"]
 mod netns;
+#[path = "../tests/common/process.rs"]
+mod process;
 
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};

@@ -4,15 +4,20 @@
 //!
 //! The bridge moves frames, not meaning: it answers on its own only for what
 //! never reaches the daemon (an oversized or malformed frame on stdin), with
-//! the same errors the daemon would give.
+//! the errors the daemon gives (the same constructors), and it notes the
+//! `shutdown` / `exit` lifecycle as it passes, so that the process exits the
+//! way an in-process host would.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 
-use crate::rpc::message::encode_error;
-use crate::rpc::{ErrorCode, RpcError};
+use crate::rpc::message::{Incoming, Message, answered, encode_error, parse_frame};
+use crate::rpc::{Id, RpcError};
 use crate::transport::{
     FrameError, FrameReader, FrameWriter, Framing, FramingMode, FramingSlot, ReadEvent,
 };
@@ -20,8 +25,76 @@ use crate::transport::{
 /// Frames from the daemon may be as large as it likes to send.
 const FROM_DAEMON_LIMIT: usize = 1 << 30;
 
-/// Relays until the daemon closes the connection. Returns the process exit code.
-pub async fn run<I, O>(input: I, output: O, socket: UnixStream, limit: usize) -> i32
+/// How a bridged session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BridgeEnd {
+    /// The client sent `exit`; `after_shutdown` when a `shutdown` had
+    /// succeeded before it (LSP: exit code 0, else 1).
+    Exit { after_shutdown: bool },
+    /// The client's input ended (or could not be read further), and the host
+    /// then finished and closed the connection.
+    InputEnded,
+    /// The host closed the connection while the client was still talking.
+    HostClosed,
+}
+
+/// The lifecycle calls seen passing by.
+#[derive(Default)]
+struct Lifecycle {
+    /// `shutdown` requests not answered yet.
+    shutdowns: HashSet<Id>,
+    shutdown_done: bool,
+    exit_sent: bool,
+    input_ended: bool,
+}
+
+fn lock(lifecycle: &Mutex<Lifecycle>) -> std::sync::MutexGuard<'_, Lifecycle> {
+    lifecycle.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Notes the `shutdown` and `exit` calls in a frame from the client.
+fn note_calls(lifecycle: &Mutex<Lifecycle>, body: &[u8]) {
+    // Cheap before a full parse: most frames are neither.
+    if !contains(body, b"shutdown") && !contains(body, b"exit") {
+        return;
+    }
+    let messages = match parse_frame(body) {
+        Incoming::Single(message) => vec![message],
+        Incoming::Batch(messages) => messages,
+        Incoming::ParseError(_) => return,
+    };
+    let mut lifecycle = lock(lifecycle);
+    for message in messages {
+        match message {
+            Message::Request(r) if r.method == "shutdown" => {
+                lifecycle.shutdowns.insert(r.id);
+            }
+            Message::Request(r) if r.method == "exit" => lifecycle.exit_sent = true,
+            Message::Notification(n) if n.method == "exit" => lifecycle.exit_sent = true,
+            _ => {}
+        }
+    }
+}
+
+/// Notes the answers to `shutdown` in a frame from the daemon.
+fn note_answers(lifecycle: &Mutex<Lifecycle>, body: &[u8]) {
+    let mut lifecycle = lock(lifecycle);
+    if lifecycle.shutdowns.is_empty() {
+        return;
+    }
+    for (id, ok) in answered(body) {
+        if lifecycle.shutdowns.remove(&id) && ok {
+            lifecycle.shutdown_done = true;
+        }
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    memchr::memmem::find(haystack, needle).is_some()
+}
+
+/// Relays until the daemon closes the connection; says how the session ended.
+pub async fn run<I, O>(input: I, output: O, socket: UnixStream, limit: usize) -> BridgeEnd
 where
     I: AsyncRead + Unpin + Send + 'static,
     O: AsyncWrite + Unpin + Send + 'static,
@@ -35,6 +108,7 @@ where
         FROM_DAEMON_LIMIT,
     );
     let mut to_daemon = FrameWriter::new(socket_write, FramingSlot::fixed(Framing::Lsp));
+    let lifecycle = Arc::new(Mutex::new(Lifecycle::default()));
 
     // Both directions write to stdout: the daemon's frames and our own errors.
     let (out_tx, mut out_rx) = mpsc::channel::<Bytes>(64);
@@ -56,10 +130,12 @@ where
     });
 
     let upstream_out = out_tx.clone();
+    let upstream_lifecycle = Arc::clone(&lifecycle);
     let upstream = tokio::spawn(async move {
         loop {
             match from_client.next().await {
                 Ok(ReadEvent::Frame(body)) => {
+                    note_calls(&upstream_lifecycle, &body);
                     if to_daemon.write_frame(&body).await.is_err()
                         || to_daemon.flush().await.is_err()
                     {
@@ -67,31 +143,25 @@ where
                     }
                 }
                 Ok(ReadEvent::TooLarge { size, limit }) => {
-                    let shown =
-                        size.map_or_else(|| "more than".to_owned(), |s| format!("{s} bytes,"));
-                    let error = RpcError::invalid_request(format_args!(
-                        "the message is {shown} over the host's limit of {limit} bytes"
-                    ))
-                    .with_data("limit", limit.into());
+                    let error = RpcError::frame_too_large(size, limit);
                     let _ = upstream_out.send(encode_error(None, &error)).await;
                 }
                 Ok(ReadEvent::Eof) => break,
                 Err(FrameError::MalformedHeader(detail)) => {
-                    let error = RpcError::new(
-                        ErrorCode::PARSE_ERROR,
-                        format!("Parse error: malformed frame header: {detail}"),
-                    );
+                    let error = RpcError::malformed_header(&detail);
                     let _ = upstream_out.send(encode_error(None, &error)).await;
                     break;
                 }
                 Err(_) => break,
             }
         }
+        lock(&upstream_lifecycle).input_ended = true;
         // Half-close: the daemon finishes what this client follows, then closes.
         let _ = to_daemon.shutdown().await;
     });
 
     while let Ok(ReadEvent::Frame(body)) = from_daemon.next().await {
+        note_answers(&lifecycle, &body);
         if out_tx.send(Bytes::from(body)).await.is_err() {
             break;
         }
@@ -99,5 +169,40 @@ where
     upstream.abort();
     drop(out_tx);
     let _ = writer.await;
-    0
+    let lifecycle = lock(&lifecycle);
+    if lifecycle.exit_sent {
+        BridgeEnd::Exit {
+            after_shutdown: lifecycle.shutdown_done,
+        }
+    } else if lifecycle.input_ended {
+        BridgeEnd::InputEnded
+    } else {
+        BridgeEnd::HostClosed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_counts_as_after_shutdown_only_once_shutdown_succeeded() {
+        let lifecycle = Mutex::new(Lifecycle::default());
+        note_calls(
+            &lifecycle,
+            br#"{"jsonrpc":"2.0","id":"s","method":"shutdown","params":{"x":1}}"#,
+        );
+        note_answers(
+            &lifecycle,
+            br#"{"jsonrpc":"2.0","id":"s","error":{"code":-32602,"message":"no"}}"#,
+        );
+        assert!(!lock(&lifecycle).shutdown_done, "a refused shutdown");
+        note_calls(
+            &lifecycle,
+            br#"[{"jsonrpc":"2.0","id":7,"method":"shutdown"},{"jsonrpc":"2.0","method":"exit"}]"#,
+        );
+        assert!(lock(&lifecycle).exit_sent);
+        note_answers(&lifecycle, br#"[{"jsonrpc":"2.0","id":7,"result":null}]"#);
+        assert!(lock(&lifecycle).shutdown_done);
+    }
 }

@@ -9,9 +9,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use crate::client::KnownHosts;
+use crate::client::hosts::KnownHost;
+use crate::client::tls::connect_tls_stream;
 use crate::datadir::DataDir;
 use crate::transport::{FrameReader, FrameWriter, Framing, FramingMode, FramingSlot, ReadEvent};
 
@@ -21,13 +24,18 @@ const DEFAULT_TIMEOUT_MS: u64 = 10_000;
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
     /// Where to replay: `stdio` (a fresh `openwork-host stdio` per fixture,
-    /// on a temporary data dir), `unix:PATH` (a running host's socket), or
-    /// `exec:COMMAND ARGS…` (any program speaking the protocol on stdio).
+    /// on a temporary data dir), `unix:PATH` (a running host's socket),
+    /// `exec:COMMAND ARGS…` (any program speaking the protocol on stdio), or
+    /// `tls://HOST:PORT` (a host this device is paired with: its pinned
+    /// certificate and credential come from the client dir's hosts.toml).
     #[arg(long, default_value = "stdio")]
     pub target: String,
     /// Framing on stdio targets: `lsp` or `ndjson` (sockets use LSP).
     #[arg(long, default_value = "lsp")]
     pub framing: String,
+    /// Where `tls://` targets are looked up (default: ~/.config/openwork-host).
+    #[arg(long, env = "OPENWORK_CLIENT_DIR")]
+    pub client_dir: Option<PathBuf>,
     /// Fixture files or directories (default: ./fixtures).
     pub fixtures: Vec<PathBuf>,
 }
@@ -42,6 +50,11 @@ pub struct Fixture {
     /// `any` (default), `lsp` or `ndjson`: the framings the fixture applies to.
     #[serde(default = "any_framing")]
     pub framing: String,
+    /// The fixture sends its own `initialize`. On targets that need a
+    /// credential (`tls://`), the runner then adds `auth` to each
+    /// `initialize` the fixture sends, instead of initializing first itself.
+    #[serde(default)]
+    pub initializes: bool,
     pub steps: Vec<Step>,
 }
 
@@ -96,11 +109,28 @@ pub enum Target {
     Unix(PathBuf),
     /// Any program speaking the protocol on stdio.
     Exec { argv: Vec<String>, framing: Framing },
+    /// A paired host over TLS: its pinned certificate, and its credential
+    /// for `initialize`.
+    Tls(Box<KnownHost>),
 }
 
 impl Target {
-    /// Parses `stdio`, `unix:PATH` or `exec:COMMAND…`.
+    /// Parses `stdio`, `unix:PATH`, `exec:COMMAND…` or `tls://HOST:PORT`
+    /// (looked up in the default client dir; see `Target::tls`).
     pub fn parse(target: &str, framing: &str, program: PathBuf) -> anyhow::Result<Target> {
+        Self::parse_in(target, framing, program, &KnownHosts::default_dir())
+    }
+
+    /// Like `parse`, with `tls://` targets looked up in `client_dir`.
+    pub fn parse_in(
+        target: &str,
+        framing: &str,
+        program: PathBuf,
+        client_dir: &Path,
+    ) -> anyhow::Result<Target> {
+        if let Some(address) = target.strip_prefix("tls://") {
+            return Self::tls(address, client_dir);
+        }
         let framing = match framing {
             "lsp" => Framing::Lsp,
             "ndjson" => Framing::Ndjson,
@@ -119,13 +149,47 @@ impl Target {
             }
             return Ok(Target::Exec { argv, framing });
         }
-        bail!("unknown target `{target}`: use `stdio`, `unix:PATH` or `exec:COMMAND`")
+        bail!(
+            "unknown target `{target}`: use `stdio`, `unix:PATH`, `exec:COMMAND` or `tls://HOST:PORT`"
+        )
+    }
+
+    /// A host this device is paired with, by the address it was paired at
+    /// (or its name or host id), from `client_dir`'s hosts.toml.
+    pub fn tls(address: &str, client_dir: &Path) -> anyhow::Result<Target> {
+        let hosts = KnownHosts::load(client_dir)?;
+        let Some(host) = hosts
+            .all()
+            .iter()
+            .find(|h| h.address == address || h.name == address || h.host_id == address)
+        else {
+            bail!(
+                "this device is not paired with a host at {address} (hosts in {}: {}); pair first with \
+                 `openwork-host client pair {address} --code CODE`, or give --client-dir",
+                hosts.path().display(),
+                hosts
+                    .all()
+                    .iter()
+                    .map(|h| format!("{} at {}", h.name, h.address))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        };
+        Ok(Target::Tls(Box::new(host.clone())))
     }
 
     fn framing(&self) -> Framing {
         match self {
             Target::Stdio { framing, .. } | Target::Exec { framing, .. } => *framing,
-            Target::Unix(_) => Framing::Lsp,
+            Target::Unix(_) | Target::Tls(_) => Framing::Lsp,
+        }
+    }
+
+    /// The credential to authenticate with, on targets that need one.
+    fn credential(&self) -> Option<Value> {
+        match self {
+            Target::Tls(host) => Some(json!({"deviceId": host.device_id, "token": host.token})),
+            _ => None,
         }
     }
 }
@@ -212,6 +276,21 @@ impl Peer {
                 command.args(&argv[1..]);
                 Self::spawn(command, framing).await
             }
+            Target::Tls(host) => {
+                let connected = connect_tls_stream(
+                    &host.address,
+                    Some(&host.fingerprint),
+                    Duration::from_secs(15),
+                )
+                .await?;
+                let (r, w) = tokio::io::split(connected.stream);
+                Ok(Peer {
+                    reader: FrameReader::new(Box::new(r), FramingMode::Fixed(framing), limit),
+                    writer: Some(FrameWriter::new(Box::new(w), FramingSlot::fixed(framing))),
+                    child: None,
+                    _data_dir: None,
+                })
+            }
         }
     }
 
@@ -246,13 +325,12 @@ impl Peer {
 
     async fn close(mut self) {
         let _ = self.close_input().await;
-        if let Some(mut child) = self.child.take() {
-            if tokio::time::timeout(Duration::from_secs(10), child.wait())
+        if let Some(mut child) = self.child.take()
+            && tokio::time::timeout(Duration::from_secs(10), child.wait())
                 .await
                 .is_err()
-            {
-                let _ = child.kill().await;
-            }
+        {
+            let _ = child.kill().await;
         }
     }
 }
@@ -279,10 +357,23 @@ pub async fn run_fixture(target: &Target, fixture: &Fixture) -> Outcome {
             };
         }
     };
+    let credential = target.credential();
+    // A fixture that does not initialize runs on a connection the runner
+    // has authenticated; one that does gets the credential in its own.
+    let inject = match &credential {
+        Some(auth) if !fixture.initializes => {
+            if let Err(reason) = authenticate(&mut peer, auth).await {
+                peer.close().await;
+                return Outcome::Failed { step: 0, reason };
+            }
+            None
+        }
+        other => other.clone(),
+    };
     let mut captures = HashMap::new();
     let mut outcome = Outcome::Passed;
     for (index, step) in fixture.steps.iter().enumerate() {
-        if let Err(reason) = run_step(&mut peer, step, &mut captures).await {
+        if let Err(reason) = run_step(&mut peer, step, &mut captures, inject.as_ref()).await {
             let reason = match &step.comment {
                 Some(comment) => format!("{reason} ({comment})"),
                 None => reason,
@@ -298,15 +389,69 @@ pub async fn run_fixture(target: &Target, fixture: &Fixture) -> Outcome {
     outcome
 }
 
+/// Sends `initialize` with the credential and waits for its success.
+async fn authenticate(peer: &mut Peer, auth: &Value) -> Result<(), String> {
+    let id = "conformance-auth";
+    let initialize = json!({"jsonrpc": "2.0", "id": id, "method": "initialize", "params": {
+        "clientInfo": {"name": "openwork-host conformance", "version": env!("CARGO_PKG_VERSION")},
+        "auth": auth,
+    }});
+    let body = serde_json::to_vec(&initialize).map_err(|e| e.to_string())?;
+    send(peer, &body, true).await?;
+    let deadline = Instant::now() + Duration::from_millis(DEFAULT_TIMEOUT_MS);
+    loop {
+        let (reply, _) = next_message(peer, &[], deadline)
+            .await
+            .map_err(|e| format!("authenticating: {e}"))?;
+        if reply.get("id") != Some(&json!(id)) {
+            continue;
+        }
+        return match reply.get("error") {
+            Some(error) => Err(format!(
+                "the host refused this device's credential: {}",
+                compact(error)
+            )),
+            None => Ok(()),
+        };
+    }
+}
+
+/// Adds `auth` to the params of every `initialize` in `message` (or batch).
+fn with_auth(message: Value, auth: &Value) -> Value {
+    match message {
+        Value::Array(items) => {
+            Value::Array(items.into_iter().map(|m| with_auth(m, auth)).collect())
+        }
+        Value::Object(mut map) if map.get("method") == Some(&json!("initialize")) => {
+            match map.get_mut("params") {
+                Some(Value::Object(params)) => {
+                    params.insert("auth".into(), auth.clone());
+                }
+                None => {
+                    map.insert("params".into(), json!({"auth": auth}));
+                }
+                // Wrong-typed params stay wrong: that is what such a fixture tests.
+                Some(_) => {}
+            }
+            Value::Object(map)
+        }
+        other => other,
+    }
+}
+
 async fn run_step(
     peer: &mut Peer,
     step: &Step,
     captures: &mut HashMap<String, Value>,
+    auth: Option<&Value>,
 ) -> Result<(), String> {
     let timeout = Duration::from_millis(step.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS));
     let deadline = Instant::now() + timeout;
     if let Some(message) = &step.send {
-        let message = substitute(message, captures)?;
+        let mut message = substitute(message, captures)?;
+        if let Some(auth) = auth {
+            message = with_auth(message, auth);
+        }
         let body = serde_json::to_vec(&message).map_err(|e| e.to_string())?;
         send(peer, &body, true).await?;
     }
@@ -584,7 +729,8 @@ pub async fn replay(target: &Target, fixtures: &[Fixture]) -> (usize, usize, usi
 /// The `conformance` command.
 pub async fn main(args: Args, _data_dir: &DataDir) -> anyhow::Result<ExitCode> {
     let program = std::env::current_exe().context("cannot find this program's path")?;
-    let target = Target::parse(&args.target, &args.framing, program)?;
+    let client_dir = args.client_dir.unwrap_or_else(KnownHosts::default_dir);
+    let target = Target::parse_in(&args.target, &args.framing, program, &client_dir)?;
     let paths = if args.fixtures.is_empty() {
         vec![PathBuf::from("fixtures")]
     } else {
@@ -593,7 +739,8 @@ pub async fn main(args: Args, _data_dir: &DataDir) -> anyhow::Result<ExitCode> {
     let fixtures = load(&paths)?;
     if fixtures.is_empty() {
         bail!(
-            "no fixtures found in {}",
+            "no fixtures found in {}: name fixture files or directories of `*.json` fixtures \
+             (the repository's `fixtures/`), or run from the repository's root",
             paths
                 .iter()
                 .map(|p| p.display().to_string())

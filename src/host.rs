@@ -1,7 +1,7 @@
 //! The host: opens the data dir and everything in it, serves connections on
 //! the transports it is given, and shuts all of it down in order.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -96,6 +96,9 @@ pub struct HostCore {
     started: Instant,
     started_at_ms: i64,
     sessions: Mutex<HashMap<u64, Weak<Session>>>,
+    /// Devices revoked since the host started, checked once more after a
+    /// connection takes a device's identity (see `admit`).
+    revoked: Mutex<HashSet<String>>,
     next_session: AtomicU64,
     listeners: Mutex<Vec<Bound>>,
     /// Whether a network (TLS) listener was asked for.
@@ -151,6 +154,57 @@ impl HostCore {
         self.started.elapsed().as_secs()
     }
 
+    /// Authenticates a connection: checks the device credential, then gives
+    /// the connection that device's identity (see `admit`).
+    pub async fn authenticate_session(
+        &self,
+        session: &Session,
+        auth: &DeviceAuth,
+    ) -> Result<Principal, RpcError> {
+        let principal = self.authenticate(auth, &session.peer).await?;
+        self.admit(session, principal)
+    }
+
+    /// Gives a connection the principal its credential proved, unless the
+    /// device was revoked since the credential was checked.
+    ///
+    /// A revoke cuts off the connections that have the device's identity.
+    /// One that checked the credential just before the revoke, and takes the
+    /// identity just after the revoke looked, would escape it; so the
+    /// identity is taken first and the revocation checked after. Either the
+    /// revoke saw the connection, or this sees the revoke.
+    pub fn admit(&self, session: &Session, principal: Principal) -> Result<Principal, RpcError> {
+        session.set_principal(principal.clone());
+        if let Principal::Device { id, .. } = &principal
+            && self.lock_revoked().contains(id)
+        {
+            session.set_principal(Principal::Anonymous);
+            self.metrics.auth_failure();
+            tracing::warn!(peer = %session.peer, device = %id, "authentication raced a revocation; refused");
+            return Err(unknown_device());
+        }
+        Ok(principal)
+    }
+
+    /// Revokes a device: its token never works again and every connection
+    /// it has is cut off before this returns. `None` if there is no such device.
+    pub async fn revoke_device(
+        &self,
+        device_id: &str,
+    ) -> Result<Option<(crate::devices::Device, u32)>, StoreError> {
+        let Some(device) = self.devices.revoke(device_id).await? else {
+            return Ok(None);
+        };
+        // Recorded before the sweep: `admit` relies on this order.
+        self.lock_revoked().insert(device.id.clone());
+        let closed = self.cut_off_device(&device.id, "this device's pairing was revoked");
+        Ok(Some((device, closed)))
+    }
+
+    fn lock_revoked(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.revoked.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Checks a device credential.
     pub async fn authenticate(&self, auth: &DeviceAuth, peer: &str) -> Result<Principal, RpcError> {
         match self
@@ -166,11 +220,7 @@ impl HostCore {
             None => {
                 self.metrics.auth_failure();
                 tracing::warn!(peer, device = %auth.device_id, "authentication failed");
-                Err(RpcError::new(
-                    ErrorCode::UNAUTHORIZED,
-                    "this device is not paired with the host, or its pairing was revoked",
-                )
-                .with_action("pair this device again (`openwork-host pair` on the host, then `openwork-host client pair`)"))
+                Err(unknown_device())
             }
         }
     }
@@ -201,12 +251,12 @@ impl HostCore {
             .count() as u32
     }
 
-    /// Closes every connection of a device; returns how many.
-    pub fn close_device_sessions(&self, device_id: &str, reason: &str) -> u32 {
+    /// Cuts off every connection of a device at once; returns how many.
+    fn cut_off_device(&self, device_id: &str, reason: &str) -> u32 {
         let mut closed = 0;
         for session in self.live_sessions() {
             if matches!(session.principal(), Principal::Device { id, .. } if id == device_id) {
-                session.close(reason);
+                session.cut_off(reason);
                 closed += 1;
             }
         }
@@ -518,6 +568,7 @@ impl Host {
             started: Instant::now(),
             started_at_ms: clock::now_ms(),
             sessions: Mutex::new(HashMap::new()),
+            revoked: Mutex::new(HashSet::new()),
             next_session: AtomicU64::new(0),
             listeners: Mutex::new(Vec::new()),
             network: AtomicBool::new(false),
@@ -797,6 +848,17 @@ async fn accept_tls(
     }
 }
 
+/// The answer to a credential that does not (or no longer) work.
+fn unknown_device() -> RpcError {
+    RpcError::new(
+        ErrorCode::UNAUTHORIZED,
+        "this device is not paired with the host, or its pairing was revoked",
+    )
+    .with_action(
+        "pair this device again (`openwork-host pair` on the host, then `openwork-host client pair`)",
+    )
+}
+
 /// The address to show devices: the listener's, unless it listens on every
 /// interface, in which case this machine's first LAN IPv4 address.
 fn advertised_address(ip: std::net::IpAddr) -> String {
@@ -824,5 +886,93 @@ async fn flush_metrics(core: Arc<HostCore>) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn open_host(dir: &std::path::Path) -> Host {
+        let (data, work) = (dir.join("data"), dir.join("work"));
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::create_dir_all(&work).unwrap();
+        std::fs::write(
+            data.join("config.toml"),
+            format!(
+                "[tasks]\nworkspace_roots = [{:?}]\n[opencode]\nenabled = \"off\"\n",
+                work.display().to_string()
+            ),
+        )
+        .unwrap();
+        Host::open(DataDir::resolve(Some(data)).unwrap(), None)
+            .await
+            .unwrap()
+    }
+
+    fn network_session(core: &HostCore) -> Arc<Session> {
+        let opts = SessionOptions {
+            principal: Principal::Anonymous,
+            transport: "tls",
+            drain_on_eof: false,
+            channel_binding: None,
+            peer: "192.0.2.7:50000".into(),
+        };
+        let (session, _outbound) = Session::new(core, &opts);
+        core.session_opened(&session);
+        session
+    }
+
+    #[tokio::test]
+    async fn a_connection_authenticating_while_its_device_is_revoked_is_refused_or_cut_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = open_host(dir.path()).await;
+        let core = Arc::clone(host.core());
+        let create = |name: &'static str| {
+            let core = Arc::clone(&core);
+            async move {
+                let (device, token) = core
+                    .devices
+                    .create(name, &[Scope::TasksRead], "192.0.2.7")
+                    .await
+                    .unwrap();
+                let auth = DeviceAuth {
+                    device_id: device.id.clone(),
+                    token,
+                };
+                (device.id, auth)
+            }
+        };
+
+        // The interleaving that used to leave a revoked device connected:
+        // the credential checks out…
+        let (id, auth) = create("phone").await;
+        let session = network_session(&core);
+        let principal = core.authenticate(&auth, &session.peer).await.unwrap();
+        // …the device is revoked, and the revoke finds no connection of it yet…
+        let (_, closed) = core.revoke_device(&id).await.unwrap().unwrap();
+        assert_eq!(closed, 0);
+        // …and only then does the connection take the device's identity.
+        let err = core.admit(&session, principal).unwrap_err();
+        assert_eq!(err.code, ErrorCode::UNAUTHORIZED);
+        assert_eq!(session.principal(), Principal::Anonymous);
+        assert_eq!(core.device_connections(&id), 0);
+
+        // The other order: admitted, then revoked: the revoke cuts it off.
+        let (id, auth) = create("tablet").await;
+        let session = network_session(&core);
+        core.authenticate_session(&session, &auth).await.unwrap();
+        assert_eq!(core.device_connections(&id), 1);
+        let (_, closed) = core.revoke_device(&id).await.unwrap().unwrap();
+        assert_eq!(closed, 1);
+        assert!(session.is_closing());
+        assert_eq!(session.principal(), Principal::Anonymous);
+        assert!(
+            core.authenticate_session(&network_session(&core), &auth)
+                .await
+                .is_err(),
+            "the token never works again"
+        );
+        host.shutdown().await;
     }
 }

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use openwork_host::Host;
+use openwork_host::bridge::BridgeEnd;
 use openwork_host::datadir::DataDir;
 use openwork_host::session::{EndReason, SessionOptions};
 use openwork_host::transport::{self, unix};
@@ -221,10 +222,23 @@ async fn stdio(data_dir: DataDir) -> anyhow::Result<ExitCode> {
         let limit = openwork_host::config::Config::load(&data_dir.config())
             .map(|c| c.limits.max_frame_bytes)
             .unwrap_or(transport::DEFAULT_MAX_FRAME);
-        let code =
+        let end =
             openwork_host::bridge::run(tokio::io::stdin(), tokio::io::stdout(), socket, limit)
                 .await;
-        return Ok(ExitCode::from(code as u8));
+        // The same exit codes as with a host in this process (below).
+        return Ok(match end {
+            BridgeEnd::Exit {
+                after_shutdown: false,
+            } => ExitCode::from(1),
+            BridgeEnd::Exit { .. } | BridgeEnd::InputEnded => ExitCode::SUCCESS,
+            BridgeEnd::HostClosed => {
+                eprintln!(
+                    "openwork-host: the host on {} closed the connection (was it stopped? see `openwork-host status`)",
+                    data_dir.root().display()
+                );
+                ExitCode::from(1)
+            }
+        });
     }
     let host = Host::open(data_dir, None)
         .await

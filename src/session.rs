@@ -118,6 +118,8 @@ pub struct Session {
     forwarding: CancellationToken,
     /// Ends the connection.
     close: CancellationToken,
+    /// Ends the connection at once: nothing queued is written (`cut_off`).
+    abort: CancellationToken,
     close_reason: Mutex<Option<String>>,
     watching: Mutex<std::collections::HashSet<&'static str>>,
 }
@@ -126,7 +128,45 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The receiving ends of a session's outbound queues, for its writer.
+pub(crate) struct Outbound {
+    responses: mpsc::Receiver<Bytes>,
+    notifications: mpsc::Receiver<Bytes>,
+}
+
 impl Session {
+    /// A session for a new connection, and the queues its writer drains.
+    pub(crate) fn new(host: &HostCore, opts: &SessionOptions) -> (Arc<Session>, Outbound) {
+        let (responses, response_rx) = mpsc::channel(RESPONSE_QUEUE);
+        let (notifications, notification_rx) = mpsc::channel(NOTIFICATION_QUEUE);
+        let session = Arc::new(Session {
+            id: host.next_session_id(),
+            transport: opts.transport,
+            peer: opts.peer.clone(),
+            channel_binding: opts.channel_binding,
+            principal: RwLock::new(opts.principal.clone()),
+            lifecycle: Mutex::new(Lifecycle::New),
+            responses,
+            notifications,
+            subscriptions: Mutex::new(HashMap::new()),
+            next_subscription: std::sync::atomic::AtomicU64::new(0),
+            inflight: Mutex::new(HashMap::new()),
+            slots: Arc::new(Semaphore::new(host.config.limits.max_requests_in_flight)),
+            handlers: TaskTracker::new(),
+            forwarders: TaskTracker::new(),
+            forwarding: CancellationToken::new(),
+            close: CancellationToken::new(),
+            abort: CancellationToken::new(),
+            close_reason: Mutex::new(None),
+            watching: Mutex::new(std::collections::HashSet::new()),
+        });
+        let outbound = Outbound {
+            responses: response_rx,
+            notifications: notification_rx,
+        };
+        (session, outbound)
+    }
+
     /// TLS exported keying material (TLS connections only).
     pub fn channel_binding(&self) -> Option<&[u8; 32]> {
         self.channel_binding.as_ref()
@@ -189,6 +229,20 @@ impl Session {
     /// Ends the connection after what is queued has been written.
     pub fn close(&self, reason: impl Into<String>) {
         lock(&self.close_reason).get_or_insert_with(|| reason.into());
+        self.close.cancel();
+    }
+
+    /// Ends the connection at once, as a revocation must: the caller loses
+    /// its principal, its subscriptions stop, its in-flight calls are
+    /// cancelled, nothing still queued for it is written, and the socket
+    /// closes. Unlike `close`, no grace: when this returns, no further
+    /// notification is produced for the connection.
+    pub fn cut_off(&self, reason: impl Into<String>) {
+        self.set_principal(Principal::Anonymous);
+        lock(&self.close_reason).get_or_insert_with(|| reason.into());
+        self.forwarding.cancel();
+        self.abort.cancel();
+        // Also cancels every in-flight request: their tokens are its children.
         self.close.cancel();
     }
 
@@ -290,34 +344,18 @@ where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let (responses, response_rx) = mpsc::channel(RESPONSE_QUEUE);
-    let (notifications, notification_rx) = mpsc::channel(NOTIFICATION_QUEUE);
-    let session = Arc::new(Session {
-        id: host.next_session_id(),
-        transport: opts.transport,
-        peer: opts.peer.clone(),
-        channel_binding: opts.channel_binding,
-        principal: RwLock::new(opts.principal.clone()),
-        lifecycle: Mutex::new(Lifecycle::New),
-        responses,
-        notifications,
-        subscriptions: Mutex::new(HashMap::new()),
-        next_subscription: std::sync::atomic::AtomicU64::new(0),
-        inflight: Mutex::new(HashMap::new()),
-        slots: Arc::new(Semaphore::new(host.config.limits.max_requests_in_flight)),
-        handlers: TaskTracker::new(),
-        forwarders: TaskTracker::new(),
-        forwarding: CancellationToken::new(),
-        close: CancellationToken::new(),
-        close_reason: Mutex::new(None),
-        watching: Mutex::new(std::collections::HashSet::new()),
-    });
+    let (session, outbound) = Session::new(&host, &opts);
     host.session_opened(&session);
     let stop_writer = CancellationToken::new();
     let writer_task = tokio::spawn({
         let (stop, session) = (stop_writer.clone(), Arc::clone(&session));
         async move {
-            if let Err(e) = write_loop(writer, response_rx, notification_rx, stop).await {
+            let written = tokio::select! {
+                // A cut-off connection gets nothing more, not even what is queued.
+                _ = session.abort.cancelled() => Ok(()),
+                written = write_loop(writer, outbound, stop) => written,
+            };
+            if let Err(e) = written {
                 tracing::debug!(session = session.id, error = %e, "write failed; closing the connection");
                 session.close("the client stopped reading (write failed)");
             }
@@ -368,18 +406,12 @@ async fn read_loop<R: AsyncRead + Unpin>(
         match event {
             Ok(ReadEvent::Frame(bytes)) => handle_frame(host, session, &bytes).await,
             Ok(ReadEvent::TooLarge { size, limit }) => {
-                let shown = size.map_or_else(|| "more than".to_owned(), |s| format!("{s} bytes,"));
-                let error = RpcError::invalid_request(format_args!(
-                    "the message is {shown} over the host's limit of {limit} bytes"
-                ))
-                .with_data("limit", limit.into())
-                .with_action("send smaller messages, or raise limits.max_frame_bytes in the host's config.toml");
+                let error = RpcError::frame_too_large(size, limit);
                 session.respond(encode_error(None, &error)).await;
             }
             Ok(ReadEvent::Eof) => return EndReason::Eof,
             Err(FrameError::MalformedHeader(detail)) => {
-                let error = RpcError::new(ErrorCode::PARSE_ERROR, format!("Parse error: malformed frame header: {detail}"))
-                    .with_action("frame each message as `Content-Length: N\\r\\n\\r\\n` followed by N bytes of JSON");
+                let error = RpcError::malformed_header(&detail);
                 session.respond(encode_error(None, &error)).await;
                 return EndReason::Closed(format!("malformed frame header: {detail}"));
             }
@@ -397,6 +429,16 @@ async fn finish(
 ) {
     session.handlers.close();
     session.forwarders.close();
+    if session.abort.is_cancelled() {
+        // Cut off: everything was cancelled already and nothing more is
+        // written; only wait (briefly) for the cancelled work to unwind.
+        let _ = tokio::time::timeout(CLOSE_GRACE, async {
+            session.handlers.wait().await;
+            session.forwarders.wait().await;
+        })
+        .await;
+        return;
+    }
     let mut shutting_down = host.shutdown.is_cancelled();
     if *reason == EndReason::Eof && opts.drain_on_eof {
         let drained = async {
@@ -435,7 +477,8 @@ async fn handle_frame(host: &Arc<HostCore>, session: &Arc<Session>, bytes: &[u8]
         Incoming::ParseError(error) => session.respond(encode_error(None, &error)).await,
         Incoming::Single(message) => dispatch_single(host, session, message).await,
         Incoming::Batch(messages) if messages.is_empty() => {
-            let error = RpcError::invalid_request("an empty batch is not a request");
+            let error = RpcError::invalid_request("an empty batch is not a request")
+                .with_action("put at least one request in the batch, or send a single request");
             session.respond(encode_error(None, &error)).await;
         }
         Incoming::Batch(messages) => dispatch_batch(host, session, messages).await,
@@ -596,7 +639,8 @@ fn check_access(
     if session.lifecycle() == Lifecycle::ShuttingDown && method != "exit" {
         return Err(RpcError::invalid_request(
             "the session is shutting down: only `exit` may follow `shutdown`",
-        ));
+        )
+        .with_action("send `exit` to end the session, then connect again to go on"));
     }
     let scope = match access {
         Access::Open => return Ok(()),
@@ -635,10 +679,13 @@ fn check_access(
 
 async fn write_loop<W: AsyncWrite + Unpin>(
     mut writer: FrameWriter<W>,
-    mut responses: mpsc::Receiver<Bytes>,
-    mut notifications: mpsc::Receiver<Bytes>,
+    outbound: Outbound,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
+    let Outbound {
+        mut responses,
+        mut notifications,
+    } = outbound;
     loop {
         let frame = tokio::select! {
             biased;

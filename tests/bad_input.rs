@@ -3,9 +3,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::process::Stdio;
-
 use common::*;
 use serde_json::{Value, json};
 
@@ -64,31 +61,92 @@ fn an_oversized_line_on_stdio_is_refused_in_both_framings() {
         ping.len()
     );
     for input in [ndjson, lsp] {
-        let mut child = host
-            .stdio()
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-        let mut out = String::new();
-        child
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut out)
-            .unwrap();
-        assert!(child.wait().unwrap().success());
+        let child = output_with_input(host.stdio(), input.as_bytes(), 30);
+        assert!(child.status.success());
+        let out = String::from_utf8_lossy(&child.stdout);
         assert!(out.contains("over the host's limit of 4096 bytes"), "{out}");
         assert!(
             out.contains(r#""id":2,"result":{}"#),
             "the next message is still answered: {out}"
         );
+    }
+}
+
+#[tokio::test]
+async fn the_stdio_bridge_answers_framing_errors_exactly_as_the_daemon_does() {
+    let mut host = TestHost::new("[limits]\nmax_frame_bytes = 4096\n");
+    host.start();
+    let big = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"$/ping","params":{{"pad":"{}"}}}}"#,
+        "y".repeat(8000)
+    );
+    let malformed = b"Content-Lenght: 5\r\n\r\n{}";
+    // The daemon's own answers, over its socket.
+    let mut client = host.connect().await;
+    within(10, client.send_frame(big.as_bytes())).await.unwrap();
+    let too_large = within(10, client.next_message()).await.unwrap();
+    let mut bad = host.connect().await;
+    within(10, bad.send_raw(malformed)).await.unwrap();
+    let bad_header = within(10, bad.next_message()).await.unwrap();
+    for error in [&too_large, &bad_header] {
+        assert!(
+            error["error"]["data"]["action"].is_string(),
+            "the user is told what to do: {error}"
+        );
+    }
+
+    // The bridge answers for the daemon, which never sees these frames.
+    let mut input = format!("Content-Length: {}\r\n\r\n{big}", big.len()).into_bytes();
+    input.extend_from_slice(malformed);
+    let out = output_with_input(host.stdio(), &input, 30);
+    assert!(out.status.success());
+    let frames = lsp_frames(&out.stdout);
+    assert_eq!(frames, vec![too_large, bad_header]);
+}
+
+#[test]
+fn invalid_utf8_on_stdio_is_a_parse_error_in_both_framings_with_or_without_a_daemon() {
+    let mut host = TestHost::new("");
+    let bad = b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"\xff\xfe\"}";
+    let ping = br#"{"jsonrpc":"2.0","id":2,"method":"$/ping"}"#;
+    let mut ndjson = bad.to_vec();
+    ndjson.push(b'\n');
+    ndjson.extend_from_slice(ping);
+    ndjson.push(b'\n');
+    let mut lsp = format!("Content-Length: {}\r\n\r\n", bad.len()).into_bytes();
+    lsp.extend_from_slice(bad);
+    lsp.extend_from_slice(format!("Content-Length: {}\r\n\r\n", ping.len()).as_bytes());
+    lsp.extend_from_slice(ping);
+    for mode in ["in-process", "bridged"] {
+        if mode == "bridged" {
+            host.start();
+        }
+        for (framing, input) in [("ndjson", &ndjson), ("lsp", &lsp)] {
+            let out = output_with_input(host.stdio(), input, 30);
+            assert!(out.status.success(), "{mode} {framing}");
+            let replies = if framing == "lsp" {
+                lsp_frames(&out.stdout)
+            } else {
+                json_lines(&out.stdout)
+            };
+            assert_eq!(replies.len(), 2, "{mode} {framing}: {replies:?}");
+            assert_eq!(replies[0]["id"], Value::Null);
+            assert_eq!(replies[0]["error"]["code"], -32700, "{mode} {framing}");
+            assert!(
+                replies[0]["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("UTF-8"),
+                "{mode} {framing}: {}",
+                replies[0]
+            );
+            assert!(replies[0]["error"]["data"]["action"].is_string());
+            assert_eq!(
+                replies[1],
+                json!({"jsonrpc": "2.0", "id": 2, "result": {}}),
+                "{mode} {framing}: the connection carries on"
+            );
+        }
     }
 }
 
@@ -323,5 +381,102 @@ async fn a_client_that_stops_reading_costs_no_memory_and_then_gets_everything() 
         followed
             .output()
             .starts_with(b"slow client line 0123456789\nslow")
+    );
+}
+
+/// A value of the wrong type for a param described by `schema` (resolved
+/// against the OpenRPC document's components).
+fn wrong_value(schema: &Value, doc: &Value) -> Value {
+    let schema = match schema.get("allOf").and_then(|a| a.get(0)) {
+        Some(first) => first,
+        None => schema,
+    };
+    if let Some(reference) = schema.get("$ref").and_then(Value::as_str) {
+        let name = reference.rsplit('/').next().unwrap();
+        return wrong_value(&doc["components"]["schemas"][name], doc);
+    }
+    match schema.get("type").and_then(Value::as_str) {
+        Some("string") => json!(12345),
+        Some("integer" | "number" | "boolean" | "array") => json!("not that"),
+        Some("object") => json!(42),
+        // An enum of strings, or a union such as a request id: an object fits neither.
+        _ if schema.get("enum").is_some() || schema.get("oneOf").is_some() => json!(42),
+        _ => json!({"not": "that"}),
+    }
+}
+
+#[tokio::test]
+async fn every_method_refuses_a_wrong_typed_param_naming_it_and_saying_what_to_do() {
+    let doc: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schema/openrpc.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let methods = doc["methods"].as_array().unwrap();
+    let mut served: Vec<&str> = openwork_host::rpc::methods::table().names();
+    served.sort_unstable();
+    let mut documented: Vec<&str> = methods
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    documented.sort_unstable();
+    assert_eq!(
+        documented, served,
+        "schema/openrpc.json lists every method the host serves"
+    );
+
+    let host = TestHost::started();
+    let mut client = host.connect().await;
+    let mut tried = 0;
+    for method in methods {
+        let name = method["name"].as_str().unwrap();
+        let params = method["params"].as_array().unwrap();
+        // Each param wrong on its own; a method without params gets one it does not know.
+        let cases: Vec<(String, Value)> = if params.is_empty() {
+            vec![("unexpected".to_owned(), json!(1))]
+        } else {
+            params
+                .iter()
+                .map(|p| {
+                    let member = p["name"].as_str().unwrap().to_owned();
+                    (member, wrong_value(&p["schema"], &doc))
+                })
+                .collect()
+        };
+        for (member, value) in cases {
+            let params = json!({ member.clone(): value });
+            let request =
+                json!({"jsonrpc": "2.0", "id": "wrong", "method": name, "params": params});
+            within(10, client.send(&request)).await.unwrap();
+            let reply = within(10, async {
+                loop {
+                    let m = client.next_message().await.unwrap();
+                    if m["id"] == "wrong" {
+                        return m;
+                    }
+                }
+            })
+            .await;
+            let error = &reply["error"];
+            assert_eq!(error["code"], -32602, "{name} {params}: {reply}");
+            assert!(
+                error["message"].as_str().unwrap().contains(&member),
+                "{name} {params}: the message names `{member}`: {reply}"
+            );
+            assert!(
+                error["data"]["action"]
+                    .as_str()
+                    .is_some_and(|a| !a.is_empty()),
+                "{name} {params}: {reply}"
+            );
+            tried += 1;
+        }
+    }
+    assert!(tried > methods.len(), "{tried} wrong params tried");
+    let pong: Value = within(10, client.call("$/ping", json!({}))).await.unwrap();
+    assert_eq!(
+        pong,
+        json!({}),
+        "exit and shutdown with wrong params were not done"
     );
 }

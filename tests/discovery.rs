@@ -5,6 +5,7 @@
 mod common;
 #[path = "common/netns.rs"]
 mod netns;
+use common::process;
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -12,8 +13,8 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{TestHost, bin, wait_until, within};
-use netns::{HOST_IP, Lan, Running, namespaces_available, output_within};
+use common::{TestHost, bin, output_within, wait_until, within};
+use netns::{HOST_IP, Lan, Running, namespaces_available};
 use serde_json::{Value, json};
 
 /// A host served inside a namespace, with mDNS on.
@@ -487,10 +488,9 @@ async fn an_independent_dns_sd_implementation_resolves_the_record() {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/common/dnssd_browse.py");
     // scripts/test makes a venv with zeroconf and names its python here.
     let python = std::env::var("OPENWORK_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
-    let has_zeroconf = Command::new(&python)
-        .args(["-c", "import zeroconf"])
-        .output()
-        .is_ok_and(|o| o.status.success());
+    let has_zeroconf =
+        common::status_within(Command::new(&python).args(["-c", "import zeroconf"]), 30)
+            .is_some_and(|s| s.success());
     if !has_zeroconf {
         let why = "a python3 with the `zeroconf` package is needed (scripts/test installs one)";
         assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}");
@@ -585,10 +585,13 @@ async fn a_host_paired_over_loopback_that_stopped_is_not_looked_for_on_the_lan()
     let out = output_within(
         {
             let mut command = Command::new(bin());
-            command
-                .args(["client", "--client-dir"])
-                .arg(&dir)
-                .args(["run", "--", "true"]);
+            command.args(["client", "--client-dir"]).arg(&dir).args([
+                "run",
+                "--reconnect-timeout",
+                "2s",
+                "--",
+                "true",
+            ]);
             command
         },
         30,
@@ -596,5 +599,9 @@ async fn a_host_paired_over_loopback_that_stopped_is_not_looked_for_on_the_lan()
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("cannot reach"), "{stderr}");
+    assert!(
+        stderr.contains("could not reconnect"),
+        "it gave up: {stderr}"
+    );
     assert!(!stderr.contains("on the LAN"), "{stderr}");
 }

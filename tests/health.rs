@@ -77,11 +77,12 @@ async fn metrics_count_connections_and_task_outcomes_and_survive_a_restart() {
 }
 
 fn status_json(host: &TestHost) -> (Option<i32>, Value) {
-    let out = std::process::Command::new(bin())
-        .args(["status", "--json", "--data-dir"])
-        .arg(&host.data)
-        .output()
-        .unwrap();
+    let out = output_within(
+        std::process::Command::new(bin())
+            .args(["status", "--json", "--data-dir"])
+            .arg(&host.data),
+        30,
+    );
     let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "status --json printed no JSON ({e}): {}",
@@ -304,11 +305,12 @@ async fn telemetry_off_records_no_counters_and_keeps_the_task_history() {
 fn status_of_a_stopped_host_exits_3_and_says_how_to_start_it() {
     let mut host = TestHost::started();
     host.terminate();
-    let out = std::process::Command::new(bin())
-        .args(["status", "--data-dir"])
-        .arg(&host.data)
-        .output()
-        .unwrap();
+    let out = output_within(
+        std::process::Command::new(bin())
+            .args(["status", "--data-dir"])
+            .arg(&host.data),
+        30,
+    );
     assert_eq!(out.status.code(), Some(3));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("not running"), "{text}");
@@ -330,11 +332,12 @@ fn status_of_a_stopped_host_exits_3_and_says_how_to_start_it() {
 #[test]
 fn status_of_a_healthy_host_prints_the_panel_in_sections_and_exits_0() {
     let host = TestHost::started();
-    let out = std::process::Command::new(bin())
-        .args(["status", "--data-dir"])
-        .arg(&host.data)
-        .output()
-        .unwrap();
+    let out = output_within(
+        std::process::Command::new(bin())
+            .args(["status", "--data-dir"])
+            .arg(&host.data),
+        30,
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{text}");
     for section in [
@@ -363,11 +366,12 @@ fn doctor_with_the_host_down_checks_what_it_can_and_shows_each_fix() {
         "[tasks]\nmax_concurent = 3\n",
     )
     .unwrap();
-    let out = std::process::Command::new(bin())
-        .args(["doctor", "--data-dir"])
-        .arg(&host.data)
-        .output()
-        .unwrap();
+    let out = output_within(
+        std::process::Command::new(bin())
+            .args(["doctor", "--data-dir"])
+            .arg(&host.data),
+        30,
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("✗ daemon"), "{text}");
@@ -388,11 +392,12 @@ fn doctor_with_the_host_down_checks_what_it_can_and_shows_each_fix() {
     assert!(text.contains("✓ data_dir"), "{text}");
     assert_eq!(text.matches("fix:").count(), 2, "{text}");
 
-    let out = std::process::Command::new(bin())
-        .args(["doctor", "--json", "--data-dir"])
-        .arg(&host.data)
-        .output()
-        .unwrap();
+    let out = output_within(
+        std::process::Command::new(bin())
+            .args(["doctor", "--json", "--data-dir"])
+            .arg(&host.data),
+        30,
+    );
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["status"], "error");
     assert_eq!(check(&report, "daemon")["ok"], false);
@@ -424,11 +429,12 @@ fn a_missing_runtime_degrades_the_host_with_its_fix() {
         "{opencode}"
     );
     assert_eq!(check(&report, "runtime.builtin")["ok"], true);
-    let out = std::process::Command::new(bin())
-        .args(["doctor", "--data-dir"])
-        .arg(&host.data)
-        .output()
-        .unwrap();
+    let out = output_within(
+        std::process::Command::new(bin())
+            .args(["doctor", "--data-dir"])
+            .arg(&host.data),
+        30,
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1));
     assert!(text.contains("! runtime.opencode"), "{text}");
@@ -490,11 +496,12 @@ fn a_full_disk_turns_the_disk_check_red_with_its_fix_and_green_again_when_freed(
     }
     let pid = child.id().to_string();
     let inside = |args: &[&str]| {
-        std::process::Command::new("nsenter")
-            .args(["--target", &pid, "--mount", "--"])
-            .args(args)
-            .output()
-            .expect("nsenter")
+        output_within(
+            std::process::Command::new("nsenter")
+                .args(["--target", &pid, "--mount", "--"])
+                .args(args),
+            60,
+        )
     };
     let status = |inside: &dyn Fn(&[&str]) -> std::process::Output| {
         let out = inside(&[

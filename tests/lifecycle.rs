@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Stdio;
 
@@ -110,37 +110,59 @@ async fn sigterm_interrupts_running_tasks_tells_their_clients_and_exits_cleanly(
 }
 
 #[tokio::test]
+async fn ctrl_c_stops_a_host_found_through_openwork_host_dir_as_gracefully_as_sigterm() {
+    let mut host = TestHost::new("");
+    host.start_with_env_dir();
+    let mut client = host.connect().await;
+    let health: Value = within(10, client.call("health.get", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(health["dataDir"], host.data.display().to_string());
+    // The other commands find it through the variable too.
+    let mut status = std::process::Command::new(bin());
+    status
+        .env("OPENWORK_HOST_DIR", &host.data)
+        .args(["status", "--json"]);
+    let status = output_within(status, 30);
+    assert_eq!(status.status.code(), Some(0));
+    let report: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(report["hostId"], health["hostId"]);
+
+    let task = run(&mut client, json!({"command": "echo up; sleep 300"})).await;
+    within(10, async {
+        loop {
+            let m = client.next_notification().await.unwrap();
+            if m["method"] == "log.chunk" {
+                return;
+            }
+        }
+    })
+    .await;
+    signal(host.pid(), nix::sys::signal::Signal::SIGINT);
+    let followed = follow(&mut client, &task, 30).await;
+    let last = followed.last();
+    assert_eq!(last.status, TaskStatus::Interrupted);
+    assert!(last.error.as_deref().unwrap().contains("shut down"));
+    let status = host.wait_for_exit();
+    assert!(status.success(), "serve exits 0 after SIGINT: {status:?}");
+    assert!(!host.socket().exists(), "the socket is removed on shutdown");
+}
+
+#[tokio::test]
 async fn stdio_bridges_to_a_running_daemon_and_sees_the_same_tasks() {
     let host = TestHost::started();
     let mut client = host.connect().await;
     let task = run(&mut client, json!({"command": "echo shared"})).await;
     follow(&mut client, &task, 20).await;
 
-    let mut stdio = host
-        .stdio()
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
     let input = format!(
         "{}\n{}\n",
         json!({"jsonrpc": "2.0", "id": 1, "method": "task.get", "params": {"taskId": task}}),
         json!({"jsonrpc": "2.0", "id": 2, "method": "task.run", "params": {"command": "echo via-bridge"}}),
     );
-    stdio
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let mut out = String::new();
-    stdio
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    assert!(stdio.wait().unwrap().success());
+    let stdio = output_with_input(host.stdio(), input.as_bytes(), 30);
+    assert!(stdio.status.success());
+    let out = String::from_utf8(stdio.stdout).unwrap();
     let messages: Vec<Value> = out
         .lines()
         .map(|l| serde_json::from_str(l).expect("a JSON line"))
@@ -177,17 +199,18 @@ async fn stdio_bridges_to_a_running_daemon_and_sees_the_same_tasks() {
 #[test]
 fn a_second_host_on_the_same_data_dir_is_refused_with_the_holder_named() {
     let host = TestHost::started();
-    let out = std::process::Command::new(bin())
-        .args([
-            "serve",
-            "--no-mdns",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(&host.data)
-        .output()
-        .unwrap();
+    let out = output_within(
+        std::process::Command::new(bin())
+            .args([
+                "serve",
+                "--no-mdns",
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(&host.data),
+        30,
+    );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("pid {}", host.pid())), "{err}");
@@ -207,104 +230,108 @@ fn two_stdio_hosts_on_one_data_dir_without_a_daemon_are_refused() {
         .spawn()
         .unwrap();
     let mut first_in = first.stdin.take().unwrap();
-    let mut first_out = first.stdout.take().unwrap();
+    let first_out = first.stdout.take().unwrap();
     first_in
         .write_all(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"$/ping\"}\n")
         .unwrap();
-    let mut line = [0u8; 37];
-    first_out.read_exact(&mut line).unwrap();
-    let second = host.stdio().stdin(Stdio::null()).output().unwrap();
+    // The reply shows the first host is up and holds the data dir.
+    read_exact_within(first_out, 37, 20);
+    let second = output_within(host.stdio(), 30);
     assert!(!second.status.success());
     let err = String::from_utf8_lossy(&second.stderr);
     assert!(err.contains("already using the data dir"), "{err}");
     drop(first_in);
-    assert!(first.wait().unwrap().success());
+    assert!(wait_within(&mut first, 30).success());
 }
 
 #[test]
-fn exit_without_shutdown_exits_1_and_after_shutdown_exits_0() {
-    let host = TestHost::new("");
+fn exit_without_shutdown_exits_1_and_after_shutdown_exits_0_with_or_without_a_daemon() {
+    let mut host = TestHost::new("");
     let cases = [
         ("{\"jsonrpc\":\"2.0\",\"method\":\"exit\"}\n", 1),
         (
             "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"shutdown\"}\n{\"jsonrpc\":\"2.0\",\"method\":\"exit\"}\n",
             0,
         ),
+        (
+            "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"shutdown\",\"params\":{\"now\":true}}\n{\"jsonrpc\":\"2.0\",\"method\":\"exit\"}\n",
+            1,
+        ),
+        (
+            "[{\"jsonrpc\":\"2.0\",\"id\":\"s\",\"method\":\"shutdown\"},{\"jsonrpc\":\"2.0\",\"method\":\"exit\"}]\n",
+            0,
+        ),
     ];
-    for (input, code) in cases {
-        let mut child = host
-            .stdio()
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        // Keep stdin open: the exit must come from `exit`, not from end of input.
-        let mut stdin = child.stdin.take().unwrap();
-        stdin.write_all(input.as_bytes()).unwrap();
-        let mut out = String::new();
-        child
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut out)
-            .unwrap();
-        let status = child.wait().unwrap();
-        assert_eq!(status.code(), Some(code), "{input}");
-        drop(stdin);
+    // First a host in the stdio process, then through the bridge to a daemon.
+    for mode in ["in-process", "bridged"] {
+        if mode == "bridged" {
+            host.start();
+        }
+        for (input, code) in cases {
+            // Stdin stays open: the exit must come from `exit`, not from end of input.
+            let out = output_with_input_held_open(host.stdio(), input.as_bytes(), 30);
+            assert_eq!(out.status.code(), Some(code), "{mode}: {input}");
+            if input.contains("\"now\"") {
+                let reply: Value = serde_json::from_str(
+                    String::from_utf8_lossy(&out.stdout).lines().next().unwrap(),
+                )
+                .unwrap();
+                assert_eq!(
+                    reply["error"]["code"], -32602,
+                    "a refused shutdown: {reply}"
+                );
+            }
+        }
     }
 }
 
 #[test]
-fn stdio_writes_nothing_but_frames_to_stdout_even_when_logging_verbosely() {
-    let host = TestHost::new("");
-    let mut child = host
+fn bridged_stdio_exits_1_with_a_message_when_the_daemon_goes_away() {
+    let mut host = TestHost::started();
+    let mut stdio = host
         .stdio()
-        .env("RUST_LOG", "debug")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let input = [
+    let mut stdin = stdio.stdin.take().unwrap();
+    stdin
+        .write_all(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"$/ping\"}\n")
+        .unwrap();
+    // The reply shows the bridge is connected.
+    let (stdout, reply) = read_exact_within(stdio.stdout.take().unwrap(), 37, 20);
+    assert_eq!(reply, b"{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\n");
+    assert!(host.terminate().success());
+    let status = wait_within(&mut stdio, 30);
+    drop((stdin, stdout));
+    let stderr = read_to_end_within(stdio.stderr.take().unwrap(), 10);
+    let stderr = String::from_utf8_lossy(&stderr);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("closed the connection"), "{stderr}");
+}
+
+#[test]
+fn stdio_writes_nothing_but_frames_to_stdout_even_when_logging_verbosely() {
+    let host = TestHost::new("");
+    let messages = [
         json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"clientInfo": {"name": "script"}}}),
         json!({"jsonrpc": "2.0", "id": 2, "method": "task.run", "params": {"command": "echo out; echo err >&2"}}),
         json!({"jsonrpc": "2.0", "id": 3, "method": "nope"}),
     ];
-    let mut stdin = child.stdin.take().unwrap();
-    for message in input {
+    let mut input = Vec::new();
+    for message in messages {
         let body = message.to_string();
-        write!(stdin, "Content-Length: {}\r\n\r\n{body}", body.len()).unwrap();
+        write!(input, "Content-Length: {}\r\n\r\n{body}", body.len()).unwrap();
     }
-    drop(stdin);
-    let mut out = Vec::new();
-    child.stdout.take().unwrap().read_to_end(&mut out).unwrap();
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    assert!(child.wait().unwrap().success());
+    let mut command = host.stdio();
+    command.env("RUST_LOG", "debug");
+    let child = output_with_input(command, &input, 30);
+    assert!(child.status.success());
+    let out = child.stdout;
+    let err = String::from_utf8_lossy(&child.stderr);
     // Parse stdout strictly as LSP frames of JSON.
-    let mut rest = &out[..];
-    let mut frames = 0;
-    while !rest.is_empty() {
-        let header_end = rest
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .expect("a header");
-        let header = std::str::from_utf8(&rest[..header_end]).unwrap();
-        let length: usize = header
-            .strip_prefix("Content-Length: ")
-            .expect("only Content-Length")
-            .parse()
-            .unwrap();
-        let body = &rest[header_end + 4..header_end + 4 + length];
-        serde_json::from_slice::<Value>(body).expect("every body is JSON");
-        rest = &rest[header_end + 4 + length..];
-        frames += 1;
-    }
+    let frames = lsp_frames(&out).len();
     assert!(
         frames >= 6,
         "replies and notifications all came as frames ({frames})"
@@ -325,17 +352,18 @@ fn the_data_dir_and_the_socket_are_owner_only() {
 #[test]
 fn a_bad_config_file_stops_the_host_with_the_file_and_the_problem() {
     let host = TestHost::new("max_concurent = 2\n");
-    let out = std::process::Command::new(bin())
-        .args([
-            "serve",
-            "--no-mdns",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(&host.data)
-        .output()
-        .unwrap();
+    let out = output_within(
+        std::process::Command::new(bin())
+            .args([
+                "serve",
+                "--no-mdns",
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(&host.data),
+        30,
+    );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

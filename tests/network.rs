@@ -414,23 +414,50 @@ async fn an_expired_code_is_refused() {
 }
 
 #[tokio::test]
-async fn a_replayed_confirm_is_refused() {
+async fn a_replayed_confirm_is_refused_while_a_window_is_open() {
     let host = fast_pairing();
     let mut owner = host.connect().await;
     let window = open_window(&mut owner, json!({})).await;
-    let (mut conn, begun, keys) = begin(
-        &host.tls_address().await,
-        window["code"].as_str().unwrap(),
-        "tablet",
-    )
-    .await;
+    let code = window["code"].as_str().unwrap();
+    let address = host.tls_address().await;
+
+    // A confirmation that fails uses its exchange up: the right one sent
+    // after it, on the same exchange, is refused and pairs nothing.
+    let (mut conn, begun, keys) = begin(&address, code, "tablet").await;
+    let mut wrong = keys.confirmation();
+    wrong[0] ^= 1;
+    let err = confirm(&mut conn, &begun, wrong).await.unwrap_err();
+    assert_eq!(code_of(&err), -32001, "{err}");
+    let err = confirm(&mut conn, &begun, keys.confirmation())
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(&err), -32004, "the right MAC, too late: {err}");
+    let status: Value = within(10, owner.call("pairing.status", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(status["open"], true, "{status}");
+    assert_eq!(status["failures"], 1);
+    assert_eq!(status["pending"], json!([]), "no one awaits approval");
+
+    // A fresh exchange pairs; then, with a new window open, its confirm
+    // replayed on the same or another connection is refused.
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    let (mut conn, begun, keys) = begin(&address, code, "tablet").await;
     let confirmation = keys.confirmation();
     let begun_copy = begun.clone();
     let mut conn_task = tokio::spawn(async move {
         let first = confirm(&mut conn, &begun, confirmation).await;
         (first, conn)
     });
-    let requested = within(10, owner.next_notification()).await.unwrap();
+    let requested = within(10, async {
+        loop {
+            let n = owner.next_notification().await.unwrap();
+            if n["method"] == "pairing.requested" {
+                return n;
+            }
+        }
+    })
+    .await;
     let _: Value = within(
         10,
         owner.call(
@@ -442,21 +469,66 @@ async fn a_replayed_confirm_is_refused() {
     .unwrap();
     let (first, mut conn) = within(10, &mut conn_task).await.unwrap();
     first.expect("the first confirm pairs");
+    open_window(&mut owner, json!({})).await;
     let err = confirm(&mut conn, &begun_copy, confirmation)
         .await
         .unwrap_err();
     assert_eq!(code_of(&err), -32004, "the same confirm again: {err}");
-    let mut other = within(
-        10,
-        connect_tls(&host.tls_address().await, None, Duration::from_secs(5)),
-    )
-    .await
-    .unwrap()
-    .connection;
+    let mut other = within(10, connect_tls(&address, None, Duration::from_secs(5)))
+        .await
+        .unwrap()
+        .connection;
     let err = confirm(&mut other, &begun_copy, confirmation)
         .await
         .unwrap_err();
     assert_eq!(code_of(&err), -32004, "on another connection: {err}");
+    let status: Value = within(10, owner.call("pairing.status", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(status["open"], true);
+    assert_eq!(status["pending"], json!([]), "the replays reached no one");
+    let devices: Value = within(10, owner.call("devices.list", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(devices["devices"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn after_a_wrong_code_the_window_pauses_and_says_when_to_try_again() {
+    let mut host = TestHost::new("[pairing]\nfailure_pause_ms = 60000\n");
+    host.start();
+    let mut owner = host.connect().await;
+    let window = open_window(&mut owner, json!({})).await;
+    let address = host.tls_address().await;
+    let (mut conn, begun, keys) = begin(&address, "00000000", "guesser").await;
+    let err = confirm(&mut conn, &begun, keys.confirmation())
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(&err), -32001, "{err}");
+    // Even the right code must wait out the pause.
+    let connected = within(10, connect_tls(&address, None, Duration::from_secs(5)))
+        .await
+        .unwrap();
+    let mut conn = connected.connection;
+    let start = crypto::client_start(window["code"].as_str().unwrap(), &connected.exporter);
+    let err = within(
+        10,
+        conn.call::<_, Value>(
+            "pairing.begin",
+            json!({"deviceName": "owner's phone", "spake": B64.encode(&start.message)}),
+        ),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(code_of(&err), -32005, "{err}");
+    let openwork_host::client::ClientError::Rpc(rpc) = &err else {
+        unreachable!()
+    };
+    let data = rpc.data.as_ref().unwrap();
+    let retry = data["retryAfterMs"].as_u64().unwrap();
+    assert!(retry > 0 && retry <= 60_000, "{data}");
+    assert!(data["action"].is_string(), "{data}");
+    assert!(rpc.message.contains("wait"), "{}", rpc.message);
 }
 
 #[tokio::test]
@@ -632,6 +704,14 @@ async fn a_device_with_admin_manages_devices_only_when_the_config_allows_it() {
     );
 }
 
+/// The host's count of open connections, from a local connection.
+async fn active_connections(owner: &mut Client) -> u64 {
+    let metrics: Value = within(10, owner.call("metrics.get", json!({})))
+        .await
+        .unwrap();
+    metrics["connections"]["active"].as_u64().unwrap()
+}
+
 #[tokio::test]
 async fn a_revoked_device_is_cut_off_at_once_and_cannot_come_back() {
     let host = fast_pairing();
@@ -639,6 +719,35 @@ async fn a_revoked_device_is_cut_off_at_once_and_cannot_come_back() {
     let mut session = device_session(&device).await;
     let mut bystander = device_session(&host.pair_device("other", None).await).await;
     let mut owner = host.connect().await;
+    // The device starts a task that writes without pause and stops reading:
+    // the host's queue for it and the socket between them fill up.
+    let started: Value = within(
+        10,
+        session.call(
+            "task.run",
+            json!({"command": "i=0; while [ $i -lt 4000 ]; do head -c 32768 /dev/zero | tr '\\0' r; i=$((i+1)); done"}),
+        ),
+    )
+    .await
+    .unwrap();
+    let task = started["taskId"].as_str().unwrap().to_owned();
+    within(60, async {
+        loop {
+            let record: Value = owner
+                .call("task.get", json!({"taskId": task}))
+                .await
+                .unwrap();
+            // 10 MiB: more than the socket buffers and the queue hold.
+            if record["lastSeq"].as_u64().unwrap() >= 320 {
+                assert_eq!(record["status"], "running", "{record}");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let before = active_connections(&mut owner).await;
+
     let revoked: Value = within(
         10,
         owner.call("devices.revoke", json!({"deviceId": device.device_id})),
@@ -646,19 +755,20 @@ async fn a_revoked_device_is_cut_off_at_once_and_cannot_come_back() {
     .await
     .unwrap();
     assert_eq!(revoked["closedConnections"], 1);
-    let closed = within(5, session.next_message()).await;
-    assert!(
-        closed.is_err(),
-        "the revoked device's connection is closed: {closed:?}"
-    );
-    let err = within(10, open_session(&device, "again"))
-        .await
-        .unwrap_err();
-    assert!(err.to_string().contains("revoked"), "{err}");
-    let pong: Value = within(10, bystander.call("$/ping", json!({})))
+    let record: Value = within(10, owner.call("task.get", json!({"taskId": task})))
         .await
         .unwrap();
-    assert_eq!(pong, json!({}), "other devices are untouched");
+    let last_seq_at_revoke = record["lastSeq"].as_u64().unwrap();
+    assert_eq!(record["status"], "running", "the device's task goes on");
+
+    // The host lets go of the connection without waiting for the device to
+    // read what was queued for it (a graceful close would wait up to 5 s).
+    within(3, async {
+        while active_connections(&mut owner).await != before - 1 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
     let list: Value = within(10, owner.call("devices.list", json!({})))
         .await
         .unwrap();
@@ -667,8 +777,50 @@ async fn a_revoked_device_is_cut_off_at_once_and_cannot_come_back() {
         .unwrap()
         .iter()
         .find(|d| d["deviceId"] == device.device_id.as_str())
-        .unwrap();
+        .unwrap()
+        .clone();
     assert!(lost["revokedAt"].is_string());
+    assert_eq!(lost["connections"], 0);
+
+    // What the device can still read was sent before the revoke; then the end.
+    let (chunks, highest) = within(20, async {
+        let (mut chunks, mut highest) = (0u64, 0u64);
+        while let Ok(message) = session.next_message().await {
+            if message["method"] == "log.chunk" {
+                chunks += 1;
+                highest = highest.max(message["params"]["seq"].as_u64().unwrap());
+            }
+            if message["method"] == "task.updated" {
+                assert!(
+                    message["params"]["status"] == "queued"
+                        || message["params"]["status"] == "running",
+                    "a revoked device hears nothing after the revoke: {message}"
+                );
+            }
+        }
+        (chunks, highest)
+    })
+    .await;
+    assert!(
+        highest <= last_seq_at_revoke,
+        "chunk {highest} was produced after the revoke (last seq then: {last_seq_at_revoke})"
+    );
+    assert!(
+        chunks < last_seq_at_revoke,
+        "the backlog was not streamed to the revoked device ({chunks} of {last_seq_at_revoke} chunks)"
+    );
+
+    let err = within(10, open_session(&device, "again"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("revoked"), "{err}");
+    let pong: Value = within(10, bystander.call("$/ping", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(pong, json!({}), "other devices are untouched");
+    let _: Value = within(10, owner.call("task.cancel", json!({"taskId": task})))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -695,32 +847,112 @@ async fn a_host_whose_fingerprint_changed_is_refused_as_possibly_impersonated() 
     let mut hosts = openwork_host::client::KnownHosts::load(dir.path()).unwrap();
     hosts.add(device);
     hosts.save().unwrap();
-    let out = std::process::Command::new(bin())
-        .args(["client", "--client-dir"])
-        .arg(dir.path())
-        .args(["run", "--", "true"])
-        .output()
-        .unwrap();
+    let out = output_within(
+        std::process::Command::new(bin())
+            .args(["client", "--client-dir"])
+            .arg(dir.path())
+            .args(["run", "--", "true"]),
+        30,
+    );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("impersonated"));
 }
 
-#[tokio::test]
-async fn a_silent_peer_is_dropped_after_the_handshake_timeout() {
-    let host = fast_pairing();
-    let mut silent = tokio::net::TcpStream::connect(host.tls_address().await)
-        .await
-        .unwrap();
-    let mut buf = [0u8; 16];
-    let n = within(10, silent.read(&mut buf))
-        .await
-        .expect("the host closes the connection");
-    assert_eq!(n, 0);
-    let mut owner = host.connect().await;
+async fn handshake_failures(owner: &mut Client) -> u64 {
     let metrics: Value = within(10, owner.call("metrics.get", json!({})))
         .await
         .unwrap();
-    assert!(metrics.to_string().len() > 2);
+    metrics["connections"]["handshakeFailures"]
+        .as_u64()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn silent_and_stalled_handshakes_are_dropped_after_the_configured_timeout() {
+    // fast_pairing() sets handshake_timeout_ms = 500; the default is 10 s.
+    let host = fast_pairing();
+    let mut owner = host.connect().await;
+    let address = host.tls_address().await;
+    let before = handshake_failures(&mut owner).await;
+    // The start of a TLS record announcing a 200-byte ClientHello, then nothing.
+    let partial_hello: &[u8] = &[0x16, 0x03, 0x01, 0x00, 0xc8, 0x01, 0x00, 0x00];
+    for (peer, first_bytes) in [("silent", &[][..]), ("stalled", partial_hello)] {
+        let mut tcp = tokio::net::TcpStream::connect(&address).await.unwrap();
+        tcp.write_all(first_bytes).await.unwrap();
+        // Closed long before the default timeout would close it.
+        let mut buf = [0u8; 16];
+        let read = within(5, tcp.read(&mut buf)).await;
+        assert!(
+            matches!(read, Ok(0) | Err(_)),
+            "{peer}: the host closes the connection: {read:?}"
+        );
+    }
+    assert_eq!(
+        handshake_failures(&mut owner).await,
+        before + 2,
+        "both count as failed handshakes"
+    );
+}
+
+/// A rustls client for the host's port with a TLS version and ALPN of the test's choosing.
+async fn tls_handshake(
+    address: &str,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    alpn: &[u8],
+) -> Result<(), rustls::Error> {
+    let verifier = openwork_host::transport::tls::PinnedCert::new(None);
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(versions)
+    .unwrap()
+    .dangerous()
+    .with_custom_certificate_verifier(verifier)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![alpn.to_vec()];
+    let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+    let connected = within(
+        10,
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(openwork_host::transport::tls::server_name(), tcp),
+    )
+    .await;
+    match connected {
+        Ok(_) => Ok(()),
+        Err(e) => Err(e
+            .into_inner()
+            .and_then(|inner| inner.downcast::<rustls::Error>().ok())
+            .map_or_else(|| rustls::Error::General("not a TLS error".into()), |e| *e)),
+    }
+}
+
+#[tokio::test]
+async fn only_tls_1_3_with_the_host_s_alpn_id_is_accepted() {
+    let host = fast_pairing();
+    let mut owner = host.connect().await;
+    let address = host.tls_address().await;
+    let before = handshake_failures(&mut owner).await;
+    let alpn = openwork_host::transport::tls::ALPN;
+    tls_handshake(&address, &[&rustls::version::TLS13], alpn)
+        .await
+        .expect("TLS 1.3 with our ALPN id");
+    let old = tls_handshake(&address, &[&rustls::version::TLS12], alpn).await;
+    assert_eq!(
+        old,
+        Err(rustls::Error::AlertReceived(
+            rustls::AlertDescription::ProtocolVersion
+        )),
+        "a TLS 1.2-only client is refused"
+    );
+    let other = tls_handshake(&address, &[&rustls::version::TLS13], b"h2").await;
+    assert_eq!(
+        other,
+        Err(rustls::Error::AlertReceived(
+            rustls::AlertDescription::NoApplicationProtocol
+        )),
+        "a client for another protocol is refused"
+    );
+    assert_eq!(handshake_failures(&mut owner).await, before + 2);
 }
 
 #[tokio::test]
@@ -758,17 +990,28 @@ async fn plain_text_on_the_tls_port_gets_a_hint_and_garbage_disturbs_no_one() {
 async fn the_pair_and_client_commands_pair_a_device_end_to_end() {
     let host = fast_pairing();
     let client_dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(bin())
-        .args(["pair", "--detach", "--json", "--data-dir"])
-        .arg(&host.data)
-        .output()
-        .unwrap();
+    let out = output_within(
+        std::process::Command::new(bin())
+            .args(["pair", "--detach", "--json", "--data-dir"])
+            .arg(&host.data),
+        30,
+    );
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     let window: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // The link (the QR code's content) carries what the JSON says.
+    let link = openwork_host::client::pair::PairLink::parse(window["uri"].as_str().unwrap())
+        .expect("a pairing link");
+    assert_eq!(
+        link.address,
+        format!("{}:{}", window["host"].as_str().unwrap(), window["port"])
+    );
+    assert_eq!(link.code, window["code"].as_str().unwrap());
+    assert_eq!(link.fingerprint.as_deref(), window["fingerprint"].as_str());
+    assert_eq!(link.host_id.as_deref(), window["hostId"].as_str());
     let mut pairing = std::process::Command::new(bin())
         .args(["client", "--client-dir"])
         .arg(client_dir.path())
@@ -785,11 +1028,12 @@ async fn the_pair_and_client_commands_pair_a_device_end_to_end() {
     let pending = {
         let mut found = Value::Null;
         wait_until(20, "the pairing request", || {
-            let out = std::process::Command::new(bin())
-                .args(["devices", "pending", "--json", "--data-dir"])
-                .arg(&host.data)
-                .output()
-                .unwrap();
+            let out = output_within(
+                std::process::Command::new(bin())
+                    .args(["devices", "pending", "--json", "--data-dir"])
+                    .arg(&host.data),
+                30,
+            );
             found = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
             found["pending"].as_array().is_some_and(|p| !p.is_empty())
         });
@@ -797,60 +1041,246 @@ async fn the_pair_and_client_commands_pair_a_device_end_to_end() {
     };
     let request_id = pending["pending"][0]["requestId"].as_str().unwrap();
     assert_eq!(pending["pending"][0]["deviceName"], "cli-phone");
-    let approved = std::process::Command::new(bin())
-        .args(["devices", "approve", request_id, "--data-dir"])
-        .arg(&host.data)
-        .output()
-        .unwrap();
+    let approved = output_within(
+        std::process::Command::new(bin())
+            .args(["devices", "approve", request_id, "--data-dir"])
+            .arg(&host.data),
+        30,
+    );
     assert!(
         approved.status.success(),
         "{}",
         String::from_utf8_lossy(&approved.stderr)
     );
-    assert!(pairing.wait().unwrap().success());
-    let run = std::process::Command::new(bin())
-        .args(["client", "--client-dir"])
-        .arg(client_dir.path())
-        .args(["run", "--", "sh", "-c", "echo out; echo err >&2; exit 3"])
-        .output()
-        .unwrap();
+    assert!(wait_within(&mut pairing, 30).success());
+    let run = output_within(
+        std::process::Command::new(bin())
+            .args(["client", "--client-dir"])
+            .arg(client_dir.path())
+            .args(["run", "--", "sh", "-c", "echo out; echo err >&2; exit 3"]),
+        30,
+    );
     assert_eq!(run.status.code(), Some(3));
     assert_eq!(String::from_utf8_lossy(&run.stdout), "out\n");
     assert!(String::from_utf8_lossy(&run.stderr).starts_with("err\n"));
-    let tasks = std::process::Command::new(bin())
-        .args(["client", "--client-dir"])
-        .arg(client_dir.path())
-        .args(["tasks", "--json"])
-        .output()
-        .unwrap();
+    let tasks = output_within(
+        std::process::Command::new(bin())
+            .args(["client", "--client-dir"])
+            .arg(client_dir.path())
+            .args(["tasks", "--json"]),
+        30,
+    );
     let tasks: Value = serde_json::from_slice(&tasks.stdout).unwrap();
     let task_id = tasks["tasks"][0]["taskId"].as_str().unwrap();
-    let logs = std::process::Command::new(bin())
-        .args(["client", "--client-dir"])
-        .arg(client_dir.path())
-        .args(["logs", task_id, "--follow"])
-        .output()
-        .unwrap();
+    let logs = output_within(
+        std::process::Command::new(bin())
+            .args(["client", "--client-dir"])
+            .arg(client_dir.path())
+            .args(["logs", task_id, "--follow"]),
+        30,
+    );
     assert_eq!(String::from_utf8_lossy(&logs.stdout), "out\n");
     assert_eq!(logs.status.code(), Some(3));
-    let health = std::process::Command::new(bin())
-        .args(["client", "--client-dir"])
-        .arg(client_dir.path())
-        .args(["health", "--json"])
-        .output()
-        .unwrap();
+    let health = output_within(
+        std::process::Command::new(bin())
+            .args(["client", "--client-dir"])
+            .arg(client_dir.path())
+            .args(["health", "--json"]),
+        30,
+    );
     let health: Value = serde_json::from_slice(&health.stdout).unwrap();
     assert_eq!(health["hostName"], window["hostName"]);
+}
+
+/// A command on a terminal (a pty from `script`): what it prints arrives on
+/// a channel, what the test writes is typed at it.
+struct OnTerminal {
+    child: std::process::Child,
+    typing: std::process::ChildStdin,
+    output: std::sync::mpsc::Receiver<Vec<u8>>,
+    /// Everything printed so far (a read may end inside a UTF-8 sequence).
+    raw: Vec<u8>,
+    seen: String,
+}
+
+impl OnTerminal {
+    fn start(command: &str) -> OnTerminal {
+        let mut child = std::process::Command::new("script")
+            .args(["-qec", command, "/dev/null"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("script (util-linux) runs the command on a pty");
+        let typing = child.stdin.take().unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let (sender, output) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 || sender.send(buf[..n].to_vec()).is_err() {
+                    return;
+                }
+            }
+        });
+        OnTerminal {
+            child,
+            typing,
+            output,
+            raw: Vec::new(),
+            seen: String::new(),
+        }
+    }
+
+    /// Reads one more piece of output; false when none came in time.
+    fn read_more(&mut self, deadline: std::time::Instant) -> bool {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match self.output.recv_timeout(left) {
+            Ok(bytes) => {
+                self.raw.extend_from_slice(&bytes);
+                self.seen = String::from_utf8_lossy(&self.raw).replace('\r', "");
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Reads until the output contains `text` (the terminal's `\r` removed);
+    /// returns everything seen so far.
+    fn until(&mut self, text: &str, secs: u64) -> &str {
+        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+        while !self.seen.contains(text) {
+            if !self.read_more(deadline) {
+                panic!(
+                    "no {text:?} within {secs} s; the terminal shows:\n{}",
+                    self.seen
+                );
+            }
+        }
+        &self.seen
+    }
+
+    /// The first whole printed line containing `text`, trimmed.
+    fn line_with(&mut self, text: &str, secs: u64) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(at) = self.seen.find(text)
+                && let Some(end) = self.seen[at..].find('\n')
+            {
+                let start = self.seen[..at].rfind('\n').map_or(0, |i| i + 1);
+                return self.seen[start..at + end].trim().to_owned();
+            }
+            if !self.read_more(deadline) {
+                panic!("no line with {text:?} within {secs} s:\n{}", self.seen);
+            }
+        }
+    }
+
+    fn type_line(&mut self, line: &str) {
+        use std::io::Write;
+        self.typing
+            .write_all(format!("{line}\n").as_bytes())
+            .unwrap();
+    }
+}
+
+impl Drop for OnTerminal {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn pair_shows_the_code_and_a_qr_code_of_the_link_and_asks_the_owner_on_a_terminal() {
+    let host = fast_pairing();
+    let client_dir = tempfile::tempdir().unwrap();
+    for (answer, approved) in [("n", false), ("y", true)] {
+        let mut pair = OnTerminal::start(&format!(
+            "{} pair --ttl 120 --data-dir {}",
+            bin(),
+            host.data.display()
+        ));
+        let uri = pair.line_with("openwork://pair?", 20);
+        let shown = pair.seen.clone();
+        let link = openwork_host::client::pair::PairLink::parse(&uri).expect("a pairing link");
+        let status = output_within(
+            std::process::Command::new(bin())
+                .args(["status", "--json", "--data-dir"])
+                .arg(&host.data),
+            30,
+        );
+        let status: Value = serde_json::from_slice(&status.stdout).unwrap();
+        assert_eq!(link.fingerprint.as_deref(), status["fingerprint"].as_str());
+        assert_eq!(link.host_id.as_deref(), status["hostId"].as_str());
+        assert_eq!(link.code.len(), 8);
+        assert!(
+            shown.contains(&format!(
+                "Code:         {} {}",
+                &link.code[..4],
+                &link.code[4..]
+            )),
+            "{shown}"
+        );
+        // The QR code printed is the link's (the same renderer, so the same text).
+        let qr = qrcode::QrCode::new(uri.as_bytes())
+            .unwrap()
+            .render::<qrcode::render::unicode::Dense1x2>()
+            .dark_color(qrcode::render::unicode::Dense1x2::Light)
+            .light_color(qrcode::render::unicode::Dense1x2::Dark)
+            .quiet_zone(true)
+            .build();
+        assert!(shown.contains(&qr), "the QR code of {uri} in:\n{shown}");
+
+        // The device pairs by address and code; the owner answers at the prompt.
+        let name = format!("pty-phone-{answer}");
+        let mut device = std::process::Command::new(bin())
+            .args(["client", "--client-dir"])
+            .arg(client_dir.path())
+            .args(["pair", &link.address, "--code", &link.code, "--name", &name])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let asked = pair.until("Approve this device? [y/N]", 20).to_owned();
+        assert!(
+            asked.contains(&format!("Device \"{name}\" from 127.0.0.1")),
+            "{asked}"
+        );
+        assert!(asked.contains("tasks.run"), "the scopes are shown: {asked}");
+        pair.type_line(answer);
+        let device_status = wait_within(&mut device, 30);
+        let device_err = read_to_end_within(device.stderr.take().unwrap(), 10);
+        let device_err = String::from_utf8_lossy(&device_err);
+        assert_eq!(device_status.success(), approved, "{device_err}");
+        let pair_status = wait_within(&mut pair.child, 30);
+        let hosts = openwork_host::client::KnownHosts::load(client_dir.path()).unwrap();
+        if approved {
+            assert!(pair_status.success());
+            pair.until("Paired: device", 5);
+            let known = hosts.find(None).unwrap();
+            assert_eq!(Some(&known.fingerprint), link.fingerprint.as_ref());
+            assert_eq!(known.address, link.address);
+        } else {
+            assert!(!pair_status.success());
+            assert!(device_err.contains("declined"), "{device_err}");
+            assert!(
+                hosts.all().is_empty(),
+                "nothing is saved for a denied device"
+            );
+        }
+    }
 }
 
 #[test]
 fn status_reports_the_bound_tls_address_and_the_fingerprint() {
     let host = TestHost::started();
-    let out = std::process::Command::new(bin())
-        .args(["status", "--json", "--data-dir"])
-        .arg(&host.data)
-        .output()
-        .unwrap();
+    let out = output_within(
+        std::process::Command::new(bin())
+            .args(["status", "--json", "--data-dir"])
+            .arg(&host.data),
+        30,
+    );
     assert!(out.status.success());
     let status: Value = serde_json::from_slice(&out.stdout).unwrap();
     let tls = status["listeners"]

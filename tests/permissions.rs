@@ -513,12 +513,13 @@ async fn the_client_cli_rejects_with_deny_sensitive_and_asks_on_a_terminal() {
     hosts.add(phone);
     hosts.save().unwrap();
 
-    let out = std::process::Command::new(bin())
-        .args(["client", "--client-dir"])
-        .arg(dir.path())
-        .args(["run", "--deny-sensitive", "--", "chmod", "600", "f"])
-        .output()
-        .unwrap();
+    let out = output_within(
+        std::process::Command::new(bin())
+            .args(["client", "--client-dir"])
+            .arg(dir.path())
+            .args(["run", "--deny-sensitive", "--", "chmod", "600", "f"]),
+        30,
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
@@ -571,7 +572,7 @@ async fn the_client_cli_rejects_with_deny_sensitive_and_asks_on_a_terminal() {
     .await;
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     stdin.write_all(b"o\n").unwrap();
-    let status = pty.wait().unwrap();
+    let status = wait_within(&mut pty, 30);
     drop(stdin);
     let seen = reader.join().unwrap();
     assert!(seen.contains("Allow it?"), "{seen}");

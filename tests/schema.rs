@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::bin;
+use common::{bin, output_within};
 
 #[test]
 fn checked_in_schema_matches_the_rust_types() {
@@ -24,22 +24,19 @@ fn schema_command_writes_checks_and_repairs_a_directory() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("schema");
     let check = || {
-        Command::new(bin())
-            .args(["schema", "--check", "--out"])
-            .arg(&out)
-            .output()
-            .unwrap()
+        output_within(
+            Command::new(bin())
+                .args(["schema", "--check", "--out"])
+                .arg(&out),
+            60,
+        )
     };
     let missing = check();
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("openrpc.json is missing"));
 
-    let written = Command::new(bin())
-        .args(["schema", "--out"])
-        .arg(&out)
-        .status()
-        .unwrap();
-    assert!(written.success());
+    let written = output_within(Command::new(bin()).args(["schema", "--out"]).arg(&out), 60);
+    assert!(written.status.success());
     assert!(check().status.success());
 
     // A hand edit and a stale type file are both reported, then repaired.
@@ -58,12 +55,8 @@ fn schema_command_writes_checks_and_repairs_a_directory() {
     );
     assert!(stderr.contains("scripts/codegen"), "{stderr}");
 
-    let again = Command::new(bin())
-        .args(["schema", "--out"])
-        .arg(&out)
-        .status()
-        .unwrap();
-    assert!(again.success());
+    let again = output_within(Command::new(bin()).args(["schema", "--out"]).arg(&out), 60);
+    assert!(again.status.success());
     assert!(check().status.success());
     assert!(!out.join("types/Gone.json").exists());
 }

@@ -7,19 +7,28 @@ use common::*;
 use openwork_host::protocol::TaskStatus;
 use serde_json::{Value, json};
 
+/// A shell loop waiting (at most 30 s) for a file to appear in the task's cwd.
+fn wait_for(file: &str) -> String {
+    format!("i=0; while [ ! -e {file} ] && [ $i -lt 3000 ]; do sleep 0.01; i=$((i+1)); done")
+}
+
 #[tokio::test]
 async fn a_second_client_subscribing_during_a_fast_write_sees_every_byte_once() {
     let host = TestHost::started();
     let mut starter = host.connect().await;
-    let size = 24 * 1024 * 1024;
-    let task = run(
-        &mut starter,
-        json!({"command": format!("yes 'abcdefghijklmnopqrstuvwxyz' | head -c {size}")}),
-    )
-    .await;
-    // Join while it writes (the first chunks are already stored by now).
+    let (first, second) = (8 * 1024 * 1024, 32 * 1024 * 1024);
+    let size = first + second + "done\n".len();
+    // It writes, waits for `go`, writes fast, and cannot end before `end`:
+    // the subscription below starts while it runs, most likely mid-write.
+    let command = format!(
+        "yes 'abcdefghijklmnopqrstuvwxyz' | head -c {first}; {}; yes 'abcdefghijklmnopqrstuvwxyz' | tail -c +{} | head -c {second}; {}; echo done",
+        wait_for("go"),
+        first % 27 + 1,
+        wait_for("end"),
+    );
+    let task = run(&mut starter, json!({"command": command})).await;
     let mut late = host.connect().await;
-    let first = within(10, async {
+    let first_seq = within(10, async {
         loop {
             let m = starter.next_notification().await.unwrap();
             if m["method"] == "log.chunk" {
@@ -28,7 +37,8 @@ async fn a_second_client_subscribing_during_a_fast_write_sees_every_byte_once() 
         }
     })
     .await;
-    assert_eq!(first, 1);
+    assert_eq!(first_seq, 1);
+    std::fs::write(host.work.join("go"), "").unwrap();
     let sub: Value = within(
         10,
         late.call("task.subscribe", json!({"taskId": task, "fromSeq": 1})),
@@ -36,20 +46,75 @@ async fn a_second_client_subscribing_during_a_fast_write_sees_every_byte_once() 
     .await
     .unwrap();
     assert_eq!(sub["fromSeq"], 1);
+    assert_eq!(
+        sub["status"], "running",
+        "the subscription began while the task ran: {sub}"
+    );
+    let replayed_up_to = sub["lastSeq"].as_u64().unwrap();
+    std::fs::write(host.work.join("end"), "").unwrap();
     let followed = follow(&mut late, &task, 120).await;
     assert_contiguous(&followed.chunks, 1);
+    assert!(
+        followed.chunks.last().unwrap().seq > replayed_up_to,
+        "chunks written after the subscription came live"
+    );
     let output = followed.output();
     assert_eq!(output.len(), size);
-    let expected: Vec<u8> = b"abcdefghijklmnopqrstuvwxyz\n"
+    let mut expected: Vec<u8> = b"abcdefghijklmnopqrstuvwxyz\n"
         .iter()
         .copied()
         .cycle()
-        .take(size)
+        .take(first + second)
         .collect();
+    expected.extend_from_slice(b"done\n");
     assert!(
         output == expected,
         "the bytes differ from what the task wrote"
     );
+    assert_eq!(followed.last().status, TaskStatus::Succeeded);
+}
+
+#[tokio::test]
+async fn subscribing_past_the_end_of_a_running_task_follows_it_live_only() {
+    let host = TestHost::started();
+    let mut starter = host.connect().await;
+    let task = run(
+        &mut starter,
+        json!({"command": format!("echo one; echo two; {}; echo three", wait_for("go"))}),
+    )
+    .await;
+    within(10, async {
+        let mut seen = 0;
+        while seen < 2 {
+            let m = starter.next_notification().await.unwrap();
+            if m["method"] == "log.chunk" {
+                seen += m["params"]["data"].as_str().unwrap().lines().count();
+            }
+        }
+    })
+    .await;
+    let record: Value = within(10, starter.call("task.get", json!({"taskId": task})))
+        .await
+        .unwrap();
+    let last = record["lastSeq"].as_u64().unwrap();
+    let mut late = host.connect().await;
+    let sub: Value = within(
+        10,
+        late.call("task.subscribe", json!({"taskId": task, "fromSeq": 1000})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(sub["status"], "running", "{sub}");
+    assert_eq!(sub["lastSeq"], last);
+    assert_eq!(
+        sub["fromSeq"],
+        last + 1,
+        "past the end: live from the next chunk"
+    );
+    std::fs::write(host.work.join("go"), "").unwrap();
+    let followed = follow(&mut late, &task, 30).await;
+    assert_eq!(followed.output(), b"three\n", "nothing stored is replayed");
+    assert_contiguous(&followed.chunks, last + 1);
     assert_eq!(followed.last().status, TaskStatus::Succeeded);
 }
 

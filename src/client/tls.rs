@@ -60,6 +60,34 @@ pub async fn connect_tls(
     pinned: Option<&str>,
     timeout: Duration,
 ) -> Result<Connected, ConnectError> {
+    let stream = connect_tls_stream(address, pinned, timeout).await?;
+    let (reader, writer) = framed(
+        stream.stream,
+        FramingMode::Fixed(crate::transport::Framing::Lsp),
+        1 << 30,
+    );
+    Ok(Connected {
+        connection: Connection::new(reader, writer),
+        fingerprint: stream.fingerprint,
+        exporter: stream.exporter,
+    })
+}
+
+/// A TLS stream and what the handshake showed, before any framing.
+pub struct ConnectedStream {
+    pub stream: TlsStream<TcpStream>,
+    /// The fingerprint of the certificate the host presented.
+    pub fingerprint: String,
+    /// Exported keying material, for pairing.
+    pub exporter: [u8; 32],
+}
+
+/// Like `connect_tls`, for a caller that frames the stream itself.
+pub async fn connect_tls_stream(
+    address: &str,
+    pinned: Option<&str>,
+    timeout: Duration,
+) -> Result<ConnectedStream, ConnectError> {
     let verifier = PinnedCert::new(pinned);
     let config = tls::client_config(verifier.clone()).map_err(|e| ConnectError::Tls {
         address: address.to_owned(),
@@ -100,13 +128,8 @@ pub async fn connect_tls(
         message: "no keying material could be exported".into(),
     })?;
     let fingerprint = verifier.seen().unwrap_or_default();
-    let (reader, writer) = framed(
+    Ok(ConnectedStream {
         stream,
-        FramingMode::Fixed(crate::transport::Framing::Lsp),
-        1 << 30,
-    );
-    Ok(Connected {
-        connection: Connection::new(reader, writer),
         fingerprint,
         exporter,
     })

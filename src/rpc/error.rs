@@ -151,10 +151,38 @@ impl RpcError {
         )
     }
 
+    /// Not a valid request object; the action says what one looks like
+    /// (callers with a more precise one replace it).
     pub fn invalid_request(detail: impl std::fmt::Display) -> Self {
         Self::new(
             ErrorCode::INVALID_REQUEST,
             format!("Invalid Request: {detail}"),
+        )
+        .with_action(
+            r#"send a JSON-RPC 2.0 request object: {"jsonrpc": "2.0", "id": 1, "method": "…", "params": {…}} (without "id" for a notification)"#,
+        )
+    }
+
+    /// A frame over the size limit: skipped unread; the connection goes on.
+    pub fn frame_too_large(size: Option<u64>, limit: usize) -> Self {
+        let shown = size.map_or_else(|| "more than".to_owned(), |s| format!("{s} bytes,"));
+        Self::invalid_request(format_args!(
+            "the message is {shown} over the host's limit of {limit} bytes"
+        ))
+        .with_data("limit", limit.into())
+        .with_action(
+            "send smaller messages, or raise limits.max_frame_bytes in the host's config.toml",
+        )
+    }
+
+    /// A frame header that cannot be read: the connection closes after this.
+    pub fn malformed_header(detail: impl std::fmt::Display) -> Self {
+        Self::new(
+            ErrorCode::PARSE_ERROR,
+            format!("Parse error: malformed frame header: {detail}"),
+        )
+        .with_action(
+            "frame each message as `Content-Length: N\\r\\n\\r\\n` followed by N bytes of JSON (on stdio, or one JSON message per line), then connect again",
         )
     }
 
@@ -166,11 +194,14 @@ impl RpcError {
         .with_action("check the method name against schema/openrpc.json")
     }
 
+    /// The params do not fit; the action points at where they are described
+    /// (callers with a more precise one replace it).
     pub fn invalid_params(detail: impl std::fmt::Display) -> Self {
         Self::new(
             ErrorCode::INVALID_PARAMS,
             format!("Invalid params: {detail}"),
         )
+        .with_action("fix the params as the message says; every method's params are described in schema/openrpc.json")
     }
 
     pub fn internal(detail: impl std::fmt::Display) -> Self {
@@ -194,5 +225,33 @@ impl RpcError {
             ErrorCode::REQUEST_CANCELLED,
             "Request cancelled by $/cancelRequest",
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_and_params_errors_say_what_to_do_and_a_precise_action_wins() {
+        for error in [
+            RpcError::invalid_request("`method` is missing"),
+            RpcError::invalid_params("`taskId`: missing field"),
+            RpcError::parse_error("invalid JSON"),
+            RpcError::malformed_header("no Content-Length"),
+            RpcError::frame_too_large(Some(10), 4),
+        ] {
+            assert!(error.action().is_some_and(|a| !a.is_empty()), "{error}");
+        }
+        let precise = RpcError::invalid_params("`cwd`: no such directory")
+            .with_action("give an existing directory as `cwd`");
+        assert_eq!(
+            precise.action(),
+            Some("give an existing directory as `cwd`")
+        );
+        assert_eq!(
+            RpcError::frame_too_large(None, 4096).data.unwrap()["limit"],
+            4096
+        );
     }
 }

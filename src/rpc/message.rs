@@ -188,6 +188,36 @@ fn parse_message(raw: &str) -> Message {
     }
 }
 
+/// The requests a frame of responses answers: each one's id, and whether it
+/// succeeded (`result`) rather than failed (`error`). Whatever is not a
+/// response (a notification, anything invalid) is passed over. Used where
+/// frames are relayed rather than served (`openwork-host stdio`'s bridge).
+pub fn answered(bytes: &[u8]) -> Vec<(Id, bool)> {
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return Vec::new();
+    };
+    let items: Vec<&RawValue> = if text.trim_start().starts_with('[') {
+        serde_json::from_str(text).unwrap_or_default()
+    } else {
+        serde_json::from_str(text).map_or_else(|_| Vec::new(), |one| vec![one])
+    };
+    items
+        .into_iter()
+        .filter_map(|raw| {
+            let fields: Fields<'_> = serde_json::from_str(raw.get()).ok()?;
+            if fields.method.is_some() {
+                return None;
+            }
+            let id = Id::from_json(fields.id?.get())?;
+            match (fields.result.is_some(), fields.error.is_some()) {
+                (true, false) => Some((id, true)),
+                (false, true) => Some((id, false)),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
 /// Encodes a success response.
 pub fn encode_result(id: &Id, result: &RawValue) -> Bytes {
     let (id, result) = (id.as_json(), result.get());
@@ -293,6 +323,27 @@ mod tests {
             single(r#"{"jsonrpc":"2.0","method":"m"}"#),
             Message::Notification(_)
         ));
+    }
+
+    #[test]
+    fn answered_lists_the_responses_of_a_frame_with_their_outcome() {
+        assert_eq!(
+            answered(br#"{"jsonrpc":"2.0","id":1e3,"result":null}"#),
+            vec![(Id::from_json("1e3").unwrap(), true)]
+        );
+        assert_eq!(
+            answered(
+                br#"[{"jsonrpc":"2.0","id":"a","error":{"code":-32602,"message":"x"}},
+                    {"jsonrpc":"2.0","method":"log.chunk","params":{}},
+                    {"jsonrpc":"2.0","id":2,"result":{}}]"#
+            ),
+            vec![
+                (Id::from_json("\"a\"").unwrap(), false),
+                (Id::number(2), true)
+            ]
+        );
+        assert!(answered(br#"{"jsonrpc":"2.0","method":"task.updated"}"#).is_empty());
+        assert!(answered(b"\xff not json").is_empty());
     }
 
     #[test]

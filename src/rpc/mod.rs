@@ -1,4 +1,16 @@
 //! JSON-RPC: messages, error codes, the method table and the host's handlers.
+//!
+//! The method table is our own, not jsonrpsee's `RpcModule` (which the
+//! project's first issue suggested). What a connection must get exactly
+//! right is all outside `RpcModule`: batches (empty, invalid, all
+//! notifications), notifications that are run but never answered, telling a
+//! parse error from an invalid request, ids echoed byte for byte, and the
+//! per-connection context (principal, lifecycle, subscriptions) that
+//! `session.rs` keeps. `RpcModule`'s `raw_json_request`/`call` handle none of
+//! these, so it would have been a map of typed handlers behind an adapter.
+//! `MethodTable` is that map, plus what it alone knows: each method's access
+//! (checked before its params are decoded), its scheduling, and the
+//! documentation `schema/openrpc.json` is generated from.
 
 pub mod error;
 pub mod json;

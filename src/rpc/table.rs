@@ -277,7 +277,11 @@ impl<C: Send + 'static> MethodTable<C> {
         let erased: Handler<C> = Arc::new(move |ctx: C, raw: Option<Box<RawValue>>| {
             let handler = Arc::clone(&handler);
             Box::pin(async move {
-                let params: P = decode_params(raw.as_deref())?;
+                let params: P = decode_params(raw.as_deref()).map_err(|e| {
+                    e.with_action(format!(
+                        "fix the params as the message says; `{name}` takes the params schema/openrpc.json describes for it"
+                    ))
+                })?;
                 let result = handler(ctx, params).await?;
                 serde_json::value::to_raw_value(&result).map_err(RpcError::internal)
             })

@@ -4,6 +4,10 @@
 
 #![allow(dead_code)]
 
+pub mod process;
+#[allow(unused_imports)]
+pub use process::*;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -91,8 +95,21 @@ impl TestHost {
 
     /// Starts `serve` and waits until the socket accepts connections.
     pub fn start(&mut self) {
+        let mut command = Command::new(bin());
+        command.arg("--data-dir").arg(&self.data);
+        self.start_with(command);
+    }
+
+    /// Starts `serve` with the data dir given only by `OPENWORK_HOST_DIR`.
+    pub fn start_with_env_dir(&mut self) {
+        let mut command = Command::new(bin());
+        command.env("OPENWORK_HOST_DIR", &self.data);
+        self.start_with(command);
+    }
+
+    fn start_with(&mut self, mut command: Command) {
         let _ = std::fs::remove_file(self.socket());
-        let child = Command::new(bin())
+        let child = command
             .args([
                 "serve",
                 "--no-mdns",
@@ -100,9 +117,7 @@ impl TestHost {
                 "127.0.0.1:0",
                 "--log",
                 "warn",
-                "--data-dir",
             ])
-            .arg(&self.data)
             .stdin(Stdio::null())
             .spawn()
             .expect("start the host");
@@ -127,19 +142,19 @@ impl TestHost {
 
     /// SIGTERM, then waits (bounded) for a graceful exit.
     pub fn terminate(&mut self) -> ExitStatus {
+        self.stop(nix::sys::signal::Signal::SIGTERM)
+    }
+
+    /// Sends `sig`, then waits (bounded) for the host to exit.
+    pub fn stop(&mut self, sig: nix::sys::signal::Signal) -> ExitStatus {
+        signal(self.pid(), sig);
+        self.wait_for_exit()
+    }
+
+    /// Waits up to 30 s for the host to exit (after a signal sent earlier).
+    pub fn wait_for_exit(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("running");
-        signal(child.id(), nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = child.try_wait().expect("wait") {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("the host did not stop within 30 s of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_within(&mut child, 30)
     }
 
     pub async fn connect(&self) -> Client {
@@ -277,6 +292,36 @@ pub fn assert_contiguous(chunks: &[LogChunk], from: u64) {
             "seq gap or duplicate at index {i}"
         );
     }
+}
+
+/// The JSON bodies of LSP frames (`Content-Length` headers only), as a
+/// strict reader would take them.
+pub fn lsp_frames(mut bytes: &[u8]) -> Vec<Value> {
+    let mut frames = Vec::new();
+    while !bytes.is_empty() {
+        let end = bytes
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("a header");
+        let header = std::str::from_utf8(&bytes[..end]).expect("an ASCII header");
+        let length: usize = header
+            .strip_prefix("Content-Length: ")
+            .expect("only Content-Length")
+            .parse()
+            .expect("a length");
+        let body = &bytes[end + 4..end + 4 + length];
+        frames.push(serde_json::from_slice(body).expect("every body is JSON"));
+        bytes = &bytes[end + 4 + length..];
+    }
+    frames
+}
+
+/// The JSON messages of newline-delimited output.
+pub fn json_lines(bytes: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(bytes)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
 }
 
 /// Writes a file and returns its path (for scripts used as tasks).

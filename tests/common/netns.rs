@@ -4,7 +4,11 @@
 
 #![allow(dead_code)]
 
-use std::process::{Child, Command, Output, Stdio};
+// The crate that includes this file has `process` (tests/common/process.rs)
+// at its root.
+use crate::process;
+
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -20,10 +24,7 @@ static NEXT: AtomicU32 = AtomicU32::new(0);
 pub fn namespaces_available(test: &str) -> bool {
     let why = if !nix::unistd::geteuid().is_root() {
         "it needs root to make network namespaces"
-    } else if !Command::new("ip")
-        .arg("-V")
-        .output()
-        .is_ok_and(|o| o.status.success())
+    } else if !process::status_within(Command::new("ip").arg("-V"), 10).is_some_and(|s| s.success())
     {
         "it needs `ip` (iproute2)"
     } else {
@@ -37,7 +38,7 @@ pub fn namespaces_available(test: &str) -> bool {
 }
 
 fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip");
+    let out = process::output_within(Command::new("ip").args(args), 20);
     assert!(
         out.status.success(),
         "ip {}: {}",
@@ -112,10 +113,10 @@ impl Lan {
             // Link-local addresses are usable at once, not after duplicate
             // address detection (about 2 s): no one else is on this link.
             let dad = format!("echo 0 > /proc/sys/net/ipv6/conf/{ifname}/accept_dad");
-            let out = Command::new("ip")
-                .args(["netns", "exec", ns, "sh", "-c", &dad])
-                .output()
-                .expect("sysctl");
+            let out = process::output_within(
+                Command::new("ip").args(["netns", "exec", ns, "sh", "-c", &dad]),
+                20,
+            );
             assert!(
                 out.status.success(),
                 "{}",
@@ -143,14 +144,14 @@ impl Lan {
         ] {
             let deadline = Instant::now() + Duration::from_secs(10);
             loop {
-                let link = Command::new("ip")
-                    .args(["-n", ns, "-o", "link", "show", "dev", ifname])
-                    .output()
-                    .expect("ip link");
-                let addr = Command::new("ip")
-                    .args(["-n", ns, "-6", "-o", "addr", "show", "dev", ifname])
-                    .output()
-                    .expect("ip addr");
+                let link = process::output_within(
+                    Command::new("ip").args(["-n", ns, "-o", "link", "show", "dev", ifname]),
+                    20,
+                );
+                let addr = process::output_within(
+                    Command::new("ip").args(["-n", ns, "-6", "-o", "addr", "show", "dev", ifname]),
+                    20,
+                );
                 let addr = String::from_utf8_lossy(&addr.stdout);
                 if String::from_utf8_lossy(&link.stdout).contains("state UP")
                     && addr.contains("fe80:")
@@ -190,8 +191,8 @@ impl Lan {
 
     /// The IPv6 link-local address of the host's interface.
     pub fn host_link_local(&self) -> String {
-        let out = Command::new("ip")
-            .args([
+        let out = process::output_within(
+            Command::new("ip").args([
                 "-n",
                 &self.host_ns,
                 "-6",
@@ -200,9 +201,9 @@ impl Lan {
                 "show",
                 "dev",
                 &self.host_if,
-            ])
-            .output()
-            .expect("ip addr");
+            ]),
+            20,
+        );
         let text = String::from_utf8_lossy(&out.stdout);
         text.split_whitespace()
             .find_map(|w| w.strip_suffix("/64").filter(|a| a.starts_with("fe80:")))
@@ -216,7 +217,7 @@ impl Drop for Lan {
         // Deleting a namespace deletes its end of the veth pair, and so the pair.
         for ns in [&self.host_ns, &self.client_ns] {
             if !ns.is_empty() {
-                let _ = Command::new("ip").args(["netns", "del", ns]).output();
+                let _ = process::status_within(Command::new("ip").args(["netns", "del", ns]), 10);
             }
         }
     }
@@ -257,25 +258,4 @@ impl Drop for Running {
             let _ = child.wait();
         }
     }
-}
-
-/// Runs `command` to completion, killing it after `secs`.
-pub fn output_within(mut command: Command, secs: u64) -> Output {
-    let child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    let (done, waiting) = std::sync::mpsc::channel();
-    let watchdog = std::thread::spawn(move || {
-        if waiting.recv_timeout(Duration::from_secs(secs)).is_err() {
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-        }
-    });
-    let out = child.wait_with_output().expect("wait");
-    let _ = done.send(());
-    let _ = watchdog.join();
-    out
 }

@@ -18,15 +18,12 @@ pub async fn list(
 }
 
 pub async fn revoke(ctx: CallContext, p: DeviceIdParams) -> Result<DeviceRevokeResult, RpcError> {
-    let Some(device) = ctx.host.devices.revoke(&p.device_id).await? else {
+    let Some((device, closed)) = ctx.host.revoke_device(&p.device_id).await? else {
         return Err(
             RpcError::not_found(format_args!("device `{}`", p.device_id))
                 .with_action("list paired devices with `openwork-host devices list`"),
         );
     };
-    let closed = ctx
-        .host
-        .close_device_sessions(&device.id, "this device's pairing was revoked");
     tracing::info!(device = %device.id, name = %device.name, closed, "device revoked");
     Ok(DeviceRevokeResult {
         device_id: device.id,

@@ -20,7 +20,8 @@ impl From<TaskError> for RpcError {
             TaskError::CwdUnusable { .. } => {
                 RpcError::invalid_params(message).with_action("give an existing directory as `cwd`")
             }
-            TaskError::AlreadyFinished { .. } => RpcError::conflict(message),
+            TaskError::AlreadyFinished { .. } => RpcError::conflict(message)
+                .with_action("nothing to stop; see the task's final record with `task.get`"),
             TaskError::IdempotencyConflict(_) => RpcError::conflict(message)
                 .with_action("use a new idempotency key for a different request"),
             TaskError::RuntimeUnavailable { action, .. } => {
@@ -63,12 +64,14 @@ impl From<PairingError> for RpcError {
                 .with_data("attemptsLeft", remaining.into())
                 .with_action("check the code shown by `openwork-host pair` on the host; if it is right, your network may be intercepted"),
             PairingError::Invalid(_) => RpcError::invalid_params(message),
-            PairingError::Denied => RpcError::new(ErrorCode::FORBIDDEN, message),
+            PairingError::Denied => RpcError::new(ErrorCode::FORBIDDEN, message)
+                .with_action("if that was a mistake, ask the host's owner to open a new pairing window (`openwork-host pair`) and pair again"),
             PairingError::ApprovalTimeout | PairingError::ClosedBeforeApproval(_) => RpcError::conflict(message)
                 .with_action("ask the host's owner to approve the device in `openwork-host pair`, then pair again"),
             PairingError::NoRequest(_) => RpcError::new(ErrorCode::NOT_FOUND, message)
                 .with_action("see waiting devices with `openwork-host devices pending`"),
-            PairingError::DeviceLeft => RpcError::conflict(message),
+            PairingError::DeviceLeft => RpcError::conflict(message)
+                .with_action("pair again, and stay connected until the host's owner approves the device"),
             PairingError::Store(e) => e.into(),
         }
     }

@@ -7,7 +7,7 @@ use crate::protocol::{
 };
 use crate::rpc::methods::CallContext;
 use crate::rpc::table::Access;
-use crate::rpc::{ErrorCode, Id, RpcError};
+use crate::rpc::{Id, RpcError};
 use crate::session::Lifecycle;
 
 pub async fn initialize(
@@ -15,9 +15,10 @@ pub async fn initialize(
     p: InitializeParams,
 ) -> Result<InitializeResult, RpcError> {
     if ctx.session.lifecycle() != Lifecycle::New {
-        return Err(RpcError::conflict(
-            "`initialize` was already called on this connection",
-        ));
+        return Err(
+            RpcError::conflict("`initialize` was already called on this connection")
+                .with_action("call `initialize` once per connection; connect again to start over"),
+        );
     }
     if let Some(version) = &p.protocol_version {
         let major = version.split('.').next().unwrap_or_default();
@@ -31,8 +32,7 @@ pub async fn initialize(
     if let Some(auth) = &p.auth
         && ctx.session.principal() == Principal::Anonymous
     {
-        let principal = ctx.host.authenticate(auth, &ctx.session.peer).await?;
-        ctx.session.set_principal(principal);
+        ctx.host.authenticate_session(&ctx.session, auth).await?;
     }
     let principal = ctx.session.principal();
     ctx.session.set_lifecycle(Lifecycle::Initialized);
@@ -100,10 +100,10 @@ pub async fn ping(_: CallContext, _: NoParams) -> Result<Empty, RpcError> {
 
 pub async fn cancel_request(ctx: CallContext, p: CancelRequestParams) -> Result<(), RpcError> {
     let Some(id) = Id::from_json(p.id.get()) else {
-        return Err(RpcError::new(
-            ErrorCode::INVALID_PARAMS,
-            "Invalid params: `id` must be a string or a number",
-        ));
+        return Err(
+            RpcError::invalid_params("`id` must be a string or a number")
+                .with_action("give the `id` of the request to cancel, exactly as it was sent"),
+        );
     };
     ctx.session.cancel_request(&id);
     Ok(())

@@ -43,6 +43,9 @@ enum Work {
 }
 use sink::Sink;
 
+/// The longest `timeoutS` (and `[tasks] default_timeout_s`) accepted: a year.
+pub const MAX_TIMEOUT_S: u64 = 365 * 24 * 3600;
+
 /// The most bytes one `task.logs` page returns (one chunk more at most).
 const LOGS_PAGE_BYTES: usize = 4 * 1024 * 1024;
 
@@ -355,9 +358,7 @@ impl TaskManager {
         {
             return invalid("`sessionId` is an OpenCode session id such as `ses_…`");
         }
-        if p.timeout_s == Some(0) {
-            return invalid("`timeoutS` must be at least 1");
-        }
+        check_timeout(p.timeout_s)?;
         Ok(PromptJob {
             prompt: prompt.clone(),
             session_id: p.session_id.clone(),
@@ -421,9 +422,7 @@ impl TaskManager {
                 "`env` names must be non-empty without `=`, and no name or value may contain NUL bytes",
             );
         }
-        if p.timeout_s == Some(0) {
-            return invalid("`timeoutS` must be at least 1");
-        }
+        check_timeout(p.timeout_s)?;
         if p.title.as_ref().is_some_and(|t| t.chars().count() > 200) {
             return invalid("`title` must be at most 200 characters");
         }
@@ -645,6 +644,20 @@ impl TaskManager {
         self.inner.shutdown.cancel();
         self.inner.tracker.close();
         self.inner.tracker.wait().await;
+    }
+}
+
+/// A task's `timeoutS` must be 1 s to a year: a bigger one would overflow
+/// the clock it is added to.
+fn check_timeout(timeout_s: Option<u64>) -> Result<(), TaskError> {
+    match timeout_s {
+        Some(0) => Err(TaskError::InvalidSpec(
+            "`timeoutS` must be at least 1".to_owned(),
+        )),
+        Some(t) if t > MAX_TIMEOUT_S => Err(TaskError::InvalidSpec(format!(
+            "`timeoutS` must be at most {MAX_TIMEOUT_S} (a year); leave it out for no timeout"
+        ))),
+        _ => Ok(()),
     }
 }
 

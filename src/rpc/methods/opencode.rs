@@ -64,7 +64,10 @@ pub fn call(
                 Value::String(resolved.display().to_string()),
             );
         }
-        let result = client.call(op, params).await?;
+        let result = client
+            .call(op, params)
+            .await
+            .map_err(|e| ctx.host.opencode.rpc_error(e))?;
         serde_json::value::to_raw_value(&result).map_err(RpcError::internal)
     })
 }

@@ -257,6 +257,33 @@ impl OpenCode {
         }
     }
 
+    /// A failed call to OpenCode as a JSON-RPC error, with what to do about
+    /// it on this host (OpenCode's own message is kept).
+    pub fn rpc_error(&self, e: ApiError) -> crate::rpc::RpcError {
+        let status = e.status();
+        let error = crate::rpc::RpcError::from(e);
+        let external = match &self.source {
+            Some(Source::External { url, .. }) => Some(url.as_str()),
+            _ => None,
+        };
+        let log = self.log_path.display();
+        match (status, external) {
+            (Some(401 | 403), Some(url)) => error.with_action(format!(
+                "the OpenCode server at {url} refused the host's credentials: set [opencode] username and password in config.toml to its OPENCODE_SERVER_USERNAME and OPENCODE_SERVER_PASSWORD, then restart the host"
+            )),
+            (Some(401 | 403), None) => error.with_action(format!(
+                "OpenCode refused the password the host gave it; restart the host (it starts OpenCode with a new one), and see {log} if it happens again"
+            )),
+            (Some(500..), Some(url)) => error.with_action(format!(
+                "OpenCode failed on this call (its message is above); see the log of the OpenCode server at {url}"
+            )),
+            (Some(500..), None) => error.with_action(format!(
+                "OpenCode failed on this call (its message is above); see {log}"
+            )),
+            _ => error,
+        }
+    }
+
     /// The current state.
     pub fn state(&self) -> RuntimeState {
         self.state.borrow().clone()
@@ -607,5 +634,65 @@ pub struct SessionEvents {
 impl Drop for SessionEvents {
     fn drop(&mut self) {
         lock(&self.owner.routes).remove(&self.session_id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rpc::ErrorCode;
+    use serde_json::json;
+
+    fn refused(status: u16) -> ApiError {
+        ApiError::Status {
+            status,
+            message: "OpenCode says no".into(),
+            body: json!({"message": "OpenCode says no"}),
+        }
+    }
+
+    #[test]
+    fn opencodes_refusals_and_failures_say_what_to_do_on_this_host() {
+        let dir = tempfile::tempdir().unwrap();
+        let reaper = Arc::new(Reaper::start());
+        let external = OpenCode::new(
+            OpencodeConfig {
+                url: Some("http://127.0.0.1:4096".into()),
+                ..OpencodeConfig::default()
+            },
+            dir.path().to_owned(),
+            dir.path(),
+            Arc::clone(&reaper),
+        );
+        let e = external.rpc_error(refused(401));
+        assert_eq!(e.code, ErrorCode::RUNTIME_UNAVAILABLE);
+        let action = e.action().unwrap();
+        assert!(
+            action.contains("http://127.0.0.1:4096") && action.contains("password"),
+            "{action}"
+        );
+        let e = external.rpc_error(refused(500));
+        assert_eq!(e.code, ErrorCode::INTERNAL_ERROR);
+        assert!(e.message.contains("OpenCode says no"), "{}", e.message);
+        assert!(e.action().unwrap().contains("http://127.0.0.1:4096"));
+        let e = external.rpc_error(refused(404));
+        assert_eq!(e.code, ErrorCode::NOT_FOUND);
+        assert!(e.action().is_none());
+
+        let managed = OpenCode::new(
+            OpencodeConfig {
+                binary: Some("/bin/sh".into()),
+                ..OpencodeConfig::default()
+            },
+            dir.path().to_owned(),
+            dir.path(),
+            reaper,
+        );
+        let e = managed.rpc_error(refused(502));
+        let log = dir.path().join("opencode.log").display().to_string();
+        assert!(e.action().unwrap().contains(&log), "{e:?}");
+        let e = managed.rpc_error(refused(401));
+        assert_eq!(e.code, ErrorCode::RUNTIME_UNAVAILABLE);
+        assert!(e.action().unwrap().contains("restart the host"), "{e:?}");
     }
 }

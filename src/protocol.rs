@@ -967,13 +967,20 @@ pub struct AuditEntry {
     pub event: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decision: Option<Decision>,
-    /// Who: `local`, `device:ID`, or the host.
+    /// Who answered: `local`, `device:ID`, or `opencode` (answered in OpenCode
+    /// itself); absent when the host decided.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<String>,
-    /// The policy rule or remembered rule involved.
+    /// The rules involved, comma-separated: for `requested`, the policy rules
+    /// that made it ask (`opencode:PERMISSION` when OpenCode's own
+    /// configuration asked); for `denied` and `allowed by rule`, the rule
+    /// applied; for `decided` with `always`, the remembered rules created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
     pub summary: String,
+    /// Who started the task: `local` or `device:ID`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_started_by: Option<String>,
 }
 
 /// `permission.audit` result.

@@ -74,6 +74,8 @@ pub enum TaskError {
     )]
     NoWorkspaceRoot(String),
     #[error(transparent)]
+    SessionInUse(#[from] crate::runtime::opencode::SessionInUse),
+    #[error(transparent)]
     Store(#[from] StoreError),
 }
 
@@ -182,7 +184,7 @@ impl TaskManager {
         &self,
         params: TaskRunParams,
         created_by: String,
-        job: Work,
+        mut job: Work,
     ) -> Result<(TaskRunResult, Feed), TaskError> {
         let request_hash = params
             .idempotency_key
@@ -194,6 +196,14 @@ impl TaskManager {
                 .await?
         {
             return Ok(existing);
+        }
+        // One task at a time on an OpenCode session: a second one would take
+        // the first one's events. Claimed before the task exists, so that the
+        // caller hears of a conflict rather than of a failed task.
+        if let Work::Prompt(prompt) = &mut job
+            && let Some(session_id) = &prompt.session_id
+        {
+            prompt.claim = Some(self.inner.opencode.route(session_id)?);
         }
         let mut task = NewTask {
             id: ids::random_id("t_"),
@@ -370,6 +380,7 @@ impl TaskManager {
                 .timeout_s
                 .or(self.inner.config.default_timeout_s)
                 .map(Duration::from_secs),
+            claim: None,
         })
     }
 

@@ -94,6 +94,16 @@ pub struct Capabilities {
     pub opencode: Option<OpencodeCapability>,
 }
 
+/// `capabilities.get` params.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CapabilitiesParams {
+    /// Wait up to this many seconds (at most 60) for OpenCode to be ready
+    /// before answering, when it is starting or restarting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opencode_wait_s: Option<u64>,
+}
+
 /// OpenCode on this host.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -102,7 +112,8 @@ pub struct OpencodeCapability {
     pub state: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
-    /// Operations callable as `opencode.<operationId>` (when ready).
+    /// Operations this connection may call as `opencode.<operationId>` (when
+    /// ready; `capabilities.get` gives them once OpenCode is ready).
     pub operations: Vec<String>,
 }
 

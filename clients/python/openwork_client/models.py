@@ -117,6 +117,27 @@ class Capabilities:
         return out
 
 
+@dataclass
+class CapabilitiesParams:
+    """`capabilities.get` params."""
+    opencode_wait_s: int | None = None
+    """Wait up to this many seconds (at most 60) for OpenCode to be ready before answering, when it is starting or restarting."""
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CapabilitiesParams:
+        """Reads the wire form; members this version does not know are ignored."""
+        return cls(
+            opencode_wait_s=data["opencodeWaitS"] if data.get("opencodeWaitS") is not None else None,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The wire form; members left as None are omitted."""
+        out: dict[str, Any] = {}
+        if self.opencode_wait_s is not None:
+            out["opencodeWaitS"] = self.opencode_wait_s
+        return out
+
+
 CheckSeverity = Literal["error", "warning"]
 """How much a failing check matters."""
 
@@ -687,7 +708,7 @@ class NoParams:
 class OpencodeCapability:
     """OpenCode on this host."""
     operations: list[str]
-    """Operations callable as `opencode.<operationId>` (when ready)."""
+    """Operations this connection may call as `opencode.<operationId>` (when ready; `capabilities.get` gives them once OpenCode is ready)."""
     state: str
     """`ready`, `starting`, `restarting`, `not_installed`, `off` or `stopped`."""
     version: str | None = None

@@ -7,6 +7,7 @@
 //! global event stream once. When OpenCode dies, the tasks it was running
 //! fail with a clear error and it is restarted with backoff.
 
+pub mod access;
 pub mod api;
 mod orphans;
 pub mod rules;

@@ -86,7 +86,8 @@ export interface Capabilities {
  */
 export interface OpencodeCapability {
   /**
-   * Operations callable as `opencode.<operationId>` (when ready).
+   * Operations this connection may call as `opencode.<operationId>` (when
+   * ready; `capabilities.get` gives them once OpenCode is ready).
    */
   operations: string[];
   /**
@@ -94,6 +95,16 @@ export interface OpencodeCapability {
    */
   state: string;
   version?: string;
+}
+/**
+ * `capabilities.get` params.
+ */
+export interface CapabilitiesParams {
+  /**
+   * Wait up to this many seconds (at most 60) for OpenCode to be ready
+   * before answering, when it is starting or restarting.
+   */
+  opencodeWaitS?: number;
 }
 /**
  * Who the client is, for logs and the devices list.

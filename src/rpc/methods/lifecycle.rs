@@ -105,15 +105,15 @@ pub async fn capabilities_get(
             "`capabilities.get` needs an authenticated connection: call `initialize` with a paired device's `auth` first",
         ));
     }
+    if p.opencode_wait_s.is_some_and(|w| w > MAX_OPENCODE_WAIT_S) {
+        return Err(RpcError::invalid_params(format_args!(
+            "`opencodeWaitS` must be at most {MAX_OPENCODE_WAIT_S}"
+        )));
+    }
     if let Some(wait) = p.opencode_wait_s
         && principal.has(Scope::Opencode)
         && ctx.host.opencode.configured().is_ok()
     {
-        if wait > MAX_OPENCODE_WAIT_S {
-            return Err(RpcError::invalid_params(format_args!(
-                "`opencodeWaitS` must be at most {MAX_OPENCODE_WAIT_S}"
-            )));
-        }
         // Not ready in time is no error: the answer says where OpenCode is.
         let _ = ctx
             .host

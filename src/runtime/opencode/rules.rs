@@ -68,11 +68,15 @@ pub fn host_rules(own: &[Rule]) -> Vec<Rule> {
         .iter()
         .map(|p| Rule::new(p, "*", Action::Ask))
         .collect();
-    rules.extend(
-        own.iter()
-            .filter(|r| r.action == Action::Deny && WATCHED.contains(&r.permission.as_str()))
-            .cloned(),
-    );
+    for rule in own {
+        // Once each: a session continued by another task already has copies.
+        if rule.action == Action::Deny
+            && WATCHED.contains(&rule.permission.as_str())
+            && !rules.contains(rule)
+        {
+            rules.push(rule.clone());
+        }
+    }
     rules
 }
 
@@ -200,6 +204,10 @@ mod tests {
         assert_eq!(evaluate(&session, "bash", "rm x"), Action::Deny);
         assert_eq!(added.len(), 3, "{added:?}");
         assert_eq!(without_host_rules(&added), own[1..2].to_vec());
+        // A session continued later: what it has already is not added twice.
+        let mut continued = own.clone();
+        continued.extend(without_host_rules(&session[own.len()..]));
+        assert_eq!(host_rules(&continued), added);
     }
 
     #[test]

@@ -565,8 +565,19 @@ impl OpenCode {
     async fn serve(&self, client: ApiClient, shutdown: &CancellationToken) -> String {
         let startup = Duration::from_secs(self.config.startup_timeout_s);
         let deadline = tokio::time::Instant::now() + startup;
+        // Short probes: a server still starting may take a connection and
+        // never answer it, and a long wait on that one delays everything.
+        let probe = |path: &'static str, wait: u64| {
+            client.send(
+                reqwest::Method::GET,
+                path,
+                &[],
+                None,
+                Duration::from_secs(wait),
+            )
+        };
         let version = loop {
-            match client.get("/global/health", &[]).await {
+            match probe("/global/health", 2).await {
                 Ok(health) if health["healthy"] == Value::Bool(true) => {
                     break health["version"].as_str().unwrap_or("unknown").to_owned();
                 }
@@ -584,7 +595,7 @@ impl OpenCode {
             }
         };
         let operations = loop {
-            match client.get("/doc", &[]).await {
+            match probe("/doc", 10).await {
                 Ok(doc) if doc.get("paths").is_some() => break Operations::from_openapi(&doc),
                 _ if tokio::time::Instant::now() > deadline => {
                     return format!(

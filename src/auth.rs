@@ -60,7 +60,7 @@ impl Scope {
                 "approve or reject sensitive actions that tasks ask permission for"
             }
             Scope::Opencode => {
-                "use the OpenCode agent on this host: prompts, sessions, and its whole API (files and terminals in the workspace included)"
+                "use the OpenCode agent on this host: send it prompts (its commands go through this host's permission policy), follow its sessions, and read through its API (files in the workspace included); running commands or terminals directly, changing OpenCode's settings and answering its permission asks also need admin"
             }
             Scope::Admin => "manage paired devices and remembered permission rules",
         }

@@ -149,6 +149,11 @@ impl Default for TasksConfig {
     }
 }
 
+/// The longest OpenCode may take to start: an hour.
+pub const MAX_STARTUP_TIMEOUT_S: u64 = 3600;
+/// The longest a permission request may wait for an answer: a week.
+pub const MAX_REQUEST_TIMEOUT_S: u64 = 7 * 24 * 3600;
+
 /// A configuration file that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -207,6 +212,25 @@ impl Config {
         if self.pairing.max_failures == 0 {
             return Err("pairing.max_failures must be at least 1".into());
         }
+        // Durations are added to clocks: bounded, so that none overflows.
+        let max_task = crate::tasks::MAX_TIMEOUT_S;
+        if let Some(t) = self.tasks.default_timeout_s
+            && !(1..=max_task).contains(&t)
+        {
+            return Err(format!(
+                "tasks.default_timeout_s must be 1 to {max_task} (a year); leave it out for no timeout"
+            ));
+        }
+        if !(1..=MAX_STARTUP_TIMEOUT_S).contains(&self.opencode.startup_timeout_s) {
+            return Err(format!(
+                "opencode.startup_timeout_s must be 1 to {MAX_STARTUP_TIMEOUT_S}"
+            ));
+        }
+        if !(1..=MAX_REQUEST_TIMEOUT_S).contains(&self.permissions.request_timeout_s) {
+            return Err(format!(
+                "permissions.request_timeout_s must be 1 to {MAX_REQUEST_TIMEOUT_S} (a week)"
+            ));
+        }
         self.discovery.validate()?;
         for address in &self.network.listen {
             if address.parse::<std::net::SocketAddr>().is_err() {
@@ -254,5 +278,39 @@ mod tests {
         std::fs::write(&path, "[tasks]\nworkspace_roots = [\"relative\"]\n").unwrap();
         let err = Config::load(&path).unwrap_err().to_string();
         assert!(err.contains("absolute"), "{err}");
+    }
+
+    #[test]
+    fn durations_that_would_overflow_a_clock_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        for (text, key) in [
+            (
+                "[tasks]\ndefault_timeout_s = 18446744073709551615\n",
+                "default_timeout_s",
+            ),
+            ("[tasks]\ndefault_timeout_s = 0\n", "default_timeout_s"),
+            (
+                "[opencode]\nstartup_timeout_s = 18446744073709551615\n",
+                "startup_timeout_s",
+            ),
+            (
+                "[permissions]\nrequest_timeout_s = 9223372036854775808\n",
+                "request_timeout_s",
+            ),
+            (
+                "[permissions]\nrequest_timeout_s = 0\n",
+                "request_timeout_s",
+            ),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let err = Config::load(&path).unwrap_err().to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
+        std::fs::write(&path, "[tasks]\ndefault_timeout_s = 3600\n").unwrap();
+        assert_eq!(
+            Config::load(&path).unwrap().tasks.default_timeout_s,
+            Some(3600)
+        );
     }
 }

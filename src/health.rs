@@ -359,10 +359,15 @@ pub fn opencode(state: &RuntimeState, config: &OpencodeConfig, log: &Path) -> He
             OPENCODE,
             severity,
             format!("not running: restarting (attempt {attempt}) after: {reason}"),
-            format!(
-                "see {} for why it stops; check that `opencode serve` starts by hand",
-                log.display()
-            ),
+            match (&config.url, config.enabled) {
+                (Some(url), Enabled::Auto | Enabled::On) => format!(
+                    "check that the OpenCode server at {url} runs and answers, and that [opencode] username and password in config.toml match its OPENCODE_SERVER_USERNAME and OPENCODE_SERVER_PASSWORD; the host keeps trying"
+                ),
+                _ => format!(
+                    "see {} for why it stops; check that `opencode serve` starts by hand",
+                    log.display()
+                ),
+            },
         ),
         RuntimeState::Stopped => {
             HealthCheck::pass(OPENCODE, severity, "stopped (the host is shutting down)")
@@ -704,6 +709,33 @@ mod tests {
             ..OpencodeConfig::default()
         });
         assert!(!offline.ok && offline.message.contains("/nowhere/opencode"));
+    }
+
+    #[test]
+    fn a_restarting_server_points_at_what_the_host_runs_or_uses() {
+        let restarting = RuntimeState::Restarting {
+            attempt: 2,
+            reason: "OpenCode refused the host's credentials (401)".into(),
+            next_try: std::time::Instant::now(),
+        };
+        let log = Path::new("/data/opencode.log");
+        let managed = opencode(&restarting, &OpencodeConfig::default(), log);
+        assert!(!managed.ok && managed.message.contains("attempt 2"));
+        assert!(managed.action.unwrap().contains("/data/opencode.log"));
+        let external = opencode(
+            &restarting,
+            &OpencodeConfig {
+                url: Some("http://10.0.0.5:4096".into()),
+                ..OpencodeConfig::default()
+            },
+            log,
+        );
+        let action = external.action.unwrap();
+        assert!(
+            action.contains("http://10.0.0.5:4096") && action.contains("password"),
+            "{action}"
+        );
+        assert!(!action.contains("opencode.log"), "{action}");
     }
 
     #[test]

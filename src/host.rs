@@ -28,7 +28,7 @@ use crate::protocol::{
 };
 use crate::rpc::methods::{self, CallContext};
 use crate::rpc::{ErrorCode, MethodTable, RpcError};
-use crate::runtime::opencode::{OpenCode, RuntimeState};
+use crate::runtime::opencode::{OpenCode, RuntimeState, access};
 use crate::session::{self, Session, SessionEnd, SessionOptions};
 use crate::store::{Store, StoreError};
 use crate::tasks::reaper::Reaper;
@@ -296,22 +296,28 @@ impl HostCore {
         ]
     }
 
-    /// What `initialize` says about OpenCode.
-    pub fn opencode_capability(&self) -> OpencodeCapability {
+    /// What `initialize` says about OpenCode to `principal`: the operations
+    /// listed are those it may call.
+    pub fn opencode_capability(&self, principal: &Principal) -> OpencodeCapability {
         let state = self.opencode.state();
         match &state {
             RuntimeState::Ready {
                 version,
                 operations,
                 ..
-            } => OpencodeCapability {
-                state: state.name().into(),
-                version: Some(version.clone()),
-                operations: operations
-                    .callable()
-                    .map(|op| format!("opencode.{}", op.id))
-                    .collect(),
-            },
+            } => {
+                let none = serde_json::Map::new();
+                let admin = principal.has(crate::auth::Scope::Admin);
+                OpencodeCapability {
+                    state: state.name().into(),
+                    version: Some(version.clone()),
+                    operations: operations
+                        .callable()
+                        .filter(|op| admin || access::needs_admin(&op.id, &none).is_none())
+                        .map(|op| format!("opencode.{}", op.id))
+                        .collect(),
+                }
+            }
             other => OpencodeCapability {
                 state: other.name().into(),
                 version: None,

@@ -94,6 +94,16 @@ pub struct Capabilities {
     pub opencode: Option<OpencodeCapability>,
 }
 
+/// `capabilities.get` params.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CapabilitiesParams {
+    /// Wait up to this many seconds (at most 60) for OpenCode to be ready
+    /// before answering, when it is starting or restarting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opencode_wait_s: Option<u64>,
+}
+
 /// OpenCode on this host.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -102,7 +112,8 @@ pub struct OpencodeCapability {
     pub state: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
-    /// Operations callable as `opencode.<operationId>` (when ready).
+    /// Operations this connection may call as `opencode.<operationId>` (when
+    /// ready; `capabilities.get` gives them once OpenCode is ready).
     pub operations: Vec<String>,
 }
 
@@ -967,13 +978,20 @@ pub struct AuditEntry {
     pub event: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decision: Option<Decision>,
-    /// Who: `local`, `device:ID`, or the host.
+    /// Who answered: `local`, `device:ID`, or `opencode` (answered in OpenCode
+    /// itself); absent when the host decided.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<String>,
-    /// The policy rule or remembered rule involved.
+    /// The rules involved, comma-separated: for `requested`, the policy rules
+    /// that made it ask (`opencode:PERMISSION` when OpenCode's own
+    /// configuration asked); for `denied` and `allowed by rule`, the rule
+    /// applied; for `decided` with `always`, the remembered rules created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
     pub summary: String,
+    /// Who started the task: `local` or `device:ID`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_started_by: Option<String>,
 }
 
 /// `permission.audit` result.

@@ -164,6 +164,17 @@ async fn two_devices_race_to_answer_and_exactly_one_decides() {
     let mut local = host.connect().await;
     let entries = audit(&mut local, &task).await;
     assert_eq!(events(&entries), ["requested", "decided"]);
+    assert_eq!(
+        entries[0]["rule"], "delete-recursive",
+        "the rule that made it ask is kept"
+    );
+    for entry in &entries {
+        assert_eq!(
+            entry["taskStartedBy"],
+            format!("device:{}", alice.device_id),
+            "who started the task is kept: {entry}"
+        );
+    }
     assert_eq!(entries[1]["decision"], decision);
     let actor = if winner_name == "alice" {
         &alice.device_id
@@ -348,6 +359,15 @@ async fn always_skips_the_next_prompt_and_forget_brings_it_back() {
         trail(&mut client, &first).await.last().unwrap(),
         "succeeded"
     );
+    let entries = audit(&mut client, &first).await;
+    assert_eq!(events(&entries), ["requested", "decided"]);
+    assert_eq!(entries[0]["rule"], "permissions");
+    assert_eq!(entries[1]["decision"], "always");
+    assert_eq!(
+        entries[1]["rule"], rule_id,
+        "the rule an always answer created is kept"
+    );
+    assert_eq!(entries[1]["taskStartedBy"], "local");
 
     let second = run(&mut client, json!({"command": "chmod 644 f"})).await;
     assert_eq!(

@@ -193,6 +193,20 @@ async fn tasks_over_the_concurrency_limit_wait_their_turn() {
 async fn a_task_over_its_timeout_is_stopped_and_failed() {
     let host = TestHost::started();
     let mut client = host.connect().await;
+    // A timeout past what a clock can hold is refused, not a task left running.
+    let err = within(
+        10,
+        client.call::<_, serde_json::Value>(
+            "task.run",
+            json!({"argv": ["true"], "timeoutS": u64::MAX}),
+        ),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("-32602") && err.to_string().contains("31536000"),
+        "{err}"
+    );
     let task = run(&mut client, json!({"argv": ["sleep", "30"], "timeoutS": 1})).await;
     let followed = follow(&mut client, &task, 20).await;
     let last = followed.last();

@@ -14,6 +14,7 @@ use anyhow::{Context, bail};
 use clap::Subcommand;
 use serde_json::{Value, json};
 
+use super::prompts::PromptQueue;
 use super::render;
 use openwork_host::client::pair::PairError;
 use openwork_host::client::pair::{PairLink, PairRequest, pair};
@@ -696,7 +697,11 @@ async fn stream_task(
     let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let mut cancelling = false;
     let mut lines = (prompts == Prompts::Ask).then(render::stdin_lines);
-    let mut asking: Option<PermissionRequest> = None;
+    // A task may ask again (or a request be sent again after a reconnect)
+    // while a prompt is open: they are asked in turn, each once.
+    let mut queue = PromptQueue::default();
+    // Without a prompt, each request is still shown (or rejected) once.
+    let mut handled = std::collections::HashSet::new();
     loop {
         let notice = tokio::select! {
             notice = conn.next_notice() => notice.map_err(session_error)?,
@@ -709,8 +714,8 @@ async fn stream_task(
                 let _ = conn.notify("task.cancel", json!({"taskId": task_id})).await;
                 continue;
             }
-            line = async { lines.as_mut()?.recv().await }, if asking.is_some() && lines.is_some() => {
-                let Some(request) = asking.take() else { continue };
+            line = async { lines.as_mut()?.recv().await }, if queue.current().is_some() && lines.is_some() => {
+                let Some(request) = queue.current().cloned() else { continue };
                 let decision = match line.as_deref().map(str::trim) {
                     Some("o" | "once" | "y" | "yes") => "once",
                     Some("a" | "always") if request.options.contains(&Decision::Always) => "always",
@@ -718,54 +723,60 @@ async fn stream_task(
                     Some("r" | "reject" | "n" | "no" | "") => "reject",
                     Some(other) => {
                         eprint!("`{other}`? Answer o (once), a (always) or r (reject): ");
-                        asking = Some(request);
                         continue;
                     }
                 };
                 answer(conn, &request.request_id, decision).await;
+                if queue.finish(&request.request_id)
+                    && let Some(next) = queue.current()
+                {
+                    ask_at_terminal(next, queue.behind());
+                }
                 continue;
             }
         };
         match notice {
             Notice::Chunk(chunk) if chunk.task_id == task_id => write_chunk(&chunk)?,
-            Notice::PermissionRequest(request) if request.task_id == task_id => {
-                eprintln!("\nThe task asks for permission: {}", request.summary);
-                eprintln!("{}", request.detail.trim_end());
-                if let Some(always) = &request.always {
-                    eprintln!("  \"always\" would allow: {always}");
+            Notice::PermissionRequest(request) if request.task_id == task_id => match prompts {
+                Prompts::Reject | Prompts::Wait if !handled.insert(request.request_id.clone()) => {}
+                Prompts::Reject => {
+                    show_request(&request);
+                    eprintln!("Rejected (--deny-sensitive).");
+                    answer(conn, &request.request_id, "reject").await;
                 }
-                match prompts {
-                    Prompts::Reject => {
-                        eprintln!("Rejected (--deny-sensitive).");
-                        answer(conn, &request.request_id, "reject").await;
-                    }
-                    Prompts::Wait => eprintln!(
+                Prompts::Wait => {
+                    show_request(&request);
+                    eprintln!(
                         "Waiting for an answer (`openwork-host client reply {} once|always|reject`, or another device); it expires at {}.",
                         request.request_id, request.expires_at
-                    ),
-                    Prompts::Ask => {
-                        let always = if request.options.contains(&Decision::Always) {
-                            ", a (always)"
-                        } else {
-                            ""
-                        };
-                        eprint!("Allow it? o (once){always}, r (reject): ");
-                        asking = Some(request);
+                    );
+                }
+                Prompts::Ask => {
+                    if queue.offer(request) {
+                        if let Some(current) = queue.current() {
+                            ask_at_terminal(current, 0);
+                        }
+                    } else if queue.behind() > 0 {
+                        eprintln!(
+                            "\n(Another permission request waits: {} in all; they are asked in turn.)",
+                            queue.behind() + 1
+                        );
                     }
                 }
-            }
+            },
             Notice::PermissionResolved(resolved) if resolved.task_id == task_id => {
-                if asking
-                    .as_ref()
-                    .is_some_and(|r| r.request_id == resolved.request_id)
-                {
-                    asking = None;
+                let listed = queue.contains(&resolved.request_id);
+                let next = queue.finish(&resolved.request_id);
+                if listed || prompts != Prompts::Ask {
+                    eprintln!(
+                        "\nPermission answered: {} by {}.",
+                        resolved.decision.as_str(),
+                        resolved.by
+                    );
                 }
-                eprintln!(
-                    "\nPermission answered: {} by {}.",
-                    resolved.decision.as_str(),
-                    resolved.by
-                );
+                if next && let Some(next) = queue.current() {
+                    ask_at_terminal(next, queue.behind());
+                }
             }
             Notice::Updated(update) if update.task_id == task_id && update.status.is_final() => {
                 if let Some(error) = &update.error
@@ -781,6 +792,28 @@ async fn stream_task(
             _ => {}
         }
     }
+}
+
+fn show_request(request: &PermissionRequest) {
+    eprintln!("\nThe task asks for permission: {}", request.summary);
+    eprintln!("{}", request.detail.trim_end());
+    if let Some(always) = &request.always {
+        eprintln!("  \"always\" would allow: {always}");
+    }
+}
+
+/// Shows a request and its prompt; `behind` more wait after it.
+fn ask_at_terminal(request: &PermissionRequest, behind: usize) {
+    show_request(request);
+    if behind > 0 {
+        eprintln!("({behind} more after this one.)");
+    }
+    let always = if request.options.contains(&Decision::Always) {
+        ", a (always)"
+    } else {
+        ""
+    };
+    eprint!("Allow it? o (once){always}, r (reject): ");
 }
 
 async fn answer(conn: &mut HostSession, request_id: &str, decision: &str) {

@@ -2,4 +2,5 @@
 
 pub mod client;
 pub mod owner;
+pub mod prompts;
 pub mod render;

@@ -77,6 +77,9 @@ pub enum Check {
 
 /// What to ask people.
 pub struct Ask {
+    /// The request's id, known before it is asked so that the runtime can
+    /// settle or withdraw it.
+    pub request_id: String,
     pub runtime: &'static str,
     pub tool: String,
     pub summary: String,
@@ -85,6 +88,9 @@ pub struct Ask {
     pub always: Option<String>,
     /// The rules `always` stores.
     pub remember: Vec<RuleTemplate>,
+    /// The rules that made it ask (policy rule ids, or `opencode:PERMISSION`
+    /// when OpenCode's own configuration asks), for the audit.
+    pub rules: Vec<String>,
 }
 
 /// A rule to store when someone answers `always`.
@@ -119,19 +125,32 @@ struct Answer {
     by: String,
     actor: String,
     session: Option<u64>,
+    /// The rules an `always` answer stored.
+    rule_ids: Vec<String>,
+}
+
+/// How a pending request ended, sent to the `ask` waiting on it.
+enum Settled {
+    Answer(Answer),
+    /// No one answered in time.
+    Expired,
+    /// It no longer matters: why (`the task being cancelled`).
+    Withdrawn(String),
 }
 
 struct Pending {
     request: PermissionRequest,
     runtime: &'static str,
     remember: Vec<RuleTemplate>,
-    decide: oneshot::Sender<Answer>,
+    decide: oneshot::Sender<Settled>,
 }
 
 /// Permissions for the whole host.
 pub struct Permissions {
     store: Store,
-    policy: Policy,
+    /// Shared so that judging a command (which may touch the file system)
+    /// can run off the async workers.
+    policy: Arc<Policy>,
     timeout: Duration,
     pending: Mutex<HashMap<String, Pending>>,
     answered: Mutex<VecDeque<(String, &'static str, String)>>,
@@ -159,7 +178,7 @@ impl Permissions {
     ) -> Result<Arc<Permissions>, String> {
         Ok(Arc::new(Permissions {
             store,
-            policy: Policy::new(config, roots)?,
+            policy: Arc::new(Policy::new(config, roots)?),
             timeout: Duration::from_secs(config.request_timeout_s.max(1)),
             pending: Mutex::new(HashMap::new()),
             answered: Mutex::new(VecDeque::new()),
@@ -176,6 +195,22 @@ impl Permissions {
         self.timeout
     }
 
+    /// Runs the policy on a command line on a blocking thread: it resolves
+    /// paths on disk, which may stall (a hung network mount, say).
+    async fn evaluate(&self, line: &str, cwd: &Path) -> Verdict {
+        let (policy, line, cwd) = (Arc::clone(&self.policy), line.to_owned(), cwd.to_owned());
+        let judged = tokio::task::spawn_blocking(move || policy.evaluate(&line, &cwd)).await;
+        judged.unwrap_or_else(|e| {
+            Verdict::Deny(Finding {
+                rule_id: "policy-failed".to_owned(),
+                action: policy::Action::Deny,
+                explain: format!("could not be checked against the policy ({e})"),
+                program: None,
+                command: String::new(),
+            })
+        })
+    }
+
     /// Judges a built-in command line: the policy, then remembered rules.
     pub async fn check_command(
         &self,
@@ -183,7 +218,7 @@ impl Permissions {
         line: &str,
         cwd: &Path,
     ) -> Result<Check, StoreError> {
-        let findings = match self.policy.evaluate(line, cwd) {
+        let findings = match self.evaluate(line, cwd).await {
             Verdict::Allow => return Ok(Check::Allow),
             Verdict::Deny(finding) => {
                 self.audit(
@@ -239,7 +274,9 @@ impl Permissions {
         })
     }
 
-    /// Asks people and waits for the first answer, the timeout, or `cancel`/`shutdown`.
+    /// Asks people and waits for the first answer, the timeout, or
+    /// `cancel`/`shutdown`. However it ends, the request is audited and the
+    /// task's followers get `permission.resolved`.
     pub async fn ask(
         &self,
         live: &Arc<TaskLive>,
@@ -247,7 +284,7 @@ impl Permissions {
         cancel: &CancellationToken,
         shutdown: &CancellationToken,
     ) -> Result<AskOutcome, StoreError> {
-        let request_id = ids::random_id("pq_");
+        let request_id = ask.request_id.clone();
         let mut options = vec![Decision::Once];
         if ask.always.is_some() {
             options.push(Decision::Always);
@@ -261,15 +298,18 @@ impl Permissions {
             detail: ask.detail.clone(),
             options,
             always: ask.always.clone(),
-            expires_at: clock::rfc3339(clock::now_ms() + self.timeout.as_millis() as i64),
+            expires_at: clock::rfc3339(
+                clock::now_ms().saturating_add(self.timeout.as_millis() as i64),
+            ),
         };
+        let rules = (!ask.rules.is_empty()).then(|| ask.rules.join(","));
         self.audit(
             &live.task_id,
             Some(&request_id),
             "requested",
             None,
             None,
-            None,
+            rules.as_deref(),
             &ask.summary,
         )
         .await?;
@@ -288,29 +328,39 @@ impl Permissions {
             notifications::PERMISSION_REQUEST.encode(&request),
         );
         let mut answer = answer;
-        let mut outcome = tokio::select! {
+        let settled = tokio::select! {
             answer = &mut answer => answer.ok(),
             _ = tokio::time::sleep(self.timeout) => None,
             _ = cancel.cancelled() => None,
             _ = shutdown.cancelled() => None,
         };
-        // Whoever removes the request records the answer in the same step,
-        // so a late reply always learns who answered.
-        let mut still_pending = false;
-        if outcome.is_none() {
-            let by = if shutdown.is_cancelled() || cancel.is_cancelled() {
-                "the task ending"
-            } else {
-                "no answer in time"
-            };
-            still_pending = self.take_pending(&request_id, "reject", by).is_some();
-            if !still_pending {
-                // A reply took it just as time ran out: its answer is on the way.
-                outcome = answer.await.ok();
+        let settled = match settled {
+            Some(settled) => settled,
+            None => {
+                let (settled, why) = if shutdown.is_cancelled() {
+                    (None, "the host shutting down".to_owned())
+                } else if cancel.is_cancelled() {
+                    (None, "the task being cancelled".to_owned())
+                } else {
+                    (
+                        Some(Settled::Expired),
+                        format!("no answer within {} s", self.timeout.as_secs()),
+                    )
+                };
+                // Whoever removes the request records the answer in the same
+                // step, so a late reply always learns who answered.
+                if self.take_pending(&request_id, "reject", &why).is_some() {
+                    settled.unwrap_or(Settled::Withdrawn(why))
+                } else {
+                    // Someone settled it just as time ran out: that counts.
+                    answer
+                        .await
+                        .unwrap_or(Settled::Withdrawn("the request being dropped".to_owned()))
+                }
             }
-        }
-        let (result, decision, by, except) = match outcome {
-            Some(answer) => {
+        };
+        let (result, decision, by, except) = match settled {
+            Settled::Answer(answer) => {
                 let result = match answer.decision {
                     Decision::Reject => AskOutcome::Rejected {
                         by: answer.by.clone(),
@@ -320,19 +370,20 @@ impl Permissions {
                         by: answer.by.clone(),
                     },
                 };
+                let created = (!answer.rule_ids.is_empty()).then(|| answer.rule_ids.join(","));
                 self.audit(
                     &live.task_id,
                     Some(&request_id),
                     "decided",
                     Some(answer.decision),
                     Some(&answer.actor),
-                    None,
+                    created.as_deref(),
                     &format!("{} by {}", answer.decision.as_str(), answer.by),
                 )
                 .await?;
                 (result, answer.decision, answer.by, answer.session)
             }
-            None if still_pending && !cancel.is_cancelled() && !shutdown.is_cancelled() => {
+            Settled::Expired => {
                 let by = format!("no answer within {} s", self.timeout.as_secs());
                 self.audit(
                     &live.task_id,
@@ -353,23 +404,18 @@ impl Permissions {
                     None,
                 )
             }
-            None => {
-                let by = if shutdown.is_cancelled() {
-                    "the host shutting down"
-                } else {
-                    "the task being cancelled"
-                };
+            Settled::Withdrawn(why) => {
                 self.audit(
                     &live.task_id,
                     Some(&request_id),
                     "withdrawn",
+                    Some(Decision::Reject),
                     None,
                     None,
-                    None,
-                    by,
+                    &why,
                 )
                 .await?;
-                (AskOutcome::Withdrawn, Decision::Reject, by.to_owned(), None)
+                (AskOutcome::Withdrawn, Decision::Reject, why, None)
             }
         };
         let resolved = PermissionResolved {
@@ -384,6 +430,37 @@ impl Permissions {
             except,
         );
         Ok(result)
+    }
+
+    /// Ends a pending request that no longer matters (its task is ending):
+    /// its `ask` records `why` and tells the followers. False when it was
+    /// not pending (answered already, or never asked).
+    pub fn withdraw(&self, request_id: &str, why: &str) -> bool {
+        match self.take_pending(request_id, "reject", why) {
+            Some(pending) => {
+                let _ = pending.decide.send(Settled::Withdrawn(why.to_owned()));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Settles a pending request with an answer given outside the host (in
+    /// OpenCode itself): recorded and announced as `decision` by `by`.
+    pub fn settle_elsewhere(&self, request_id: &str, decision: Decision, by: &str) -> bool {
+        match self.take_pending(request_id, decision.as_str(), by) {
+            Some(pending) => {
+                let _ = pending.decide.send(Settled::Answer(Answer {
+                    decision,
+                    by: by.to_owned(),
+                    actor: "opencode".to_owned(),
+                    session: None,
+                    rule_ids: Vec::new(),
+                }));
+                true
+            }
+            None => false,
+        }
     }
 
     /// Removes a pending request and records how it ended, in one step.
@@ -447,8 +524,9 @@ impl Permissions {
             by: display_name(principal),
             actor: principal.key(),
             session: Some(session),
+            rule_ids: rule_ids.clone(),
         };
-        if pending.decide.send(answer).is_err() {
+        if pending.decide.send(Settled::Answer(answer)).is_err() {
             return Err(PermissionError::Unknown(request_id.to_owned()));
         }
         Ok(PermissionReplyResult {
@@ -523,19 +601,40 @@ impl Permissions {
     }
 }
 
-/// The host's view of an OpenCode permission ask, before asking anyone.
+/// What OpenCode itself would do with an ask, by its own configuration
+/// (had the host not made the session ask).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpencodeVerdict {
+    Allow,
+    Ask,
+    /// Denied: the rule (for the audit) and why, in words.
+    Deny {
+        rule: String,
+        reason: String,
+    },
+}
+
+/// The host's answer to an OpenCode permission ask, before asking anyone.
 #[derive(Debug)]
 pub enum OpencodeCheck {
-    /// The policy denies it: the reason.
+    /// Rejected without asking anyone: why.
     Deny(String),
-    /// An allow rule or a remembered rule covers it: which.
+    /// Allowed without asking anyone: why.
     Allow(String),
-    Ask,
+    /// A person must answer: the policy's findings (none when only
+    /// OpenCode's own configuration asks) and the rules that made it ask.
+    Ask {
+        findings: Vec<Finding>,
+        rules: Vec<String>,
+    },
 }
 
 impl Permissions {
-    /// Judges an OpenCode ask: the policy (for commands) first, then rules
-    /// remembered from earlier `always` answers.
+    /// Judges an OpenCode ask: the host's policy on the command first (a
+    /// deny rule rejects it, an allow rule allows it), then what OpenCode's
+    /// own configuration says, then rules remembered from earlier `always`
+    /// answers. It asks a person when the policy or OpenCode's configuration
+    /// asks and no remembered rule covers it.
     pub async fn check_opencode(
         &self,
         task_id: &str,
@@ -543,45 +642,70 @@ impl Permissions {
         patterns: &[String],
         command: Option<&str>,
         cwd: &Path,
+        opencode: OpencodeVerdict,
     ) -> Result<OpencodeCheck, StoreError> {
-        if let Some(line) = command {
-            if let Verdict::Deny(finding) = self.policy.evaluate(line, cwd) {
-                let reason = format!(
-                    "`{}` {} (rule {})",
-                    finding.command, finding.explain, finding.rule_id
-                );
-                self.audit(
-                    task_id,
-                    None,
-                    "denied",
-                    None,
-                    None,
-                    Some(&finding.rule_id),
-                    &reason,
-                )
-                .await?;
-                return Ok(OpencodeCheck::Deny(reason));
-            }
-            if let Some(rule) = self.policy.explicitly_allowed(line) {
-                let reason = format!("`{line}` is allowed by rule {rule}");
-                self.audit(
-                    task_id,
-                    None,
-                    "allowed by rule",
-                    None,
-                    None,
-                    Some(&rule),
-                    &reason,
-                )
-                .await?;
-                return Ok(OpencodeCheck::Allow(reason));
-            }
+        let verdict = match command {
+            Some(line) => Some(self.evaluate(line, cwd).await),
+            None => None,
+        };
+        if let Some(Verdict::Deny(finding)) = &verdict {
+            let reason = format!(
+                "`{}` {} (rule {})",
+                finding.command, finding.explain, finding.rule_id
+            );
+            self.audit(
+                task_id,
+                None,
+                "denied",
+                None,
+                None,
+                Some(&finding.rule_id),
+                &reason,
+            )
+            .await?;
+            return Ok(OpencodeCheck::Deny(reason));
         }
-        let rules = self
+        if let OpencodeVerdict::Deny { rule, reason } = &opencode {
+            self.audit(task_id, None, "denied", None, None, Some(rule), reason)
+                .await?;
+            return Ok(OpencodeCheck::Deny(reason.clone()));
+        }
+        if let Some(line) = command
+            && let Some(rule) = self.policy.explicitly_allowed(line)
+        {
+            let reason = format!("`{line}` is allowed by rule {rule}");
+            self.audit(
+                task_id,
+                None,
+                "allowed by rule",
+                None,
+                None,
+                Some(&rule),
+                &reason,
+            )
+            .await?;
+            return Ok(OpencodeCheck::Allow(reason));
+        }
+        let (findings, rules) = match verdict {
+            Some(Verdict::Ask(findings)) => {
+                let rules = findings.iter().map(|f| f.rule_id.clone()).collect();
+                (findings, rules)
+            }
+            _ if opencode == OpencodeVerdict::Ask => {
+                (Vec::new(), vec![format!("opencode:{permission}")])
+            }
+            _ => {
+                return Ok(OpencodeCheck::Allow(
+                    "neither this host's policy nor OpenCode's configuration asks about it"
+                        .to_owned(),
+                ));
+            }
+        };
+        let remembered = self
             .store
             .read(|c| records::rules(c, Some("opencode")))
             .await?;
-        let covering = rules.iter().find(|r| {
+        let covering = remembered.iter().find(|r| {
             r.kind == permission
                 && r.directory.as_ref().is_none_or(|d| cwd.starts_with(d))
                 && !patterns.is_empty()
@@ -607,7 +731,7 @@ impl Permissions {
             .await?;
             return Ok(OpencodeCheck::Allow(reason));
         }
-        Ok(OpencodeCheck::Ask)
+        Ok(OpencodeCheck::Ask { findings, rules })
     }
 }
 
@@ -626,23 +750,43 @@ pub fn glob_matches(glob: &str, text: &str) -> bool {
     go(&g, &t)
 }
 
-/// What to ask about an OpenCode permission ask.
-#[allow(clippy::too_many_arguments)]
-pub fn opencode_ask(
-    task_id: &str,
-    permission: &str,
-    patterns: &[String],
-    always: &[String],
-    command: Option<&str>,
-    metadata: Option<&serde_json::Value>,
-    cwd: &Path,
-) -> Ask {
+/// An OpenCode permission ask, as OpenCode describes it.
+pub struct OpencodeAsk<'a> {
+    pub task_id: &'a str,
+    /// `bash`, `edit`, `task`, `external_directory`…
+    pub permission: &'a str,
+    pub patterns: &'a [String],
+    /// What OpenCode would allow from then on after `always`.
+    pub always: &'a [String],
+    /// The command line, for `bash`.
+    pub command: Option<&'a str>,
+    pub metadata: Option<&'a serde_json::Value>,
+    pub cwd: &'a Path,
+}
+
+/// What to ask about an OpenCode permission ask; `findings` are the
+/// policy's reasons (none when OpenCode's own configuration asks).
+pub fn opencode_ask(oc: &OpencodeAsk<'_>, findings: &[Finding], rules: Vec<String>) -> Ask {
+    let OpencodeAsk {
+        task_id,
+        permission,
+        patterns,
+        always,
+        command,
+        metadata,
+        cwd,
+    } = *oc;
     let what = match command {
         Some(command) => format!("run `{}`", shorten(command, 120)),
         None if patterns.is_empty() => format!("use `{permission}`"),
         None => format!("use `{permission}` on {}", patterns.join(", ")),
     };
-    let summary = format!("OpenCode wants to {what}");
+    let reasons: Vec<String> = findings.iter().map(|f| f.explain.clone()).collect();
+    let summary = if reasons.is_empty() {
+        format!("OpenCode wants to {what}")
+    } else {
+        format!("OpenCode wants to {what}, which {}", join_words(&reasons))
+    };
     let mut detail = format!(
         "The OpenCode agent of task {task_id}, working in {}, asks to {what}.\n",
         cwd.display()
@@ -652,6 +796,15 @@ pub fn opencode_ask(
             "Permission: {permission}; patterns: {}\n",
             patterns.join(", ")
         ));
+    }
+    if findings.is_empty() {
+        detail.push_str("It asks because OpenCode's configuration asks for it.\n");
+    } else {
+        detail.push_str("It asks because of this host's policy:\n");
+        for f in findings {
+            let who = f.program.as_deref().unwrap_or("the command line");
+            detail.push_str(&format!("  - {who}: {} (rule {})\n", f.explain, f.rule_id));
+        }
     }
     if let Some(meta) = metadata.filter(|m| m.as_object().is_some_and(|o| !o.is_empty())) {
         detail.push_str(&format!("Details: {meta}\n"));
@@ -669,7 +822,9 @@ pub fn opencode_ask(
                 .join(", ")
         );
         (
-            Some(format!("From now on, without asking: {description}")),
+            Some(format!(
+                "From now on, without asking: {description} (this host's deny rules still apply)"
+            )),
             vec![RuleTemplate {
                 kind: permission.to_owned(),
                 program: None,
@@ -680,12 +835,14 @@ pub fn opencode_ask(
         )
     };
     Ask {
+        request_id: ids::random_id("pq_"),
         runtime: "opencode",
         tool: permission.to_owned(),
         summary,
         detail,
         always: always_text,
         remember,
+        rules,
     }
 }
 
@@ -724,12 +881,14 @@ pub fn builtin_ask(task_id: &str, line: &str, cwd: &Path, findings: &[Finding]) 
             .join("; ")
     ));
     Ask {
+        request_id: ids::random_id("pq_"),
         runtime: "builtin",
         tool: "command".into(),
         summary,
         detail,
         always,
         remember,
+        rules: findings.iter().map(|f| f.rule_id.clone()).collect(),
     }
 }
 

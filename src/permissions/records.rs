@@ -77,8 +77,9 @@ pub fn audit(
     limit: u32,
 ) -> rusqlite::Result<Vec<AuditEntry>> {
     let mut stmt = c.prepare_cached(
-        "SELECT rowid, at, task_id, request_id, event, decision, actor, rule, summary FROM permission_audit \
-         WHERE (?1 IS NULL OR task_id = ?1) AND (?2 IS NULL OR rowid < ?2) ORDER BY rowid DESC LIMIT ?3",
+        "SELECT a.rowid, a.at, a.task_id, a.request_id, a.event, a.decision, a.actor, a.rule, a.summary, t.created_by \
+         FROM permission_audit AS a LEFT JOIN tasks AS t ON t.id = a.task_id \
+         WHERE (?1 IS NULL OR a.task_id = ?1) AND (?2 IS NULL OR a.rowid < ?2) ORDER BY a.rowid DESC LIMIT ?3",
     )?;
     let rows = stmt.query_map(params![task_id, before, limit], |row| {
         let decision: Option<String> = row.get(5)?;
@@ -97,6 +98,7 @@ pub fn audit(
             actor: row.get(6)?,
             rule: row.get(7)?,
             summary: row.get(8)?,
+            task_started_by: row.get(9)?,
         })
     })?;
     rows.collect()

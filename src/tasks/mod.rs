@@ -43,6 +43,9 @@ enum Work {
 }
 use sink::Sink;
 
+/// The longest `timeoutS` (and `[tasks] default_timeout_s`) accepted: a year.
+pub const MAX_TIMEOUT_S: u64 = 365 * 24 * 3600;
+
 /// The most bytes one `task.logs` page returns (one chunk more at most).
 const LOGS_PAGE_BYTES: usize = 4 * 1024 * 1024;
 
@@ -70,6 +73,8 @@ pub enum TaskError {
         "no workspace root exists ({0}); create one or set tasks.workspace_roots in config.toml"
     )]
     NoWorkspaceRoot(String),
+    #[error(transparent)]
+    SessionInUse(#[from] crate::runtime::opencode::SessionInUse),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -179,7 +184,7 @@ impl TaskManager {
         &self,
         params: TaskRunParams,
         created_by: String,
-        job: Work,
+        mut job: Work,
     ) -> Result<(TaskRunResult, Feed), TaskError> {
         let request_hash = params
             .idempotency_key
@@ -191,6 +196,14 @@ impl TaskManager {
                 .await?
         {
             return Ok(existing);
+        }
+        // One task at a time on an OpenCode session: a second one would take
+        // the first one's events. Claimed before the task exists, so that the
+        // caller hears of a conflict rather than of a failed task.
+        if let Work::Prompt(prompt) = &mut job
+            && let Some(session_id) = &prompt.session_id
+        {
+            prompt.claim = Some(self.inner.opencode.route(session_id)?);
         }
         let mut task = NewTask {
             id: ids::random_id("t_"),
@@ -355,9 +368,7 @@ impl TaskManager {
         {
             return invalid("`sessionId` is an OpenCode session id such as `ses_…`");
         }
-        if p.timeout_s == Some(0) {
-            return invalid("`timeoutS` must be at least 1");
-        }
+        check_timeout(p.timeout_s)?;
         Ok(PromptJob {
             prompt: prompt.clone(),
             session_id: p.session_id.clone(),
@@ -369,6 +380,7 @@ impl TaskManager {
                 .timeout_s
                 .or(self.inner.config.default_timeout_s)
                 .map(Duration::from_secs),
+            claim: None,
         })
     }
 
@@ -421,9 +433,7 @@ impl TaskManager {
                 "`env` names must be non-empty without `=`, and no name or value may contain NUL bytes",
             );
         }
-        if p.timeout_s == Some(0) {
-            return invalid("`timeoutS` must be at least 1");
-        }
+        check_timeout(p.timeout_s)?;
         if p.title.as_ref().is_some_and(|t| t.chars().count() > 200) {
             return invalid("`title` must be at most 200 characters");
         }
@@ -645,6 +655,20 @@ impl TaskManager {
         self.inner.shutdown.cancel();
         self.inner.tracker.close();
         self.inner.tracker.wait().await;
+    }
+}
+
+/// A task's `timeoutS` must be 1 s to a year: a bigger one would overflow
+/// the clock it is added to.
+fn check_timeout(timeout_s: Option<u64>) -> Result<(), TaskError> {
+    match timeout_s {
+        Some(0) => Err(TaskError::InvalidSpec(
+            "`timeoutS` must be at least 1".to_owned(),
+        )),
+        Some(t) if t > MAX_TIMEOUT_S => Err(TaskError::InvalidSpec(format!(
+            "`timeoutS` must be at most {MAX_TIMEOUT_S} (a year); leave it out for no timeout"
+        ))),
+        _ => Ok(()),
     }
 }
 

@@ -1,7 +1,10 @@
 //! A fake language model on loopback that speaks the OpenAI chat-completions
 //! streaming protocol, so the real OpenCode can run a whole turn offline:
-//! it answers a prompt with a `bash` tool call, and the tool's result with a
-//! final text. A request without tools is OpenCode asking for a title.
+//! it answers a prompt with a `bash` tool call (or, for `TASK:AGENT:COMMAND`,
+//! a `task` call that starts sub-agent AGENT, whose own prompt gets the
+//! `bash` call of COMMAND), and the tool's result with some reasoning and a
+//! final text. A request without tools is OpenCode asking for a title. It can
+//! also answer the next request with an HTTP error.
 
 #![allow(dead_code)]
 
@@ -13,8 +16,17 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub struct FakeModel {
     pub port: u16,
-    command: Arc<Mutex<String>>,
-    requests: Arc<AtomicUsize>,
+    state: Arc<State>,
+}
+
+#[derive(Default)]
+struct State {
+    command: Mutex<String>,
+    requests: AtomicUsize,
+    /// The `model` of each request, in order.
+    models: Mutex<Vec<String>>,
+    /// An HTTP status and message for the next request with tools.
+    fail_next: Mutex<Option<(u16, String)>>,
 }
 
 impl FakeModel {
@@ -24,38 +36,50 @@ impl FakeModel {
             .await
             .expect("bind");
         let port = listener.local_addr().expect("addr").port();
-        let command = Arc::new(Mutex::new(command.to_owned()));
-        let requests = Arc::new(AtomicUsize::new(0));
-        let (c, r) = (Arc::clone(&command), Arc::clone(&requests));
+        let state = Arc::new(State::default());
+        *state.command.lock().unwrap() = command.to_owned();
+        let shared = Arc::clone(&state);
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
-                let (c, r) = (Arc::clone(&c), Arc::clone(&r));
+                let state = Arc::clone(&shared);
                 tokio::spawn(async move {
-                    let _ = serve(stream, c, r).await;
+                    let _ = serve(stream, state).await;
                 });
             }
         });
-        FakeModel {
-            port,
-            command,
-            requests,
-        }
+        FakeModel { port, state }
     }
 
     /// What the next tool call runs.
     pub fn set_command(&self, command: &str) {
-        *self.command.lock().unwrap() = command.to_owned();
+        *self.state.command.lock().unwrap() = command.to_owned();
+    }
+
+    /// The next request with tools gets this HTTP error instead of an answer.
+    pub fn fail_next(&self, status: u16, message: &str) {
+        *self.state.fail_next.lock().unwrap() = Some((status, message.to_owned()));
     }
 
     pub fn requests(&self) -> usize {
-        self.requests.load(Ordering::Relaxed)
+        self.state.requests.load(Ordering::Relaxed)
+    }
+
+    /// The model each request named, in order.
+    pub fn models(&self) -> Vec<String> {
+        self.state.models.lock().unwrap().clone()
     }
 
     /// An opencode.json that uses this model and asks before bash runs.
     pub fn opencode_json(&self) -> String {
+        self.opencode_json_with(json!({"bash": "ask"}), json!({}))
+    }
+
+    /// An opencode.json that uses this model, with these `permission` and
+    /// `agent` settings.
+    pub fn opencode_json_with(&self, permission: Value, agent: Value) -> String {
         json!({
             "$schema": "https://opencode.ai/config.json",
             "provider": {"fake": {
@@ -66,7 +90,8 @@ impl FakeModel {
             }},
             "model": "fake/fake-model",
             "small_model": "fake/fake-model",
-            "permission": {"bash": "ask"}
+            "permission": permission,
+            "agent": agent
         })
         .to_string()
     }
@@ -80,11 +105,7 @@ fn chunk(delta: Value, finish: Option<&str>) -> String {
     format!("data: {body}\n\n")
 }
 
-async fn serve(
-    mut stream: tokio::net::TcpStream,
-    command: Arc<Mutex<String>>,
-    requests: Arc<AtomicUsize>,
-) -> std::io::Result<()> {
+async fn serve(mut stream: tokio::net::TcpStream, state: Arc<State>) -> std::io::Result<()> {
     let mut buf = Vec::new();
     let mut tmp = [0u8; 8192];
     let header_end = loop {
@@ -119,9 +140,33 @@ async fn serve(
             .await?;
         return Ok(());
     }
-    requests.fetch_add(1, Ordering::Relaxed);
+    state.requests.fetch_add(1, Ordering::Relaxed);
     let body: Value = serde_json::from_slice(&buf[header_end..]).unwrap_or(Value::Null);
+    if let Some(model) = body["model"].as_str() {
+        state.models.lock().unwrap().push(model.to_owned());
+    }
     let messages = body["messages"].as_array().cloned().unwrap_or_default();
+    let failure = if body.get("tools").is_some() {
+        state.fail_next.lock().unwrap().take()
+    } else {
+        None
+    };
+    if let Some((status, message)) = failure {
+        let error = json!({"error": {"message": message, "type": "fake_error"}}).to_string();
+        let head = format!(
+            "HTTP/1.1 {status} Fake\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            error.len()
+        );
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(error.as_bytes()).await?;
+        return stream.shutdown().await;
+    }
+    let tools: Vec<&str> = body["tools"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["function"]["name"].as_str())
+        .collect();
     let mut out = String::new();
     if body.get("tools").is_none() {
         out.push_str(&chunk(
@@ -131,18 +176,37 @@ async fn serve(
         out.push_str(&chunk(json!({}), Some("stop")));
     } else if messages.last().is_some_and(|m| m["role"] == "tool") {
         out.push_str(&chunk(
-            json!({"role": "assistant", "content": "Done: "}),
+            json!({"role": "assistant", "reasoning_content": "The tool answered."}),
             None,
         ));
+        out.push_str(&chunk(json!({"content": "Done: "}), None));
         out.push_str(&chunk(json!({"content": "the command ran."}), None));
         out.push_str(&chunk(json!({}), Some("stop")));
     } else {
-        let arguments =
-            json!({"command": command.lock().unwrap().clone(), "description": "Run the command"})
-                .to_string();
+        let command = state.command.lock().unwrap().clone();
+        let (tool, arguments) = match command
+            .strip_prefix("TASK:")
+            .and_then(|rest| rest.split_once(':'))
+        {
+            Some((agent, _)) if tools.contains(&"task") => (
+                "task",
+                json!({"description": "Run it in a sub-agent", "prompt": "run the command", "subagent_type": agent}),
+            ),
+            Some((_, inner)) => (
+                "bash",
+                json!({"command": inner, "description": "Run the command"}),
+            ),
+            None => (
+                "bash",
+                json!({"command": command, "description": "Run the command"}),
+            ),
+        };
+        let arguments = arguments.to_string();
+        // Call ids differ per turn, as a real model's do.
+        let call = format!("call_{}", messages.len());
         out.push_str(&chunk(
-            json!({"role": "assistant", "tool_calls": [{"index": 0, "id": "call_1", "type": "function",
-                "function": {"name": "bash", "arguments": ""}}]}),
+            json!({"role": "assistant", "tool_calls": [{"index": 0, "id": call, "type": "function",
+                "function": {"name": tool, "arguments": ""}}]}),
             None,
         ));
         out.push_str(&chunk(

@@ -12,6 +12,7 @@ from . import models as m
 METHOD_ACCESS: dict[str, str] = {
     "$/cancelRequest": "open",
     "$/ping": "open",
+    "capabilities.get": "open",
     "devices.list": "owner",
     "devices.revoke": "owner",
     "exit": "open",
@@ -57,6 +58,11 @@ class GeneratedMethods:
         """Liveness: answers `{}`"""
         result = self._request("$/ping", m.NoParams().to_json())
         return m.Empty.from_json(result)
+
+    def capabilities_get(self, *, opencode_wait_s: int | None = None) -> m.Capabilities:
+        """`initialize`'s capabilities as they are now (OpenCode's operations once it is ready); `opencodeWaitS` waits for OpenCode first"""
+        result = self._request("capabilities.get", m.CapabilitiesParams(opencode_wait_s=opencode_wait_s).to_json())
+        return m.Capabilities.from_json(result)
 
     def devices_list(self) -> m.DevicesListResult:
         """Paired devices, with their scopes and live connections"""
@@ -183,5 +189,5 @@ class GeneratedMethods:
         return m.TaskUnsubscribeResult.from_json(result)
 
     def opencode(self, operation: str, **params: Any) -> Any:
-        """OpenCode's server API: `opencode.<operationId>`, params mapped onto path, query and body by name; the operations are in initialize's capabilities.opencode.operations"""
+        """OpenCode's server API: `opencode.<operationId>`, params mapped onto path, query and body by name; the operations are in initialize's (or capabilities.get's) capabilities.opencode.operations; those that run commands, change OpenCode's configuration or answer its permission asks also need `admin`"""
         return self._request("opencode." + operation, params)

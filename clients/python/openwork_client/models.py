@@ -20,11 +20,13 @@ class AuditEntry:
     summary: str
     task_id: str
     actor: str | None = None
-    """Who: `local`, `device:ID`, or the host."""
+    """Who answered: `local`, `device:ID`, or `opencode` (answered in OpenCode itself); absent when the host decided."""
     decision: Decision | None = None
     request_id: str | None = None
     rule: str | None = None
-    """The policy rule or remembered rule involved."""
+    """The rules involved, comma-separated: for `requested`, the policy rules that made it ask (`opencode:PERMISSION` when OpenCode's own configuration asked); for `denied` and `allowed by rule`, the rule applied; for `decided` with `always`, the remembered rules created."""
+    task_started_by: str | None = None
+    """Who started the task: `local` or `device:ID`."""
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> AuditEntry:
@@ -39,6 +41,7 @@ class AuditEntry:
             decision=data["decision"] if data.get("decision") is not None else None,
             request_id=data["requestId"] if data.get("requestId") is not None else None,
             rule=data["rule"] if data.get("rule") is not None else None,
+            task_started_by=data["taskStartedBy"] if data.get("taskStartedBy") is not None else None,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -57,6 +60,8 @@ class AuditEntry:
             out["requestId"] = self.request_id
         if self.rule is not None:
             out["rule"] = self.rule
+        if self.task_started_by is not None:
+            out["taskStartedBy"] = self.task_started_by
         return out
 
 
@@ -109,6 +114,27 @@ class Capabilities:
         out["runtimes"] = list(self.runtimes)
         if self.opencode is not None:
             out["opencode"] = self.opencode.to_json()
+        return out
+
+
+@dataclass
+class CapabilitiesParams:
+    """`capabilities.get` params."""
+    opencode_wait_s: int | None = None
+    """Wait up to this many seconds (at most 60) for OpenCode to be ready before answering, when it is starting or restarting."""
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CapabilitiesParams:
+        """Reads the wire form; members this version does not know are ignored."""
+        return cls(
+            opencode_wait_s=data["opencodeWaitS"] if data.get("opencodeWaitS") is not None else None,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The wire form; members left as None are omitted."""
+        out: dict[str, Any] = {}
+        if self.opencode_wait_s is not None:
+            out["opencodeWaitS"] = self.opencode_wait_s
         return out
 
 
@@ -682,7 +708,7 @@ class NoParams:
 class OpencodeCapability:
     """OpenCode on this host."""
     operations: list[str]
-    """Operations callable as `opencode.<operationId>` (when ready)."""
+    """Operations this connection may call as `opencode.<operationId>` (when ready; `capabilities.get` gives them once OpenCode is ready)."""
     state: str
     """`ready`, `starting`, `restarting`, `not_installed`, `off` or `stopped`."""
     version: str | None = None

@@ -1,13 +1,13 @@
 //! `initialize`, `shutdown`, `exit`, `$/ping` and `$/cancelRequest`.
 
-use crate::auth::Principal;
+use crate::auth::{Principal, Scope};
 use crate::protocol::{
-    CancelRequestParams, Capabilities, Empty, InitializeParams, InitializeResult, NoParams,
-    PROTOCOL_VERSION, ScopeInfo, ServerInfo,
+    CancelRequestParams, Capabilities, CapabilitiesParams, Empty, InitializeParams,
+    InitializeResult, NoParams, PROTOCOL_VERSION, ScopeInfo, ServerInfo,
 };
 use crate::rpc::methods::CallContext;
 use crate::rpc::table::Access;
-use crate::rpc::{Id, RpcError};
+use crate::rpc::{ErrorCode, Id, RpcError};
 use crate::session::Lifecycle;
 
 pub async fn initialize(
@@ -39,18 +39,6 @@ pub async fn initialize(
     if let Some(client) = &p.client_info {
         tracing::info!(session = ctx.session.id, client = %client.name, version = client.version.as_deref().unwrap_or(""), "initialized");
     }
-    let methods = ctx
-        .host
-        .methods
-        .names()
-        .into_iter()
-        .filter(|name| match ctx.host.methods.get(name).map(|m| m.access) {
-            Some(Access::Scope(scope)) => principal.has(scope),
-            Some(Access::Owner) => ctx.host.owner_may_act(&principal),
-            _ => true,
-        })
-        .map(str::to_owned)
-        .collect();
     Ok(InitializeResult {
         server_info: ServerInfo {
             name: "openwork-host".into(),
@@ -59,20 +47,7 @@ pub async fn initialize(
         protocol_version: PROTOCOL_VERSION.into(),
         host_id: ctx.host.identity.host_id.clone(),
         host_name: ctx.host.host_name.clone(),
-        capabilities: Capabilities {
-            runtimes: ctx
-                .host
-                .runtimes()
-                .into_iter()
-                .filter(|r| r.state != "off" && r.state != "not_installed")
-                .map(|r| r.name)
-                .collect(),
-            methods,
-            max_frame_bytes: ctx.host.config.limits.max_frame_bytes as u64,
-            opencode: principal
-                .has(crate::auth::Scope::Opencode)
-                .then(|| ctx.host.opencode_capability()),
-        },
+        capabilities: capabilities(&ctx, &principal),
         scopes: principal
             .scopes()
             .into_iter()
@@ -82,6 +57,71 @@ pub async fn initialize(
             })
             .collect(),
     })
+}
+
+/// What the host offers `principal` now.
+fn capabilities(ctx: &CallContext, principal: &Principal) -> Capabilities {
+    let methods = ctx
+        .host
+        .methods
+        .names()
+        .into_iter()
+        .filter(|name| match ctx.host.methods.get(name).map(|m| m.access) {
+            Some(Access::Scope(scope)) => principal.has(scope),
+            Some(Access::Owner) => ctx.host.owner_may_act(principal),
+            _ => true,
+        })
+        .map(str::to_owned)
+        .collect();
+    Capabilities {
+        runtimes: ctx
+            .host
+            .runtimes()
+            .into_iter()
+            .filter(|r| r.state != "off" && r.state != "not_installed")
+            .map(|r| r.name)
+            .collect(),
+        methods,
+        max_frame_bytes: ctx.host.config.limits.max_frame_bytes as u64,
+        opencode: principal
+            .has(Scope::Opencode)
+            .then(|| ctx.host.opencode_capability(principal)),
+    }
+}
+
+/// The longest `capabilities.get` waits for OpenCode.
+const MAX_OPENCODE_WAIT_S: u64 = 60;
+
+/// `initialize`'s capabilities as they are now: OpenCode's operations are
+/// known only once it is ready, which may be after `initialize`.
+pub async fn capabilities_get(
+    ctx: CallContext,
+    p: CapabilitiesParams,
+) -> Result<Capabilities, RpcError> {
+    let principal = ctx.session.principal();
+    if !principal.is_authenticated() {
+        return Err(RpcError::new(
+            ErrorCode::UNAUTHORIZED,
+            "`capabilities.get` needs an authenticated connection: call `initialize` with a paired device's `auth` first",
+        ));
+    }
+    if p.opencode_wait_s.is_some_and(|w| w > MAX_OPENCODE_WAIT_S) {
+        return Err(RpcError::invalid_params(format_args!(
+            "`opencodeWaitS` must be at most {MAX_OPENCODE_WAIT_S}"
+        )));
+    }
+    if let Some(wait) = p.opencode_wait_s
+        && principal.has(Scope::Opencode)
+        && ctx.host.opencode.configured().is_ok()
+    {
+        // Not ready in time is no error: the answer says where OpenCode is.
+        let _ = ctx
+            .host
+            .opencode
+            .ready(std::time::Duration::from_secs(wait))
+            .await;
+    }
+    Ok(capabilities(&ctx, &principal))
 }
 
 pub async fn shutdown(ctx: CallContext, _: NoParams) -> Result<(), RpcError> {

@@ -52,6 +52,28 @@ impl CallContext {
     }
 }
 
+/// A scope a call needs beyond its method's own (the table checks that one):
+/// `what` says what needs it, `why` (if any) why.
+pub fn require_scope(
+    principal: &crate::auth::Principal,
+    scope: Scope,
+    what: &str,
+    why: Option<&str>,
+) -> Result<(), crate::rpc::RpcError> {
+    if principal.has(scope) {
+        return Ok(());
+    }
+    let because = why.map(|w| format!(": it {w}")).unwrap_or_default();
+    Err(crate::rpc::RpcError::new(
+        crate::rpc::ErrorCode::FORBIDDEN,
+        format!("{what} needs the `{scope}` scope, which this device was not granted{because}"),
+    )
+    .with_data("scope", scope.as_str().into())
+    .with_action(format!(
+        "ask the host's owner to pair this device again with the `{scope}` scope, or do it on the host itself"
+    )))
+}
+
 /// Every method the host serves, with who may call it, what it does and the
 /// codes it may answer with: `schema/openrpc.json` is generated from this table.
 pub fn table() -> MethodTable<CallContext> {
@@ -73,6 +95,9 @@ pub fn table() -> MethodTable<CallContext> {
         .notification();
     t.register("$/ping", open, lifecycle::ping)
         .summary("Liveness: answers `{}`");
+    t.register("capabilities.get", open, lifecycle::capabilities_get)
+        .summary("`initialize`'s capabilities as they are now (OpenCode's operations once it is ready); `opencodeWaitS` waits for OpenCode first")
+        .errors(&[E::UNAUTHORIZED]);
 
     t.register("task.run", scope(Scope::TasksRun), tasks::run)
         .summary("Starts a task and answers at once; the caller then gets its task.updated and log.chunk notifications")
@@ -148,7 +173,7 @@ pub fn table() -> MethodTable<CallContext> {
         scope(Scope::Opencode),
         opencode::call,
     )
-    .summary("OpenCode's server API: `opencode.<operationId>`, params mapped onto path, query and body by name; the operations are in initialize's capabilities.opencode.operations")
+    .summary("OpenCode's server API: `opencode.<operationId>`, params mapped onto path, query and body by name; the operations are in initialize's (or capabilities.get's) capabilities.opencode.operations; those that run commands, change OpenCode's configuration or answer its permission asks also need `admin`")
     .errors(&[
         E::METHOD_NOT_FOUND,
         E::NOT_FOUND,

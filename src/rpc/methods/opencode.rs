@@ -6,9 +6,11 @@ use std::time::Duration;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use crate::rpc::methods::CallContext;
+use crate::auth::Scope;
+use crate::rpc::methods::{CallContext, require_scope};
 use crate::rpc::table::BoxFuture;
 use crate::rpc::{ErrorCode, RpcError};
+use crate::runtime::opencode::access;
 
 /// Calls `opencode.<operationId>`.
 pub fn call(
@@ -38,7 +40,7 @@ pub fn call(
                 format!("OpenCode has no operation `{op_id}`")
             };
             return Err(RpcError::new(ErrorCode::METHOD_NOT_FOUND, message)
-                .with_action("the operations OpenCode offers are listed in `initialize`'s capabilities.opencode"));
+                .with_action("the operations OpenCode offers are listed in `initialize`'s (or `capabilities.get`'s) capabilities.opencode"));
         };
         let mut params = match params {
             None => serde_json::Map::new(),
@@ -51,6 +53,14 @@ pub fn call(
                 }
             },
         };
+        if let Some(why) = access::needs_admin(&op.id, &params) {
+            require_scope(
+                &ctx.session.principal(),
+                Scope::Admin,
+                &format!("`{method}`"),
+                Some(why),
+            )?;
+        }
         // OpenCode works in a directory: keep it inside the workspace roots.
         let directory = match params.get("directory") {
             Some(Value::String(dir)) => Some(dir.clone()),
@@ -64,7 +74,10 @@ pub fn call(
                 Value::String(resolved.display().to_string()),
             );
         }
-        let result = client.call(op, params).await?;
+        let result = client
+            .call(op, params)
+            .await
+            .map_err(|e| ctx.host.opencode.rpc_error(e))?;
         serde_json::value::to_raw_value(&result).map_err(RpcError::internal)
     })
 }

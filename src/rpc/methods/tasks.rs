@@ -1,14 +1,24 @@
 //! `task.*`: run, cancel, get, list, subscribe, unsubscribe, logs.
 
+use crate::auth::Scope;
 use crate::protocol::{
     TaskIdParams, TaskListParams, TaskListResult, TaskLogsParams, TaskLogsResult, TaskRecord,
     TaskRunParams, TaskRunResult, TaskSubscribeParams, TaskSubscribeResult, TaskUnsubscribeResult,
 };
 use crate::rpc::RpcError;
-use crate::rpc::methods::CallContext;
+use crate::rpc::methods::{CallContext, require_scope};
 
 pub async fn run(ctx: CallContext, p: TaskRunParams) -> Result<TaskRunResult, RpcError> {
     let principal = ctx.session.principal();
+    // A prompt uses the OpenCode agent, which the `opencode` scope stands for.
+    if p.runtime.as_deref() == Some("opencode") {
+        require_scope(
+            &principal,
+            Scope::Opencode,
+            "`task.run` with `runtime: \"opencode\"`",
+            None,
+        )?;
+    }
     let (result, feed) = ctx.host.tasks.run(p, &principal).await?;
     // The caller follows the task it started, from its first chunk, after the reply.
     let (session, task_id) = (ctx.session.clone(), result.task_id.clone());

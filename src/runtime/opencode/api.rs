@@ -162,6 +162,16 @@ pub enum ApiError {
     Params(String),
 }
 
+impl ApiError {
+    /// The HTTP status OpenCode answered with, if it answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ApiError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
 impl From<ApiError> for RpcError {
     fn from(e: ApiError) -> Self {
         let message = e.to_string();
@@ -172,6 +182,8 @@ impl From<ApiError> for RpcError {
             ApiError::Status { status, body, .. } => {
                 let code = match status {
                     400 | 422 => ErrorCode::INVALID_PARAMS,
+                    // OpenCode refused the host itself: it cannot be used until that is fixed.
+                    401 | 403 => ErrorCode::RUNTIME_UNAVAILABLE,
                     404 => ErrorCode::NOT_FOUND,
                     409 => ErrorCode::CONFLICT,
                     429 => ErrorCode::RATE_LIMITED,
@@ -319,71 +331,141 @@ impl ApiClient {
         .await
     }
 
-    /// Calls an operation with named params: path and query params by their
-    /// names, everything else (or an explicit `body`) as the JSON body.
+    /// Calls an operation with named params (see `Operation::map_params`).
     pub async fn call(
         &self,
         op: &Operation,
         params: Map<String, Value>,
     ) -> Result<Value, ApiError> {
+        let mapped = op.map_params(params)?;
+        self.send(
+            op.method.clone(),
+            &mapped.path,
+            &mapped.query,
+            mapped.body.as_ref(),
+            Duration::from_secs(120),
+        )
+        .await
+    }
+}
+
+/// An operation's call, once its params are placed.
+#[derive(Debug, PartialEq)]
+pub struct Mapped {
+    pub path: String,
+    pub query: Vec<(String, String)>,
+    pub body: Option<Value>,
+}
+
+impl Operation {
+    /// Every param name the operation takes.
+    fn accepted(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self
+            .path_params
+            .iter()
+            .chain(&self.query_params)
+            .chain(if self.has_body {
+                &self.body_fields[..]
+            } else {
+                &[]
+            })
+            .map(String::as_str)
+            .collect();
+        if self.has_body {
+            names.push("body");
+        }
+        names
+    }
+
+    /// Places named params: path and query params by their names, the body's
+    /// fields into the JSON body (or the whole body as `body`). A name the
+    /// operation does not take is an error, never sent along silently. An
+    /// array given for a query param repeats the key.
+    pub fn map_params(&self, params: Map<String, Value>) -> Result<Mapped, ApiError> {
         let mut params = params;
-        for name in &op.required {
+        // A body whose fields the document does not list takes any field.
+        let open_body = self.has_body && self.body_fields.is_empty();
+        let accepted = self.accepted();
+        let unknown: Vec<String> = params
+            .keys()
+            .filter(|k| !accepted.contains(&k.as_str()) && !open_body)
+            .map(|k| format!("`{k}`"))
+            .collect();
+        if !unknown.is_empty() {
+            let takes = if accepted.is_empty() {
+                "it takes no params".to_owned()
+            } else {
+                format!(
+                    "it takes {}",
+                    accepted
+                        .iter()
+                        .map(|a| format!("`{a}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
+            return Err(ApiError::Params(format!(
+                "`opencode.{}` has no param {}; {takes}",
+                self.id,
+                unknown.join(", ")
+            )));
+        }
+        for name in &self.required {
             if !params.contains_key(name) {
                 return Err(ApiError::Params(format!(
                     "`opencode.{}` needs `{name}`",
-                    op.id
+                    self.id
                 )));
             }
         }
-        let mut path = op.path.clone();
-        for name in &op.path_params {
-            let value = params.remove(name).unwrap_or(Value::Null);
-            let text = match value {
+        let mut path = self.path.clone();
+        for name in &self.path_params {
+            let text = match params.remove(name).unwrap_or(Value::Null) {
                 Value::String(s) => s,
                 other => other.to_string(),
             };
             path = path.replace(&format!("{{{name}}}"), &percent_encode(&text));
         }
         let mut query = Vec::new();
-        for name in &op.query_params {
-            if let Some(value) = params.remove(name) {
-                let text = match value {
-                    Value::String(s) => s,
-                    Value::Null => continue,
-                    other => other.to_string(),
-                };
-                query.push((name.clone(), text));
+        for name in &self.query_params {
+            match params.remove(name) {
+                None | Some(Value::Null) => {}
+                Some(Value::Array(items)) => {
+                    for item in items {
+                        query.push((name.clone(), query_text(item)));
+                    }
+                }
+                Some(value) => query.push((name.clone(), query_text(value))),
             }
         }
-        let body = if let Some(body) = params.remove("body") {
-            Some(body)
-        } else if op.has_body {
-            Some(Value::Object(params.clone()))
-        } else {
+        let body = if !self.has_body {
             None
+        } else {
+            match params.remove("body") {
+                Some(body) if params.is_empty() => Some(body),
+                Some(_) => {
+                    return Err(ApiError::Params(format!(
+                        "`opencode.{}`: give either `body` or the body's fields ({}), not both",
+                        self.id,
+                        params
+                            .keys()
+                            .map(|k| format!("`{k}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )));
+                }
+                None => Some(Value::Object(params)),
+            }
         };
-        if !op.has_body
-            && let Some(unknown) = params.keys().next()
-        {
-            return Err(ApiError::Params(format!(
-                "`opencode.{}` has no parameter `{unknown}` (it takes {})",
-                op.id,
-                op.path_params
-                    .iter()
-                    .chain(&op.query_params)
-                    .map(|s| format!("`{s}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
-        }
-        self.send(
-            op.method.clone(),
-            &path,
-            &query,
-            body.as_ref(),
-            Duration::from_secs(120),
-        )
-        .await
+        Ok(Mapped { path, query, body })
+    }
+}
+
+/// A query value as text: strings as they are, other values as JSON.
+fn query_text(value: Value) -> String {
+    match value {
+        Value::String(s) => s,
+        other => other.to_string(),
     }
 }
 
@@ -430,5 +512,89 @@ mod tests {
         assert_eq!(prompt.body_fields, ["agent", "parts"]);
         assert!(ops.by_id["event.subscribe"].streams);
         assert_eq!(ops.callable().count(), 2);
+    }
+
+    fn op(query: &[&str], body_fields: Option<&[&str]>) -> Operation {
+        Operation {
+            id: "thing.do".into(),
+            method: reqwest::Method::POST,
+            path: "/thing/{thingID}".into(),
+            path_params: vec!["thingID".into()],
+            query_params: query.iter().map(|s| s.to_string()).collect(),
+            has_body: body_fields.is_some(),
+            body_fields: body_fields
+                .unwrap_or_default()
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            required: vec!["thingID".into()],
+            streams: false,
+            summary: String::new(),
+        }
+    }
+
+    fn params(value: Value) -> Map<String, Value> {
+        value.as_object().cloned().unwrap()
+    }
+
+    #[test]
+    fn params_go_to_path_query_and_body_by_name() {
+        let op = op(&["directory", "tag"], Some(&["title", "parts"]));
+        let mapped = op
+            .map_params(params(json!({
+                "thingID": "a b", "directory": "/w", "tag": ["x", "y"], "title": "t"
+            })))
+            .unwrap();
+        assert_eq!(mapped.path, "/thing/a%20b");
+        assert_eq!(
+            mapped.query,
+            [
+                ("directory".to_owned(), "/w".to_owned()),
+                ("tag".to_owned(), "x".to_owned()),
+                ("tag".to_owned(), "y".to_owned())
+            ],
+            "an array repeats the key"
+        );
+        assert_eq!(mapped.body, Some(json!({"title": "t"})));
+        let whole = op
+            .map_params(params(json!({"thingID": "a", "body": {"title": "t"}})))
+            .unwrap();
+        assert_eq!(whole.body, Some(json!({"title": "t"})));
+    }
+
+    #[test]
+    fn unknown_or_conflicting_params_are_refused_with_the_names_accepted() {
+        let op = op(&["directory"], Some(&["title"]));
+        let err = op
+            .map_params(params(json!({"thingID": "a", "titel": "t"})))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`titel`") && err.contains("`title`"), "{err}");
+        assert!(
+            err.contains("`directory`") && err.contains("`body`"),
+            "{err}"
+        );
+        let err = op
+            .map_params(params(json!({"thingID": "a", "title": "t", "body": {}})))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not both") && err.contains("`title`"), "{err}");
+        let get = super::tests::op(&["limit"], None);
+        let err = get
+            .map_params(params(json!({"thingID": "a", "body": {"x": 1}})))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no param `body`"), "{err}");
+        let err = get.map_params(params(json!({}))).unwrap_err().to_string();
+        assert!(err.contains("needs `thingID`"), "{err}");
+    }
+
+    #[test]
+    fn a_body_without_listed_fields_takes_the_remaining_params() {
+        let op = op(&[], Some(&[]));
+        let mapped = op
+            .map_params(params(json!({"thingID": "a", "anything": 1})))
+            .unwrap();
+        assert_eq!(mapped.body, Some(json!({"anything": 1})));
     }
 }

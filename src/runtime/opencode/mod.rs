@@ -7,13 +7,16 @@
 //! global event stream once. When OpenCode dies, the tasks it was running
 //! fail with a clear error and it is restarted with backoff.
 
+pub mod access;
 pub mod api;
 mod orphans;
+pub mod rules;
 mod sse;
 pub mod task;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,7 +25,7 @@ use futures::StreamExt;
 use rand::RngCore;
 use serde::Deserialize;
 use serde_json::Value;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::tasks::reaper::Reaper;
@@ -142,13 +145,51 @@ impl Unavailable {
 /// What a task waiting on a session hears.
 #[derive(Debug, Clone)]
 pub enum Routed {
-    /// An event of the session: `{type, properties}`.
+    /// An event of the session (or of one of its sub-agent sessions): `{type, properties}`.
     Event(Value),
     /// OpenCode stopped; the session's work is lost.
     Lost(String),
-    /// The event stream was reconnected; events may have been missed.
+    /// Events may have been missed (the task fell behind, or the event
+    /// stream was reconnected): the task must look at OpenCode's state.
     Resync,
 }
+
+/// Events queued per task before it counts as behind (then it resyncs).
+const ROUTE_QUEUE: usize = 1024;
+
+/// One task's route: its queue of events, and the signals that must never
+/// be lost even when the queue is full.
+struct Route {
+    events: mpsc::Sender<Value>,
+    missed: AtomicBool,
+    lost: Mutex<Option<String>>,
+    wake: Notify,
+    /// The task's session and the sub-agent sessions started from it.
+    sessions: Mutex<Vec<String>>,
+}
+
+impl Route {
+    fn deliver(&self, event: Value) {
+        if self.events.try_send(event).is_err() {
+            self.resync();
+        }
+    }
+
+    fn resync(&self) {
+        self.missed.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+
+    fn lose(&self, reason: &str) {
+        lock(&self.lost).get_or_insert_with(|| reason.to_owned());
+        self.wake.notify_one();
+    }
+}
+
+/// A session that already has a task of this host working on it.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("OpenCode session `{0}` is already in use by a task of this host")]
+pub struct SessionInUse(pub String);
 
 enum Source {
     Managed(PathBuf),
@@ -165,7 +206,7 @@ pub struct OpenCode {
     directory: PathBuf,
     log_path: PathBuf,
     state: watch::Sender<RuntimeState>,
-    routes: Mutex<HashMap<String, mpsc::Sender<Routed>>>,
+    routes: Mutex<HashMap<String, Arc<Route>>>,
     reaper: Arc<Reaper>,
 }
 
@@ -257,6 +298,33 @@ impl OpenCode {
         }
     }
 
+    /// A failed call to OpenCode as a JSON-RPC error, with what to do about
+    /// it on this host (OpenCode's own message is kept).
+    pub fn rpc_error(&self, e: ApiError) -> crate::rpc::RpcError {
+        let status = e.status();
+        let error = crate::rpc::RpcError::from(e);
+        let external = match &self.source {
+            Some(Source::External { url, .. }) => Some(url.as_str()),
+            _ => None,
+        };
+        let log = self.log_path.display();
+        match (status, external) {
+            (Some(401 | 403), Some(url)) => error.with_action(format!(
+                "the OpenCode server at {url} refused the host's credentials: set [opencode] username and password in config.toml to its OPENCODE_SERVER_USERNAME and OPENCODE_SERVER_PASSWORD, then restart the host"
+            )),
+            (Some(401 | 403), None) => error.with_action(format!(
+                "OpenCode refused the password the host gave it; restart the host (it starts OpenCode with a new one), and see {log} if it happens again"
+            )),
+            (Some(500..), Some(url)) => error.with_action(format!(
+                "OpenCode failed on this call (its message is above); see the log of the OpenCode server at {url}"
+            )),
+            (Some(500..), None) => error.with_action(format!(
+                "OpenCode failed on this call (its message is above); see {log}"
+            )),
+            _ => error,
+        }
+    }
+
     /// The current state.
     pub fn state(&self) -> RuntimeState {
         self.state.borrow().clone()
@@ -300,35 +368,55 @@ impl OpenCode {
         }
     }
 
-    /// Events of `session_id`, until the returned receiver is dropped.
-    pub fn route(self: &Arc<Self>, session_id: &str) -> SessionEvents {
-        let (tx, rx) = mpsc::channel(1024);
-        lock(&self.routes).insert(session_id.to_owned(), tx);
-        SessionEvents {
+    /// Claims `session_id` for one task: its events (and those of the
+    /// sub-agent sessions it starts) go to the returned receiver until it is
+    /// dropped. A session has one task at a time.
+    pub fn route(self: &Arc<Self>, session_id: &str) -> Result<SessionEvents, SessionInUse> {
+        let (tx, rx) = mpsc::channel(ROUTE_QUEUE);
+        let route = Arc::new(Route {
+            events: tx,
+            missed: AtomicBool::new(false),
+            lost: Mutex::new(None),
+            wake: Notify::new(),
+            sessions: Mutex::new(vec![session_id.to_owned()]),
+        });
+        let mut routes = lock(&self.routes);
+        if routes.contains_key(session_id) {
+            return Err(SessionInUse(session_id.to_owned()));
+        }
+        routes.insert(session_id.to_owned(), Arc::clone(&route));
+        Ok(SessionEvents {
             rx,
-            session_id: session_id.to_owned(),
+            route,
             owner: Arc::clone(self),
+        })
+    }
+
+    fn deliver(&self, session_id: &str, event: Value) {
+        let route = lock(&self.routes).get(session_id).cloned();
+        if let Some(route) = route {
+            route.deliver(event);
         }
     }
 
-    fn deliver(&self, session_id: &str, routed: Routed) {
-        let sender = lock(&self.routes).get(session_id).cloned();
-        if let Some(sender) = sender
-            && sender.try_send(routed).is_err()
-        {
-            tracing::warn!(
-                session = session_id,
-                "a task fell behind OpenCode's events; it will resync"
-            );
-            let _ = sender.try_send(Routed::Resync);
+    /// A sub-agent session started from a routed one joins its route, so
+    /// that its events and permission asks reach the same task.
+    fn adopt(&self, child: &str, parent: &str) {
+        let mut routes = lock(&self.routes);
+        if routes.contains_key(child) {
+            return;
+        }
+        if let Some(route) = routes.get(parent).cloned() {
+            lock(&route.sessions).push(child.to_owned());
+            routes.insert(child.to_owned(), route);
         }
     }
 
-    fn broadcast(&self, routed: Routed) {
-        let senders: Vec<_> = lock(&self.routes).values().cloned().collect();
-        for sender in senders {
-            let _ = sender.try_send(routed.clone());
-        }
+    fn routes(&self) -> Vec<Arc<Route>> {
+        let mut all: Vec<Arc<Route>> = lock(&self.routes).values().cloned().collect();
+        all.sort_by_key(|r| Arc::as_ptr(r) as usize);
+        all.dedup_by_key(|r| Arc::as_ptr(r) as usize);
+        all
     }
 
     async fn supervise(self: Arc<Self>, shutdown: CancellationToken) {
@@ -342,7 +430,7 @@ impl OpenCode {
                 }
                 None => return,
             };
-            self.broadcast(Routed::Lost(reason.clone()));
+            // On shutdown the tasks stop by themselves, as interrupted.
             if shutdown.is_cancelled() {
                 break;
             }
@@ -354,11 +442,15 @@ impl OpenCode {
             };
             let wait = Duration::from_secs((1u64 << attempt.min(5)).min(30));
             tracing::warn!(%reason, attempt, retry_in_s = wait.as_secs(), "OpenCode stopped; restarting it");
+            // The state first, so that a task failing on this sees it too.
             self.state.send_replace(RuntimeState::Restarting {
                 attempt,
-                reason,
+                reason: reason.clone(),
                 next_try: Instant::now() + wait,
             });
+            for route in self.routes() {
+                route.lose(&reason);
+            }
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(wait) => {}
@@ -442,7 +534,10 @@ impl OpenCode {
             }
             self.reaper.forget(pgid);
         }
-        let orphans = orphans::stop_marked(&run_marker);
+        // Scanning /proc is blocking work.
+        let orphans = tokio::task::spawn_blocking(move || orphans::stop_marked(&run_marker))
+            .await
+            .unwrap_or(0);
         if orphans > 0 {
             tracing::info!(
                 orphans,
@@ -470,8 +565,19 @@ impl OpenCode {
     async fn serve(&self, client: ApiClient, shutdown: &CancellationToken) -> String {
         let startup = Duration::from_secs(self.config.startup_timeout_s);
         let deadline = tokio::time::Instant::now() + startup;
+        // Short probes: a server still starting may take a connection and
+        // never answer it, and a long wait on that one delays everything.
+        let probe = |path: &'static str, wait: u64| {
+            client.send(
+                reqwest::Method::GET,
+                path,
+                &[],
+                None,
+                Duration::from_secs(wait),
+            )
+        };
         let version = loop {
-            match client.get("/global/health", &[]).await {
+            match probe("/global/health", 2).await {
                 Ok(health) if health["healthy"] == Value::Bool(true) => {
                     break health["version"].as_str().unwrap_or("unknown").to_owned();
                 }
@@ -489,7 +595,7 @@ impl OpenCode {
             }
         };
         let operations = loop {
-            match client.get("/doc", &[]).await {
+            match probe("/doc", 10).await {
                 Ok(doc) if doc.get("paths").is_some() => break Operations::from_openapi(&doc),
                 _ if tokio::time::Instant::now() > deadline => {
                     return format!(
@@ -558,7 +664,9 @@ impl OpenCode {
             if let Some(connected) = connected.take() {
                 let _ = connected.send(());
             } else {
-                self.broadcast(Routed::Resync);
+                for route in self.routes() {
+                    route.resync();
+                }
             }
             let mut parser = sse::Parser::default();
             loop {
@@ -591,21 +699,215 @@ impl OpenCode {
             .or_else(|| payload.pointer("/properties/part/sessionID"))
             .and_then(Value::as_str)
             .map(str::to_owned);
-        if let Some(session) = session {
-            self.deliver(&session, Routed::Event(payload));
+        // A sub-agent's session names the session that started it.
+        if matches!(
+            payload["type"].as_str(),
+            Some("session.created" | "session.updated")
+        ) && let (Some(child), Some(parent)) = (
+            payload
+                .pointer("/properties/info/id")
+                .and_then(Value::as_str),
+            payload
+                .pointer("/properties/info/parentID")
+                .and_then(Value::as_str),
+        ) {
+            self.adopt(child, parent);
+        }
+        if let Some(session) = session.or_else(|| {
+            payload
+                .pointer("/properties/info/id")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        }) {
+            self.deliver(&session, payload);
         }
     }
 }
 
-/// A task's subscription to one session's events.
+/// A task's claim on one session, and the events of that session and of
+/// the sub-agent sessions it starts.
 pub struct SessionEvents {
-    pub rx: mpsc::Receiver<Routed>,
-    session_id: String,
+    rx: mpsc::Receiver<Value>,
+    route: Arc<Route>,
     owner: Arc<OpenCode>,
+}
+
+impl SessionEvents {
+    /// The next thing the task must handle. Queued events come first, then
+    /// a resync when some were missed; OpenCode stopping comes before all.
+    pub async fn next(&mut self) -> Routed {
+        loop {
+            if let Some(reason) = lock(&self.route.lost).take() {
+                return Routed::Lost(reason);
+            }
+            if let Ok(event) = self.rx.try_recv() {
+                return Routed::Event(event);
+            }
+            if self.route.missed.swap(false, Ordering::SeqCst) {
+                return Routed::Resync;
+            }
+            tokio::select! {
+                event = self.rx.recv() => if let Some(event) = event {
+                    return Routed::Event(event);
+                },
+                _ = self.route.wake.notified() => {}
+            }
+        }
+    }
+
+    /// Starts afresh before the prompt: what happened to the session before
+    /// (another prompt's events, a stop of an earlier OpenCode) is no
+    /// concern of the task.
+    pub fn begin(&mut self) {
+        lock(&self.route.lost).take();
+        self.route.missed.store(false, Ordering::SeqCst);
+        while self.rx.try_recv().is_ok() {}
+    }
+
+    /// The sessions routed here: the task's own first, then its sub-agents'.
+    pub fn sessions(&self) -> Vec<String> {
+        lock(&self.route.sessions).clone()
+    }
 }
 
 impl Drop for SessionEvents {
     fn drop(&mut self) {
-        lock(&self.owner.routes).remove(&self.session_id);
+        let sessions = std::mem::take(&mut *lock(&self.route.sessions));
+        let mut routes = lock(&self.owner.routes);
+        for session in sessions {
+            if routes
+                .get(&session)
+                .is_some_and(|r| Arc::ptr_eq(r, &self.route))
+            {
+                routes.remove(&session);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rpc::ErrorCode;
+    use serde_json::json;
+
+    fn refused(status: u16) -> ApiError {
+        ApiError::Status {
+            status,
+            message: "OpenCode says no".into(),
+            body: json!({"message": "OpenCode says no"}),
+        }
+    }
+
+    #[test]
+    fn opencodes_refusals_and_failures_say_what_to_do_on_this_host() {
+        let dir = tempfile::tempdir().unwrap();
+        let reaper = Arc::new(Reaper::start());
+        let external = OpenCode::new(
+            OpencodeConfig {
+                url: Some("http://127.0.0.1:4096".into()),
+                ..OpencodeConfig::default()
+            },
+            dir.path().to_owned(),
+            dir.path(),
+            Arc::clone(&reaper),
+        );
+        let e = external.rpc_error(refused(401));
+        assert_eq!(e.code, ErrorCode::RUNTIME_UNAVAILABLE);
+        let action = e.action().unwrap();
+        assert!(
+            action.contains("http://127.0.0.1:4096") && action.contains("password"),
+            "{action}"
+        );
+        let e = external.rpc_error(refused(500));
+        assert_eq!(e.code, ErrorCode::INTERNAL_ERROR);
+        assert!(e.message.contains("OpenCode says no"), "{}", e.message);
+        assert!(e.action().unwrap().contains("http://127.0.0.1:4096"));
+        let e = external.rpc_error(refused(404));
+        assert_eq!(e.code, ErrorCode::NOT_FOUND);
+        assert!(e.action().is_none());
+
+        let managed = OpenCode::new(
+            OpencodeConfig {
+                binary: Some("/bin/sh".into()),
+                ..OpencodeConfig::default()
+            },
+            dir.path().to_owned(),
+            dir.path(),
+            reaper,
+        );
+        let e = managed.rpc_error(refused(502));
+        let log = dir.path().join("opencode.log").display().to_string();
+        assert!(e.action().unwrap().contains(&log), "{e:?}");
+        let e = managed.rpc_error(refused(401));
+        assert_eq!(e.code, ErrorCode::RUNTIME_UNAVAILABLE);
+        assert!(e.action().unwrap().contains("restart the host"), "{e:?}");
+    }
+
+    fn off() -> (Arc<OpenCode>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let opencode = OpenCode::new(
+            OpencodeConfig {
+                enabled: Enabled::Off,
+                ..OpencodeConfig::default()
+            },
+            dir.path().to_owned(),
+            dir.path(),
+            Arc::new(Reaper::start()),
+        );
+        (opencode, dir)
+    }
+
+    fn event(session: &str, n: usize) -> String {
+        json!({"type": "message.part.delta", "properties": {"sessionID": session, "n": n}})
+            .to_string()
+    }
+
+    #[tokio::test]
+    async fn a_task_that_falls_behind_is_told_to_resync_and_a_stop_is_never_lost() {
+        let (opencode, _dir) = off();
+        let mut events = opencode.route("ses_a").unwrap();
+        for n in 0..ROUTE_QUEUE + 10 {
+            opencode.dispatch(&event("ses_a", n));
+        }
+        opencode.dispatch(&event("ses_other", 0));
+        for n in 0..ROUTE_QUEUE {
+            match events.next().await {
+                Routed::Event(ev) => assert_eq!(ev["properties"]["n"], n),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(matches!(events.next().await, Routed::Resync));
+        opencode.dispatch(&event("ses_a", 1));
+        for route in opencode.routes() {
+            route.lose("it died");
+        }
+        assert!(
+            matches!(events.next().await, Routed::Lost(reason) if reason == "it died"),
+            "a stop comes before queued events"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_session_has_one_task_and_its_sub_agents_follow_it() {
+        let (opencode, _dir) = off();
+        let mut events = opencode.route("ses_a").unwrap();
+        assert!(opencode.route("ses_a").is_err(), "a second task is refused");
+        opencode.dispatch(
+            &json!({"type": "session.created", "properties": {"info": {"id": "ses_child", "parentID": "ses_a"}}})
+                .to_string(),
+        );
+        opencode.dispatch(&event("ses_child", 7));
+        assert!(
+            matches!(events.next().await, Routed::Event(ev) if ev["type"] == "session.created")
+        );
+        assert!(matches!(events.next().await, Routed::Event(ev) if ev["properties"]["n"] == 7));
+        assert_eq!(events.sessions(), ["ses_a", "ses_child"]);
+        drop(events);
+        assert!(
+            opencode.route("ses_a").is_ok(),
+            "free again once the task ends"
+        );
+        assert!(lock(&opencode.routes).get("ses_child").is_none());
     }
 }

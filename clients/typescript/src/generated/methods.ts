@@ -6,6 +6,7 @@ import type * as T from "./types.js";
 /** Every request method: its params and result. */
 export interface Methods {
   "$/ping": { params: T.NoParams; result: T.Empty };
+  "capabilities.get": { params: T.CapabilitiesParams; result: T.Capabilities };
   "devices.list": { params: T.NoParams; result: T.DevicesListResult };
   "devices.revoke": { params: T.DeviceIdParams; result: T.DeviceRevokeResult };
   "health.get": { params: T.NoParams; result: T.HealthReport };
@@ -60,6 +61,7 @@ export interface Notifications {
 export const METHOD_ACCESS: Record<keyof Methods | keyof ClientNotifications, string> = {
   "$/cancelRequest": "open",
   "$/ping": "open",
+  "capabilities.get": "open",
   "devices.list": "owner",
   "devices.revoke": "owner",
   "exit": "open",
@@ -107,6 +109,11 @@ export abstract class GeneratedMethods {
   /** Liveness: answers `{}` */
   ping(params: T.NoParams = {}): Promise<T.Empty> {
     return this.request("$/ping", params);
+  }
+
+  /** `initialize`'s capabilities as they are now (OpenCode's operations once it is ready); `opencodeWaitS` waits for OpenCode first */
+  capabilitiesGet(params: T.CapabilitiesParams = {}): Promise<T.Capabilities> {
+    return this.request("capabilities.get", params);
   }
 
   /** Paired devices, with their scopes and live connections */
@@ -234,7 +241,7 @@ export abstract class GeneratedMethods {
     return this.request("task.unsubscribe", params);
   }
 
-  /** OpenCode's server API: `opencode.<operationId>`, params mapped onto path, query and body by name; the operations are in initialize's capabilities.opencode.operations */
+  /** OpenCode's server API: `opencode.<operationId>`, params mapped onto path, query and body by name; the operations are in initialize's (or capabilities.get's) capabilities.opencode.operations; those that run commands, change OpenCode's configuration or answer its permission asks also need `admin` */
   opencode(operation: string, params: Record<string, unknown> = {}): Promise<unknown> {
     return this.requestDynamic("opencode." + operation, params);
   }

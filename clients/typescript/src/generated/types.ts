@@ -28,7 +28,8 @@ export type LogStream = ("stdout" | "stderr") | "event";
  */
 export interface AuditEntry {
   /**
-   * Who: `local`, `device:ID`, or the host.
+   * Who answered: `local`, `device:ID`, or `opencode` (answered in OpenCode
+   * itself); absent when the host decided.
    */
   actor?: string;
   at: string;
@@ -40,11 +41,18 @@ export interface AuditEntry {
   event: string;
   requestId?: string;
   /**
-   * The policy rule or remembered rule involved.
+   * The rules involved, comma-separated: for `requested`, the policy rules
+   * that made it ask (`opencode:PERMISSION` when OpenCode's own
+   * configuration asked); for `denied` and `allowed by rule`, the rule
+   * applied; for `decided` with `always`, the remembered rules created.
    */
   rule?: string;
   summary: string;
   taskId: string;
+  /**
+   * Who started the task: `local` or `device:ID`.
+   */
+  taskStartedBy?: string;
 }
 /**
  * `$/cancelRequest` params: the id of the request to cancel, as sent.
@@ -78,7 +86,8 @@ export interface Capabilities {
  */
 export interface OpencodeCapability {
   /**
-   * Operations callable as `opencode.<operationId>` (when ready).
+   * Operations this connection may call as `opencode.<operationId>` (when
+   * ready; `capabilities.get` gives them once OpenCode is ready).
    */
   operations: string[];
   /**
@@ -86,6 +95,16 @@ export interface OpencodeCapability {
    */
   state: string;
   version?: string;
+}
+/**
+ * `capabilities.get` params.
+ */
+export interface CapabilitiesParams {
+  /**
+   * Wait up to this many seconds (at most 60) for OpenCode to be ready
+   * before answering, when it is starting or restarting.
+   */
+  opencodeWaitS?: number;
 }
 /**
  * Who the client is, for logs and the devices list.

@@ -29,6 +29,35 @@ pub enum ClientError {
     Protocol(String),
 }
 
+/// A message read while waiting for the reply to call `id`.
+pub(crate) enum Incoming {
+    /// A notification, to keep for later.
+    Notification(Value),
+    /// The reply to another call (one given up on earlier), to pass over.
+    OtherReply,
+    /// This call's result or error.
+    Reply(Result<Value, ClientError>),
+}
+
+impl Incoming {
+    pub(crate) fn of(message: Value, id: u64) -> Incoming {
+        if message.get("method").is_some() {
+            return Incoming::Notification(message);
+        }
+        if message.get("id").and_then(Value::as_u64) != Some(id) {
+            return Incoming::OtherReply;
+        }
+        if let Some(error) = message.get("error") {
+            return Incoming::Reply(
+                serde_json::from_value::<RpcError>(error.clone())
+                    .map_err(|e| ClientError::Protocol(e.to_string()))
+                    .and_then(|error| Err(ClientError::Rpc(error))),
+            );
+        }
+        Incoming::Reply(Ok(message.get("result").cloned().unwrap_or(Value::Null)))
+    }
+}
+
 /// One connection to a host.
 pub struct Connection<R, W> {
     reader: FrameReader<R>,
@@ -75,21 +104,14 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
         self.send(&message).await?;
         loop {
             let message = self.read_message().await?;
-            if message.get("method").is_some() {
-                self.pending.push_back(message);
-                continue;
+            match Incoming::of(message, id) {
+                Incoming::Notification(message) => self.pending.push_back(message),
+                Incoming::OtherReply => {}
+                Incoming::Reply(result) => {
+                    return serde_json::from_value(result?)
+                        .map_err(|e| ClientError::Protocol(e.to_string()));
+                }
             }
-            if message.get("id").and_then(Value::as_u64) != Some(id) {
-                continue;
-            }
-            if let Some(error) = message.get("error") {
-                let error: RpcError = serde_json::from_value(error.clone())
-                    .map_err(|e| ClientError::Protocol(e.to_string()))?;
-                return Err(ClientError::Rpc(error));
-            }
-            let result = message.get("result").cloned().unwrap_or(Value::Null);
-            return serde_json::from_value(result)
-                .map_err(|e| ClientError::Protocol(e.to_string()));
         }
     }
 

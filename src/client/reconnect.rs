@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 use tokio_rustls::client::TlsStream;
 
 use super::tls::{ConnectError, connect_tls};
-use super::{ClientError, KnownHost, SessionError};
+use super::{ClientError, Incoming, KnownHost, SessionError};
 use crate::protocol::{
     LogChunk, PermissionRequest, PermissionResolved, TaskRunParams, TaskRunResult, TaskStatus,
     TaskSubscribeResult, TaskUpdate,
@@ -722,20 +722,12 @@ impl Link {
             .await?;
         loop {
             let message = self.receive().await?;
-            if message.get("method").is_some() {
-                self.pending.push_back(message);
-                continue;
+            match Incoming::of(message, id) {
+                Incoming::Notification(message) => self.pending.push_back(message),
+                // Replies to calls abandoned earlier are passed over.
+                Incoming::OtherReply => {}
+                Incoming::Reply(result) => return result,
             }
-            // Replies to calls abandoned earlier are passed over.
-            if message.get("id").and_then(Value::as_u64) != Some(id) {
-                continue;
-            }
-            if let Some(error) = message.get("error") {
-                let error: RpcError = serde_json::from_value(error.clone())
-                    .map_err(|e| ClientError::Protocol(e.to_string()))?;
-                return Err(ClientError::Rpc(error));
-            }
-            return Ok(message.get("result").cloned().unwrap_or(Value::Null));
         }
     }
 

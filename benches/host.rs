@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use tokio::io::AsyncReadExt;
 
 mod support;
-use support::{BenchHost, status_kib};
+use support::{BenchHost, cpu_seconds, status_kib};
 
 #[derive(Deserialize)]
 struct Note<'a> {
@@ -64,19 +64,22 @@ async fn plain_pipe(bytes: u64) -> (u64, Duration) {
     (total, start.elapsed())
 }
 
-async fn streamed(socket: &Path, bytes: u64, cwd: &Path) -> (u64, Duration) {
+async fn streamed(socket: &Path, bytes: u64, cwd: &Path) -> (u64, u64, Duration) {
     let mut conn = connect_unix(socket).await.expect("connect");
     let start = Instant::now();
     let _: Value = conn
         .call("task.run", json!({"command": generator(bytes), "cwd": cwd}))
         .await
         .expect("task.run");
-    let mut total = 0u64;
+    let (mut total, mut chunks) = (0u64, 0u64);
     loop {
         let body = conn.read_frame().await.expect("frame");
         let note: Note = serde_json::from_slice(&body).expect("json");
         match (note.method, note.params) {
-            (Some("log.chunk"), Some(p)) => total += p.data.map_or(0, |d| d.len() as u64),
+            (Some("log.chunk"), Some(p)) => {
+                total += p.data.map_or(0, |d| d.len() as u64);
+                chunks += 1;
+            }
             (Some("task.updated"), Some(p)) if p.status == Some("succeeded") => break,
             (Some("task.updated"), Some(p)) if p.status != Some("running") => {
                 panic!("task ended as {:?}", p.status)
@@ -84,7 +87,7 @@ async fn streamed(socket: &Path, bytes: u64, cwd: &Path) -> (u64, Duration) {
             _ => {}
         }
     }
-    (total, start.elapsed())
+    (total, chunks, start.elapsed())
 }
 
 async fn pings(socket: &Path) {
@@ -136,11 +139,16 @@ fn main() {
     let bytes = mib * 1024 * 1024;
     let host = BenchHost::start("");
     let (socket, work) = (host.socket(), host.work.clone());
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     runtime.block_on(async {
         println!("openwork-host bench: {mib} MiB task output over the unix socket");
         let (pipe_bytes, pipe_time) = plain_pipe(bytes).await;
-        let (host_bytes, host_time) = streamed(&socket, bytes, &work).await;
+        let (host_cpu0, client_cpu0) = (cpu_seconds(host.pid()), cpu_seconds(std::process::id()));
+        let (host_bytes, chunks, host_time) = streamed(&socket, bytes, &work).await;
+        let (host_cpu1, client_cpu1) = (cpu_seconds(host.pid()), cpu_seconds(std::process::id()));
         assert_eq!(pipe_bytes, bytes, "the plain pipe saw every byte");
         assert_eq!(host_bytes, bytes, "the client saw every byte");
         let mibs = |b: u64, t: Duration| b as f64 / (1024.0 * 1024.0) / t.as_secs_f64();
@@ -152,6 +160,17 @@ fn main() {
         println!(
             "streamed via host:     {host_rate:>9.1} MiB/s ({:.2} s)",
             host_time.as_secs_f64()
+        );
+        println!(
+            "chunks:                {chunks:>9} (average {:.1} KiB)",
+            host_bytes as f64 / chunks.max(1) as f64 / 1024.0
+        );
+        println!(
+            "CPU while streaming:   host {:.2} s user + {:.2} s system, client {:.2} s + {:.2} s",
+            host_cpu1.0 - host_cpu0.0,
+            host_cpu1.1 - host_cpu0.1,
+            client_cpu1.0 - client_cpu0.0,
+            client_cpu1.1 - client_cpu0.1,
         );
         println!(
             "host / pipe:           {:>9.1} %",

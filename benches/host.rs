@@ -36,17 +36,40 @@ struct Params<'a> {
     status: Option<&'a str>,
 }
 
-fn generator(bytes: u64) -> String {
-    format!(
-        "yes 'openwork benchmark line: the quick brown fox jumps over the lazy dog 0123456789' | head -c {bytes}"
-    )
+/// The output a benchmark task writes, with how compressible it is: the host
+/// stores chunks LZ4-compressed when that pays, so the figures depend on it.
+struct Workload {
+    name: &'static str,
+    /// A shell pipeline writing exactly `{bytes}` bytes to stdout.
+    command: &'static str,
 }
 
-async fn plain_pipe(bytes: u64) -> (u64, Duration) {
+const WORKLOADS: &[Workload] = &[
+    Workload {
+        name: "one line repeated",
+        command: "yes 'openwork benchmark line: the quick brown fox jumps over the lazy dog 0123456789' | head -c {bytes}",
+    },
+    Workload {
+        name: "counting lines (seq)",
+        command: "seq 1 1000000000000 | head -c {bytes}",
+    },
+    Workload {
+        name: "random base64 (incompressible)",
+        command: "base64 -w 76 /dev/urandom | head -c {bytes}",
+    },
+];
+
+impl Workload {
+    fn generator(&self, bytes: u64) -> String {
+        self.command.replace("{bytes}", &bytes.to_string())
+    }
+}
+
+async fn plain_pipe(work: &Workload, bytes: u64) -> (u64, Duration) {
     let start = Instant::now();
     let mut child = tokio::process::Command::new("/bin/sh")
         .arg("-c")
-        .arg(generator(bytes))
+        .arg(work.generator(bytes))
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn the generator");
@@ -64,11 +87,14 @@ async fn plain_pipe(bytes: u64) -> (u64, Duration) {
     (total, start.elapsed())
 }
 
-async fn streamed(socket: &Path, bytes: u64, cwd: &Path) -> (u64, u64, Duration) {
+async fn streamed(socket: &Path, work: &Workload, bytes: u64, cwd: &Path) -> (u64, u64, Duration) {
     let mut conn = connect_unix(socket).await.expect("connect");
     let start = Instant::now();
     let _: Value = conn
-        .call("task.run", json!({"command": generator(bytes), "cwd": cwd}))
+        .call(
+            "task.run",
+            json!({"command": work.generator(bytes), "cwd": cwd}),
+        )
         .await
         .expect("task.run");
     let (mut total, mut chunks) = (0u64, 0u64);
@@ -131,6 +157,39 @@ async fn pings(socket: &Path) {
     );
 }
 
+async fn stream_workload(host: &BenchHost, workload: &Workload, bytes: u64) {
+    let (pipe_bytes, pipe_time) = plain_pipe(workload, bytes).await;
+    let (host_cpu0, client_cpu0) = (cpu_seconds(host.pid()), cpu_seconds(std::process::id()));
+    let (host_bytes, chunks, host_time) =
+        streamed(&host.socket(), workload, bytes, &host.work).await;
+    let (host_cpu1, client_cpu1) = (cpu_seconds(host.pid()), cpu_seconds(std::process::id()));
+    assert_eq!(pipe_bytes, bytes, "the plain pipe saw every byte");
+    assert_eq!(host_bytes, bytes, "the client saw every byte");
+    let mibs = |b: u64, t: Duration| b as f64 / (1024.0 * 1024.0) / t.as_secs_f64();
+    let (pipe_rate, host_rate) = (mibs(pipe_bytes, pipe_time), mibs(host_bytes, host_time));
+    println!("-- {}", workload.name);
+    println!(
+        "plain pipe:            {pipe_rate:>9.1} MiB/s ({:.2} s)",
+        pipe_time.as_secs_f64()
+    );
+    println!(
+        "streamed via host:     {host_rate:>9.1} MiB/s ({:.2} s), {:.1} % of the pipe",
+        host_time.as_secs_f64(),
+        100.0 * host_rate / pipe_rate
+    );
+    println!(
+        "chunks:                {chunks:>9} (average {:.1} KiB)",
+        host_bytes as f64 / chunks.max(1) as f64 / 1024.0
+    );
+    println!(
+        "CPU while streaming:   host {:.2} s user + {:.2} s system, client {:.2} s + {:.2} s",
+        host_cpu1.0 - host_cpu0.0,
+        host_cpu1.1 - host_cpu0.1,
+        client_cpu1.0 - client_cpu0.0,
+        client_cpu1.1 - client_cpu0.1,
+    );
+}
+
 fn main() {
     let mib: u64 = std::env::var("BENCH_MIB")
         .ok()
@@ -138,46 +197,18 @@ fn main() {
         .unwrap_or(512);
     let bytes = mib * 1024 * 1024;
     let host = BenchHost::start("");
-    let (socket, work) = (host.socket(), host.work.clone());
+    let socket = host.socket();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
     runtime.block_on(async {
         println!("openwork-host bench: {mib} MiB task output over the unix socket");
-        let (pipe_bytes, pipe_time) = plain_pipe(bytes).await;
-        let (host_cpu0, client_cpu0) = (cpu_seconds(host.pid()), cpu_seconds(std::process::id()));
-        let (host_bytes, chunks, host_time) = streamed(&socket, bytes, &work).await;
-        let (host_cpu1, client_cpu1) = (cpu_seconds(host.pid()), cpu_seconds(std::process::id()));
-        assert_eq!(pipe_bytes, bytes, "the plain pipe saw every byte");
-        assert_eq!(host_bytes, bytes, "the client saw every byte");
-        let mibs = |b: u64, t: Duration| b as f64 / (1024.0 * 1024.0) / t.as_secs_f64();
-        let (pipe_rate, host_rate) = (mibs(pipe_bytes, pipe_time), mibs(host_bytes, host_time));
+        for workload in WORKLOADS {
+            stream_workload(&host, workload, bytes).await;
+        }
         println!(
-            "plain pipe:            {pipe_rate:>9.1} MiB/s ({:.2} s)",
-            pipe_time.as_secs_f64()
-        );
-        println!(
-            "streamed via host:     {host_rate:>9.1} MiB/s ({:.2} s)",
-            host_time.as_secs_f64()
-        );
-        println!(
-            "chunks:                {chunks:>9} (average {:.1} KiB)",
-            host_bytes as f64 / chunks.max(1) as f64 / 1024.0
-        );
-        println!(
-            "CPU while streaming:   host {:.2} s user + {:.2} s system, client {:.2} s + {:.2} s",
-            host_cpu1.0 - host_cpu0.0,
-            host_cpu1.1 - host_cpu0.1,
-            client_cpu1.0 - client_cpu0.0,
-            client_cpu1.1 - client_cpu0.1,
-        );
-        println!(
-            "host / pipe:           {:>9.1} %",
-            100.0 * host_rate / pipe_rate
-        );
-        println!(
-            "host peak RSS:         {:>9.1} MiB",
+            "host peak RSS:         {:>9.1} MiB (over all of the above)",
             status_kib(host.pid(), "VmHWM:") as f64 / 1024.0
         );
         pings(&socket).await;

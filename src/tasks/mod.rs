@@ -7,6 +7,7 @@ pub mod reaper;
 pub mod records;
 pub mod runner;
 pub mod sink;
+pub mod stored;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};

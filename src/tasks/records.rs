@@ -1,6 +1,9 @@
 //! The SQL behind tasks and their log chunks.
 
+use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::stored::{self, StoredData};
 
 use crate::clock;
 use crate::protocol::{LogStream, TaskCounts, TaskOutcomes, TaskRecord, TaskStatus, TaskUpdate};
@@ -37,6 +40,7 @@ pub struct StatusChange {
 }
 
 /// One stored chunk.
+#[derive(Debug)]
 pub struct ChunkRow {
     pub seq: u64,
     pub stream: LogStream,
@@ -208,10 +212,18 @@ pub fn insert_chunk(
     seq: u64,
     stream: LogStream,
     ts: i64,
-    data: &[u8],
+    data: &StoredData,
 ) -> rusqlite::Result<()> {
-    conn.prepare_cached("INSERT INTO log_chunks (id, stream, ts, data) VALUES (?1, ?2, ?3, ?4)")?
-        .execute(params![chunk_key(rowid, seq), stream.code(), ts, data])?;
+    conn.prepare_cached(
+        "INSERT INTO log_chunks (id, stream, ts, data, codec) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![
+        chunk_key(rowid, seq),
+        stream.code(),
+        ts,
+        data.blob(),
+        data.codec()
+    ])?;
     Ok(())
 }
 
@@ -226,7 +238,7 @@ pub fn read_chunks(
     max_bytes: usize,
 ) -> rusqlite::Result<Vec<ChunkRow>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT id & 4294967295, stream, ts, data FROM log_chunks WHERE id BETWEEN ?1 AND ?2 ORDER BY id LIMIT ?3",
+        "SELECT id & 4294967295, stream, ts, data, codec FROM log_chunks WHERE id BETWEEN ?1 AND ?2 ORDER BY id LIMIT ?3",
     )?;
     let mut rows = stmt.query(params![
         chunk_key(rowid, from),
@@ -236,7 +248,8 @@ pub fn read_chunks(
     let mut out = Vec::new();
     let mut bytes = 0usize;
     while let Some(row) = rows.next()? {
-        let data: Vec<u8> = row.get(3)?;
+        let data = stored::decode(row.get(4)?, row.get(3)?)
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(3, Type::Blob, Box::new(e)))?;
         bytes += data.len();
         out.push(ChunkRow {
             seq: row.get::<_, i64>(0)? as u64,
@@ -305,4 +318,78 @@ pub fn last_finished(conn: &Connection) -> rusqlite::Result<Option<TaskRecord>> 
     )
     .optional()
     .map(|t| t.map(|t| t.record))
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::store::migrations::{MIGRATIONS, migrate};
+
+    #[test]
+    fn chunks_from_before_compression_and_after_read_back_exactly() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        // A database as a host before migration 6 left it, with one chunk.
+        for m in &MIGRATIONS[..5] {
+            conn.execute_batch(m).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 5).unwrap();
+        let old = "written by an older host\n".repeat(100);
+        conn.execute(
+            "INSERT INTO log_chunks (id, stream, ts, data) VALUES (?1, 0, 5, ?2)",
+            params![chunk_key(1, 1), old.as_bytes()],
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+
+        let text = Bytes::from("compressible line\n".repeat(500));
+        let short = Bytes::from_static(b"short");
+        insert_chunk(
+            &conn,
+            1,
+            2,
+            LogStream::Stdout,
+            6,
+            &StoredData::encode(&text),
+        )
+        .unwrap();
+        insert_chunk(
+            &conn,
+            1,
+            3,
+            LogStream::Stderr,
+            7,
+            &StoredData::encode(&short),
+        )
+        .unwrap();
+        let stored: i64 = conn
+            .query_row(
+                "SELECT length(data) FROM log_chunks WHERE id = ?1",
+                [chunk_key(1, 2)],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(
+            (stored as usize) < text.len() / 4,
+            "kept compressed: {stored}"
+        );
+
+        let rows = read_chunks(&conn, 1, 1, 3, 10, usize::MAX).unwrap();
+        let got: Vec<(u64, &[u8])> = rows.iter().map(|r| (r.seq, &r.data[..])).collect();
+        assert_eq!(
+            got,
+            [(1, old.as_bytes()), (2, &text[..]), (3, &short[..])],
+            "every chunk reads back as written"
+        );
+
+        // A damaged row is an error naming the problem, not a panic or wrong bytes.
+        conn.execute(
+            "UPDATE log_chunks SET data = x'ffffff7f00' WHERE id = ?1",
+            [chunk_key(1, 2)],
+        )
+        .unwrap();
+        let err = read_chunks(&conn, 1, 2, 2, 10, usize::MAX).unwrap_err();
+        assert!(err.to_string().contains("claims"), "{err}");
+    }
 }

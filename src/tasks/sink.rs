@@ -8,6 +8,7 @@ use tokio::sync::oneshot;
 
 use super::live::TaskLive;
 use super::records::{self, StatusChange};
+use super::stored::StoredData;
 use crate::clock;
 use crate::protocol::{LogStream, TaskStatus, TaskUpdate};
 use crate::store::{Store, StoreError};
@@ -43,10 +44,12 @@ impl Sink {
         let ts = clock::now_ms();
         let rowid = self.live.rowid;
         let live = Arc::clone(&self.live);
-        let stored = data.clone();
+        // Compressed here, on the task's own thread, so the store's single
+        // writer only copies what is left.
+        let stored = StoredData::encode(&data);
         self.store
             .submit_append(
-                data.len(),
+                stored.blob().len(),
                 Box::new(move |conn| records::insert_chunk(conn, rowid, seq, stream, ts, &stored)),
                 Box::new(move |result| match result {
                     Ok(()) => live.publish_chunk(seq, stream, ts, data),

@@ -64,15 +64,12 @@ pub fn decode(codec: i64, blob: Vec<u8>) -> Result<Vec<u8>, DecodeError> {
     match codec {
         RAW => Ok(blob),
         LZ4 => {
-            let claimed = blob
-                .get(..4)
-                .and_then(|b| <[u8; 4]>::try_from(b).ok())
-                .map(|b| u32::from_le_bytes(b) as usize)
-                .ok_or_else(|| DecodeError::Damaged("no size prefix".into()))?;
-            if claimed > MAX_DECODED {
-                return Err(DecodeError::TooLarge(claimed));
+            let (size, packed) = lz4_flex::block::uncompressed_size(&blob)
+                .map_err(|e| DecodeError::Damaged(e.to_string()))?;
+            if size > MAX_DECODED {
+                return Err(DecodeError::TooLarge(size));
             }
-            lz4_flex::block::decompress_size_prepended(&blob)
+            lz4_flex::block::decompress(packed, size)
                 .map_err(|e| DecodeError::Damaged(e.to_string()))
         }
         other => Err(DecodeError::UnknownCodec(other)),

@@ -11,30 +11,11 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use openwork_host::client::connect_unix;
-use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::io::AsyncReadExt;
 
 mod support;
-use support::{BenchHost, cpu_seconds, status_kib};
-
-#[derive(Deserialize)]
-struct Note<'a> {
-    #[serde(borrow)]
-    method: Option<&'a str>,
-    #[serde(borrow)]
-    params: Option<Params<'a>>,
-}
-
-#[derive(Deserialize)]
-struct Params<'a> {
-    /// Borrowed when it needs no unescaping, owned otherwise: the client
-    /// decodes every byte either way.
-    #[serde(borrow)]
-    data: Option<std::borrow::Cow<'a, str>>,
-    #[serde(borrow)]
-    status: Option<&'a str>,
-}
+use support::{BenchHost, REPEATED_LINE, cpu_seconds, receive_output, status_kib};
 
 /// The output a benchmark task writes, with how compressible it is: the host
 /// stores chunks LZ4-compressed when that pays, so the figures depend on it.
@@ -47,7 +28,7 @@ struct Workload {
 const WORKLOADS: &[Workload] = &[
     Workload {
         name: "one line repeated",
-        command: "yes 'openwork benchmark line: the quick brown fox jumps over the lazy dog 0123456789' | head -c {bytes}",
+        command: REPEATED_LINE,
     },
     Workload {
         name: "counting lines (seq)",
@@ -97,22 +78,7 @@ async fn streamed(socket: &Path, work: &Workload, bytes: u64, cwd: &Path) -> (u6
         )
         .await
         .expect("task.run");
-    let (mut total, mut chunks) = (0u64, 0u64);
-    loop {
-        let body = conn.read_frame().await.expect("frame");
-        let note: Note = serde_json::from_slice(&body).expect("json");
-        match (note.method, note.params) {
-            (Some("log.chunk"), Some(p)) => {
-                total += p.data.map_or(0, |d| d.len() as u64);
-                chunks += 1;
-            }
-            (Some("task.updated"), Some(p)) if p.status == Some("succeeded") => break,
-            (Some("task.updated"), Some(p)) if p.status != Some("running") => {
-                panic!("task ended as {:?}", p.status)
-            }
-            _ => {}
-        }
-    }
+    let (total, chunks) = receive_output(&mut conn).await;
     (total, chunks, start.elapsed())
 }
 

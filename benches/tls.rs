@@ -11,28 +11,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use openwork_host::client::{KnownHost, connect_unix, open_session};
-use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 mod support;
-use support::{BenchHost, percentile, status_kib};
-
-#[derive(Deserialize)]
-struct Note<'a> {
-    #[serde(borrow)]
-    method: Option<&'a str>,
-    #[serde(borrow)]
-    params: Option<Params<'a>>,
-}
-
-#[derive(Deserialize)]
-struct Params<'a> {
-    #[serde(borrow)]
-    data: Option<std::borrow::Cow<'a, str>>,
-    #[serde(borrow)]
-    status: Option<&'a str>,
-}
+use support::{BenchHost, REPEATED_LINE, percentile, receive_output, status_kib};
 
 /// The same bytes over a bare tokio-rustls connection: the ceiling for TLS here.
 async fn plain_tls_transfer(bytes: u64) -> Duration {
@@ -95,27 +78,13 @@ async fn plain_tls_transfer(bytes: u64) -> Duration {
 
 async fn streamed(host: &KnownHost, bytes: u64, cwd: &std::path::Path) -> (u64, Duration) {
     let mut conn = open_session(host, "bench").await.expect("session");
-    let command = format!(
-        "yes 'openwork benchmark line: the quick brown fox jumps over the lazy dog 0123456789' | head -c {bytes}"
-    );
+    let command = REPEATED_LINE.replace("{bytes}", &bytes.to_string());
     let start = Instant::now();
     let _: Value = conn
         .call("task.run", json!({"command": command, "cwd": cwd}))
         .await
         .expect("task.run");
-    let mut total = 0u64;
-    loop {
-        let body = conn.read_frame().await.expect("frame");
-        let note: Note = serde_json::from_slice(&body).expect("json");
-        match (note.method, note.params) {
-            (Some("log.chunk"), Some(p)) => total += p.data.map_or(0, |d| d.len() as u64),
-            (Some("task.updated"), Some(p)) if p.status == Some("succeeded") => break,
-            (Some("task.updated"), Some(p)) if p.status != Some("running") => {
-                panic!("task ended as {:?}", p.status)
-            }
-            _ => {}
-        }
-    }
+    let (total, _) = receive_output(&mut conn).await;
     (total, start.elapsed())
 }
 

@@ -167,3 +167,51 @@ pub fn cpu_seconds(pid: u32) -> (f64, f64) {
     // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
     (ticks(11) / hz, ticks(12) / hz)
 }
+
+/// The benchmarks' default task output: one line repeated, `{bytes}` long.
+pub const REPEATED_LINE: &str = "yes 'openwork benchmark line: the quick brown fox jumps over the lazy dog 0123456789' | head -c {bytes}";
+
+#[derive(serde::Deserialize)]
+struct Note<'a> {
+    #[serde(borrow)]
+    method: Option<&'a str>,
+    #[serde(borrow)]
+    params: Option<NoteParams<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct NoteParams<'a> {
+    /// Borrowed when it needs no unescaping, owned otherwise: the client
+    /// decodes every byte either way.
+    #[serde(borrow)]
+    data: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    status: Option<&'a str>,
+}
+
+/// Reads a subscribed task's notifications until it succeeds; returns the
+/// output bytes and the number of `log.chunk`s. Panics if the task fails.
+pub async fn receive_output<R, W>(conn: &mut openwork_host::client::Connection<R, W>) -> (u64, u64)
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    let (mut total, mut chunks) = (0u64, 0u64);
+    loop {
+        let body = conn.read_frame().await.expect("frame");
+        let note: Note = serde_json::from_slice(&body).expect("json");
+        match (note.method, note.params) {
+            (Some("log.chunk"), Some(p)) => {
+                total += p.data.map_or(0, |d| d.len() as u64);
+                chunks += 1;
+            }
+            (Some("task.updated"), Some(p)) if p.status == Some("succeeded") => {
+                return (total, chunks);
+            }
+            (Some("task.updated"), Some(p)) if p.status != Some("running") => {
+                panic!("task ended as {:?}", p.status)
+            }
+            _ => {}
+        }
+    }
+}

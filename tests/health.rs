@@ -281,9 +281,18 @@ async fn telemetry_off_records_no_counters_and_keeps_the_task_history() {
     host.terminate();
     host.start();
     let mut client = host.connect().await;
-    let m: Value = within(10, client.call("metrics.get", json!({})))
-        .await
-        .unwrap();
+    // `start` probes the socket with a connection of its own: wait (bounded)
+    // until the host has seen it close, so only this client is live.
+    let mut m = Value::Null;
+    for _ in 0..100 {
+        m = within(10, client.call("metrics.get", json!({})))
+            .await
+            .unwrap();
+        if m["connections"]["active"] == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     assert_eq!(m["telemetry"], false);
     assert_eq!(m["connections"]["accepted"], 0, "{m}");
     assert_eq!(m["connections"]["disconnects"], 0, "{m}");

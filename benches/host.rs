@@ -4,7 +4,9 @@
 //!   to a plain pipe of the same bytes in the same run, and the host's peak RSS;
 //! - `$/ping` calls per second, sequential and with 32 in flight.
 //!
-//! Run: `cargo bench --bench host` (set `BENCH_MIB` to change the volume).
+//! Run: `cargo bench --bench host` (set `BENCH_MIB` to change the volume,
+//! `BENCH_WORKLOADS=seq,base64` to stream only the workloads whose names
+//! contain one of those words).
 
 use std::path::Path;
 use std::process::Stdio;
@@ -15,34 +17,46 @@ use serde_json::{Value, json};
 use tokio::io::AsyncReadExt;
 
 mod support;
-use support::{BenchHost, REPEATED_LINE, cpu_seconds, receive_output, status_kib};
+use support::{
+    BenchHost, cpu_seconds, emit_if_asked, receive_output, repeated_line_command, status_kib,
+};
 
 /// The output a benchmark task writes, with how compressible it is: the host
 /// stores chunks LZ4-compressed when that pays, so the figures depend on it.
 struct Workload {
     name: &'static str,
-    /// A shell pipeline writing exactly `{bytes}` bytes to stdout.
-    command: &'static str,
+    /// A shell command writing exactly `{bytes}` bytes to stdout; `None`
+    /// for the default task, one process writing one line repeated.
+    command: Option<&'static str>,
 }
 
 const WORKLOADS: &[Workload] = &[
     Workload {
-        name: "one line repeated",
-        command: REPEATED_LINE,
+        name: "one line repeated (one writer process)",
+        command: None,
     },
     Workload {
-        name: "counting lines (seq)",
-        command: "seq 1 1000000000000 | head -c {bytes}",
+        name: "one line repeated through `yes | head`",
+        command: Some(
+            "yes 'openwork benchmark line: the quick brown fox jumps over the lazy dog 0123456789' | head -c {bytes}",
+        ),
+    },
+    Workload {
+        name: "counting lines (seq | head)",
+        command: Some("seq 1 1000000000000 | head -c {bytes}"),
     },
     Workload {
         name: "random base64 (incompressible)",
-        command: "base64 -w 76 /dev/urandom | head -c {bytes}",
+        command: Some("base64 -w 76 /dev/urandom | head -c {bytes}"),
     },
 ];
 
 impl Workload {
     fn generator(&self, bytes: u64) -> String {
-        self.command.replace("{bytes}", &bytes.to_string())
+        match self.command {
+            Some(command) => command.replace("{bytes}", &bytes.to_string()),
+            None => repeated_line_command(bytes),
+        }
     }
 }
 
@@ -157,6 +171,9 @@ async fn stream_workload(host: &BenchHost, workload: &Workload, bytes: u64) {
 }
 
 fn main() {
+    emit_if_asked();
+    // The client side allocates as the `openwork-host client` commands do.
+    openwork_host::alloc::keep_freed_memory();
     let mib: u64 = std::env::var("BENCH_MIB")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -170,7 +187,11 @@ fn main() {
         .expect("runtime");
     runtime.block_on(async {
         println!("openwork-host bench: {mib} MiB task output over the unix socket");
-        for workload in WORKLOADS {
+        let only = std::env::var("BENCH_WORKLOADS").unwrap_or_default();
+        let chosen = |w: &&Workload| {
+            only.is_empty() || only.split(',').any(|word| w.name.contains(word.trim()))
+        };
+        for workload in WORKLOADS.iter().filter(chosen) {
             stream_workload(&host, workload, bytes).await;
         }
         println!(

@@ -1,8 +1,9 @@
 //! Network benchmarks over TLS on loopback, printed as figures:
 //! - `$/ping` per second, sequential and pipelined on 8 connections;
 //! - connect + TLS + `initialize` latency, p50 and p99;
-//! - a 512 MiB task output streamed to a device, next to a plain tokio-rustls
-//!   transfer of the same bytes in the same run;
+//! - a 512 MiB task output streamed to a device, next to plain tokio-rustls
+//!   transfers of the same bytes in the same run: the task's output relayed
+//!   straight from its pipe, and the bytes sent from memory;
 //! - host RSS with 1,000 idle authenticated connections.
 //!
 //! Run: `cargo bench --bench tls` (`BENCH_MIB`, `BENCH_IDLE` change the sizes).
@@ -15,10 +16,22 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 mod support;
-use support::{BenchHost, REPEATED_LINE, percentile, receive_output, status_kib};
+use support::{
+    BenchHost, LINE, emit_if_asked, percentile, receive_output, repeated_line_command, status_kib,
+};
 
-/// The same bytes over a bare tokio-rustls connection: the ceiling for TLS here.
-async fn plain_tls_transfer(bytes: u64) -> Duration {
+/// Where a plain TLS transfer takes its bytes from.
+#[derive(Clone, Copy)]
+enum Source {
+    /// A 64 KiB block in memory, sent again and again: TLS alone.
+    Memory,
+    /// The benchmark task run as a child, its stdout relayed as it comes:
+    /// everything the host does but storing and framing.
+    TaskPipe,
+}
+
+/// The same bytes over a bare tokio-rustls connection.
+async fn plain_tls_transfer(bytes: u64, source: Source) -> Duration {
     let key = rcgen::KeyPair::generate().expect("key");
     let cert = rcgen::CertificateParams::new(vec!["openwork-host".into()])
         .expect("params")
@@ -39,16 +52,36 @@ async fn plain_tls_transfer(bytes: u64) -> Duration {
         .await
         .expect("bind");
     let address = listener.local_addr().expect("addr");
-    let line = b"openwork benchmark line: the quick brown fox jumps over the lazy dog 0123456789\n";
-    let block: Vec<u8> = line.iter().copied().cycle().take(64 * 1024).collect();
     let sender = tokio::spawn(async move {
         let (tcp, _) = listener.accept().await.expect("accept");
         let mut tls = acceptor.accept(tcp).await.expect("handshake");
-        let mut left = bytes;
-        while left > 0 {
-            let n = left.min(block.len() as u64) as usize;
-            tls.write_all(&block[..n]).await.expect("write");
-            left -= n as u64;
+        let mut buf: Vec<u8> = LINE.iter().copied().cycle().take(64 * 1024).collect();
+        match source {
+            Source::Memory => {
+                let mut left = bytes;
+                while left > 0 {
+                    let n = left.min(buf.len() as u64) as usize;
+                    tls.write_all(&buf[..n]).await.expect("write");
+                    left -= n as u64;
+                }
+            }
+            Source::TaskPipe => {
+                let mut child = tokio::process::Command::new("/bin/sh")
+                    .arg("-c")
+                    .arg(repeated_line_command(bytes))
+                    .stdout(std::process::Stdio::piped())
+                    .spawn()
+                    .expect("spawn the task");
+                let mut out = child.stdout.take().expect("stdout");
+                loop {
+                    let n = out.read(&mut buf).await.expect("read");
+                    if n == 0 {
+                        break;
+                    }
+                    tls.write_all(&buf[..n]).await.expect("write");
+                }
+                child.wait().await.expect("wait");
+            }
         }
         tls.shutdown().await.expect("close");
     });
@@ -78,7 +111,7 @@ async fn plain_tls_transfer(bytes: u64) -> Duration {
 
 async fn streamed(host: &KnownHost, bytes: u64, cwd: &std::path::Path) -> (u64, Duration) {
     let mut conn = open_session(host, "bench").await.expect("session");
-    let command = REPEATED_LINE.replace("{bytes}", &bytes.to_string());
+    let command = repeated_line_command(bytes);
     let start = Instant::now();
     let _: Value = conn
         .call("task.run", json!({"command": command, "cwd": cwd}))
@@ -89,6 +122,9 @@ async fn streamed(host: &KnownHost, bytes: u64, cwd: &std::path::Path) -> (u64, 
 }
 
 fn main() {
+    emit_if_asked();
+    // The client side allocates as the `openwork-host client` commands do.
+    openwork_host::alloc::keep_freed_memory();
     let mib: u64 = std::env::var("BENCH_MIB")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -162,13 +198,19 @@ fn main() {
 
         // Streaming.
         let bytes = mib * 1024 * 1024;
-        let plain = plain_tls_transfer(bytes).await;
+        let from_memory = plain_tls_transfer(bytes, Source::Memory).await;
+        let relayed = plain_tls_transfer(bytes, Source::TaskPipe).await;
         let (got, host_time) = streamed(&device, bytes, &work).await;
         assert_eq!(got, bytes, "the device saw every byte");
         let rate = |t: Duration| bytes as f64 / (1024.0 * 1024.0) / t.as_secs_f64();
-        println!("plain tokio-rustls:          {:>9.1} MiB/s ({mib} MiB)", rate(plain));
+        println!("plain tokio-rustls, memory:  {:>9.1} MiB/s ({mib} MiB)", rate(from_memory));
+        println!("plain tokio-rustls, relayed: {:>9.1} MiB/s (the task's pipe to TLS)", rate(relayed));
         println!("task output via host (TLS):  {:>9.1} MiB/s", rate(host_time));
-        println!("host / plain TLS:            {:>9.1} %", 100.0 * rate(host_time) / rate(plain));
+        println!(
+            "host / plain TLS:            {:>9.1} % of the relay, {:.1} % of memory",
+            100.0 * rate(host_time) / rate(relayed),
+            100.0 * rate(host_time) / rate(from_memory)
+        );
 
         // Idle connections.
         tokio::time::sleep(Duration::from_millis(500)).await;

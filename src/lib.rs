@@ -4,6 +4,7 @@
 //! speak JSON-RPC 2.0 to it over stdio, a local socket or (later) TLS. See
 //! `DESIGN.md` in the repository for the wire contract and trust model.
 
+pub mod alloc;
 pub mod auth;
 pub mod bridge;
 pub mod client;

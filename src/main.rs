@@ -91,6 +91,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    openwork_host::alloc::keep_freed_memory();
     let cli = Cli::parse();
     let default_log = match cli.command {
         Command::Serve { .. } => "info",

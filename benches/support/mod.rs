@@ -168,8 +168,45 @@ pub fn cpu_seconds(pid: u32) -> (f64, f64) {
     (ticks(11) / hz, ticks(12) / hz)
 }
 
-/// The benchmarks' default task output: one line repeated, `{bytes}` long.
-pub const REPEATED_LINE: &str = "yes 'openwork benchmark line: the quick brown fox jumps over the lazy dog 0123456789' | head -c {bytes}";
+/// The line the default benchmark task repeats.
+pub const LINE: &[u8] =
+    b"openwork benchmark line: the quick brown fox jumps over the lazy dog 0123456789\n";
+
+/// Set in a benchmark binary's environment to make it the task instead: it
+/// writes this many bytes of `LINE` repeated to stdout and exits.
+const EMIT_VAR: &str = "OPENWORK_BENCH_EMIT";
+
+/// The benchmarks' default task: one process writing `{bytes}` of one line
+/// repeated to its stdout, 64 KiB per write (this benchmark binary run again,
+/// so that no second process such as `head` copies the bytes on the way).
+pub fn repeated_line_command(bytes: u64) -> String {
+    let exe = std::env::current_exe().expect("the benchmark's own path");
+    format!("{EMIT_VAR}={bytes} exec '{}'", exe.display())
+}
+
+/// Call first in `main`: when started as a benchmark task, writes the output
+/// asked for and exits.
+pub fn emit_if_asked() {
+    let Some(bytes) = std::env::var(EMIT_VAR)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    else {
+        return;
+    };
+    use std::io::Write;
+    let block: Vec<u8> = LINE.iter().copied().cycle().take(64 * 1024).collect();
+    let mut out = std::io::stdout().lock();
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(block.len() as u64) as usize;
+        if out.write_all(&block[..n]).is_err() {
+            std::process::exit(1);
+        }
+        left -= n as u64;
+    }
+    let _ = out.flush();
+    std::process::exit(0);
+}
 
 #[derive(serde::Deserialize)]
 struct Note<'a> {

@@ -6,13 +6,16 @@
 const LOW: u64 = 0x0101_0101_0101_0101;
 const HIGH: u64 = 0x8080_8080_8080_8080;
 
-/// Whether any byte of `word` is a control byte (< 0x20), `"` or `\`.
+/// A mask with the high bit set in the first byte of `word` (little-endian
+/// order) that is a control byte (< 0x20), `"` or `\`, or zero if none is.
+/// Bits above the first hit may be set spuriously (borrows propagate up), so
+/// only the lowest set bit is meaningful.
 #[inline]
-fn needs_escape(word: u64) -> bool {
+fn escape_mask(word: u64) -> u64 {
     let below_space = word.wrapping_sub(0x20 * LOW) & !word & HIGH;
     let quote = (word ^ (0x22 * LOW)).wrapping_sub(LOW) & !(word ^ (0x22 * LOW)) & HIGH;
     let backslash = (word ^ (0x5C * LOW)).wrapping_sub(LOW) & !(word ^ (0x5C * LOW)) & HIGH;
-    (below_space | quote | backslash) != 0
+    below_space | quote | backslash
 }
 
 #[inline]
@@ -27,19 +30,25 @@ pub fn write_str(out: &mut Vec<u8>, text: &str) {
     out.push(b'"');
     let mut start = 0; // first byte not yet copied
     let mut i = 0;
-    while i < bytes.len() {
-        if i + 8 <= bytes.len() {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(&bytes[i..i + 8]);
-            if !needs_escape(u64::from_le_bytes(word)) {
-                i += 8;
-                continue;
-            }
+    while i + 8 <= bytes.len() {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&bytes[i..i + 8]);
+        let mask = escape_mask(u64::from_le_bytes(word));
+        if mask == 0 {
+            i += 8;
+            continue;
         }
-        let b = bytes[i];
-        if escape_byte(b) {
+        // Straight to the first byte that needs escaping.
+        let at = i + (mask.trailing_zeros() / 8) as usize;
+        out.extend_from_slice(&bytes[start..at]);
+        push_escape(out, bytes[at]);
+        start = at + 1;
+        i = at + 1;
+    }
+    while i < bytes.len() {
+        if escape_byte(bytes[i]) {
             out.extend_from_slice(&bytes[start..i]);
-            push_escape(out, b);
+            push_escape(out, bytes[i]);
             start = i + 1;
         }
         i += 1;
@@ -89,6 +98,19 @@ mod tests {
                     serde_json::to_string(&s).unwrap(),
                     "byte {b:#x} at {pad}"
                 );
+            }
+        }
+        // Two bytes to escape at every pair of positions, across word edges.
+        let specials = ['\n', '"', '\\', '\u{1}', '\u{1f}'];
+        for i in 0..18 {
+            for j in i..18 {
+                for (a, b) in specials.iter().zip(specials.iter().rev()) {
+                    let mut chars: Vec<char> = "abcdefghijklmnopqr".chars().collect();
+                    chars[i] = *a;
+                    chars[j] = *b;
+                    let s: String = chars.into_iter().collect();
+                    assert_eq!(ours(&s), serde_json::to_string(&s).unwrap(), "{s:?}");
+                }
             }
         }
         for s in [

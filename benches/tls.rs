@@ -17,7 +17,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 mod support;
 use support::{
-    BenchHost, LINE, emit_if_asked, percentile, receive_output, repeated_line_command, status_kib,
+    BenchHost, LINE, cpu_seconds, emit_if_asked, percentile, receive_output, repeated_line_command,
+    status_kib,
 };
 
 /// Where a plain TLS transfer takes its bytes from.
@@ -200,12 +201,21 @@ fn main() {
         let bytes = mib * 1024 * 1024;
         let from_memory = plain_tls_transfer(bytes, Source::Memory).await;
         let relayed = plain_tls_transfer(bytes, Source::TaskPipe).await;
+        let (host_cpu0, client_cpu0) = (cpu_seconds(host.pid()), cpu_seconds(std::process::id()));
         let (got, host_time) = streamed(&device, bytes, &work).await;
+        let (host_cpu1, client_cpu1) = (cpu_seconds(host.pid()), cpu_seconds(std::process::id()));
         assert_eq!(got, bytes, "the device saw every byte");
         let rate = |t: Duration| bytes as f64 / (1024.0 * 1024.0) / t.as_secs_f64();
         println!("plain tokio-rustls, memory:  {:>9.1} MiB/s ({mib} MiB)", rate(from_memory));
         println!("plain tokio-rustls, relayed: {:>9.1} MiB/s (the task's pipe to TLS)", rate(relayed));
         println!("task output via host (TLS):  {:>9.1} MiB/s", rate(host_time));
+        println!(
+            "CPU while streaming:         host {:.2} s user + {:.2} s system, device {:.2} s + {:.2} s",
+            host_cpu1.0 - host_cpu0.0,
+            host_cpu1.1 - host_cpu0.1,
+            client_cpu1.0 - client_cpu0.0,
+            client_cpu1.1 - client_cpu0.1,
+        );
         println!(
             "host / plain TLS:            {:>9.1} % of the relay, {:.1} % of memory",
             100.0 * rate(host_time) / rate(relayed),

@@ -351,7 +351,7 @@ mod tests {
             2,
             LogStream::Stdout,
             6,
-            &StoredData::encode(&text),
+            &stored::Compressor::new().encode(&text),
         )
         .unwrap();
         insert_chunk(
@@ -360,7 +360,7 @@ mod tests {
             3,
             LogStream::Stderr,
             7,
-            &StoredData::encode(&short),
+            &stored::Compressor::new().encode(&short),
         )
         .unwrap();
         let stored: i64 = conn

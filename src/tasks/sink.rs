@@ -8,7 +8,7 @@ use tokio::sync::oneshot;
 
 use super::live::TaskLive;
 use super::records::{self, StatusChange};
-use super::stored::StoredData;
+use super::stored::Compressor;
 use crate::clock;
 use crate::protocol::{LogStream, TaskStatus, TaskUpdate};
 use crate::store::{Store, StoreError};
@@ -18,6 +18,7 @@ pub struct Sink {
     store: Store,
     live: Arc<TaskLive>,
     next_seq: u64,
+    compressor: Compressor,
 }
 
 impl Sink {
@@ -27,6 +28,7 @@ impl Sink {
             store,
             live,
             next_seq,
+            compressor: Compressor::new(),
         }
     }
 
@@ -46,7 +48,7 @@ impl Sink {
         let live = Arc::clone(&self.live);
         // Compressed here, on the task's own thread, so the store's single
         // writer only copies what is left.
-        let stored = StoredData::encode(&data);
+        let stored = self.compressor.encode(&data);
         self.store
             .submit_append(
                 stored.blob().len(),

@@ -32,15 +32,39 @@ pub enum DecodeError {
     Damaged(String),
 }
 
-impl StoredData {
+/// Bytes before an LZ4 block: the decoded size, little-endian (lz4_flex's
+/// "prepend size" format, which `decode` reads).
+const SIZE_PREFIX: usize = 4;
+
+/// Turns chunks into their stored form, compressing into a scratch buffer it
+/// keeps: no chunk pays for allocating and zeroing room for the worst case.
+#[derive(Debug, Default)]
+pub struct Compressor {
+    scratch: Vec<u8>,
+}
+
+impl Compressor {
+    pub fn new() -> Compressor {
+        Compressor::default()
+    }
+
     /// The stored form of `data`: compressed when that saves at least an eighth.
-    pub fn encode(data: &Bytes) -> StoredData {
-        if data.len() >= MIN_TO_COMPRESS {
-            let packed = lz4_flex::block::compress_prepend_size(data);
-            if packed.len() <= data.len() - data.len() / 8 {
+    pub fn encode(&mut self, data: &Bytes) -> StoredData {
+        if data.len() >= MIN_TO_COMPRESS
+            && let Ok(size) = u32::try_from(data.len())
+        {
+            let room = SIZE_PREFIX + lz4_flex::block::get_maximum_output_size(data.len());
+            if self.scratch.len() < room {
+                self.scratch.resize(room, 0);
+            }
+            self.scratch[..SIZE_PREFIX].copy_from_slice(&size.to_le_bytes());
+            if let Ok(n) =
+                lz4_flex::block::compress_into(data, &mut self.scratch[SIZE_PREFIX..room])
+                && SIZE_PREFIX + n <= data.len() - data.len() / 8
+            {
                 return StoredData {
                     codec: LZ4,
-                    blob: Bytes::from(packed),
+                    blob: Bytes::copy_from_slice(&self.scratch[..SIZE_PREFIX + n]),
                 };
             }
         }
@@ -49,7 +73,9 @@ impl StoredData {
             blob: data.clone(),
         }
     }
+}
 
+impl StoredData {
     pub fn codec(&self) -> i64 {
         self.codec
     }
@@ -86,7 +112,7 @@ mod tests {
             .repeat(1000)
             .into_bytes()
             .into();
-        let stored = StoredData::encode(&text);
+        let stored = Compressor::new().encode(&text);
         assert_eq!(stored.codec(), LZ4);
         assert!(
             stored.blob().len() < text.len() / 4,
@@ -102,7 +128,8 @@ mod tests {
     #[test]
     fn small_or_incompressible_chunks_are_stored_as_written() {
         let small = Bytes::from_static(b"hello\n");
-        assert_eq!(StoredData::encode(&small).codec(), RAW);
+        let mut compressor = Compressor::new();
+        assert_eq!(compressor.encode(&small).codec(), RAW);
         // A byte sequence without repeats (an LCG's high bytes).
         let mut x: u32 = 12345;
         let noise: Bytes = (0..64 * 1024)
@@ -112,12 +139,39 @@ mod tests {
             })
             .collect::<Vec<u8>>()
             .into();
-        let stored = StoredData::encode(&noise);
+        let stored = compressor.encode(&noise);
         assert_eq!(stored.codec(), RAW);
         assert_eq!(
             decode(stored.codec(), stored.blob().to_vec()).unwrap(),
             noise
         );
+    }
+
+    #[test]
+    fn one_compressor_reused_across_sizes_writes_the_prepend_size_format() {
+        // Rows written before the scratch buffer used lz4_flex's own
+        // `compress_prepend_size`: the bytes must be the same.
+        let mut compressor = Compressor::new();
+        for (i, len) in [64 * 1024, 600, 40_000, 512, 64 * 1024]
+            .into_iter()
+            .enumerate()
+        {
+            let text: Bytes = format!("line {i} of a build log\n")
+                .repeat(len)
+                .into_bytes()[..len]
+                .to_vec()
+                .into();
+            let stored = compressor.encode(&text);
+            assert_eq!(stored.codec(), LZ4, "{len} bytes");
+            assert_eq!(
+                stored.blob(),
+                &lz4_flex::block::compress_prepend_size(&text)[..]
+            );
+            assert_eq!(
+                decode(stored.codec(), stored.blob().to_vec()).unwrap(),
+                text
+            );
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@
 use std::io;
 use std::sync::{Arc, OnceLock};
 
+use bytes::BufMut;
 use tokio::io::{
     AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader,
     BufWriter,
@@ -19,6 +20,8 @@ pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
 const MAX_HEADER_SECTION: usize = 8 * 1024;
 /// Read buffer size; also the piece size when skipping an oversized frame.
 const READ_BUFFER: usize = 64 * 1024;
+/// The rest of a frame body at least this large is read straight into the body.
+const DIRECT_READ: usize = 16 * 1024;
 
 /// How messages are delimited on a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -225,15 +228,36 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 limit: self.limit,
             });
         }
-        let mut body = vec![0u8; length as usize];
-        self.inner
-            .read_exact(&mut body)
-            .await
-            .map_err(|e| match e.kind() {
-                io::ErrorKind::UnexpectedEof => FrameError::Truncated,
-                _ => FrameError::Io(e),
-            })?;
-        Ok(ReadEvent::Frame(body))
+        Ok(ReadEvent::Frame(self.read_body(length as usize).await?))
+    }
+
+    /// Reads exactly `length` bytes: what is buffered, then the rest straight
+    /// into the body when it is large (one copy, no zeroing), through the
+    /// buffer when it is small (so that small frames share a read).
+    async fn read_body(&mut self, length: usize) -> Result<Vec<u8>, FrameError> {
+        let mut body = Vec::with_capacity(length);
+        let buffered = self.inner.buffer();
+        let take = buffered.len().min(length);
+        body.extend_from_slice(&buffered[..take]);
+        self.inner.consume(take);
+        while body.len() < length {
+            let missing = length - body.len();
+            let n = if missing >= DIRECT_READ && self.inner.buffer().is_empty() {
+                // Limited to the missing bytes: never a byte of the next frame.
+                let mut rest = (&mut body).limit(missing);
+                self.inner.get_mut().read_buf(&mut rest).await?
+            } else {
+                let buf = self.inner.fill_buf().await?;
+                let n = buf.len().min(missing);
+                body.extend_from_slice(&buf[..n]);
+                self.inner.consume(n);
+                n
+            };
+            if n == 0 {
+                return Err(FrameError::Truncated);
+            }
+        }
+        Ok(body)
     }
 
     async fn next_ndjson(&mut self) -> Result<ReadEvent, FrameError> {
@@ -474,6 +498,49 @@ mod tests {
         long.extend_from_slice(&[b'a'; 9000]);
         let (_, err) = events(&long, FramingMode::Fixed(Framing::Lsp), 100).await;
         assert!(err.unwrap().contains("longer than"));
+    }
+
+    #[tokio::test]
+    async fn large_and_small_frames_arriving_in_uneven_pieces_stay_exact() {
+        // Bodies larger than the read buffer (read straight into the body),
+        // around the direct-read size, and tiny, back to back.
+        let bodies: Vec<Vec<u8>> = [200_000usize, 2, DIRECT_READ, DIRECT_READ - 1, 70_000, 1]
+            .iter()
+            .enumerate()
+            .map(|(i, &len)| (0..len).map(|j| b'a' + ((i * 7 + j) % 26) as u8).collect())
+            .collect();
+        let mut input = Vec::new();
+        for body in &bodies {
+            input.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
+            input.extend_from_slice(body);
+        }
+        let (client, server) = tokio::io::duplex(8 * 1024);
+        let writer = tokio::spawn(async move {
+            let mut client = client;
+            let pieces = [1usize, 13, 70_001, 4096, 65_536, 3, 100_000];
+            let (mut at, mut k) = (0, 0);
+            while at < input.len() {
+                let end = (at + pieces[k % pieces.len()]).min(input.len());
+                client.write_all(&input[at..end]).await.unwrap();
+                (at, k) = (end, k + 1);
+            }
+            // Then a frame cut short, then end of stream.
+            client
+                .write_all(b"Content-Length: 50000\r\n\r\nabc")
+                .await
+                .unwrap();
+        });
+        let mut reader = FrameReader::new(server, FramingMode::Fixed(Framing::Lsp), 1 << 20);
+        for body in &bodies {
+            match reader.next().await {
+                Ok(ReadEvent::Frame(got)) => {
+                    assert!(got == *body, "a {} byte body changed", body.len())
+                }
+                other => panic!("expected a frame, got {other:?}"),
+            }
+        }
+        writer.await.unwrap();
+        assert!(matches!(reader.next().await, Err(FrameError::Truncated)));
     }
 
     #[tokio::test]

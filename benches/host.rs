@@ -4,6 +4,8 @@
 //!   to a plain pipe of the same bytes in the same run, and the host's peak RSS;
 //! - `$/ping` calls per second, sequential and with 32 in flight.
 //!
+//! Each workload streams `BENCH_RUNS` times (default 3); the median is shown.
+//!
 //! Run: `cargo bench --bench host` (set `BENCH_MIB` to change the volume,
 //! `BENCH_WORKLOADS=seq,base64` to stream only the workloads whose names
 //! contain one of those words).
@@ -137,7 +139,18 @@ async fn pings(socket: &Path) {
     );
 }
 
-async fn stream_workload(host: &BenchHost, workload: &Workload, bytes: u64) {
+/// One streaming run of a workload, next to a plain pipe of the same bytes.
+struct Run {
+    pipe_rate: f64,
+    host_rate: f64,
+    host_time: Duration,
+    chunks: u64,
+    /// CPU seconds (user, system) while streaming.
+    host_cpu: (f64, f64),
+    client_cpu: (f64, f64),
+}
+
+async fn run_once(host: &BenchHost, workload: &Workload, bytes: u64) -> Run {
     let (pipe_bytes, pipe_time) = plain_pipe(workload, bytes).await;
     let (host_cpu0, client_cpu0) = (cpu_seconds(host.pid()), cpu_seconds(std::process::id()));
     let (host_bytes, chunks, host_time) =
@@ -146,27 +159,46 @@ async fn stream_workload(host: &BenchHost, workload: &Workload, bytes: u64) {
     assert_eq!(pipe_bytes, bytes, "the plain pipe saw every byte");
     assert_eq!(host_bytes, bytes, "the client saw every byte");
     let mibs = |b: u64, t: Duration| b as f64 / (1024.0 * 1024.0) / t.as_secs_f64();
-    let (pipe_rate, host_rate) = (mibs(pipe_bytes, pipe_time), mibs(host_bytes, host_time));
+    Run {
+        pipe_rate: mibs(pipe_bytes, pipe_time),
+        host_rate: mibs(host_bytes, host_time),
+        host_time,
+        chunks,
+        host_cpu: (host_cpu1.0 - host_cpu0.0, host_cpu1.1 - host_cpu0.1),
+        client_cpu: (client_cpu1.0 - client_cpu0.0, client_cpu1.1 - client_cpu0.1),
+    }
+}
+
+/// Streams a workload `runs` times; prints every run's rate and the details
+/// of the median run (this VM's figures vary by a third from run to run).
+async fn stream_workload(host: &BenchHost, workload: &Workload, bytes: u64, runs: usize) {
+    let mut all = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        all.push(run_once(host, workload, bytes).await);
+    }
+    all.sort_by(|a, b| a.host_rate.total_cmp(&b.host_rate));
+    let rates: Vec<String> = all.iter().map(|r| format!("{:.0}", r.host_rate)).collect();
+    let median = &all[all.len() / 2];
     println!("-- {}", workload.name);
     println!(
-        "plain pipe:            {pipe_rate:>9.1} MiB/s ({:.2} s)",
-        pipe_time.as_secs_f64()
+        "streamed via host:     {:>9.1} MiB/s median ({:.2} s); runs, sorted: {} MiB/s",
+        median.host_rate,
+        median.host_time.as_secs_f64(),
+        rates.join(", ")
     );
     println!(
-        "streamed via host:     {host_rate:>9.1} MiB/s ({:.2} s), {:.1} % of the pipe",
-        host_time.as_secs_f64(),
-        100.0 * host_rate / pipe_rate
+        "plain pipe:            {:>9.1} MiB/s in the median run; host at {:.1} % of it",
+        median.pipe_rate,
+        100.0 * median.host_rate / median.pipe_rate
     );
     println!(
-        "chunks:                {chunks:>9} (average {:.1} KiB)",
-        host_bytes as f64 / chunks.max(1) as f64 / 1024.0
+        "chunks:                {:>9} (average {:.1} KiB)",
+        median.chunks,
+        bytes as f64 / median.chunks.max(1) as f64 / 1024.0
     );
     println!(
         "CPU while streaming:   host {:.2} s user + {:.2} s system, client {:.2} s + {:.2} s",
-        host_cpu1.0 - host_cpu0.0,
-        host_cpu1.1 - host_cpu0.1,
-        client_cpu1.0 - client_cpu0.0,
-        client_cpu1.1 - client_cpu0.1,
+        median.host_cpu.0, median.host_cpu.1, median.client_cpu.0, median.client_cpu.1,
     );
 }
 
@@ -178,6 +210,11 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(512);
+    let runs: usize = std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(3);
     let bytes = mib * 1024 * 1024;
     let host = BenchHost::start("");
     let socket = host.socket();
@@ -192,11 +229,16 @@ fn main() {
             only.is_empty() || only.split(',').any(|word| w.name.contains(word.trim()))
         };
         for workload in WORKLOADS.iter().filter(chosen) {
-            stream_workload(&host, workload, bytes).await;
+            stream_workload(&host, workload, bytes, runs).await;
         }
         println!(
             "host peak RSS:         {:>9.1} MiB (over all of the above)",
             status_kib(host.pid(), "VmHWM:") as f64 / 1024.0
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        println!(
+            "host RSS, idle after:  {:>9.1} MiB",
+            status_kib(host.pid(), "VmRSS:") as f64 / 1024.0
         );
         pings(&socket).await;
     });

@@ -197,29 +197,42 @@ fn main() {
             latencies.len()
         );
 
-        // Streaming.
+        // Streaming: three rounds of the three transfers, medians shown.
         let bytes = mib * 1024 * 1024;
-        let from_memory = plain_tls_transfer(bytes, Source::Memory).await;
-        let relayed = plain_tls_transfer(bytes, Source::TaskPipe).await;
-        let (host_cpu0, client_cpu0) = (cpu_seconds(host.pid()), cpu_seconds(std::process::id()));
-        let (got, host_time) = streamed(&device, bytes, &work).await;
-        let (host_cpu1, client_cpu1) = (cpu_seconds(host.pid()), cpu_seconds(std::process::id()));
-        assert_eq!(got, bytes, "the device saw every byte");
         let rate = |t: Duration| bytes as f64 / (1024.0 * 1024.0) / t.as_secs_f64();
-        println!("plain tokio-rustls, memory:  {:>9.1} MiB/s ({mib} MiB)", rate(from_memory));
-        println!("plain tokio-rustls, relayed: {:>9.1} MiB/s (the task's pipe to TLS)", rate(relayed));
-        println!("task output via host (TLS):  {:>9.1} MiB/s", rate(host_time));
+        let (mut memory, mut relay, mut via_host, mut cpu) = (vec![], vec![], vec![], vec![]);
+        for _ in 0..3 {
+            memory.push(rate(plain_tls_transfer(bytes, Source::Memory).await));
+            relay.push(rate(plain_tls_transfer(bytes, Source::TaskPipe).await));
+            let (host_cpu0, client_cpu0) =
+                (cpu_seconds(host.pid()), cpu_seconds(std::process::id()));
+            let (got, host_time) = streamed(&device, bytes, &work).await;
+            let (host_cpu1, client_cpu1) =
+                (cpu_seconds(host.pid()), cpu_seconds(std::process::id()));
+            assert_eq!(got, bytes, "the device saw every byte");
+            via_host.push(rate(host_time));
+            cpu.push((
+                rate(host_time),
+                host_cpu1.0 - host_cpu0.0 + host_cpu1.1 - host_cpu0.1,
+                client_cpu1.0 - client_cpu0.0 + client_cpu1.1 - client_cpu0.1,
+            ));
+        }
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let runs = |v: &[f64]| v.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(", ");
+        let (memory_m, relay_m, host_m) = (median(&mut memory), median(&mut relay), median(&mut via_host));
+        println!("plain tokio-rustls, memory:  {memory_m:>9.1} MiB/s median ({mib} MiB; {})", runs(&memory));
+        println!("plain tokio-rustls, relayed: {relay_m:>9.1} MiB/s median (the task's pipe to TLS; {})", runs(&relay));
+        println!("task output via host (TLS):  {host_m:>9.1} MiB/s median ({})", runs(&via_host));
+        cpu.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let (_, host_cpu, device_cpu) = cpu[cpu.len() / 2];
+        println!("CPU while streaming:         host {host_cpu:.2} s, device {device_cpu:.2} s (median run)");
         println!(
-            "CPU while streaming:         host {:.2} s user + {:.2} s system, device {:.2} s + {:.2} s",
-            host_cpu1.0 - host_cpu0.0,
-            host_cpu1.1 - host_cpu0.1,
-            client_cpu1.0 - client_cpu0.0,
-            client_cpu1.1 - client_cpu0.1,
-        );
-        println!(
-            "host / plain TLS:            {:>9.1} % of the relay, {:.1} % of memory",
-            100.0 * rate(host_time) / rate(relayed),
-            100.0 * rate(host_time) / rate(from_memory)
+            "host / plain TLS:            {:>9.1} % of the relay, {:.1} % of memory (medians)",
+            100.0 * host_m / relay_m,
+            100.0 * host_m / memory_m
         );
 
         // Idle connections.

@@ -6,8 +6,9 @@
 //! the top of the heap to the kernel as soon as 128 KiB are free there, so
 //! the next chunk faults fresh, zeroed pages back in: measured here, that
 //! was a third of the host's CPU time while streaming and about half of a
-//! client's. Keeping up to `KEPT_FREE` of freed heap costs at most that much
-//! resident memory and streams 1.5x as fast (`cargo bench --bench host`).
+//! client's. Keeping up to `KEPT_FREE` of freed heap per arena streams 1.5x as
+//! fast (`cargo bench --bench host`); the host hands what it kept back once
+//! no task is running (`give_back_freed_memory`).
 
 /// Freed memory at the top of a heap kept before it is returned to the kernel.
 pub const KEPT_FREE: usize = 16 * 1024 * 1024;
@@ -25,6 +26,16 @@ pub fn keep_freed_memory() -> bool {
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     {
         false
+    }
+}
+
+/// Returns freed memory to the kernel now (when no task is streaming, say).
+/// A no-op where the C library is not glibc.
+pub fn give_back_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory, under glibc's arena locks.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

@@ -771,22 +771,14 @@ async fn drive(inner: Arc<Inner>, live: Arc<TaskLive>, work: Work) {
             let outcome = crate::runtime::opencode::task::run(job, &mut sink, ctx).await;
             let committed = sink.status(outcome.status, outcome.change).await;
             let _ = committed.await;
-            inner
-                .active
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&live.task_id);
+            retire(&inner, &live);
             return;
         }
     };
     if let Some(outcome) = gate(&inner, &live, &mut sink, &job).await {
         let committed = sink.status(outcome.status, outcome.change).await;
         let _ = committed.await;
-        inner
-            .active
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&live.task_id);
+        retire(&inner, &live);
         return;
     }
     let permit = tokio::select! {
@@ -825,11 +817,21 @@ async fn drive(inner: Arc<Inner>, live: Arc<TaskLive>, work: Work) {
     };
     let committed = sink.status(outcome.status, outcome.change).await;
     let _ = committed.await;
-    inner
-        .active
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(&live.task_id);
+    retire(&inner, &live);
+}
+
+/// A task has ended: it leaves the active set. When it was the last one, the
+/// memory its output passed through goes back to the system (the allocator
+/// keeps freed memory while output streams; see `crate::alloc`).
+fn retire(inner: &Inner, live: &TaskLive) {
+    let idle = {
+        let mut active = inner.active.lock().unwrap_or_else(|p| p.into_inner());
+        active.remove(&live.task_id);
+        active.is_empty()
+    };
+    if idle {
+        tokio::task::spawn_blocking(crate::alloc::give_back_freed_memory);
+    }
 }
 
 /// A digest of what a `task.run` asked for, so that a reused idempotency key

@@ -159,13 +159,7 @@ async fn collect(
                     seen.requests.push(m["params"].clone());
                     if let Some(decision) = on_request(&m["params"]) {
                         let id = m["params"]["requestId"].clone();
-                        let _: Value = client
-                            .call(
-                                "permission.reply",
-                                json!({"requestId": id, "decision": decision}),
-                            )
-                            .await
-                            .unwrap();
+                        reply(client, &id, decision).await.unwrap();
                     }
                 }
                 "permission.resolved" => seen.resolved.push(m["params"].clone()),
@@ -378,15 +372,9 @@ async fn a_prompt_runs_end_to_end_through_a_permission_request() {
     assert!(rpc.message.contains(&session), "{err}");
     assert!(rpc.action().unwrap().contains("sessionId"), "{err}");
     // `always` is remembered by the host, which then answers OpenCode itself.
-    let reply: Value = within(
-        10,
-        client.call(
-            "permission.reply",
-            json!({"requestId": request["requestId"], "decision": "always"}),
-        ),
-    )
-    .await
-    .unwrap();
+    let reply: Value = reply(&mut client, &request["requestId"], "always")
+        .await
+        .unwrap();
     let rule = reply["ruleIds"][0].as_str().unwrap().to_owned();
     let seen = collect(&mut client, &again, |r| panic!("asked twice: {r}")).await;
     assert_eq!(seen.last_status()["status"], "succeeded");
@@ -900,15 +888,9 @@ async fn opencode_killed_mid_task_fails_the_task_and_is_restarted() {
     )
     .await;
     let request = next_about(&mut client, "permission.request", &task).await;
-    let _: Value = within(
-        10,
-        client.call(
-            "permission.reply",
-            json!({"requestId": request["requestId"], "decision": "once"}),
-        ),
-    )
-    .await
-    .unwrap();
+    reply(&mut client, &request["requestId"], "once")
+        .await
+        .unwrap();
     // OpenCode marks the tool running before it asks; once answered, the
     // command itself runs, silently: wait for its process.
     wait_until(30, "the tool's sleep", || !pids_exact(&sleeper).is_empty());
@@ -1038,15 +1020,9 @@ async fn cancel_aborts_the_opencode_session_and_closes_its_request() {
     let last = trail.last().unwrap();
     assert_eq!(last["event"], "withdrawn", "{trail:?}");
     assert_eq!(last["summary"], "the task being cancelled");
-    let err = within(
-        10,
-        client.call::<_, Value>(
-            "permission.reply",
-            json!({"requestId": request["requestId"], "decision": "once"}),
-        ),
-    )
-    .await
-    .unwrap_err();
+    let err = reply(&mut client, &request["requestId"], "once")
+        .await
+        .unwrap_err();
     let rpc = rpc_error(&err);
     assert_eq!(rpc.code.0, -32004, "{err}");
     assert!(rpc.message.contains("the task being cancelled"), "{err}");

@@ -122,16 +122,8 @@ async fn two_devices_race_to_answer_and_exactly_one_decides() {
     assert!(request["detail"].as_str().unwrap().contains("rm -rf junk"));
     assert_eq!(request["options"], json!(["once", "always", "reject"]));
     let id = request["requestId"].clone();
-    let (from_alice, from_bob) = tokio::join!(
-        a.call::<_, Value>(
-            "permission.reply",
-            json!({"requestId": id, "decision": "once"})
-        ),
-        b.call::<_, Value>(
-            "permission.reply",
-            json!({"requestId": id, "decision": "reject"})
-        ),
-    );
+    let (from_alice, from_bob) =
+        tokio::join!(reply(&mut a, &id, "once"), reply(&mut b, &id, "reject"),);
     let (winner, loser, loser_err, winner_name, decision) = match (from_alice, from_bob) {
         (Ok(_), Err(e)) => (&mut a, &mut b, e, "alice", "once"),
         (Err(e), Ok(_)) => (&mut b, &mut a, e, "bob", "reject"),
@@ -214,15 +206,9 @@ async fn an_unanswered_request_expires_as_a_rejection() {
             .unwrap()
             .contains("no one answered")
     );
-    let err = within(
-        10,
-        client.call::<_, Value>(
-            "permission.reply",
-            json!({"requestId": request["requestId"], "decision": "once"}),
-        ),
-    )
-    .await
-    .unwrap_err();
+    let err = reply(&mut client, &request["requestId"], "once")
+        .await
+        .unwrap_err();
     assert_eq!(rpc_code(&err), -32004, "too late: {err}");
     assert_eq!(
         events(&audit(&mut client, &task).await),
@@ -250,25 +236,13 @@ async fn a_device_without_the_reply_scope_is_not_asked_and_may_not_answer() {
         .await
         .unwrap();
     let request = next_about(&mut owner, "permission.request", &task).await;
-    let err = within(
-        10,
-        device.call::<_, Value>(
-            "permission.reply",
-            json!({"requestId": request["requestId"], "decision": "once"}),
-        ),
-    )
-    .await
-    .unwrap_err();
+    let err = reply(&mut device, &request["requestId"], "once")
+        .await
+        .unwrap_err();
     assert_eq!(rpc_code(&err), -32002, "{err}");
-    let _: Value = within(
-        10,
-        owner.call(
-            "permission.reply",
-            json!({"requestId": request["requestId"], "decision": "once"}),
-        ),
-    )
-    .await
-    .unwrap();
+    reply(&mut owner, &request["requestId"], "once")
+        .await
+        .unwrap();
     let seen = trail(&mut device, &task).await;
     assert_eq!(
         seen,
@@ -281,25 +255,9 @@ async fn a_device_without_the_reply_scope_is_not_asked_and_may_not_answer() {
 async fn replies_to_unknown_requests_are_conflicts() {
     let host = TestHost::started();
     let mut client = host.connect().await;
-    let err = within(
-        10,
-        client.call::<_, Value>(
-            "permission.reply",
-            json!({"requestId": "pq_nope", "decision": "once"}),
-        ),
-    )
-    .await
-    .unwrap_err();
+    let err = reply(&mut client, "pq_nope", "once").await.unwrap_err();
     assert_eq!(rpc_code(&err), -32004);
-    let err = within(
-        10,
-        client.call::<_, Value>(
-            "permission.reply",
-            json!({"requestId": "x", "decision": "maybe"}),
-        ),
-    )
-    .await
-    .unwrap_err();
+    let err = reply(&mut client, "x", "maybe").await.unwrap_err();
     assert_eq!(rpc_code(&err), -32602);
 }
 
@@ -345,15 +303,9 @@ async fn always_skips_the_next_prompt_and_forget_brings_it_back() {
         always.contains("chmod") && always.contains(&host.work.display().to_string()),
         "{always}"
     );
-    let reply: Value = within(
-        10,
-        client.call(
-            "permission.reply",
-            json!({"requestId": request["requestId"], "decision": "always"}),
-        ),
-    )
-    .await
-    .unwrap();
+    let reply: Value = reply(&mut client, &request["requestId"], "always")
+        .await
+        .unwrap();
     let rule_id = reply["ruleIds"][0].as_str().unwrap().to_owned();
     assert_eq!(
         trail(&mut client, &first).await.last().unwrap(),
@@ -427,15 +379,9 @@ async fn a_device_that_reconnects_gets_the_pending_request() {
     assert_eq!(sub["status"], "waiting_permission");
     let again = next_about(&mut second, "permission.request", &task).await;
     assert_eq!(again, request);
-    let _: Value = within(
-        10,
-        second.call(
-            "permission.reply",
-            json!({"requestId": request["requestId"], "decision": "once"}),
-        ),
-    )
-    .await
-    .unwrap();
+    reply(&mut second, &request["requestId"], "once")
+        .await
+        .unwrap();
     let followed = follow(&mut second, &task, 20).await;
     assert_eq!(followed.stream("stdout"), "done\n");
 }
@@ -482,15 +428,9 @@ async fn writing_outside_the_workspace_asks() {
             .contains("writes outside the workspace"),
         "{request}"
     );
-    let _: Value = within(
-        10,
-        client.call(
-            "permission.reply",
-            json!({"requestId": request["requestId"], "decision": "reject"}),
-        ),
-    )
-    .await
-    .unwrap();
+    reply(&mut client, &request["requestId"], "reject")
+        .await
+        .unwrap();
     let followed = follow(&mut client, &task, 20).await;
     assert_eq!(
         followed.last().status,

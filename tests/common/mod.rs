@@ -284,6 +284,21 @@ where
 }
 
 /// Seqs must run 1, 2, 3… with no gap and no duplicate.
+/// Answers a permission request with `decision` (`permission.reply`), waiting
+/// at most 10 s; the host's answer or its error.
+pub async fn reply<R, W>(
+    client: &mut Connection<R, W>,
+    request_id: impl serde::Serialize,
+    decision: &str,
+) -> Result<Value, openwork_host::client::ClientError>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    let params = json!({"requestId": request_id, "decision": decision});
+    within(10, client.call("permission.reply", params)).await
+}
+
 pub fn assert_contiguous(chunks: &[LogChunk], from: u64) {
     for (i, chunk) in chunks.iter().enumerate() {
         assert_eq!(

@@ -20,7 +20,7 @@ use tokio::io::AsyncReadExt;
 
 mod support;
 use support::{
-    BenchHost, cpu_seconds, emit_if_asked, receive_output, repeated_line_command, status_kib,
+    BenchHost, cpu_seconds, env_number, receive_output, repeated_line_command, status_kib,
 };
 
 /// The output a benchmark task writes, with how compressible it is: the host
@@ -203,18 +203,9 @@ async fn stream_workload(host: &BenchHost, workload: &Workload, bytes: u64, runs
 }
 
 fn main() {
-    emit_if_asked();
-    // The client side allocates as the `openwork-host client` commands do.
-    openwork_host::alloc::keep_freed_memory();
-    let mib: u64 = std::env::var("BENCH_MIB")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(512);
-    let runs: usize = std::env::var("BENCH_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|&n| n > 0)
-        .unwrap_or(3);
+    support::start();
+    let mib: u64 = env_number("BENCH_MIB", 512);
+    let runs: usize = env_number("BENCH_RUNS", 3usize).max(1);
     let bytes = mib * 1024 * 1024;
     let host = BenchHost::start("");
     let socket = host.socket();

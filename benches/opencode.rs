@@ -18,7 +18,7 @@ mod opencode_server;
 mod support;
 
 use opencode_server::OpencodeServer;
-use support::{BenchHost, ms, percentile};
+use support::{BenchHost, env_number, ms, percentile};
 
 fn summary(label: &str, mut samples: Vec<Duration>) -> Duration {
     samples.sort();
@@ -39,10 +39,7 @@ fn main() {
         );
         std::process::exit(2);
     };
-    let calls: usize = std::env::var("BENCH_CALLS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(500);
+    let calls: usize = env_number("BENCH_CALLS", 500);
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -17,7 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 mod support;
 use support::{
-    BenchHost, LINE, cpu_seconds, emit_if_asked, percentile, receive_output, repeated_line_command,
+    BenchHost, LINE, cpu_seconds, env_number, percentile, receive_output, repeated_line_command,
     status_kib,
 };
 
@@ -123,17 +123,9 @@ async fn streamed(host: &KnownHost, bytes: u64, cwd: &std::path::Path) -> (u64, 
 }
 
 fn main() {
-    emit_if_asked();
-    // The client side allocates as the `openwork-host client` commands do.
-    openwork_host::alloc::keep_freed_memory();
-    let mib: u64 = std::env::var("BENCH_MIB")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(512);
-    let idle: usize = std::env::var("BENCH_IDLE")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1000);
+    support::start();
+    let mib: u64 = env_number("BENCH_MIB", 512);
+    let idle: usize = env_number("BENCH_IDLE", 1000);
     let host = BenchHost::start("");
     let (socket, work) = (host.socket(), host.work.clone());
     let runtime = tokio::runtime::Runtime::new().expect("runtime");

@@ -184,9 +184,24 @@ pub fn repeated_line_command(bytes: u64) -> String {
     format!("{EMIT_VAR}={bytes} exec '{}'", exe.display())
 }
 
-/// Call first in `main`: when started as a benchmark task, writes the output
-/// asked for and exits.
-pub fn emit_if_asked() {
+/// Call first in a benchmark's `main`: when started as the benchmark task,
+/// writes the output asked for and exits; otherwise sets the allocator up as
+/// the `openwork-host` binary does (the benchmark is the client side).
+pub fn start() {
+    emit_if_asked();
+    openwork_host::alloc::keep_freed_memory();
+}
+
+/// A number from the environment variable `name`, or `default`.
+pub fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// When started as a benchmark task, writes the output asked for and exits.
+fn emit_if_asked() {
     let Some(bytes) = std::env::var(EMIT_VAR)
         .ok()
         .and_then(|v| v.parse::<u64>().ok())

@@ -731,16 +731,8 @@ impl Turn {
         };
         let (findings, rules) = match quick {
             Ok((reply, reason)) => {
-                let mut body = json!({"reply": reply});
-                if reply == "reject" {
-                    body["message"] = json!(reason);
-                }
-                let _ = client
-                    .post(
-                        &format!("/permission/{oc_request}/reply"),
-                        &self.directory,
-                        &body,
-                    )
+                let message = (reply == "reject").then_some(reason.as_str());
+                self.reply_to_opencode(client, &oc_request, reply, message)
                     .await;
                 let answered = json!({"kind": "permission", "requestId": oc_request, "permission": permission, "reply": reply, "reason": reason});
                 event(sink, self.tag(session, answered)).await;
@@ -771,6 +763,29 @@ impl Turn {
             let outcome = permissions.ask(&live, ask, &live.cancel, &shutdown).await;
             (oc_request, outcome)
         }))
+    }
+
+    /// Answers one of OpenCode's asks (`once` or `reject`), with the message
+    /// OpenCode shows when there is one. Best effort: an ask OpenCode no
+    /// longer lists needs no answer.
+    async fn reply_to_opencode(
+        &self,
+        client: &ApiClient,
+        oc_request: &str,
+        reply: &str,
+        message: Option<&str>,
+    ) {
+        let mut body = json!({"reply": reply});
+        if let Some(message) = message {
+            body["message"] = json!(message);
+        }
+        let _ = client
+            .post(
+                &format!("/permission/{oc_request}/reply"),
+                &self.directory,
+                &body,
+            )
+            .await;
     }
 
     /// A person's answer (or none) goes to OpenCode, unless OpenCode was
@@ -805,16 +820,7 @@ impl Turn {
                 "reject",
             ),
         };
-        let mut body = json!({"reply": reply});
-        if let Some(message) = &message {
-            body["message"] = json!(message);
-        }
-        let _ = client
-            .post(
-                &format!("/permission/{oc_request}/reply"),
-                &self.directory,
-                &body,
-            )
+        self.reply_to_opencode(client, &oc_request, reply, message.as_deref())
             .await;
         let mut answered = json!({"kind": "permission", "requestId": oc_request, "reply": reply, "decision": decision});
         if let Some(message) = message {

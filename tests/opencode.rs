@@ -184,16 +184,6 @@ async fn next_about(client: &mut Client, method: &str, task: &str) -> Value {
     .await
 }
 
-/// The audit of `task`, oldest first.
-async fn audit(client: &mut Client, task: &str) -> Vec<Value> {
-    let audit: Value = within(10, client.call("permission.audit", json!({"taskId": task})))
-        .await
-        .unwrap();
-    let mut entries = audit["entries"].as_array().unwrap().clone();
-    entries.reverse();
-    entries
-}
-
 fn kinds(events: &[Value]) -> Vec<String> {
     events
         .iter()

@@ -72,15 +72,6 @@ fn rpc_code(err: &openwork_host::client::ClientError) -> i32 {
     }
 }
 
-async fn audit(local: &mut Client, task: &str) -> Vec<Value> {
-    let result: Value = within(10, local.call("permission.audit", json!({"taskId": task})))
-        .await
-        .unwrap();
-    let mut entries = result["entries"].as_array().unwrap().clone();
-    entries.reverse();
-    entries
-}
-
 fn events(entries: &[Value]) -> Vec<&str> {
     entries
         .iter()

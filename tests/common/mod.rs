@@ -284,6 +284,16 @@ where
 }
 
 /// Seqs must run 1, 2, 3… with no gap and no duplicate.
+/// The permission audit of `task` (`permission.audit`), oldest first.
+pub async fn audit(client: &mut Client, task: &str) -> Vec<Value> {
+    let audit: Value = within(10, client.call("permission.audit", json!({"taskId": task})))
+        .await
+        .unwrap();
+    let mut entries = audit["entries"].as_array().unwrap().clone();
+    entries.reverse();
+    entries
+}
+
 /// Answers a permission request with `decision` (`permission.reply`), waiting
 /// at most 10 s; the host's answer or its error.
 pub async fn reply<R, W>(

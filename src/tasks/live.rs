@@ -21,8 +21,11 @@ use crate::store::{Store, StoreError};
 
 /// Bytes of recent encoded chunks kept per task for live subscribers.
 const RECENT_BYTES: usize = 4 * 1024 * 1024;
-/// Chunks a lagging subscriber reads from the store at once.
+/// Chunks a lagging subscriber reads from the store at once, and the bytes
+/// of output after which a page stops early (kept small enough to stay in
+/// the CPU's cache on its way to the socket).
 const PAGE_CHUNKS: u32 = 64;
+const PAGE_BYTES: usize = 1024 * 1024;
 
 /// A task as its subscribers see it.
 pub struct TaskLive {
@@ -414,25 +417,28 @@ impl Feed {
 
     async fn read_page(&mut self, upto: u64) -> Result<(), StoreError> {
         let (rowid, from, task_id) = (self.live.rowid, self.next_seq, self.live.task_id.clone());
-        let rows = self
+        // Encoded where it is read, from the decoder's buffer: a lagging
+        // subscriber costs no allocation per chunk beyond its frame.
+        let frames = self
             .store
             .read(move |conn| {
-                records::read_chunks(conn, rowid, from, upto, PAGE_CHUNKS, usize::MAX)
+                let mut frames = VecDeque::new();
+                records::visit_chunks(conn, rowid, from, upto, PAGE_CHUNKS, PAGE_BYTES, |c| {
+                    frames.push_back((
+                        c.seq,
+                        encode_log_chunk(&task_id, c.seq, c.stream, c.data, c.ts),
+                    ));
+                })?;
+                Ok(frames)
             })
             .await?;
-        match rows.first() {
+        match frames.front() {
             // A chunk whose write failed leaves a gap: skip it rather than wait forever.
-            Some(first) if first.seq > self.next_seq => self.next_seq = first.seq,
+            Some((first, _)) if *first > self.next_seq => self.next_seq = *first,
             Some(_) => {}
             None => self.next_seq = upto + 1,
         }
-        self.page = rows
-            .into_iter()
-            .map(|row| {
-                let frame = encode_log_chunk(&task_id, row.seq, row.stream, &row.data, row.ts);
-                (row.seq, frame)
-            })
-            .collect();
+        self.page = frames;
         Ok(())
     }
 }

@@ -25,7 +25,7 @@ use crate::config::TasksConfig;
 use crate::ids;
 use crate::permissions::{self, AskOutcome, Check, Permissions};
 use crate::protocol::{
-    TaskCounts, TaskListParams, TaskLogsParams, TaskLogsResult, TaskOutcomes, TaskRecord,
+    LogChunk, TaskCounts, TaskListParams, TaskLogsParams, TaskLogsResult, TaskOutcomes, TaskRecord,
     TaskRunParams, TaskRunResult, TaskStatus,
 };
 use crate::runtime::opencode::OpenCode;
@@ -585,17 +585,19 @@ impl TaskManager {
         let (status, upto) = live.snapshot();
         let from = p.from_seq.unwrap_or(1).max(1);
         let limit = p.limit.unwrap_or(100).clamp(1, 1000);
-        let rowid = live.rowid;
-        let rows = self
+        let (rowid, task_id) = (live.rowid, live.task_id.clone());
+        let chunks: Vec<LogChunk> = self
             .inner
             .store
-            .read(move |c| records::read_chunks(c, rowid, from, upto, limit, LOGS_PAGE_BYTES))
+            .read(move |c| {
+                let mut chunks = Vec::new();
+                records::visit_chunks(c, rowid, from, upto, limit, LOGS_PAGE_BYTES, |r| {
+                    chunks.push(log_chunk(&task_id, r.seq, r.stream, r.data, r.ts));
+                })?;
+                Ok(chunks)
+            })
             .await?;
-        let next_seq = rows.last().map_or(from.min(upto + 1), |r| r.seq + 1);
-        let chunks = rows
-            .iter()
-            .map(|r| log_chunk(&live.task_id, r.seq, r.stream, &r.data, r.ts))
-            .collect();
+        let next_seq = chunks.last().map_or(from.min(upto + 1), |c| c.seq + 1);
         Ok(TaskLogsResult {
             chunks,
             next_seq,

@@ -39,15 +39,6 @@ pub struct StatusChange {
     pub session_id: Option<String>,
 }
 
-/// One stored chunk.
-#[derive(Debug)]
-pub struct ChunkRow {
-    pub seq: u64,
-    pub stream: LogStream,
-    pub ts: i64,
-    pub data: Vec<u8>,
-}
-
 const TASK_COLUMNS: &str = "rowid, id, status, runtime, title, argv, command, cwd, timeout_s, exit_code, signal, error, \
      created_at, started_at, finished_at, \
      COALESCE((SELECT MAX(id) FROM log_chunks WHERE id BETWEEN tasks.rowid << 32 AND (tasks.rowid << 32) | 4294967295) & 4294967295, 0), \
@@ -227,16 +218,27 @@ pub fn insert_chunk(
     Ok(())
 }
 
-/// Chunks with `from <= seq <= upto` (seqs past 2^32 - 1 are not stored), at most `limit` of them and stopping
-/// once `max_bytes` is reached (always at least one).
-pub fn read_chunks(
+/// One stored chunk, its bytes borrowed for the length of a visit.
+pub struct ChunkRef<'a> {
+    pub seq: u64,
+    pub stream: LogStream,
+    pub ts: i64,
+    pub data: &'a [u8],
+}
+
+/// Calls `visit` with a task's chunks `from <= seq <= upto` in order (seqs
+/// past 2^32 - 1 are not stored), stopping after `limit` chunks or once
+/// `max_bytes` were visited (always at least one). Chunks are decoded into
+/// one reused buffer: nothing is allocated per chunk.
+pub fn visit_chunks(
     conn: &Connection,
     rowid: i64,
     from: u64,
     upto: u64,
     limit: u32,
     max_bytes: usize,
-) -> rusqlite::Result<Vec<ChunkRow>> {
+    mut visit: impl FnMut(ChunkRef<'_>),
+) -> rusqlite::Result<()> {
     let mut stmt = conn.prepare_cached(
         "SELECT id & 4294967295, stream, ts, data, codec FROM log_chunks WHERE id BETWEEN ?1 AND ?2 ORDER BY id LIMIT ?3",
     )?;
@@ -245,13 +247,14 @@ pub fn read_chunks(
         chunk_key(rowid, upto),
         limit
     ])?;
-    let mut out = Vec::new();
+    let mut decoder = stored::Decoder::new();
     let mut bytes = 0usize;
     while let Some(row) = rows.next()? {
-        let data = stored::decode(row.get(4)?, row.get(3)?)
+        let data = decoder
+            .decode(row.get(4)?, row.get_ref(3)?.as_blob()?)
             .map_err(|e| rusqlite::Error::FromSqlConversionFailure(3, Type::Blob, Box::new(e)))?;
         bytes += data.len();
-        out.push(ChunkRow {
+        visit(ChunkRef {
             seq: row.get::<_, i64>(0)? as u64,
             stream: LogStream::from_code(row.get(1)?),
             ts: row.get(2)?,
@@ -261,7 +264,7 @@ pub fn read_chunks(
             break;
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Marks every task that was not finished as interrupted; returns how many.
@@ -375,8 +378,15 @@ mod tests {
             "kept compressed: {stored}"
         );
 
-        let rows = read_chunks(&conn, 1, 1, 3, 10, usize::MAX).unwrap();
-        let got: Vec<(u64, &[u8])> = rows.iter().map(|r| (r.seq, &r.data[..])).collect();
+        let read = |from, upto| {
+            let mut rows = Vec::new();
+            visit_chunks(&conn, 1, from, upto, 10, usize::MAX, |r| {
+                rows.push((r.seq, r.data.to_vec()))
+            })
+            .map(|()| rows)
+        };
+        let rows = read(1, 3).unwrap();
+        let got: Vec<(u64, &[u8])> = rows.iter().map(|(seq, data)| (*seq, &data[..])).collect();
         assert_eq!(
             got,
             [(1, old.as_bytes()), (2, &text[..]), (3, &short[..])],
@@ -389,7 +399,7 @@ mod tests {
             [chunk_key(1, 2)],
         )
         .unwrap();
-        let err = read_chunks(&conn, 1, 2, 2, 10, usize::MAX).unwrap_err();
+        let err = read(2, 2).unwrap_err();
         assert!(err.to_string().contains("claims"), "{err}");
     }
 }

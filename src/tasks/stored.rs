@@ -89,16 +89,47 @@ impl StoredData {
 pub fn decode(codec: i64, blob: Vec<u8>) -> Result<Vec<u8>, DecodeError> {
     match codec {
         RAW => Ok(blob),
-        LZ4 => {
-            let (size, packed) = lz4_flex::block::uncompressed_size(&blob)
-                .map_err(|e| DecodeError::Damaged(e.to_string()))?;
-            if size > MAX_DECODED {
-                return Err(DecodeError::TooLarge(size));
+        _ => Decoder::new().decode(codec, &blob).map(<[u8]>::to_vec),
+    }
+}
+
+/// Reads stored chunks back into a buffer it keeps, so that reading many
+/// chunks in a row neither allocates nor zeroes room for each of them.
+#[derive(Debug, Default)]
+pub struct Decoder {
+    scratch: Vec<u8>,
+}
+
+impl Decoder {
+    pub fn new() -> Decoder {
+        Decoder::default()
+    }
+
+    /// The bytes a stored chunk holds: `blob` itself when stored as written,
+    /// else decompressed into the scratch buffer (valid until the next call).
+    pub fn decode<'a>(&'a mut self, codec: i64, blob: &'a [u8]) -> Result<&'a [u8], DecodeError> {
+        match codec {
+            RAW => Ok(blob),
+            LZ4 => {
+                let (size, packed) = lz4_flex::block::uncompressed_size(blob)
+                    .map_err(|e| DecodeError::Damaged(e.to_string()))?;
+                if size > MAX_DECODED {
+                    return Err(DecodeError::TooLarge(size));
+                }
+                if self.scratch.len() < size {
+                    self.scratch.resize(size, 0);
+                }
+                let n = lz4_flex::block::decompress_into(packed, &mut self.scratch[..size])
+                    .map_err(|e| DecodeError::Damaged(e.to_string()))?;
+                if n != size {
+                    return Err(DecodeError::Damaged(format!(
+                        "{n} bytes decompressed where {size} were recorded"
+                    )));
+                }
+                Ok(&self.scratch[..size])
             }
-            lz4_flex::block::decompress(packed, size)
-                .map_err(|e| DecodeError::Damaged(e.to_string()))
+            other => Err(DecodeError::UnknownCodec(other)),
         }
-        other => Err(DecodeError::UnknownCodec(other)),
     }
 }
 
@@ -172,6 +203,28 @@ mod tests {
                 text
             );
         }
+    }
+
+    #[test]
+    fn one_decoder_reads_chunks_of_any_size_in_any_order() {
+        let mut compressor = Compressor::new();
+        let mut decoder = Decoder::new();
+        for len in [64 * 1024, 600, 40_000, 5, 64 * 1024, 1000] {
+            let text: Bytes = "x = 1; y = 2\n".repeat(len).into_bytes()[..len]
+                .to_vec()
+                .into();
+            let stored = compressor.encode(&text);
+            assert_eq!(
+                decoder.decode(stored.codec(), stored.blob()).unwrap(),
+                &text[..]
+            );
+        }
+        let mut short = lz4_flex::block::compress_prepend_size(&[b'a'; 4096]);
+        short[..4].copy_from_slice(&5000u32.to_le_bytes());
+        assert!(matches!(
+            decoder.decode(LZ4, &short),
+            Err(DecodeError::Damaged(_))
+        ));
     }
 
     #[test]

@@ -251,6 +251,12 @@ where
     let (mut total, mut chunks) = (0u64, 0u64);
     loop {
         let body = conn.read_frame().await.expect("frame");
+        // As the client library reads them (`client run`, `client logs --follow`).
+        if let Some(chunk) = openwork_host::client::decode_log_chunk(&body) {
+            total += chunk.data.len() as u64;
+            chunks += 1;
+            continue;
+        }
         let note: Note = serde_json::from_slice(&body).expect("json");
         match (note.method, note.params) {
             (Some("log.chunk"), Some(p)) => {

@@ -205,11 +205,13 @@ pub async fn connect_unix(
 }
 
 pub mod hosts;
+pub mod log_frames;
 pub mod pair;
 pub mod reconnect;
 pub mod tls;
 
 pub use hosts::{KnownHost, KnownHosts};
+pub use log_frames::decode_log_chunk;
 pub use reconnect::{HostSession, LinkEvent, LinkObserver, Notice, ReconnectPolicy};
 pub use tls::{ConnectError, TlsConnection, connect_tls};
 

@@ -145,7 +145,7 @@ pub struct HostSession {
     policy: ReconnectPolicy,
     link: Option<Link>,
     /// Notifications read before a connection dropped, not yet handed out.
-    salvaged: VecDeque<Value>,
+    salvaged: VecDeque<Received>,
     follows: HashMap<String, Follow>,
     /// Followed tasks that finished, oldest first.
     finished: VecDeque<String>,
@@ -366,7 +366,7 @@ impl HostSession {
     }
 
     /// One notification from the connection; `None` when the connection dropped (and was marked so).
-    async fn read_notification(&mut self) -> Result<Option<Value>, SessionError> {
+    async fn read_notification(&mut self) -> Result<Option<Received>, SessionError> {
         let liveness = self.policy.liveness;
         let link = self.connected().await?;
         let failure = match tokio::time::timeout(liveness, link.next_notification()).await {
@@ -387,7 +387,11 @@ impl HostSession {
     }
 
     /// Whether a notification is new, updating what is known of its task.
-    fn admit(&mut self, message: Value) -> Option<Notice> {
+    fn admit(&mut self, received: Received) -> Option<Notice> {
+        let message = match received {
+            Received::Chunk(chunk) => return self.admit_chunk(chunk),
+            Received::Message(message) => message,
+        };
         let method = message.get("method")?.as_str()?.to_owned();
         let params = message.get("params").cloned().unwrap_or(Value::Null);
         match method.as_str() {
@@ -395,15 +399,7 @@ impl HostSession {
                 let Ok(chunk) = serde_json::from_value::<LogChunk>(params) else {
                     return Some(Notice::Other(message));
                 };
-                if let Some(follow) = self.follows.get_mut(&chunk.task_id) {
-                    if follow.finished || chunk.seq < follow.next_seq {
-                        return None;
-                    }
-                    // A seq past `next_seq` is a gap the host itself has
-                    // (a chunk it could not store); waiting would not fill it.
-                    follow.next_seq = chunk.seq + 1;
-                }
-                Some(Notice::Chunk(chunk))
+                self.admit_chunk(chunk)
             }
             "task.updated" => {
                 let Ok(update) = serde_json::from_value::<TaskUpdate>(params) else {
@@ -444,6 +440,18 @@ impl HostSession {
             },
             _ => Some(Notice::Other(message)),
         }
+    }
+
+    fn admit_chunk(&mut self, chunk: LogChunk) -> Option<Notice> {
+        if let Some(follow) = self.follows.get_mut(&chunk.task_id) {
+            if follow.finished || chunk.seq < follow.next_seq {
+                return None;
+            }
+            // A seq past `next_seq` is a gap the host itself has
+            // (a chunk it could not store); waiting would not fill it.
+            follow.next_seq = chunk.seq + 1;
+        }
+        Some(Notice::Chunk(chunk))
     }
 
     /// The current connection, reconnecting first when there is none.
@@ -657,11 +665,37 @@ type TlsWriter = FrameWriter<WriteHalf<TlsStream<TcpStream>>>;
 /// be abandoned at any point without losing a message), the session writes.
 struct Link {
     writer: TlsWriter,
-    incoming: mpsc::Receiver<Result<Value, ClientError>>,
+    incoming: mpsc::Receiver<Result<Received, ClientError>>,
     reader: JoinHandle<()>,
     next_id: u64,
     /// Notifications read while waiting for a reply, in order.
-    pending: VecDeque<Value>,
+    pending: VecDeque<Received>,
+}
+
+/// One message read from the host. `log.chunk` notifications, the bulk of
+/// what a streaming task sends, are decoded straight from their bytes.
+#[derive(Debug)]
+enum Received {
+    Chunk(LogChunk),
+    Message(Value),
+}
+
+impl Received {
+    fn decode(body: &[u8]) -> Result<Received, ClientError> {
+        if let Some(chunk) = super::decode_log_chunk(body) {
+            return Ok(Received::Chunk(chunk));
+        }
+        serde_json::from_slice(body)
+            .map(Received::Message)
+            .map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    fn is_notification(&self) -> bool {
+        match self {
+            Received::Chunk(_) => true,
+            Received::Message(message) => message.get("method").is_some(),
+        }
+    }
 }
 
 impl Drop for Link {
@@ -677,8 +711,7 @@ impl Link {
         let reader = tokio::spawn(async move {
             loop {
                 let item = match reader.next().await {
-                    Ok(ReadEvent::Frame(body)) => serde_json::from_slice::<Value>(&body)
-                        .map_err(|e| ClientError::Protocol(e.to_string())),
+                    Ok(ReadEvent::Frame(body)) => Received::decode(&body),
                     Ok(ReadEvent::Eof) => Err(ClientError::Closed),
                     Ok(ReadEvent::TooLarge { .. }) => Err(ClientError::Protocol(
                         "a frame from the host was too large".into(),
@@ -707,7 +740,7 @@ impl Link {
         Ok(())
     }
 
-    async fn receive(&mut self) -> Result<Value, ClientError> {
+    async fn receive(&mut self) -> Result<Received, ClientError> {
         self.incoming
             .recv()
             .await
@@ -721,9 +754,17 @@ impl Link {
         self.send(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
             .await?;
         loop {
-            let message = self.receive().await?;
+            let message = match self.receive().await? {
+                Received::Message(message) => message,
+                chunk => {
+                    self.pending.push_back(chunk);
+                    continue;
+                }
+            };
             match Incoming::of(message, id) {
-                Incoming::Notification(message) => self.pending.push_back(message),
+                Incoming::Notification(message) => {
+                    self.pending.push_back(Received::Message(message))
+                }
                 // Replies to calls abandoned earlier are passed over.
                 Incoming::OtherReply => {}
                 Incoming::Reply(result) => return result,
@@ -731,23 +772,23 @@ impl Link {
         }
     }
 
-    async fn next_notification(&mut self) -> Result<Value, ClientError> {
+    async fn next_notification(&mut self) -> Result<Received, ClientError> {
         if let Some(message) = self.pending.pop_front() {
             return Ok(message);
         }
         loop {
             let message = self.receive().await?;
-            if message.get("method").is_some() {
+            if message.is_notification() {
                 return Ok(message);
             }
         }
     }
 
     /// The notifications read but not handed out, in order.
-    fn salvage(&mut self) -> Vec<Value> {
-        let mut out: Vec<Value> = self.pending.drain(..).collect();
+    fn salvage(&mut self) -> Vec<Received> {
+        let mut out: Vec<Received> = self.pending.drain(..).collect();
         while let Ok(Ok(message)) = self.incoming.try_recv() {
-            if message.get("method").is_some() {
+            if message.is_notification() {
                 out.push(message);
             }
         }
@@ -822,13 +863,26 @@ mod tests {
         }
     }
 
-    fn chunk(seq: u64) -> Value {
+    fn chunk_value(seq: u64) -> Value {
         json!({"jsonrpc": "2.0", "method": "log.chunk", "params": {
             "taskId": "t1", "seq": seq, "stream": "stdout", "data": format!("{seq}\n"), "ts": "2026-01-01T00:00:00.000Z"}})
     }
 
-    fn update(status: &str) -> Value {
-        json!({"jsonrpc": "2.0", "method": "task.updated", "params": {"taskId": "t1", "status": status}})
+    /// A chunk as read off the wire (decoded straight from its bytes).
+    fn chunk(seq: u64) -> Received {
+        let received = Received::decode(&serde_json::to_vec(&chunk_value(seq)).unwrap()).unwrap();
+        assert!(matches!(received, Received::Chunk(_)));
+        received
+    }
+
+    /// A chunk that came as a general message (the path any other shape takes).
+    fn chunk_as_message(seq: u64) -> Received {
+        Received::Message(chunk_value(seq))
+    }
+
+    fn update(status: &str) -> Received {
+        let message = json!({"jsonrpc": "2.0", "method": "task.updated", "params": {"taskId": "t1", "status": status}});
+        Received::decode(&serde_json::to_vec(&message).unwrap()).unwrap()
     }
 
     #[test]
@@ -845,12 +899,12 @@ mod tests {
         let stream = [
             update("running"),
             chunk(1),
-            chunk(2),
+            chunk_as_message(2),
             update("running"),
             chunk(2),
             chunk(3),
             update("succeeded"),
-            chunk(3),
+            chunk_as_message(3),
             update("succeeded"),
         ];
         let mut seqs = Vec::new();
@@ -872,9 +926,14 @@ mod tests {
     fn notifications_of_tasks_not_followed_pass_through() {
         let mut s = session();
         assert!(matches!(s.admit(chunk(5)), Some(Notice::Chunk(_))));
-        assert!(matches!(s.admit(chunk(5)), Some(Notice::Chunk(_))));
         assert!(matches!(
-            s.admit(json!({"jsonrpc": "2.0", "method": "pairing.closed", "params": {}})),
+            s.admit(chunk_as_message(5)),
+            Some(Notice::Chunk(_))
+        ));
+        assert!(matches!(
+            s.admit(Received::Message(
+                json!({"jsonrpc": "2.0", "method": "pairing.closed", "params": {}})
+            )),
             Some(Notice::Other(_))
         ));
     }

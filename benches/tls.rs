@@ -193,9 +193,17 @@ fn main() {
         let bytes = mib * 1024 * 1024;
         let rate = |t: Duration| bytes as f64 / (1024.0 * 1024.0) / t.as_secs_f64();
         let (mut memory, mut relay, mut via_host, mut cpu) = (vec![], vec![], vec![], vec![]);
+        let mut plain_cpu = vec![];
         for _ in 0..3 {
+            let own_cpu = || {
+                let (user, system) = cpu_seconds(std::process::id());
+                user + system
+            };
+            let c0 = own_cpu();
             memory.push(rate(plain_tls_transfer(bytes, Source::Memory).await));
+            let c1 = own_cpu();
             relay.push(rate(plain_tls_transfer(bytes, Source::TaskPipe).await));
+            plain_cpu.push((c1 - c0, own_cpu() - c1));
             let (host_cpu0, client_cpu0) =
                 (cpu_seconds(host.pid()), cpu_seconds(std::process::id()));
             let (got, host_time) = streamed(&device, bytes, &work).await;
@@ -221,6 +229,11 @@ fn main() {
         cpu.sort_by(|a, b| a.0.total_cmp(&b.0));
         let (_, host_cpu, device_cpu) = cpu[cpu.len() / 2];
         println!("CPU while streaming:         host {host_cpu:.2} s, device {device_cpu:.2} s (median run)");
+        plain_cpu.sort_by(|a, b| (a.0 + a.1).total_cmp(&(b.0 + b.1)));
+        let (memory_cpu, relay_cpu) = plain_cpu[plain_cpu.len() / 2];
+        println!(
+            "CPU of the plain transfers:  both ends {memory_cpu:.2} s from memory, {relay_cpu:.2} s relayed (task not counted)"
+        );
         println!(
             "host / plain TLS:            {:>9.1} % of the relay, {:.1} % of memory (medians)",
             100.0 * host_m / relay_m,

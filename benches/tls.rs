@@ -6,7 +6,9 @@
 //!   straight from its pipe, and the bytes sent from memory;
 //! - host RSS with 1,000 idle authenticated connections.
 //!
-//! Run: `cargo bench --bench tls` (`BENCH_MIB`, `BENCH_IDLE` change the sizes).
+//! Run: `cargo bench --bench tls` (`BENCH_MIB`, `BENCH_IDLE` change the sizes;
+//! `BENCH_HOST_STREAMS=N` only streams N times through the host, printing
+//! each run's rate and CPU, to profile with `perf`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -192,6 +194,23 @@ fn main() {
         // Streaming: three rounds of the three transfers, medians shown.
         let bytes = mib * 1024 * 1024;
         let rate = |t: Duration| bytes as f64 / (1024.0 * 1024.0) / t.as_secs_f64();
+        let host_only: u32 = env_number("BENCH_HOST_STREAMS", 0);
+        if host_only > 0 {
+            // Only streams through the host, each with its CPU: for profiling.
+            for _ in 0..host_only {
+                let (h0, d0) = (cpu_seconds(host.pid()), cpu_seconds(std::process::id()));
+                let (got, t) = streamed(&device, bytes, &work).await;
+                let (h1, d1) = (cpu_seconds(host.pid()), cpu_seconds(std::process::id()));
+                assert_eq!(got, bytes, "the device saw every byte");
+                println!(
+                    "task output via host (TLS):  {:>9.1} MiB/s, CPU host {:.2} s, device {:.2} s",
+                    rate(t),
+                    h1.0 - h0.0 + h1.1 - h0.1,
+                    d1.0 - d0.0 + d1.1 - d0.1
+                );
+            }
+            return;
+        }
         let (mut memory, mut relay, mut via_host, mut cpu) = (vec![], vec![], vec![], vec![]);
         let mut plain_cpu = vec![];
         for _ in 0..3 {

@@ -33,7 +33,7 @@ pub enum DecodeError {
 }
 
 /// Bytes before an LZ4 block: the decoded size, little-endian (lz4_flex's
-/// "prepend size" format, which `decode` reads).
+/// "prepend size" format, which `Decoder::decode` reads).
 const SIZE_PREFIX: usize = 4;
 
 /// Turns chunks into their stored form, compressing into a scratch buffer it
@@ -85,14 +85,6 @@ impl StoredData {
     }
 }
 
-/// The bytes a stored chunk holds.
-pub fn decode(codec: i64, blob: Vec<u8>) -> Result<Vec<u8>, DecodeError> {
-    match codec {
-        RAW => Ok(blob),
-        _ => Decoder::new().decode(codec, &blob).map(<[u8]>::to_vec),
-    }
-}
-
 /// Reads stored chunks back into a buffer it keeps, so that reading many
 /// chunks in a row neither allocates nor zeroes room for each of them.
 #[derive(Debug, Default)]
@@ -137,6 +129,16 @@ impl Decoder {
 mod tests {
     use super::*;
 
+    /// What one fresh decoder reads back from a stored form.
+    fn decode(codec: i64, blob: &[u8]) -> Result<Vec<u8>, DecodeError> {
+        Decoder::new().decode(codec, blob).map(<[u8]>::to_vec)
+    }
+
+    /// `pattern` repeated and cut to exactly `len` bytes.
+    fn text_of_len(pattern: &str, len: usize) -> Bytes {
+        pattern.repeat(len).into_bytes()[..len].to_vec().into()
+    }
+
     #[test]
     fn text_is_compressed_and_read_back_exactly() {
         let text: Bytes = "cargo build: compiling crate 42 of 300\n"
@@ -150,10 +152,7 @@ mod tests {
             "{}",
             stored.blob().len()
         );
-        assert_eq!(
-            decode(stored.codec(), stored.blob().to_vec()).unwrap(),
-            text
-        );
+        assert_eq!(decode(stored.codec(), stored.blob()).unwrap(), text);
     }
 
     #[test]
@@ -172,10 +171,7 @@ mod tests {
             .into();
         let stored = compressor.encode(&noise);
         assert_eq!(stored.codec(), RAW);
-        assert_eq!(
-            decode(stored.codec(), stored.blob().to_vec()).unwrap(),
-            noise
-        );
+        assert_eq!(decode(stored.codec(), stored.blob()).unwrap(), noise);
     }
 
     #[test]
@@ -187,21 +183,14 @@ mod tests {
             .into_iter()
             .enumerate()
         {
-            let text: Bytes = format!("line {i} of a build log\n")
-                .repeat(len)
-                .into_bytes()[..len]
-                .to_vec()
-                .into();
+            let text = text_of_len(&format!("line {i} of a build log\n"), len);
             let stored = compressor.encode(&text);
             assert_eq!(stored.codec(), LZ4, "{len} bytes");
             assert_eq!(
                 stored.blob(),
                 &lz4_flex::block::compress_prepend_size(&text)[..]
             );
-            assert_eq!(
-                decode(stored.codec(), stored.blob().to_vec()).unwrap(),
-                text
-            );
+            assert_eq!(decode(stored.codec(), stored.blob()).unwrap(), text);
         }
     }
 
@@ -210,9 +199,7 @@ mod tests {
         let mut compressor = Compressor::new();
         let mut decoder = Decoder::new();
         for len in [64 * 1024, 600, 40_000, 5, 64 * 1024, 1000] {
-            let text: Bytes = "x = 1; y = 2\n".repeat(len).into_bytes()[..len]
-                .to_vec()
-                .into();
+            let text = text_of_len("x = 1; y = 2\n", len);
             let stored = compressor.encode(&text);
             assert_eq!(
                 decoder.decode(stored.codec(), stored.blob()).unwrap(),
@@ -230,14 +217,14 @@ mod tests {
     #[test]
     fn damaged_or_unknown_rows_are_errors_not_panics() {
         assert!(matches!(
-            decode(7, vec![1, 2]),
+            decode(7, &[1, 2]),
             Err(DecodeError::UnknownCodec(7))
         ));
-        assert!(matches!(decode(LZ4, vec![1]), Err(DecodeError::Damaged(_))));
-        let huge = u32::MAX.to_le_bytes().to_vec();
-        assert!(matches!(decode(LZ4, huge), Err(DecodeError::TooLarge(_))));
+        assert!(matches!(decode(LZ4, &[1]), Err(DecodeError::Damaged(_))));
+        let huge = u32::MAX.to_le_bytes();
+        assert!(matches!(decode(LZ4, &huge), Err(DecodeError::TooLarge(_))));
         let mut packed = lz4_flex::block::compress_prepend_size(&[b'a'; 4096]);
         packed.truncate(packed.len() - 2);
-        assert!(matches!(decode(LZ4, packed), Err(DecodeError::Damaged(_))));
+        assert!(matches!(decode(LZ4, &packed), Err(DecodeError::Damaged(_))));
     }
 }

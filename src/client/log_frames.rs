@@ -160,14 +160,13 @@ impl Parser<'_> {
     /// A string value, unescaped; the cursor is on its opening quote.
     fn string(&mut self) -> Option<String> {
         self.eat_raw(b'"')?;
-        let first_run = clean_run_len(&self.bytes[self.at..]);
+        let mut run = clean_run_len(&self.bytes[self.at..]);
         // Unescaping only shrinks: what is left of the frame bounds the string.
-        let mut out = match self.bytes.get(self.at + first_run) {
-            Some(b'"') => Vec::with_capacity(first_run),
+        let mut out = match self.bytes.get(self.at + run) {
+            Some(b'"') => Vec::with_capacity(run),
             _ => Vec::with_capacity(self.bytes.len() - self.at),
         };
         loop {
-            let run = clean_run_len(&self.bytes[self.at..]);
             out.extend_from_slice(&self.bytes[self.at..self.at + run]);
             self.at += run;
             match *self.bytes.get(self.at)? {
@@ -193,6 +192,7 @@ impl Parser<'_> {
                         }
                         _ => return None,
                     }
+                    run = clean_run_len(&self.bytes[self.at..]);
                 }
                 // A raw control byte: not JSON; the full parser says so.
                 _ => return None,

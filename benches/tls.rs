@@ -112,8 +112,30 @@ async fn plain_tls_transfer(bytes: u64, source: Source) -> Duration {
     start.elapsed()
 }
 
-async fn streamed(host: &KnownHost, bytes: u64, cwd: &std::path::Path) -> (u64, Duration) {
-    let mut conn = open_session(host, "bench").await.expect("session");
+/// CPU seconds (user + system) process `pid` has used so far.
+fn cpu_total(pid: u32) -> f64 {
+    let (user, system) = cpu_seconds(pid);
+    user + system
+}
+
+/// One stream of the task's output through the host to a device.
+struct Streamed {
+    time: Duration,
+    host_cpu: f64,
+    device_cpu: f64,
+}
+
+/// Runs the task on `host_pid`'s host and reads all its output as `device`;
+/// checks that every byte arrived.
+async fn streamed(
+    device: &KnownHost,
+    host_pid: u32,
+    bytes: u64,
+    cwd: &std::path::Path,
+) -> Streamed {
+    let own = std::process::id();
+    let (host0, device0) = (cpu_total(host_pid), cpu_total(own));
+    let mut conn = open_session(device, "bench").await.expect("session");
     let command = repeated_line_command(bytes);
     let start = Instant::now();
     let _: Value = conn
@@ -121,7 +143,13 @@ async fn streamed(host: &KnownHost, bytes: u64, cwd: &std::path::Path) -> (u64, 
         .await
         .expect("task.run");
     let (total, _) = receive_output(&mut conn).await;
-    (total, start.elapsed())
+    let time = start.elapsed();
+    assert_eq!(total, bytes, "the device saw every byte");
+    Streamed {
+        time,
+        host_cpu: cpu_total(host_pid) - host0,
+        device_cpu: cpu_total(own) - device0,
+    }
 }
 
 fn main() {
@@ -198,15 +226,12 @@ fn main() {
         if host_only > 0 {
             // Only streams through the host, each with its CPU: for profiling.
             for _ in 0..host_only {
-                let (h0, d0) = (cpu_seconds(host.pid()), cpu_seconds(std::process::id()));
-                let (got, t) = streamed(&device, bytes, &work).await;
-                let (h1, d1) = (cpu_seconds(host.pid()), cpu_seconds(std::process::id()));
-                assert_eq!(got, bytes, "the device saw every byte");
+                let s = streamed(&device, host.pid(), bytes, &work).await;
                 println!(
                     "task output via host (TLS):  {:>9.1} MiB/s, CPU host {:.2} s, device {:.2} s",
-                    rate(t),
-                    h1.0 - h0.0 + h1.1 - h0.1,
-                    d1.0 - d0.0 + d1.1 - d0.1
+                    rate(s.time),
+                    s.host_cpu,
+                    s.device_cpu
                 );
             }
             return;
@@ -214,27 +239,15 @@ fn main() {
         let (mut memory, mut relay, mut via_host, mut cpu) = (vec![], vec![], vec![], vec![]);
         let mut plain_cpu = vec![];
         for _ in 0..3 {
-            let own_cpu = || {
-                let (user, system) = cpu_seconds(std::process::id());
-                user + system
-            };
-            let c0 = own_cpu();
+            let own = std::process::id();
+            let c0 = cpu_total(own);
             memory.push(rate(plain_tls_transfer(bytes, Source::Memory).await));
-            let c1 = own_cpu();
+            let c1 = cpu_total(own);
             relay.push(rate(plain_tls_transfer(bytes, Source::TaskPipe).await));
-            plain_cpu.push((c1 - c0, own_cpu() - c1));
-            let (host_cpu0, client_cpu0) =
-                (cpu_seconds(host.pid()), cpu_seconds(std::process::id()));
-            let (got, host_time) = streamed(&device, bytes, &work).await;
-            let (host_cpu1, client_cpu1) =
-                (cpu_seconds(host.pid()), cpu_seconds(std::process::id()));
-            assert_eq!(got, bytes, "the device saw every byte");
-            via_host.push(rate(host_time));
-            cpu.push((
-                rate(host_time),
-                host_cpu1.0 - host_cpu0.0 + host_cpu1.1 - host_cpu0.1,
-                client_cpu1.0 - client_cpu0.0 + client_cpu1.1 - client_cpu0.1,
-            ));
+            plain_cpu.push((c1 - c0, cpu_total(own) - c1));
+            let s = streamed(&device, host.pid(), bytes, &work).await;
+            via_host.push(rate(s.time));
+            cpu.push((rate(s.time), s.host_cpu, s.device_cpu));
         }
         let median = |v: &mut Vec<f64>| {
             v.sort_by(f64::total_cmp);

@@ -5,7 +5,7 @@
 //! limit is skipped in small pieces and reported, so that the connection can
 //! answer with an error and carry on.
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::sync::{Arc, OnceLock};
 
 use bytes::BufMut;
@@ -22,6 +22,10 @@ const MAX_HEADER_SECTION: usize = 8 * 1024;
 const READ_BUFFER: usize = 64 * 1024;
 /// The rest of a frame body at least this large is read straight into the body.
 const DIRECT_READ: usize = 16 * 1024;
+/// The write buffer. A frame at least this large goes to the stream in one
+/// vectored write of header and body (after what is buffered), so a log
+/// chunk's bytes are not copied on the way; smaller frames are gathered.
+const WRITE_BUFFER: usize = 32 * 1024;
 
 /// How messages are delimited on a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -389,25 +393,39 @@ pub struct FrameWriter<W> {
 impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     pub fn new(inner: W, framing: FramingSlot) -> Self {
         Self {
-            inner: BufWriter::with_capacity(256 * 1024, inner),
+            inner: BufWriter::with_capacity(WRITE_BUFFER, inner),
             framing,
         }
     }
 
-    /// Buffers one frame; call `flush` to send.
+    /// Buffers one frame (or writes it, when large); call `flush` to send.
     pub async fn write_frame(&mut self, body: &[u8]) -> io::Result<()> {
         match self.framing.get() {
             Framing::Lsp => {
                 let header = format!("Content-Length: {}\r\n\r\n", body.len());
-                self.inner.write_all(header.as_bytes()).await?;
-                self.inner.write_all(body).await
+                self.write_all_vectored(&mut [IoSlice::new(header.as_bytes()), IoSlice::new(body)])
+                    .await
             }
             Framing::Ndjson => {
                 // Compact JSON never holds a raw newline, so a line is a frame.
-                self.inner.write_all(body).await?;
-                self.inner.write_all(b"\n").await
+                self.write_all_vectored(&mut [IoSlice::new(body), IoSlice::new(b"\n")])
+                    .await
             }
         }
+    }
+
+    /// Writes every slice, in order: through the buffer when they fit in it,
+    /// straight to the stream when they do not (`BufWriter` decides).
+    async fn write_all_vectored(&mut self, mut parts: &mut [IoSlice<'_>]) -> io::Result<()> {
+        IoSlice::advance_slices(&mut parts, 0);
+        while !parts.is_empty() {
+            let n = self.inner.write_vectored(parts).await?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            IoSlice::advance_slices(&mut parts, n);
+        }
+        Ok(())
     }
 
     /// Writes raw bytes, bypassing framing (conformance tests of bad input).
@@ -600,6 +618,107 @@ mod tests {
         let (frames, err) = events(&input, FramingMode::Fixed(Framing::Ndjson), 100).await;
         assert_eq!(frames, ["too large None", "{}"]);
         assert_eq!(err, None);
+    }
+
+    /// A stream that takes at most a few bytes per write, vectored or not.
+    struct Trickle {
+        out: Vec<u8>,
+        step: usize,
+        calls: usize,
+    }
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(
+            self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<io::Result<usize>> {
+            self.poll_write_vectored(cx, &[IoSlice::new(buf)])
+        }
+
+        fn poll_write_vectored(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            bufs: &[IoSlice<'_>],
+        ) -> std::task::Poll<io::Result<usize>> {
+            // Varies the amount taken so that writes end mid-header and mid-body.
+            self.calls += 1;
+            let mut left = self.step + self.calls % 7 * 1000;
+            let mut n = 0;
+            for buf in bufs {
+                let take = buf.len().min(left);
+                self.out.extend_from_slice(&buf[..take]);
+                (n, left) = (n + take, left - take);
+            }
+            std::task::Poll::Ready(Ok(n))
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn written_frames_large_and_small_arrive_in_order_through_partial_writes() {
+        // Around the write buffer's size (large ones skip it), and tiny ones between.
+        let sizes = [
+            2usize,
+            WRITE_BUFFER + 5,
+            1,
+            WRITE_BUFFER,
+            WRITE_BUFFER - 1,
+            300_000,
+            7,
+            3,
+        ];
+        let bodies: Vec<Vec<u8>> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &len)| (0..len).map(|j| b'a' + ((i * 5 + j) % 26) as u8).collect())
+            .collect();
+        for framing in [Framing::Lsp, Framing::Ndjson] {
+            for step in [1usize, 100, 5000] {
+                let mut sink = Trickle {
+                    out: Vec::new(),
+                    step,
+                    calls: 0,
+                };
+                {
+                    let mut w = FrameWriter::new(&mut sink, FramingSlot::fixed(framing));
+                    for body in &bodies {
+                        w.write_frame(body).await.unwrap();
+                    }
+                    w.flush().await.unwrap();
+                }
+                let mut reader =
+                    FrameReader::new(&sink.out[..], FramingMode::Fixed(framing), 1 << 20);
+                for body in &bodies {
+                    match reader.next().await {
+                        Ok(ReadEvent::Frame(got)) => assert!(
+                            got == *body,
+                            "{framing:?}, {step}-byte writes: a {} byte body changed",
+                            body.len()
+                        ),
+                        other => panic!("expected a frame, got {other:?}"),
+                    }
+                }
+                assert!(matches!(reader.next().await, Ok(ReadEvent::Eof)));
+            }
+        }
     }
 
     #[tokio::test]

@@ -18,6 +18,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{mpsc, oneshot};
@@ -38,6 +39,13 @@ const WAL_KEEP: i64 = 64 * 1024 * 1024;
 /// also multiply the bytes written when commits are small. 16 KiB measured
 /// best here (64 KiB: 4x the data written with one chunk per commit).
 const PAGE_SIZE: i64 = 16384;
+/// While log chunks keep arriving, transactions that hold only chunks are at
+/// least this far apart: a burst of output shares transactions (and the WAL
+/// pages they rewrite) instead of committing a page or two per 64 KiB chunk.
+/// A chunk after a quiet spell, and any other job, commits at once.
+const BURST_COMMIT_GAP: Duration = Duration::from_millis(1);
+/// How often the writer looks for other jobs while it holds chunks back.
+const BURST_POLL: Duration = Duration::from_micros(250);
 /// Idle read connections kept open.
 const MAX_IDLE_READERS: usize = 4;
 
@@ -110,6 +118,7 @@ impl Store {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", true)?;
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        plan_once(&conn)?;
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         conn.wal_hook(Some(note_wal_frames));
         conn.pragma_update(None, "journal_size_limit", WAL_KEEP)?;
@@ -234,6 +243,7 @@ impl Store {
                 | OpenFlags::SQLITE_OPEN_URI,
         )?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        plan_once(&conn)?;
         Ok(conn)
     }
 
@@ -274,21 +284,42 @@ pub fn inspect(path: &Path) -> Result<i64, StoreError> {
 
 /// Locks a mutex, recovering the data if a panicking thread poisoned it: every
 /// critical section in the store leaves its data consistent.
+/// Plans each cached statement once, whatever values are bound to it later.
+/// SQLite otherwise re-prepares a statement when a bound value could change
+/// its plan (range bounds, with the statistics this build keeps), which made
+/// every page of a log read back parse its query again.
+fn plan_once(conn: &Connection) -> rusqlite::Result<()> {
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )?;
+    Ok(())
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>, checkpointer: Checkpointer) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut last_commit = Instant::now();
     while let Some(job) = rx.blocking_recv() {
         batch.push(job);
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
+        take_waiting(&mut rx, &mut batch);
+        // Output streaming in: let more of it join this transaction.
+        let due = last_commit + BURST_COMMIT_GAP;
+        while batch.len() < MAX_BATCH && batch.iter().all(|job| job.bulk_bytes > 0) {
+            let now = Instant::now();
+            if now >= due {
+                break;
+            }
+            std::thread::sleep((due - now).min(BURST_POLL));
+            if !take_waiting(&mut rx, &mut batch) {
+                break;
             }
         }
         run_batch(&mut conn, &mut batch);
+        last_commit = Instant::now();
         let frames = WAL_FRAMES.with(std::cell::Cell::get);
         if frames > 0 {
             checkpointer.poke(frames * PAGE_SIZE >= CHECKPOINT_AT);
@@ -298,6 +329,19 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>, checkpointer: 
     if let Err(e) = conn.pragma_update(None, "wal_checkpoint", "TRUNCATE") {
         tracing::debug!(error = %e, "final checkpoint failed");
     }
+}
+
+/// Moves the jobs already queued into `batch`, up to `MAX_BATCH`; false once
+/// the queue is closed (the store is shutting down: commit what there is).
+fn take_waiting(rx: &mut mpsc::Receiver<Job>, batch: &mut Vec<Job>) -> bool {
+    while batch.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(job) => batch.push(job),
+            Err(mpsc::error::TryRecvError::Empty) => return true,
+            Err(mpsc::error::TryRecvError::Disconnected) => return false,
+        }
+    }
+    true
 }
 
 /// Copies the WAL into the database in the background.

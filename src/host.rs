@@ -836,6 +836,8 @@ async fn accept_tls(
                     return;
                 }
             };
+            let mut stream = stream;
+            tls::set_send_buffer(stream.get_mut().1);
             let channel_binding = tls::exporter(stream.get_ref().1);
             let (reader, writer) = transport::framed(
                 stream,

@@ -148,6 +148,17 @@ pub fn client_config(verifier: Arc<PinnedCert>) -> Result<Arc<ClientConfig>, Tls
     Ok(Arc::new(config))
 }
 
+/// Encrypted bytes a connection may hold before writing them out. rustls
+/// takes 64 KiB by default, which splits a frame carrying a full 64 KiB log
+/// chunk (plus its JSON) into two socket writes, the second of a few hundred
+/// bytes; this is room for several such frames.
+const SEND_BUFFER: usize = 256 * 1024;
+
+/// Sizes a connection's send buffer for whole log frames (see `SEND_BUFFER`).
+pub fn set_send_buffer<Data>(conn: &mut rustls::ConnectionCommon<Data>) {
+    conn.set_buffer_limit(Some(SEND_BUFFER));
+}
+
 /// The server name to present (a constant: the certificate is pinned, not named).
 pub fn server_name() -> ServerName<'static> {
     ServerName::try_from(SERVER_NAME).expect("a valid DNS name")
@@ -165,4 +176,27 @@ pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListen
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
     tokio::net::TcpListener::from_std(socket.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::datadir::DataDir;
+    use crate::tasks::chunk::MAX_CHUNK;
+
+    #[test]
+    fn a_frame_carrying_a_full_chunk_is_taken_in_one_write() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = DataDir::resolve(Some(tmp.path().to_owned())).unwrap();
+        let config = server_config(&Identity::load_or_create(&dir, "box").unwrap()).unwrap();
+        // A full chunk of newlines, each escaped, plus its frame's header and JSON.
+        let frame = vec![b'x'; 2 * MAX_CHUNK + 256];
+        let mut default = rustls::ServerConnection::new(Arc::clone(&config)).unwrap();
+        let taken = std::io::Write::write(&mut default.writer(), &frame).unwrap();
+        assert!(taken < frame.len(), "rustls's default would split it");
+        let mut sized = rustls::ServerConnection::new(config).unwrap();
+        set_send_buffer(&mut sized);
+        let taken = std::io::Write::write(&mut sized.writer(), &frame).unwrap();
+        assert_eq!(taken, frame.len());
+    }
 }

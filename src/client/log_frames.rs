@@ -8,7 +8,7 @@
 //! test holds the two side by side.
 
 use crate::protocol::{LogChunk, LogStream};
-use crate::rpc::json::clean_run_len;
+use crate::rpc::json::{clean_run_len, copy_clean_run};
 
 /// The `log.chunk` notification in `body`, or `None` when the frame is
 /// something else (or a shape this reader leaves to the full parser).
@@ -160,15 +160,17 @@ impl Parser<'_> {
     /// A string value, unescaped; the cursor is on its opening quote.
     fn string(&mut self) -> Option<String> {
         self.eat_raw(b'"')?;
-        let mut run = clean_run_len(&self.bytes[self.at..]);
-        // Unescaping only shrinks: what is left of the frame bounds the string.
-        let mut out = match self.bytes.get(self.at + run) {
-            Some(b'"') => Vec::with_capacity(run),
-            _ => Vec::with_capacity(self.bytes.len() - self.at),
-        };
+        let run = clean_run_len(&self.bytes[self.at..]);
+        if self.bytes.get(self.at + run) == Some(&b'"') {
+            let text = &self.bytes[self.at..self.at + run];
+            self.at += run + 1;
+            return String::from_utf8(text.to_vec()).ok();
+        }
+        // Unescaping only shrinks: what is left of the frame bounds the
+        // string (and a block copied past the end of a run).
+        let mut out = Vec::with_capacity(self.bytes.len() - self.at + 16);
         loop {
-            out.extend_from_slice(&self.bytes[self.at..self.at + run]);
-            self.at += run;
+            self.at += copy_clean_run(&mut out, &self.bytes[self.at..]);
             match *self.bytes.get(self.at)? {
                 b'"' => {
                     self.at += 1;
@@ -192,7 +194,6 @@ impl Parser<'_> {
                         }
                         _ => return None,
                     }
-                    run = clean_run_len(&self.bytes[self.at..]);
                 }
                 // A raw control byte: not JSON; the full parser says so.
                 _ => return None,

@@ -78,6 +78,34 @@ pub fn clean_run_len(bytes: &[u8]) -> usize {
         .map_or(bytes.len(), |k| tail + k)
 }
 
+/// Appends the clean run that starts `bytes` (see `clean_run_len`) to `out`
+/// and returns its length.
+///
+/// Each step copies a whole block and then drops what follows the first byte
+/// to escape, so that a run costs a fixed-size copy per sixteen bytes rather
+/// than a call to copy its exact length: log output is lines of a few dozen
+/// bytes, each ended by a newline to escape.
+pub fn copy_clean_run(out: &mut Vec<u8>, bytes: &[u8]) -> usize {
+    let mut at = 0;
+    while let Some(block) = bytes[at..].first_chunk::<BLOCK>() {
+        let hits = escapes_in_block(block);
+        out.extend_from_slice(block);
+        if hits != 0 {
+            let clean = hits.trailing_zeros() as usize;
+            out.truncate(out.len() - (BLOCK - clean));
+            return at + clean;
+        }
+        at += BLOCK;
+    }
+    let rest = &bytes[at..];
+    let clean = rest
+        .iter()
+        .position(|&b| escape_byte(b))
+        .unwrap_or(rest.len());
+    out.extend_from_slice(&rest[..clean]);
+    at + clean
+}
+
 /// Appends `text` as a JSON string (with quotes).
 pub fn write_str(out: &mut Vec<u8>, text: &str) {
     let bytes = text.as_bytes();
@@ -167,6 +195,28 @@ mod tests {
             }
         }
         assert_eq!(clean_run_len("é\u{1}".as_bytes()), 2);
+    }
+
+    #[test]
+    fn copying_a_clean_run_appends_exactly_the_run() {
+        for len in 0..40 {
+            for at in 0..=len {
+                for special in [b'"', b'\\', b'\n', 0x00, 0x1F] {
+                    // Letters and a multi-byte character: both are clean.
+                    let mut bytes: Vec<u8> = "abcdefghijklmnopqrstuvwxyz\u{e9}0123456789abcdef"
+                        .bytes()
+                        .take(len)
+                        .collect();
+                    if at < len {
+                        bytes[at] = special;
+                    }
+                    let mut out = b"kept".to_vec();
+                    let copied = copy_clean_run(&mut out, &bytes);
+                    assert_eq!(copied, at, "{bytes:x?}");
+                    assert_eq!(out, [&b"kept"[..], &bytes[..at]].concat(), "{bytes:x?}");
+                }
+            }
+        }
     }
 
     #[test]

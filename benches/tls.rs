@@ -7,8 +7,9 @@
 //! - host RSS with 1,000 idle authenticated connections.
 //!
 //! Run: `cargo bench --bench tls` (`BENCH_MIB`, `BENCH_IDLE` change the sizes;
-//! `BENCH_HOST_STREAMS=N` only streams N times through the host, printing
-//! each run's rate and CPU, to profile with `perf`).
+//! to profile with `perf`, `BENCH_HOST_STREAMS=N` only streams N times
+//! through the host and `BENCH_RELAY_STREAMS=N` N times through the plain
+//! relay, printing each run's rate and CPU).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -165,6 +166,33 @@ fn main() {
         let device = host.pair_device().await;
         println!("openwork-host TLS bench (loopback, {tls})");
 
+        let bytes = mib * 1024 * 1024;
+        let rate = |t: Duration| bytes as f64 / (1024.0 * 1024.0) / t.as_secs_f64();
+        // Profiling modes: only streams, each run's rate and CPU printed.
+        let relay_only: u32 = env_number("BENCH_RELAY_STREAMS", 0);
+        if relay_only > 0 {
+            for _ in 0..relay_only {
+                let own = std::process::id();
+                let c0 = cpu_total(own);
+                let r = rate(plain_tls_transfer(bytes, Source::TaskPipe).await);
+                println!("plain tokio-rustls, relayed: {r:>9.1} MiB/s, CPU both ends {:.2} s", cpu_total(own) - c0);
+            }
+            return;
+        }
+        let host_only: u32 = env_number("BENCH_HOST_STREAMS", 0);
+        if host_only > 0 {
+            for _ in 0..host_only {
+                let s = streamed(&device, host.pid(), bytes, &work).await;
+                println!(
+                    "task output via host (TLS):  {:>9.1} MiB/s, CPU host {:.2} s, device {:.2} s",
+                    rate(s.time),
+                    s.host_cpu,
+                    s.device_cpu
+                );
+            }
+            return;
+        }
+
         // Pings.
         let mut conn = open_session(&device, "bench").await.expect("session");
         let n = 20_000;
@@ -220,22 +248,6 @@ fn main() {
         );
 
         // Streaming: three rounds of the three transfers, medians shown.
-        let bytes = mib * 1024 * 1024;
-        let rate = |t: Duration| bytes as f64 / (1024.0 * 1024.0) / t.as_secs_f64();
-        let host_only: u32 = env_number("BENCH_HOST_STREAMS", 0);
-        if host_only > 0 {
-            // Only streams through the host, each with its CPU: for profiling.
-            for _ in 0..host_only {
-                let s = streamed(&device, host.pid(), bytes, &work).await;
-                println!(
-                    "task output via host (TLS):  {:>9.1} MiB/s, CPU host {:.2} s, device {:.2} s",
-                    rate(s.time),
-                    s.host_cpu,
-                    s.device_cpu
-                );
-            }
-            return;
-        }
         let (mut memory, mut relay, mut via_host, mut cpu) = (vec![], vec![], vec![], vec![]);
         let mut plain_cpu = vec![];
         for _ in 0..3 {

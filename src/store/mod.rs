@@ -48,6 +48,9 @@ const BURST_COMMIT_GAP: Duration = Duration::from_millis(1);
 const BURST_POLL: Duration = Duration::from_micros(250);
 /// Idle read connections kept open.
 const MAX_IDLE_READERS: usize = 4;
+/// How long a read waits for a lock (rare in WAL mode: while the WAL is
+/// being recovered, say).
+const READ_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A store failure. Cheap to clone so that one failed commit can be told to every job in it.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -235,6 +238,32 @@ impl Store {
         result
     }
 
+    /// Runs `f` on a read connection on this thread if no lock is in the
+    /// way; `None` when one is (the caller then uses `read`, which waits).
+    ///
+    /// For short reads of rows written moments ago, whose pages are still
+    /// in memory, from async code: there a hop to the blocking pool and back
+    /// costs more than the read itself.
+    pub fn read_now<T, F>(&self, f: F) -> Option<Result<T, StoreError>>
+    where
+        F: FnOnce(&Connection) -> rusqlite::Result<T>,
+    {
+        let outcome = self.read_blocking(|conn| {
+            conn.busy_timeout(Duration::ZERO)?;
+            let result = f(conn);
+            conn.busy_timeout(READ_BUSY_TIMEOUT)?;
+            result
+        });
+        match outcome {
+            Err(StoreError::Sqlite(e))
+                if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) =>
+            {
+                None
+            }
+            outcome => Some(outcome),
+        }
+    }
+
     fn open_reader(&self) -> Result<Connection, StoreError> {
         let conn = Connection::open_with_flags(
             &self.inner.path,
@@ -242,7 +271,7 @@ impl Store {
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX
                 | OpenFlags::SQLITE_OPEN_URI,
         )?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.busy_timeout(READ_BUSY_TIMEOUT)?;
         plan_once(&conn)?;
         Ok(conn)
     }
@@ -498,6 +527,42 @@ fn run_in_savepoint(tx: &mut rusqlite::Transaction<'_>, apply: Apply) -> rusqlit
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_read_now_gives_way_to_a_lock_instead_of_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db")).unwrap();
+        store
+            .write(|c| c.execute("INSERT INTO counters VALUES ('a', 7)", []))
+            .await
+            .unwrap();
+        let busy_timeout =
+            |c: &Connection| c.pragma_query_value(None, "busy_timeout", |r| r.get::<_, i64>(0));
+        // It reads, and while it does, SQLite is told not to wait for locks.
+        let (value, waits): (i64, i64) = store
+            .read_now(|c| {
+                let value = c.query_row("SELECT value FROM counters", [], |r| r.get(0))?;
+                Ok((value, busy_timeout(c)?))
+            })
+            .unwrap()
+            .unwrap();
+        assert_eq!((value, waits), (7, 0));
+        // A lock in the way: no answer, so that the caller reads the way that waits.
+        let locked = store.read_now(|_| -> rusqlite::Result<()> {
+            Err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+                None,
+            ))
+        });
+        assert!(locked.is_none());
+        // Any other failure is the caller's to see.
+        let failed = store.read_now(|c| c.execute("INSERT INTO counters VALUES ('b', 1)", []));
+        assert!(matches!(failed, Some(Err(_))));
+        // The connections went back to the pool waiting for locks as before.
+        let waits = store.read(busy_timeout).await.unwrap();
+        assert_eq!(waits, READ_BUSY_TIMEOUT.as_millis() as i64);
+        store.close();
+    }
 
     #[tokio::test]
     async fn a_failing_job_does_not_undo_its_neighbours() {

@@ -12,9 +12,22 @@ fn escape_byte(b: u8) -> bool {
 }
 
 /// Bit `k` set when byte `k` of the block must be escaped.
-#[cfg(target_arch = "x86_64")]
 #[inline]
 fn escapes_in_block(block: &[u8; BLOCK]) -> u32 {
+    scan_block(block).escapes
+}
+
+/// What one block holds, a bit per byte.
+struct BlockScan {
+    /// Bytes to escape.
+    escapes: u32,
+    /// Bytes outside ASCII (parts of longer UTF-8 sequences, or not UTF-8).
+    non_ascii: u32,
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline]
+fn scan_block(block: &[u8; BLOCK]) -> BlockScan {
     use std::arch::x86_64::{
         _mm_cmpeq_epi8, _mm_loadu_si128, _mm_max_epu8, _mm_movemask_epi8, _mm_or_si128,
         _mm_set1_epi8,
@@ -26,14 +39,24 @@ fn escapes_in_block(block: &[u8; BLOCK]) -> u32 {
         let control = _mm_cmpeq_epi8(_mm_max_epu8(v, _mm_set1_epi8(0x1F)), _mm_set1_epi8(0x1F));
         let quote = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
         let backslash = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
-        _mm_movemask_epi8(_mm_or_si128(control, _mm_or_si128(quote, backslash))) as u32
+        BlockScan {
+            escapes: _mm_movemask_epi8(_mm_or_si128(control, _mm_or_si128(quote, backslash)))
+                as u32,
+            non_ascii: _mm_movemask_epi8(v) as u32,
+        }
     }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
 #[inline]
-fn escapes_in_block(block: &[u8; BLOCK]) -> u32 {
-    escapes_in_block_by_words(block)
+fn scan_block(block: &[u8; BLOCK]) -> BlockScan {
+    BlockScan {
+        escapes: escapes_in_block_by_words(block),
+        non_ascii: block
+            .iter()
+            .enumerate()
+            .fold(0, |m, (k, &b)| m | (u32::from(b >> 7) << k)),
+    }
 }
 
 /// The portable form of `escapes_in_block`: two eight-byte words, each byte
@@ -108,13 +131,38 @@ pub fn copy_clean_run(out: &mut Vec<u8>, bytes: &[u8]) -> usize {
 
 /// Appends `text` as a JSON string (with quotes).
 pub fn write_str(out: &mut Vec<u8>, text: &str) {
-    let bytes = text.as_bytes();
+    write_escaped(out, text.as_bytes(), true);
+}
+
+/// Appends `bytes` as a JSON string (with quotes) when they are UTF-8, and
+/// returns false, leaving `out` as it was, when they are not.
+///
+/// Checking as it escapes costs one more bit test per block: output that is
+/// all ASCII is never read a second time, and the rest is checked once from
+/// its first byte outside ASCII.
+pub fn write_utf8(out: &mut Vec<u8>, bytes: &[u8]) -> bool {
+    write_escaped(out, bytes, false)
+}
+
+/// `write_str`, checking `bytes` for UTF-8 first unless `checked`.
+fn write_escaped(out: &mut Vec<u8>, bytes: &[u8], mut checked: bool) -> bool {
+    let start_len = out.len();
+    let valid_from = |at: usize| std::str::from_utf8(&bytes[at..]).is_ok();
     out.reserve(bytes.len() + 2);
     out.push(b'"');
     let mut start = 0; // first byte not yet copied
     let (blocks, rest) = bytes.as_chunks::<BLOCK>();
     for (n, block) in blocks.iter().enumerate() {
-        let mut hits = escapes_in_block(block);
+        let scan = scan_block(block);
+        // Everything before this block is ASCII, so it starts a character.
+        if !checked && scan.non_ascii != 0 {
+            if !valid_from(n * BLOCK) {
+                out.truncate(start_len);
+                return false;
+            }
+            checked = true;
+        }
+        let mut hits = scan.escapes;
         while hits != 0 {
             let at = n * BLOCK + hits.trailing_zeros() as usize;
             out.extend_from_slice(&bytes[start..at]);
@@ -124,6 +172,10 @@ pub fn write_str(out: &mut Vec<u8>, text: &str) {
         }
     }
     let tail = bytes.len() - rest.len();
+    if !checked && !rest.is_ascii() && !valid_from(tail) {
+        out.truncate(start_len);
+        return false;
+    }
     for (at, &b) in bytes.iter().enumerate().skip(tail) {
         if escape_byte(b) {
             out.extend_from_slice(&bytes[start..at]);
@@ -133,6 +185,7 @@ pub fn write_str(out: &mut Vec<u8>, text: &str) {
     }
     out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
+    true
 }
 
 fn push_escape(out: &mut Vec<u8>, b: u8) {
@@ -214,6 +267,40 @@ mod tests {
                     let copied = copy_clean_run(&mut out, &bytes);
                     assert_eq!(copied, at, "{bytes:x?}");
                     assert_eq!(out, [&b"kept"[..], &bytes[..at]].concat(), "{bytes:x?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn utf8_is_checked_while_escaping_wherever_it_breaks() {
+        let pieces: [&[u8]; 6] = [
+            "é".as_bytes(),
+            "😀".as_bytes(),
+            &[0xFF],
+            &[0xC3],             // a lead byte with nothing after it
+            &[0xE2, 0x82],       // a sequence cut short
+            &[0xED, 0xA0, 0x80], // a surrogate, which UTF-8 forbids
+        ];
+        for piece in pieces {
+            for len in [0usize, 5, 15, 16, 17, 31, 40] {
+                for at in [0, len / 2, len] {
+                    let mut bytes = b"abc\"def\nghijklmnopqrstuvwxyz0123456789abcd"[..len].to_vec();
+                    bytes.splice(at..at, piece.iter().copied());
+                    let mut out = b"kept".to_vec();
+                    let written = write_utf8(&mut out, &bytes);
+                    match std::str::from_utf8(&bytes) {
+                        Ok(text) => {
+                            assert!(written, "{bytes:x?}");
+                            let mut want = b"kept".to_vec();
+                            write_str(&mut want, text);
+                            assert_eq!(out, want, "{bytes:x?}");
+                        }
+                        Err(_) => {
+                            assert!(!written, "{bytes:x?}");
+                            assert_eq!(out, b"kept", "{bytes:x?}");
+                        }
+                    }
                 }
             }
         }

@@ -71,18 +71,16 @@ pub fn encode_log_chunk(
         LogStream::Stderr => br#","stream":"stderr","data":"#.as_slice(),
         LogStream::Event => br#","stream":"event","data":"#.as_slice(),
     });
-    match std::str::from_utf8(data) {
-        Ok(text) => json::write_str(&mut out, text),
-        Err(_) => {
-            json::write_str(&mut out, &String::from_utf8_lossy(data));
-            out.extend_from_slice(br#","dataBase64":""#);
-            out.extend_from_slice(
-                base64::engine::general_purpose::STANDARD
-                    .encode(data)
-                    .as_bytes(),
-            );
-            out.push(b'"');
-        }
+    // Not UTF-8: a readable approximation, and the exact bytes in base64.
+    if !json::write_utf8(&mut out, data) {
+        json::write_str(&mut out, &String::from_utf8_lossy(data));
+        out.extend_from_slice(br#","dataBase64":""#);
+        out.extend_from_slice(
+            base64::engine::general_purpose::STANDARD
+                .encode(data)
+                .as_bytes(),
+        );
+        out.push(b'"');
     }
     out.extend_from_slice(br#","ts":""#);
     out.extend_from_slice(clock::rfc3339(ts_ms).as_bytes());

@@ -12,6 +12,11 @@
 
 /// Freed memory at the top of a heap kept before it is returned to the kernel.
 pub const KEPT_FREE: usize = 16 * 1024 * 1024;
+/// The largest buffer taken from the heap rather than mapped on its own.
+/// glibc maps anything from 128 KiB up afresh (and unmaps it when freed)
+/// once the trim threshold is set, which turns off its own adjustment of
+/// this limit; a task's pipe is read up to 256 KiB at a time.
+pub const FROM_HEAP_UP_TO: usize = 1024 * 1024;
 
 /// Applies the setting to this process; returns whether the allocator took
 /// it (always false where the C library is not glibc). Call once, first thing
@@ -21,7 +26,10 @@ pub fn keep_freed_memory() -> bool {
     {
         // SAFETY: mallopt only changes malloc's tuning parameters, under
         // glibc's own arena lock.
-        unsafe { libc::mallopt(libc::M_TRIM_THRESHOLD, KEPT_FREE as libc::c_int) == 1 }
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, FROM_HEAP_UP_TO as libc::c_int) == 1
+                && libc::mallopt(libc::M_TRIM_THRESHOLD, KEPT_FREE as libc::c_int) == 1
+        }
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     {

@@ -31,6 +31,22 @@ pub fn complete_prefix_len(data: &[u8]) -> usize {
     len
 }
 
+/// Cuts output read at once into chunks of at most `MAX_CHUNK` bytes, never
+/// inside a UTF-8 sequence (without copying: the pieces share `data`).
+pub fn split_chunks(mut data: Bytes) -> impl Iterator<Item = Bytes> {
+    std::iter::from_fn(move || {
+        if data.is_empty() {
+            return None;
+        }
+        let cut = match data.len() <= MAX_CHUNK {
+            true => data.len(),
+            // Holds back at most three bytes, so every piece has some.
+            false => complete_prefix_len(&data[..MAX_CHUNK]),
+        };
+        Some(data.split_to(cut))
+    })
+}
+
 /// Builds the wire form of a chunk.
 pub fn log_chunk(task_id: &str, seq: u64, stream: LogStream, data: &[u8], ts_ms: i64) -> LogChunk {
     let (data, data_base64) = match std::str::from_utf8(data) {
@@ -127,6 +143,47 @@ mod tests {
             let k = complete_prefix_len(&text[..cut]);
             assert!(std::str::from_utf8(&text[..k]).is_ok(), "cut {cut}");
             assert!(cut - k <= 3);
+        }
+    }
+
+    #[test]
+    fn output_read_at_once_is_cut_into_chunks_between_characters() {
+        let text = "ascii line\n€uro 😀 é\n".repeat(20_000);
+        for len in [
+            0,
+            1,
+            MAX_CHUNK - 1,
+            MAX_CHUNK,
+            MAX_CHUNK + 1,
+            3 * MAX_CHUNK + 7,
+            text.len(),
+        ] {
+            let mut bytes = text.as_bytes()[..len].to_vec();
+            let pieces: Vec<Bytes> = split_chunks(Bytes::from(bytes.clone())).collect();
+            assert!(pieces.iter().all(|p| !p.is_empty() && p.len() <= MAX_CHUNK));
+            assert_eq!(pieces.concat(), bytes, "{len} bytes");
+            assert_eq!(
+                pieces.len(),
+                len.div_ceil(MAX_CHUNK).max(usize::from(len > 0)),
+                "{len}"
+            );
+            // Whole characters in every piece but where the input itself cuts one.
+            let complete = complete_prefix_len(&bytes);
+            let mut at = 0;
+            for piece in &pieces {
+                at += piece.len();
+                if at <= complete {
+                    assert!(
+                        std::str::from_utf8(piece).is_ok(),
+                        "{len} bytes, piece ending at {at}"
+                    );
+                }
+            }
+            // Bytes that are not UTF-8 at all are cut at the limit.
+            bytes.fill(0xFF);
+            let pieces: Vec<Bytes> = split_chunks(Bytes::from(bytes.clone())).collect();
+            assert!(pieces.iter().all(|p| p.len() <= MAX_CHUNK));
+            assert_eq!(pieces.concat(), bytes);
         }
     }
 

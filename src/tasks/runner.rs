@@ -21,7 +21,7 @@ use tokio::process::Command;
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
-use super::chunk::{MAX_CHUNK, complete_prefix_len};
+use super::chunk::{MAX_CHUNK, complete_prefix_len, split_chunks};
 use super::reaper::Reaper;
 use super::records::StatusChange;
 use super::sink::Sink;
@@ -117,6 +117,12 @@ enum Stop {
 /// woken for every 64 KiB (the kernel may grant less).
 const PIPE_SIZE: i32 = 1024 * 1024;
 
+/// The most read from a pipe at once, cut into chunks after. A task that
+/// writes faster than the host reads keeps its pipe full, and each read from
+/// a full pipe wakes it: reading several chunks at a time wakes it (and
+/// calls the kernel) a quarter as often.
+const READ_AT_ONCE: usize = 4 * MAX_CHUNK;
+
 /// One output pipe's read buffer, holding back a UTF-8 sequence cut by a read.
 struct PipeBuffer {
     stream: LogStream,
@@ -127,16 +133,16 @@ impl PipeBuffer {
     fn new(stream: LogStream) -> PipeBuffer {
         PipeBuffer {
             stream,
-            buf: BytesMut::with_capacity(MAX_CHUNK),
+            buf: BytesMut::with_capacity(READ_AT_ONCE),
         }
     }
 
-    /// Reads once from `pipe`: at most a chunk, counting bytes held back. Cancel-safe.
+    /// Reads once from `pipe`: at most `READ_AT_ONCE`, counting bytes held back. Cancel-safe.
     async fn fill<R: tokio::io::AsyncRead + Unpin>(
         &mut self,
         pipe: &mut R,
     ) -> std::io::Result<usize> {
-        let room = MAX_CHUNK - self.buf.len();
+        let room = READ_AT_ONCE - self.buf.len();
         self.buf.reserve(room);
         pipe.read_buf(&mut (&mut self.buf).limit(room)).await
     }
@@ -248,10 +254,12 @@ pub async fn run(job: Job, sink: &mut Sink, controls: Controls<'_>) -> Outcome {
             _ = sleep_until(drain_until.unwrap_or(never)), if drain_until.is_some() => break,
         }
         if let Some((stream, data)) = write {
-            let saved = sink.chunk(stream, data).await;
-            if stop.is_none() && (saved.is_err() || sink.live().store_error().is_some()) {
-                stop = Some(Stop::StoreFailed);
-                kill_at = Some(terminate(pgid, controls.kill_grace));
+            for chunk in split_chunks(data) {
+                let saved = sink.chunk(stream, chunk).await;
+                if stop.is_none() && (saved.is_err() || sink.live().store_error().is_some()) {
+                    stop = Some(Stop::StoreFailed);
+                    kill_at = Some(terminate(pgid, controls.kill_grace));
+                }
             }
         }
     }

@@ -3,7 +3,8 @@
 //! - connect + TLS + `initialize` latency, p50 and p99;
 //! - a 512 MiB task output streamed to a device, next to plain tokio-rustls
 //!   transfers of the same bytes in the same run: the task's output relayed
-//!   straight from its pipe, and the bytes sent from memory;
+//!   straight from its pipe, and the bytes sent from memory (`BENCH_ROUNDS`
+//!   rounds of the three, 5 by default);
 //! - host RSS with 1,000 idle authenticated connections.
 //!
 //! Run: `cargo bench --bench tls` (`BENCH_MIB`, `BENCH_IDLE` change the sizes;
@@ -250,7 +251,8 @@ fn main() {
         // Streaming: three rounds of the three transfers, medians shown.
         let (mut memory, mut relay, mut via_host, mut cpu) = (vec![], vec![], vec![], vec![]);
         let mut plain_cpu = vec![];
-        for _ in 0..3 {
+        let rounds: usize = env_number("BENCH_ROUNDS", 5);
+        for _ in 0..rounds {
             let own = std::process::id();
             let c0 = cpu_total(own);
             memory.push(rate(plain_tls_transfer(bytes, Source::Memory).await));
@@ -266,6 +268,12 @@ fn main() {
             v[v.len() / 2]
         };
         let runs = |v: &[f64]| v.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(", ");
+        // Each round's transfers run back to back, so a round's ratio is
+        // least moved by this machine's speed drifting between rounds.
+        let ratios = |plain: &[f64]| -> Vec<f64> {
+            via_host.iter().zip(plain).map(|(h, p)| 100.0 * h / p).collect()
+        };
+        let (of_relay, of_memory) = (ratios(&relay), ratios(&memory));
         let (memory_m, relay_m, host_m) = (median(&mut memory), median(&mut relay), median(&mut via_host));
         println!("plain tokio-rustls, memory:  {memory_m:>9.1} MiB/s median ({mib} MiB; {})", runs(&memory));
         println!("plain tokio-rustls, relayed: {relay_m:>9.1} MiB/s median (the task's pipe to TLS; {})", runs(&relay));
@@ -282,6 +290,13 @@ fn main() {
             "host / plain TLS:            {:>9.1} % of the relay, {:.1} % of memory (medians)",
             100.0 * host_m / relay_m,
             100.0 * host_m / memory_m
+        );
+        println!(
+            "  each round's ratio:        {:>9.1} % of the relay median ({} %), {:.1} % of memory ({} %)",
+            median(&mut of_relay.clone()),
+            runs(&of_relay),
+            median(&mut of_memory.clone()),
+            runs(&of_memory),
         );
 
         // Idle connections.

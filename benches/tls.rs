@@ -248,7 +248,7 @@ fn main() {
             latencies.len()
         );
 
-        // Streaming: three rounds of the three transfers, medians shown.
+        // Streaming: rounds of the three transfers, medians shown.
         let (mut memory, mut relay, mut via_host, mut cpu) = (vec![], vec![], vec![], vec![]);
         let mut plain_cpu = vec![];
         let rounds: usize = env_number("BENCH_ROUNDS", 5);

@@ -248,6 +248,27 @@ fn main() {
             latencies.len()
         );
 
+        // Idle connections, before streaming leaves freed heap behind for
+        // them to reuse (which would hide what they cost).
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let before = status_kib(host.pid(), "VmRSS:");
+        let mut idle_conns = Vec::with_capacity(idle);
+        for _ in 0..idle {
+            idle_conns.push(open_session(&device, "idle").await.expect("idle session"));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let after = status_kib(host.pid(), "VmRSS:");
+        let metrics: Value = owner.call("metrics.get", json!({})).await.expect("metrics");
+        println!(
+            "{idle} idle authenticated connections: host RSS {:.1} -> {:.1} MiB, {:.1} KiB each ({} open)",
+            before as f64 / 1024.0,
+            after as f64 / 1024.0,
+            after.saturating_sub(before) as f64 / idle as f64,
+            metrics["connections"]["active"]
+        );
+        drop(idle_conns);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+
         // Streaming: rounds of the three transfers, medians shown.
         let (mut memory, mut relay, mut via_host, mut cpu) = (vec![], vec![], vec![], vec![]);
         let mut plain_cpu = vec![];
@@ -299,24 +320,6 @@ fn main() {
             runs(&of_memory),
         );
 
-        // Idle connections.
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let before = status_kib(host.pid(), "VmRSS:");
-        let mut idle_conns = Vec::with_capacity(idle);
-        for _ in 0..idle {
-            idle_conns.push(open_session(&device, "idle").await.expect("idle session"));
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let after = status_kib(host.pid(), "VmRSS:");
-        let metrics: Value = owner.call("metrics.get", json!({})).await.expect("metrics");
-        println!(
-            "{idle} idle authenticated connections: host RSS {:.1} -> {:.1} MiB, {:.1} KiB each ({} open)",
-            before as f64 / 1024.0,
-            after as f64 / 1024.0,
-            after.saturating_sub(before) as f64 / idle as f64,
-            metrics["connections"]["active"]
-        );
-        drop(idle_conns);
     });
     drop(host);
 }

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::io::AsyncReadExt;
@@ -147,10 +147,18 @@ impl PipeBuffer {
         pipe.read_buf(&mut (&mut self.buf).limit(room)).await
     }
 
-    /// After a read: the bytes that can be sent now (no copy).
+    /// After a read: the bytes that can be sent now. A read that filled
+    /// most of the buffer is handed on as it is (no copy); a smaller one is
+    /// copied out, so that it does not keep the whole buffer alive while it
+    /// waits in memory for subscribers, and the buffer is read into again.
     fn take(&mut self) -> Bytes {
         let ready = complete_prefix_len(&self.buf);
-        self.buf.split_to(ready).freeze()
+        if ready >= READ_AT_ONCE / 2 {
+            return self.buf.split_to(ready).freeze();
+        }
+        let taken = Bytes::copy_from_slice(&self.buf[..ready]);
+        self.buf.advance(ready);
+        taken
     }
 
     /// At end of stream: whatever was held back.
@@ -356,5 +364,35 @@ fn spawn_error(program: &str, e: &std::io::Error) -> String {
             format!("permission denied running `{program}` (is it executable?)")
         }
         _ => format!("cannot start `{program}`: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_full_read_is_handed_on_and_a_small_one_copied_out_of_a_reused_buffer() {
+        let mut pipe = PipeBuffer::new(LogStream::Stdout);
+        let start = pipe.buf.as_ptr();
+        // A full read: its chunks are the buffer itself.
+        let full = vec![b'x'; READ_AT_ONCE];
+        assert_eq!(pipe.fill(&mut &full[..]).await.unwrap(), READ_AT_ONCE);
+        let taken = pipe.take();
+        assert_eq!(taken.len(), READ_AT_ONCE);
+        assert_eq!(taken.as_ptr(), start);
+        // A small read, into a fresh buffer (the old one is in use): copied
+        // out, leaving the buffer free for the next read.
+        assert_eq!(pipe.fill(&mut &b"hello\n"[..]).await.unwrap(), 6);
+        let fresh = pipe.buf.as_ptr();
+        assert_ne!(fresh, start);
+        assert_eq!(&pipe.take()[..], b"hello\n");
+        assert_eq!(pipe.fill(&mut &b"again \xE2\x82"[..]).await.unwrap(), 8);
+        assert_eq!(pipe.buf.as_ptr(), fresh, "the same buffer, read into again");
+        // A sequence cut by the read waits for its end.
+        assert_eq!(&pipe.take()[..], b"again ");
+        assert_eq!(pipe.fill(&mut &b"\xAC!"[..]).await.unwrap(), 2);
+        assert_eq!(&pipe.take()[..], "€!".as_bytes());
+        assert!(pipe.rest().is_empty());
     }
 }

@@ -823,7 +823,7 @@ async fn accept_tls(
                 }
                 acceptor.accept(tcp).await.ok()
             };
-            let stream = match tokio::time::timeout(handshake_timeout, handshake).await {
+            let mut stream = match tokio::time::timeout(handshake_timeout, handshake).await {
                 Ok(Some(stream)) => stream,
                 Ok(None) => {
                     core.metrics.handshake_failed();
@@ -836,7 +836,6 @@ async fn accept_tls(
                     return;
                 }
             };
-            let mut stream = stream;
             tls::set_send_buffer(stream.get_mut().1);
             let channel_binding = tls::exporter(stream.get_ref().1);
             let (reader, writer) = transport::framed(

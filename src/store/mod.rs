@@ -311,8 +311,6 @@ pub fn inspect(path: &Path) -> Result<i64, StoreError> {
     Ok(found)
 }
 
-/// Locks a mutex, recovering the data if a panicking thread poisoned it: every
-/// critical section in the store leaves its data consistent.
 /// Plans each cached statement once, whatever values are bound to it later.
 /// SQLite otherwise re-prepares a statement when a bound value could change
 /// its plan (range bounds, with the statistics this build keeps), which made
@@ -325,6 +323,8 @@ fn plan_once(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Locks a mutex, recovering the data if a panicking thread poisoned it: every
+/// critical section in the store leaves its data consistent.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }

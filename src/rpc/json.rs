@@ -220,7 +220,7 @@ mod tests {
     }
 
     #[test]
-    fn both_block_scanners_flag_exactly_the_bytes_to_escape() {
+    fn block_scanners_flag_exactly_the_bytes_to_escape_and_those_outside_ascii() {
         for b in 0u8..=0xFF {
             for at in 0..BLOCK {
                 let mut block = [b'a'; BLOCK];
@@ -232,6 +232,10 @@ mod tests {
                     .fold(0u32, |m, k| m | 1 << k);
                 assert_eq!(escapes_in_block(&block), want, "{block:x?}");
                 assert_eq!(escapes_in_block_by_words(&block), want, "{block:x?}");
+                let non_ascii = (0..BLOCK)
+                    .filter(|&k| !block[k].is_ascii())
+                    .fold(0u32, |m, k| m | 1 << k);
+                assert_eq!(scan_block(&block).non_ascii, non_ascii, "{block:x?}");
             }
         }
     }

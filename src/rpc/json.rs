@@ -120,11 +120,9 @@ pub fn copy_clean_run(out: &mut Vec<u8>, bytes: &[u8]) -> usize {
         }
         at += BLOCK;
     }
+    // Less than a block left.
     let rest = &bytes[at..];
-    let clean = rest
-        .iter()
-        .position(|&b| escape_byte(b))
-        .unwrap_or(rest.len());
+    let clean = clean_run_len(rest);
     out.extend_from_slice(&rest[..clean]);
     at + clean
 }

@@ -171,6 +171,12 @@ impl Parser<'_> {
         let mut out = Vec::with_capacity(self.bytes.len() - self.at + 16);
         loop {
             self.at += copy_clean_run(&mut out, &self.bytes[self.at..]);
+            // The escape that ends most runs (lines) first.
+            if self.bytes.get(self.at..self.at + 2) == Some(b"\\n") {
+                out.push(b'\n');
+                self.at += 2;
+                continue;
+            }
             match *self.bytes.get(self.at)? {
                 b'"' => {
                     self.at += 1;

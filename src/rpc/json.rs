@@ -186,7 +186,16 @@ fn write_escaped(out: &mut Vec<u8>, bytes: &[u8], mut checked: bool) -> bool {
     true
 }
 
+#[inline]
 fn push_escape(out: &mut Vec<u8>, b: u8) {
+    if b == b'\n' {
+        out.extend_from_slice(b"\\n");
+        return;
+    }
+    push_other_escape(out, b);
+}
+
+fn push_other_escape(out: &mut Vec<u8>, b: u8) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     match b {
         b'"' => out.extend_from_slice(b"\\\""),

@@ -186,6 +186,8 @@ fn write_escaped(out: &mut Vec<u8>, bytes: &[u8], mut checked: bool) -> bool {
     true
 }
 
+/// Appends the escape of `b`: a newline, which ends almost every run in log
+/// output, without a call.
 #[inline]
 fn push_escape(out: &mut Vec<u8>, b: u8) {
     if b == b'\n' {
@@ -195,6 +197,7 @@ fn push_escape(out: &mut Vec<u8>, b: u8) {
     push_other_escape(out, b);
 }
 
+/// Appends the escape of any byte that needs one.
 fn push_other_escape(out: &mut Vec<u8>, b: u8) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     match b {

@@ -187,8 +187,9 @@ fn write_escaped(out: &mut Vec<u8>, bytes: &[u8], mut checked: bool) -> bool {
 }
 
 /// Appends the escape of `b`: a newline, which ends almost every run in log
-/// output, without a call.
-#[inline]
+/// output, without a call (forced: left to itself, LLVM folds the rare
+/// escapes back in and calls the whole function for every newline).
+#[inline(always)]
 fn push_escape(out: &mut Vec<u8>, b: u8) {
     if b == b'\n' {
         out.extend_from_slice(b"\\n");
@@ -198,6 +199,7 @@ fn push_escape(out: &mut Vec<u8>, b: u8) {
 }
 
 /// Appends the escape of any byte that needs one.
+#[inline(never)]
 fn push_other_escape(out: &mut Vec<u8>, b: u8) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     match b {

@@ -622,12 +622,7 @@ pub async fn run(dir: PathBuf, command: ClientCommand) -> anyhow::Result<ExitCod
                 );
             }
             for h in hosts.all() {
-                let scopes = h
-                    .scopes
-                    .iter()
-                    .map(|s| s.as_str())
-                    .collect::<Vec<_>>()
-                    .join(",");
+                let scopes = render::scope_list(&h.scopes, ",");
                 println!(
                     "{:<20} {:<24} {} {}",
                     h.name, h.address, h.device_id, scopes

@@ -433,12 +433,7 @@ fn print_device(d: &DeviceInfo) {
     } else {
         "paired"
     };
-    let scopes = d
-        .scopes
-        .iter()
-        .map(|s| s.as_str())
-        .collect::<Vec<_>>()
-        .join(",");
+    let scopes = render::scope_list(&d.scopes, ",");
     println!(
         "{:<20} {:<20} {:<10} {:<6} {scopes}",
         d.device_id, d.name, state, d.connections

@@ -46,6 +46,15 @@ impl Scope {
         }
     }
 
+    /// Wire names joined by `separator`: `tasks.run,tasks.read`.
+    pub fn join(scopes: &[Scope], separator: &str) -> String {
+        scopes
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(separator)
+    }
+
     /// Parses a wire name.
     pub fn parse(name: &str) -> Option<Scope> {
         Scope::ALL.into_iter().find(|s| s.as_str() == name)

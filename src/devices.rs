@@ -53,11 +53,7 @@ fn token_hash(token: &str) -> String {
 }
 
 fn scopes_to_text(scopes: &[Scope]) -> String {
-    scopes
-        .iter()
-        .map(|s| s.as_str())
-        .collect::<Vec<_>>()
-        .join(" ")
+    Scope::join(scopes, " ")
 }
 
 fn scopes_from_text(text: &str) -> Vec<Scope> {

@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 
 use super::prompts::PromptQueue;
 use super::render;
+use openwork_host::auth::Scope;
 use openwork_host::client::pair::PairError;
 use openwork_host::client::pair::{PairLink, PairRequest, pair};
 use openwork_host::client::{HostSession, KnownHosts, Notice, ReconnectPolicy, SessionError};
@@ -622,7 +623,7 @@ pub async fn run(dir: PathBuf, command: ClientCommand) -> anyhow::Result<ExitCod
                 );
             }
             for h in hosts.all() {
-                let scopes = render::scope_list(&h.scopes, ",");
+                let scopes = Scope::join(&h.scopes, ",");
                 println!(
                     "{:<20} {:<24} {} {}",
                     h.name, h.address, h.device_id, scopes

@@ -8,6 +8,7 @@ use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
 use super::render;
+use openwork_host::auth::Scope;
 use openwork_host::client::{ClientError, connect_unix};
 use openwork_host::datadir::DataDir;
 use openwork_host::health;
@@ -433,7 +434,7 @@ fn print_device(d: &DeviceInfo) {
     } else {
         "paired"
     };
-    let scopes = render::scope_list(&d.scopes, ",");
+    let scopes = Scope::join(&d.scopes, ",");
     println!(
         "{:<20} {:<20} {:<10} {:<6} {scopes}",
         d.device_id, d.name, state, d.connections

@@ -49,20 +49,11 @@ pub fn parse_scopes(list: &str) -> anyhow::Result<Vec<Scope>> {
             Scope::parse(name).ok_or_else(|| {
                 anyhow::anyhow!(
                     "unknown scope `{name}`; the scopes are {}",
-                    scope_list(&Scope::ALL, ", ")
+                    Scope::join(&Scope::ALL, ", ")
                 )
             })
         })
         .collect()
-}
-
-/// Scope names joined by `separator`: `tasks.run,tasks.read`.
-pub fn scope_list(scopes: &[Scope], separator: &str) -> String {
-    scopes
-        .iter()
-        .map(|s| s.as_str())
-        .collect::<Vec<_>>()
-        .join(separator)
 }
 
 /// Scopes with what each allows, one per line.

@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{TestHost, bin, output_within, wait_until, within};
+use common::{TestHost, answer_next_request, bin, output_within, wait_until, within};
 use netns::{HOST_IP, Lan, Running, namespaces_available};
 use serde_json::{Value, json};
 
@@ -181,17 +181,7 @@ async fn pair_from(ns: &str, dir: &Path, host: &NsHost, target: &str) -> std::pr
         &["pair", target, "--code", &code, "--name", "phone"],
     );
     let pairing = std::thread::spawn(move || output_within(command, 40));
-    let requested = within(30, owner.next_notification())
-        .await
-        .expect("pairing.requested");
-    assert_eq!(requested["method"], "pairing.requested", "{requested}");
-    let request_id = requested["params"]["requestId"].as_str().expect("id");
-    let _: Value = within(
-        10,
-        owner.call("pairing.approve", json!({"requestId": request_id})),
-    )
-    .await
-    .expect("approve");
+    answer_next_request(&mut owner, "pairing.approve").await;
     tokio::task::spawn_blocking(move || pairing.join().expect("join"))
         .await
         .expect("join")

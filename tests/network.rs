@@ -269,24 +269,7 @@ async fn a_man_in_the_middle_who_relays_every_message_makes_pairing_fail_on_both
     assert!(keys.verify_host(&B64.decode(begun["hostConfirm"].as_str().unwrap()).unwrap()));
     let confirming =
         tokio::spawn(async move { confirm(&mut conn, &begun, keys.confirmation()).await });
-    let requested = within(10, async {
-        loop {
-            let n = owner.next_notification().await.unwrap();
-            if n["method"] == "pairing.requested" {
-                return n;
-            }
-        }
-    })
-    .await;
-    let _: Value = within(
-        10,
-        owner.call(
-            "pairing.approve",
-            json!({"requestId": requested["params"]["requestId"]}),
-        ),
-    )
-    .await
-    .unwrap();
+    answer_next_request(&mut owner, "pairing.approve").await;
     let paired = within(10, confirming).await.unwrap().unwrap();
     assert_eq!(paired["fingerprint"], window["fingerprint"]);
 }
@@ -449,24 +432,7 @@ async fn a_replayed_confirm_is_refused_while_a_window_is_open() {
         let first = confirm(&mut conn, &begun, confirmation).await;
         (first, conn)
     });
-    let requested = within(10, async {
-        loop {
-            let n = owner.next_notification().await.unwrap();
-            if n["method"] == "pairing.requested" {
-                return n;
-            }
-        }
-    })
-    .await;
-    let _: Value = within(
-        10,
-        owner.call(
-            "pairing.approve",
-            json!({"requestId": requested["params"]["requestId"]}),
-        ),
-    )
-    .await
-    .unwrap();
+    answer_next_request(&mut owner, "pairing.approve").await;
     let (first, mut conn) = within(10, &mut conn_task).await.unwrap();
     first.expect("the first confirm pairs");
     open_window(&mut owner, json!({})).await;
@@ -570,17 +536,8 @@ async fn a_denied_device_is_told_and_gets_nothing() {
     .await;
     let confirming =
         tokio::spawn(async move { confirm(&mut conn, &begun, keys.confirmation()).await });
-    let requested = within(10, owner.next_notification()).await.unwrap();
+    let requested = answer_next_request(&mut owner, "pairing.deny").await;
     assert_eq!(requested["params"]["deviceName"], "stranger");
-    let _: Value = within(
-        10,
-        owner.call(
-            "pairing.deny",
-            json!({"requestId": requested["params"]["requestId"]}),
-        ),
-    )
-    .await
-    .unwrap();
     let err = within(10, confirming).await.unwrap().unwrap_err();
     assert_eq!(code_of(&err), -32002, "{err}");
     let devices: Value = within(10, owner.call("devices.list", json!({})))

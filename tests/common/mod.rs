@@ -32,6 +32,30 @@ pub async fn within<T>(secs: u64, f: impl std::future::Future<Output = T>) -> T 
         .unwrap_or_else(|_| panic!("timed out after {secs} s"))
 }
 
+/// Waits for the next pairing request shown to the owner and answers it with
+/// `verdict` (`pairing.approve` or `pairing.deny`); returns the request.
+pub async fn answer_next_request(owner: &mut Client, verdict: &str) -> Value {
+    let requested = within(30, async {
+        loop {
+            let n = owner.next_notification().await.unwrap();
+            if n["method"] == "pairing.requested" {
+                return n;
+            }
+        }
+    })
+    .await;
+    let _: Value = within(
+        10,
+        owner.call(
+            verdict,
+            json!({"requestId": requested["params"]["requestId"]}),
+        ),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{verdict}: {e}"));
+    requested
+}
+
 /// Polls `check` every 20 ms until it holds or `secs` pass.
 pub fn wait_until(secs: u64, what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -412,20 +436,7 @@ impl TestHost {
         };
         let pairing =
             tokio::spawn(async move { openwork_host::client::pair::pair(&request).await });
-        let requested = within(10, owner.next_notification())
-            .await
-            .expect("pairing.requested");
-        assert_eq!(requested["method"], "pairing.requested", "{requested}");
-        let request_id = requested["params"]["requestId"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        let _: Value = within(
-            10,
-            owner.call("pairing.approve", json!({"requestId": request_id})),
-        )
-        .await
-        .expect("approve");
+        answer_next_request(&mut owner, "pairing.approve").await;
         within(10, pairing).await.expect("join").expect("paired")
     }
 }

@@ -37,7 +37,10 @@ pub async fn within<T>(secs: u64, f: impl std::future::Future<Output = T>) -> T 
 pub async fn answer_next_request(owner: &mut Client, verdict: &str) -> Value {
     let requested = within(30, async {
         loop {
-            let n = owner.next_notification().await.unwrap();
+            let n = owner
+                .next_notification()
+                .await
+                .expect("the owner's connection ended before a pairing request");
             if n["method"] == "pairing.requested" {
                 return n;
             }

@@ -32,21 +32,20 @@ pub async fn within<T>(secs: u64, f: impl std::future::Future<Output = T>) -> T 
         .unwrap_or_else(|_| panic!("timed out after {secs} s"))
 }
 
-/// Waits for the next pairing request shown to the owner and answers it with
-/// `verdict` (`pairing.approve` or `pairing.deny`); returns the request.
+/// Takes the owner's next notification, which must be a pairing request, and
+/// answers it with `verdict` (`pairing.approve` or `pairing.deny`); returns
+/// the request.
 pub async fn answer_next_request(owner: &mut Client, verdict: &str) -> Value {
-    let requested = within(30, async {
-        loop {
-            let n = owner
-                .next_notification()
-                .await
-                .expect("the owner's connection ended before a pairing request");
-            if n["method"] == "pairing.requested" {
-                return n;
-            }
-        }
-    })
-    .await;
+    let requested = within(30, owner.next_notification())
+        .await
+        .expect("the owner's connection ended before a pairing request");
+    assert_eq!(requested["method"], "pairing.requested", "{requested}");
+    answer_request(owner, &requested, verdict).await;
+    requested
+}
+
+/// Answers the `pairing.requested` notification `requested` with `verdict`.
+pub async fn answer_request(owner: &mut Client, requested: &Value, verdict: &str) {
     let _: Value = within(
         10,
         owner.call(
@@ -56,7 +55,6 @@ pub async fn answer_next_request(owner: &mut Client, verdict: &str) -> Value {
     )
     .await
     .unwrap_or_else(|e| panic!("{verdict}: {e}"));
-    requested
 }
 
 /// Polls `check` every 20 ms until it holds or `secs` pass.

@@ -388,6 +388,21 @@ struct CheckpointState {
     stop: bool,
 }
 
+impl CheckpointState {
+    /// Records that the WAL grew; true when the checkpointer must be woken
+    /// for it: it was waiting for a first commit, or the WAL just became
+    /// large. While it waits out a quiet second it need not be woken for
+    /// each further commit: once per commit was a wake-up per chunk of
+    /// streamed output, for nothing.
+    fn mark_grown(&mut self, urgent: bool) -> bool {
+        let first = !self.dirty;
+        self.dirty = true;
+        let newly_urgent = urgent && !self.urgent;
+        self.urgent |= urgent;
+        first || newly_urgent
+    }
+}
+
 /// How long a small WAL waits before it is checkpointed, so that a trickle
 /// of commits costs one checkpoint a second, not one each.
 const QUIET: std::time::Duration = std::time::Duration::from_secs(1);
@@ -415,12 +430,7 @@ impl Checkpointer {
     /// Tells the checkpointer that the WAL grew; `urgent` when it is large.
     fn poke(&self, urgent: bool) {
         let (state, wake) = &*self.shared;
-        let mut s = lock(state);
-        s.dirty = true;
-        if urgent && !s.urgent {
-            s.urgent = true;
-            wake.notify_one();
-        } else if !urgent {
+        if lock(state).mark_grown(urgent) {
             wake.notify_one();
         }
     }
@@ -527,6 +537,66 @@ fn run_in_savepoint(tx: &mut rusqlite::Transaction<'_>, apply: Apply) -> rusqlit
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn committed_data_reaches_the_database_file_after_each_quiet_second() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let store = Store::open(&path).unwrap();
+        store
+            .write(|c| c.execute("CREATE TABLE blobs (b BLOB)", []).map(|_| ()))
+            .await
+            .unwrap();
+        let file_len = || std::fs::metadata(&path).unwrap().len();
+        // Twice: the second time checks the checkpointer is woken again once
+        // it has taken the first round of work.
+        for round in 1..=2u64 {
+            let before = file_len();
+            // Several commits, as streamed output makes them: only the WAL grows.
+            for _ in 0..8 {
+                store
+                    .write(|c| {
+                        c.execute("INSERT INTO blobs VALUES (randomblob(256 * 1024))", [])
+                            .map(|_| ())
+                    })
+                    .await
+                    .unwrap();
+            }
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while file_len() < before + 2 * 1024 * 1024 {
+                assert!(
+                    Instant::now() < deadline,
+                    "round {round}: the WAL was not checkpointed into the database ({} bytes, {before} before)",
+                    file_len()
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        store.close();
+    }
+
+    #[test]
+    fn the_checkpointer_is_woken_once_per_checkpoint_not_once_per_commit() {
+        let mut s = CheckpointState::default();
+        // The first commit wakes it to start its quiet second.
+        assert!(s.mark_grown(false));
+        // More small commits meanwhile change nothing it waits for.
+        assert!(!s.mark_grown(false));
+        assert!(!s.mark_grown(false));
+        // The WAL turning large ends the quiet wait, once.
+        assert!(s.mark_grown(true));
+        assert!(!s.mark_grown(true));
+        assert!(!s.mark_grown(false));
+        assert!(s.dirty && s.urgent);
+        // Once it has taken the work, the next commit wakes it again.
+        s.dirty = false;
+        s.urgent = false;
+        assert!(s.mark_grown(false));
+        // Large from the start: the first commit is enough.
+        let mut s = CheckpointState::default();
+        assert!(s.mark_grown(true));
+        assert!(!s.mark_grown(true));
+    }
 
     #[tokio::test]
     async fn a_read_now_gives_way_to_a_lock_instead_of_waiting() {

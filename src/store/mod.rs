@@ -401,6 +401,13 @@ impl CheckpointState {
         self.urgent |= urgent;
         first || newly_urgent
     }
+
+    /// The checkpointer takes the work recorded so far: the next commit
+    /// wakes it again.
+    fn take(&mut self) {
+        self.dirty = false;
+        self.urgent = false;
+    }
 }
 
 /// How long a small WAL waits before it is checkpointed, so that a trickle
@@ -465,8 +472,7 @@ fn checkpoint_loop(conn: Connection, shared: &(Mutex<CheckpointState>, std::sync
             if s.stop {
                 return;
             }
-            s.dirty = false;
-            s.urgent = false;
+            s.take();
         }
         // (busy, frames in the WAL, frames copied) after a checkpoint that never blocks the writer.
         let passive = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
@@ -481,10 +487,9 @@ fn checkpoint_loop(conn: Connection, shared: &(Mutex<CheckpointState>, std::sync
                 tracing::warn!(error = %e, "could not restart the WAL");
             }
         } else if copied < frames {
-            // Commits came in while copying: go again.
-            let mut s = lock(state);
-            s.dirty = true;
-            s.urgent |= frames * page_size >= CHECKPOINT_AT;
+            // Commits came in while copying: go again (this thread is the
+            // one a wake-up would be for, so none is sent).
+            lock(state).mark_grown(frames * page_size >= CHECKPOINT_AT);
         }
     }
 }
@@ -589,8 +594,8 @@ mod tests {
         assert!(!s.mark_grown(false));
         assert!(s.dirty && s.urgent);
         // Once it has taken the work, the next commit wakes it again.
-        s.dirty = false;
-        s.urgent = false;
+        s.take();
+        assert!(!s.dirty && !s.urgent);
         assert!(s.mark_grown(false));
         // Large from the start: the first commit is enough.
         let mut s = CheckpointState::default();

@@ -73,6 +73,11 @@ enum Command {
         #[command(subcommand)]
         command: cli::client::ClientCommand,
     },
+    /// Keep the host running: start it at login (and, with lingering, at
+    /// boot) and restart it when it fails, as a systemd user service (Linux)
+    /// or a launchd agent (macOS).
+    #[command(subcommand)]
+    Service(cli::service::ServiceCommand),
     /// Speak JSON-RPC on stdin/stdout: through the running daemon if there is
     /// one, else with a host running in this process on the same data dir.
     Stdio,
@@ -99,8 +104,11 @@ fn main() -> ExitCode {
     };
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(cli.log.as_deref().unwrap_or(default_log)));
+    // Colour codes only for a person at a terminal: a log file or the
+    // journal (`serve` as a service) gets plain text.
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(filter)
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -116,7 +124,7 @@ fn main() -> ExitCode {
     let code = match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("openwork-host: {e:#}");
+            eprintln!("openwork-host: {}", cli::render::error_chain(&e));
             ExitCode::FAILURE
         }
     };
@@ -129,6 +137,9 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Command::Schema { out, check } = &cli.command {
         return schema(out, *check);
+    }
+    if let Command::Service(command) = &cli.command {
+        return cli::service::run(command, cli.data_dir.as_deref()).await;
     }
     let data_dir = DataDir::resolve(cli.data_dir)?;
     match cli.command {
@@ -147,7 +158,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             cli::client::run(dir, command).await
         }
         Command::Conformance(args) => openwork_host::conformance::main(args, &data_dir).await,
-        Command::Schema { .. } => unreachable!("handled before the data dir is resolved"),
+        Command::Schema { .. } | Command::Service(_) => {
+            unreachable!("handled before the data dir is resolved")
+        }
     }
 }
 

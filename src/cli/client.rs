@@ -14,6 +14,7 @@ use anyhow::{Context, bail};
 use clap::Subcommand;
 use serde_json::{Value, json};
 
+use super::out::outln;
 use super::prompts::PromptQueue;
 use super::render;
 use openwork_host::auth::Scope;
@@ -25,6 +26,7 @@ use openwork_host::protocol::{Decision, PermissionRequest};
 use openwork_host::protocol::{
     HealthReport, LogChunk, TaskListResult, TaskLogsResult, TaskRecord, TaskRunParams, TaskUpdate,
 };
+use openwork_host::rpc::ErrorCode;
 use openwork_host::tasks::chunk::chunk_bytes;
 use openwork_host::transport::tls::DEFAULT_PORT;
 
@@ -73,10 +75,12 @@ pub enum ClientCommand {
     Run {
         #[arg(long)]
         host: Option<String>,
-        /// How long to keep trying to reconnect before giving up, e.g. `30s`, `10m`.
-        #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
-        reconnect_timeout: Duration,
-        /// Working directory on the host (absolute, or relative to its first workspace root).
+        /// Once connected, how long to keep trying to reconnect after a drop
+        /// before giving up, e.g. `30s`, `10m` (default 5m).
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        reconnect_timeout: Option<Duration>,
+        /// Working directory on the host (absolute, or relative to its first
+        /// workspace root; default: the first workspace root).
         #[arg(long)]
         cwd: Option<String>,
         #[arg(long)]
@@ -104,6 +108,9 @@ pub enum ClientCommand {
         limit: u32,
         #[arg(long)]
         json: bool,
+        /// How long to keep trying to reconnect after a drop (default 15s).
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        reconnect_timeout: Option<Duration>,
     },
     /// Print a task's output; with --follow, keep printing until it ends
     /// (across dropped connections and host restarts).
@@ -113,9 +120,10 @@ pub enum ClientCommand {
         host: Option<String>,
         #[arg(long)]
         follow: bool,
-        /// With --follow: how long to keep trying to reconnect before giving up.
-        #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
-        reconnect_timeout: Duration,
+        /// How long to keep trying to reconnect after a drop (default 5m
+        /// with --follow, else 15s).
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        reconnect_timeout: Option<Duration>,
     },
     /// The host's health panel; exit status 0 ok, 1 degraded, 2 error.
     Health {
@@ -123,6 +131,9 @@ pub enum ClientCommand {
         host: Option<String>,
         #[arg(long)]
         json: bool,
+        /// How long to keep trying to reconnect after a drop (default 15s).
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        reconnect_timeout: Option<Duration>,
     },
     /// Answer a permission request (`once`, `always` or `reject`).
     Reply {
@@ -130,6 +141,9 @@ pub enum ClientCommand {
         decision: String,
         #[arg(long)]
         host: Option<String>,
+        /// How long to keep trying to reconnect after a drop (default 15s).
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        reconnect_timeout: Option<Duration>,
     },
     /// The hosts this device is paired with.
     Hosts,
@@ -137,16 +151,46 @@ pub enum ClientCommand {
     Forget { host: String },
 }
 
-/// How long one-shot commands keep trying to reach the host.
+/// How long one-shot commands keep trying to reach the host again after a drop.
 const ONE_SHOT_RECONNECT: Duration = Duration::from_secs(15);
+/// How long `run` and `logs --follow` keep trying to reach the host again after a drop.
+const FOLLOW_RECONNECT: Duration = Duration::from_secs(300);
 
-fn session_error(e: SessionError) -> anyhow::Error {
+/// Exit status after Ctrl-C, as a shell gives it (128 + SIGINT).
+const INTERRUPTED: u8 = 130;
+
+/// A session's failure in the command line's words: what the host's error
+/// says to do names commands, not methods, and a device the host no longer
+/// knows is told how to pair again or forget the host.
+fn session_error(e: SessionError, host: &str) -> anyhow::Error {
     match e {
-        SessionError::Rpc(rpc) => match rpc.action() {
-            Some(action) => anyhow::anyhow!("{} ({action})", rpc.message),
-            None => anyhow::anyhow!("{}", rpc.message),
-        },
+        SessionError::Rpc(rpc) => anyhow::anyhow!("{}", render::rpc_message(&rpc)),
+        SessionError::Refused(rpc) if rpc.code == ErrorCode::UNAUTHORIZED => anyhow::anyhow!(
+            "this device's pairing was revoked by the host's owner; pair again with \
+             `openwork-host client pair …` (the owner runs `openwork-host pair` on {host} for a code) \
+             or remove it with `openwork-host client forget {}`",
+            shell_word(host)
+        ),
+        SessionError::Refused(rpc) => {
+            anyhow::anyhow!(
+                "the host refused this device: {}",
+                render::rpc_message(&rpc)
+            )
+        }
         other => anyhow::anyhow!(other),
+    }
+}
+
+/// A host name as a shell word, quoted when it has to be.
+fn shell_word(word: &str) -> String {
+    if !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.:@/+".contains(c))
+    {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
     }
 }
 
@@ -192,10 +236,11 @@ async fn session(
         ..ReconnectPolicy::default()
     };
     let status = render::link_status(&host.name);
+    let name = host.name.clone();
     let conn =
         HostSession::open_observed(host, "openwork-host client", policy, Some(Box::new(status)))
             .await
-            .map_err(session_error)?;
+            .map_err(|e| session_error(e, &name))?;
     remember_address(hosts, &conn)?;
     Ok(conn)
 }
@@ -267,15 +312,6 @@ fn found_line(found: &DiscoveredHost, paired: bool) -> String {
     line
 }
 
-/// Prints a line; a closed pipe (`| head`) is not an error.
-fn print_out(text: &str) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
-    match writeln!(out, "{text}").and_then(|()| out.flush()) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        other => Ok(other?),
-    }
-}
-
 async fn discover(
     hosts: &KnownHosts,
     timeout: Duration,
@@ -313,7 +349,7 @@ async fn discover(
             }
             text
         };
-        print_out(&text)?;
+        outln!("{text}");
         return Ok(ExitCode::SUCCESS);
     }
     let deadline = tokio::time::sleep(timeout);
@@ -342,8 +378,8 @@ async fn discover(
             ),
             (BrowseEvent::Removed { name }, false) => format!("- {name}"),
         };
-        let mut out = std::io::stdout().lock();
-        if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+        outln!("{line}");
+        if super::out::closed() {
             break; // A closed pipe ends the watch.
         }
     }
@@ -449,7 +485,7 @@ pub async fn run(dir: PathBuf, command: ClientCommand) -> anyhow::Result<ExitCod
                 }
             }
             let host = paired.context("no address to pair with")?;
-            println!(
+            outln!(
                 "Paired with {} ({}) as device {}, with: {}.",
                 host.name,
                 host.address,
@@ -460,13 +496,13 @@ pub async fn run(dir: PathBuf, command: ClientCommand) -> anyhow::Result<ExitCod
                     .collect::<Vec<_>>()
                     .join(", ")
             );
-            println!(
+            outln!(
                 "Pinned fingerprint {}.",
                 render::grouped(&host.fingerprint, 4)
             );
             hosts.add(host);
             hosts.save()?;
-            println!("Saved in {}.", hosts.path().display());
+            outln!("Saved in {}.", hosts.path().display());
             Ok(ExitCode::SUCCESS)
         }
         ClientCommand::Run {
@@ -486,7 +522,9 @@ pub async fn run(dir: PathBuf, command: ClientCommand) -> anyhow::Result<ExitCod
                 };
                 env_map.insert(k.to_owned(), v.to_owned());
             }
-            let mut conn = session(&mut hosts, host.as_deref(), reconnect_timeout).await?;
+            let give_up = reconnect_timeout.unwrap_or(FOLLOW_RECONNECT);
+            let mut conn = session(&mut hosts, host.as_deref(), give_up).await?;
+            let name = conn.host().name.clone();
             let params = TaskRunParams {
                 argv: Some(command),
                 cwd,
@@ -497,8 +535,23 @@ pub async fn run(dir: PathBuf, command: ClientCommand) -> anyhow::Result<ExitCod
             };
             // The session adds an idempotency key, so that sending it again
             // after a drop cannot start a second task.
-            let started = conn.run_task(params).await.map_err(session_error)?;
+            let started = conn
+                .run_task(params)
+                .await
+                .map_err(|e| session_error(e, &name))?;
             let task_id = started.task_id;
+            // Where it runs, for the person watching; a script reading
+            // stderr gets the task's own stderr only.
+            if std::io::stderr().is_terminal() {
+                let record: Result<TaskRecord, _> =
+                    conn.call("task.get", json!({"taskId": task_id})).await;
+                if let Ok(record) = record {
+                    eprintln!(
+                        "openwork-host: task {task_id} runs on {name} in {} (Ctrl-C cancels it)",
+                        record.cwd
+                    );
+                }
+            }
             let prompts = if deny_sensitive {
                 Prompts::Reject
             } else if std::io::stdin().is_terminal() {
@@ -506,29 +559,38 @@ pub async fn run(dir: PathBuf, command: ClientCommand) -> anyhow::Result<ExitCod
             } else {
                 Prompts::Wait
             };
-            let update = stream_task(&mut conn, &task_id, true, prompts).await?;
-            Ok(exit_code(&update))
+            Ok(
+                match stream_task(&mut conn, &task_id, true, prompts).await? {
+                    Streamed::Ended(update) => exit_code(&update),
+                    Streamed::Interrupted => ExitCode::from(INTERRUPTED),
+                },
+            )
         }
         ClientCommand::Tasks {
             host,
             status,
             limit,
             json: json_out,
+            reconnect_timeout,
         } => {
-            let mut conn = session(&mut hosts, host.as_deref(), ONE_SHOT_RECONNECT).await?;
+            let give_up = reconnect_timeout.unwrap_or(ONE_SHOT_RECONNECT);
+            let mut conn = session(&mut hosts, host.as_deref(), give_up).await?;
             let list: TaskListResult = conn
                 .call(
                     "task.list",
                     strip_nulls(json!({"status": status, "limit": limit})),
                 )
                 .await
-                .map_err(session_error)?;
+                .map_err(|e| session_error(e, &conn.host().name))?;
             if json_out {
-                println!("{}", serde_json::to_string_pretty(&list)?);
+                outln!("{}", serde_json::to_string_pretty(&list)?);
             } else {
-                println!(
+                outln!(
                     "{:<20} {:<12} {:<5} {:<25} WHAT",
-                    "TASK", "STATUS", "EXIT", "CREATED"
+                    "TASK",
+                    "STATUS",
+                    "EXIT",
+                    "CREATED"
                 );
                 for t in &list.tasks {
                     print_task(t);
@@ -542,33 +604,40 @@ pub async fn run(dir: PathBuf, command: ClientCommand) -> anyhow::Result<ExitCod
             follow,
             reconnect_timeout,
         } => {
-            let give_up = if follow {
-                reconnect_timeout
+            let give_up = reconnect_timeout.unwrap_or(if follow {
+                FOLLOW_RECONNECT
             } else {
                 ONE_SHOT_RECONNECT
-            };
+            });
             let mut conn = session(&mut hosts, host.as_deref(), give_up).await?;
+            let name = conn.host().name.clone();
             if follow {
-                conn.follow(&task_id, 1).await.map_err(session_error)?;
+                conn.follow(&task_id, 1)
+                    .await
+                    .map_err(|e| session_error(e, &name))?;
                 let prompts = if std::io::stdin().is_terminal() {
                     Prompts::Ask
                 } else {
                     Prompts::Wait
                 };
-                let update = stream_task(&mut conn, &task_id, false, prompts).await?;
-                return Ok(exit_code(&update));
+                return Ok(
+                    match stream_task(&mut conn, &task_id, false, prompts).await? {
+                        Streamed::Ended(update) => exit_code(&update),
+                        Streamed::Interrupted => ExitCode::from(INTERRUPTED),
+                    },
+                );
             }
             let mut next = 1;
-            loop {
+            while !super::out::closed() {
                 let page: TaskLogsResult = conn
                     .call(
                         "task.logs",
                         json!({"taskId": task_id, "fromSeq": next, "limit": 500}),
                     )
                     .await
-                    .map_err(session_error)?;
+                    .map_err(|e| session_error(e, &name))?;
                 for chunk in &page.chunks {
-                    write_chunk(chunk)?;
+                    write_chunk(chunk);
                 }
                 if page.chunks.is_empty() || page.done {
                     break;
@@ -580,20 +649,23 @@ pub async fn run(dir: PathBuf, command: ClientCommand) -> anyhow::Result<ExitCod
         ClientCommand::Health {
             host,
             json: json_out,
+            reconnect_timeout,
         } => {
-            let mut conn = session(&mut hosts, host.as_deref(), ONE_SHOT_RECONNECT).await?;
+            let give_up = reconnect_timeout.unwrap_or(ONE_SHOT_RECONNECT);
+            let mut conn = session(&mut hosts, host.as_deref(), give_up).await?;
             let health: HealthReport = conn
                 .call("health.get", json!({}))
                 .await
-                .map_err(session_error)?;
+                .map_err(|e| session_error(e, &conn.host().name))?;
             if json_out {
-                println!("{}", serde_json::to_string_pretty(&health)?);
+                outln!("{}", serde_json::to_string_pretty(&health)?);
             } else {
                 let reached = format!("at {}", conn.host().address);
-                print!(
-                    "{}",
-                    render::health_panel(&health, &reached, &render::Style::stdout())
-                );
+                super::out::write(&render::health_panel(
+                    &health,
+                    &reached,
+                    &render::Style::stdout(),
+                ));
             }
             Ok(render::status_exit_code(&health.status))
         }
@@ -601,32 +673,38 @@ pub async fn run(dir: PathBuf, command: ClientCommand) -> anyhow::Result<ExitCod
             request_id,
             decision,
             host,
+            reconnect_timeout,
         } => {
             if !matches!(decision.as_str(), "once" | "always" | "reject") {
                 bail!("the decision is `once`, `always` or `reject`, not `{decision}`");
             }
-            let mut conn = session(&mut hosts, host.as_deref(), ONE_SHOT_RECONNECT).await?;
+            let give_up = reconnect_timeout.unwrap_or(ONE_SHOT_RECONNECT);
+            let mut conn = session(&mut hosts, host.as_deref(), give_up).await?;
             let _: Value = conn
                 .call(
                     "permission.reply",
                     json!({"requestId": request_id, "decision": decision}),
                 )
                 .await
-                .map_err(session_error)?;
-            println!("Answered {request_id}: {decision}.");
+                .map_err(|e| session_error(e, &conn.host().name))?;
+            outln!("Answered {request_id}: {decision}.");
             Ok(ExitCode::SUCCESS)
         }
         ClientCommand::Hosts => {
             if hosts.all().is_empty() {
-                println!(
+                outln!(
                     "Not paired with any host. Pair with `openwork-host client pair ADDR --code CODE`."
                 );
+                return Ok(ExitCode::SUCCESS);
             }
+            outln!("{:<20} {:<24} {:<20} SCOPES", "NAME", "ADDRESS", "DEVICE");
             for h in hosts.all() {
                 let scopes = Scope::join(&h.scopes, ",");
-                println!(
-                    "{:<20} {:<24} {} {}",
-                    h.name, h.address, h.device_id, scopes
+                outln!(
+                    "{:<20} {:<24} {:<20} {scopes}",
+                    h.name,
+                    h.address,
+                    h.device_id
                 );
             }
             Ok(ExitCode::SUCCESS)
@@ -636,7 +714,7 @@ pub async fn run(dir: PathBuf, command: ClientCommand) -> anyhow::Result<ExitCod
                 bail!("no paired host is called `{host}`");
             }
             hosts.save()?;
-            println!("Forgot {host}.");
+            outln!("Forgot {host}.");
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -651,23 +729,25 @@ fn strip_nulls(value: Value) -> Value {
     }
 }
 
-fn write_chunk(chunk: &LogChunk) -> anyhow::Result<()> {
+fn write_chunk(chunk: &LogChunk) {
     let bytes = chunk_bytes(chunk);
-    let written = match chunk.stream {
+    match chunk.stream {
         openwork_host::protocol::LogStream::Stderr => {
             let mut err = std::io::stderr().lock();
-            err.write_all(&bytes).and_then(|()| err.flush())
+            // A closed stderr loses the task's stderr only; it goes on.
+            let _ = err.write_all(&bytes).and_then(|()| err.flush());
         }
-        _ => {
-            let mut out = std::io::stdout().lock();
-            out.write_all(&bytes).and_then(|()| out.flush())
-        }
-    };
-    match written {
-        // A closed pipe (`| head`) is not an error.
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        other => Ok(other?),
+        // A closed stdout (`| head`) ends the output quietly.
+        _ => super::out::write_bytes(&bytes),
     }
+}
+
+/// How following a task ended.
+enum Streamed {
+    /// With its final status.
+    Ended(TaskUpdate),
+    /// With Ctrl-C: `run` cancelled the task, `logs --follow` stopped following.
+    Interrupted,
 }
 
 /// What to do when the task asks for permission.
@@ -689,9 +769,10 @@ async fn stream_task(
     task_id: &str,
     cancel_on_interrupt: bool,
     prompts: Prompts,
-) -> anyhow::Result<TaskUpdate> {
+) -> anyhow::Result<Streamed> {
     let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let mut cancelling = false;
+    let host = conn.host().name.clone();
     let mut lines = (prompts == Prompts::Ask).then(render::stdin_lines);
     // A task may ask again (or a request be sent again after a reconnect)
     // while a prompt is open: they are asked in turn, each once.
@@ -700,12 +781,17 @@ async fn stream_task(
     let mut handled = std::collections::HashSet::new();
     loop {
         let notice = tokio::select! {
-            notice = conn.next_notice() => notice.map_err(session_error)?,
-            _ = interrupt.recv(), if !cancelling => {
+            notice = conn.next_notice() => notice.map_err(|e| session_error(e, &host))?,
+            _ = interrupt.recv() => {
                 if !cancel_on_interrupt {
-                    bail!("stopped following; the task goes on");
+                    eprintln!("\nStopped following; task {task_id} goes on (`openwork-host client logs {task_id} --follow` follows it again).");
+                    return Ok(Streamed::Interrupted);
                 }
-                eprintln!("\nCancelling the task…");
+                if cancelling {
+                    eprintln!("\nStopped waiting; task {task_id} is being cancelled.");
+                    return Ok(Streamed::Interrupted);
+                }
+                eprintln!("\nCancelling the task… (Ctrl-C again stops waiting)");
                 cancelling = true;
                 let _ = conn.notify("task.cancel", json!({"taskId": task_id})).await;
                 continue;
@@ -732,7 +818,7 @@ async fn stream_task(
             }
         };
         match notice {
-            Notice::Chunk(chunk) if chunk.task_id == task_id => write_chunk(&chunk)?,
+            Notice::Chunk(chunk) if chunk.task_id == task_id => write_chunk(&chunk),
             Notice::PermissionRequest(request) if request.task_id == task_id => match prompts {
                 Prompts::Reject | Prompts::Wait if !handled.insert(request.request_id.clone()) => {}
                 Prompts::Reject => {
@@ -783,7 +869,10 @@ async fn stream_task(
                         update.status.as_str()
                     );
                 }
-                return Ok(update);
+                if cancelling {
+                    return Ok(Streamed::Interrupted);
+                }
+                return Ok(Streamed::Ended(update));
             }
             _ => {}
         }
@@ -821,7 +910,10 @@ async fn answer(conn: &mut HostSession, request_id: &str, decision: &str) {
         .await;
     match reply {
         Ok(_) => eprintln!("Answered: {decision}."),
-        Err(e) => eprintln!("Could not answer: {}", session_error(e)),
+        Err(e) => {
+            let host = conn.host().name.clone();
+            eprintln!("Could not answer: {}", session_error(e, &host));
+        }
     }
 }
 
@@ -854,7 +946,7 @@ fn print_task(t: &TaskRecord) {
         .or_else(|| t.argv.as_ref().map(|a| a.join(" ")))
         .unwrap_or_default();
     let exit = t.exit_code.map(|c| c.to_string()).unwrap_or_default();
-    println!(
+    outln!(
         "{:<20} {:<12} {:<5} {:<25} {what}",
         t.task_id,
         t.status.as_str(),

@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
+use super::out::{out, outln};
 use super::render;
 use openwork_host::auth::Scope;
 use openwork_host::client::{ClientError, connect_unix};
@@ -39,10 +40,7 @@ pub async fn connect(data_dir: &DataDir) -> anyhow::Result<Local> {
 
 fn rpc_error(e: ClientError) -> anyhow::Error {
     match e {
-        ClientError::Rpc(rpc) => match rpc.action() {
-            Some(action) => anyhow::anyhow!("{} ({action})", rpc.message),
-            None => anyhow::anyhow!("{}", rpc.message),
-        },
+        ClientError::Rpc(rpc) => anyhow::anyhow!("{}", render::rpc_message(&rpc)),
         other => anyhow::anyhow!(other),
     }
 }
@@ -54,7 +52,7 @@ pub async fn status(data_dir: &DataDir, json_out: bool) -> anyhow::Result<ExitCo
         Err(e) => {
             let down = health::daemon_down(data_dir, &unreachable(data_dir, &e));
             if json_out {
-                println!(
+                outln!(
                     "{}",
                     serde_json::to_string_pretty(&json!({
                         "status": "stopped",
@@ -65,13 +63,13 @@ pub async fn status(data_dir: &DataDir, json_out: bool) -> anyhow::Result<ExitCo
                 );
             } else {
                 let style = render::Style::stdout();
-                println!("openwork-host: {}", style.red(&down.message));
-                println!(
+                outln!("openwork-host: {}", style.red(&down.message));
+                outln!(
                     "  {} {}",
                     style.bold("fix:"),
                     down.action.unwrap_or_default()
                 );
-                println!("  `openwork-host doctor` checks what it can without the host.");
+                outln!("  `openwork-host doctor` checks what it can without the host.");
             }
             return Ok(ExitCode::from(3));
         }
@@ -81,9 +79,9 @@ pub async fn status(data_dir: &DataDir, json_out: bool) -> anyhow::Result<ExitCo
         .await
         .map_err(rpc_error)?;
     if json_out {
-        println!("{}", serde_json::to_string_pretty(&health)?);
+        outln!("{}", serde_json::to_string_pretty(&health)?);
     } else {
-        print!(
+        out!(
             "{}",
             render::health_panel(&health, "running", &render::Style::stdout())
         );
@@ -131,7 +129,7 @@ pub async fn doctor(data_dir: &DataDir, json_out: bool) -> anyhow::Result<ExitCo
     }
     let overall = health::overall(&checks);
     if json_out {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&json!({
                 "status": overall,
@@ -141,25 +139,25 @@ pub async fn doctor(data_dir: &DataDir, json_out: bool) -> anyhow::Result<ExitCo
         );
     } else {
         let style = render::Style::stdout();
-        println!(
+        outln!(
             "{}",
             style.bold(&format!(
                 "openwork-host doctor: {}",
                 data_dir.root().display()
             ))
         );
-        println!();
-        print!("{}", render::check_lines(&checks, &style));
-        println!();
+        outln!();
+        out!("{}", render::check_lines(&checks, &style));
+        outln!();
         let failing: Vec<&HealthCheck> = checks.iter().filter(|c| !c.ok).collect();
         if failing.is_empty() {
-            println!("{}", style.green("Every check passes."));
+            outln!("{}", style.green("Every check passes."));
         } else {
             let errors = failing
                 .iter()
                 .filter(|c| c.severity == CheckSeverity::Error)
                 .count();
-            println!(
+            outln!(
                 "{}",
                 style.as_status(
                     overall,
@@ -268,9 +266,10 @@ pub async fn pair(data_dir: &DataDir, args: PairArgs) -> anyhow::Result<ExitCode
                 let failures = params["failures"].as_u64().unwrap_or(0);
                 let remaining = params["remaining"].as_u64().unwrap_or(0);
                 eprintln!(
-                    "A wrong code was tried from {} ({} wrong so far, {remaining} tries left).",
+                    "A wrong code was tried from {} ({} wrong so far, {} left).",
                     params["address"].as_str().unwrap_or("?"),
-                    failures
+                    failures,
+                    render::count(remaining, "try", "tries")
                 );
             }
             Some("pairing.closed") => {
@@ -316,15 +315,24 @@ fn print_window(window: &PairingWindow) {
 }
 
 fn print_request(request: &PairingRequest) {
-    eprintln!();
-    eprintln!(
-        "Device \"{}\" from {} asks to pair, with:",
+    eprint!("\n{}", request_text(request));
+}
+
+/// A device waiting for approval: who, from where, with what, and its id.
+fn request_text(request: &PairingRequest) -> String {
+    let mut text = format!(
+        "Device \"{}\" from {} asks to pair, with:\n",
         request.device_name, request.address
     );
     for scope in &request.scopes {
-        eprintln!("      {:<18} {}", scope.scope.as_str(), scope.description);
+        text.push_str(&format!(
+            "      {:<18} {}\n",
+            scope.scope.as_str(),
+            scope.description
+        ));
     }
-    eprintln!("  request id: {}", request.request_id);
+    text.push_str(&format!("  request id: {}\n", request.request_id));
+    text
 }
 
 /// `openwork-host devices …`.
@@ -363,13 +371,16 @@ pub async fn devices(data_dir: &DataDir, command: DevicesCommand) -> anyhow::Res
                 .await
                 .map_err(rpc_error)?;
             if json_out {
-                println!("{}", serde_json::to_string_pretty(&list)?);
+                outln!("{}", serde_json::to_string_pretty(&list)?);
             } else if list.devices.is_empty() {
-                println!("No paired devices. Pair one with `openwork-host pair`.");
+                outln!("No paired devices. Pair one with `openwork-host pair`.");
             } else {
-                println!(
+                outln!(
                     "{:<20} {:<20} {:<10} {:<6} SCOPES",
-                    "DEVICE", "NAME", "STATE", "CONN"
+                    "DEVICE",
+                    "NAME",
+                    "STATE",
+                    "CONN"
                 );
                 for d in &list.devices {
                     print_device(d);
@@ -382,18 +393,17 @@ pub async fn devices(data_dir: &DataDir, command: DevicesCommand) -> anyhow::Res
                 .await
                 .map_err(rpc_error)?;
             if json_out {
-                println!("{}", serde_json::to_string_pretty(&status)?);
+                outln!("{}", serde_json::to_string_pretty(&status)?);
             } else if status.pending.is_empty() {
                 let window = if status.open {
                     "a pairing window is open"
                 } else {
                     "no pairing window is open"
                 };
-                println!("No device is waiting for approval ({window}).");
+                outln!("No device is waiting for approval ({window}).");
             } else {
-                for request in &status.pending {
-                    print_request(request);
-                }
+                let texts: Vec<String> = status.pending.iter().map(request_text).collect();
+                out!("{}", texts.join("\n"));
             }
         }
         DevicesCommand::Approve { request_id, scopes } => {
@@ -405,23 +415,24 @@ pub async fn devices(data_dir: &DataDir, command: DevicesCommand) -> anyhow::Res
                 )
                 .await
                 .map_err(rpc_error)?;
-            println!("Approved \"{}\" as {}.", device.name, device.device_id);
+            outln!("Approved \"{}\" as {}.", device.name, device.device_id);
         }
         DevicesCommand::Deny { request_id } => {
             let _: Value = conn
                 .call("pairing.deny", json!({"requestId": request_id}))
                 .await
                 .map_err(rpc_error)?;
-            println!("Refused. The pairing window is closed.");
+            outln!("Refused. The pairing window is closed.");
         }
         DevicesCommand::Revoke { device_id } => {
             let result: DeviceRevokeResult = conn
                 .call("devices.revoke", json!({"deviceId": device_id}))
                 .await
                 .map_err(rpc_error)?;
-            println!(
+            outln!(
                 "Revoked {}; {} live connection(s) closed.",
-                result.device_id, result.closed_connections
+                result.device_id,
+                result.closed_connections
             );
         }
     }
@@ -435,9 +446,12 @@ fn print_device(d: &DeviceInfo) {
         "paired"
     };
     let scopes = Scope::join(&d.scopes, ",");
-    println!(
+    outln!(
         "{:<20} {:<20} {:<10} {:<6} {scopes}",
-        d.device_id, d.name, state, d.connections
+        d.device_id,
+        d.name,
+        state,
+        d.connections
     );
 }
 
@@ -476,15 +490,16 @@ pub async fn permissions(
                 .await
                 .map_err(rpc_error)?;
             if json_out {
-                println!("{}", serde_json::to_string_pretty(&rules)?);
+                outln!("{}", serde_json::to_string_pretty(&rules)?);
             } else if rules.rules.is_empty() {
-                println!("No remembered rules: every sensitive action asks.");
+                outln!("No remembered rules: every sensitive action asks.");
             } else {
                 for rule in &rules.rules {
-                    println!("{}  {}", rule.rule_id, rule.description);
-                    println!(
+                    outln!("{}  {}", rule.rule_id, rule.description);
+                    outln!(
                         "      remembered {} by {}",
-                        rule.created_at, rule.created_by
+                        rule.created_at,
+                        rule.created_by
                     );
                 }
             }
@@ -494,7 +509,7 @@ pub async fn permissions(
                 .call("permission.forget", json!({"ruleId": rule_id}))
                 .await
                 .map_err(rpc_error)?;
-            println!("Forgot {rule_id}: the next such action asks again.");
+            outln!("Forgot {rule_id}: the next such action asks again.");
         }
         PermissionsCommand::Audit {
             task,
@@ -506,13 +521,17 @@ pub async fn permissions(
                 .await
                 .map_err(rpc_error)?;
             if json_out {
-                println!("{}", serde_json::to_string_pretty(&audit)?);
+                outln!("{}", serde_json::to_string_pretty(&audit)?);
             } else {
                 for e in &audit.entries {
                     let who = e.actor.as_deref().unwrap_or("");
-                    println!(
+                    outln!(
                         "{}  {:<20} {:<16} {:<14} {}",
-                        e.at, e.task_id, e.event, who, e.summary
+                        e.at,
+                        e.task_id,
+                        e.event,
+                        who,
+                        e.summary
                     );
                 }
             }

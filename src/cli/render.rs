@@ -388,3 +388,118 @@ fn terminal_width() -> Option<usize> {
     let read = unsafe { libc::ioctl(libc::STDERR_FILENO, libc::TIOCGWINSZ, &mut size) };
     (read == 0 && size.ws_col > 0).then_some(size.ws_col as usize)
 }
+
+/// An error and its causes on one line, each said once: a cause whose text
+/// an outer error already includes (`cannot bind X: Address already in use`
+/// over `Address already in use`) is left out.
+pub fn error_chain(error: &anyhow::Error) -> String {
+    let mut said: Vec<String> = Vec::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        let text = text.trim();
+        if text.is_empty() || said.iter().any(|outer| outer.contains(text)) {
+            continue;
+        }
+        said.push(text.to_owned());
+    }
+    said.join(": ")
+}
+
+/// `1 try`, `2 tries`: a count with its noun, singular or plural.
+pub fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot bind {address}: {source}")]
+    struct Bind {
+        address: String,
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let io = || std::io::Error::from_raw_os_error(libc::EADDRINUSE);
+        let bound = Bind {
+            address: "[::]:4747".into(),
+            source: io(),
+        };
+        let error = anyhow::Error::new(bound).context("cannot start the host");
+        let text = error_chain(&error);
+        assert_eq!(text.matches("Address already in use").count(), 1, "{text}");
+        assert!(
+            text.starts_with(
+                "cannot start the host: cannot bind [::]:4747: Address already in use"
+            ),
+            "{text}"
+        );
+        // A cause the outer message leaves out is still said.
+        let error = anyhow::Error::new(io()).context("cannot open host.db");
+        assert_eq!(
+            error_chain(&error),
+            format!("cannot open host.db: {}", io())
+        );
+    }
+
+    #[test]
+    fn counts_agree_with_their_noun() {
+        assert_eq!(count(1, "try", "tries"), "1 try");
+        assert_eq!(count(0, "try", "tries"), "0 tries");
+        assert_eq!(count(4, "try", "tries"), "4 tries");
+    }
+}
+
+/// The JSON-RPC methods an error's `data.action` may name, and the command
+/// that does the same from the command line.
+const METHOD_COMMANDS: [(&str, &str); 5] = [
+    ("`task.list`", "`openwork-host client tasks`"),
+    ("`task.get`", "`openwork-host client tasks`"),
+    ("`task.logs`", "`openwork-host client logs TASK`"),
+    ("`permission.rules`", "`openwork-host permissions list`"),
+    ("`pairing.begin`", "`openwork-host client pair`"),
+];
+
+/// An error's `data.action` (protocol-level: it names methods) in the
+/// command line's words.
+pub fn cli_action(action: &str) -> String {
+    let mut text = action.to_owned();
+    for (method, command) in METHOD_COMMANDS {
+        text = text.replace(method, command);
+    }
+    text
+}
+
+/// A host's error for a person at the command line: its message, and what
+/// to do in the command line's words.
+pub fn rpc_message(error: &openwork_host::rpc::RpcError) -> String {
+    match error.action() {
+        Some(action) => format!("{} ({})", error.message, cli_action(action)),
+        None => error.message.clone(),
+    }
+}
+
+#[cfg(test)]
+mod action_tests {
+    use super::*;
+
+    #[test]
+    fn actions_name_commands_not_methods() {
+        assert_eq!(
+            cli_action("list tasks with `task.list` to find the right id"),
+            "list tasks with `openwork-host client tasks` to find the right id"
+        );
+        let error = openwork_host::rpc::RpcError::new(
+            openwork_host::rpc::ErrorCode::NOT_FOUND,
+            "rule r_1 not found",
+        )
+        .with_action("list remembered rules with `permission.rules`");
+        assert_eq!(
+            rpc_message(&error),
+            "rule r_1 not found (list remembered rules with `openwork-host permissions list`)"
+        );
+    }
+}

@@ -232,6 +232,15 @@ pub enum SessionError {
         "the connection to the host dropped before it answered `{method}`; it may or may not have been done, so it was not sent again"
     )]
     Interrupted { method: String },
+    /// Nothing answered at the host's address on the first try: it is down,
+    /// or not reachable from here. (Reconnecting with patience is for a
+    /// connection that worked once.)
+    #[error("cannot reach {host} at {address}: {cause}; is `openwork-host serve` running there?")]
+    Unreachable {
+        host: String,
+        address: String,
+        cause: String,
+    },
     /// The host stayed unreachable for the whole reconnect time.
     #[error(
         "lost the connection to {host} ({address}) and could not reconnect within {waited} (last error: {last_error}). \

@@ -166,8 +166,11 @@ impl std::fmt::Debug for HostSession {
 
 /// How one connection attempt failed.
 enum Attempt {
-    /// Worth trying again (unreachable, dropped, timed out).
+    /// Worth trying again (dropped, timed out).
     Retry(String),
+    /// Nothing answered at the address (nor on the LAN): worth trying again
+    /// after a drop, but reported at once on the first connection.
+    Unreachable { cause: String },
     /// Trying again cannot help (impersonation, revoked device).
     Fatal(SessionError),
 }
@@ -506,7 +509,21 @@ impl HostSession {
                     });
                     return Err(e);
                 }
+                Err(Attempt::Unreachable { cause }) if after_drop.is_none() => {
+                    let e = SessionError::Unreachable {
+                        host: self.host.name.clone(),
+                        address: self.host.address.clone(),
+                        cause,
+                    };
+                    self.emit(LinkEvent::Failed {
+                        error: e.to_string(),
+                    });
+                    return Err(e);
+                }
                 Err(Attempt::Retry(error)) => error,
+                Err(Attempt::Unreachable { cause }) => {
+                    format!("cannot reach {}: {cause}", self.host.address)
+                }
             };
             let down_for = down_since.elapsed();
             let Some(give_up_in) = self.policy.give_up_after.checked_sub(down_for) else {
@@ -545,17 +562,21 @@ impl HostSession {
         let host_id = self.host.host_id.clone();
         let found = crate::discovery::find(browse_for, |h| h.host_id.as_deref() == Some(&host_id))
             .await
-            .map_err(|e| {
-                Attempt::Retry(format!(
-                    "{unreachable}; and cannot look for it on the LAN: {e}"
-                ))
+            .map_err(|e| Attempt::Unreachable {
+                cause: format!(
+                    "{}; and cannot look for it on the LAN: {e}",
+                    unreachable.cause()
+                ),
             })?;
         let Some(found) = found else {
-            return Err(Attempt::Retry(format!(
-                "{unreachable}; not found on the LAN either (is it running, on this network, and advertising?)"
-            )));
+            return Err(Attempt::Unreachable {
+                cause: format!(
+                    "{}; not found on the LAN either (on this network, and advertising?)",
+                    unreachable.cause()
+                ),
+            });
         };
-        let mut last = unreachable.to_string();
+        let mut last = unreachable.cause();
         for endpoint in &found.endpoints {
             let address = endpoint.to_string();
             match connect_tls(
@@ -570,11 +591,11 @@ impl HostSession {
                     self.emit(LinkEvent::Moved { from, to: address });
                     return Ok(connected);
                 }
-                Err(e) if e.is_unreachable() => last = e.to_string(),
+                Err(e) if e.is_unreachable() => last = format!("{address}: {}", e.cause()),
                 Err(e) => return Err(connect_failed(e)),
             }
         }
-        Err(Attempt::Retry(last))
+        Err(Attempt::Unreachable { cause: last })
     }
 
     /// One attempt: TLS with the pinned certificate, `initialize`, then resubscribing.
@@ -589,7 +610,7 @@ impl HostSession {
             Err(e) if e.is_unreachable() && !self.host.is_on_loopback() => {
                 match self.policy.find_on_lan {
                     Some(browse_for) => self.find_on_lan(browse_for, e).await?,
-                    None => return Err(Attempt::Retry(e.to_string())),
+                    None => return Err(Attempt::Unreachable { cause: e.cause() }),
                 }
             }
             other => other.map_err(connect_failed)?,
@@ -630,6 +651,7 @@ impl HostSession {
 fn connect_failed(e: ConnectError) -> Attempt {
     match e {
         ConnectError::FingerprintMismatch { .. } => Attempt::Fatal(SessionError::Connect(e)),
+        e if e.is_unreachable() => Attempt::Unreachable { cause: e.cause() },
         other => Attempt::Retry(other.to_string()),
     }
 }
@@ -716,6 +738,14 @@ impl Link {
                     Ok(ReadEvent::TooLarge { .. }) => Err(ClientError::Protocol(
                         "a frame from the host was too large".into(),
                     )),
+                    // The host cut the connection off without a TLS goodbye
+                    // (rustls: "peer closed connection without sending TLS
+                    // close_notify"): to the person, the connection closed.
+                    Err(crate::transport::FrameError::Io(e))
+                        if e.kind() == std::io::ErrorKind::UnexpectedEof =>
+                    {
+                        Err(ClientError::Closed)
+                    }
                     Err(e) => Err(ClientError::Frame(e)),
                 };
                 let end = item.is_err();

@@ -38,6 +38,22 @@ pub enum ConnectError {
 }
 
 impl ConnectError {
+    /// Why nothing answered, in a few words (`connection refused`), without
+    /// the address: for a message that names the host itself.
+    pub fn cause(&self) -> String {
+        match self {
+            Self::Unreachable { source, .. } => match source.kind() {
+                std::io::ErrorKind::ConnectionRefused => "connection refused".to_owned(),
+                std::io::ErrorKind::TimedOut => "timed out".to_owned(),
+                std::io::ErrorKind::HostUnreachable => "no route to the host".to_owned(),
+                std::io::ErrorKind::NetworkUnreachable => "the network is unreachable".to_owned(),
+                _ => source.to_string(),
+            },
+            Self::Timeout(_) => "no answer (timed out)".to_owned(),
+            other => other.to_string(),
+        }
+    }
+
     /// Nothing answered at the address: the host moved or is down (as
     /// opposed to a host that answered with the wrong certificate).
     pub fn is_unreachable(&self) -> bool {

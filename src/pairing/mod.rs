@@ -79,7 +79,7 @@ pub enum PairingError {
     NoListener,
     #[error("the pairing window closed after {0} wrong codes")]
     TooManyFailures(u32),
-    #[error("a wrong code was entered; wait {}s before trying again", retry_after.as_secs().max(1))]
+    #[error("a wrong code was entered; wait {}s before trying again", retry_after.as_millis().div_ceil(1000).max(1))]
     Paused { retry_after: Duration },
     #[error("another device is pairing with the host right now")]
     Busy,
@@ -97,7 +97,7 @@ pub enum PairingError {
     Denied,
     #[error("no one approved the pairing in time")]
     ApprovalTimeout,
-    #[error("the pairing window closed before the device was approved ({0})")]
+    #[error("the pairing window closed before the device was approved{}", if .0.is_empty() { String::new() } else { format!(" ({})", .0) })]
     ClosedBeforeApproval(String),
     #[error("pairing request `{0}` not found (it was answered, expired, or the device left)")]
     NoRequest(String),

@@ -165,9 +165,9 @@ impl RpcError {
 
     /// A frame over the size limit: skipped unread; the connection goes on.
     pub fn frame_too_large(size: Option<u64>, limit: usize) -> Self {
-        let shown = size.map_or_else(|| "more than".to_owned(), |s| format!("{s} bytes,"));
+        let shown = size.map_or_else(String::new, |s| format!("{s} bytes, "));
         Self::invalid_request(format_args!(
-            "the message is {shown} over the host's limit of {limit} bytes"
+            "the message is {shown}over the host's limit of {limit} bytes"
         ))
         .with_data("limit", limit.into())
         .with_action(
@@ -252,6 +252,14 @@ mod tests {
         assert_eq!(
             RpcError::frame_too_large(None, 4096).data.unwrap()["limit"],
             4096
+        );
+        assert_eq!(
+            RpcError::frame_too_large(None, 4096).message,
+            "Invalid Request: the message is over the host's limit of 4096 bytes"
+        );
+        assert_eq!(
+            RpcError::frame_too_large(Some(5000), 4096).message,
+            "Invalid Request: the message is 5000 bytes, over the host's limit of 4096 bytes"
         );
     }
 }

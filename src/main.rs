@@ -284,3 +284,129 @@ async fn wait_for_signal() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const README: &str = include_str!("../README.md");
+
+    /// The lines of the README's ```sh blocks, with `\` continuations joined.
+    fn shell_lines(markdown: &str) -> Vec<String> {
+        let mut lines = Vec::new();
+        let mut in_block = false;
+        let mut pending = String::new();
+        for line in markdown.lines() {
+            if line.trim_start().starts_with("```") {
+                in_block = line.trim() == "```sh";
+                continue;
+            }
+            if !in_block {
+                continue;
+            }
+            match line.strip_suffix('\\') {
+                Some(start) => pending.push_str(start),
+                None => {
+                    pending.push_str(line);
+                    lines.push(std::mem::take(&mut pending));
+                }
+            }
+        }
+        lines
+    }
+
+    /// Words as a shell splits them (quotes, comments, `&&`, `|`, `;`):
+    /// the simple commands on the line.
+    fn commands(line: &str) -> Vec<Vec<String>> {
+        let mut commands = vec![Vec::new()];
+        let mut word: Option<String> = None;
+        let mut chars = line.chars().peekable();
+        let mut quote = None;
+        while let Some(c) = chars.next() {
+            match (quote, c) {
+                (Some(q), c) if c == q => quote = None,
+                (Some(_), c) => word.get_or_insert_with(String::new).push(c),
+                (None, '"' | '\'') => {
+                    quote = Some(c);
+                    word.get_or_insert_with(String::new);
+                }
+                (None, '#') if word.is_none() => break,
+                (None, c) if c.is_whitespace() => {
+                    if let Some(w) = word.take() {
+                        commands.last_mut().unwrap().push(w);
+                    }
+                }
+                (None, '|' | ';' | '&') => {
+                    if let Some(w) = word.take() {
+                        commands.last_mut().unwrap().push(w);
+                    }
+                    if c == '&' {
+                        chars.next_if_eq(&'&');
+                    }
+                    commands.push(Vec::new());
+                }
+                (None, c) => word.get_or_insert_with(String::new).push(c),
+            }
+        }
+        if let Some(w) = word {
+            commands.last_mut().unwrap().push(w);
+        }
+        commands.retain(|c| !c.is_empty());
+        commands
+    }
+
+    #[test]
+    fn the_set_up_installs_the_binary_before_it_is_used() {
+        let setup = README
+            .split("## Set-up on a fresh machine")
+            .nth(1)
+            .and_then(|rest| rest.split("\n## ").next())
+            .expect("a set-up section");
+        let lines = shell_lines(setup);
+        assert_eq!(lines.len(), 2, "two commands: {lines:?}");
+        let first = commands(&lines[0]);
+        let install = first
+            .iter()
+            .position(|c| c.starts_with(&["cargo".to_owned(), "install".to_owned()]))
+            .expect("`cargo install` in the first command");
+        let serve = first
+            .iter()
+            .position(|c| c == &["openwork-host", "serve"])
+            .expect("`openwork-host serve` in the first command");
+        assert!(install < serve, "{first:?}");
+        assert_eq!(commands(&lines[1]), [["scripts/test"]]);
+    }
+
+    #[test]
+    fn every_openwork_host_command_in_the_readme_parses() {
+        let mut checked = 0;
+        for line in shell_lines(README) {
+            for command in commands(&line) {
+                if command.first().map(String::as_str) != Some("openwork-host") {
+                    continue;
+                }
+                if let Err(e) = Cli::try_parse_from(&command) {
+                    panic!("README: `{}` does not parse:\n{e}", command.join(" "));
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked >= 10, "only {checked} commands found");
+    }
+
+    #[test]
+    fn shell_words_are_split_as_a_shell_does() {
+        assert_eq!(
+            commands(r#"openwork-host client pair "my desk" --code 1 # a comment"#),
+            [["openwork-host", "client", "pair", "my desk", "--code", "1"]]
+        );
+        assert_eq!(
+            commands("cargo install --path . && openwork-host serve"),
+            [
+                vec!["cargo", "install", "--path", "."],
+                vec!["openwork-host", "serve"]
+            ]
+        );
+        assert_eq!(commands("echo '{}' | openwork-host stdio").len(), 2);
+    }
+}

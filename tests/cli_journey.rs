@@ -179,10 +179,8 @@ async fn a_revoked_device_is_told_to_pair_again_or_forget_the_host_and_its_task_
     let status = wait_within(&mut running, 20);
     assert_eq!(status.code(), Some(1));
     let said = stderr.lock().unwrap().clone();
-    let expected = format!(
-        "this device's pairing was revoked by the host's owner; pair again with `openwork-host client pair …`"
-    );
-    assert!(said.contains(&expected), "{said}");
+    let expected = "this device's pairing was revoked by the host's owner; pair again with `openwork-host client pair …`";
+    assert!(said.contains(expected), "{said}");
     assert!(
         said.contains(&format!("`openwork-host client forget {}`", device.name)),
         "{said}"
@@ -204,7 +202,7 @@ async fn a_revoked_device_is_told_to_pair_again_or_forget_the_host_and_its_task_
     // A later command is told the same.
     let later = output_within(client(&dir).arg("tasks"), 30);
     assert!(
-        text(&later.stderr).contains(&expected),
+        text(&later.stderr).contains(expected),
         "{}",
         text(&later.stderr)
     );

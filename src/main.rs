@@ -391,7 +391,7 @@ mod tests {
                 checked += 1;
             }
         }
-        assert!(checked >= 10, "only {checked} commands found");
+        assert!(checked >= 5, "only {checked} commands found");
     }
 
     #[test]

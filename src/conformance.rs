@@ -698,6 +698,16 @@ pub fn match_value(
     }
 }
 
+/// A line of the report on stdout; a reader that went away (`| head`)
+/// loses the rest of the report, and the run goes on to its exit status.
+macro_rules! report {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, $($arg)*).and_then(|()| out.flush());
+    }};
+}
+
 /// Replays fixtures and prints a report; the summary line reads "N passed, M failed".
 pub async fn replay(target: &Target, fixtures: &[Fixture]) -> (usize, usize, usize) {
     let (mut passed, mut failed, mut skipped) = (0, 0, 0);
@@ -706,7 +716,7 @@ pub async fn replay(target: &Target, fixtures: &[Fixture]) -> (usize, usize, usi
         match run_fixture(target, fixture).await {
             Outcome::Passed => {
                 passed += 1;
-                println!(
+                report!(
                     "PASS {} ({} ms)",
                     fixture.name,
                     started.elapsed().as_millis()
@@ -714,15 +724,15 @@ pub async fn replay(target: &Target, fixtures: &[Fixture]) -> (usize, usize, usi
             }
             Outcome::Skipped(why) => {
                 skipped += 1;
-                println!("SKIP {} ({why})", fixture.name);
+                report!("SKIP {} ({why})", fixture.name);
             }
             Outcome::Failed { step, reason } => {
                 failed += 1;
-                println!("FAIL {} at step {step}: {reason}", fixture.name);
+                report!("FAIL {} at step {step}: {reason}", fixture.name);
             }
         }
     }
-    println!("conformance: {passed} passed, {failed} failed, {skipped} skipped");
+    report!("conformance: {passed} passed, {failed} failed, {skipped} skipped");
     (passed, failed, skipped)
 }
 

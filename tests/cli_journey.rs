@@ -396,6 +396,13 @@ async fn every_command_ends_quietly_when_its_reader_goes_away() {
         vec!["devices", "list", "--data-dir", &data],
         vec!["permissions", "audit", "--data-dir", &data],
         vec!["service", "install", "--print"],
+        vec![
+            "conformance",
+            "--data-dir",
+            &data,
+            "fixtures/ids.json",
+            "fixtures/health.json",
+        ],
         vec!["client", "--client-dir", &client_dir, "hosts"],
         vec!["client", "--client-dir", &client_dir, "tasks"],
         vec!["client", "--client-dir", &client_dir, "health", "--json"],

@@ -309,11 +309,18 @@ fn install(
     }
     match manager {
         Manager::Systemd => {
-            let steps: [&[&str]; 3] = [
+            // A host started by hand on the same data dir holds its lock:
+            // the service could not start until that one stops.
+            let by_hand = host_answers(spec.data_dir.as_deref())
+                && tool("systemctl", &["--user", "is-active", SYSTEMD_UNIT])
+                    .is_err_and(|e| !e.no_manager);
+            let mut steps: Vec<&[&str]> = vec![
                 &["--user", "daemon-reload"],
                 &["--user", "enable", SYSTEMD_UNIT],
-                &["--user", "restart", SYSTEMD_UNIT],
             ];
+            if !by_hand {
+                steps.push(&["--user", "restart", SYSTEMD_UNIT]);
+            }
             for args in steps {
                 if let Err(failure) = tool("systemctl", args) {
                     eprintln!(
@@ -323,9 +330,16 @@ fn install(
                     return Ok(ExitCode::FAILURE);
                 }
             }
-            outln!(
-                "Enabled and started {SYSTEMD_UNIT}: it starts at every login and restarts when it fails."
-            );
+            if by_hand {
+                outln!(
+                    "Enabled {SYSTEMD_UNIT}, not started: a host started by hand already runs on this \
+                     data dir. Stop it (Ctrl-C where it runs), then: systemctl --user start openwork-host"
+                );
+            } else {
+                outln!(
+                    "Enabled and started {SYSTEMD_UNIT}: it starts at every login and restarts when it fails."
+                );
+            }
             outln!(
                 "  status:  openwork-host service status   (or systemctl --user status openwork-host)"
             );
@@ -485,6 +499,12 @@ fn manual_steps(manager: Manager, file: &Path) -> Vec<String> {
             file.display()
         )],
     }
+}
+
+/// Whether a host answers on the data dir's local socket.
+fn host_answers(data_dir: Option<&Path>) -> bool {
+    openwork_host::datadir::DataDir::resolve(data_dir.map(Path::to_path_buf))
+        .is_ok_and(|dir| std::os::unix::net::UnixStream::connect(dir.socket()).is_ok())
 }
 
 /// What to do when the user's service manager cannot be reached.

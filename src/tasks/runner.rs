@@ -234,6 +234,9 @@ pub async fn run(job: Job, sink: &mut Sink, controls: Controls<'_>) -> Outcome {
     if let Some(cgroup) = tree.cgroup() {
         controls.reaper.watch_cgroup(cgroup);
     }
+    if let Some(marker) = tree.marker() {
+        controls.reaper.watch_marker(marker);
+    }
     for fd in [stdout.as_fd(), stderr.as_fd()] {
         // Best effort: a smaller pipe only costs throughput.
         let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
@@ -313,6 +316,9 @@ pub async fn run(job: Job, sink: &mut Sink, controls: Controls<'_>) -> Outcome {
     controls.reaper.forget(pgid);
     if let Some(cgroup) = tree.cgroup() {
         controls.reaper.forget_cgroup(cgroup);
+    }
+    if let Some(marker) = tree.marker() {
+        controls.reaper.forget_marker(marker);
     }
     tree.release();
 

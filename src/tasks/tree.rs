@@ -181,6 +181,11 @@ impl TaskTree {
         self.cgroup.as_ref().map(|c| c.dir.as_path())
     }
 
+    /// The value of the marker variable, when the task is found by the walk.
+    pub fn marker(&self) -> Option<&str> {
+        self.cgroup.is_none().then_some(self.marker.as_str())
+    }
+
     /// Sets up the command so that its process starts inside the tree.
     pub fn prepare(&self, command: &mut tokio::process::Command) {
         let procs = self.cgroup.as_ref().map(|c| c.procs.as_raw_fd());

@@ -28,7 +28,9 @@ pub enum DataDirError {
         me: u32,
         source: std::io::Error,
     },
-    #[error("the data dir {path} is not a directory; move that file away, or pass another --data-dir")]
+    #[error(
+        "the data dir {path} is not a directory; move that file away, or pass another --data-dir"
+    )]
     NotADirectory { path: String },
     #[error(
         "the data dir {path} belongs to {owner}, not to you ({me}); run the host as {owner}, or pass a --data-dir of your own (one that does not exist yet is created for you, owner-only)"

@@ -26,10 +26,14 @@ fn chmod(path: &Path, mode: u32) {
 /// refusal must come at once.
 fn serve(data: &Path) -> Output {
     let mut command = Command::new(bin());
-    command
-        .arg("--data-dir")
-        .arg(data)
-        .args(["serve", "--no-mdns", "--listen", "none", "--log", "warn"]);
+    command.arg("--data-dir").arg(data).args([
+        "serve",
+        "--no-mdns",
+        "--listen",
+        "none",
+        "--log",
+        "warn",
+    ]);
     output_within(command, 15)
 }
 
@@ -59,7 +63,10 @@ fn a_data_dir_the_host_creates_is_owner_only_and_an_existing_one_keeps_its_mode(
     // Created (with a missing parent): 0700.
     let created = tmp.path().join("new/data");
     let out = output_with_input(
-        Command::new(bin()).arg("--data-dir").arg(&created).arg("stdio"),
+        Command::new(bin())
+            .arg("--data-dir")
+            .arg(&created)
+            .arg("stdio"),
         b"",
         20,
     );
@@ -70,12 +77,19 @@ fn a_data_dir_the_host_creates_is_owner_only_and_an_existing_one_keeps_its_mode(
     std::fs::create_dir(&existing).unwrap();
     chmod(&existing, 0o750);
     let out = output_with_input(
-        Command::new(bin()).arg("--data-dir").arg(&existing).arg("stdio"),
+        Command::new(bin())
+            .arg("--data-dir")
+            .arg(&existing)
+            .arg("stdio"),
         b"",
         20,
     );
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(mode(&existing), 0o750, "an existing dir's mode is not changed");
+    assert_eq!(
+        mode(&existing),
+        0o750,
+        "an existing dir's mode is not changed"
+    );
     assert!(existing.join("host.db").exists());
 }
 
@@ -93,7 +107,10 @@ fn a_shared_dir_like_tmp_is_refused_with_a_dir_of_ones_own_suggested_and_keeps_i
         "{err}"
     );
     assert!(
-        err.contains(&format!("--data-dir {}", shared.join("openwork-host").display())),
+        err.contains(&format!(
+            "--data-dir {}",
+            shared.join("openwork-host").display()
+        )),
         "the fix names a dir of one's own: {err}"
     );
     assert_eq!(mode(&shared), 0o1777, "the sticky bit and mode stay");

@@ -38,8 +38,7 @@ fn detached(secs: &str) -> Vec<i32> {
     pids_with(secs)
         .into_iter()
         .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| c == wanted.as_bytes())
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == wanted.as_bytes())
         })
         .collect()
 }
@@ -73,10 +72,7 @@ fn check_containment(mode: &str, pid: i32, env_kept: bool) -> bool {
     let cgroup = cgroup_of(pid);
     let in_task_cgroup = cgroup.contains("/openwork-host.");
     if mode == "walk" {
-        assert!(
-            !in_task_cgroup,
-            "walk mode must not use a cgroup: {cgroup}"
-        );
+        assert!(!in_task_cgroup, "walk mode must not use a cgroup: {cgroup}");
         let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
         let marked = environ
             .split(|b| *b == 0)
@@ -337,7 +333,11 @@ async fn a_crashed_host_s_watchdog_ends_detached_descendants_through_the_cgroup(
     let left = std::path::Path::new(&mount)
         .join(own.trim_start_matches('/'))
         .join(format!("openwork-host.{crashed}"));
-    assert!(left.exists(), "{} should be left by the crash", left.display());
+    assert!(
+        left.exists(),
+        "{} should be left by the crash",
+        left.display()
+    );
     host.start();
     assert!(!left.exists(), "{} outlived the next start", left.display());
     assert!(host.terminate().success());
@@ -360,7 +360,11 @@ async fn a_crashed_host_s_watchdog_ends_detached_descendants_that_kept_the_marke
     for pid in detached(&markers[1]) {
         signal(pid as u32, nix::sys::signal::Signal::SIGKILL);
     }
-    assert_eq!(kept, Vec::<i32>::new(), "the marked descendant outlived the crash");
+    assert_eq!(
+        kept,
+        Vec::<i32>::new(),
+        "the marked descendant outlived the crash"
+    );
 }
 
 #[tokio::test]

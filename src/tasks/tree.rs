@@ -77,7 +77,7 @@ impl ProcessTrees {
             TreeMode::Cgroup => Some(create_base().map_err(CgroupUnavailable)?),
         };
         if let Some(base) = &base {
-            tracing::debug!(cgroup = %base.display(), "each task runs in a cgroup of its own");
+            tracing::info!(cgroup = %base.display(), "each task runs in a cgroup of its own");
         }
         Ok(ProcessTrees { base })
     }

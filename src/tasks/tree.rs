@@ -524,3 +524,63 @@ fn walk(leader: Option<i32>, seen: &HashMap<i32, u64>, marker: &str) -> Vec<Proc
     let mut procs: Vec<Option<Proc>> = procs.into_iter().map(Some).collect();
     inside.into_iter().filter_map(|i| procs[i].take()).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_fields_are_read_after_the_last_parenthesis_of_the_name() {
+        let me = std::process::id() as i32;
+        let stat = read_stat(me).expect("our own stat");
+        assert_eq!(stat.ppid, nix::unistd::getppid().as_raw());
+        assert_eq!(stat.pgrp, nix::unistd::getpgrp().as_raw());
+        assert!(stat.alive);
+        // A name with spaces and parentheses does not shift the fields.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let odd = dir.path().join("a) b (c");
+        std::os::unix::fs::symlink("/bin/sleep", &odd).expect("symlink");
+        let mut child = std::process::Command::new(&odd)
+            .arg("30")
+            .spawn()
+            .expect("spawn");
+        let pid = child.id() as i32;
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
+        assert_eq!(comm.trim(), "a) b (c");
+        let stat = read_stat(pid).expect("the child's stat");
+        assert_eq!(stat.ppid, me);
+        assert_eq!(stat.start, start_time(pid).unwrap());
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    #[test]
+    fn the_walk_finds_a_detached_process_by_its_marker_and_its_children_by_descent() {
+        let marker = format!("{:016x}", rand::random::<u64>());
+        // A process in a session of its own, with the marker, and a child
+        // whose environment is cleared: found by the marker, then by descent.
+        let mut child = std::process::Command::new("setsid")
+            .args(["/bin/sh", "-c", "env -i sleep 30 & exec sleep 30"])
+            .env(MARKER_VAR, &marker)
+            .spawn()
+            .expect("spawn");
+        let pid = child.id() as i32;
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let mut found = Vec::new();
+        while found.len() < 2 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+            found = walk(None, &HashMap::new(), &marker)
+                .into_iter()
+                .filter(|p| p.alive)
+                .map(|p| p.pid)
+                .collect();
+        }
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found.contains(&pid));
+        assert!(walk(None, &HashMap::new(), "another").is_empty());
+        for p in found {
+            let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+        }
+        let _ = child.wait();
+    }
+}

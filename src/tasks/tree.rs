@@ -364,6 +364,11 @@ fn remove_cgroup_dir(dir: &Path) {
 /// its own cgroup, and removes those left by hosts that are gone.
 fn create_base() -> Result<PathBuf, String> {
     let own = own_cgroup_dir()?;
+    // Moving a process between two groups takes write access to their
+    // common ancestor's processes file: the host's own group.
+    let own_procs = own.join("cgroup.procs");
+    nix::unistd::access(&own_procs, nix::unistd::AccessFlags::W_OK)
+        .map_err(|e| format!("{} is not writable: {e}", own_procs.display()))?;
     remove_stale_bases(&own);
     let base = own.join(format!("{BASE_PREFIX}{}", std::process::id()));
     match std::fs::create_dir(&base) {

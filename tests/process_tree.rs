@@ -28,7 +28,7 @@ fn unique_secs() -> String {
 fn detach(secs: &str, clear_env: bool) -> String {
     let env = if clear_env { "env -i " } else { "" };
     format!(
-        "( setsid {env}/bin/sh -c 'trap \"\" TERM; exec sleep {secs}' </dev/null >/dev/null 2>&1 & )"
+        "( setsid {env}/bin/sh -c 'trap \"\" TERM; : > started.{secs}; exec sleep {secs}' </dev/null >/dev/null 2>&1 & )"
     )
 }
 
@@ -382,4 +382,83 @@ async fn an_unknown_process_tree_setting_is_refused_with_the_choices() {
         stderr.contains("process_tree") && stderr.contains("walk"),
         "{stderr}"
     );
+}
+
+/// A host run as `nobody`, who may not create cgroups here: its data dir
+/// and workspace made theirs. Returns the host process.
+fn start_as_nobody(host: &TestHost) -> std::process::Child {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(host.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    for dir in [&host.data, &host.work] {
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            nix::unistd::chown(&entry.path(), Some(65534.into()), Some(65534.into())).unwrap();
+        }
+        nix::unistd::chown(dir.as_path(), Some(65534.into()), Some(65534.into())).unwrap();
+    }
+    std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", bin()])
+        .arg("--data-dir")
+        .arg(&host.data)
+        .args(["serve", "--no-mdns", "--listen", "none", "--log", "warn"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("setpriv")
+}
+
+#[tokio::test]
+async fn where_no_cgroup_can_be_made_cgroup_mode_refuses_to_start_and_auto_falls_back_to_the_walk()
+{
+    // `nobody` may not make groups under this process's cgroup (root's).
+    let host = TestHost::new("process_tree = \"cgroup\"");
+    let child = start_as_nobody(&host);
+    let out = {
+        let mut child = child;
+        let status = wait_within(&mut child, 20);
+        let stderr = read_to_end_within(child.stderr.take().unwrap(), 5);
+        (status, String::from_utf8_lossy(&stderr).into_owned())
+    };
+    assert!(!out.0.success(), "{}", out.1);
+    assert!(
+        out.1.contains("`[tasks] process_tree = \"cgroup\"` but")
+            && out.1.contains("set `process_tree = \"auto\"`"),
+        "{}",
+        out.1
+    );
+
+    let host = TestHost::new("process_tree = \"auto\"");
+    let mut child = start_as_nobody(&host);
+    let socket = host.socket();
+    wait_until(20, "the host run by nobody", || {
+        std::os::unix::net::UnixStream::connect(&socket).is_ok()
+    });
+    // Only nobody may talk to nobody's host: through `stdio`, which runs
+    // the task to its end (a timeout) before it exits.
+    let (kept, cleared) = (unique_secs(), unique_secs());
+    let command = format!(
+        "{}; {}; echo ready; exec sleep 300",
+        detach(&kept, false),
+        detach(&cleared, true)
+    );
+    let request = json!({"jsonrpc": "2.0", "id": 1, "method": "task.run",
+        "params": {"command": command, "timeoutS": 2}});
+    let mut stdio = std::process::Command::new("setpriv");
+    stdio
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", bin()])
+        .arg("--data-dir")
+        .arg(&host.data)
+        .arg("stdio");
+    let out = output_with_input(&mut stdio, format!("{request}\n").as_bytes(), 30);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("timed out after 2 s"), "{stdout}");
+    for secs in [&kept, &cleared] {
+        assert!(
+            host.work.join(format!("started.{secs}")).exists(),
+            "the detached `sleep {secs}` never started: {stdout}"
+        );
+    }
+    assert_all_gone(&[kept, cleared], "after it timed out (auto, no cgroup)");
+    signal(child.id(), nix::sys::signal::Signal::SIGTERM);
+    assert!(wait_within(&mut child, 30).success());
 }

@@ -360,8 +360,8 @@ fn remove_cgroup_dir(dir: &Path) {
     }
 }
 
-/// Makes the host's cgroup for tasks, `openwork-host.PID` beside the host in
-/// its own cgroup, and removes those left by hosts that are gone.
+/// Makes the host's cgroup for tasks, `openwork-host.PID` in the host's own
+/// cgroup, and removes those left by hosts that are gone.
 fn create_base() -> Result<PathBuf, String> {
     let own = own_cgroup_dir()?;
     // Moving a process between two groups takes write access to their
@@ -370,7 +370,13 @@ fn create_base() -> Result<PathBuf, String> {
     nix::unistd::access(&own_procs, nix::unistd::AccessFlags::W_OK)
         .map_err(|e| format!("{} is not writable: {e}", own_procs.display()))?;
     remove_stale_bases(&own);
-    let base = own.join(format!("{BASE_PREFIX}{}", std::process::id()));
+    // One per host: a process that runs several (tests, an embedding
+    // program) gives each a group of its own, `openwork-host.PID-N`.
+    static HOSTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let base = match HOSTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) {
+        0 => own.join(format!("{BASE_PREFIX}{}", std::process::id())),
+        n => own.join(format!("{BASE_PREFIX}{}-{n}", std::process::id())),
+    };
     match std::fs::create_dir(&base) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
@@ -440,6 +446,7 @@ fn remove_stale_bases(own: &Path) {
         let Some(pid) = name
             .to_str()
             .and_then(|n| n.strip_prefix(BASE_PREFIX))
+            .and_then(|p| p.split('-').next())
             .and_then(|p| p.parse::<i32>().ok())
         else {
             continue;

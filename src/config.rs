@@ -125,6 +125,9 @@ pub struct TasksConfig {
     pub kill_grace_ms: u64,
     /// Timeout for tasks that set none; absent means no timeout.
     pub default_timeout_s: Option<u64>,
+    /// How a task's descendants are ended: a cgroup per task (`auto` when
+    /// the host may create one, `cgroup` to insist) or a walk of /proc (`walk`).
+    pub process_tree: crate::tasks::tree::TreeMode,
 }
 
 impl Default for Limits {
@@ -145,6 +148,7 @@ impl Default for TasksConfig {
             max_concurrent: 4,
             kill_grace_ms: 5_000,
             default_timeout_s: None,
+            process_tree: Default::default(),
         }
     }
 }

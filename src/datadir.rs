@@ -3,7 +3,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
@@ -19,6 +19,34 @@ pub enum DataDirError {
     Create {
         path: String,
         source: std::io::Error,
+    },
+    #[error(
+        "cannot use the data dir {path}: {source}; check that you (user {me}) may enter it and every directory above it, or pass a --data-dir of your own"
+    )]
+    Inaccessible {
+        path: String,
+        me: u32,
+        source: std::io::Error,
+    },
+    #[error(
+        "the data dir {path} is not a directory; move that file away, or pass another --data-dir"
+    )]
+    NotADirectory { path: String },
+    #[error(
+        "the data dir {path} belongs to {owner}, not to you ({me}); run the host as {owner}, or pass a --data-dir of your own (one that does not exist yet is created for you, owner-only)"
+    )]
+    OtherOwner {
+        path: String,
+        owner: String,
+        me: String,
+    },
+    #[error(
+        "the data dir {path} is writable by other users (mode {mode:o}), who could replace the host's key, database or socket; {fix}"
+    )]
+    WritableByOthers {
+        path: String,
+        mode: u32,
+        fix: String,
     },
     #[error("cannot lock {path}: {source}")]
     Lock {
@@ -57,14 +85,65 @@ impl DataDir {
         Ok(DataDir { root })
     }
 
-    /// Creates the dir, owner-only, if it does not exist.
+    /// Creates the dir, owner-only (0700), if it does not exist. An
+    /// existing dir is used as it is (its mode is never changed: `--data-dir
+    /// /tmp` must not strip /tmp's sticky bit), provided it is a directory of
+    /// ours that no one else may write to.
     pub fn create(&self) -> Result<(), DataDirError> {
+        let path = self.root.display().to_string();
+        let me = nix::unistd::geteuid().as_raw();
+        let meta = match std::fs::metadata(&self.root) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return self.make(),
+            Err(source) => return Err(DataDirError::Inaccessible { path, me, source }),
+        };
+        if !meta.is_dir() {
+            return Err(DataDirError::NotADirectory { path });
+        }
+        if meta.uid() != me {
+            return Err(DataDirError::OtherOwner {
+                path,
+                owner: user_name(meta.uid()),
+                me: user_name(me),
+            });
+        }
+        let mode = meta.mode() & 0o7777;
+        if mode & 0o022 != 0 {
+            let fix = if mode & 0o1000 != 0 {
+                // A shared dir such as /tmp: changing it would break others.
+                format!(
+                    "it is a shared directory (sticky bit), so pass a dir of your own inside it instead, e.g. --data-dir {}",
+                    self.root.join("openwork-host").display()
+                )
+            } else {
+                format!(
+                    "make it yours alone with `chmod go-w {path}` (or `chmod 700 {path}`), or pass a --data-dir that does not exist yet (it is created owner-only)"
+                )
+            };
+            return Err(DataDirError::WritableByOthers { path, mode, fix });
+        }
+        Ok(())
+    }
+
+    /// Creates the missing dir (and its missing parents), the dir itself 0700.
+    fn make(&self) -> Result<(), DataDirError> {
         let err = |source| DataDirError::Create {
             path: self.root.display().to_string(),
             source,
         };
-        std::fs::create_dir_all(&self.root).map_err(err)?;
-        std::fs::set_permissions(&self.root, std::fs::Permissions::from_mode(0o700)).map_err(err)
+        if let Some(parent) = self.root.parent() {
+            std::fs::create_dir_all(parent).map_err(err)?;
+        }
+        match std::fs::DirBuilder::new().mode(0o700).create(&self.root) {
+            Ok(()) => {
+                // The umask may have taken bits from 0700; none are added.
+                std::fs::set_permissions(&self.root, std::fs::Permissions::from_mode(0o700))
+                    .map_err(err)
+            }
+            // Made by someone else meanwhile: checked as any existing dir.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => self.create(),
+            Err(e) => Err(err(e)),
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -125,6 +204,14 @@ impl DataDir {
                 })
             }
         }
+    }
+}
+
+/// "user NAME (UID)", or "user UID" when the name is unknown.
+pub fn user_name(uid: u32) -> String {
+    match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+        Ok(Some(user)) => format!("user {} ({uid})", user.name),
+        _ => format!("user {uid}"),
     }
 }
 

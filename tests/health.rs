@@ -485,7 +485,7 @@ fn a_full_disk_turns_the_disk_check_red_with_its_fix_and_green_again_when_freed(
     let small = host.dir.path().join("small");
     std::fs::create_dir(&small).unwrap();
     let script = format!(
-        "mount -t tmpfs -o size=8m tmpfs {small} && cp {config} {small}/config.toml && \
+        "mount -t tmpfs -o size=8m,mode=0700 tmpfs {small} && cp {config} {small}/config.toml && \
          exec {bin} serve --no-mdns --listen 127.0.0.1:0 --log warn --data-dir {small}",
         small = small.display(),
         config = host.data.join("config.toml").display(),

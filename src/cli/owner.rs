@@ -49,6 +49,9 @@ fn rpc_error(e: ClientError) -> anyhow::Error {
 pub async fn status(data_dir: &DataDir, json_out: bool) -> anyhow::Result<ExitCode> {
     let mut conn = match connect_unix(&data_dir.socket()).await {
         Ok(conn) => conn,
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            return forbidden(data_dir, &e, json_out);
+        }
         Err(e) => {
             let down = health::daemon_down(data_dir, &unreachable(data_dir, &e));
             if json_out {
@@ -87,6 +90,61 @@ pub async fn status(data_dir: &DataDir, json_out: bool) -> anyhow::Result<ExitCo
         );
     }
     Ok(render::status_exit_code(&health.status))
+}
+
+/// `status` when the socket is there but this user may not connect (the
+/// host runs as someone else): not "not running", which may be false; exit 2.
+fn forbidden(data_dir: &DataDir, e: &std::io::Error, json_out: bool) -> anyhow::Result<ExitCode> {
+    use std::os::unix::fs::MetadataExt;
+    let root = data_dir.root().display();
+    let owner = std::fs::metadata(data_dir.root())
+        .ok()
+        .map(|m| m.uid())
+        .filter(|&uid| uid != nix::unistd::geteuid().as_raw());
+    let me = openwork_host::datadir::user_name(nix::unistd::geteuid().as_raw());
+    let (message, action) = match owner {
+        Some(uid) => {
+            let shown = openwork_host::datadir::user_name(uid);
+            let name = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+                .ok()
+                .flatten()
+                .map_or_else(|| format!("#{uid}"), |u| u.name);
+            (
+                format!(
+                    "cannot tell whether a host is running on {root}: you ({me}) may not connect to {} ({e}); the data dir belongs to {shown}, and only its owner may use a host's socket",
+                    data_dir.socket().display(),
+                ),
+                format!(
+                    "run the command as that user, e.g. `sudo -u {name} openwork-host status --data-dir {root}`, or pass the --data-dir of a host of your own"
+                ),
+            )
+        }
+        None => (
+            format!(
+                "cannot tell whether a host is running on {root}: you ({me}) may not connect to {} ({e}); it or a directory above it belongs to another user",
+                data_dir.socket().display(),
+            ),
+            format!(
+                "run the command as the user the host runs as (the owner of {root}), or pass the --data-dir of a host of your own"
+            ),
+        ),
+    };
+    if json_out {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "status": "unknown",
+                "dataDir": data_dir.root().display().to_string(),
+                "message": message,
+                "action": action,
+            }))?
+        );
+    } else {
+        let style = render::Style::stdout();
+        println!("openwork-host: {}", style.red(&message));
+        println!("  {} {action}", style.bold("fix:"));
+    }
+    Ok(ExitCode::from(2))
 }
 
 fn unreachable(data_dir: &DataDir, e: &std::io::Error) -> String {

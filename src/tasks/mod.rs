@@ -8,6 +8,7 @@ pub mod records;
 pub mod runner;
 pub mod sink;
 pub mod stored;
+pub mod tree;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -36,6 +37,7 @@ pub use live::{Audience, Feed, FeedItem, FeedStart, TaskLive};
 use reaper::Reaper;
 use records::{NewTask, StatusChange};
 use runner::{Controls, Job, Outcome, Program};
+use tree::ProcessTrees;
 
 /// What a task does.
 enum Work {
@@ -75,6 +77,8 @@ pub enum TaskError {
     )]
     NoWorkspaceRoot(String),
     #[error(transparent)]
+    ProcessTree(#[from] tree::CgroupUnavailable),
+    #[error(transparent)]
     SessionInUse(#[from] crate::runtime::opencode::SessionInUse),
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -98,6 +102,8 @@ struct Inner {
     permissions: Arc<Permissions>,
     opencode: Arc<OpenCode>,
     reaper: Arc<Reaper>,
+    /// How a task's descendants are found and ended.
+    trees: ProcessTrees,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 }
@@ -117,6 +123,7 @@ impl TaskManager {
                 &config.workspace_roots,
             )));
         }
+        let trees = ProcessTrees::new(config.process_tree)?;
         Ok(TaskManager {
             inner: Arc::new(Inner {
                 store,
@@ -128,6 +135,7 @@ impl TaskManager {
                 permissions,
                 opencode,
                 reaper,
+                trees,
                 shutdown: CancellationToken::new(),
                 tracker: TaskTracker::new(),
             }),
@@ -147,6 +155,11 @@ impl TaskManager {
     /// The canonical workspace roots.
     pub fn roots(&self) -> &[PathBuf] {
         &self.inner.roots
+    }
+
+    /// How tasks' descendants are ended: `"cgroup"` or `"walk"` (see `tree`).
+    pub fn process_tree(&self) -> &'static str {
+        self.inner.trees.kind()
     }
 
     /// Whether the crash guard for child processes is running.
@@ -658,6 +671,7 @@ impl TaskManager {
         self.inner.shutdown.cancel();
         self.inner.tracker.close();
         self.inner.tracker.wait().await;
+        self.inner.trees.close();
     }
 }
 
@@ -794,6 +808,7 @@ async fn drive(inner: Arc<Inner>, live: Arc<TaskLive>, work: Work) {
                 cancel: &live.cancel,
                 shutdown: &inner.shutdown,
                 reaper: &inner.reaper,
+                trees: &inner.trees,
                 kill_grace: Duration::from_millis(inner.config.kill_grace_ms),
             };
             runner::run(job, &mut sink, controls).await

@@ -1,9 +1,13 @@
 //! The reaper: a tiny watchdog process that kills every task's process group
-//! if the host dies without cleaning up (even by SIGKILL).
+//! and cgroup if the host dies without cleaning up (even by SIGKILL).
 //!
-//! It reads `add PGID` / `del PGID` lines from a pipe whose write end only the
+//! It reads `add PGID` / `del PGID`, `cg PATH` / `uncg PATH` and
+//! `mark VALUE` / `unmark VALUE` lines from a pipe whose write end only the
 //! host holds. When the host dies, the kernel closes that pipe, the reaper
-//! reads end-of-file and kills every group still registered. It is a POSIX sh
+//! reads end-of-file and kills every group still registered: a cgroup through
+//! its `cgroup.kill`, which also ends what left the process group; without
+//! one, every process whose environment still has a registered task marker
+//! (`OPENWORK_HOST_TASK`, see `super::tree`), then the process groups. It is a POSIX sh
 //! script so that it needs nothing but `/bin/sh`, and it ignores the terminal's
 //! signals so that Ctrl-C on `serve` does not take it down first.
 
@@ -15,14 +19,34 @@ use std::sync::Mutex;
 const SCRIPT: &str = r#"
 trap '' HUP INT TERM QUIT
 groups=' '
-while IFS=' ' read -r op pgid; do
+cgroups=' '
+marks=' '
+while IFS=' ' read -r op arg; do
   case "$op" in
-    add) groups="$groups$pgid " ;;
+    add) groups="$groups$arg " ;;
     del) kept=' '
-         for g in $groups; do [ "$g" = "$pgid" ] || kept="$kept$g "; done
+         for g in $groups; do [ "$g" = "$arg" ] || kept="$kept$g "; done
          groups=$kept ;;
+    cg) cgroups="$cgroups$arg " ;;
+    uncg) kept=' '
+         for c in $cgroups; do [ "$c" = "$arg" ] || kept="$kept$c "; done
+         cgroups=$kept ;;
+    mark) marks="$marks$arg " ;;
+    unmark) kept=' '
+         for m in $marks; do [ "$m" = "$arg" ] || kept="$kept$m "; done
+         marks=$kept ;;
   esac
 done
+for c in $cgroups; do { echo 1 > "$c/cgroup.kill"; } 2>/dev/null; done
+pattern=''
+for m in $marks; do pattern="$pattern${pattern:+|}$m"; done
+if [ -n "$pattern" ]; then
+  for f in /proc/[0-9]*/environ; do
+    if tr '\0' '\n' < "$f" 2>/dev/null | grep -qxE "OPENWORK_HOST_TASK=($pattern)"; then
+      p=${f#/proc/}; kill -s KILL "${p%/environ}" 2>/dev/null
+    fi
+  done
+fi
 for g in $groups; do kill -s KILL -- "-$g" 2>/dev/null; done
 "#;
 
@@ -76,6 +100,26 @@ impl Reaper {
     /// Registers a task's process group.
     pub fn watch(&self, pgid: i32) {
         self.send(&format!("add {pgid}\n"));
+    }
+
+    /// Registers a task's cgroup (a path without whitespace, see `super::tree`).
+    pub fn watch_cgroup(&self, dir: &std::path::Path) {
+        self.send(&format!("cg {}\n", dir.display()));
+    }
+
+    /// Unregisters a cgroup once the task is over.
+    pub fn forget_cgroup(&self, dir: &std::path::Path) {
+        self.send(&format!("uncg {}\n", dir.display()));
+    }
+
+    /// Registers a task's marker value (hexadecimal, see `super::tree`).
+    pub fn watch_marker(&self, marker: &str) {
+        self.send(&format!("mark {marker}\n"));
+    }
+
+    /// Unregisters a marker once the task is over.
+    pub fn forget_marker(&self, marker: &str) {
+        self.send(&format!("unmark {marker}\n"));
     }
 
     /// Unregisters a process group once the task is over.

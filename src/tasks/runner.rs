@@ -1,10 +1,12 @@
 //! The built-in runtime: runs a command as a child process in its own process
 //! group, streams its stdout and stderr, and stops it on cancel, timeout or
-//! host shutdown (SIGTERM to the group, SIGKILL after a grace period).
+//! host shutdown (SIGTERM to every process of the task, SIGKILL after a grace
+//! period).
 //!
-//! When the main process exits, anything it left running in its group is
-//! killed: a task does not leak processes. The exit is observed with
-//! `waitid(WNOWAIT)` so that the group id cannot be reused before we signal it.
+//! When the main process exits, everything it left running is killed, also
+//! what detached from its group (`setsid`, a double fork): a task does not
+//! leak processes (`super::tree` finds them). The exit is observed with
+//! `waitid(WNOWAIT)` so that the pid cannot be reused before the tree is ended.
 
 use std::collections::BTreeMap;
 use std::os::fd::AsFd;
@@ -14,7 +16,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use nix::sys::signal::{Signal, killpg};
+use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use tokio::io::AsyncReadExt;
 use tokio::process::Command;
@@ -25,12 +27,17 @@ use super::chunk::{MAX_CHUNK, complete_prefix_len, split_chunks};
 use super::reaper::Reaper;
 use super::records::StatusChange;
 use super::sink::Sink;
+use super::tree::{ProcessTrees, TaskTree};
 use crate::clock;
 use crate::protocol::{LogStream, TaskStatus};
 
-/// How long to keep reading output after the main process exited and its
-/// group was killed (a process that left the group may still hold the pipe).
+/// How long to keep reading output after the main process exited and the
+/// rest of the task was killed (a process stuck in the kernel may still hold
+/// the pipe).
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
+
+/// How long to wait, after SIGKILL, for the last processes of a task to die.
+const KILL_WAIT: Duration = Duration::from_secs(5);
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -72,6 +79,7 @@ pub struct Controls<'a> {
     pub cancel: &'a CancellationToken,
     pub shutdown: &'a CancellationToken,
     pub reaper: &'a Reaper,
+    pub trees: &'a ProcessTrees,
     pub kill_grace: Duration,
 }
 
@@ -167,8 +175,7 @@ impl PipeBuffer {
     }
 }
 
-/// Runs a job to its end, writing output and the `running` status to `sink`.
-pub async fn run(job: Job, sink: &mut Sink, controls: Controls<'_>) -> Outcome {
+fn command(job: &Job) -> Command {
     let mut command = match &job.program {
         Program::Argv(argv) => {
             let mut c = Command::new(&argv[0]);
@@ -189,7 +196,30 @@ pub async fn run(job: Job, sink: &mut Sink, controls: Controls<'_>) -> Outcome {
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(false);
-    let mut child = match command.spawn() {
+    command
+}
+
+/// Starts the job's process inside `tree`; when it cannot be put in the
+/// tree's cgroup, it starts again with the walk instead.
+fn spawn(job: &Job, tree: TaskTree) -> (std::io::Result<tokio::process::Child>, TaskTree) {
+    let mut c = command(job);
+    tree.prepare(&mut c);
+    match c.spawn() {
+        Err(e) if tree.cgroup().is_some() => {
+            tracing::warn!(error = %e, "cannot start a task in its cgroup; trying without");
+            let tree = tree.without_cgroup();
+            let mut c = command(job);
+            tree.prepare(&mut c);
+            (c.spawn(), tree)
+        }
+        spawned => (spawned, tree),
+    }
+}
+
+/// Runs a job to its end, writing output and the `running` status to `sink`.
+pub async fn run(job: Job, sink: &mut Sink, controls: Controls<'_>) -> Outcome {
+    let (spawned, mut tree) = spawn(&job, controls.trees.tree());
+    let mut child = match spawned {
         Ok(child) => child,
         Err(e) => return Outcome::failed(spawn_error(job.program.name(), &e)),
     };
@@ -199,7 +229,14 @@ pub async fn run(job: Job, sink: &mut Sink, controls: Controls<'_>) -> Outcome {
         return Outcome::failed("the process could not be started with its output attached".into());
     };
     let pgid = pid as i32;
+    tree.started(pgid);
     controls.reaper.watch(pgid);
+    if let Some(cgroup) = tree.cgroup() {
+        controls.reaper.watch_cgroup(cgroup);
+    }
+    if let Some(marker) = tree.marker() {
+        controls.reaper.watch_marker(marker);
+    }
     for fd in [stdout.as_fd(), stderr.as_fd()] {
         // Best effort: a smaller pipe only costs throughput.
         let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
@@ -239,24 +276,24 @@ pub async fn run(job: Job, sink: &mut Sink, controls: Controls<'_>) -> Outcome {
             },
             _ = &mut exited, if !has_exited => {
                 has_exited = true;
-                // The leader is a zombie until we reap it, so the group id is still ours.
-                signal_group(pgid, Signal::SIGKILL);
+                // The leader is a zombie until we reap it, so its pid and group id are still ours.
+                tree.kill();
                 drain_until = Some(Instant::now() + DRAIN_AFTER_EXIT);
             },
             _ = controls.cancel.cancelled(), if stop.is_none() => {
                 stop = Some(Stop::Cancelled);
-                kill_at = Some(terminate(pgid, controls.kill_grace));
+                kill_at = Some(terminate(&mut tree, controls.kill_grace));
             },
             _ = sleep_until(deadline.unwrap_or(never)), if stop.is_none() && deadline.is_some() => {
                 stop = Some(Stop::TimedOut(job.timeout.unwrap_or_default()));
-                kill_at = Some(terminate(pgid, controls.kill_grace));
+                kill_at = Some(terminate(&mut tree, controls.kill_grace));
             },
             _ = controls.shutdown.cancelled(), if stop.is_none() => {
                 stop = Some(Stop::Shutdown);
-                kill_at = Some(terminate(pgid, controls.kill_grace.min(Duration::from_secs(2))));
+                kill_at = Some(terminate(&mut tree, controls.kill_grace.min(Duration::from_secs(2))));
             },
             _ = sleep_until(kill_at.unwrap_or(never)), if kill_at.is_some() && !has_exited => {
-                signal_group(pgid, Signal::SIGKILL);
+                tree.kill();
                 kill_at = None;
             },
             _ = sleep_until(drain_until.unwrap_or(never)), if drain_until.is_some() => break,
@@ -266,14 +303,24 @@ pub async fn run(job: Job, sink: &mut Sink, controls: Controls<'_>) -> Outcome {
                 let saved = sink.chunk(stream, chunk).await;
                 if stop.is_none() && (saved.is_err() || sink.live().store_error().is_some()) {
                     stop = Some(Stop::StoreFailed);
-                    kill_at = Some(terminate(pgid, controls.kill_grace));
+                    kill_at = Some(terminate(&mut tree, controls.kill_grace));
                 }
             }
         }
     }
     drop((stdout, stderr));
+    // Whatever is left of the task (detached, or holding no pipe) ends
+    // now, before the leader is reaped and its pid can be reused.
+    tree.finish(KILL_WAIT).await;
     let status = child.wait().await;
     controls.reaper.forget(pgid);
+    if let Some(cgroup) = tree.cgroup() {
+        controls.reaper.forget_cgroup(cgroup);
+    }
+    if let Some(marker) = tree.marker() {
+        controls.reaper.forget_marker(marker);
+    }
+    tree.release();
 
     let (exit_code, signal) = match &status {
         Ok(status) => (status.code(), status.signal().map(signal_name)),
@@ -323,18 +370,10 @@ pub async fn run(job: Job, sink: &mut Sink, controls: Controls<'_>) -> Outcome {
     }
 }
 
-/// Sends SIGTERM to the group and returns when to follow up with SIGKILL.
-fn terminate(pgid: i32, grace: Duration) -> Instant {
-    signal_group(pgid, Signal::SIGTERM);
+/// Sends SIGTERM to every process of the task and returns when to follow up with SIGKILL.
+fn terminate(tree: &mut TaskTree, grace: Duration) -> Instant {
+    tree.signal(Signal::SIGTERM);
     Instant::now() + grace
-}
-
-fn signal_group(pgid: i32, signal: Signal) {
-    if let Err(e) = killpg(Pid::from_raw(pgid), signal)
-        && e != nix::errno::Errno::ESRCH
-    {
-        tracing::warn!(pgid, %signal, error = %e, "could not signal a task's process group");
-    }
 }
 
 /// Blocks until the process has exited, leaving it unreaped (a zombie).

@@ -83,7 +83,10 @@ impl TestHost {
         let dir = tempfile::tempdir().expect("tempdir");
         let data = dir.path().join("data");
         let work = dir.path().join("work");
-        std::fs::create_dir_all(&data).expect("data dir");
+        // Owner-only, as the host makes one: it keeps an existing dir's mode.
+        std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
+            .create(&data)
+            .expect("data dir");
         std::fs::create_dir_all(&work).expect("work dir");
         let work = std::fs::canonicalize(&work).expect("canonical work dir");
         // OpenCode stays off unless a test turns it on: it is big, and may be on PATH.

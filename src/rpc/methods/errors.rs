@@ -27,7 +27,7 @@ impl From<TaskError> for RpcError {
             TaskError::RuntimeUnavailable { action, .. } => {
                 RpcError::new(ErrorCode::RUNTIME_UNAVAILABLE, message).with_action(action)
             }
-            TaskError::NoWorkspaceRoot(_) => RpcError::new(ErrorCode::INTERNAL_ERROR, message),
+            TaskError::NoWorkspaceRoot(_) | TaskError::ProcessTree(_) => RpcError::new(ErrorCode::INTERNAL_ERROR, message),
             TaskError::SessionInUse(_) => RpcError::conflict(message).with_action(
                 "wait for that task to end or cancel it (`task.list` shows it running), or leave out `sessionId` for a new session",
             ),

@@ -39,7 +39,7 @@ pub enum PairError {
     Refused(RpcError),
     /// The host's key confirmation did not match, and the host said why
     /// (usually a wrong, expired or replaced code).
-    #[error("{}", with_action(.0))]
+    #[error("the host did not accept the code: {}", with_action(.0))]
     CodeRejected(RpcError),
     #[error(
         "the host could not prove it knows the code: the code is wrong, or someone is between you and the host. \

@@ -1249,6 +1249,60 @@ fn pair_shows_the_code_and_a_qr_code_of_the_link_and_asks_the_owner_on_a_termina
 }
 
 #[test]
+fn the_owner_s_prompt_says_when_a_device_gives_up_and_asks_again_when_it_retries() {
+    let host = fast_pairing();
+    let client_dir = tempfile::tempdir().unwrap();
+    let mut pair = OnTerminal::start(&format!(
+        "{} pair --ttl 120 --data-dir {}",
+        bin(),
+        host.data.display()
+    ));
+    let uri = pair.line_with("openwork://pair?", 20);
+    let link = openwork_host::client::pair::PairLink::parse(&uri).expect("a pairing link");
+    let device = || {
+        std::process::Command::new(bin())
+            .args(["client", "--client-dir"])
+            .arg(client_dir.path())
+            .args([
+                "pair",
+                &link.address,
+                "--code",
+                &link.code,
+                "--name",
+                "impatient",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut first = device();
+    pair.until("Approve this device? [y/N]", 20);
+    // The person at the device presses Ctrl-C before the owner answers.
+    signal(first.id(), nix::sys::signal::Signal::SIGINT);
+    wait_within(&mut first, 10);
+    let told = pair.until("is no longer waiting", 10).to_owned();
+    assert!(told.contains("\"impatient\""), "{told}");
+    assert!(told.contains("can try again with the same code"), "{told}");
+    // The retry is asked about afresh, and a yes pairs it.
+    let mut retry = device();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while pair.seen.matches("Approve this device? [y/N]").count() < 2 {
+        assert!(
+            pair.read_more(deadline),
+            "the retry was not asked about:\n{}",
+            pair.seen
+        );
+    }
+    pair.type_line("y");
+    let status = wait_within(&mut retry, 30);
+    let err = read_to_end_within(retry.stderr.take().unwrap(), 10);
+    assert!(status.success(), "{}", String::from_utf8_lossy(&err));
+    assert!(wait_within(&mut pair.child, 30).success());
+    pair.until("Paired: device", 5);
+}
+
+#[test]
 fn status_reports_the_bound_tls_address_and_the_fingerprint() {
     let host = TestHost::started();
     let out = output_within(

@@ -66,7 +66,10 @@ async fn devices(owner: &mut Client) -> Vec<Value> {
 }
 
 /// `pairing.begin` by hand with `name`; the host's answer.
-async fn begin_named(address: &str, name: &str) -> Result<Value, openwork_host::client::ClientError> {
+async fn begin_named(
+    address: &str,
+    name: &str,
+) -> Result<Value, openwork_host::client::ClientError> {
     let connected = within(10, connect_tls(address, None, Duration::from_secs(5)))
         .await
         .expect("tls");
@@ -110,11 +113,7 @@ async fn a_device_that_gives_up_while_waiting_is_withdrawn_at_once_and_its_retry
     signal(first.id(), nix::sys::signal::Signal::SIGINT);
     wait_within(&mut first, 10);
     // The owner is told at once (the connection's end, not a timeout).
-    let withdrawn = within(
-        1,
-        next_notice(&mut owner, "pairing.withdrawn"),
-    )
-    .await;
+    let withdrawn = within(1, next_notice(&mut owner, "pairing.withdrawn")).await;
     assert_eq!(
         withdrawn["params"]["requestId"],
         requested["params"]["requestId"]
@@ -129,8 +128,14 @@ async fn a_device_that_gives_up_while_waiting_is_withdrawn_at_once_and_its_retry
         ),
     )
     .await;
-    assert!(stale.is_err(), "a withdrawn request cannot be approved: {stale:?}");
-    assert!(devices(&mut owner).await.is_empty(), "no device without its token");
+    assert!(
+        stale.is_err(),
+        "a withdrawn request cannot be approved: {stale:?}"
+    );
+    assert!(
+        devices(&mut owner).await.is_empty(),
+        "no device without its token"
+    );
     // The retry with the same code works at once.
     let mut retry = device_cli(client_dir.path())
         .args(["pair", &address, "--code", &code, "--name", "laptop"])
@@ -268,18 +273,31 @@ async fn pair_refuses_to_replace_an_open_window_unless_asked_and_refuses_nonsens
     assert!(first.status.success(), "{}", text(&first.stderr));
     let first: Value = serde_json::from_slice(&first.stdout).unwrap();
     let again = owner_cli(&host, &["pair", "--detach", "--json"]);
-    assert!(!again.status.success(), "a second `pair` must not replace the window");
-    assert!(text(&again.stderr).contains("--replace"), "{}", text(&again.stderr));
+    assert!(
+        !again.status.success(),
+        "a second `pair` must not replace the window"
+    );
+    assert!(
+        text(&again.stderr).contains("--replace"),
+        "{}",
+        text(&again.stderr)
+    );
     let status: Value =
         serde_json::from_slice(&owner_cli(&host, &["devices", "pending", "--json"]).stdout)
             .unwrap();
     assert_eq!(status["open"], true);
-    assert_eq!(status["expiresAt"], first["expiresAt"], "the first window is untouched");
+    assert_eq!(
+        status["expiresAt"], first["expiresAt"],
+        "the first window is untouched"
+    );
     for ttl in ["0", "-5", "99999", "abc", "5m"] {
         let out = owner_cli(&host, &["pair", "--detach", "--replace", "--ttl", ttl]);
         assert!(!out.status.success(), "--ttl {ttl} was accepted");
         let said = text(&out.stderr);
-        assert!(said.contains("--ttl") || said.contains(ttl), "--ttl {ttl}: {said}");
+        assert!(
+            said.contains("--ttl") || said.contains(ttl),
+            "--ttl {ttl}: {said}"
+        );
     }
     // The host refuses them too, for clients other than the CLI.
     let mut owner = host.connect().await;

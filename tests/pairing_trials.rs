@@ -316,6 +316,8 @@ struct Tally {
     /// Paired by the name `discover` showed, or by the address `pair` printed.
     by_name: u32,
     by_address: u32,
+    /// Runs where the address `pair` printed was reachable from the device.
+    printed_reachable: u32,
 }
 
 /// How a pairing went: on which try, and by which target.
@@ -331,7 +333,20 @@ enum Via {
     Address,
 }
 
-fn trial(scenario: &Scenario) -> Outcome {
+/// Whether a TCP connection from namespace `ns` to `address` (`host:port`) opens.
+fn reachable(ns: &str, address: &str) -> bool {
+    let Some((host, port)) = address.rsplit_once(':') else {
+        return false;
+    };
+    let probe = format!("exec 3<>/dev/tcp/{}/{port}", host.trim_matches(['[', ']']));
+    process::status_within(
+        Lan::command(ns, "timeout").args(["3", "bash", "-c", &probe]),
+        10,
+    )
+    .is_some_and(|s| s.success())
+}
+
+fn trial(scenario: &Scenario) -> (Outcome, bool) {
     let net = build(scenario.network);
     let host = TestHost::new("");
     let _ = std::fs::remove_file(host.socket());
@@ -351,10 +366,8 @@ fn trial(scenario: &Scenario) -> Outcome {
     // The owner opens a window as the README says, for a script.
     let opened = owner_cli(&host.data, &["pair", "--detach", "--json"]);
     if !opened.status.success() {
-        return Outcome::Failed(format!(
-            "pair: {}",
-            String::from_utf8_lossy(&opened.stderr)
-        ));
+        let why = format!("pair: {}", String::from_utf8_lossy(&opened.stderr));
+        return (Outcome::Failed(why), false);
     }
     let window: Value = serde_json::from_slice(&opened.stdout).expect("pair --json");
     let code = window["code"].as_str().unwrap_or_default().to_owned();
@@ -364,6 +377,7 @@ fn trial(scenario: &Scenario) -> Outcome {
         window["port"]
     );
     let host_name = window["hostName"].as_str().unwrap_or_default().to_owned();
+    let printed_reachable = reachable(&net.client_ns, &printed);
 
     let stop = Arc::new(AtomicBool::new(false));
     let ignore = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -397,7 +411,14 @@ fn trial(scenario: &Scenario) -> Outcome {
     };
     let pair_args = |target: &str| -> Vec<String> {
         [
-            "pair", target, "--code", &code, "--name", "trial-device", "--wait", "60",
+            "pair",
+            target,
+            "--code",
+            &code,
+            "--name",
+            "trial-device",
+            "--wait",
+            "60",
         ]
         .map(str::to_owned)
         .to_vec()
@@ -406,9 +427,9 @@ fn trial(scenario: &Scenario) -> Outcome {
     let mut outcome = None;
     let mut last_error = String::new();
     let targets = [first_target.clone(), {
-        // The retry: by the printed address after a name that did not
-        // work, else the same command again.
-        if discovered {
+        // The retry: the same command after giving up; by the printed
+        // address after a name that did not work; else the same again.
+        if discovered && scenario.person == Person::Patient {
             printed.clone()
         } else {
             first_target.clone()
@@ -460,9 +481,10 @@ fn trial(scenario: &Scenario) -> Outcome {
     stop.store(true, Ordering::Relaxed);
     let _ = owner.join();
     drop(net);
-    outcome.unwrap_or(Outcome::Failed(format!(
+    let outcome = outcome.unwrap_or(Outcome::Failed(format!(
         "discovered: {discovered}; printed address {printed}; last error: {last_error}"
-    )))
+    )));
+    (outcome, printed_reachable)
 }
 
 fn runs() -> u32 {
@@ -500,7 +522,8 @@ fn first_time_pairing_succeeds_in_every_network_where_a_path_exists() {
         let mut tally = Tally::default();
         for run in 1..=runs {
             tally.runs += 1;
-            let outcome = trial(&scenario);
+            let (outcome, printed_reachable) = trial(&scenario);
+            tally.printed_reachable += u32::from(printed_reachable);
             match &outcome {
                 Outcome::FirstTry(via) | Outcome::AfterRetry(via) => match via {
                     Via::Name => tally.by_name += 1,
@@ -524,18 +547,27 @@ fn first_time_pairing_succeeds_in_every_network_where_a_path_exists() {
     }
     println!();
     println!(
-        "| {:<36} | {:>4} | {:>15} | {:>17} | {:>17} |",
-        "scenario", "runs", "paired 1st try", "paired ≤ 1 retry", "by name / address"
+        "| {:<36} | {:>4} | {:>15} | {:>17} | {:>17} | {:>25} |",
+        "scenario",
+        "runs",
+        "paired 1st try",
+        "paired ≤ 1 retry",
+        "by name / address",
+        "printed address reachable"
     );
-    println!("|{:-<38}|{:->6}|{:->17}|{:->19}|{:->19}|", "", "", "", "", "");
+    println!(
+        "|{:-<38}|{:->6}|{:->17}|{:->19}|{:->19}|{:->27}|",
+        "", "", "", "", "", ""
+    );
     for (name, t) in &table {
         println!(
-            "| {:<36} | {:>4} | {:>15} | {:>17} | {:>17} |",
+            "| {:<36} | {:>4} | {:>15} | {:>17} | {:>17} | {:>25} |",
             name,
             t.runs,
             format!("{} ({})", percent(t.first_try, t.runs), t.first_try),
             format!("{} ({})", percent(t.one_retry, t.runs), t.one_retry),
             format!("{} / {}", t.by_name, t.by_address),
+            format!("{} of {}", t.printed_reachable, t.runs),
         );
     }
     println!();

@@ -44,7 +44,10 @@ fn every_method_and_notification_of_the_schema_is_in_the_protocol_document() {
             missing.push(name);
         }
     }
-    assert!(missing.is_empty(), "docs/protocol.md does not describe {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "docs/protocol.md does not describe {missing:?}"
+    );
 }
 
 #[test]
@@ -92,12 +95,20 @@ fn the_protocol_document_s_links_lead_to_files_in_the_repository() {
             broken.push(link.to_owned());
         }
     }
-    assert!(broken.is_empty(), "broken links in docs/protocol.md: {broken:?}");
+    assert!(
+        broken.is_empty(),
+        "broken links in docs/protocol.md: {broken:?}"
+    );
 }
 
 #[test]
 fn no_documentation_depends_on_files_outside_the_repository() {
-    for file in ["README.md", "docs/protocol.md", "schema/README.md", "fixtures/README.md"] {
+    for file in [
+        "README.md",
+        "docs/protocol.md",
+        "schema/README.md",
+        "fixtures/README.md",
+    ] {
         let text = read(&root().join(file));
         assert!(
             !text.contains("../shared"),
@@ -105,5 +116,8 @@ fn no_documentation_depends_on_files_outside_the_repository() {
         );
     }
     let readme = read(&root().join("README.md"));
-    assert!(readme.contains("docs/protocol.md"), "the README links the protocol document");
+    assert!(
+        readme.contains("docs/protocol.md"),
+        "the README links the protocol document"
+    );
 }

@@ -304,7 +304,9 @@ pub async fn pair(data_dir: &DataDir, args: PairArgs) -> anyhow::Result<ExitCode
                     withdrawn.request_id
                 );
                 if withdrawn.window_open {
-                    eprintln!("The window is still open: the device can try again with the same code.");
+                    eprintln!(
+                        "The window is still open: the device can try again with the same code."
+                    );
                 }
             }
             Some("pairing.failed") => {

@@ -162,8 +162,7 @@ pub async fn pair(request: &PairRequest) -> Result<KnownHost, PairError> {
         device_name: request.device_name.trim(),
         scopes: &scope_names,
     };
-    let confirmation = match crypto::client_finish(start, &ctx, &host_message, &host_confirmation)
-    {
+    let confirmation = match crypto::client_finish(start, &ctx, &host_message, &host_confirmation) {
         Ok(confirmation) => confirmation,
         Err(_) => {
             // The host holds another code than ours. Tell it so with a

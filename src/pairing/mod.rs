@@ -78,9 +78,13 @@ pub enum PairingError {
     NotTls,
     #[error("no pairing window is open on the host")]
     NoWindow,
-    #[error("the pairing code has expired: the host's owner must run `openwork-host pair` again for a new code")]
+    #[error(
+        "the pairing code has expired: the host's owner must run `openwork-host pair` again for a new code"
+    )]
     Expired,
-    #[error("the pairing code no longer works ({0}): the host's owner must run `openwork-host pair` again for a new code")]
+    #[error(
+        "the pairing code no longer works ({0}): the host's owner must run `openwork-host pair` again for a new code"
+    )]
     WindowClosed(String),
     #[error(
         "a pairing window is already open (its code works for another {}s); closing it would make its code stop working",
@@ -209,9 +213,7 @@ struct OpenWindow {
 
 /// The pairing window's state.
 enum WindowState {
-    Closed {
-        reason: Option<String>,
-    },
+    Closed { reason: Option<String> },
     Open(Box<OpenWindow>),
 }
 
@@ -226,7 +228,9 @@ pub const MIN_TTL_S: u64 = 1;
 pub fn check_device_name(name: &str) -> Result<(), String> {
     let count = name.chars().count();
     if name.trim().is_empty() {
-        return Err("`deviceName` is empty: give the device a name its owner will recognise".into());
+        return Err(
+            "`deviceName` is empty: give the device a name its owner will recognise".into(),
+        );
     }
     if count > MAX_DEVICE_NAME_CHARS {
         return Err(format!(
@@ -284,9 +288,11 @@ fn describe_hidden(c: char) -> &'static str {
     match c {
         '\u{2028}' => "a line separator",
         '\u{2029}' => "a paragraph separator",
-        '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}' => {
-            "a bidirectional text control"
-        }
+        '\u{202A}'..='\u{202E}'
+        | '\u{2066}'..='\u{2069}'
+        | '\u{200E}'
+        | '\u{200F}'
+        | '\u{061C}' => "a bidirectional text control",
         '\u{200B}'..='\u{200D}' | '\u{2060}' | '\u{FEFF}' => "a zero-width character",
         c if c.is_control() => "a control character",
         _ => "an invisible formatting character",
@@ -392,7 +398,11 @@ impl Pairing {
         if !(MIN_TTL_S..=MAX_TTL_S).contains(&ttl_s) {
             return Err(PairingError::Invalid(format!(
                 "`ttlS` must be {MIN_TTL_S} to {MAX_TTL_S} seconds (a code valid for {ttl_s}s {})",
-                if ttl_s == 0 { "could never be used" } else { "would give guessers too long" }
+                if ttl_s == 0 {
+                    "could never be used"
+                } else {
+                    "would give guessers too long"
+                }
             )));
         }
         let ttl = Duration::from_secs(ttl_s);
@@ -644,8 +654,7 @@ impl Pairing {
         gone: CancellationToken,
     ) -> Result<PairingResult, PairingError> {
         let confirmation = B64.decode(&params.client_confirm).unwrap_or_default();
-        let step =
-            self.check_confirmation(session_id, &params.exchange_id, &confirmation, &gone);
+        let step = self.check_confirmation(session_id, &params.exchange_id, &confirmation, &gone);
         let (decision, request_id, address, device_name) = match step {
             Confirmed::Awaiting {
                 decision,
@@ -676,7 +685,9 @@ impl Pairing {
             decided = decision => match decided {
                 Ok(Decision::Approved { device, token, delivered }) => Ok((device, token, delivered)),
                 Ok(Decision::Denied) => Err(("denied", PairingError::Denied)),
-                Err(_) => Err(("not approved", PairingError::ClosedBeforeApproval(self.status().closed_reason.unwrap_or_default()))),
+                Err(_) => Err(("not approved", PairingError::ClosedBeforeApproval(
+                    self.status().closed_reason.unwrap_or_else(|| "replaced by a new window".into()),
+                ))),
             },
             _ = tokio::time::sleep(timeout) => Err(("no approval in time", PairingError::ApprovalTimeout)),
         };
@@ -687,7 +698,10 @@ impl Pairing {
                 if matches!(e, PairingError::DeviceLeft | PairingError::ApprovalTimeout) {
                     self.withdraw(&request_id, why);
                 }
-                self.record(&address, &device_name, why).await;
+                // A refusal is recorded by `deny` itself.
+                if !matches!(e, PairingError::Denied) {
+                    self.record(&address, &device_name, why).await;
+                }
                 return Err(e);
             }
         };
@@ -699,8 +713,12 @@ impl Pairing {
                 tracing::warn!(error = %e, device = %device.id, "could not remove a device that never got its credential");
             }
             let _ = delivered.send(false);
-            self.record(&address, &device_name, "left before receiving its credential")
-                .await;
+            self.record(
+                &address,
+                &device_name,
+                "left before receiving its credential",
+            )
+            .await;
             return Err(PairingError::DeviceLeft);
         }
         let _ = delivered.send(true);
@@ -1030,5 +1048,37 @@ impl Drop for WithdrawOnDrop<'_> {
         if let Some(request_id) = self.request_id.take() {
             self.pairing.withdraw(&request_id, "the device cancelled");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_that_could_disguise_themselves_are_refused_and_plain_ones_pass() {
+        for name in ["Anna's phone", "电话 📱", "laptop-2 (work)", "Ωμέγα"] {
+            assert_eq!(check_device_name(name), Ok(()), "{name:?}");
+        }
+        for (name, shown) in [
+            ("a\u{202E}b", "U+202E"),
+            ("a\u{2066}b", "U+2066"),
+            ("a\u{200D}b", "U+200D"),
+            ("a\u{2029}b", "U+2029"),
+            ("a\u{0007}b", "U+0007"),
+            ("a\u{E0041}b", "U+E0041"),
+        ] {
+            let refused = check_device_name(name).unwrap_err();
+            assert!(refused.contains(shown), "{name:?}: {refused}");
+        }
+        assert!(check_device_name(" ").is_err());
+        assert!(check_device_name(&"x".repeat(MAX_DEVICE_NAME_CHARS)).is_ok());
+        assert!(check_device_name(&"x".repeat(MAX_DEVICE_NAME_CHARS + 1)).is_err());
+    }
+
+    #[test]
+    fn hidden_characters_are_shown_escaped() {
+        assert_eq!(escape_hidden("a\u{202E}b\u{200B}"), "a\\u{202E}b\\u{200B}");
+        assert_eq!(escape_hidden("plain — name"), "plain — name");
     }
 }

@@ -13,8 +13,8 @@ use serde::Serialize;
 use super::message::encode_notification;
 use super::table::SchemaFn;
 use crate::protocol::{
-    LogChunk, PairingClosed, PairingFailed, PairingRequest, PairingWithdrawn, PermissionRequest, PermissionResolved,
-    TaskUpdate,
+    LogChunk, PairingClosed, PairingFailed, PairingRequest, PairingWithdrawn, PermissionRequest,
+    PermissionResolved, TaskUpdate,
 };
 
 /// A notification method whose params are a `P`.

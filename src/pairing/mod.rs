@@ -868,10 +868,10 @@ impl Pairing {
         let WindowState::Open(window) = &mut *state else {
             return;
         };
-        if !window
+        if window
             .awaiting
             .as_ref()
-            .is_some_and(|a| a.request.request_id == request_id)
+            .is_none_or(|a| a.request.request_id != request_id)
         {
             return;
         }

@@ -1,8 +1,8 @@
 //! openwork-host: a host for remote agent work.
 //!
 //! One machine runs tasks for many clients (phones, laptops, scripts) that
-//! speak JSON-RPC 2.0 to it over stdio, a local socket or (later) TLS. See
-//! `DESIGN.md` in the repository for the wire contract and trust model.
+//! speak JSON-RPC 2.0 to it over stdio, a local socket or TLS. See
+//! `docs/protocol.md` in the repository for the wire contract and trust model.
 
 pub mod alloc;
 pub mod auth;

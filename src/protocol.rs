@@ -657,6 +657,10 @@ pub struct PairingOpenParams {
     /// The address devices should connect to (default: this machine's LAN address).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
+    /// Close a window that is already open and open this one instead
+    /// (without it, an open window makes `pairing.open` fail with -32004).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replace: Option<bool>,
 }
 
 /// An open pairing window, as the operator sees it.
@@ -784,10 +788,24 @@ pub struct PairingFailed {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PairingClosed {
-    /// `paired`, `expired`, `too many wrong codes`, `closed by the owner`, `replaced`.
+    /// `paired`, `expired`, `too many wrong codes`, `closed by the owner`, `replaced by a new window`, `denied by the owner`.
     pub reason: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_id: Option<String>,
+}
+
+/// `pairing.withdrawn` notification (to the operator): a device waiting for
+/// approval is gone, so its request can no longer be approved.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PairingWithdrawn {
+    pub request_id: String,
+    pub device_name: String,
+    pub address: String,
+    /// Why: `the device disconnected`, `the device cancelled`, `no approval in time`.
+    pub reason: String,
+    /// Whether the window is still open for another try with the same code.
+    pub window_open: bool,
 }
 
 /// A paired device.

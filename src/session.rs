@@ -120,6 +120,9 @@ pub struct Session {
     close: CancellationToken,
     /// Ends the connection at once: nothing queued is written (`cut_off`).
     abort: CancellationToken,
+    /// Cancelled when the peer's side ends (EOF or a read error) or the
+    /// connection closes: the peer can no longer take a reply for sure.
+    peer_gone: CancellationToken,
     close_reason: Mutex<Option<String>>,
     watching: Mutex<std::collections::HashSet<&'static str>>,
 }
@@ -157,6 +160,7 @@ impl Session {
             forwarding: CancellationToken::new(),
             close: CancellationToken::new(),
             abort: CancellationToken::new(),
+            peer_gone: CancellationToken::new(),
             close_reason: Mutex::new(None),
             watching: Mutex::new(std::collections::HashSet::new()),
         });
@@ -180,6 +184,14 @@ impl Session {
     /// A token cancelled when the connection closes.
     pub fn closed(&self) -> CancellationToken {
         self.close.clone()
+    }
+
+    /// A token cancelled as soon as the peer's side of the connection ends
+    /// (EOF, a read error) or the connection closes, without waiting for the
+    /// calls still in flight to finish (pairing withdraws a device's request
+    /// by it).
+    pub fn peer_gone(&self) -> CancellationToken {
+        self.peer_gone.clone()
     }
 
     /// Runs `work` (sending notifications) until it ends or the connection closes.
@@ -363,6 +375,7 @@ where
     });
 
     let reason = read_loop(&host, &session, &mut reader).await;
+    session.peer_gone.cancel();
     drop(reader);
     finish(&host, &session, &reason, &opts).await;
 

@@ -256,7 +256,8 @@ async fn a_man_in_the_middle_who_relays_every_message_makes_pairing_fail_on_both
     let failed = within(10, owner.next_notification()).await.unwrap();
     assert_eq!(failed["method"], "pairing.failed");
 
-    // The library's client stops as soon as the host fails to prove itself.
+    // The library's client stops as soon as the host fails to prove itself,
+    // sending only random bytes to learn the other side's verdict.
     tokio::time::sleep(Duration::from_millis(100)).await;
     let request = PairRequest {
         address: relay.clone(),
@@ -266,10 +267,10 @@ async fn a_man_in_the_middle_who_relays_every_message_makes_pairing_fail_on_both
         expected_fingerprint: None,
         approval_timeout: Duration::from_secs(5),
     };
-    assert!(matches!(
-        pair(&request).await,
-        Err(PairError::HostNotConfirmed)
-    ));
+    match pair(&request).await {
+        Err(PairError::CodeRejected(e)) => assert_eq!(e.code.0, -32001, "{e}"),
+        other => panic!("the relayed pairing must fail on the code: {other:?}"),
+    }
     let abandoned = within(10, owner.next_notification()).await.unwrap();
     assert_eq!(
         abandoned["method"], "pairing.failed",
@@ -1245,6 +1246,60 @@ fn pair_shows_the_code_and_a_qr_code_of_the_link_and_asks_the_owner_on_a_termina
             );
         }
     }
+}
+
+#[test]
+fn the_owner_s_prompt_says_when_a_device_gives_up_and_asks_again_when_it_retries() {
+    let host = fast_pairing();
+    let client_dir = tempfile::tempdir().unwrap();
+    let mut pair = OnTerminal::start(&format!(
+        "{} pair --ttl 120 --data-dir {}",
+        bin(),
+        host.data.display()
+    ));
+    let uri = pair.line_with("openwork://pair?", 20);
+    let link = openwork_host::client::pair::PairLink::parse(&uri).expect("a pairing link");
+    let device = || {
+        std::process::Command::new(bin())
+            .args(["client", "--client-dir"])
+            .arg(client_dir.path())
+            .args([
+                "pair",
+                &link.address,
+                "--code",
+                &link.code,
+                "--name",
+                "impatient",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut first = device();
+    pair.until("Approve this device? [y/N]", 20);
+    // The person at the device presses Ctrl-C before the owner answers.
+    signal(first.id(), nix::sys::signal::Signal::SIGINT);
+    wait_within(&mut first, 10);
+    let told = pair.until("is no longer waiting", 10).to_owned();
+    assert!(told.contains("\"impatient\""), "{told}");
+    assert!(told.contains("can try again with the same code"), "{told}");
+    // The retry is asked about afresh, and a yes pairs it.
+    let mut retry = device();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while pair.seen.matches("Approve this device? [y/N]").count() < 2 {
+        assert!(
+            pair.read_more(deadline),
+            "the retry was not asked about:\n{}",
+            pair.seen
+        );
+    }
+    pair.type_line("y");
+    let status = wait_within(&mut retry, 30);
+    let err = read_to_end_within(retry.stderr.take().unwrap(), 10);
+    assert!(status.success(), "{}", String::from_utf8_lossy(&err));
+    assert!(wait_within(&mut pair.child, 30).success());
+    pair.until("Paired: device", 5);
 }
 
 #[test]

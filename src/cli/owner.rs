@@ -16,7 +16,7 @@ use openwork_host::health;
 use openwork_host::protocol::{CheckSeverity, HealthCheck};
 use openwork_host::protocol::{
     DeviceInfo, DeviceRevokeResult, DevicesListResult, HealthReport, PairingRequest, PairingStatus,
-    PairingWindow,
+    PairingWindow, PairingWithdrawn,
 };
 use openwork_host::protocol::{PermissionAuditResult, PermissionRulesResult};
 
@@ -238,8 +238,8 @@ pub async fn doctor(data_dir: &DataDir, json_out: bool) -> anyhow::Result<ExitCo
 /// `openwork-host pair` options.
 #[derive(Debug, Args)]
 pub struct PairArgs {
-    /// How long the code is valid, in seconds (default 300).
-    #[arg(long)]
+    /// How long the code is valid, in seconds: 1 to 3600 (default 300).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=3600))]
     ttl: Option<u64>,
     /// Scopes a device may get, comma-separated (default: all but admin).
     #[arg(long)]
@@ -256,6 +256,9 @@ pub struct PairArgs {
     /// Do not ask for approval here even on a terminal; print how to approve instead.
     #[arg(long)]
     no_prompt: bool,
+    /// Close a pairing window that is already open (its code stops working) and open a new one.
+    #[arg(long)]
+    replace: bool,
 }
 
 /// `openwork-host pair`.
@@ -269,7 +272,12 @@ pub async fn pair(data_dir: &DataDir, args: PairArgs) -> anyhow::Result<ExitCode
     let window: PairingWindow = conn
         .call(
             "pairing.open",
-            json!({"ttlS": args.ttl, "scopes": scopes, "address": args.address}),
+            json!({
+                "ttlS": args.ttl,
+                "scopes": scopes,
+                "address": args.address,
+                "replace": args.replace.then_some(true),
+            }),
         )
         .await
         .map_err(rpc_error)?;
@@ -284,9 +292,35 @@ pub async fn pair(data_dir: &DataDir, args: PairArgs) -> anyhow::Result<ExitCode
     let interactive = !args.no_prompt && std::io::stdin().is_terminal();
     let mut answers = interactive.then(render::stdin_lines);
     let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    // The request being asked about at the prompt, if any: a notice that it
+    // was withdrawn ends the question.
+    let mut asking: Option<PairingRequest> = None;
     loop {
+        let next_answer = async {
+            match (asking.is_some(), answers.as_mut()) {
+                (true, Some(lines)) => lines.recv().await,
+                _ => std::future::pending().await,
+            }
+        };
         let note = tokio::select! {
             note = conn.next_notification() => note.context("the host closed the connection")?,
+            answer = next_answer => {
+                let Some(request) = asking.take() else { continue };
+                let answer = answer.unwrap_or_default();
+                let approve = answer.trim().eq_ignore_ascii_case("y")
+                    || answer.trim().eq_ignore_ascii_case("yes");
+                let method = if approve { "pairing.approve" } else { "pairing.deny" };
+                let answered: Result<Value, ClientError> = conn
+                    .call(method, json!({"requestId": request.request_id}))
+                    .await;
+                if let Err(e) = answered {
+                    // The device may have left just now: the window stays
+                    // open for its next try, so keep waiting.
+                    eprintln!("{:#}", rpc_error(e));
+                    eprintln!("Still waiting for a device.");
+                }
+                continue;
+            }
             _ = interrupt.recv() => {
                 let _: Value = conn.call("pairing.close", json!({})).await.map_err(rpc_error)?;
                 eprintln!("\nPairing window closed.");
@@ -298,26 +332,37 @@ pub async fn pair(data_dir: &DataDir, args: PairArgs) -> anyhow::Result<ExitCode
             Some("pairing.requested") => {
                 let request: PairingRequest = serde_json::from_value(params)?;
                 print_request(&request);
-                match answers.as_mut() {
-                    Some(lines) => {
+                match answers.as_ref() {
+                    Some(_) => {
                         eprint!("Approve this device? [y/N] ");
-                        let answer = lines.recv().await.unwrap_or_default();
-                        let method = if answer.trim().eq_ignore_ascii_case("y")
-                            || answer.trim().eq_ignore_ascii_case("yes")
-                        {
-                            "pairing.approve"
-                        } else {
-                            "pairing.deny"
-                        };
-                        let _: Value = conn
-                            .call(method, json!({"requestId": request.request_id}))
-                            .await
-                            .map_err(rpc_error)?;
+                        asking = Some(request);
                     }
                     None => eprintln!(
                         "Approve it with `openwork-host devices approve {0}`, or refuse with `openwork-host devices deny {0}`.",
                         request.request_id
                     ),
+                }
+            }
+            Some("pairing.withdrawn") => {
+                let withdrawn: PairingWithdrawn = serde_json::from_value(params)?;
+                if asking
+                    .as_ref()
+                    .is_some_and(|r| r.request_id == withdrawn.request_id)
+                {
+                    asking = None;
+                    eprintln!();
+                }
+                eprintln!(
+                    "Device \"{}\" from {} is no longer waiting ({}); its request {} is withdrawn and it was not paired.",
+                    openwork_host::pairing::escape_hidden(&withdrawn.device_name),
+                    withdrawn.address,
+                    withdrawn.reason,
+                    withdrawn.request_id
+                );
+                if withdrawn.window_open {
+                    eprintln!(
+                        "The window is still open: the device can try again with the same code."
+                    );
                 }
             }
             Some("pairing.failed") => {
@@ -339,11 +384,21 @@ pub async fn pair(data_dir: &DataDir, args: PairArgs) -> anyhow::Result<ExitCode
                     );
                     return Ok(ExitCode::SUCCESS);
                 }
-                eprintln!("The pairing window closed: {reason}.");
+                eprintln!("{}", closed_explained(reason));
                 return Ok(ExitCode::FAILURE);
             }
             _ => {}
         }
+    }
+}
+
+/// What the owner reads when the window closes without a pairing.
+fn closed_explained(reason: &str) -> String {
+    match reason {
+        "too many wrong codes" => "The pairing window closed: too many wrong codes were tried, so its code no longer works. Run `openwork-host pair` again for a new code.".into(),
+        "expired" => "The pairing window closed: its code expired before a device used it. Run `openwork-host pair` again for a new code.".into(),
+        "replaced by a new window" => "The pairing window closed: another `openwork-host pair --replace` opened a new one; its code is the one that works now.".into(),
+        other => format!("The pairing window closed: {other}."),
     }
 }
 
@@ -380,7 +435,8 @@ fn print_request(request: &PairingRequest) {
 fn request_text(request: &PairingRequest) -> String {
     let mut text = format!(
         "Device \"{}\" from {} asks to pair, with:\n",
-        request.device_name, request.address
+        openwork_host::pairing::escape_hidden(&request.device_name),
+        request.address
     );
     for scope in &request.scopes {
         text.push_str(&format!(
@@ -507,7 +563,7 @@ fn print_device(d: &DeviceInfo) {
     outln!(
         "{:<20} {:<20} {:<10} {:<6} {scopes}",
         d.device_id,
-        d.name,
+        openwork_host::pairing::escape_hidden(&d.name),
         state,
         d.connections
     );

@@ -35,8 +35,12 @@ pub struct PairRequest {
 pub enum PairError {
     #[error(transparent)]
     Connect(#[from] ConnectError),
-    #[error("the host refused: {0}")]
+    #[error("the host refused: {}", with_action(.0))]
     Refused(RpcError),
+    /// The host's key confirmation did not match, and the host said why
+    /// (usually a wrong, expired or replaced code).
+    #[error("the host did not accept the code: {}", with_action(.0))]
+    CodeRejected(RpcError),
     #[error(
         "the host could not prove it knows the code: the code is wrong, or someone is between you and the host. \
          Check the code shown by `openwork-host pair` and try again"
@@ -46,6 +50,14 @@ pub enum PairError {
     Connection(String),
     #[error("no approval from the host's owner within {0:?}")]
     ApprovalTimeout(Duration),
+}
+
+/// An error's message and, when the host gave one, what to do about it.
+fn with_action(e: &RpcError) -> String {
+    match e.action() {
+        Some(action) => format!("{} (code {}); {action}", e.message, e.code.0),
+        None => e.to_string(),
+    }
 }
 
 impl From<super::ClientError> for PairError {
@@ -150,8 +162,28 @@ pub async fn pair(request: &PairRequest) -> Result<KnownHost, PairError> {
         device_name: request.device_name.trim(),
         scopes: &scope_names,
     };
-    let confirmation = crypto::client_finish(start, &ctx, &host_message, &host_confirmation)
-        .map_err(|_| PairError::HostNotConfirmed)?;
+    let confirmation = match crypto::client_finish(start, &ctx, &host_message, &host_confirmation) {
+        Ok(confirmation) => confirmation,
+        Err(_) => {
+            // The host holds another code than ours. Tell it so with a
+            // confirmation that proves nothing (random bytes, so even a
+            // host in the middle learns nothing from it): the host counts
+            // the wrong code and says why (mistyped, expired, replaced,
+            // attempts left, the window closed).
+            let mut noise = [0u8; 32];
+            rand::RngCore::fill_bytes(&mut rand::rng(), &mut noise);
+            let verdict = conn
+                .call::<_, serde_json::Value>(
+                    "pairing.confirm",
+                    json!({"exchangeId": begun.exchange_id, "clientConfirm": B64.encode(noise)}),
+                )
+                .await;
+            return Err(match verdict {
+                Err(super::ClientError::Rpc(rpc)) => PairError::CodeRejected(rpc),
+                _ => PairError::HostNotConfirmed,
+            });
+        }
+    };
     let confirm = conn.call::<_, PairingResult>(
         "pairing.confirm",
         json!({"exchangeId": begun.exchange_id, "clientConfirm": B64.encode(confirmation)}),

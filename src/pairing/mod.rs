@@ -3,8 +3,11 @@
 //!
 //! A window is single use: the first device that proves it knows the code
 //! waits for the owner, and no other device may start meanwhile; approving,
-//! denying or letting it expire closes the window. Wrong codes count: each one
-//! pauses the window, and the fifth closes it.
+//! denying or letting it expire closes the window. A device that leaves while
+//! it waits withdraws its request at once (the window stays open, so it can
+//! try again with the same code), and a device counts as paired only once its
+//! credential was handed to a connection that is still there. Wrong codes
+//! count: each one pauses the window, and the fifth closes it.
 
 pub mod crypto;
 
@@ -25,7 +28,7 @@ use crate::ids;
 use crate::protocol::{
     DeviceInfo, PairingBeginParams, PairingBeginResult, PairingClosed, PairingConfirmParams,
     PairingFailed, PairingOpenParams, PairingRequest, PairingResult, PairingStatus, PairingWindow,
-    ScopeInfo,
+    PairingWithdrawn, ScopeInfo,
 };
 use crate::rpc::notifications::{self, Notification};
 use crate::store::StoreError;
@@ -75,9 +78,24 @@ pub enum PairingError {
     NotTls,
     #[error("no pairing window is open on the host")]
     NoWindow,
+    #[error(
+        "the pairing code has expired: the host's owner must run `openwork-host pair` again for a new code"
+    )]
+    Expired,
+    #[error(
+        "the pairing code no longer works ({0}): the host's owner must run `openwork-host pair` again for a new code"
+    )]
+    WindowClosed(String),
+    #[error(
+        "a pairing window is already open (its code works for another {}s); closing it would make its code stop working",
+        expires_in.as_secs().max(1)
+    )]
+    WindowOpen { expires_in: Duration },
     #[error("the host has no network listener to pair over")]
     NoListener,
-    #[error("the pairing window closed after {0} wrong codes")]
+    #[error(
+        "the pairing window is closed: it closed after {0} wrong codes, and no code works until the host's owner opens a new one with `openwork-host pair`"
+    )]
     TooManyFailures(u32),
     #[error("a wrong code was entered; wait {}s before trying again", retry_after.as_millis().div_ceil(1000).max(1))]
     Paused { retry_after: Duration },
@@ -87,10 +105,16 @@ pub enum PairingError {
         "no pairing exchange `{0}` is in progress on this connection (it was used, has expired, or belongs to another connection)"
     )]
     NoExchange(String),
-    #[error(
-        "the code is wrong, or someone is between this device and the host; {remaining} attempts left"
-    )]
+    #[error("the code is wrong ({remaining} attempts left before the window closes)")]
     WrongCode { remaining: u32 },
+    #[error(
+        "the code does not match the host's pairing window: it was mistyped, or it is the code of an earlier window that {earlier} ({remaining} attempts left before the window closes)"
+    )]
+    StaleCode {
+        remaining: u32,
+        /// `expired` or `was replaced by a newer one`.
+        earlier: &'static str,
+    },
     #[error("{0}")]
     Invalid(String),
     #[error("the host's owner declined this device")]
@@ -103,6 +127,10 @@ pub enum PairingError {
     NoRequest(String),
     #[error("the device disconnected before it was approved")]
     DeviceLeft,
+    #[error(
+        "the device disconnected before it received its credential, so it is not paired; the window is still open for it to try again"
+    )]
+    NotDelivered,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -139,7 +167,12 @@ enum Confirmed {
 }
 
 enum Decision {
-    Approved { device: Device, token: String },
+    Approved {
+        device: Device,
+        token: String,
+        /// Told whether the credential reached a connection that is still open.
+        delivered: oneshot::Sender<bool>,
+    },
     Denied,
 }
 
@@ -157,6 +190,8 @@ struct Awaiting {
     request: PairingRequest,
     scopes: Vec<Scope>,
     session_id: u64,
+    /// Cancelled when the device's connection is gone.
+    gone: CancellationToken,
     decide: oneshot::Sender<Decision>,
 }
 
@@ -170,12 +205,98 @@ struct OpenWindow {
     paused_until: Option<Instant>,
     exchange: Option<Exchange>,
     awaiting: Option<Awaiting>,
+    /// How the window before this one ended, while its code may still be in
+    /// someone's hands (until its own expiry): a wrong code is then likely
+    /// that code, and the device is told so.
+    earlier: Option<(Instant, &'static str)>,
 }
 
 /// The pairing window's state.
 enum WindowState {
     Closed { reason: Option<String> },
     Open(Box<OpenWindow>),
+}
+
+/// The longest and shortest a pairing code may be valid.
+pub const MAX_TTL_S: u64 = 3600;
+pub const MIN_TTL_S: u64 = 1;
+
+/// Checks a device name before anyone is shown it: 1 to 64 characters, none
+/// of which can hide or disguise text on the owner's terminal (controls,
+/// bidirectional overrides and isolates, zero-width characters, line and
+/// paragraph separators, other invisible format characters).
+pub fn check_device_name(name: &str) -> Result<(), String> {
+    let count = name.chars().count();
+    if name.trim().is_empty() {
+        return Err(
+            "`deviceName` is empty: give the device a name its owner will recognise".into(),
+        );
+    }
+    if count > MAX_DEVICE_NAME_CHARS {
+        return Err(format!(
+            "`deviceName` is {count} characters long; at most {MAX_DEVICE_NAME_CHARS} are allowed"
+        ));
+    }
+    if let Some(c) = name.chars().find(|&c| disguises_text(c)) {
+        return Err(format!(
+            "`deviceName` contains U+{:04X} ({}), which could disguise the name shown to the host's owner; use a name without it",
+            c as u32,
+            describe_hidden(c)
+        ));
+    }
+    Ok(())
+}
+
+/// `name` with every character that could disguise it written as `\u{…}`,
+/// for showing names that were stored before they were checked.
+pub fn escape_hidden(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if disguises_text(c) {
+                format!("\\u{{{:04X}}}", c as u32)
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// The most characters a device name may have.
+pub const MAX_DEVICE_NAME_CHARS: usize = 64;
+
+/// Characters that change or hide what a terminal shows around them.
+fn disguises_text(c: char) -> bool {
+    c.is_control()
+        || matches!(c,
+            '\u{00AD}'               // soft hyphen
+            | '\u{034F}'             // combining grapheme joiner
+            | '\u{061C}'             // arabic letter mark
+            | '\u{115F}' | '\u{1160}' | '\u{3164}' | '\u{FFA0}' // hangul fillers
+            | '\u{17B4}' | '\u{17B5}'
+            | '\u{180B}'..='\u{180F}' // mongolian variation selectors and vowel separator
+            | '\u{200B}'..='\u{200F}' // zero-width space, joiners, LRM, RLM
+            | '\u{2028}'..='\u{202E}' // line/paragraph separators, bidi embeddings and overrides
+            | '\u{2060}'..='\u{206F}' // word joiner, invisible operators, bidi isolates
+            | '\u{FE00}'..='\u{FE0F}' // variation selectors
+            | '\u{FEFF}'             // zero-width no-break space
+            | '\u{FFF9}'..='\u{FFFB}' // interlinear annotations
+            | '\u{E0000}'..='\u{E007F}' // tags
+        )
+}
+
+fn describe_hidden(c: char) -> &'static str {
+    match c {
+        '\u{2028}' => "a line separator",
+        '\u{2029}' => "a paragraph separator",
+        '\u{202A}'..='\u{202E}'
+        | '\u{2066}'..='\u{2069}'
+        | '\u{200E}'
+        | '\u{200F}'
+        | '\u{061C}' => "a bidirectional text control",
+        '\u{200B}'..='\u{200D}' | '\u{2060}' | '\u{FEFF}' => "a zero-width character",
+        c if c.is_control() => "a control character",
+        _ => "an invisible formatting character",
+    }
 }
 
 /// Pairing for the whole host.
@@ -273,12 +394,18 @@ impl Pairing {
         let endpoint = lock(&self.endpoint)
             .clone()
             .ok_or(PairingError::NoListener)?;
-        let ttl = Duration::from_secs(
-            params
-                .ttl_s
-                .unwrap_or(self.config.default_ttl_s)
-                .clamp(1, 3600),
-        );
+        let ttl_s = params.ttl_s.unwrap_or(self.config.default_ttl_s);
+        if !(MIN_TTL_S..=MAX_TTL_S).contains(&ttl_s) {
+            return Err(PairingError::Invalid(format!(
+                "`ttlS` must be {MIN_TTL_S} to {MAX_TTL_S} seconds (a code valid for {ttl_s}s {})",
+                if ttl_s == 0 {
+                    "could never be used"
+                } else {
+                    "would give guessers too long"
+                }
+            )));
+        }
+        let ttl = Duration::from_secs(ttl_s);
         let scopes = within(
             params
                 .scopes
@@ -298,8 +425,27 @@ impl Pairing {
             + 1;
         let expires_at_ms = clock::now_ms() + ttl.as_millis() as i64;
         let address = params.address.unwrap_or(endpoint.address);
+        let now = Instant::now();
+        let mut state = lock(&self.state);
+        // A window is replaced only when asked: its code may be on its way
+        // to a device, which would then be told its code is wrong.
+        let earlier = match &*state {
+            WindowState::Open(w) if w.expires_at > now => {
+                if params.replace != Some(true) {
+                    return Err(PairingError::WindowOpen {
+                        expires_in: w.expires_at - now,
+                    });
+                }
+                Some((w.expires_at, "was replaced by a newer one"))
+            }
+            WindowState::Open(w) => Some((w.expires_at + ttl, "expired")),
+            WindowState::Closed { reason: Some(r) } if r == "expired" => {
+                Some((now + ttl, "expired"))
+            }
+            WindowState::Closed { .. } => None,
+        };
         let previous = std::mem::replace(
-            &mut *lock(&self.state),
+            &mut *state,
             WindowState::Open(Box::new(OpenWindow {
                 serial,
                 code: code.clone(),
@@ -310,9 +456,11 @@ impl Pairing {
                 paused_until: None,
                 exchange: None,
                 awaiting: None,
+                earlier,
             })),
         );
-        if matches!(previous, WindowState::Open(_)) {
+        drop(state);
+        if matches!(&previous, WindowState::Open(w) if w.expires_at > now) {
             self.window_closed("replaced by a new window", None);
         }
         drop(previous);
@@ -411,14 +559,7 @@ impl Pairing {
     ) -> Result<PairingBeginResult, PairingError> {
         let exporter = tls_exporter.ok_or(PairingError::NotTls)?;
         let device_name = params.device_name.trim().to_owned();
-        if device_name.is_empty()
-            || device_name.chars().count() > 64
-            || device_name.chars().any(char::is_control)
-        {
-            return Err(PairingError::Invalid(
-                "`deviceName` must be 1 to 64 printable characters".into(),
-            ));
-        }
+        check_device_name(&device_name).map_err(PairingError::Invalid)?;
         let client_message = B64
             .decode(&params.spake)
             .map_err(|_| PairingError::Invalid("`spake` must be base64".into()))?;
@@ -426,14 +567,12 @@ impl Pairing {
         let mut state = lock(&self.state);
         let WindowState::Open(window) = &mut *state else {
             return Err(match &*state {
-                WindowState::Closed { reason: Some(r) } if r.starts_with("too many") => {
-                    PairingError::TooManyFailures(self.config.max_failures)
-                }
+                WindowState::Closed { reason: Some(r) } => self.closed_error(r),
                 _ => PairingError::NoWindow,
             });
         };
         if window.expires_at <= now {
-            return Err(PairingError::NoWindow);
+            return Err(PairingError::Expired);
         }
         if let Some(until) = window.paused_until
             && until > now
@@ -515,7 +654,7 @@ impl Pairing {
         gone: CancellationToken,
     ) -> Result<PairingResult, PairingError> {
         let confirmation = B64.decode(&params.client_confirm).unwrap_or_default();
-        let step = self.check_confirmation(session_id, &params.exchange_id, &confirmation);
+        let step = self.check_confirmation(session_id, &params.exchange_id, &confirmation, &gone);
         let (decision, request_id, address, device_name) = match step {
             Confirmed::Awaiting {
                 decision,
@@ -533,24 +672,56 @@ impl Pairing {
             }
             Confirmed::Refused(error) => return Err(error),
         };
+        // If this call is dropped while it waits (the connection ended and its
+        // calls were cancelled, or `$/cancelRequest`), the request goes too.
+        let mut guard = WithdrawOnDrop {
+            pairing: self,
+            request_id: Some(request_id.clone()),
+        };
         let timeout = Duration::from_secs(self.config.approval_timeout_s);
         let outcome = tokio::select! {
+            biased;
+            _ = gone.cancelled() => Err(("the device disconnected", PairingError::DeviceLeft)),
             decided = decision => match decided {
-                Ok(Decision::Approved { device, token }) => Ok((device, token)),
-                Ok(Decision::Denied) => Err(PairingError::Denied),
-                Err(_) => Err(PairingError::ClosedBeforeApproval(self.status().closed_reason.unwrap_or_default())),
+                Ok(Decision::Approved { device, token, delivered }) => Ok((device, token, delivered)),
+                Ok(Decision::Denied) => Err(("denied", PairingError::Denied)),
+                Err(_) => Err(("not approved", PairingError::ClosedBeforeApproval(
+                    self.status().closed_reason.unwrap_or_else(|| "replaced by a new window".into()),
+                ))),
             },
-            _ = tokio::time::sleep(timeout) => Err(PairingError::ApprovalTimeout),
-            _ = gone.cancelled() => Err(PairingError::DeviceLeft),
+            _ = tokio::time::sleep(timeout) => Err(("no approval in time", PairingError::ApprovalTimeout)),
         };
-        let (device, token) = match outcome {
+        guard.request_id = None;
+        let (device, token, delivered) = match outcome {
             Ok(approved) => approved,
-            Err(e) => {
-                self.drop_request(&request_id, "not approved");
-                self.record(&address, &device_name, "not approved").await;
+            Err((why, e)) => {
+                if matches!(e, PairingError::DeviceLeft | PairingError::ApprovalTimeout) {
+                    self.withdraw(&request_id, why);
+                }
+                // A refusal is recorded by `deny` itself.
+                if !matches!(e, PairingError::Denied) {
+                    self.record(&address, &device_name, why).await;
+                }
                 return Err(e);
             }
         };
+        // The credential goes only to a connection that is still there; a
+        // device that left meanwhile is removed, so that it is never listed
+        // as paired without having its token.
+        if gone.is_cancelled() {
+            if let Err(e) = self.devices.discard(&device.id).await {
+                tracing::warn!(error = %e, device = %device.id, "could not remove a device that never got its credential");
+            }
+            let _ = delivered.send(false);
+            self.record(
+                &address,
+                &device_name,
+                "left before receiving its credential",
+            )
+            .await;
+            return Err(PairingError::DeviceLeft);
+        }
+        let _ = delivered.send(true);
         Ok(PairingResult {
             device_id: device.id,
             token,
@@ -586,6 +757,16 @@ impl Pairing {
         let WindowState::Open(window) = &mut *state else {
             return;
         };
+        if let Some(request_id) = window
+            .awaiting
+            .as_ref()
+            .filter(|a| a.session_id == session_id)
+            .map(|a| a.request.request_id.clone())
+        {
+            drop(state);
+            self.withdraw(&request_id, "the device disconnected");
+            return;
+        }
         if window
             .exchange
             .as_ref()
@@ -612,6 +793,7 @@ impl Pairing {
         session_id: u64,
         exchange_id: &str,
         confirmation: &[u8],
+        gone: &CancellationToken,
     ) -> Confirmed {
         let mut state = lock(&self.state);
         let WindowState::Open(window) = &mut *state else {
@@ -638,8 +820,12 @@ impl Pairing {
                 self.window_closed("too many wrong codes", None);
                 PairingError::TooManyFailures(self.config.max_failures)
             } else {
-                PairingError::WrongCode {
-                    remaining: self.config.max_failures.saturating_sub(window.failures),
+                let remaining = self.config.max_failures.saturating_sub(window.failures);
+                match window.earlier {
+                    Some((until, earlier)) if until > Instant::now() => {
+                        PairingError::StaleCode { remaining, earlier }
+                    }
+                    _ => PairingError::WrongCode { remaining },
                 }
             };
             return Confirmed::Wrong {
@@ -663,6 +849,7 @@ impl Pairing {
             request,
             scopes: exchange.scopes,
             session_id,
+            gone: gone.clone(),
             decide,
         });
         Confirmed::Awaiting {
@@ -673,20 +860,56 @@ impl Pairing {
         }
     }
 
-    /// Closes the window if `request_id` is the device awaiting approval.
-    fn drop_request(&self, request_id: &str, reason: &str) {
+    /// Withdraws `request_id` if it still waits for the owner: the owner is
+    /// told, and the window stays open (until it expires) for the device to
+    /// try again.
+    fn withdraw(&self, request_id: &str, reason: &str) {
         let mut state = lock(&self.state);
-        if let WindowState::Open(window) = &*state
-            && window
-                .awaiting
-                .as_ref()
-                .is_some_and(|a| a.request.request_id == request_id)
+        let WindowState::Open(window) = &mut *state else {
+            return;
+        };
+        if window
+            .awaiting
+            .as_ref()
+            .is_none_or(|a| a.request.request_id != request_id)
         {
-            *state = WindowState::Closed {
-                reason: Some(reason.to_owned()),
-            };
-            drop(state);
-            self.window_closed(reason, None);
+            return;
+        }
+        let Some(awaiting) = window.awaiting.take() else {
+            return;
+        };
+        let window_open = window.expires_at > Instant::now();
+        drop(state);
+        self.announce_withdrawn(&awaiting.request, reason, window_open);
+    }
+
+    fn announce_withdrawn(&self, request: &PairingRequest, reason: &str, window_open: bool) {
+        tracing::info!(request = %request.request_id, reason, "a pairing request was withdrawn");
+        self.emit(
+            &notifications::PAIRING_WITHDRAWN,
+            &PairingWithdrawn {
+                request_id: request.request_id.clone(),
+                device_name: request.device_name.clone(),
+                address: request.address.clone(),
+                reason: reason.to_owned(),
+                window_open,
+            },
+        );
+    }
+
+    /// What a device is told when the window it wants is closed.
+    fn closed_error(&self, reason: &str) -> PairingError {
+        match reason {
+            "expired" => PairingError::Expired,
+            "too many wrong codes" => PairingError::TooManyFailures(self.config.max_failures),
+            "paired" => PairingError::WindowClosed("it was used to pair a device".into()),
+            "closed by the owner" => {
+                PairingError::WindowClosed("the host's owner closed the pairing window".into())
+            }
+            "denied by the owner" => PairingError::WindowClosed(
+                "the host's owner refused the device that used it".into(),
+            ),
+            other => PairingError::WindowClosed(format!("the pairing window closed: {other}")),
         }
     }
 
@@ -715,6 +938,10 @@ impl Pairing {
         scopes: Option<Vec<Scope>>,
     ) -> Result<DeviceInfo, PairingError> {
         let awaiting = self.take_awaiting(request_id)?;
+        if awaiting.gone.is_cancelled() {
+            self.announce_withdrawn(&awaiting.request, "the device disconnected", true);
+            return Err(PairingError::NotDelivered);
+        }
         let granted = within(
             scopes.as_deref().unwrap_or(&awaiting.scopes),
             &awaiting.scopes,
@@ -732,16 +959,29 @@ impl Pairing {
             .await?;
         let info = device.info(0);
         let device_id = device.id.clone();
-        if awaiting
-            .decide
-            .send(Decision::Approved { device, token })
-            .is_err()
-        {
+        let (delivered_tx, delivered) = oneshot::channel();
+        let sent = awaiting.decide.send(Decision::Approved {
+            device,
+            token,
+            delivered: delivered_tx,
+        });
+        // The device's call answers `delivered` at once; it is bounded only
+        // in case that call was dropped between the two steps.
+        let delivered = sent.is_ok()
+            && tokio::time::timeout(Duration::from_secs(10), delivered)
+                .await
+                .is_ok_and(|d| d.unwrap_or(false));
+        if !delivered {
             self.devices.discard(&device_id).await?;
-            self.drop_request_after_take("the device left");
-            return Err(PairingError::DeviceLeft);
+            self.announce_withdrawn(&request, "the device disconnected", true);
+            self.record(
+                &request.address,
+                &request.device_name,
+                "left before receiving its credential",
+            )
+            .await;
+            return Err(PairingError::NotDelivered);
         }
-        let _ = awaiting.session_id;
         *lock(&self.state) = WindowState::Closed {
             reason: Some("paired".into()),
         };
@@ -794,4 +1034,51 @@ fn percent(text: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// Withdraws a request whose `pairing.confirm` call was dropped while it
+/// waited for the owner.
+struct WithdrawOnDrop<'a> {
+    pairing: &'a Pairing,
+    request_id: Option<String>,
+}
+
+impl Drop for WithdrawOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(request_id) = self.request_id.take() {
+            self.pairing.withdraw(&request_id, "the device cancelled");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_that_could_disguise_themselves_are_refused_and_plain_ones_pass() {
+        for name in ["Anna's phone", "电话 📱", "laptop-2 (work)", "Ωμέγα"] {
+            assert_eq!(check_device_name(name), Ok(()), "{name:?}");
+        }
+        for (name, shown) in [
+            ("a\u{202E}b", "U+202E"),
+            ("a\u{2066}b", "U+2066"),
+            ("a\u{200D}b", "U+200D"),
+            ("a\u{2029}b", "U+2029"),
+            ("a\u{0007}b", "U+0007"),
+            ("a\u{E0041}b", "U+E0041"),
+        ] {
+            let refused = check_device_name(name).unwrap_err();
+            assert!(refused.contains(shown), "{name:?}: {refused}");
+        }
+        assert!(check_device_name(" ").is_err());
+        assert!(check_device_name(&"x".repeat(MAX_DEVICE_NAME_CHARS)).is_ok());
+        assert!(check_device_name(&"x".repeat(MAX_DEVICE_NAME_CHARS + 1)).is_err());
+    }
+
+    #[test]
+    fn hidden_characters_are_shown_escaped() {
+        assert_eq!(escape_hidden("a\u{202E}b\u{200B}"), "a\\u{202E}b\\u{200B}");
+        assert_eq!(escape_hidden("plain — name"), "plain — name");
+    }
 }

@@ -13,8 +13,8 @@ use serde::Serialize;
 use super::message::encode_notification;
 use super::table::SchemaFn;
 use crate::protocol::{
-    LogChunk, PairingClosed, PairingFailed, PairingRequest, PermissionRequest, PermissionResolved,
-    TaskUpdate,
+    LogChunk, PairingClosed, PairingFailed, PairingRequest, PairingWithdrawn, PermissionRequest,
+    PermissionResolved, TaskUpdate,
 };
 
 /// A notification method whose params are a `P`.
@@ -51,6 +51,9 @@ pub const PERMISSION_RESOLVED: Notification<PermissionResolved> =
 pub const PAIRING_REQUESTED: Notification<PairingRequest> = Notification::new("pairing.requested");
 /// Owner: a wrong pairing code was tried.
 pub const PAIRING_FAILED: Notification<PairingFailed> = Notification::new("pairing.failed");
+/// Owner: a device waiting for approval left; its request is withdrawn.
+pub const PAIRING_WITHDRAWN: Notification<PairingWithdrawn> =
+    Notification::new("pairing.withdrawn");
 /// Owner: the pairing window closed.
 pub const PAIRING_CLOSED: Notification<PairingClosed> = Notification::new("pairing.closed");
 
@@ -110,6 +113,11 @@ pub fn all() -> Vec<NotificationDoc> {
         doc(
             &PAIRING_FAILED,
             "A wrong pairing code was tried",
+            "owner connections that opened the pairing window",
+        ),
+        doc(
+            &PAIRING_WITHDRAWN,
+            "A device waiting for approval disconnected or gave up: its request can no longer be approved",
             "owner connections that opened the pairing window",
         ),
         doc(

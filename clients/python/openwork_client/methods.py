@@ -118,9 +118,9 @@ class GeneratedMethods:
         result = self._request("pairing.deny", m.PairingRequestIdParams(request_id=request_id).to_json())
         return m.Empty.from_json(result)
 
-    def pairing_open(self, *, address: str | None = None, scopes: list[m.Scope] | None = None, ttl_s: int | None = None) -> m.PairingWindow:
+    def pairing_open(self, *, address: str | None = None, replace: bool | None = None, scopes: list[m.Scope] | None = None, ttl_s: int | None = None) -> m.PairingWindow:
         """Owner: opens a pairing window with a fresh code; the connection then gets pairing.* notifications"""
-        result = self._request("pairing.open", m.PairingOpenParams(address=address, scopes=scopes, ttl_s=ttl_s).to_json())
+        result = self._request("pairing.open", m.PairingOpenParams(address=address, replace=replace, scopes=scopes, ttl_s=ttl_s).to_json())
         return m.PairingWindow.from_json(result)
 
     def pairing_status(self) -> m.PairingStatus:

@@ -820,7 +820,7 @@ class PairingBeginResult:
 class PairingClosed:
     """`pairing.closed` notification (to the operator)."""
     reason: str
-    """`paired`, `expired`, `too many wrong codes`, `closed by the owner`, `replaced`."""
+    """`paired`, `expired`, `too many wrong codes`, `closed by the owner`, `replaced by a new window`, `denied by the owner`."""
     device_id: str | None = None
 
     @classmethod
@@ -923,6 +923,8 @@ class PairingOpenParams:
     """`pairing.open` params (operator, local)."""
     address: str | None = None
     """The address devices should connect to (default: this machine's LAN address)."""
+    replace: bool | None = None
+    """Close a window that is already open and open this one instead (without it, an open window makes `pairing.open` fail with -32004)."""
     scopes: list[Scope] | None = None
     """The most a device paired through this window may get (default: every scope but `admin`)."""
     ttl_s: int | None = None
@@ -933,6 +935,7 @@ class PairingOpenParams:
         """Reads the wire form; members this version does not know are ignored."""
         return cls(
             address=data["address"] if data.get("address") is not None else None,
+            replace=data["replace"] if data.get("replace") is not None else None,
             scopes=data["scopes"] if data.get("scopes") is not None else None,
             ttl_s=data["ttlS"] if data.get("ttlS") is not None else None,
         )
@@ -942,6 +945,8 @@ class PairingOpenParams:
         out: dict[str, Any] = {}
         if self.address is not None:
             out["address"] = self.address
+        if self.replace is not None:
+            out["replace"] = self.replace
         if self.scopes is not None:
             out["scopes"] = list(self.scopes)
         if self.ttl_s is not None:
@@ -1116,6 +1121,39 @@ class PairingWindow:
         out["port"] = self.port
         out["scopes"] = list(self.scopes)
         out["uri"] = self.uri
+        return out
+
+
+@dataclass
+class PairingWithdrawn:
+    """`pairing.withdrawn` notification (to the operator): a device waiting for approval is gone, so its request can no longer be approved."""
+    address: str
+    device_name: str
+    reason: str
+    """Why: `the device disconnected`, `the device cancelled`, `no approval in time`."""
+    request_id: str
+    window_open: bool
+    """Whether the window is still open for another try with the same code."""
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PairingWithdrawn:
+        """Reads the wire form; members this version does not know are ignored."""
+        return cls(
+            address=required(data, "address", "PairingWithdrawn"),
+            device_name=required(data, "deviceName", "PairingWithdrawn"),
+            reason=required(data, "reason", "PairingWithdrawn"),
+            request_id=required(data, "requestId", "PairingWithdrawn"),
+            window_open=required(data, "windowOpen", "PairingWithdrawn"),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The wire form; members left as None are omitted."""
+        out: dict[str, Any] = {}
+        out["address"] = self.address
+        out["deviceName"] = self.device_name
+        out["reason"] = self.reason
+        out["requestId"] = self.request_id
+        out["windowOpen"] = self.window_open
         return out
 
 
@@ -1964,5 +2002,6 @@ NOTIFICATIONS: dict[str, type] = {
     "permission.resolved": PermissionResolved,
     "pairing.requested": PairingRequest,
     "pairing.failed": PairingFailed,
+    "pairing.withdrawn": PairingWithdrawn,
     "pairing.closed": PairingClosed,
 }

@@ -60,7 +60,7 @@ def test_a_permission_request_is_answered_and_the_task_goes_on(host):
 
 
 def test_pairing_from_python_then_tls_with_the_pinned_certificate(host):
-    window = json.loads(host.cli("pair", "--detach", "--json", "--address", "127.0.0.1"))
+    window = json.loads(host.cli("pair", "--detach", "--json", "--replace", "--address", "127.0.0.1"))
     approver = threading.Thread(target=host.approve, args=("py-device",))
     approver.start()
     try:
@@ -85,7 +85,7 @@ def test_pairing_from_python_then_tls_with_the_pinned_certificate(host):
 
 
 def test_a_wrong_code_fails_key_confirmation(host):
-    window = json.loads(host.cli("pair", "--detach", "--json", "--address", "127.0.0.1"))
+    window = json.loads(host.cli("pair", "--detach", "--json", "--replace", "--address", "127.0.0.1"))
     wrong = "11111111" if window["code"] == "00000000" else "00000000"
     with pytest.raises(PairingError, match="could not prove it knows the code"):
         pair(host.address, wrong, "intruder", approval_timeout=5)
@@ -93,7 +93,7 @@ def test_a_wrong_code_fails_key_confirmation(host):
 
 
 def test_a_host_paired_by_the_cli_is_found_in_hosts_toml(host, tmp_path):
-    window = json.loads(host.cli("pair", "--detach", "--json", "--address", "127.0.0.1"))
+    window = json.loads(host.cli("pair", "--detach", "--json", "--replace", "--address", "127.0.0.1"))
     pairing = subprocess.Popen(
         [host.binary, "client", "--client-dir", str(tmp_path), "pair", host.address,
          "--code", window["code"], "--name", "cli-device", "--wait", "20"],

@@ -80,7 +80,7 @@ describe("the TypeScript client against a live host", () => {
   });
 
   test("a wrong code fails key confirmation and pairs nothing", async () => {
-    const window = JSON.parse(await host.cli("pair", "--detach", "--json", "--address", "127.0.0.1")) as { code: string };
+    const window = JSON.parse(await host.cli("pair", "--detach", "--json", "--replace", "--address", "127.0.0.1")) as { code: string };
     const wrong = window.code === "00000000" ? "11111111" : "00000000";
     await assert.rejects(
       pair({ address: host.address, code: wrong, deviceName: "intruder", approvalTimeoutMs: 5000 }),
@@ -88,7 +88,7 @@ describe("the TypeScript client against a live host", () => {
     );
     const status = JSON.parse(await host.cli("devices", "pending", "--json")) as { pending: unknown[] };
     assert.equal(status.pending.length, 0);
-    await host.cli("pair", "--detach", "--json", "--address", "127.0.0.1"); // a fresh window for later tests
+    await host.cli("pair", "--detach", "--json", "--replace", "--address", "127.0.0.1"); // a fresh window for later tests
   });
 
   test("a host presenting another certificate is refused before any request", async () => {

@@ -93,7 +93,7 @@ export class TestHost {
 
   /** Pairs a device the way a script would: `pair --detach`, then `devices approve`. */
   async pairDevice(deviceName = "ts-test", address = this.address): Promise<PairedHost> {
-    const window = JSON.parse(await this.cli("pair", "--detach", "--json", "--address", "127.0.0.1")) as { code: string };
+    const window = JSON.parse(await this.cli("pair", "--detach", "--json", "--replace", "--address", "127.0.0.1")) as { code: string };
     const pairing = pair({ address, code: window.code, deviceName, approvalTimeoutMs: 20000 });
     pairing.catch(() => undefined);
     const requestId = await waitFor("the device to wait for approval", 20000, async () => {

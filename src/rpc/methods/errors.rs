@@ -52,9 +52,26 @@ impl From<PairingError> for RpcError {
             PairingError::NotTls => RpcError::conflict(message)
                 .with_action("connect to the host's TLS port (`openwork-host client pair ADDR --code CODE`)"),
             PairingError::NoWindow => RpcError::conflict(message).with_action(new_code),
+            PairingError::Expired => RpcError::conflict(message)
+                .with_data("reason", "expired".into())
+                .with_action(new_code),
+            PairingError::WindowClosed(_) => RpcError::conflict(message)
+                .with_data("reason", "closed".into())
+                .with_action(new_code),
+            PairingError::WindowOpen { expires_in } => RpcError::conflict(message)
+                .with_data("expiresInS", expires_in.as_secs().into())
+                .with_action("run `openwork-host pair --replace` to close it and open a new one, or wait until a device has used its code or it has expired"),
+            PairingError::StaleCode { remaining, .. } => RpcError::new(ErrorCode::UNAUTHORIZED, message)
+                .with_data("attemptsLeft", remaining.into())
+                .with_data("reason", "stale".into())
+                .with_action("type the newest code `openwork-host pair` shows on the host, or ask the host's owner to run `openwork-host pair` again"),
+            PairingError::NotDelivered => RpcError::conflict(message)
+                .with_action("the device can pair again with the same code while the window is open"),
             PairingError::NoListener => RpcError::conflict(message)
                 .with_action("start the host with a network listener (`openwork-host serve --listen 0.0.0.0:4747`)"),
-            PairingError::TooManyFailures(_) => RpcError::new(ErrorCode::RATE_LIMITED, message).with_action(new_code),
+            PairingError::TooManyFailures(_) => RpcError::new(ErrorCode::RATE_LIMITED, message)
+                .with_data("reason", "closed".into())
+                .with_action(new_code),
             PairingError::Paused { retry_after } => RpcError::new(ErrorCode::RATE_LIMITED, message)
                 .with_data("retryAfterMs", (retry_after.as_millis() as u64).into())
                 .with_action("check the code and try again in a moment"),
@@ -65,7 +82,7 @@ impl From<PairingError> for RpcError {
             }
             PairingError::WrongCode { remaining } => RpcError::new(ErrorCode::UNAUTHORIZED, message)
                 .with_data("attemptsLeft", remaining.into())
-                .with_action("check the code shown by `openwork-host pair` on the host; if it is right, your network may be intercepted"),
+                .with_action("check the code shown by `openwork-host pair` on the host and type it again; if it was right, someone may be between this device and the host"),
             PairingError::Invalid(_) => RpcError::invalid_params(message),
             PairingError::Denied => RpcError::new(ErrorCode::FORBIDDEN, message)
                 .with_action("if that was a mistake, ask the host's owner to open a new pairing window (`openwork-host pair`) and pair again"),

@@ -24,7 +24,7 @@ pub async fn confirm(ctx: CallContext, p: PairingConfirmParams) -> Result<Pairin
     let result = ctx
         .host
         .pairing
-        .confirm(ctx.session.id, p, ctx.session.closed())
+        .confirm(ctx.session.id, p, ctx.session.peer_gone())
         .await?;
     tracing::info!(device = %result.device_id, peer = %ctx.session.peer, "a device was paired");
     Ok(result)

@@ -53,6 +53,8 @@ export interface Notifications {
   "pairing.requested": T.PairingRequest;
   /** A wrong pairing code was tried. Sent to owner connections that opened the pairing window. */
   "pairing.failed": T.PairingFailed;
+  /** A device waiting for approval disconnected or gave up: its request can no longer be approved. Sent to owner connections that opened the pairing window. */
+  "pairing.withdrawn": T.PairingWithdrawn;
   /** The pairing window closed. Sent to owner connections that opened the pairing window. */
   "pairing.closed": T.PairingClosed;
 }

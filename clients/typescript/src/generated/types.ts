@@ -565,7 +565,7 @@ export interface PairingBeginResult {
 export interface PairingClosed {
   deviceId?: string;
   /**
-   * `paired`, `expired`, `too many wrong codes`, `closed by the owner`, `replaced`.
+   * `paired`, `expired`, `too many wrong codes`, `closed by the owner`, `replaced by a new window`, `denied by the owner`.
    */
   reason: string;
 }
@@ -596,6 +596,11 @@ export interface PairingOpenParams {
    * The address devices should connect to (default: this machine's LAN address).
    */
   address?: string;
+  /**
+   * Close a window that is already open and open this one instead
+   * (without it, an open window makes `pairing.open` fail with -32004).
+   */
+  replace?: boolean;
   /**
    * The most a device paired through this window may get (default: every scope but `admin`).
    */
@@ -677,6 +682,23 @@ export interface PairingWindow {
    * `openwork://pair?host=…&port=…&fp=…&code=…`, also shown as a QR code.
    */
   uri: string;
+}
+/**
+ * `pairing.withdrawn` notification (to the operator): a device waiting for
+ * approval is gone, so its request can no longer be approved.
+ */
+export interface PairingWithdrawn {
+  address: string;
+  deviceName: string;
+  /**
+   * Why: `the device disconnected`, `the device cancelled`, `no approval in time`.
+   */
+  reason: string;
+  requestId: string;
+  /**
+   * Whether the window is still open for another try with the same code.
+   */
+  windowOpen: boolean;
 }
 /**
  * `permission.audit` params.

@@ -70,8 +70,33 @@ pub struct NetworkConfig {
     pub advertise_address: Option<String>,
     /// A TLS handshake must finish within this, or the peer is dropped.
     pub handshake_timeout_ms: u64,
-    /// Network connections open at once; more are refused.
+    /// Network connections open at once, authenticated or not; more are
+    /// refused (or, when some are not authenticated yet, the oldest of those
+    /// is dropped to make room: see `max_unauthenticated`).
     pub max_connections: usize,
+    /// Network connections not authenticated yet (in the TLS handshake, or
+    /// before a successful `initialize` with a device's credential). When
+    /// they are this many, a new connection takes the place of the oldest
+    /// from the address holding the most, so that a paired device can always
+    /// connect; a connection leaves this budget when it authenticates.
+    pub max_unauthenticated: usize,
+    /// Unauthenticated connections from one IP address; past this, a new one
+    /// from that address takes the place of its oldest.
+    pub max_unauthenticated_per_address: usize,
+    /// After the TLS handshake, `initialize` must have been answered within
+    /// this, or the connection is closed.
+    pub initialize_timeout_ms: u64,
+    /// An unauthenticated connection with no call in progress is closed
+    /// after this long without a byte from it.
+    pub unauthenticated_idle_ms: u64,
+    /// A frame, once begun, must keep arriving: the connection is closed
+    /// when this passes without a byte of it (before authentication: when
+    /// the whole frame has not arrived within this).
+    pub frame_timeout_ms: u64,
+    /// An authenticated connection is closed after this long with nothing
+    /// read from it and nothing written to it (clients ping after 15 s of
+    /// quiet, so a live one never gets near it).
+    pub keepalive_timeout_s: u64,
 }
 
 impl Default for NetworkConfig {
@@ -81,6 +106,12 @@ impl Default for NetworkConfig {
             advertise_address: None,
             handshake_timeout_ms: 10_000,
             max_connections: 4096,
+            max_unauthenticated: 256,
+            max_unauthenticated_per_address: 32,
+            initialize_timeout_ms: 10_000,
+            unauthenticated_idle_ms: 30_000,
+            frame_timeout_ms: 30_000,
+            keepalive_timeout_s: 120,
         }
     }
 }
@@ -110,6 +141,11 @@ pub struct Limits {
     pub max_frame_bytes: usize,
     /// Requests one connection may have in flight before the host stops reading from it.
     pub max_requests_in_flight: usize,
+    /// Bytes of replies one connection may have produced and not yet taken
+    /// (a batch's replies count together). While they are this many the host
+    /// stops reading the connection's requests; a call that may produce a
+    /// large reply waits for room before it runs.
+    pub max_reply_bytes_in_flight: usize,
 }
 
 /// The built-in task runner.
@@ -132,6 +168,7 @@ impl Default for Limits {
         Self {
             max_frame_bytes: DEFAULT_MAX_FRAME,
             max_requests_in_flight: 64,
+            max_reply_bytes_in_flight: 16 * 1024 * 1024,
         }
     }
 }
@@ -208,6 +245,38 @@ impl Config {
         }
         if self.limits.max_requests_in_flight == 0 {
             return Err("limits.max_requests_in_flight must be at least 1".into());
+        }
+        if self.limits.max_reply_bytes_in_flight < 64 * 1024 {
+            return Err("limits.max_reply_bytes_in_flight must be at least 65536".into());
+        }
+        let net = &self.network;
+        if net.max_connections == 0 || net.max_unauthenticated == 0 {
+            return Err(
+                "network.max_connections and network.max_unauthenticated must be at least 1".into(),
+            );
+        }
+        if net.max_unauthenticated > net.max_connections {
+            return Err(format!(
+                "network.max_unauthenticated ({}) must not be over network.max_connections ({})",
+                net.max_unauthenticated, net.max_connections
+            ));
+        }
+        if net.max_unauthenticated_per_address == 0 {
+            return Err("network.max_unauthenticated_per_address must be at least 1".into());
+        }
+        for (name, value) in [
+            ("initialize_timeout_ms", net.initialize_timeout_ms),
+            ("unauthenticated_idle_ms", net.unauthenticated_idle_ms),
+            ("frame_timeout_ms", net.frame_timeout_ms),
+            ("keepalive_timeout_s", net.keepalive_timeout_s),
+        ] {
+            // Added to clocks: bounded, so that none overflows.
+            if !(1..=MAX_REQUEST_TIMEOUT_S * 1000).contains(&value) {
+                return Err(format!(
+                    "network.{name} must be 1 to {}",
+                    MAX_REQUEST_TIMEOUT_S * 1000
+                ));
+            }
         }
         if self.pairing.max_failures == 0 {
             return Err("pairing.max_failures must be at least 1".into());

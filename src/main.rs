@@ -1,6 +1,7 @@
 //! The `openwork-host` command line.
 
 mod cli;
+mod logging;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -99,10 +100,7 @@ fn main() -> ExitCode {
     };
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(cli.log.as_deref().unwrap_or(default_log)));
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(filter)
-        .init();
+    logging::init(filter);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -4,9 +4,9 @@
 
 use std::collections::HashMap;
 use std::fmt::{self, Write as _};
-use std::io::IsTerminal;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::io::{IsTerminal, Write as _};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber, callsite};
@@ -21,16 +21,62 @@ const BURST: u32 = 5;
 /// The window over which `BURST` is counted.
 const WINDOW: Duration = Duration::from_secs(10);
 
-/// Installs the stderr log with `filter`.
+/// What the rate limit left out, shared with the thread that reports it.
+static LEFT_OUT: OnceLock<Places> = OnceLock::new();
+
+/// Installs the stderr log with `filter`; counts of left-out warnings are
+/// written once their window ends (and by `report_left_out`).
 pub fn init(filter: EnvFilter) {
     let ansi = std::io::stderr().is_terminal();
+    let places = Places::default();
+    let _ = LEFT_OUT.set(places.clone());
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(filter)
         .with_ansi(ansi)
         .fmt_fields(EscapedFields)
-        .map_event_format(|format| RateLimited::new(format))
+        .map_event_format(|format| RateLimited::with_places(format, places))
         .init();
+    let _ = std::thread::Builder::new()
+        .name("log-counts".into())
+        .spawn(|| {
+            loop {
+                std::thread::sleep(WINDOW);
+                report_left_out();
+            }
+        });
+}
+
+/// Writes how many warnings each place had left out since the last report.
+pub fn report_left_out() {
+    let Some(places) = LEFT_OUT.get() else {
+        return;
+    };
+    let counts: Vec<(&'static str, &'static str, &'static tracing::Level, u64)> = {
+        let mut places = places.lock();
+        places
+            .values_mut()
+            .filter(|p| p.left_out > 0)
+            .map(|p| {
+                let meta = p.meta;
+                (
+                    meta.name(),
+                    meta.target(),
+                    meta.level(),
+                    std::mem::take(&mut p.left_out),
+                )
+            })
+            .collect()
+    };
+    let mut stderr = std::io::stderr().lock();
+    for (name, target, level, n) in counts {
+        let _ = writeln!(
+            stderr,
+            "{} {level:>5} {target}: {n} more like {name} were left out (at most {BURST} every {} s)",
+            humantime::format_rfc3339_micros(SystemTime::now()),
+            WINDOW.as_secs()
+        );
+    }
 }
 
 /// Formats fields as `name=value`, with every control character in a value
@@ -98,27 +144,36 @@ impl Visit for Escaping<'_> {
 /// the next one written after a pause says how many were left out.
 pub struct RateLimited<F> {
     inner: F,
-    places: Mutex<HashMap<callsite::Identifier, Place>>,
+    places: Places,
+}
+
+/// Each place's window.
+#[derive(Clone, Default)]
+struct Places(Arc<Mutex<HashMap<callsite::Identifier, Place>>>);
+
+impl Places {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<callsite::Identifier, Place>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 struct Place {
+    meta: &'static tracing::Metadata<'static>,
     since: Instant,
     written: u32,
     left_out: u64,
 }
 
 impl<F> RateLimited<F> {
-    pub fn new(inner: F) -> Self {
-        RateLimited {
-            inner,
-            places: Mutex::new(HashMap::new()),
-        }
+    fn with_places(inner: F, places: Places) -> Self {
+        RateLimited { inner, places }
     }
 
-    /// Whether to write an event from `place` now, and how many were left out before it.
-    fn admit(&self, place: callsite::Identifier, now: Instant) -> Option<u64> {
-        let mut places = self.places.lock().unwrap_or_else(|p| p.into_inner());
-        let state = places.entry(place).or_insert(Place {
+    /// Whether to write an event of `meta` now, and how many were left out before it.
+    fn admit(&self, meta: &'static tracing::Metadata<'static>, now: Instant) -> Option<u64> {
+        let mut places = self.places.lock();
+        let state = places.entry(meta.callsite()).or_insert(Place {
+            meta,
             since: now,
             written: 0,
             left_out: 0,
@@ -153,13 +208,14 @@ where
         if *meta.level() > Level::WARN {
             return self.inner.format_event(ctx, writer, event);
         }
-        let Some(left_out) = self.admit(meta.callsite(), Instant::now()) else {
+        let Some(left_out) = self.admit(meta, Instant::now()) else {
             return Ok(());
         };
         if left_out > 0 {
             writeln!(
                 writer,
-                "{} {}: {left_out} more like the next line were left out (at most {BURST} every {} s)",
+                "{} {:>5} {}: {left_out} more like the next line were left out (at most {BURST} every {} s)",
+                humantime::format_rfc3339_micros(SystemTime::now()),
                 meta.level(),
                 meta.target(),
                 WINDOW.as_secs()
@@ -172,6 +228,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tracing::Callsite as _;
 
     #[test]
     fn control_characters_are_escaped() {
@@ -182,22 +239,32 @@ mod tests {
 
     #[test]
     fn a_place_writes_a_burst_per_window_then_counts() {
-        let limited = RateLimited::new(());
-        let place = callsite::Identifier(&CALLSITE);
+        let limited = RateLimited::with_places((), Places::default());
+        let place = CALLSITE.metadata();
         let start = Instant::now();
         for _ in 0..BURST {
-            assert_eq!(limited.admit(place.clone(), start), Some(0));
+            assert_eq!(limited.admit(place, start), Some(0));
         }
-        assert_eq!(limited.admit(place.clone(), start), None);
-        assert_eq!(limited.admit(place.clone(), start), None);
+        assert_eq!(limited.admit(place, start), None);
+        assert_eq!(limited.admit(place, start), None);
         assert_eq!(limited.admit(place, start + WINDOW), Some(2));
     }
 
     struct Site;
+    static META: tracing::Metadata<'static> = tracing::Metadata::new(
+        "event here",
+        "test",
+        tracing::Level::WARN,
+        None,
+        None,
+        None,
+        tracing::field::FieldSet::new(&[], tracing::callsite::Identifier(&CALLSITE)),
+        tracing::metadata::Kind::EVENT,
+    );
     impl tracing::Callsite for Site {
         fn set_interest(&self, _: tracing::subscriber::Interest) {}
         fn metadata(&self) -> &tracing::Metadata<'_> {
-            unimplemented!()
+            &META
         }
     }
     static CALLSITE: Site = Site;

@@ -121,6 +121,8 @@ fn main() -> ExitCode {
     // Reading stdin occupies a blocking thread that no one can interrupt;
     // do not wait for it once the work is done.
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    // Say what the log's rate limit left out since its last report.
+    logging::report_left_out();
     code
 }
 

@@ -469,6 +469,8 @@ async fn read_loop<R: AsyncRead + Unpin>(
             limit.min(UNAUTHENTICATED_MAX_FRAME)
         });
         let event = tokio::select! {
+            // A connection being closed reads nothing more, however much is buffered.
+            biased;
             _ = session.close.cancelled() => {
                 let reason = lock(&session.close_reason).clone().unwrap_or_default();
                 return if reason == "exit" { EndReason::Exit } else { EndReason::Closed(reason) };

@@ -13,7 +13,8 @@ use crate::transport::Activity;
 /// How long a network connection may take over each thing.
 #[derive(Debug, Clone, Copy)]
 pub struct Deadlines {
-    /// From connecting to a successful `initialize`, before authentication.
+    /// From connecting to a successful `initialize`, before authentication
+    /// (not counting while a call is in progress: pairing waits for the owner).
     pub initialize: Duration,
     /// Without a byte and with no call in progress, before authentication.
     pub unauthenticated_idle: Duration,
@@ -64,7 +65,9 @@ pub fn check(
         _ => Err(why()),
     };
     let secs = |d: Duration| format!("{:.1} s", d.as_secs_f64());
-    if !standing.authenticated && !standing.initialized {
+    // A call in progress (pairing's wait for the owner's approval, which
+    // comes before any `initialize`) stops the clock.
+    if !standing.authenticated && !standing.initialized && !standing.busy {
         within(deadlines.initialize, activity.age(), &|| {
             format!(
                 "no successful `initialize` within {} of connecting (network.initialize_timeout_ms)",

@@ -174,11 +174,30 @@ async fn newlines_task(host: &TestHost) -> String {
     task
 }
 
-/// The most the host's RSS grows over `baseline` (KiB) while sampled for `secs`.
-async fn peak_growth_mib(pid: u32, baseline: u64, secs: u64) -> u64 {
+/// CPU time a process has used, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("process stat");
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .expect("stat")
+        .1
+        .split_whitespace()
+        .collect();
+    // utime and stime, fields 14 and 15 (the 12th and 13th after the name).
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// The most the host's RSS grows over `baseline` (KiB) until it has stopped
+/// working (no CPU used for 2 s; at most 120 s), in MiB.
+async fn peak_growth_mib(pid: u32, baseline: u64) -> u64 {
     let mut peak = 0;
-    for _ in 0..secs * 10 {
+    let mut ticks = Vec::new();
+    for _ in 0..1200 {
         peak = peak.max(rss_kib(pid).saturating_sub(baseline));
+        ticks.push(cpu_ticks(pid));
+        if ticks.len() > 20 && ticks[ticks.len() - 1] - ticks[ticks.len() - 21] < 2 {
+            break;
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     peak / 1024
@@ -215,7 +234,7 @@ async fn a_client_that_never_reads_cannot_make_the_host_hold_its_replies() {
     let baseline = rss_kib(host.pid());
     let batch: Vec<Value> = (1..=200).map(logs).collect();
     batcher.send(&Value::Array(batch)).await.unwrap();
-    let growth = peak_growth_mib(host.pid(), baseline, 4).await;
+    let growth = peak_growth_mib(host.pid(), baseline).await;
     assert!(growth < 64, "the host grew by {growth} MiB for one batch");
 
     // 128 pipelined calls, never read (until later).
@@ -224,7 +243,7 @@ async fn a_client_that_never_reads_cannot_make_the_host_hold_its_replies() {
     for id in 1..=128 {
         piper.send(&logs(id)).await.unwrap();
     }
-    let growth = peak_growth_mib(host.pid(), baseline, 4).await;
+    let growth = peak_growth_mib(host.pid(), baseline).await;
     assert!(
         growth < 64,
         "the host grew by {growth} MiB for 128 pipelined calls"

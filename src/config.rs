@@ -78,7 +78,8 @@ pub struct NetworkConfig {
     /// before a successful `initialize` with a device's credential). When
     /// they are this many, a new connection takes the place of the oldest
     /// from the address holding the most, so that a paired device can always
-    /// connect; a connection leaves this budget when it authenticates.
+    /// connect; a connection leaves this budget when it authenticates. At
+    /// most `max_connections` (a larger value counts as that).
     pub max_unauthenticated: usize,
     /// Unauthenticated connections from one IP address; past this, a new one
     /// from that address takes the place of its oldest.
@@ -255,27 +256,27 @@ impl Config {
                 "network.max_connections and network.max_unauthenticated must be at least 1".into(),
             );
         }
-        if net.max_unauthenticated > net.max_connections {
-            return Err(format!(
-                "network.max_unauthenticated ({}) must not be over network.max_connections ({})",
-                net.max_unauthenticated, net.max_connections
-            ));
-        }
         if net.max_unauthenticated_per_address == 0 {
             return Err("network.max_unauthenticated_per_address must be at least 1".into());
         }
-        for (name, value) in [
-            ("initialize_timeout_ms", net.initialize_timeout_ms),
-            ("unauthenticated_idle_ms", net.unauthenticated_idle_ms),
-            ("frame_timeout_ms", net.frame_timeout_ms),
-            ("keepalive_timeout_s", net.keepalive_timeout_s),
+        // Added to clocks: bounded (at most a week), so that none overflows.
+        let week_ms = MAX_REQUEST_TIMEOUT_S * 1000;
+        for (name, value, max) in [
+            ("initialize_timeout_ms", net.initialize_timeout_ms, week_ms),
+            (
+                "unauthenticated_idle_ms",
+                net.unauthenticated_idle_ms,
+                week_ms,
+            ),
+            ("frame_timeout_ms", net.frame_timeout_ms, week_ms),
+            (
+                "keepalive_timeout_s",
+                net.keepalive_timeout_s,
+                MAX_REQUEST_TIMEOUT_S,
+            ),
         ] {
-            // Added to clocks: bounded, so that none overflows.
-            if !(1..=MAX_REQUEST_TIMEOUT_S * 1000).contains(&value) {
-                return Err(format!(
-                    "network.{name} must be 1 to {}",
-                    MAX_REQUEST_TIMEOUT_S * 1000
-                ));
+            if !(1..=max).contains(&value) {
+                return Err(format!("network.{name} must be 1 to {max} (a week)"));
             }
         }
         if self.pairing.max_failures == 0 {
@@ -381,5 +382,40 @@ mod tests {
             Config::load(&path).unwrap().tasks.default_timeout_s,
             Some(3600)
         );
+    }
+
+    #[test]
+    fn connection_budgets_and_deadlines_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        for (text, key) in [
+            (
+                "[network]\nmax_unauthenticated = 0\n",
+                "max_unauthenticated",
+            ),
+            (
+                "[network]\nmax_unauthenticated_per_address = 0\n",
+                "max_unauthenticated_per_address",
+            ),
+            (
+                "[network]\ninitialize_timeout_ms = 0\n",
+                "initialize_timeout_ms",
+            ),
+            (
+                "[network]\nkeepalive_timeout_s = 18446744073709551615\n",
+                "keepalive_timeout_s",
+            ),
+            (
+                "[limits]\nmax_reply_bytes_in_flight = 10\n",
+                "max_reply_bytes_in_flight",
+            ),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let err = Config::load(&path).unwrap_err().to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
+        // A small total with the default unauthenticated share is fine.
+        std::fs::write(&path, "[network]\nmax_connections = 16\n").unwrap();
+        assert_eq!(Config::load(&path).unwrap().network.max_connections, 16);
     }
 }

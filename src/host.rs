@@ -564,7 +564,10 @@ impl Host {
         let discovery = Discovery::new(config.discovery.clone());
         let admissions = Admissions::new(AdmissionLimits {
             total: config.network.max_connections,
-            unauthenticated: config.network.max_unauthenticated,
+            unauthenticated: config
+                .network
+                .max_unauthenticated
+                .min(config.network.max_connections),
             per_address: config.network.max_unauthenticated_per_address,
         });
         let core = Arc::new(HostCore {

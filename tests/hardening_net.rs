@@ -235,6 +235,7 @@ async fn a_client_that_never_reads_cannot_make_the_host_hold_its_replies() {
     let batch: Vec<Value> = (1..=200).map(logs).collect();
     batcher.send(&Value::Array(batch)).await.unwrap();
     let growth = peak_growth_mib(host.pid(), baseline).await;
+    eprintln!("one unread batch of 200 task.logs: the host grew by at most {growth} MiB");
     assert!(growth < 64, "the host grew by {growth} MiB for one batch");
 
     // 128 pipelined calls, never read (until later).
@@ -244,6 +245,7 @@ async fn a_client_that_never_reads_cannot_make_the_host_hold_its_replies() {
         piper.send(&logs(id)).await.unwrap();
     }
     let growth = peak_growth_mib(host.pid(), baseline).await;
+    eprintln!("128 unread pipelined task.logs: the host grew by at most {growth} MiB");
     assert!(
         growth < 64,
         "the host grew by {growth} MiB for 128 pipelined calls"
@@ -306,6 +308,7 @@ async fn stalled_large_frames_are_dropped_and_their_memory_returned() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    eprintln!("20 stalled 16 MiB frames: {growth} MiB still held after their connections closed");
     assert!(
         growth < 64,
         "the host still holds {growth} MiB after the connections closed"

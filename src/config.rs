@@ -70,8 +70,34 @@ pub struct NetworkConfig {
     pub advertise_address: Option<String>,
     /// A TLS handshake must finish within this, or the peer is dropped.
     pub handshake_timeout_ms: u64,
-    /// Network connections open at once; more are refused.
+    /// Network connections open at once, authenticated or not; more are
+    /// refused (or, when some are not authenticated yet, the oldest of those
+    /// is dropped to make room: see `max_unauthenticated`).
     pub max_connections: usize,
+    /// Network connections not authenticated yet (in the TLS handshake, or
+    /// before a successful `initialize` with a device's credential). When
+    /// they are this many, a new connection takes the place of the oldest
+    /// from the address holding the most, so that a paired device can always
+    /// connect; a connection leaves this budget when it authenticates. At
+    /// most `max_connections` (a larger value counts as that).
+    pub max_unauthenticated: usize,
+    /// Unauthenticated connections from one IP address; past this, a new one
+    /// from that address takes the place of its oldest.
+    pub max_unauthenticated_per_address: usize,
+    /// After the TLS handshake, `initialize` must have been answered within
+    /// this, or the connection is closed.
+    pub initialize_timeout_ms: u64,
+    /// An unauthenticated connection with no call in progress is closed
+    /// after this long without a byte from it.
+    pub unauthenticated_idle_ms: u64,
+    /// A frame, once begun, must keep arriving: the connection is closed
+    /// when this passes without a byte of it (before authentication: when
+    /// the whole frame has not arrived within this).
+    pub frame_timeout_ms: u64,
+    /// An authenticated connection is closed after this long with nothing
+    /// read from it and nothing written to it (clients ping after 15 s of
+    /// quiet, so a live one never gets near it).
+    pub keepalive_timeout_s: u64,
 }
 
 impl Default for NetworkConfig {
@@ -81,6 +107,12 @@ impl Default for NetworkConfig {
             advertise_address: None,
             handshake_timeout_ms: 10_000,
             max_connections: 4096,
+            max_unauthenticated: 256,
+            max_unauthenticated_per_address: 32,
+            initialize_timeout_ms: 10_000,
+            unauthenticated_idle_ms: 30_000,
+            frame_timeout_ms: 30_000,
+            keepalive_timeout_s: 120,
         }
     }
 }
@@ -110,6 +142,11 @@ pub struct Limits {
     pub max_frame_bytes: usize,
     /// Requests one connection may have in flight before the host stops reading from it.
     pub max_requests_in_flight: usize,
+    /// Bytes of replies one connection may have produced and not yet taken
+    /// (a batch's replies count together). While they are this many the host
+    /// stops reading the connection's requests; a call that may produce a
+    /// large reply waits for room before it runs.
+    pub max_reply_bytes_in_flight: usize,
 }
 
 /// The built-in task runner.
@@ -135,6 +172,7 @@ impl Default for Limits {
         Self {
             max_frame_bytes: DEFAULT_MAX_FRAME,
             max_requests_in_flight: 64,
+            max_reply_bytes_in_flight: 16 * 1024 * 1024,
         }
     }
 }
@@ -212,6 +250,38 @@ impl Config {
         }
         if self.limits.max_requests_in_flight == 0 {
             return Err("limits.max_requests_in_flight must be at least 1".into());
+        }
+        if self.limits.max_reply_bytes_in_flight < 64 * 1024 {
+            return Err("limits.max_reply_bytes_in_flight must be at least 65536".into());
+        }
+        let net = &self.network;
+        if net.max_connections == 0 || net.max_unauthenticated == 0 {
+            return Err(
+                "network.max_connections and network.max_unauthenticated must be at least 1".into(),
+            );
+        }
+        if net.max_unauthenticated_per_address == 0 {
+            return Err("network.max_unauthenticated_per_address must be at least 1".into());
+        }
+        // Added to clocks: bounded (at most a week), so that none overflows.
+        let week_ms = MAX_REQUEST_TIMEOUT_S * 1000;
+        for (name, value, max) in [
+            ("initialize_timeout_ms", net.initialize_timeout_ms, week_ms),
+            (
+                "unauthenticated_idle_ms",
+                net.unauthenticated_idle_ms,
+                week_ms,
+            ),
+            ("frame_timeout_ms", net.frame_timeout_ms, week_ms),
+            (
+                "keepalive_timeout_s",
+                net.keepalive_timeout_s,
+                MAX_REQUEST_TIMEOUT_S,
+            ),
+        ] {
+            if !(1..=max).contains(&value) {
+                return Err(format!("network.{name} must be 1 to {max} (a week)"));
+            }
         }
         if self.pairing.max_failures == 0 {
             return Err("pairing.max_failures must be at least 1".into());
@@ -316,5 +386,40 @@ mod tests {
             Config::load(&path).unwrap().tasks.default_timeout_s,
             Some(3600)
         );
+    }
+
+    #[test]
+    fn connection_budgets_and_deadlines_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        for (text, key) in [
+            (
+                "[network]\nmax_unauthenticated = 0\n",
+                "max_unauthenticated",
+            ),
+            (
+                "[network]\nmax_unauthenticated_per_address = 0\n",
+                "max_unauthenticated_per_address",
+            ),
+            (
+                "[network]\ninitialize_timeout_ms = 0\n",
+                "initialize_timeout_ms",
+            ),
+            (
+                "[network]\nkeepalive_timeout_s = 18446744073709551615\n",
+                "keepalive_timeout_s",
+            ),
+            (
+                "[limits]\nmax_reply_bytes_in_flight = 10\n",
+                "max_reply_bytes_in_flight",
+            ),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let err = Config::load(&path).unwrap_err().to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
+        // A small total with the default unauthenticated share is fine.
+        std::fs::write(&path, "[network]\nmax_connections = 16\n").unwrap();
+        assert_eq!(Config::load(&path).unwrap().network.max_connections, 16);
     }
 }

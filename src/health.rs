@@ -409,17 +409,21 @@ pub fn opencode_offline(config: &OpencodeConfig) -> HealthCheck {
 /// Bursts of failed authentications or TLS handshakes.
 pub fn recent_failures(recent: RecentCounts) -> HealthCheck {
     let minutes = RECENT_WINDOW.as_secs() / 60;
-    let counts = format!(
-        "{} failed authentication(s) and {} failed TLS handshake(s) in the last {minutes} min",
+    let mut counts = format!(
+        "{} failed authentication(s) (a device credential that matched no paired device) and {} failed TLS handshake(s) in the last {minutes} min",
         recent.auth_failures, recent.handshake_failures
     );
+    if let Some(last) = &recent.last_auth_failure {
+        counts.push_str(&format!("; the last failed credential came {last}"));
+    }
     if recent.auth_failures >= AUTH_ALARM {
         return HealthCheck::fail(
             RECENT_FAILURES,
             CheckSeverity::Warning,
             counts,
             "a device may be using a revoked or wrong credential, or someone is guessing: \
-             see `openwork-host devices list`, revoke any device you do not know, and look in the host's log for the addresses",
+             compare the device id above with `openwork-host devices list`, revoke any device you do not know, \
+             and look in the host's log for `authentication failed` lines, which name each address and device id",
         );
     }
     if recent.handshake_failures >= HANDSHAKE_ALARM {
@@ -744,11 +748,18 @@ mod tests {
         let auth = recent_failures(RecentCounts {
             auth_failures: AUTH_ALARM,
             handshake_failures: 0,
+            last_auth_failure: Some("from 192.0.2.7:5 for device id \"x\"".into()),
         });
+        assert!(
+            auth.message.contains("from 192.0.2.7:5"),
+            "{}",
+            auth.message
+        );
         assert!(!auth.ok && auth.action.unwrap().contains("devices list"));
         let tls = recent_failures(RecentCounts {
             auth_failures: 0,
             handshake_failures: HANDSHAKE_ALARM,
+            last_auth_failure: None,
         });
         assert!(!tls.ok);
     }

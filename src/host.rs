@@ -29,6 +29,9 @@ use crate::protocol::{
 use crate::rpc::methods::{self, CallContext};
 use crate::rpc::{ErrorCode, MethodTable, RpcError};
 use crate::runtime::opencode::{OpenCode, RuntimeState, access};
+use crate::session::admission::{AdmissionLimits, Admissions};
+use crate::session::budget::ReplySizes;
+use crate::session::deadline::Deadlines;
 use crate::session::{self, Session, SessionEnd, SessionOptions};
 use crate::store::{Store, StoreError};
 use crate::tasks::reaper::Reaper;
@@ -93,6 +96,10 @@ pub struct HostCore {
     pub methods: MethodTable<CallContext>,
     /// Cancelled when the host begins to shut down.
     pub shutdown: CancellationToken,
+    /// The network connection budget (authenticated and not).
+    pub admissions: Arc<Admissions>,
+    /// The largest reply each method has produced, for the reply budgets.
+    pub reply_sizes: ReplySizes,
     started: Instant,
     started_at_ms: i64,
     sessions: Mutex<HashMap<u64, Weak<Session>>>,
@@ -179,7 +186,7 @@ impl HostCore {
             && self.lock_revoked().contains(id)
         {
             session.set_principal(Principal::Anonymous);
-            self.metrics.auth_failure();
+            self.metrics.auth_failure(&session.peer, id);
             tracing::warn!(peer = %session.peer, device = %id, "authentication raced a revocation; refused");
             return Err(unknown_device());
         }
@@ -218,7 +225,7 @@ impl HostCore {
                 scopes: device.scopes,
             }),
             None => {
-                self.metrics.auth_failure();
+                self.metrics.auth_failure(peer, &auth.device_id);
                 tracing::warn!(peer, device = %auth.device_id, "authentication failed");
                 Err(unknown_device())
             }
@@ -555,6 +562,14 @@ impl Host {
             },
         );
         let discovery = Discovery::new(config.discovery.clone());
+        let admissions = Admissions::new(AdmissionLimits {
+            total: config.network.max_connections,
+            unauthenticated: config
+                .network
+                .max_unauthenticated
+                .min(config.network.max_connections),
+            per_address: config.network.max_unauthenticated_per_address,
+        });
         let core = Arc::new(HostCore {
             discovery,
             config,
@@ -571,6 +586,8 @@ impl Host {
             reaper,
             methods: methods::table(),
             shutdown: CancellationToken::new(),
+            admissions,
+            reply_sizes: ReplySizes::default(),
             started: Instant::now(),
             started_at_ms: clock::now_ms(),
             sessions: Mutex::new(HashMap::new()),
@@ -798,12 +815,17 @@ async fn accept_tls(
                 continue;
             }
         };
-        if core.metrics.active_connections() as usize >= core.config.network.max_connections {
-            core.metrics.connection_refused();
-            tracing::warn!(%peer, "refused a connection: limits reached (network.max_connections)");
-            continue;
-        }
+        // The place is taken before the handshake: handshakes cost memory too.
+        let admission = match core.admissions.admit(peer.ip()) {
+            Ok(admission) => admission,
+            Err(_) => {
+                core.metrics.connection_refused();
+                tracing::warn!(%peer, "refused a connection: every connection is a paired device's and network.max_connections is reached");
+                continue;
+            }
+        };
         let _ = tcp.set_nodelay(true);
+        keep_alive(&tcp);
         let (core, acceptor) = (Arc::clone(&core), acceptor.clone());
         connections.spawn(async move {
             let handshake = async {
@@ -823,7 +845,15 @@ async fn accept_tls(
                 }
                 acceptor.accept(tcp).await.ok()
             };
-            let mut stream = match tokio::time::timeout(handshake_timeout, handshake).await {
+            let evicted = admission.evicted();
+            let handshake = async {
+                tokio::select! {
+                    done = tokio::time::timeout(handshake_timeout, handshake) => done,
+                    // Taken over before the handshake ended: as good as failed.
+                    _ = evicted.cancelled() => Ok(None),
+                }
+            };
+            let mut stream = match handshake.await {
                 Ok(Some(stream)) => stream,
                 Ok(None) => {
                     core.metrics.handshake_failed();
@@ -843,16 +873,29 @@ async fn accept_tls(
                 FramingMode::Fixed(Framing::Lsp),
                 core.config.limits.max_frame_bytes,
             );
-            let opts = SessionOptions {
-                principal: Principal::Anonymous,
-                transport: "tls",
-                drain_on_eof: false,
+            let opts = SessionOptions::network(
+                "tls",
+                peer.to_string(),
                 channel_binding,
-                peer: peer.to_string(),
-            };
+                admission,
+                Deadlines::from_config(&core.config.network),
+            );
             session::run(core, reader, writer, opts).await;
         });
     }
+}
+
+/// How long a TCP connection may be quiet before the kernel probes the peer,
+/// so that a peer that vanished (no FIN) is found even while the host has
+/// nothing to say to it.
+const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+
+fn keep_alive(tcp: &tokio::net::TcpStream) {
+    let probes = socket2::TcpKeepalive::new()
+        .with_time(TCP_KEEPALIVE)
+        .with_interval(Duration::from_secs(10))
+        .with_retries(3);
+    let _ = socket2::SockRef::from(tcp).set_tcp_keepalive(&probes);
 }
 
 /// The answer to a credential that does not (or no longer) work.
@@ -924,6 +967,8 @@ mod tests {
             drain_on_eof: false,
             channel_binding: None,
             peer: "192.0.2.7:50000".into(),
+            admission: None,
+            deadlines: None,
         };
         let (session, _outbound) = Session::new(core, &opts);
         core.session_opened(&session);

@@ -1,6 +1,7 @@
 //! The `openwork-host` command line.
 
 mod cli;
+mod logging;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -104,13 +105,7 @@ fn main() -> ExitCode {
     };
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(cli.log.as_deref().unwrap_or(default_log)));
-    // Colour codes only for a person at a terminal: a log file or the
-    // journal (`serve` as a service) gets plain text.
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(filter)
-        .init();
+    logging::init(filter);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -131,6 +126,8 @@ fn main() -> ExitCode {
     // Reading stdin occupies a blocking thread that no one can interrupt;
     // do not wait for it once the work is done.
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    // Say what the log's rate limit left out since its last report.
+    logging::report_left_out();
     code
 }
 

@@ -19,7 +19,8 @@ use crate::store::{Store, StoreError};
 pub const CONNECTIONS_ACCEPTED: &str = "connections.accepted";
 /// Connections that ended for any reason.
 pub const DISCONNECTS: &str = "connections.disconnects";
-/// Calls refused for lack of authentication, and failed `initialize` auth.
+/// Credentials presented that failed (a device id and token that do not
+/// match a paired device). Calls made without any credential are not counted.
 pub const AUTH_FAILURES: &str = "auth.failures";
 /// TLS handshakes that failed or timed out.
 pub const HANDSHAKE_FAILURES: &str = "connections.handshake_failures";
@@ -49,13 +50,38 @@ pub struct Metrics {
 struct RecentFailures {
     auth: VecDeque<Instant>,
     handshakes: VecDeque<Instant>,
+    /// Who presented the last failed credential.
+    last_auth: Option<String>,
 }
 
 /// Failures in the recent window, for the health panel.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecentCounts {
     pub auth_failures: usize,
     pub handshake_failures: usize,
+    /// The last failed credential: from where, for which device id (escaped).
+    pub last_auth_failure: Option<String>,
+}
+
+/// The longest device id shown from a failed credential (it is the caller's text).
+const SHOWN_ID: usize = 64;
+
+/// `text` with control characters escaped and cut to `max` characters, for
+/// showing what a caller sent.
+pub fn shown(text: &str, max: usize) -> String {
+    let mut out = String::new();
+    for (i, c) in text.chars().enumerate() {
+        if i == max {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn note(times: &mut VecDeque<Instant>, now: Instant) {
@@ -159,9 +185,13 @@ impl Metrics {
         let mut recent = self.lock_recent();
         prune(&mut recent.auth, now);
         prune(&mut recent.handshakes, now);
+        if recent.auth.is_empty() {
+            recent.last_auth = None;
+        }
         RecentCounts {
             auth_failures: recent.auth.len(),
             handshake_failures: recent.handshakes.len(),
+            last_auth_failure: recent.last_auth.clone(),
         }
     }
 
@@ -182,8 +212,16 @@ impl Metrics {
         self.incr(DISCONNECTS);
     }
 
-    pub fn auth_failure(&self) {
-        note(&mut self.lock_recent().auth, Instant::now());
+    /// A credential for `device` presented from `peer` failed.
+    pub fn auth_failure(&self, peer: &str, device: &str) {
+        let mut recent = self.lock_recent();
+        note(&mut recent.auth, Instant::now());
+        recent.last_auth = Some(format!(
+            "from {} for device id \"{}\"",
+            shown(peer, SHOWN_ID),
+            shown(device, SHOWN_ID)
+        ));
+        drop(recent);
         self.incr(AUTH_FAILURES);
     }
 
@@ -270,11 +308,15 @@ mod tests {
         let store = Store::open(&dir.path().join("m.db")).unwrap();
         let off = Metrics::load(store.clone(), false).await.unwrap();
         off.connection_opened();
-        off.auth_failure();
+        off.auth_failure("192.0.2.7:5", "d\nx");
         off.flush().await.unwrap();
         assert_eq!(off.get(CONNECTIONS_ACCEPTED), 0);
         assert_eq!(off.active_connections(), 1, "the live gauge is kept");
         assert_eq!(off.recent().auth_failures, 1, "the health window is kept");
+        assert_eq!(
+            off.recent().last_auth_failure.as_deref(),
+            Some("from 192.0.2.7:5 for device id \"d\\nx\"")
+        );
 
         let on = Metrics::load(store.clone(), true).await.unwrap();
         on.connection_opened();

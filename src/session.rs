@@ -6,8 +6,16 @@
 //! always takes replies first, so a flood of `log.chunk` never delays a
 //! response. A subscription waits when its queue is full; it reads what it
 //! missed from the store when it resumes, so a slow client costs no memory.
+//! Replies count against the connection's reply budget (`budget`) until they
+//! are written; network connections also have deadlines (`deadline`) and a
+//! place in the host's connection budget (`admission`).
+
+pub mod admission;
+pub mod budget;
+pub mod deadline;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -24,7 +32,11 @@ use crate::rpc::message::{Message, encode_batch, encode_error, encode_result, pa
 use crate::rpc::methods::{AfterReply, CallContext};
 use crate::rpc::{Access, ErrorCode, Id, Incoming, RpcError, Scheduling};
 use crate::tasks::{Audience, Feed, FeedItem};
-use crate::transport::{FrameError, FrameReader, FrameWriter, ReadEvent};
+use crate::transport::{Activity, FrameError, FrameReader, FrameWriter, ReadEvent};
+
+use admission::Admission;
+use budget::ReplyBudget;
+use deadline::{Deadlines, Standing};
 
 /// Replies queued before handlers wait.
 const RESPONSE_QUEUE: usize = 64;
@@ -58,6 +70,12 @@ pub struct SessionOptions {
     pub channel_binding: Option<[u8; 32]>,
     /// Who is on the other end, for logs and the pairing prompt.
     pub peer: String,
+    /// The connection's place in the host's connection budget (network
+    /// connections): it moves to the authenticated budget when the
+    /// connection authenticates, and the connection closes if evicted.
+    pub admission: Option<Arc<Admission>>,
+    /// Deadlines the connection must meet (network connections).
+    pub deadlines: Option<Deadlines>,
 }
 
 impl SessionOptions {
@@ -69,9 +87,33 @@ impl SessionOptions {
             drain_on_eof: true,
             channel_binding: None,
             peer: "local".to_owned(),
+            admission: None,
+            deadlines: None,
+        }
+    }
+
+    /// A connection from the network, not authenticated yet.
+    pub fn network(
+        transport: &'static str,
+        peer: String,
+        channel_binding: Option<[u8; 32]>,
+        admission: Admission,
+        deadlines: Deadlines,
+    ) -> SessionOptions {
+        SessionOptions {
+            principal: Principal::Anonymous,
+            transport,
+            drain_on_eof: false,
+            channel_binding,
+            peer,
+            admission: Some(Arc::new(admission)),
+            deadlines: Some(deadlines),
         }
     }
 }
+
+/// Failed `initialize` calls after which a connection is closed.
+pub const MAX_FAILED_INITIALIZE: u32 = 3;
 
 /// The largest frame an unauthenticated connection may send: enough for
 /// `initialize` and pairing, and no more.
@@ -125,6 +167,10 @@ pub struct Session {
     peer_gone: CancellationToken,
     close_reason: Mutex<Option<String>>,
     watching: Mutex<std::collections::HashSet<&'static str>>,
+    admission: Option<Arc<Admission>>,
+    /// Reply bytes produced and not yet written.
+    replies: Arc<ReplyBudget>,
+    failed_initializations: AtomicU32,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -135,6 +181,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub(crate) struct Outbound {
     responses: mpsc::Receiver<Bytes>,
     notifications: mpsc::Receiver<Bytes>,
+    replies: Arc<ReplyBudget>,
 }
 
 impl Session {
@@ -142,6 +189,9 @@ impl Session {
     pub(crate) fn new(host: &HostCore, opts: &SessionOptions) -> (Arc<Session>, Outbound) {
         let (responses, response_rx) = mpsc::channel(RESPONSE_QUEUE);
         let (notifications, notification_rx) = mpsc::channel(NOTIFICATION_QUEUE);
+        let replies = Arc::new(ReplyBudget::new(
+            host.config.limits.max_reply_bytes_in_flight,
+        ));
         let session = Arc::new(Session {
             id: host.next_session_id(),
             transport: opts.transport,
@@ -163,10 +213,14 @@ impl Session {
             peer_gone: CancellationToken::new(),
             close_reason: Mutex::new(None),
             watching: Mutex::new(std::collections::HashSet::new()),
+            admission: opts.admission.clone(),
+            replies: Arc::clone(&replies),
+            failed_initializations: AtomicU32::new(0),
         });
         let outbound = Outbound {
             responses: response_rx,
             notifications: notification_rx,
+            replies,
         };
         (session, outbound)
     }
@@ -216,7 +270,14 @@ impl Session {
             .clone()
     }
 
+    /// Sets who is calling; an authenticated connection leaves the
+    /// unauthenticated connection budget.
     pub fn set_principal(&self, principal: Principal) {
+        if principal.is_authenticated()
+            && let Some(admission) = &self.admission
+        {
+            admission.authenticated();
+        }
         *self.principal.write().unwrap_or_else(|p| p.into_inner()) = principal;
     }
 
@@ -228,9 +289,18 @@ impl Session {
         *lock(&self.lifecycle) = state;
     }
 
-    /// Queues a reply.
+    /// Queues a reply; it counts against the reply budget until written.
     pub async fn respond(&self, frame: Bytes) {
-        let _ = self.responses.send(frame).await;
+        let len = frame.len();
+        self.replies.produced(len);
+        if self.responses.send(frame).await.is_err() {
+            self.replies.taken(len);
+        }
+    }
+
+    /// Counts a failed `initialize`; returns how many this connection has had.
+    pub fn initialize_failed(&self) -> u32 {
+        self.failed_initializations.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     /// Queues a notification, waiting for room.
@@ -374,7 +444,7 @@ where
         }
     });
 
-    let reason = read_loop(&host, &session, &mut reader).await;
+    let reason = read_loop(&host, &session, &mut reader, opts.deadlines).await;
     session.peer_gone.cancel();
     drop(reader);
     finish(&host, &session, &reason, &opts).await;
@@ -399,7 +469,10 @@ async fn read_loop<R: AsyncRead + Unpin>(
     host: &Arc<HostCore>,
     session: &Arc<Session>,
     reader: &mut FrameReader<R>,
+    deadlines: Option<Deadlines>,
 ) -> EndReason {
+    let activity = reader.activity();
+    let evicted = session.admission.as_ref().map(|a| a.evicted());
     loop {
         // Before authentication, a connection may only send small frames.
         let limit = host.config.limits.max_frame_bytes;
@@ -409,12 +482,23 @@ async fn read_loop<R: AsyncRead + Unpin>(
             limit.min(UNAUTHENTICATED_MAX_FRAME)
         });
         let event = tokio::select! {
+            // A connection being closed reads nothing more, however much is buffered.
+            biased;
             _ = session.close.cancelled() => {
                 let reason = lock(&session.close_reason).clone().unwrap_or_default();
                 return if reason == "exit" { EndReason::Exit } else { EndReason::Closed(reason) };
             }
             _ = host.shutdown.cancelled() => return EndReason::Closed("the host is shutting down".into()),
-            event = reader.next() => event,
+            _ = cancelled(evicted.as_ref()) => return EndReason::Closed(
+                "a newer connection took the place of this unauthenticated one (network.max_unauthenticated)".into()
+            ),
+            why = watch(deadlines, &activity, session) => return EndReason::Closed(why),
+            // While the client has not taken the replies that fill its
+            // budget, read nothing more from it.
+            event = async {
+                session.replies.room_to_read().await;
+                reader.next().await
+            } => event,
         };
         match event {
             Ok(ReadEvent::Frame(bytes)) => handle_frame(host, session, &bytes).await,
@@ -429,6 +513,33 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 return EndReason::Closed(format!("malformed frame header: {detail}"));
             }
             Err(e) => return EndReason::Closed(e.to_string()),
+        }
+    }
+}
+
+/// Resolves when `token` is cancelled; never without one.
+async fn cancelled(token: Option<&CancellationToken>) {
+    match token {
+        Some(token) => token.cancelled().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves, with the reason, when the connection misses a deadline; never
+/// for a connection without deadlines.
+async fn watch(deadlines: Option<Deadlines>, activity: &Activity, session: &Session) -> String {
+    let Some(deadlines) = deadlines else {
+        return std::future::pending().await;
+    };
+    loop {
+        let standing = Standing {
+            authenticated: session.principal().is_authenticated(),
+            initialized: session.lifecycle() != Lifecycle::New,
+            busy: !session.handlers.is_empty(),
+        };
+        match deadline::check(&deadlines, activity, standing) {
+            Ok(next) => tokio::time::sleep(next).await,
+            Err(why) => return why,
         }
     }
 }
@@ -528,10 +639,24 @@ async fn dispatch_single(host: &Arc<HostCore>, session: &Arc<Session>, message: 
     let (host, session) = (Arc::clone(host), Arc::clone(session));
     session.clone().handlers.spawn(async move {
         let (response, after) =
-            execute_cancellable(&host, &session, id, cancel, &method, params).await;
+            execute_cancellable(&host, &session, id, cancel, &method, params, 0).await;
+        if let Some(reply) = &response {
+            host.reply_sizes.record(&method, reply.len());
+        }
         deliver(&session, response, after).await;
         drop(permit);
     });
+}
+
+/// The error that answers a batch's calls once its replies fill the budget.
+fn batch_over_budget(limit: usize) -> RpcError {
+    RpcError::new(
+        ErrorCode::RATE_LIMITED,
+        format!(
+            "not run: this batch's replies reached the connection's reply budget of {limit} bytes (limits.max_reply_bytes_in_flight)"
+        ),
+    )
+    .with_action("send the calls that were not run again, in smaller batches or one at a time, reading the replies as they come")
 }
 
 async fn dispatch_batch(host: &Arc<HostCore>, session: &Arc<Session>, messages: Vec<Message>) {
@@ -553,6 +678,9 @@ async fn dispatch_batch(host: &Arc<HostCore>, session: &Arc<Session>, messages: 
     let work = async move {
         let mut responses = Vec::new();
         let mut after_all = Vec::new();
+        // The batch's replies so far, counted in the reply budget together.
+        let mut kept = 0usize;
+        let limit = session.replies.limit();
         for (message, cancel) in messages.into_iter().zip(tokens) {
             let (response, after) = match message {
                 Message::Response => continue,
@@ -560,18 +688,43 @@ async fn dispatch_batch(host: &Arc<HostCore>, session: &Arc<Session>, messages: 
                     (Some(encode_error(id.as_ref(), &error)), Vec::new())
                 }
                 Message::Request(r) => {
-                    execute_cancellable(&host, &session, Some(r.id), cancel, &r.method, r.params)
-                        .await
+                    let expected = host.reply_sizes.get(&r.method).unwrap_or(0);
+                    if kept > 0 && kept + expected > limit {
+                        lock(&session.inflight).remove(&r.id);
+                        let error = batch_over_budget(limit);
+                        (Some(encode_error(Some(&r.id), &error)), Vec::new())
+                    } else {
+                        let out = execute_cancellable(
+                            &host,
+                            &session,
+                            Some(r.id),
+                            cancel,
+                            &r.method,
+                            r.params,
+                            kept,
+                        )
+                        .await;
+                        if let Some(reply) = &out.0 {
+                            host.reply_sizes.record(&r.method, reply.len());
+                        }
+                        out
+                    }
                 }
                 Message::Notification(n) => {
                     execute(&host, &session, None, &n.method, n.params).await
                 }
             };
+            if let Some(reply) = &response {
+                kept += reply.len();
+                session.replies.produced(reply.len());
+            }
             responses.extend(response);
             after_all.extend(after);
         }
         // A batch of notifications only gets no reply at all.
         let reply = (!responses.is_empty()).then(|| encode_batch(&responses));
+        drop(responses);
+        session.replies.taken(kept);
         deliver(&session, reply, after_all).await;
     };
     if ordered {
@@ -593,7 +746,9 @@ async fn deliver(session: &Session, response: Option<Bytes>, after: AfterReply) 
     }
 }
 
-/// Runs a request so that `$/cancelRequest` can end it (`cancel` comes from `Session::track_request`).
+/// Runs a request so that `$/cancelRequest` can end it (`cancel` comes from
+/// `Session::track_request`), once the reply budget has room for what its
+/// method's replies take (`own`: reply bytes the caller holds already).
 async fn execute_cancellable(
     host: &Arc<HostCore>,
     session: &Arc<Session>,
@@ -601,12 +756,20 @@ async fn execute_cancellable(
     cancel: Option<CancellationToken>,
     method: &str,
     params: Option<Box<RawValue>>,
+    own: usize,
 ) -> (Option<Bytes>, AfterReply) {
     let (Some(id), Some(token)) = (id, cancel) else {
         return execute(host, session, None, method, params).await;
     };
+    let run = async {
+        let _room = session
+            .replies
+            .reserve(method, || host.reply_sizes.get(method), own)
+            .await;
+        execute(host, session, Some(&id), method, params).await
+    };
     let out = tokio::select! {
-        out = execute(host, session, Some(&id), method, params) => out,
+        out = run => out,
         _ = token.cancelled() => (Some(encode_error(Some(&id), &RpcError::cancelled())), Vec::new()),
     };
     lock(&session.inflight).remove(&id);
@@ -662,7 +825,7 @@ fn check_access(
     };
     let principal = session.principal();
     if !principal.is_authenticated() {
-        host.metrics.auth_failure();
+        // Not a failed authentication: no credential was presented.
         return Err(RpcError::new(
             ErrorCode::UNAUTHORIZED,
             format!("`{method}` needs an authenticated connection: call `initialize` with a paired device's `auth` first"),
@@ -698,31 +861,41 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     let Outbound {
         mut responses,
         mut notifications,
+        replies,
     } = outbound;
+    // A reply leaves the budget once the transport has taken it.
+    let next_ready = |responses: &mut mpsc::Receiver<Bytes>,
+                      notifications: &mut mpsc::Receiver<Bytes>| {
+        match responses.try_recv() {
+            Ok(frame) => Some((frame, true)),
+            Err(_) => notifications.try_recv().ok().map(|frame| (frame, false)),
+        }
+    };
     loop {
-        let frame = tokio::select! {
+        let (frame, reply) = tokio::select! {
             biased;
-            Some(frame) = responses.recv() => frame,
-            Some(frame) = notifications.recv() => frame,
+            Some(frame) = responses.recv() => (frame, true),
+            Some(frame) = notifications.recv() => (frame, false),
             _ = stop.cancelled() => break,
         };
         writer.write_frame(&frame).await?;
+        if reply {
+            replies.taken(frame.len());
+        }
         // Write whatever else is ready (replies first), then flush once.
-        while let Some(frame) = responses
-            .try_recv()
-            .ok()
-            .or_else(|| notifications.try_recv().ok())
-        {
+        while let Some((frame, reply)) = next_ready(&mut responses, &mut notifications) {
             writer.write_frame(&frame).await?;
+            if reply {
+                replies.taken(frame.len());
+            }
         }
         writer.flush().await?;
     }
-    while let Some(frame) = responses
-        .try_recv()
-        .ok()
-        .or_else(|| notifications.try_recv().ok())
-    {
+    while let Some((frame, reply)) = next_ready(&mut responses, &mut notifications) {
         writer.write_frame(&frame).await?;
+        if reply {
+            replies.taken(frame.len());
+        }
     }
     writer.shutdown().await
 }

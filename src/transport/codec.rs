@@ -3,12 +3,17 @@
 //! The reader bounds everything it reads before allocating: a header section
 //! is at most 8 KiB, a frame at most the configured limit. A frame over the
 //! limit is skipped in small pieces and reported, so that the connection can
-//! answer with an error and carry on.
+//! answer with an error and carry on. A body's memory is taken as its bytes
+//! arrive, never up front, so a frame that stops arriving holds only what was
+//! sent; the reader records its progress (`Activity`) for the deadlines that
+//! drop such a frame.
 
 use std::io::{self, IoSlice};
 use std::sync::{Arc, OnceLock};
 
 use bytes::BufMut;
+
+use super::activity::{Activity, Tracked};
 use tokio::io::{
     AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader,
     BufWriter,
@@ -90,7 +95,8 @@ impl FramingSlot {
 
 /// Reads frames from a byte stream.
 pub struct FrameReader<R> {
-    inner: BufReader<R>,
+    inner: BufReader<Tracked<R>>,
+    activity: Arc<Activity>,
     mode: FramingMode,
     slot: FramingSlot,
     limit: usize,
@@ -103,8 +109,13 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             FramingMode::Fixed(framing) => FramingSlot::fixed(framing),
             FramingMode::Detect => FramingSlot::default(),
         };
+        let activity = Activity::new();
         Self {
-            inner: BufReader::with_capacity(READ_BUFFER, inner),
+            inner: BufReader::with_capacity(
+                READ_BUFFER,
+                Tracked::new(inner, Arc::clone(&activity)),
+            ),
+            activity,
             mode,
             slot,
             limit,
@@ -117,6 +128,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         self.limit = limit;
     }
 
+    /// Where the reader records its progress (hand it to the writer too).
+    pub fn activity(&self) -> Arc<Activity> {
+        Arc::clone(&self.activity)
+    }
+
     /// The framing slot, to hand to the writer so that replies use the same framing.
     pub fn framing(&self) -> FramingSlot {
         self.slot.clone()
@@ -127,6 +143,17 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// Cancel-safe only between frames: dropping the future mid-frame loses sync,
     /// so callers run it to completion (the connection loop does).
     pub async fn next(&mut self) -> Result<ReadEvent, FrameError> {
+        // Between frames until a byte arrives; from then on the frame is begun.
+        if self.inner.fill_buf().await?.is_empty() {
+            return Ok(ReadEvent::Eof);
+        }
+        self.activity.begin_frame();
+        let event = self.next_begun().await;
+        self.activity.end_frame();
+        event
+    }
+
+    async fn next_begun(&mut self) -> Result<ReadEvent, FrameError> {
         let framing = match (self.mode, self.slot.0.get()) {
             (FramingMode::Fixed(f), _) => f,
             (FramingMode::Detect, Some(f)) => *f,
@@ -238,8 +265,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// Reads exactly `length` bytes: what is buffered, then the rest straight
     /// into the body when it is large (one copy, no zeroing), through the
     /// buffer when it is small (so that small frames share a read).
+    ///
+    /// The body grows with what has arrived (at most doubling), so that a
+    /// declared length costs nothing until its bytes come.
     async fn read_body(&mut self, length: usize) -> Result<Vec<u8>, FrameError> {
-        let mut body = Vec::with_capacity(length);
+        let mut body = Vec::with_capacity(length.min(READ_BUFFER));
         let buffered = self.inner.buffer();
         let take = buffered.len().min(length);
         body.extend_from_slice(&buffered[..take]);
@@ -247,6 +277,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         while body.len() < length {
             let missing = length - body.len();
             let n = if missing >= DIRECT_READ && self.inner.buffer().is_empty() {
+                if body.capacity() == body.len() {
+                    body.reserve(missing.min(body.len().max(READ_BUFFER)));
+                }
                 // Limited to the missing bytes: never a byte of the next frame.
                 let mut rest = (&mut body).limit(missing);
                 self.inner.get_mut().read_buf(&mut rest).await?
@@ -386,16 +419,21 @@ fn truncate(text: &str, max: usize) -> &str {
 
 /// Writes frames to a byte stream in the connection's framing.
 pub struct FrameWriter<W> {
-    inner: BufWriter<W>,
+    inner: BufWriter<Tracked<W>>,
     framing: FramingSlot,
 }
 
 impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     pub fn new(inner: W, framing: FramingSlot) -> Self {
         Self {
-            inner: BufWriter::with_capacity(WRITE_BUFFER, inner),
+            inner: BufWriter::with_capacity(WRITE_BUFFER, Tracked::new(inner, Activity::new())),
             framing,
         }
+    }
+
+    /// Records what is written in `activity` (the reader's, for one connection).
+    pub fn set_activity(&mut self, activity: Arc<Activity>) {
+        self.inner.get_mut().set_activity(activity);
     }
 
     /// Buffers one frame (or writes it, when large); call `flush` to send.

@@ -3,11 +3,13 @@
 //! Every transport yields a `FrameReader` and a `FrameWriter`; the session
 //! layer above knows nothing about which one it is talking over.
 
+pub mod activity;
 pub mod codec;
 pub mod stdio;
 pub mod tls;
 pub mod unix;
 
+pub use activity::{Activity, Tracked};
 pub use codec::{
     DEFAULT_MAX_FRAME, FrameError, FrameReader, FrameWriter, Framing, FramingMode, FramingSlot,
     ReadEvent,
@@ -27,7 +29,8 @@ where
 {
     let (read, write) = tokio::io::split(stream);
     let reader = FrameReader::new(read, mode, limit);
-    let writer = FrameWriter::new(write, reader.framing());
+    let mut writer = FrameWriter::new(write, reader.framing());
+    writer.set_activity(reader.activity());
     (reader, writer)
 }
 

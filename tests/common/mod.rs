@@ -128,6 +128,16 @@ impl TestHost {
         self.start_with(command);
     }
 
+    /// Starts `serve` with its log (stderr) written to the file `log`.
+    pub fn start_logging_to(&mut self, log: &Path) {
+        let mut command = Command::new(bin());
+        command
+            .arg("--data-dir")
+            .arg(&self.data)
+            .stderr(std::fs::File::create(log).expect("log file"));
+        self.start_with(command);
+    }
+
     /// Starts `serve` with the data dir given only by `OPENWORK_HOST_DIR`.
     pub fn start_with_env_dir(&mut self) {
         let mut command = Command::new(bin());
@@ -452,4 +462,14 @@ pub async fn device_session(host: &openwork_host::client::KnownHost) -> Device {
     within(10, openwork_host::client::open_session(host, "test"))
         .await
         .expect("device session")
+}
+
+/// A process's resident memory in KiB (`VmRSS` in /proc/PID/status).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("process status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
 }

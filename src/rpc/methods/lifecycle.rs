@@ -8,10 +8,37 @@ use crate::protocol::{
 use crate::rpc::methods::CallContext;
 use crate::rpc::table::Access;
 use crate::rpc::{ErrorCode, Id, RpcError};
-use crate::session::Lifecycle;
+use crate::session::{Lifecycle, MAX_FAILED_INITIALIZE};
 
+/// `initialize`; an unauthenticated connection that fails it
+/// `MAX_FAILED_INITIALIZE` times is closed after the answer, so that one
+/// connection cannot guess credentials (or fill the log) without end.
 pub async fn initialize(
     ctx: CallContext,
+    p: InitializeParams,
+) -> Result<InitializeResult, RpcError> {
+    let result = initialize_once(&ctx, p).await;
+    let Err(mut error) = result else {
+        return result;
+    };
+    if ctx.session.principal().is_authenticated() {
+        return Err(error);
+    }
+    let failures = ctx.session.initialize_failed();
+    if failures >= MAX_FAILED_INITIALIZE {
+        error.message = format!(
+            "{}; this connection failed `initialize` {failures} times and is now closed",
+            error.message
+        );
+        ctx.session.close(format!(
+            "`initialize` failed {failures} times on this connection"
+        ));
+    }
+    Err(error)
+}
+
+async fn initialize_once(
+    ctx: &CallContext,
     p: InitializeParams,
 ) -> Result<InitializeResult, RpcError> {
     if ctx.session.lifecycle() != Lifecycle::New {
@@ -47,7 +74,7 @@ pub async fn initialize(
         protocol_version: PROTOCOL_VERSION.into(),
         host_id: ctx.host.identity.host_id.clone(),
         host_name: ctx.host.host_name.clone(),
-        capabilities: capabilities(&ctx, &principal),
+        capabilities: capabilities(ctx, &principal),
         scopes: principal
             .scopes()
             .into_iter()

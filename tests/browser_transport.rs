@@ -756,3 +756,28 @@ async fn an_impostor_with_the_owner_s_certificate_is_refused_by_native_clients()
     let pong: Value = within(10, session.call("$/ping", json!({}))).await.unwrap();
     assert_eq!(pong, json!({}));
 }
+
+#[test]
+fn a_browser_certificate_that_does_not_load_stops_the_host_naming_the_file() {
+    let host = TestHost::new(OWNER_CERT_CONFIG);
+    std::fs::write(host.data.join("owner.crt"), "not a certificate").unwrap();
+    std::fs::write(host.data.join("owner.key"), "not a key").unwrap();
+    let out = output_within(
+        std::process::Command::new(bin())
+            .args([
+                "serve",
+                "--no-mdns",
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(&host.data),
+        30,
+    );
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("owner.crt") && said.contains("[network] certificate"),
+        "{said}"
+    );
+}

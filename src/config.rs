@@ -98,6 +98,13 @@ pub struct NetworkConfig {
     /// read from it and nothing written to it (clients ping after 15 s of
     /// quiet, so a live one never gets near it).
     pub keepalive_timeout_s: u64,
+    /// A certificate chain (PEM) for browsers, e.g. from `tailscale cert`,
+    /// an internal CA or ACME, so that they need not warn about the host's
+    /// self-signed one; with `key`. Absolute, or relative to the data dir.
+    /// Reloaded when the files change. Native clients never see it.
+    pub certificate: Option<PathBuf>,
+    /// The private key (PEM) of `certificate`.
+    pub key: Option<PathBuf>,
 }
 
 impl Default for NetworkConfig {
@@ -113,6 +120,8 @@ impl Default for NetworkConfig {
             unauthenticated_idle_ms: 30_000,
             frame_timeout_ms: 30_000,
             keepalive_timeout_s: 120,
+            certificate: None,
+            key: None,
         }
     }
 }
@@ -306,6 +315,11 @@ impl Config {
             ));
         }
         self.discovery.validate()?;
+        if self.network.certificate.is_some() != self.network.key.is_some() {
+            return Err(
+                "network.certificate and network.key go together: give both (PEM files), or neither".into(),
+            );
+        }
         for address in &self.network.listen {
             if address.parse::<std::net::SocketAddr>().is_err() {
                 return Err(format!(

@@ -36,7 +36,7 @@ use crate::session::{self, Session, SessionEnd, SessionOptions};
 use crate::store::{Store, StoreError};
 use crate::tasks::reaper::Reaper;
 use crate::tasks::{TaskError, TaskManager};
-use crate::transport::{self, FrameReader, FrameWriter, Framing, FramingMode, tls, unix};
+use crate::transport::{self, FrameReader, FrameWriter, Framing, FramingMode, http, tls, unix};
 
 /// How often local metrics are written to the store.
 const METRICS_FLUSH: Duration = Duration::from_secs(5);
@@ -47,6 +47,8 @@ const CONNECTIONS_GRACE: Duration = Duration::from_secs(10);
 const PROBE_REUSE: Duration = Duration::from_secs(5);
 /// How long the store probe may take before the store counts as stalled.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often the owner's certificate files are checked for a renewal.
+const CERTIFICATE_POLL: Duration = Duration::from_secs(2);
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
 /// Why the host could not start.
@@ -168,7 +170,11 @@ impl HostCore {
         session: &Session,
         auth: &DeviceAuth,
     ) -> Result<Principal, RpcError> {
-        let principal = self.authenticate(auth, &session.peer).await?;
+        let principal = if auth.token.is_some() {
+            self.authenticate(auth, &session.peer).await?
+        } else {
+            self.authenticate_browser(session, auth).await?
+        };
         self.admit(session, principal)
     }
 
@@ -214,11 +220,56 @@ impl HostCore {
 
     /// Checks a device credential.
     pub async fn authenticate(&self, auth: &DeviceAuth, peer: &str) -> Result<Principal, RpcError> {
-        match self
-            .devices
-            .authenticate(&auth.device_id, &auth.token, peer)
-            .await?
-        {
+        let token = auth.token.as_deref().unwrap_or_default();
+        let found = if auth.token.is_some() {
+            self.devices
+                .authenticate(&auth.device_id, token, peer)
+                .await?
+        } else {
+            None
+        };
+        self.authenticated(auth, found, peer)
+    }
+
+    /// Checks a browser's signed credential: the signature must cover this
+    /// host, the connection's origin and the nonce it was just given.
+    pub async fn authenticate_browser(
+        &self,
+        session: &Session,
+        auth: &DeviceAuth,
+    ) -> Result<Principal, RpcError> {
+        let (Some(origin), Some(nonce), Some(signature)) =
+            (session.origin(), &auth.nonce, &auth.signature)
+        else {
+            return self.authenticated(auth, None, &session.peer);
+        };
+        // Used up whether or not the signature is right: one try per nonce.
+        let fresh = session.take_challenge(nonce);
+        let message = crate::auth::browser_auth_message(
+            &self.identity.host_id,
+            origin,
+            nonce,
+            &auth.device_id,
+        );
+        let found = if fresh {
+            self.devices
+                .authenticate_signed(&auth.device_id, &session.peer, |key| {
+                    crate::auth::verify_browser_signature(key, message.as_bytes(), signature)
+                })
+                .await?
+        } else {
+            None
+        };
+        self.authenticated(auth, found, &session.peer)
+    }
+
+    fn authenticated(
+        &self,
+        auth: &DeviceAuth,
+        found: Option<crate::devices::Device>,
+        peer: &str,
+    ) -> Result<Principal, RpcError> {
+        match found {
             Some(device) => Ok(Principal::Device {
                 id: device.id,
                 name: device.name,
@@ -635,7 +686,12 @@ impl Host {
         &self,
         addresses: &[std::net::SocketAddr],
     ) -> Result<Vec<std::net::SocketAddr>, HostError> {
-        let config = tls::server_config(&self.core.identity)?;
+        let names = Arc::new(http::OwnNames::new(
+            &crate::discovery::target_host(&self.core.identity.host_id),
+            self.core.config.network.advertise_address.as_deref(),
+        ));
+        let owner = self.owner_certificate(&names)?;
+        let config = tls::server_config(&self.core.identity, owner)?;
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
         self.core
             .network
@@ -654,10 +710,10 @@ impl Host {
             let accepting = self.core.add_listener("tls", local.to_string());
             bound.push(local);
             let (core, connections) = (Arc::clone(&self.core), self.connections.clone());
-            let acceptor = acceptor.clone();
+            let (acceptor, names) = (acceptor.clone(), Arc::clone(&names));
             self.background.spawn(async move {
                 let _accepting = accepting;
-                accept_tls(core, listener, acceptor, connections).await;
+                accept_tls(core, listener, acceptor, names, connections).await;
             });
         }
         if let Some(first) = bound.first() {
@@ -674,6 +730,50 @@ impl Host {
             });
         }
         Ok(bound)
+    }
+
+    /// The owner's certificate for browsers, if configured, watched for
+    /// changes from now on; its names become the host's own (`names`).
+    fn owner_certificate(
+        &self,
+        names: &Arc<http::OwnNames>,
+    ) -> Result<Option<Arc<crate::identity::OwnerCertificate>>, HostError> {
+        let network = &self.core.config.network;
+        let (Some(cert), Some(key)) = (&network.certificate, &network.key) else {
+            return Ok(None);
+        };
+        let root = self.core.data_dir.root();
+        let owner = Arc::new(crate::identity::OwnerCertificate::load(
+            &root.join(cert),
+            &root.join(key),
+        )?);
+        names.set_certificate_names(owner.names());
+        let (watched, names, shutdown) = (
+            Arc::clone(&owner),
+            Arc::clone(names),
+            self.core.shutdown.clone(),
+        );
+        self.background.spawn(async move {
+            let mut tick = tokio::time::interval(CERTIFICATE_POLL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                match watched.reload_if_changed() {
+                    Ok(true) => {
+                        names.set_certificate_names(watched.names());
+                        tracing::info!("loaded the renewed certificate for browsers");
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "kept the previous certificate for browsers")
+                    }
+                }
+            }
+        });
+        Ok(Some(owner))
     }
 
     /// Advertises the host on the LAN for devices to find, on the TLS
@@ -799,6 +899,7 @@ async fn accept_tls(
     core: Arc<HostCore>,
     listener: tokio::net::TcpListener,
     acceptor: tokio_rustls::TlsAcceptor,
+    names: Arc<http::OwnNames>,
     connections: TaskTracker,
 ) {
     let handshake_timeout = Duration::from_millis(core.config.network.handshake_timeout_ms);
@@ -827,7 +928,9 @@ async fn accept_tls(
         let _ = tcp.set_nodelay(true);
         keep_alive(&tcp);
         let (core, acceptor) = (Arc::clone(&core), acceptor.clone());
+        let (names, tracker) = (Arc::clone(&names), connections.clone());
         connections.spawn(async move {
+            let local = tcp.local_addr();
             let handshake = async {
                 // A TLS client starts with a handshake record (0x16); answer
                 // anyone else in words rather than with a TLS alert.
@@ -866,6 +969,12 @@ async fn accept_tls(
                     return;
                 }
             };
+            if stream.get_ref().1.alpn_protocol() != Some(tls::ALPN) {
+                if let Ok(local) = local {
+                    http::serve(core, names, stream, peer, local, tracker, admission).await;
+                }
+                return;
+            }
             tls::set_send_buffer(stream.get_mut().1);
             let channel_binding = tls::exporter(stream.get_ref().1);
             let (reader, writer) = transport::framed(
@@ -969,6 +1078,7 @@ mod tests {
             peer: "192.0.2.7:50000".into(),
             admission: None,
             deadlines: None,
+            origin: None,
         };
         let (session, _outbound) = Session::new(core, &opts);
         core.session_opened(&session);
@@ -990,7 +1100,9 @@ mod tests {
                     .unwrap();
                 let auth = DeviceAuth {
                     device_id: device.id.clone(),
-                    token,
+                    token: Some(token),
+                    nonce: None,
+                    signature: None,
                 };
                 (device.id, auth)
             }

@@ -76,6 +76,8 @@ pub struct SessionOptions {
     pub admission: Option<Arc<Admission>>,
     /// Deadlines the connection must meet (network connections).
     pub deadlines: Option<Deadlines>,
+    /// The checked `Origin` of a browser's WebSocket (WebSocket connections only).
+    pub origin: Option<String>,
 }
 
 impl SessionOptions {
@@ -89,6 +91,7 @@ impl SessionOptions {
             peer: "local".to_owned(),
             admission: None,
             deadlines: None,
+            origin: None,
         }
     }
 
@@ -108,6 +111,7 @@ impl SessionOptions {
             peer,
             admission: Some(Arc::new(admission)),
             deadlines: Some(deadlines),
+            origin: None,
         }
     }
 }
@@ -144,6 +148,9 @@ pub struct Session {
     pub transport: &'static str,
     pub peer: String,
     channel_binding: Option<[u8; 32]>,
+    origin: Option<String>,
+    /// The last `auth.challenge` nonce and when it was issued.
+    challenge: Mutex<Option<(String, std::time::Instant)>>,
     principal: RwLock<Principal>,
     lifecycle: Mutex<Lifecycle>,
     responses: mpsc::Sender<Bytes>,
@@ -197,6 +204,8 @@ impl Session {
             transport: opts.transport,
             peer: opts.peer.clone(),
             channel_binding: opts.channel_binding,
+            origin: opts.origin.clone(),
+            challenge: Mutex::new(None),
             principal: RwLock::new(opts.principal.clone()),
             lifecycle: Mutex::new(Lifecycle::New),
             responses,
@@ -228,6 +237,29 @@ impl Session {
     /// TLS exported keying material (TLS connections only).
     pub fn channel_binding(&self) -> Option<&[u8; 32]> {
         self.channel_binding.as_ref()
+    }
+
+    /// The page's origin, on a browser's WebSocket connection.
+    pub fn origin(&self) -> Option<&str> {
+        self.origin.as_deref()
+    }
+
+    /// Issues a nonce for this connection (`auth.challenge`), replacing any earlier one.
+    pub fn new_challenge(&self) -> String {
+        let nonce = crate::auth::new_nonce();
+        *lock(&self.challenge) = Some((nonce.clone(), std::time::Instant::now()));
+        nonce
+    }
+
+    /// Uses up the connection's nonce: whether it was `nonce` and still fresh.
+    pub fn take_challenge(&self, nonce: &str) -> bool {
+        lock(&self.challenge).take().is_some_and(|(issued, at)| {
+            at.elapsed() < crate::auth::CHALLENGE_TTL
+                && bool::from(subtle::ConstantTimeEq::ct_eq(
+                    issued.as_bytes(),
+                    nonce.as_bytes(),
+                ))
+        })
     }
 
     /// True the first time it is called with `key` on this connection.

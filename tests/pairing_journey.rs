@@ -185,6 +185,7 @@ async fn approving_a_device_whose_connection_just_ended_pairs_nothing() {
         host_fingerprint: &connected.fingerprint,
         device_name: "tablet",
         scopes: &scopes,
+        public_key: None,
     };
     let host_message = B64.decode(begun["spake"].as_str().unwrap()).unwrap();
     let keys = crypto::client_keys(start, &ctx, &host_message).unwrap();

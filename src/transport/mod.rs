@@ -4,10 +4,13 @@
 //! layer above knows nothing about which one it is talking over.
 
 pub mod activity;
+pub mod assets;
 pub mod codec;
+pub mod http;
 pub mod stdio;
 pub mod tls;
 pub mod unix;
+pub mod websocket;
 
 pub use activity::{Activity, Tracked};
 pub use codec::{

@@ -151,6 +151,8 @@ export async function pair(options: PairOptions): Promise<PairedHost> {
       { exchangeId: begun.exchangeId, clientConfirm: macs.client.toString("base64") },
       options.approvalTimeoutMs ?? 5 * 60 * 1000,
     )) as T.PairingResult;
+    // A native client always gets a token; only a browser's key pairing has none.
+    if (result.token === undefined) throw new PairingError("the host registered no token for this device");
     return {
       address: `${endpoint.host.includes(":") ? `[${endpoint.host}]` : endpoint.host}:${endpoint.port}`,
       hostId: result.hostId,

@@ -1259,7 +1259,7 @@ fn the_owner_s_prompt_says_when_a_device_gives_up_and_asks_again_when_it_retries
         bin(),
         host.data.display()
     ));
-    let uri = pair.line_with("openwork://pair?", 20);
+    let uri = pair.line_with("/#pair?", 20);
     let link = openwork_host::client::pair::PairLink::parse(&uri).expect("a pairing link");
     let device = || {
         std::process::Command::new(bin())

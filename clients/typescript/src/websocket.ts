@@ -17,7 +17,8 @@ export interface WebSocketLike {
   readonly readyState: number;
   send(data: string): void;
   close(code?: number, reason?: string): void;
-  addEventListener(type: "open" | "message" | "close" | "error", listener: (event: never) => void): void;
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- each implementation has its own event types
+  addEventListener(type: "open" | "message" | "close" | "error", listener: (event: any) => void): void;
 }
 
 /** The WebSocket close code for data of a kind not accepted (RFC 6455 §7.4.1). */

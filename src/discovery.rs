@@ -548,7 +548,7 @@ pub fn instance_name(friendly: &str) -> String {
 
 /// The SRV target: a name of the host's own, derived from its id, so that it
 /// never collides with the machine's hostname records or another host's.
-fn target_host(host_id: &str) -> String {
+pub(crate) fn target_host(host_id: &str) -> String {
     let short: String = host_id.chars().take(12).collect();
     format!("openwork-{short}.local.")
 }

@@ -33,7 +33,7 @@ use crate::session::{self, Session, SessionEnd, SessionOptions};
 use crate::store::{Store, StoreError};
 use crate::tasks::reaper::Reaper;
 use crate::tasks::{TaskError, TaskManager};
-use crate::transport::{self, FrameReader, FrameWriter, Framing, FramingMode, tls, unix};
+use crate::transport::{self, FrameReader, FrameWriter, Framing, FramingMode, http, tls, unix};
 
 /// How often local metrics are written to the store.
 const METRICS_FLUSH: Duration = Duration::from_secs(5);
@@ -620,6 +620,10 @@ impl Host {
     ) -> Result<Vec<std::net::SocketAddr>, HostError> {
         let config = tls::server_config(&self.core.identity)?;
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let names = Arc::new(http::OwnNames::new(
+            &crate::discovery::target_host(&self.core.identity.host_id),
+            self.core.config.network.advertise_address.as_deref(),
+        ));
         self.core
             .network
             .store(!addresses.is_empty(), Ordering::Relaxed);
@@ -637,10 +641,10 @@ impl Host {
             let accepting = self.core.add_listener("tls", local.to_string());
             bound.push(local);
             let (core, connections) = (Arc::clone(&self.core), self.connections.clone());
-            let acceptor = acceptor.clone();
+            let (acceptor, names) = (acceptor.clone(), Arc::clone(&names));
             self.background.spawn(async move {
                 let _accepting = accepting;
-                accept_tls(core, listener, acceptor, connections).await;
+                accept_tls(core, listener, acceptor, names, connections).await;
             });
         }
         if let Some(first) = bound.first() {
@@ -782,6 +786,7 @@ async fn accept_tls(
     core: Arc<HostCore>,
     listener: tokio::net::TcpListener,
     acceptor: tokio_rustls::TlsAcceptor,
+    names: Arc<http::OwnNames>,
     connections: TaskTracker,
 ) {
     let handshake_timeout = Duration::from_millis(core.config.network.handshake_timeout_ms);
@@ -805,7 +810,9 @@ async fn accept_tls(
         }
         let _ = tcp.set_nodelay(true);
         let (core, acceptor) = (Arc::clone(&core), acceptor.clone());
+        let (names, tracker) = (Arc::clone(&names), connections.clone());
         connections.spawn(async move {
+            let local = tcp.local_addr();
             let handshake = async {
                 // A TLS client starts with a handshake record (0x16); answer
                 // anyone else in words rather than with a TLS alert.
@@ -836,6 +843,12 @@ async fn accept_tls(
                     return;
                 }
             };
+            if stream.get_ref().1.alpn_protocol() != Some(tls::ALPN) {
+                if let Ok(local) = local {
+                    http::serve(core, names, stream, peer, local, tracker).await;
+                }
+                return;
+            }
             tls::set_send_buffer(stream.get_mut().1);
             let channel_binding = tls::exporter(stream.get_ref().1);
             let (reader, writer) = transport::framed(
@@ -849,6 +862,7 @@ async fn accept_tls(
                 drain_on_eof: false,
                 channel_binding,
                 peer: peer.to_string(),
+                origin: None,
             };
             session::run(core, reader, writer, opts).await;
         });
@@ -924,6 +938,7 @@ mod tests {
             drain_on_eof: false,
             channel_binding: None,
             peer: "192.0.2.7:50000".into(),
+            origin: None,
         };
         let (session, _outbound) = Session::new(core, &opts);
         core.session_opened(&session);

@@ -58,6 +58,8 @@ pub struct SessionOptions {
     pub channel_binding: Option<[u8; 32]>,
     /// Who is on the other end, for logs and the pairing prompt.
     pub peer: String,
+    /// The checked `Origin` of a browser's WebSocket (WebSocket connections only).
+    pub origin: Option<String>,
 }
 
 impl SessionOptions {
@@ -69,6 +71,7 @@ impl SessionOptions {
             drain_on_eof: true,
             channel_binding: None,
             peer: "local".to_owned(),
+            origin: None,
         }
     }
 }
@@ -102,6 +105,7 @@ pub struct Session {
     pub transport: &'static str,
     pub peer: String,
     channel_binding: Option<[u8; 32]>,
+    origin: Option<String>,
     principal: RwLock<Principal>,
     lifecycle: Mutex<Lifecycle>,
     responses: mpsc::Sender<Bytes>,
@@ -144,6 +148,7 @@ impl Session {
             transport: opts.transport,
             peer: opts.peer.clone(),
             channel_binding: opts.channel_binding,
+            origin: opts.origin.clone(),
             principal: RwLock::new(opts.principal.clone()),
             lifecycle: Mutex::new(Lifecycle::New),
             responses,
@@ -170,6 +175,11 @@ impl Session {
     /// TLS exported keying material (TLS connections only).
     pub fn channel_binding(&self) -> Option<&[u8; 32]> {
         self.channel_binding.as_ref()
+    }
+
+    /// The page's origin, on a browser's WebSocket connection.
+    pub fn origin(&self) -> Option<&str> {
+        self.origin.as_deref()
     }
 
     /// True the first time it is called with `key` on this connection.

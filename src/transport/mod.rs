@@ -3,10 +3,13 @@
 //! Every transport yields a `FrameReader` and a `FrameWriter`; the session
 //! layer above knows nothing about which one it is talking over.
 
+pub mod assets;
 pub mod codec;
+pub mod http;
 pub mod stdio;
 pub mod tls;
 pub mod unix;
+pub mod websocket;
 
 pub use codec::{
     DEFAULT_MAX_FRAME, FrameError, FrameReader, FrameWriter, Framing, FramingMode, FramingSlot,

@@ -18,6 +18,8 @@ use crate::pairing::crypto::EXPORTER_LABEL;
 
 /// Our ALPN protocol id.
 pub const ALPN: &[u8] = b"openwork/1";
+/// What browsers offer: the port's HTTP side (see `transport::http`).
+pub const ALPN_HTTP: &[u8] = b"http/1.1";
 /// The default TLS port.
 pub const DEFAULT_PORT: u16 = 4747;
 /// The name clients present in SNI; the certificate is checked by fingerprint, not by name.
@@ -32,7 +34,8 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// The host's TLS server configuration.
+/// The host's TLS server configuration: ALPN `openwork/1` for the raw
+/// protocol, `http/1.1` (or none) for browsers.
 pub fn server_config(identity: &Identity) -> Result<Arc<ServerConfig>, TlsError> {
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(identity.key_der.clone()));
     let mut config = ServerConfig::builder_with_provider(provider())
@@ -41,7 +44,7 @@ pub fn server_config(identity: &Identity) -> Result<Arc<ServerConfig>, TlsError>
         .with_no_client_auth()
         .with_single_cert(vec![CertificateDer::from(identity.cert_der.clone())], key)
         .map_err(|e| TlsError(e.to_string()))?;
-    config.alpn_protocols = vec![ALPN.to_vec()];
+    config.alpn_protocols = vec![ALPN.to_vec(), ALPN_HTTP.to_vec()];
     config.max_early_data_size = 0;
     config.send_tls13_tickets = 0;
     Ok(Arc::new(config))

@@ -1,0 +1,326 @@
+//! The TLS port's browser side, over real TLS on loopback: ALPN picks HTTP,
+//! the web app is served with its headers, Host and Origin are checked, and
+//! `/rpc` is a WebSocket running the same session as the raw protocol.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+type Ws = WebSocketStream<TlsStream<TcpStream>>;
+
+/// A TLS connection to the host's port offering `alpn` (nothing when empty).
+async fn tls(address: &str, alpn: &[&[u8]]) -> TlsStream<TcpStream> {
+    let verifier = openwork_host::transport::tls::PinnedCert::new(None);
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .unwrap()
+    .dangerous()
+    .with_custom_certificate_verifier(verifier)
+    .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
+    let tcp = TcpStream::connect(address).await.unwrap();
+    within(
+        10,
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(openwork_host::transport::tls::server_name(), tcp),
+    )
+    .await
+    .expect("TLS handshake")
+}
+
+/// A raw HTTP/1.1 exchange: `request` written as is (with `Connection:
+/// close`), the reply read to its end and split into status, headers, body.
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+async fn http(address: &str, alpn: &[&[u8]], request: &str) -> Reply {
+    let mut stream = tls(address, alpn).await;
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut bytes = Vec::new();
+    let _ = within(10, stream.read_to_end(&mut bytes)).await;
+    let split = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no header end in {:?}", String::from_utf8_lossy(&bytes)));
+    let head = String::from_utf8_lossy(&bytes[..split]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    Reply {
+        status,
+        headers,
+        body: bytes[split + 4..].to_vec(),
+    }
+}
+
+fn get(path: &str, host: &str, extra: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n")
+}
+
+fn port(address: &str) -> u16 {
+    address.rsplit_once(':').unwrap().1.parse().unwrap()
+}
+
+/// Opens `/rpc` as a WebSocket with `origin`; the HTTP status when refused.
+async fn websocket(address: &str, origin: Option<&str>) -> Result<Ws, u16> {
+    let stream = tls(address, &[b"http/1.1"]).await;
+    let mut request = format!("wss://{address}/rpc")
+        .into_client_request()
+        .unwrap();
+    if let Some(origin) = origin {
+        request
+            .headers_mut()
+            .insert("origin", origin.parse().unwrap());
+    }
+    match within(10, tokio_tungstenite::client_async(request, stream)).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            Err(response.status().as_u16())
+        }
+        Err(e) => panic!("WebSocket handshake: {e}"),
+    }
+}
+
+fn own_origin(address: &str) -> String {
+    format!("https://{address}")
+}
+
+/// Sends one text frame and returns the next text frame, parsed.
+async fn exchange(ws: &mut Ws, message: Value) -> Value {
+    ws.send(Message::text(message.to_string())).await.unwrap();
+    next_text(ws).await
+}
+
+async fn next_text(ws: &mut Ws) -> Value {
+    loop {
+        match within(10, ws.next()).await {
+            Some(Ok(Message::Text(text))) => return serde_json::from_str(&text).unwrap(),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+}
+
+/// Waits for the host to close the socket; returns the close code it gave.
+async fn closed(ws: &mut Ws) -> Option<CloseCode> {
+    loop {
+        match within(10, ws.next()).await {
+            Some(Ok(Message::Close(frame))) => return frame.map(|f| f.code),
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => return None,
+        }
+    }
+}
+
+const CSP: &str = "default-src 'self'; script-src 'self'; connect-src 'self'; img-src 'self' data:; style-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+
+fn assert_secure(reply: &Reply) {
+    assert_eq!(reply.header("content-security-policy"), Some(CSP));
+    assert_eq!(reply.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(reply.header("referrer-policy"), Some("no-referrer"));
+    assert_eq!(reply.header("x-frame-options"), Some("DENY"));
+    assert_eq!(reply.header("set-cookie"), None);
+    assert!(
+        !reply
+            .headers
+            .iter()
+            .any(|(n, _)| n.to_ascii_lowercase().starts_with("access-control-")),
+        "no CORS headers: {:?}",
+        reply.headers
+    );
+}
+
+#[tokio::test]
+async fn a_browser_gets_the_web_app_with_strict_headers_and_the_raw_protocol_is_unchanged() {
+    let host = TestHost::started();
+    let address = host.tls_address().await;
+    let device = host.pair_device("laptop", None).await;
+    let mut native = device_session(&device).await;
+
+    for alpn in [&[&b"h2"[..], b"http/1.1"][..], &[]] {
+        let reply = http(&address, alpn, &get("/", &address, "")).await;
+        assert_eq!(reply.status, 200, "ALPN {alpn:?}");
+        assert_secure(&reply);
+        assert_eq!(reply.header("cache-control"), Some("no-cache"));
+        assert!(
+            reply
+                .header("content-type")
+                .is_some_and(|t| t.starts_with("text/html"))
+        );
+        assert!(String::from_utf8_lossy(&reply.body).contains("<html"));
+        let etag = reply.header("etag").expect("an ETag").to_owned();
+
+        let again = http(
+            &address,
+            alpn,
+            &get("/", &address, &format!("If-None-Match: {etag}\r\n")),
+        )
+        .await;
+        assert_eq!(again.status, 304);
+        assert!(again.body.is_empty());
+        assert_secure(&again);
+    }
+
+    let zipped = http(
+        &address,
+        &[b"http/1.1"],
+        &get("/index.html", &address, "Accept-Encoding: gzip, br\r\n"),
+    )
+    .await;
+    assert_eq!(zipped.status, 200);
+    assert_eq!(zipped.header("content-encoding"), Some("gzip"));
+    assert_eq!(&zipped.body[..2], &[0x1f, 0x8b], "a gzip stream");
+
+    let missing = http(&address, &[b"http/1.1"], &get("/nope.js", &address, "")).await;
+    assert_eq!(missing.status, 404);
+    assert_secure(&missing);
+
+    // The raw protocol still answers on the same port.
+    let pong: Value = within(10, native.call("$/ping", json!({}))).await.unwrap();
+    assert_eq!(pong, json!({}));
+}
+
+#[tokio::test]
+async fn a_request_naming_another_host_is_misdirected() {
+    let host = TestHost::started();
+    let address = host.tls_address().await;
+    let port = port(&address);
+    for name in [
+        format!("evil.example:{port}"),
+        format!("localhost:{}", port.wrapping_add(1)),
+        "localhost".to_owned(),
+        format!("192.0.2.10:{port}"),
+    ] {
+        let reply = http(&address, &[b"http/1.1"], &get("/", &name, "")).await;
+        assert_eq!(reply.status, 421, "Host: {name}");
+        assert_secure(&reply);
+        let rpc = http(
+            &address,
+            &[b"http/1.1"],
+            &get(
+                "/rpc",
+                &name,
+                &format!("Origin: https://{name}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"),
+            ),
+        )
+        .await;
+        assert_eq!(rpc.status, 421, "/rpc with Host: {name}");
+    }
+    for name in [format!("localhost:{port}"), format!("[::1]:{port}")] {
+        let reply = http(&address, &[b"http/1.1"], &get("/", &name, "")).await;
+        assert_eq!(reply.status, 200, "Host: {name}");
+    }
+}
+
+#[tokio::test]
+async fn rpc_is_refused_to_other_origins() {
+    let host = TestHost::started();
+    let address = host.tls_address().await;
+    let port = port(&address);
+    for origin in [
+        None,
+        Some("https://evil.example".to_owned()),
+        Some(format!("http://{address}")),
+        Some(format!("https://evil.example:{port}")),
+        Some("null".to_owned()),
+    ] {
+        let refused = websocket(&address, origin.as_deref()).await;
+        assert_eq!(refused.err(), Some(403), "Origin {origin:?}");
+    }
+    let ws = websocket(&address, Some(&own_origin(&address))).await;
+    assert!(ws.is_ok());
+    let by_name = websocket(&address, Some(&format!("https://localhost:{port}"))).await;
+    assert!(by_name.is_ok(), "another of the host's own names");
+}
+
+#[tokio::test]
+async fn rpc_over_a_websocket_is_the_same_protocol_with_the_same_limits() {
+    let host = TestHost::started();
+    let address = host.tls_address().await;
+    let mut ws = websocket(&address, Some(&own_origin(&address)))
+        .await
+        .unwrap();
+
+    let pong = exchange(
+        &mut ws,
+        json!({"jsonrpc": "2.0", "id": 1, "method": "$/ping"}),
+    )
+    .await;
+    assert_eq!(pong, json!({"jsonrpc": "2.0", "id": 1, "result": {}}));
+
+    let batch = exchange(
+        &mut ws,
+        json!([
+            {"jsonrpc": "2.0", "id": 2, "method": "$/ping"},
+            {"jsonrpc": "2.0", "id": 3, "method": "task.list", "params": {}},
+        ]),
+    )
+    .await;
+    let replies = batch.as_array().expect("a batch reply");
+    assert_eq!(replies.len(), 2);
+    assert_eq!(replies[0]["result"], json!({}));
+    assert_eq!(replies[1]["error"]["code"], -32001, "{batch}");
+
+    // Before authentication, frames are as small as on the raw protocol.
+    let big = json!({"jsonrpc": "2.0", "id": 4, "method": "$/ping", "params": {"pad": "x".repeat(70_000)}});
+    let refused = exchange(&mut ws, big).await;
+    assert!(refused["error"].is_object(), "{refused}");
+
+    let token = exchange(
+        &mut ws,
+        json!({"jsonrpc": "2.0", "id": 5, "method": "$/ping"}),
+    )
+    .await;
+    assert_eq!(token["id"], 5);
+
+    // A binary frame ends the connection with 1003.
+    ws.send(Message::binary(b"{}".to_vec())).await.unwrap();
+    assert_eq!(closed(&mut ws).await, Some(CloseCode::Unsupported));
+}
+
+#[tokio::test]
+async fn the_host_closes_the_websocket_when_the_session_ends() {
+    let host = TestHost::started();
+    let address = host.tls_address().await;
+    let mut ws = websocket(&address, Some(&own_origin(&address)))
+        .await
+        .unwrap();
+    ws.send(Message::text(
+        json!({"jsonrpc": "2.0", "method": "exit"}).to_string(),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(closed(&mut ws).await, Some(CloseCode::Normal));
+}

@@ -44,11 +44,14 @@ if (!script || !style) throw new Error(`esbuild gave no script or stylesheet: ${
 const html = readFileSync(join(root, "src", "index.html"), "utf8").replace("{{script}}", script).replace("{{style}}", style);
 files.set("index.html", Buffer.from(html));
 
+// Dotfiles (dist/.gitkeep) are not served (build.rs skips them) and are left alone.
 function existing(dir, prefix = "") {
   if (!existsSync(dir)) return [];
-  return readdirSync(dir).flatMap((name) =>
-    statSync(join(dir, name)).isDirectory() ? existing(join(dir, name), `${prefix}${name}/`) : [`${prefix}${name}`],
-  );
+  return readdirSync(dir)
+    .filter((name) => !name.startsWith("."))
+    .flatMap((name) =>
+      statSync(join(dir, name)).isDirectory() ? existing(join(dir, name), `${prefix}${name}/`) : [`${prefix}${name}`],
+    );
 }
 
 if (check) {
@@ -65,7 +68,8 @@ if (check) {
   }
   console.log(`web/dist is up to date (${files.size} files)`);
 } else {
-  rmSync(dist, { recursive: true, force: true });
+  for (const rel of existing(dist)) rmSync(join(dist, rel));
+  rmSync(join(dist, "assets"), { recursive: true, force: true });
   for (const [rel, bytes] of files) {
     mkdirSync(dirname(join(dist, rel)), { recursive: true });
     writeFileSync(join(dist, rel), bytes);

@@ -51,10 +51,12 @@ describe("the web page in Chromium against a live host", () => {
   test("the page pairs this browser from the QR link once the owner approves", async () => {
     const window = await openPairingWindow(host);
     await page.goto(`${origin}/#pair?code=${window.code}&fp=${window.fingerprint}&id=${window.hostId}`);
+    await page.waitForSelector('#status[data-state="unpaired"]');
     assert.equal(await page.inputValue("#code"), window.code, "the code comes from the link");
     await page.fill("#device-name", BROWSER_NAME);
     await page.click("#pair-button");
-    await page.waitForSelector('#pair-status[data-state="waiting"]');
+    await page.waitForSelector('#pair-status[data-state="waiting"], #pair-status[data-state="failed"]');
+    assert.equal(await page.getAttribute("#pair-status", "data-state"), "waiting", await page.textContent("#error"));
     assert.match(await page.textContent("#pair-status"), /Waiting for approval/);
     await screenshot(page, "1-pairing-waiting-for-approval");
 

@@ -55,7 +55,7 @@ describe("the web page in Chromium against a live host", () => {
     assert.equal(await page.inputValue("#code"), window.code, "the code comes from the link");
     await page.fill("#device-name", BROWSER_NAME);
     await page.click("#pair-button");
-    await page.waitForSelector('#pair-status[data-state="waiting"], #pair-status[data-state="failed"]');
+    await page.waitForSelector('#pair-status[data-state="waiting"], #pair-status[data-state="failed"]', { state: "attached" });
     assert.equal(await page.getAttribute("#pair-status", "data-state"), "waiting", await page.textContent("#error"));
     assert.match(await page.textContent("#pair-status"), /Waiting for approval/);
     await screenshot(page, "1-pairing-waiting-for-approval");

@@ -111,33 +111,92 @@ impl Devices {
         Ok((device, token))
     }
 
+    /// Creates a browser's device, whose credential is the P-256 public key
+    /// `public_key` (SPKI DER): it has no token.
+    pub async fn create_with_key(
+        &self,
+        name: &str,
+        scopes: &[Scope],
+        address: &str,
+        public_key: Vec<u8>,
+    ) -> Result<Device, StoreError> {
+        let device = Device {
+            id: ids::random_id("d_"),
+            name: name.to_owned(),
+            scopes: scopes.to_vec(),
+            paired_at: clock::now_ms(),
+            last_seen_at: None,
+            last_address: Some(address.to_owned()),
+            revoked_at: None,
+        };
+        let row = device.clone();
+        self.store
+            .write(move |c| {
+                c.execute(
+                    "INSERT INTO devices (id, name, token_hash, scopes, paired_at, last_address, public_key) VALUES (?1, ?2, '', ?3, ?4, ?5, ?6)",
+                    params![row.id, row.name, scopes_to_text(&row.scopes), row.paired_at, row.last_address, public_key],
+                )
+            })
+            .await?;
+        Ok(device)
+    }
+
     /// The device if `token` is its credential and it is not revoked. The
-    /// comparison of hashes is constant-time.
+    /// comparison of hashes is constant-time. A device with a public key
+    /// takes no token.
     pub async fn authenticate(
         &self,
         device_id: &str,
         token: &str,
         address: &str,
     ) -> Result<Option<Device>, StoreError> {
-        let id = device_id.to_owned();
-        let found = self
-            .store
-            .read(move |c| {
-                c.query_row(
-                    &format!("SELECT {COLUMNS}, token_hash FROM devices WHERE id = ?1"),
-                    [id],
-                    |row| Ok((device_from_row(row)?, row.get::<_, String>(7)?)),
-                )
-                .optional()
-            })
-            .await?;
-        let Some((device, stored_hash)) = found else {
+        let Some((device, stored_hash, key)) = self.credential(device_id).await? else {
             return Ok(None);
         };
         let matches = bool::from(token_hash(token).as_bytes().ct_eq(stored_hash.as_bytes()));
-        if !matches || device.revoked_at.is_some() {
+        if !matches || key.is_some() || device.revoked_at.is_some() {
             return Ok(None);
         }
+        self.seen(device, address).await.map(Some)
+    }
+
+    /// The device if `verify` accepts a signature under its public key and it
+    /// is not revoked. A device with a token has no key, and is refused.
+    pub async fn authenticate_signed(
+        &self,
+        device_id: &str,
+        address: &str,
+        verify: impl FnOnce(&[u8]) -> bool,
+    ) -> Result<Option<Device>, StoreError> {
+        let Some((device, _, Some(key))) = self.credential(device_id).await? else {
+            return Ok(None);
+        };
+        if !verify(&key) || device.revoked_at.is_some() {
+            return Ok(None);
+        }
+        self.seen(device, address).await.map(Some)
+    }
+
+    /// A device with its token hash and public key.
+    async fn credential(
+        &self,
+        device_id: &str,
+    ) -> Result<Option<(Device, String, Option<Vec<u8>>)>, StoreError> {
+        let id = device_id.to_owned();
+        self.store
+            .read(move |c| {
+                c.query_row(
+                    &format!("SELECT {COLUMNS}, token_hash, public_key FROM devices WHERE id = ?1"),
+                    [id],
+                    |row| Ok((device_from_row(row)?, row.get(7)?, row.get(8)?)),
+                )
+                .optional()
+            })
+            .await
+    }
+
+    /// Records that a device just authenticated from `address`.
+    async fn seen(&self, device: Device, address: &str) -> Result<Device, StoreError> {
         let (id, address, now) = (device.id.clone(), address.to_owned(), clock::now_ms());
         self.store
             .write(move |c| {
@@ -147,7 +206,7 @@ impl Devices {
                 )
             })
             .await?;
-        Ok(Some(device))
+        Ok(device)
     }
 
     /// Every device, paired first first.

@@ -161,7 +161,11 @@ impl HostCore {
         session: &Session,
         auth: &DeviceAuth,
     ) -> Result<Principal, RpcError> {
-        let principal = self.authenticate(auth, &session.peer).await?;
+        let principal = if auth.token.is_some() {
+            self.authenticate(auth, &session.peer).await?
+        } else {
+            self.authenticate_browser(session, auth).await?
+        };
         self.admit(session, principal)
     }
 
@@ -207,11 +211,56 @@ impl HostCore {
 
     /// Checks a device credential.
     pub async fn authenticate(&self, auth: &DeviceAuth, peer: &str) -> Result<Principal, RpcError> {
-        match self
-            .devices
-            .authenticate(&auth.device_id, &auth.token, peer)
-            .await?
-        {
+        let token = auth.token.as_deref().unwrap_or_default();
+        let found = if auth.token.is_some() {
+            self.devices
+                .authenticate(&auth.device_id, token, peer)
+                .await?
+        } else {
+            None
+        };
+        self.authenticated(auth, found, peer)
+    }
+
+    /// Checks a browser's signed credential: the signature must cover this
+    /// host, the connection's origin and the nonce it was just given.
+    pub async fn authenticate_browser(
+        &self,
+        session: &Session,
+        auth: &DeviceAuth,
+    ) -> Result<Principal, RpcError> {
+        let (Some(origin), Some(nonce), Some(signature)) =
+            (session.origin(), &auth.nonce, &auth.signature)
+        else {
+            return self.authenticated(auth, None, &session.peer);
+        };
+        // Used up whether or not the signature is right: one try per nonce.
+        let fresh = session.take_challenge(nonce);
+        let message = crate::auth::browser_auth_message(
+            &self.identity.host_id,
+            origin,
+            nonce,
+            &auth.device_id,
+        );
+        let found = if fresh {
+            self.devices
+                .authenticate_signed(&auth.device_id, &session.peer, |key| {
+                    crate::auth::verify_browser_signature(key, message.as_bytes(), signature)
+                })
+                .await?
+        } else {
+            None
+        };
+        self.authenticated(auth, found, &session.peer)
+    }
+
+    fn authenticated(
+        &self,
+        auth: &DeviceAuth,
+        found: Option<crate::devices::Device>,
+        peer: &str,
+    ) -> Result<Principal, RpcError> {
+        match found {
             Some(device) => Ok(Principal::Device {
                 id: device.id,
                 name: device.name,
@@ -960,7 +1009,9 @@ mod tests {
                     .unwrap();
                 let auth = DeviceAuth {
                     device_id: device.id.clone(),
-                    token,
+                    token: Some(token),
+                    nonce: None,
+                    signature: None,
                 };
                 (device.id, auth)
             }

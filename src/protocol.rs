@@ -54,7 +54,26 @@ pub struct ClientInfo {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct DeviceAuth {
     pub device_id: String,
-    pub token: String,
+    /// A native client's token (as issued by pairing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// A browser's: the nonce from `auth.challenge` on this connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+    /// A browser's: base64url (no padding) of the raw r||s P-256/SHA-256
+    /// signature over `"openwork-browser-auth-v1\n" + hostId + "\n" + origin
+    /// + "\n" + nonce + "\n" + deviceId` (WebSocket connections only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
+}
+
+/// `auth.challenge` result.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthChallenge {
+    /// 32 random bytes, base64url without padding: single use, on this
+    /// connection only, for 60 s.
+    pub nonce: String,
 }
 
 /// `initialize` result.
@@ -687,6 +706,11 @@ pub struct PairingBeginParams {
     pub scopes: Option<Vec<Scope>>,
     /// The SPAKE2 message (side A), base64.
     pub spake: String,
+    /// A browser's credential to register (WebSocket connections only, where
+    /// it is required): its P-256 public key, SPKI DER, base64url without
+    /// padding. It is one more transcript item after the scopes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
 }
 
 /// `pairing.begin` result.
@@ -716,8 +740,10 @@ pub struct PairingConfirmParams {
 #[serde(rename_all = "camelCase")]
 pub struct PairingResult {
     pub device_id: String,
-    /// 256 random bits, base64url; the host keeps only its hash.
-    pub token: String,
+    /// 256 random bits, base64url; the host keeps only its hash. Absent for
+    /// a browser, whose credential is the key it registered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
     pub scopes: Vec<Scope>,
     pub host_id: String,
     pub host_name: String,

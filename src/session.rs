@@ -106,6 +106,8 @@ pub struct Session {
     pub peer: String,
     channel_binding: Option<[u8; 32]>,
     origin: Option<String>,
+    /// The last `auth.challenge` nonce and when it was issued.
+    challenge: Mutex<Option<(String, std::time::Instant)>>,
     principal: RwLock<Principal>,
     lifecycle: Mutex<Lifecycle>,
     responses: mpsc::Sender<Bytes>,
@@ -149,6 +151,7 @@ impl Session {
             peer: opts.peer.clone(),
             channel_binding: opts.channel_binding,
             origin: opts.origin.clone(),
+            challenge: Mutex::new(None),
             principal: RwLock::new(opts.principal.clone()),
             lifecycle: Mutex::new(Lifecycle::New),
             responses,
@@ -180,6 +183,24 @@ impl Session {
     /// The page's origin, on a browser's WebSocket connection.
     pub fn origin(&self) -> Option<&str> {
         self.origin.as_deref()
+    }
+
+    /// Issues a nonce for this connection (`auth.challenge`), replacing any earlier one.
+    pub fn new_challenge(&self) -> String {
+        let nonce = crate::auth::new_nonce();
+        *lock(&self.challenge) = Some((nonce.clone(), std::time::Instant::now()));
+        nonce
+    }
+
+    /// Uses up the connection's nonce: whether it was `nonce` and still fresh.
+    pub fn take_challenge(&self, nonce: &str) -> bool {
+        lock(&self.challenge).take().is_some_and(|(issued, at)| {
+            at.elapsed() < crate::auth::CHALLENGE_TTL
+                && bool::from(subtle::ConstantTimeEq::ct_eq(
+                    issued.as_bytes(),
+                    nonce.as_bytes(),
+                ))
+        })
     }
 
     /// True the first time it is called with `key` on this connection.

@@ -324,3 +324,310 @@ async fn the_host_closes_the_websocket_when_the_session_ends() {
     .unwrap();
     assert_eq!(closed(&mut ws).await, Some(CloseCode::Normal));
 }
+
+// ---- A browser's credential and pairing ----
+
+use base64::Engine;
+use openwork_host::pairing::crypto;
+use p256::ecdsa::SigningKey;
+use p256::ecdsa::signature::Signer;
+use p256::pkcs8::EncodePublicKey;
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+const B64URL: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+/// A browser that paired: its device id and the key it keeps.
+struct Browser {
+    device_id: String,
+    key: SigningKey,
+    host_id: String,
+}
+
+fn spki(key: &SigningKey) -> Vec<u8> {
+    key.verifying_key()
+        .to_public_key_der()
+        .unwrap()
+        .as_bytes()
+        .to_vec()
+}
+
+fn request(id: u64, method: &str, params: Value) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
+}
+
+/// `pairing.begin` over `ws` as a browser does: the web variant of the
+/// exchange, with `public_key` in the transcript. Returns the reply and the
+/// client's confirmation (when the host's confirmed).
+async fn begin_as_browser(
+    ws: &mut Ws,
+    code: &str,
+    fingerprint: &str,
+    public_key: Option<&[u8]>,
+) -> (Value, Option<[u8; 32]>) {
+    let web = openwork_host::transport::websocket::web_channel_binding();
+    let start = crypto::client_start(code, &web);
+    let mut params = json!({"deviceName": "browser", "spake": B64.encode(&start.message)});
+    if let Some(key) = public_key {
+        params["publicKey"] = json!(B64URL.encode(key));
+    }
+    let begun = exchange(ws, request(1, "pairing.begin", params)).await;
+    let Some(result) = begun.get("result") else {
+        return (begun, None);
+    };
+    let scopes: Vec<String> = serde_json::from_value(result["scopes"].clone()).unwrap();
+    let ctx = crypto::Context {
+        tls_exporter: &web,
+        host_fingerprint: fingerprint,
+        device_name: "browser",
+        scopes: &scopes,
+        public_key,
+    };
+    let host_message = B64.decode(result["spake"].as_str().unwrap()).unwrap();
+    let host_confirm = B64.decode(result["hostConfirm"].as_str().unwrap()).unwrap();
+    let confirmation = crypto::client_finish(start, &ctx, &host_message, &host_confirm).ok();
+    (begun, confirmation)
+}
+
+/// Pairs a browser over the WebSocket, approving from the owner's connection.
+async fn pair_browser(host: &TestHost, address: &str) -> Browser {
+    let mut owner = host.connect().await;
+    let window: Value = within(10, owner.call("pairing.open", json!({"ttlS": 120})))
+        .await
+        .unwrap();
+    let mut ws = websocket(address, Some(&own_origin(address)))
+        .await
+        .unwrap();
+    let key = SigningKey::random(&mut p256::elliptic_curve::rand_core::OsRng);
+    let (begun, confirmation) = begin_as_browser(
+        &mut ws,
+        window["code"].as_str().unwrap(),
+        window["fingerprint"].as_str().unwrap(),
+        Some(&spki(&key)),
+    )
+    .await;
+    let confirmation = confirmation.unwrap_or_else(|| panic!("host confirmed: {begun}"));
+    let confirm = request(
+        2,
+        "pairing.confirm",
+        json!({"exchangeId": begun["result"]["exchangeId"], "clientConfirm": B64.encode(confirmation)}),
+    );
+    ws.send(Message::text(confirm.to_string())).await.unwrap();
+    answer_next_request(&mut owner, "pairing.approve").await;
+    let paired = next_text(&mut ws).await;
+    let result = &paired["result"];
+    assert!(result["deviceId"].is_string(), "{paired}");
+    assert!(
+        result.get("token").is_none(),
+        "a browser holds no token: {paired}"
+    );
+    Browser {
+        device_id: result["deviceId"].as_str().unwrap().to_owned(),
+        key,
+        host_id: result["hostId"].as_str().unwrap().to_owned(),
+    }
+}
+
+/// The signed `auth` for `initialize`, over `nonce` and `origin`.
+fn signed_auth(browser: &Browser, origin: &str, nonce: &str) -> Value {
+    let message = format!(
+        "openwork-browser-auth-v1\n{}\n{origin}\n{nonce}\n{}",
+        browser.host_id, browser.device_id
+    );
+    let signature: p256::ecdsa::Signature = browser.key.sign(message.as_bytes());
+    json!({"deviceId": browser.device_id, "nonce": nonce, "signature": B64URL.encode(signature.to_bytes())})
+}
+
+async fn challenge(ws: &mut Ws) -> String {
+    let reply = exchange(ws, request(10, "auth.challenge", json!({}))).await;
+    let nonce = reply["result"]["nonce"]
+        .as_str()
+        .expect("a nonce")
+        .to_owned();
+    assert_eq!(B64URL.decode(&nonce).unwrap().len(), 32);
+    nonce
+}
+
+async fn initialize(ws: &mut Ws, auth: Value) -> Value {
+    exchange(ws, request(11, "initialize", json!({"auth": auth}))).await
+}
+
+#[tokio::test]
+async fn a_browser_pairs_with_a_key_and_initializes_with_a_signature_once_per_nonce() {
+    let host = TestHost::started();
+    let address = host.tls_address().await;
+    let origin = own_origin(&address);
+    let browser = pair_browser(&host, &address).await;
+
+    let mut ws = websocket(&address, Some(&origin)).await.unwrap();
+    let nonce = challenge(&mut ws).await;
+    let auth = signed_auth(&browser, &origin, &nonce);
+    let ok = initialize(&mut ws, auth.clone()).await;
+    assert_eq!(ok["result"]["hostId"], browser.host_id.as_str(), "{ok}");
+    assert!(!ok["result"]["scopes"].as_array().unwrap().is_empty());
+    let tasks = exchange(&mut ws, request(12, "task.list", json!({}))).await;
+    assert!(tasks["result"].is_object(), "{tasks}");
+
+    // The recorded initialize, replayed on another connection: refused,
+    // whether or not that connection asked for a nonce of its own.
+    for ask in [true, false] {
+        let mut other = websocket(&address, Some(&origin)).await.unwrap();
+        if ask {
+            challenge(&mut other).await;
+        }
+        let replayed = initialize(&mut other, auth.clone()).await;
+        assert_eq!(replayed["error"]["code"], -32001, "{replayed}");
+    }
+
+    // A nonce is used up by a failed try as well.
+    let mut again = websocket(&address, Some(&origin)).await.unwrap();
+    let nonce = challenge(&mut again).await;
+    let mut bad = signed_auth(&browser, &origin, &nonce);
+    bad["signature"] = json!(B64URL.encode([0u8; 64]));
+    assert_eq!(initialize(&mut again, bad).await["error"]["code"], -32001);
+    let late = initialize(&mut again, signed_auth(&browser, &origin, &nonce)).await;
+    assert_eq!(late["error"]["code"], -32001, "{late}");
+
+    // Signed for another origin: refused.
+    let mut elsewhere = websocket(&address, Some(&origin)).await.unwrap();
+    let nonce = challenge(&mut elsewhere).await;
+    let port = port(&address);
+    let wrong = signed_auth(&browser, &format!("https://evil.example:{port}"), &nonce);
+    assert_eq!(
+        initialize(&mut elsewhere, wrong).await["error"]["code"],
+        -32001
+    );
+}
+
+#[tokio::test]
+async fn a_key_device_takes_no_token_and_a_token_device_no_signature() {
+    let host = TestHost::started();
+    let address = host.tls_address().await;
+    let origin = own_origin(&address);
+    let browser = pair_browser(&host, &address).await;
+    let native = host.pair_device("laptop", None).await;
+
+    // A token for the browser's device, on either transport: refused.
+    let mut ws = websocket(&address, Some(&origin)).await.unwrap();
+    let token = json!({"deviceId": browser.device_id, "token": ""});
+    assert_eq!(initialize(&mut ws, token).await["error"]["code"], -32001);
+    let connected = openwork_host::client::tls::connect_tls(
+        &address,
+        Some(&native.fingerprint),
+        std::time::Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    let mut raw = connected.connection;
+    let refused = raw
+        .call::<_, Value>(
+            "initialize",
+            json!({"auth": {"deviceId": browser.device_id, "token": ""}}),
+        )
+        .await;
+    assert!(refused.is_err());
+
+    // A signature on the raw protocol (no origin, no WebSocket): refused.
+    let connected = openwork_host::client::tls::connect_tls(
+        &address,
+        Some(&native.fingerprint),
+        std::time::Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    let mut raw = connected.connection;
+    let nonce: Value = raw.call("auth.challenge", json!({})).await.unwrap();
+    let nonce = nonce["nonce"].as_str().unwrap();
+    let signed = signed_auth(&browser, &origin, nonce);
+    assert!(
+        raw.call::<_, Value>("initialize", json!({"auth": signed}))
+            .await
+            .is_err()
+    );
+
+    // The native device signing with a key of its own: refused.
+    let impostor = Browser {
+        device_id: native.device_id.clone(),
+        key: SigningKey::random(&mut p256::elliptic_curve::rand_core::OsRng),
+        host_id: browser.host_id.clone(),
+    };
+    let mut ws = websocket(&address, Some(&origin)).await.unwrap();
+    let nonce = challenge(&mut ws).await;
+    let signed = signed_auth(&impostor, &origin, &nonce);
+    assert_eq!(initialize(&mut ws, signed).await["error"]["code"], -32001);
+
+    // The native device's token still works over the raw protocol.
+    let mut session = device_session(&native).await;
+    let pong: Value = within(10, session.call("$/ping", json!({}))).await.unwrap();
+    assert_eq!(pong, json!({}));
+}
+
+#[tokio::test]
+async fn pairing_over_a_websocket_needs_a_key_and_the_raw_protocol_takes_none() {
+    let host = TestHost::started();
+    let address = host.tls_address().await;
+    let mut owner = host.connect().await;
+    let window: Value = within(10, owner.call("pairing.open", json!({"ttlS": 120})))
+        .await
+        .unwrap();
+    let (code, fingerprint) = (
+        window["code"].as_str().unwrap(),
+        window["fingerprint"].as_str().unwrap(),
+    );
+    let mut ws = websocket(&address, Some(&own_origin(&address)))
+        .await
+        .unwrap();
+    let (refused, _) = begin_as_browser(&mut ws, code, fingerprint, None).await;
+    assert_eq!(refused["error"]["code"], -32602, "{refused}");
+    let (junk, _) = begin_as_browser(&mut ws, code, fingerprint, Some(b"not a key")).await;
+    assert_eq!(junk["error"]["code"], -32602, "{junk}");
+
+    let connected = openwork_host::client::tls::connect_tls(
+        &address,
+        Some(fingerprint),
+        std::time::Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    let mut raw = connected.connection;
+    let key = SigningKey::random(&mut p256::elliptic_curve::rand_core::OsRng);
+    let start = crypto::client_start(code, &connected.exporter);
+    let refused = raw
+        .call::<_, Value>(
+            "pairing.begin",
+            json!({"deviceName": "x", "spake": B64.encode(&start.message), "publicKey": B64URL.encode(spki(&key))}),
+        )
+        .await;
+    assert!(refused.is_err(), "{refused:?}");
+}
+
+#[tokio::test]
+async fn revoking_a_browser_closes_its_websocket_at_once() {
+    let host = TestHost::started();
+    let address = host.tls_address().await;
+    let origin = own_origin(&address);
+    let browser = pair_browser(&host, &address).await;
+    let mut ws = websocket(&address, Some(&origin)).await.unwrap();
+    let nonce = challenge(&mut ws).await;
+    let ok = initialize(&mut ws, signed_auth(&browser, &origin, &nonce)).await;
+    assert!(ok["result"].is_object(), "{ok}");
+
+    let mut owner = host.connect().await;
+    let _: Value = within(
+        10,
+        owner.call("devices.revoke", json!({"deviceId": browser.device_id})),
+    )
+    .await
+    .unwrap();
+    let started = std::time::Instant::now();
+    let code = closed(&mut ws).await;
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(1),
+        "closed after {:?} ({code:?})",
+        started.elapsed()
+    );
+
+    let mut again = websocket(&address, Some(&origin)).await.unwrap();
+    let nonce = challenge(&mut again).await;
+    let refused = initialize(&mut again, signed_auth(&browser, &origin, &nonce)).await;
+    assert_eq!(refused["error"]["code"], -32001, "{refused}");
+}

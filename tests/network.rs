@@ -56,6 +56,7 @@ async fn begin(address: &str, code: &str, name: &str) -> (Device, Value, crypto:
         host_fingerprint: &connected.fingerprint,
         device_name: name,
         scopes: &scopes,
+        public_key: None,
     };
     let host_message = B64.decode(begun["spake"].as_str().unwrap()).unwrap();
     let keys = crypto::client_keys(start, &ctx, &host_message).expect("keys");

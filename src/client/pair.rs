@@ -149,6 +149,7 @@ pub async fn pair(request: &PairRequest) -> Result<KnownHost, PairError> {
         host_fingerprint: &connected.fingerprint,
         device_name: request.device_name.trim(),
         scopes: &scope_names,
+        public_key: None,
     };
     let confirmation = crypto::client_finish(start, &ctx, &host_message, &host_confirmation)
         .map_err(|_| PairError::HostNotConfirmed)?;
@@ -166,7 +167,9 @@ pub async fn pair(request: &PairRequest) -> Result<KnownHost, PairError> {
         // Pin what the TLS session actually presented: that is the session the code vouched for.
         fingerprint: connected.fingerprint,
         device_id: result.device_id,
-        token: result.token,
+        token: result.token.ok_or_else(|| {
+            PairError::Connection("the host registered no token for this device".into())
+        })?,
         scopes: result.scopes,
         paired_at: clock::rfc3339(clock::now_ms()),
     })

@@ -8,6 +8,11 @@
 //! SPAKE2 crate has no key confirmation; it is added here: HKDF over the
 //! shared key with the transcript as salt gives one MAC key per role, and
 //! each side proves it derived the same key over the same transcript.
+//!
+//! Browsers cannot export keying material: on a WebSocket the exporter is a
+//! constant (`transport::websocket::web_channel_binding`), so nothing binds
+//! the exchange to the TLS session; the MACs authenticate the browser's
+//! public key instead (see README, "Browsers").
 
 use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
@@ -39,6 +44,9 @@ pub struct Context<'a> {
     pub device_name: &'a str,
     /// The scopes asked for, by wire name.
     pub scopes: &'a [String],
+    /// A browser's public key (SPKI DER) to register, which the MACs then
+    /// authenticate; `None` for native clients (their transcript is unchanged).
+    pub public_key: Option<&'a [u8]>,
 }
 
 fn password(code: &str, exporter: &[u8; 32]) -> Password {
@@ -62,6 +70,9 @@ fn transcript(ctx: &Context<'_>, client_message: &[u8], host_message: &[u8]) -> 
     item(ctx.host_fingerprint.as_bytes());
     item(ctx.device_name.as_bytes());
     item(ctx.scopes.join(" ").as_bytes());
+    if let Some(key) = ctx.public_key {
+        item(key);
+    }
     h.finalize().into()
 }
 
@@ -200,6 +211,7 @@ mod tests {
             host_fingerprint: "ab12",
             device_name: "phone",
             scopes,
+            public_key: None,
         }
     }
 
@@ -256,6 +268,44 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn the_transcript_binds_a_browser_s_public_key() {
+        let exporter = [4u8; 32];
+        let scopes = vec![];
+        let with_key = |key: &'static [u8]| Context {
+            public_key: Some(key),
+            ..ctx(&exporter, &scopes)
+        };
+        let start = client_start("12345678", &exporter);
+        let reply = host_respond("12345678", &with_key(b"key"), &start.message).unwrap();
+        let mac = client_finish(
+            start,
+            &with_key(b"key"),
+            &reply.message,
+            &reply.host_confirmation,
+        );
+        assert!(reply.verify_client(&mac.unwrap()));
+        for other in [Some(&b"other"[..]), None] {
+            let start = client_start("12345678", &exporter);
+            let swapped = Context {
+                public_key: other,
+                ..ctx(&exporter, &scopes)
+            };
+            let reply = host_respond("12345678", &swapped, &start.message).unwrap();
+            let mac = client_finish(
+                start,
+                &with_key(b"key"),
+                &reply.message,
+                &reply.host_confirmation,
+            );
+            assert_eq!(
+                mac,
+                Err(PairingCryptoError::ConfirmationFailed),
+                "{other:?}"
+            );
+        }
     }
 
     #[test]

@@ -139,7 +139,10 @@ enum Confirmed {
 }
 
 enum Decision {
-    Approved { device: Device, token: String },
+    Approved {
+        device: Device,
+        token: Option<String>,
+    },
     Denied,
 }
 
@@ -151,11 +154,14 @@ struct Exchange {
     device_name: String,
     scopes: Vec<Scope>,
     address: String,
+    /// A browser's public key (SPKI DER), its credential once approved.
+    public_key: Option<Vec<u8>>,
 }
 
 struct Awaiting {
     request: PairingRequest,
     scopes: Vec<Scope>,
+    public_key: Option<Vec<u8>>,
     session_id: u64,
     decide: oneshot::Sender<Decision>,
 }
@@ -422,6 +428,17 @@ impl Pairing {
         let client_message = B64
             .decode(&params.spake)
             .map_err(|_| PairingError::Invalid("`spake` must be base64".into()))?;
+        let public_key = match &params.public_key {
+            Some(key) => {
+                let der = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(key.trim_end_matches('='))
+                    .ok()
+                    .filter(|der| crate::auth::parse_public_key(der).is_ok())
+                    .ok_or_else(|| PairingError::Invalid(crate::auth::BadPublicKey.to_string()))?;
+                Some(der)
+            }
+            None => None,
+        };
         let now = Instant::now();
         let mut state = lock(&self.state);
         let WindowState::Open(window) = &mut *state else {
@@ -485,6 +502,7 @@ impl Pairing {
             host_fingerprint: &self.facts.fingerprint,
             device_name: &device_name,
             scopes: &scope_names,
+            public_key: public_key.as_deref(),
         };
         let reply = crypto::host_respond(&window.code, &ctx, &client_message)
             .map_err(|e| PairingError::Invalid(format!("`spake`: {e}")))?;
@@ -502,6 +520,7 @@ impl Pairing {
             device_name,
             scopes,
             address: address.to_owned(),
+            public_key,
         });
         Ok(result)
     }
@@ -662,6 +681,7 @@ impl Pairing {
         window.awaiting = Some(Awaiting {
             request,
             scopes: exchange.scopes,
+            public_key: exchange.public_key,
             session_id,
             decide,
         });
@@ -726,10 +746,22 @@ impl Pairing {
             ));
         }
         let request = awaiting.request.clone();
-        let (device, token) = self
-            .devices
-            .create(&request.device_name, &granted, &request.address)
-            .await?;
+        let (device, token) = match awaiting.public_key {
+            Some(key) => {
+                let device = self
+                    .devices
+                    .create_with_key(&request.device_name, &granted, &request.address, key)
+                    .await?;
+                (device, None)
+            }
+            None => {
+                let (device, token) = self
+                    .devices
+                    .create(&request.device_name, &granted, &request.address)
+                    .await?;
+                (device, Some(token))
+            }
+        };
         let info = device.info(0);
         let device_id = device.id.clone();
         if awaiting

@@ -114,6 +114,12 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE log_chunks ADD COLUMN codec INTEGER NOT NULL DEFAULT 0;
     "#,
+    // 7: a browser's credential: the public key (SPKI DER, P-256) its
+    // signatures are checked with. A device with a key has no token (its
+    // token_hash is empty, which no token hashes to).
+    r#"
+    ALTER TABLE devices ADD COLUMN public_key BLOB;
+    "#,
 ];
 
 /// Brings the schema up to date in one exclusive transaction.

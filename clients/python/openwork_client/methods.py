@@ -12,6 +12,7 @@ from . import models as m
 METHOD_ACCESS: dict[str, str] = {
     "$/cancelRequest": "open",
     "$/ping": "open",
+    "auth.challenge": "open",
     "capabilities.get": "open",
     "devices.list": "owner",
     "devices.revoke": "owner",
@@ -59,6 +60,11 @@ class GeneratedMethods:
         result = self._request("$/ping", m.NoParams().to_json())
         return m.Empty.from_json(result)
 
+    def auth_challenge(self) -> m.AuthChallenge:
+        """A fresh nonce for a browser to sign in `initialize`'s `auth` (single use, on this connection only, for 60 s)"""
+        result = self._request("auth.challenge", m.NoParams().to_json())
+        return m.AuthChallenge.from_json(result)
+
     def capabilities_get(self, *, opencode_wait_s: int | None = None) -> m.Capabilities:
         """`initialize`'s capabilities as they are now (OpenCode's operations once it is ready); `opencodeWaitS` waits for OpenCode first"""
         result = self._request("capabilities.get", m.CapabilitiesParams(opencode_wait_s=opencode_wait_s).to_json())
@@ -98,9 +104,9 @@ class GeneratedMethods:
         result = self._request("pairing.approve", m.PairingApproveParams(request_id=request_id, scopes=scopes).to_json())
         return m.DeviceInfo.from_json(result)
 
-    def pairing_begin(self, *, device_name: str, spake: str, scopes: list[m.Scope] | None = None) -> m.PairingBeginResult:
+    def pairing_begin(self, *, device_name: str, spake: str, public_key: str | None = None, scopes: list[m.Scope] | None = None) -> m.PairingBeginResult:
         """Device: sends its SPAKE2 message; answers with the host's and the host's key confirmation"""
-        result = self._request("pairing.begin", m.PairingBeginParams(device_name=device_name, spake=spake, scopes=scopes).to_json())
+        result = self._request("pairing.begin", m.PairingBeginParams(device_name=device_name, spake=spake, public_key=public_key, scopes=scopes).to_json())
         return m.PairingBeginResult.from_json(result)
 
     def pairing_close(self) -> m.Empty:

@@ -66,6 +66,26 @@ class AuditEntry:
 
 
 @dataclass
+class AuthChallenge:
+    """`auth.challenge` result."""
+    nonce: str
+    """32 random bytes, base64url without padding: single use, on this connection only, for 60 s."""
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> AuthChallenge:
+        """Reads the wire form; members this version does not know are ignored."""
+        return cls(
+            nonce=required(data, "nonce", "AuthChallenge"),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The wire form; members left as None are omitted."""
+        out: dict[str, Any] = {}
+        out["nonce"] = self.nonce
+        return out
+
+
+@dataclass
 class CancelRequestParams:
     """`$/cancelRequest` params: the id of the request to cancel, as sent."""
     id: Any
@@ -216,21 +236,33 @@ Decision = Literal["once", "always", "reject"]
 class DeviceAuth:
     """A paired device's credential, as issued by pairing."""
     device_id: str
-    token: str
+    nonce: str | None = None
+    """A browser's: the nonce from `auth.challenge` on this connection."""
+    signature: str | None = None
+    """A browser's: base64url (no padding) of the raw r||s P-256/SHA-256 signature over `"openwork-browser-auth-v1\\n" + hostId + "\\n" + origin + "\\n" + nonce + "\\n" + deviceId` (WebSocket connections only)."""
+    token: str | None = None
+    """A native client's token (as issued by pairing)."""
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> DeviceAuth:
         """Reads the wire form; members this version does not know are ignored."""
         return cls(
             device_id=required(data, "deviceId", "DeviceAuth"),
-            token=required(data, "token", "DeviceAuth"),
+            nonce=data["nonce"] if data.get("nonce") is not None else None,
+            signature=data["signature"] if data.get("signature") is not None else None,
+            token=data["token"] if data.get("token") is not None else None,
         )
 
     def to_json(self) -> dict[str, Any]:
         """The wire form; members left as None are omitted."""
         out: dict[str, Any] = {}
         out["deviceId"] = self.device_id
-        out["token"] = self.token
+        if self.nonce is not None:
+            out["nonce"] = self.nonce
+        if self.signature is not None:
+            out["signature"] = self.signature
+        if self.token is not None:
+            out["token"] = self.token
         return out
 
 
@@ -763,6 +795,8 @@ class PairingBeginParams:
     """Shown to the host's owner when they approve."""
     spake: str
     """The SPAKE2 message (side A), base64."""
+    public_key: str | None = None
+    """A browser's credential to register (WebSocket connections only, where it is required): its P-256 public key, SPKI DER, base64url without padding. It is one more transcript item after the scopes."""
     scopes: list[Scope] | None = None
     """Scopes asked for (default: all the window offers)."""
 
@@ -772,6 +806,7 @@ class PairingBeginParams:
         return cls(
             device_name=required(data, "deviceName", "PairingBeginParams"),
             spake=required(data, "spake", "PairingBeginParams"),
+            public_key=data["publicKey"] if data.get("publicKey") is not None else None,
             scopes=data["scopes"] if data.get("scopes") is not None else None,
         )
 
@@ -780,6 +815,8 @@ class PairingBeginParams:
         out: dict[str, Any] = {}
         out["deviceName"] = self.device_name
         out["spake"] = self.spake
+        if self.public_key is not None:
+            out["publicKey"] = self.public_key
         if self.scopes is not None:
             out["scopes"] = list(self.scopes)
         return out
@@ -1009,8 +1046,8 @@ class PairingResult:
     host_id: str
     host_name: str
     scopes: list[Scope]
-    token: str
-    """256 random bits, base64url; the host keeps only its hash."""
+    token: str | None = None
+    """256 random bits, base64url; the host keeps only its hash. Absent for a browser, whose credential is the key it registered."""
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> PairingResult:
@@ -1021,7 +1058,7 @@ class PairingResult:
             host_id=required(data, "hostId", "PairingResult"),
             host_name=required(data, "hostName", "PairingResult"),
             scopes=required(data, "scopes", "PairingResult"),
-            token=required(data, "token", "PairingResult"),
+            token=data["token"] if data.get("token") is not None else None,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -1032,7 +1069,8 @@ class PairingResult:
         out["hostId"] = self.host_id
         out["hostName"] = self.host_name
         out["scopes"] = list(self.scopes)
-        out["token"] = self.token
+        if self.token is not None:
+            out["token"] = self.token
         return out
 
 

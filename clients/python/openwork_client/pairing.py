@@ -181,6 +181,9 @@ def pair(
         raise PairingError(f"the host refused: {e.message}" + (f" ({e.action})" if e.action else "")) from e
     finally:
         client.close()
+    if result.token is None:
+        # A native client always gets a token; only a browser's key pairing has none.
+        raise PairingError("the host registered no token for this device")
     return PairedHost(
         address=f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
         host_id=result.host_id,

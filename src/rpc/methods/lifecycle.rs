@@ -2,7 +2,7 @@
 
 use crate::auth::{Principal, Scope};
 use crate::protocol::{
-    CancelRequestParams, Capabilities, CapabilitiesParams, Empty, InitializeParams,
+    AuthChallenge, CancelRequestParams, Capabilities, CapabilitiesParams, Empty, InitializeParams,
     InitializeResult, NoParams, PROTOCOL_VERSION, ScopeInfo, ServerInfo,
 };
 use crate::rpc::methods::CallContext;
@@ -122,6 +122,13 @@ pub async fn capabilities_get(
             .await;
     }
     Ok(capabilities(&ctx, &principal))
+}
+
+/// A nonce for a browser to sign in `initialize` (single use, this connection, 60 s).
+pub async fn auth_challenge(ctx: CallContext, _: NoParams) -> Result<AuthChallenge, RpcError> {
+    Ok(AuthChallenge {
+        nonce: ctx.session.new_challenge(),
+    })
 }
 
 pub async fn shutdown(ctx: CallContext, _: NoParams) -> Result<(), RpcError> {

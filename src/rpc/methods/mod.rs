@@ -85,6 +85,8 @@ pub fn table() -> MethodTable<CallContext> {
     t.register_in_order("initialize", open, lifecycle::initialize)
         .summary("Handshake: who the client is, the device credential; answers with the host, its capabilities and the scopes held")
         .errors(&[E::UNAUTHORIZED, E::CONFLICT]);
+    t.register_in_order("auth.challenge", open, lifecycle::auth_challenge)
+        .summary("A fresh nonce for a browser to sign in `initialize`'s `auth` (single use, on this connection only, for 60 s)");
     t.register_in_order("shutdown", open, lifecycle::shutdown)
         .summary("LSP-style end of session: only `exit` may follow");
     t.register_in_order("exit", open, lifecycle::exit)

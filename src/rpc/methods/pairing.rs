@@ -14,6 +14,22 @@ pub async fn begin(
     p: PairingBeginParams,
 ) -> Result<PairingBeginResult, RpcError> {
     let session = &ctx.session;
+    // A browser registers a key (it must not hold a bearer token); a native
+    // client, whose pairing is bound to its TLS session, gets a token.
+    match (session.origin().is_some(), p.public_key.is_some()) {
+        (true, false) => {
+            return Err(RpcError::invalid_params(
+                "pairing from a browser needs `publicKey`: the device's P-256 public key (SPKI DER, base64url), made with WebCrypto and kept non-extractable",
+            ));
+        }
+        (false, true) => {
+            return Err(RpcError::invalid_params(
+                "`publicKey` is for browsers pairing over the WebSocket (`/rpc`); this connection gets a token",
+            )
+            .with_action("leave `publicKey` out"));
+        }
+        _ => {}
+    }
     Ok(ctx
         .host
         .pairing

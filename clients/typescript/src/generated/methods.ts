@@ -6,6 +6,7 @@ import type * as T from "./types.js";
 /** Every request method: its params and result. */
 export interface Methods {
   "$/ping": { params: T.NoParams; result: T.Empty };
+  "auth.challenge": { params: T.NoParams; result: T.AuthChallenge };
   "capabilities.get": { params: T.CapabilitiesParams; result: T.Capabilities };
   "devices.list": { params: T.NoParams; result: T.DevicesListResult };
   "devices.revoke": { params: T.DeviceIdParams; result: T.DeviceRevokeResult };
@@ -61,6 +62,7 @@ export interface Notifications {
 export const METHOD_ACCESS: Record<keyof Methods | keyof ClientNotifications, string> = {
   "$/cancelRequest": "open",
   "$/ping": "open",
+  "auth.challenge": "open",
   "capabilities.get": "open",
   "devices.list": "owner",
   "devices.revoke": "owner",
@@ -109,6 +111,11 @@ export abstract class GeneratedMethods {
   /** Liveness: answers `{}` */
   ping(params: T.NoParams = {}): Promise<T.Empty> {
     return this.request("$/ping", params);
+  }
+
+  /** A fresh nonce for a browser to sign in `initialize`'s `auth` (single use, on this connection only, for 60 s) */
+  authChallenge(params: T.NoParams = {}): Promise<T.AuthChallenge> {
+    return this.request("auth.challenge", params);
   }
 
   /** `initialize`'s capabilities as they are now (OpenCode's operations once it is ready); `opencodeWaitS` waits for OpenCode first */

@@ -55,6 +55,16 @@ export interface AuditEntry {
   taskStartedBy?: string;
 }
 /**
+ * `auth.challenge` result.
+ */
+export interface AuthChallenge {
+  /**
+   * 32 random bytes, base64url without padding: single use, on this
+   * connection only, for 60 s.
+   */
+  nonce: string;
+}
+/**
  * `$/cancelRequest` params: the id of the request to cancel, as sent.
  */
 export interface CancelRequestParams {
@@ -147,7 +157,20 @@ export interface ConnectionCounts {
  */
 export interface DeviceAuth {
   deviceId: string;
-  token: string;
+  /**
+   * A browser's: the nonce from `auth.challenge` on this connection.
+   */
+  nonce?: string;
+  /**
+   * A browser's: base64url (no padding) of the raw r||s P-256/SHA-256
+   * signature over `"openwork-browser-auth-v1\n" + hostId + "\n" + origin
+   * + "\n" + nonce + "\n" + deviceId` (WebSocket connections only).
+   */
+  signature?: string;
+  /**
+   * A native client's token (as issued by pairing).
+   */
+  token?: string;
 }
 /**
  * Params naming a device.
@@ -533,6 +556,12 @@ export interface PairingBeginParams {
    */
   deviceName: string;
   /**
+   * A browser's credential to register (WebSocket connections only, where
+   * it is required): its P-256 public key, SPKI DER, base64url without
+   * padding. It is one more transcript item after the scopes.
+   */
+  publicKey?: string;
+  /**
    * Scopes asked for (default: all the window offers).
    */
   scopes?: Scope[];
@@ -637,9 +666,10 @@ export interface PairingResult {
   hostName: string;
   scopes: Scope[];
   /**
-   * 256 random bits, base64url; the host keeps only its hash.
+   * 256 random bits, base64url; the host keeps only its hash. Absent for
+   * a browser, whose credential is the key it registered.
    */
-  token: string;
+  token?: string;
 }
 /**
  * `pairing.status` result.

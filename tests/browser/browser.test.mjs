@@ -236,7 +236,8 @@ describe("the web page in Chromium against a live host", () => {
     await screenshot(page, "4-revoked");
     assert.match(await page.textContent("#status"), /Refused by the host/);
     assert.match(await page.textContent("#error"), /revoked/);
-    assert.equal(await page.isDisabled("#run-button"), true);
+    assert.equal(await page.isVisible("#session"), false, "no command can be run");
+    assert.equal(await page.isVisible("#pair-form"), true, "the page offers to pair again");
     // A reload tries the stored key again, and is refused again.
     await page.reload();
     await page.waitForSelector('#status[data-state="refused"]');

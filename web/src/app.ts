@@ -161,6 +161,7 @@ function onConnectionLost(error: unknown): void {
   if (refused(error)) {
     setStatus("refused", "Refused by the host: this browser's pairing was revoked or is unknown there");
     showError(`The host refused this browser: ${describe(error)}. Pair again to use it.`);
+    showPairing();
   } else {
     setStatus("closed", "Disconnected");
     showError(`Cannot reach the host: ${describe(error)}. Reload the page to try again.`);

@@ -35,7 +35,7 @@ export interface Connector {
    * The `auth` of `initialize` on a connection just opened (it may ask the
    * host first, as signature auth asks for a nonce); none for the owner's socket.
    */
-  auth?(rpc: RpcConnection): Promise<Record<string, unknown> | undefined>;
+  auth?(rpc: RpcConnection): Promise<T.DeviceAuth | undefined>;
 }
 
 /** The connection's state, as reported to `onState`. */

@@ -104,8 +104,8 @@ export async function signatureAuth(
   rpc: RpcConnection,
   credential: SignatureCredential,
   origin: string,
-): Promise<{ deviceId: string; nonce: string; signature: string }> {
-  const { nonce } = (await rpc.request("auth.challenge", {})) as { nonce: string };
+): Promise<T.DeviceAuth & { nonce: string; signature: string }> {
+  const { nonce } = (await rpc.request("auth.challenge", {})) as T.AuthChallenge;
   if (typeof nonce !== "string" || !nonce) throw new Error("the host answered auth.challenge without a nonce");
   const signature = await crypto.subtle.sign(
     { name: "ECDSA", hash: "SHA-256" },

@@ -5,7 +5,9 @@
 // on one port at once, and a revoked browser cut off. Screenshots of each
 // state go to target/screenshots/.
 import assert from "node:assert/strict";
+import { writeFileSync } from "node:fs";
 import * as http from "node:http";
+import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import {
   approve,
@@ -73,10 +75,21 @@ describe("the web page in Chromium against a live host", () => {
   });
 
   test("a task runs from the page and its output streams onto it", async () => {
-    await page.fill("#command", "for i in 1 2 3; do echo \"line $i from the browser\"; sleep 0.1; done; printf 'déjà vu\\n'");
+    // The task prints a first line, then waits (bounded) for the test's go-ahead:
+    // the first line must be on the page while the task still runs.
+    const go = join(host.work, "go-ahead");
+    await page.fill(
+      "#command",
+      "for i in 1 2 3; do echo \"line $i from the browser\"; done; " +
+        "n=0; while [ ! -e go-ahead ] && [ $n -lt 400 ]; do sleep 0.05; n=$((n+1)); done; printf 'déjà vu\\n'",
+    );
     await page.click("#run-button");
+    await page.waitForFunction(() => document.getElementById("output")?.textContent?.includes("line 3 from the browser"));
+    assert.equal(await page.getAttribute("#task-status", "data-status"), "running", "the output shows before the task ends");
+    await screenshot(page, "3-task-output-streaming");
+    writeFileSync(go, "");
     await page.waitForSelector('#task-status[data-status="succeeded"]');
-    await screenshot(page, "3-task-output");
+    await screenshot(page, "4-task-output-done");
     assert.equal(
       await page.textContent("#output"),
       "line 1 from the browser\nline 2 from the browser\nline 3 from the browser\ndéjà vu\n",
@@ -233,7 +246,7 @@ describe("the web page in Chromium against a live host", () => {
   test("a browser the owner revokes is cut off and the page says so", async () => {
     await host.cli("devices", "revoke", deviceId);
     await within(20000, "the page to show the refusal", page.waitForSelector('#status[data-state="refused"]'));
-    await screenshot(page, "4-revoked");
+    await screenshot(page, "5-revoked");
     assert.match(await page.textContent("#status"), /Refused by the host/);
     assert.match(await page.textContent("#error"), /revoked/);
     assert.equal(await page.isVisible("#session"), false, "no command can be run");

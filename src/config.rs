@@ -72,6 +72,13 @@ pub struct NetworkConfig {
     pub handshake_timeout_ms: u64,
     /// Network connections open at once; more are refused.
     pub max_connections: usize,
+    /// A certificate chain (PEM) for browsers, e.g. from `tailscale cert`,
+    /// an internal CA or ACME, so that they need not warn about the host's
+    /// self-signed one; with `key`. Absolute, or relative to the data dir.
+    /// Reloaded when the files change. Native clients never see it.
+    pub certificate: Option<PathBuf>,
+    /// The private key (PEM) of `certificate`.
+    pub key: Option<PathBuf>,
 }
 
 impl Default for NetworkConfig {
@@ -81,6 +88,8 @@ impl Default for NetworkConfig {
             advertise_address: None,
             handshake_timeout_ms: 10_000,
             max_connections: 4096,
+            certificate: None,
+            key: None,
         }
     }
 }
@@ -232,6 +241,11 @@ impl Config {
             ));
         }
         self.discovery.validate()?;
+        if self.network.certificate.is_some() != self.network.key.is_some() {
+            return Err(
+                "network.certificate and network.key go together: give both (PEM files), or neither".into(),
+            );
+        }
         for address in &self.network.listen {
             if address.parse::<std::net::SocketAddr>().is_err() {
                 return Err(format!(

@@ -44,6 +44,8 @@ const CONNECTIONS_GRACE: Duration = Duration::from_secs(10);
 const PROBE_REUSE: Duration = Duration::from_secs(5);
 /// How long the store probe may take before the store counts as stalled.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often the owner's certificate files are checked for a renewal.
+const CERTIFICATE_POLL: Duration = Duration::from_secs(2);
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
 /// Why the host could not start.
@@ -667,12 +669,13 @@ impl Host {
         &self,
         addresses: &[std::net::SocketAddr],
     ) -> Result<Vec<std::net::SocketAddr>, HostError> {
-        let config = tls::server_config(&self.core.identity)?;
-        let acceptor = tokio_rustls::TlsAcceptor::from(config);
         let names = Arc::new(http::OwnNames::new(
             &crate::discovery::target_host(&self.core.identity.host_id),
             self.core.config.network.advertise_address.as_deref(),
         ));
+        let owner = self.owner_certificate(&names)?;
+        let config = tls::server_config(&self.core.identity, owner)?;
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
         self.core
             .network
             .store(!addresses.is_empty(), Ordering::Relaxed);
@@ -710,6 +713,50 @@ impl Host {
             });
         }
         Ok(bound)
+    }
+
+    /// The owner's certificate for browsers, if configured, watched for
+    /// changes from now on; its names become the host's own (`names`).
+    fn owner_certificate(
+        &self,
+        names: &Arc<http::OwnNames>,
+    ) -> Result<Option<Arc<crate::identity::OwnerCertificate>>, HostError> {
+        let network = &self.core.config.network;
+        let (Some(cert), Some(key)) = (&network.certificate, &network.key) else {
+            return Ok(None);
+        };
+        let root = self.core.data_dir.root();
+        let owner = Arc::new(crate::identity::OwnerCertificate::load(
+            &root.join(cert),
+            &root.join(key),
+        )?);
+        names.set_certificate_names(owner.names());
+        let (watched, names, shutdown) = (
+            Arc::clone(&owner),
+            Arc::clone(names),
+            self.core.shutdown.clone(),
+        );
+        self.background.spawn(async move {
+            let mut tick = tokio::time::interval(CERTIFICATE_POLL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                match watched.reload_if_changed() {
+                    Ok(true) => {
+                        names.set_certificate_names(watched.names());
+                        tracing::info!("loaded the renewed certificate for browsers");
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "kept the previous certificate for browsers")
+                    }
+                }
+            }
+        });
+        Ok(Some(owner))
     }
 
     /// Advertises the host on the LAN for devices to find, on the TLS

@@ -4,11 +4,19 @@
 //! The host id is the base32 SHA-256 of the public key (SPKI), so a renewed
 //! certificate keeps the id; the fingerprint clients pin is the hex SHA-256 of
 //! the certificate.
+//!
+//! Also the owner's certificate for browsers (`[network] certificate` and
+//! `key`), reloaded when its files change; native clients never see it.
 
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
+
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::sign::CertifiedKey;
 
 use rcgen::{CertificateParams, KeyPair, PKCS_ECDSA_P256_SHA256, PublicKeyData};
 use sha2::{Digest, Sha256};
@@ -30,6 +38,10 @@ pub enum IdentityError {
     BadKey { path: String, message: String },
     #[error("cannot make the host certificate: {0}")]
     Certificate(String),
+    #[error(
+        "{path}: {message} (check [network] certificate and key in config.toml: a PEM chain, leaf first, and its PEM private key)"
+    )]
+    BadCertificate { path: String, message: String },
 }
 
 /// The host's key, certificate and the names derived from them.
@@ -141,6 +153,114 @@ fn io_error(path: &Path, source: std::io::Error) -> IdentityError {
         path: path.display().to_string(),
         source,
     }
+}
+
+/// The owner's certificate for browsers, reloaded when its files change.
+pub struct OwnerCertificate {
+    cert_path: PathBuf,
+    key_path: PathBuf,
+    loaded: RwLock<LoadedCertificate>,
+}
+
+/// A loaded certificate, and the files' modification times it was read at.
+struct LoadedCertificate {
+    stamp: (Option<SystemTime>, Option<SystemTime>),
+    key: Arc<CertifiedKey>,
+    names: Vec<String>,
+}
+
+impl std::fmt::Debug for OwnerCertificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OwnerCertificate")
+            .field("cert_path", &self.cert_path)
+            .finish_non_exhaustive()
+    }
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+impl OwnerCertificate {
+    /// Loads the chain and key; an error names the file and what is wrong.
+    pub fn load(cert_path: &Path, key_path: &Path) -> Result<OwnerCertificate, IdentityError> {
+        let loaded = load_pair(cert_path, key_path)?;
+        Ok(OwnerCertificate {
+            cert_path: cert_path.to_owned(),
+            key_path: key_path.to_owned(),
+            loaded: RwLock::new(loaded),
+        })
+    }
+
+    /// The certificate and key to present.
+    pub fn current(&self) -> Arc<CertifiedKey> {
+        Arc::clone(&self.loaded.read().unwrap_or_else(|p| p.into_inner()).key)
+    }
+
+    /// The DNS names the certificate is for.
+    pub fn names(&self) -> Vec<String> {
+        self.loaded
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .names
+            .clone()
+    }
+
+    /// Reads the files again if either changed since the last load. `Ok(true)`
+    /// when a new certificate is in use; on an error the old one stays.
+    pub fn reload_if_changed(&self) -> Result<bool, IdentityError> {
+        let stamp = (modified(&self.cert_path), modified(&self.key_path));
+        if self.loaded.read().unwrap_or_else(|p| p.into_inner()).stamp == stamp {
+            return Ok(false);
+        }
+        let result = load_pair(&self.cert_path, &self.key_path);
+        let mut loaded = self.loaded.write().unwrap_or_else(|p| p.into_inner());
+        match result {
+            Ok(fresh) => {
+                *loaded = fresh;
+                Ok(true)
+            }
+            Err(e) => {
+                // Not tried again until the files change again.
+                loaded.stamp = stamp;
+                Err(e)
+            }
+        }
+    }
+}
+
+fn load_pair(cert_path: &Path, key_path: &Path) -> Result<LoadedCertificate, IdentityError> {
+    use rustls::pki_types::pem::PemObject;
+    let stamp = (modified(cert_path), modified(key_path));
+    let bad = |path: &Path, message: String| IdentityError::BadCertificate {
+        path: path.display().to_string(),
+        message,
+    };
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_path)
+        .map_err(|e| bad(cert_path, e.to_string()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| bad(cert_path, e.to_string()))?;
+    let Some(leaf) = chain.first() else {
+        return Err(bad(cert_path, "no CERTIFICATE block in the file".into()));
+    };
+    let names = webpki::EndEntityCert::try_from(leaf)
+        .map_err(|e| bad(cert_path, format!("not a usable certificate: {e}")))?
+        .valid_dns_names()
+        .map(str::to_owned)
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| bad(key_path, e.to_string()))?;
+    let provider = rustls::crypto::ring::default_provider();
+    let key = CertifiedKey::from_der(chain, key, &provider).map_err(|e| {
+        bad(
+            key_path,
+            format!("not the key of {}: {e}", cert_path.display()),
+        )
+    })?;
+    Ok(LoadedCertificate {
+        stamp,
+        key: Arc::new(key),
+        names,
+    })
 }
 
 /// Lowercase hex.

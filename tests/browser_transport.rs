@@ -631,3 +631,128 @@ async fn revoking_a_browser_closes_its_websocket_at_once() {
     let refused = initialize(&mut again, signed_auth(&browser, &origin, &nonce)).await;
     assert_eq!(refused["error"]["code"], -32001, "{refused}");
 }
+
+// ---- The owner's certificate for browsers ----
+
+/// Writes a self-signed certificate for `names` with a fresh key, as an
+/// owner's CA or ACME client would leave it; returns its fingerprint.
+fn write_owner_certificate(data: &std::path::Path, names: &[&str]) -> String {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params =
+        rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    // The key first: a host that looks in between sees a mismatch and keeps the old pair.
+    std::fs::write(data.join("owner.key"), key.serialize_pem()).unwrap();
+    std::fs::write(data.join("owner.crt"), cert.pem()).unwrap();
+    openwork_host::transport::tls::fingerprint(cert.der())
+}
+
+/// The fingerprint of the certificate the host presents to a client offering `alpn`.
+async fn presented(address: &str, alpn: &[&[u8]]) -> String {
+    let verifier = openwork_host::transport::tls::PinnedCert::new(None);
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .unwrap()
+    .dangerous()
+    .with_custom_certificate_verifier(verifier.clone())
+    .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
+    let tcp = TcpStream::connect(address).await.unwrap();
+    within(
+        10,
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(openwork_host::transport::tls::server_name(), tcp),
+    )
+    .await
+    .expect("TLS handshake");
+    verifier.seen().expect("a certificate")
+}
+
+const OWNER_CERT_CONFIG: &str = "[network]\ncertificate = \"owner.crt\"\nkey = \"owner.key\"\n";
+
+#[tokio::test]
+async fn browsers_get_the_owner_s_certificate_and_native_clients_keep_the_pinned_one_across_renewals()
+ {
+    let mut host = TestHost::new(OWNER_CERT_CONFIG);
+    let first = write_owner_certificate(&host.data, &["desk.test"]);
+    host.start();
+    let address = host.tls_address().await;
+    let port = port(&address);
+    let device = host.pair_device("laptop", None).await;
+
+    assert_eq!(presented(&address, &[b"h2", b"http/1.1"]).await, first);
+    assert_eq!(presented(&address, &[]).await, first);
+    let native = presented(&address, &[openwork_host::transport::tls::ALPN]).await;
+    assert_eq!(
+        native, device.fingerprint,
+        "native clients see the identity certificate"
+    );
+    assert_ne!(native, first);
+    // The certificate's names are the host's own.
+    let named = http(
+        &address,
+        &[b"http/1.1"],
+        &get("/", &format!("desk.test:{port}"), ""),
+    )
+    .await;
+    assert_eq!(named.status, 200);
+
+    // Renewed with a new key (and a new name): browsers get it without a restart…
+    let renewed = write_owner_certificate(&host.data, &["desk2.test"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while presented(&address, &[b"http/1.1"]).await != renewed {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the renewed certificate was not loaded"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let named = http(
+        &address,
+        &[b"http/1.1"],
+        &get("/", &format!("desk2.test:{port}"), ""),
+    )
+    .await;
+    assert_eq!(named.status, 200);
+    let old_name = http(
+        &address,
+        &[b"http/1.1"],
+        &get("/", &format!("desk.test:{port}"), ""),
+    )
+    .await;
+    assert_eq!(old_name.status, 421);
+    // …and the paired native device, which pinned the identity, still connects.
+    let mut session = device_session(&device).await;
+    let pong: Value = within(10, session.call("$/ping", json!({}))).await.unwrap();
+    assert_eq!(pong, json!({}));
+
+    // A broken renewal keeps the certificate in use.
+    std::fs::write(host.data.join("owner.crt"), "not a certificate").unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert_eq!(presented(&address, &[b"http/1.1"]).await, renewed);
+}
+
+#[tokio::test]
+async fn an_impostor_with_the_owner_s_certificate_is_refused_by_native_clients() {
+    let mut host = TestHost::new(OWNER_CERT_CONFIG);
+    write_owner_certificate(&host.data, &["desk.test"]);
+    host.start();
+    let device = host.pair_device("laptop", None).await;
+
+    // Another host holding the very same browser certificate and key.
+    let mut impostor = TestHost::new(OWNER_CERT_CONFIG);
+    for file in ["owner.crt", "owner.key"] {
+        std::fs::copy(host.data.join(file), impostor.data.join(file)).unwrap();
+    }
+    impostor.start();
+    let mut redirected = device.clone();
+    redirected.address = impostor.tls_address().await;
+    let refused = within(10, openwork_host::client::open_session(&redirected, "test")).await;
+    assert!(refused.is_err(), "a native client refuses the impostor");
+    let mut session = device_session(&device).await;
+    let pong: Value = within(10, session.call("$/ping", json!({}))).await.unwrap();
+    assert_eq!(pong, json!({}));
+}

@@ -10,10 +10,12 @@ use std::sync::{Arc, Mutex};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, DigitallySignedStruct, ServerConfig, SignatureScheme};
 use sha2::{Digest, Sha256};
 
-use crate::identity::{Identity, hex};
+use crate::identity::{Identity, OwnerCertificate, hex};
 use crate::pairing::crypto::EXPORTER_LABEL;
 
 /// Our ALPN protocol id.
@@ -36,18 +38,54 @@ fn provider() -> Arc<CryptoProvider> {
 
 /// The host's TLS server configuration: ALPN `openwork/1` for the raw
 /// protocol, `http/1.1` (or none) for browsers.
-pub fn server_config(identity: &Identity) -> Result<Arc<ServerConfig>, TlsError> {
+///
+/// A client that offers `openwork/1` always gets the host's own identity
+/// certificate, the one native clients pin; any other gets the owner's
+/// certificate when one is configured (`owner`), so that browsers need not
+/// warn, and renewing it never touches what native clients pinned.
+pub fn server_config(
+    identity: &Identity,
+    owner: Option<Arc<OwnerCertificate>>,
+) -> Result<Arc<ServerConfig>, TlsError> {
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(identity.key_der.clone()));
-    let mut config = ServerConfig::builder_with_provider(provider())
+    let provider = provider();
+    let own = CertifiedKey::from_der(
+        vec![CertificateDer::from(identity.cert_der.clone())],
+        key,
+        &provider,
+    )
+    .map_err(|e| TlsError(e.to_string()))?;
+    let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| TlsError(e.to_string()))?
         .with_no_client_auth()
-        .with_single_cert(vec![CertificateDer::from(identity.cert_der.clone())], key)
-        .map_err(|e| TlsError(e.to_string()))?;
+        .with_cert_resolver(Arc::new(HostCertificates {
+            identity: Arc::new(own),
+            owner,
+        }));
     config.alpn_protocols = vec![ALPN.to_vec(), ALPN_HTTP.to_vec()];
     config.max_early_data_size = 0;
     config.send_tls13_tickets = 0;
     Ok(Arc::new(config))
+}
+
+/// Picks the certificate by what the client offers in ALPN (see `server_config`).
+#[derive(Debug)]
+struct HostCertificates {
+    identity: Arc<CertifiedKey>,
+    owner: Option<Arc<OwnerCertificate>>,
+}
+
+impl ResolvesServerCert for HostCertificates {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let native = hello
+            .alpn()
+            .is_some_and(|mut offered| offered.any(|p| p == ALPN));
+        match &self.owner {
+            Some(owner) if !native => Some(owner.current()),
+            _ => Some(Arc::clone(&self.identity)),
+        }
+    }
 }
 
 /// The SHA-256 fingerprint (hex) of a certificate.
@@ -191,7 +229,7 @@ mod tests {
     fn a_frame_carrying_a_full_chunk_is_taken_in_one_write() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = DataDir::resolve(Some(tmp.path().to_owned())).unwrap();
-        let config = server_config(&Identity::load_or_create(&dir, "box").unwrap()).unwrap();
+        let config = server_config(&Identity::load_or_create(&dir, "box").unwrap(), None).unwrap();
         // A full chunk of newlines, each escaped, plus its frame's header and JSON.
         let frame = vec![b'x'; 2 * MAX_CHUNK + 256];
         let mut default = rustls::ServerConnection::new(Arc::clone(&config)).unwrap();

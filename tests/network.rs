@@ -1177,7 +1177,8 @@ fn pair_shows_the_code_and_a_qr_code_of_the_link_and_asks_the_owner_on_a_termina
             bin(),
             host.data.display()
         ));
-        let uri = pair.line_with("openwork://pair?", 20);
+        // The web app's pairing URL, which `client pair --uri` takes as well.
+        let uri = pair.line_with("/#pair?", 20);
         let shown = pair.seen.clone();
         let link = openwork_host::client::pair::PairLink::parse(&uri).expect("a pairing link");
         let status = output_within(

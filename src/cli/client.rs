@@ -51,7 +51,7 @@ pub enum ClientCommand {
         /// The code shown on the host.
         #[arg(long)]
         code: Option<String>,
-        /// An `openwork://pair?…` link (the QR code's content) instead of ADDR and --code.
+        /// The QR code's link (`https://ADDR:PORT/#pair?code=…` or `openwork://pair?…`) instead of ADDR and --code.
         #[arg(long)]
         uri: Option<String>,
         /// This device's name, shown to the host's owner (default: this machine's hostname).
@@ -406,7 +406,7 @@ pub async fn run(dir: PathBuf, command: ClientCommand) -> anyhow::Result<ExitCod
             let (targets, code, fingerprint) = match (uri, address) {
                 (Some(uri), _) => {
                     let link = PairLink::parse(&uri)
-                        .context("not an openwork://pair?host=…&port=…&code=… link")?;
+                        .context("not a pairing link: expected https://ADDR:PORT/#pair?code=…&fp=… or openwork://pair?host=…&port=…&code=…")?;
                     (
                         vec![link.address],
                         code.unwrap_or(link.code),

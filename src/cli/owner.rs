@@ -307,11 +307,19 @@ fn print_window(window: &PairingWindow) {
         "On the device: openwork-host client pair {}:{} --code {}",
         window.host, window.port, window.code
     );
-    println!("or scan:");
-    if let Some(qr) = render::qr(&window.uri) {
+    let web = openwork_host::client::pair::PairLink::web_url(
+        &window.host,
+        window.port,
+        &window.code,
+        &window.fingerprint,
+        &window.host_id,
+    );
+    println!("or scan with the device's camera (opens pairing in its browser):");
+    if let Some(qr) = render::qr(&web) {
         println!("{qr}");
     }
-    println!("  {}", window.uri);
+    println!("  {web}");
+    println!("(the native client takes it too: openwork-host client pair --uri '{web}')");
     println!();
 }
 

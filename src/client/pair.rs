@@ -67,8 +67,12 @@ pub struct PairLink {
 }
 
 impl PairLink {
-    /// Parses `openwork://pair?host=…&port=…&fp=…&code=…`.
+    /// Parses `openwork://pair?host=…&port=…&fp=…&code=…`, or the web app's
+    /// `https://ADDR:PORT/#pair?code=…&fp=…&id=…` (the QR code's form).
     pub fn parse(uri: &str) -> Option<PairLink> {
+        if let Some(rest) = uri.strip_prefix("https://") {
+            return PairLink::parse_web(rest);
+        }
         let query = uri.strip_prefix("openwork://pair?")?;
         let mut host = None;
         let mut port = None;
@@ -99,6 +103,63 @@ impl PairLink {
             fingerprint,
             host_id,
         })
+    }
+}
+
+impl PairLink {
+    /// `ADDR[:PORT]/#pair?…`: the address from the authority (port 443 when
+    /// none), the rest from the fragment.
+    fn parse_web(rest: &str) -> Option<PairLink> {
+        let (authority, fragment) = rest.split_once("/#pair?")?;
+        let address = if authority.starts_with('[') {
+            match authority.rsplit_once("]:") {
+                Some((host, port)) => format!("{host}]:{}", port.parse::<u16>().ok()?),
+                None if authority.ends_with(']') => format!("{authority}:443"),
+                None => return None,
+            }
+        } else {
+            match authority.split_once(':') {
+                Some((host, port)) if !host.is_empty() => {
+                    format!("{host}:{}", port.parse::<u16>().ok()?)
+                }
+                None if !authority.is_empty() => format!("{authority}:443"),
+                _ => return None,
+            }
+        };
+        let mut link = PairLink {
+            address,
+            code: String::new(),
+            fingerprint: None,
+            host_id: None,
+        };
+        for pair in fragment.split('&') {
+            let (key, value) = pair.split_once('=')?;
+            let value = percent_decode(value)?;
+            match key {
+                "code" => link.code = value,
+                "fp" => link.fingerprint = Some(value),
+                "id" => link.host_id = Some(value),
+                _ => {}
+            }
+        }
+        (!link.code.is_empty()).then_some(link)
+    }
+
+    /// The web app's pairing URL for a pairing window: opens the pairing
+    /// screen with the code filled in. The fragment never leaves the browser.
+    pub fn web_url(host: &str, port: u16, code: &str, fingerprint: &str, host_id: &str) -> String {
+        let host = if host.contains(':') && !host.starts_with('[') {
+            // An IPv6 address; a zone (`%eth0`) has no place in a URL.
+            format!("[{}]", host.split('%').next().unwrap_or(host))
+        } else {
+            host.to_owned()
+        };
+        let authority = if port == 443 {
+            host
+        } else {
+            format!("{host}:{port}")
+        };
+        format!("https://{authority}/#pair?code={code}&fp={fingerprint}&id={host_id}")
     }
 }
 
@@ -196,5 +257,37 @@ mod tests {
             PairLink::parse("openwork://pair?host=h&code=1").is_none(),
             "the port is required"
         );
+    }
+
+    #[test]
+    fn web_pairing_urls_round_trip() {
+        let url = PairLink::web_url("192.168.1.5", 4747, "12345678", "ab12", "xyz");
+        assert_eq!(
+            url,
+            "https://192.168.1.5:4747/#pair?code=12345678&fp=ab12&id=xyz"
+        );
+        let link = PairLink::parse(&url).unwrap();
+        assert_eq!(link.address, "192.168.1.5:4747");
+        assert_eq!(link.code, "12345678");
+        assert_eq!(link.fingerprint.as_deref(), Some("ab12"));
+        assert_eq!(link.host_id.as_deref(), Some("xyz"));
+        let v6 = PairLink::web_url("fe80::1%eth0", 4747, "1", "f", "i");
+        assert_eq!(v6, "https://[fe80::1]:4747/#pair?code=1&fp=f&id=i");
+        assert_eq!(PairLink::parse(&v6).unwrap().address, "[fe80::1]:4747");
+        let default_port = PairLink::web_url("desk.example", 443, "1", "f", "i");
+        assert_eq!(default_port, "https://desk.example/#pair?code=1&fp=f&id=i");
+        assert_eq!(
+            PairLink::parse(&default_port).unwrap().address,
+            "desk.example:443"
+        );
+        for bad in [
+            "https://h:4747/",
+            "https://h:4747/#pair?fp=f",
+            "https://h:x/#pair?code=1",
+            "https:///#pair?code=1",
+            "https://[::1/#pair?code=1",
+        ] {
+            assert!(PairLink::parse(bad).is_none(), "{bad}");
+        }
     }
 }

@@ -2,7 +2,12 @@
 
 /** Encodes one message as a frame. */
 export function encodeFrame(message: unknown): Buffer {
-  const body = Buffer.from(JSON.stringify(message), "utf8");
+  return encodeJsonFrame(JSON.stringify(message));
+}
+
+/** Encodes a message already in JSON text as a frame. */
+export function encodeJsonFrame(json: string): Buffer {
+  const body = Buffer.from(json, "utf8");
   return Buffer.concat([Buffer.from(`Content-Length: ${body.length}\r\n\r\n`, "ascii"), body]);
 }
 

@@ -1,15 +1,14 @@
-// Pairing a device with a host: SPAKE2 with the code over TLS, the code mixed
-// with the TLS session's exported keying material, key confirmation both
-// ways (HKDF keys per role over the whole transcript), then the owner's
-// approval. Mirrors the host's src/pairing/crypto.rs exactly.
-import { createHash, createHmac, hkdfSync, timingSafeEqual } from "node:crypto";
+// Pairing a device with a host from Node over TLS: the exchange of
+// pairing-core.ts with the code mixed with the TLS session's exported keying
+// material, then the owner's approval; the device gets a token.
 import type * as T from "./generated/types.js";
-import { RpcConnection, RpcError } from "./rpc.js";
-import { Spake2 } from "./spake2.js";
+import { exchange, PairingError } from "./pairing-core.js";
+import { RpcConnection } from "./rpc.js";
+import { StreamTransport } from "./stream.js";
 import { connectTls, exporter, parseAddress, type Endpoint } from "./tls.js";
 
-const CLIENT_IDENTITY = Buffer.from("openwork-client");
-const HOST_IDENTITY = Buffer.from("openwork-host");
+export { confirmations, pairingPassword, PairingError, transcript, WEB_PAIRING_BINDING } from "./pairing-core.js";
+export type { TranscriptContext } from "./pairing-core.js";
 
 /** What pairing needs. */
 export interface PairOptions {
@@ -39,17 +38,6 @@ export interface PairedHost {
   scopes: T.Scope[];
 }
 
-/** Why pairing failed. */
-export class PairingError extends Error {
-  constructor(
-    message: string,
-    readonly cause?: unknown,
-  ) {
-    super(message);
-    this.name = "PairingError";
-  }
-}
-
 /** An `openwork://pair?host=…&port=…&fp=…&code=…` link, as in the QR code. */
 export function parsePairLink(uri: string): { address: string; code: string; fingerprint?: string; hostId?: string } {
   const prefix = "openwork://pair?";
@@ -67,92 +55,21 @@ export function parsePairLink(uri: string): { address: string; code: string; fin
   };
 }
 
-/** SPAKE2's password: HMAC-SHA256(TLS exporter, "openwork pairing code v1\0" + code). */
-export function pairingPassword(code: string, tlsExporter: Uint8Array): Buffer {
-  return createHmac("sha256", tlsExporter).update("openwork pairing code v1\0").update(code).digest();
-}
-
-/** What both sides agree on besides the code: what the confirmation MACs cover. */
-export interface TranscriptContext {
-  tlsExporter: Uint8Array;
-  hostFingerprint: string;
-  deviceName: string;
-  scopes: string[];
-}
-
-/** SHA-256 over length-prefixed items (u64 big-endian), as the host computes it. */
-export function transcript(ctx: TranscriptContext, clientMessage: Uint8Array, hostMessage: Uint8Array): Buffer {
-  const h = createHash("sha256");
-  const item = (bytes: Uint8Array) => {
-    const length = Buffer.alloc(8);
-    length.writeBigUInt64BE(BigInt(bytes.length));
-    h.update(length);
-    h.update(bytes);
-  };
-  const sha = (b: Uint8Array) => createHash("sha256").update(b).digest();
-  item(Buffer.from("openwork-pairing-transcript-v1"));
-  item(ctx.tlsExporter);
-  item(sha(clientMessage));
-  item(sha(hostMessage));
-  item(Buffer.from(ctx.hostFingerprint));
-  item(Buffer.from(ctx.deviceName));
-  item(Buffer.from(ctx.scopes.join(" ")));
-  return h.digest();
-}
-
-/** The two confirmation MACs (host's, client's) from the SPAKE2 key. */
-export function confirmations(key: Uint8Array, t: Buffer): { host: Buffer; client: Buffer } {
-  const mac = (info: string, role: string) => {
-    const k = Buffer.from(hkdfSync("sha256", key, t, info, 32));
-    return createHmac("sha256", k).update(t).update(role).digest();
-  };
-  return {
-    host: mac("openwork pairing host confirmation", "host"),
-    client: mac("openwork pairing client confirmation", "client"),
-  };
-}
-
-/** Pairs with a host and returns the credential to keep. */
+/** Pairs with a host over TLS and returns the credential to keep. */
 export async function pair(options: PairOptions): Promise<PairedHost> {
   const endpoint = typeof options.address === "string" ? parseAddress(options.address) : options.address;
-  const deviceName = options.deviceName.trim();
   const connected = await connectTls(endpoint, options.expectedFingerprint);
-  const rpc = new RpcConnection(connected.socket, { notification: () => {}, closed: () => {} });
+  const rpc = new RpcConnection(new StreamTransport(connected.socket), { notification: () => {}, closed: () => {} });
   try {
-    const tlsExporter = exporter(connected.socket);
-    const spake = Spake2.startA(pairingPassword(options.code, tlsExporter), CLIENT_IDENTITY, HOST_IDENTITY);
-    const begun = (await rpc.request("pairing.begin", {
-      deviceName,
+    const result = await exchange(rpc, {
+      code: options.code,
+      deviceName: options.deviceName,
       ...(options.scopes ? { scopes: options.scopes } : {}),
-      spake: Buffer.from(spake.message).toString("base64"),
-    })) as T.PairingBeginResult;
-    const hostMessage = Buffer.from(begun.spake, "base64");
-    let key: Uint8Array;
-    try {
-      key = spake.finish(hostMessage);
-    } catch (e) {
-      throw new PairingError(`the host sent a malformed SPAKE2 message: ${(e as Error).message}`, e);
-    }
-    const t = transcript(
-      { tlsExporter, hostFingerprint: connected.fingerprint, deviceName, scopes: begun.scopes },
-      spake.message,
-      hostMessage,
-    );
-    const macs = confirmations(key, t);
-    const hostConfirm = Buffer.from(begun.hostConfirm, "base64");
-    if (hostConfirm.length !== macs.host.length || !timingSafeEqual(hostConfirm, macs.host)) {
-      throw new PairingError(
-        "the host could not prove it knows the code: the code is wrong, or someone is between you and the host. " +
-          "Check the code shown by `openwork-host pair` and try again",
-      );
-    }
-    const result = (await rpc.request(
-      "pairing.confirm",
-      { exchangeId: begun.exchangeId, clientConfirm: macs.client.toString("base64") },
-      options.approvalTimeoutMs ?? 5 * 60 * 1000,
-    )) as T.PairingResult;
-    // A native client always gets a token; only a browser's key pairing has none.
-    if (result.token === undefined) throw new PairingError("the host registered no token for this device");
+      binding: exporter(connected.socket),
+      hostFingerprint: connected.fingerprint,
+      approvalTimeoutMs: options.approvalTimeoutMs ?? 5 * 60 * 1000,
+    });
+    if (result.token === undefined) throw new PairingError("the host issued no token (a key-registered device cannot pair over TLS)");
     return {
       address: `${endpoint.host.includes(":") ? `[${endpoint.host}]` : endpoint.host}:${endpoint.port}`,
       hostId: result.hostId,
@@ -162,10 +79,6 @@ export async function pair(options: PairOptions): Promise<PairedHost> {
       token: result.token,
       scopes: result.scopes,
     };
-  } catch (e) {
-    if (e instanceof PairingError) throw e;
-    if (e instanceof RpcError) throw new PairingError(`the host refused: ${e.message}${e.action ? ` (${e.action})` : ""}`, e);
-    throw new PairingError(`pairing failed: ${(e as Error).message}`, e);
   } finally {
     rpc.close();
   }

@@ -1,7 +1,6 @@
-// One JSON-RPC 2.0 connection over a byte stream with LSP framing: requests
-// matched to responses by id, notifications handed on in arrival order.
-import type { Duplex } from "node:stream";
-import { encodeFrame, FrameDecoder } from "./framing.js";
+// One JSON-RPC 2.0 connection over any message transport (LSP frames on a
+// stream, WebSocket text frames): requests matched to responses by id,
+// notifications handed on in arrival order. Portable (Node and browsers).
 
 /** An error object the host answered with. */
 export class RpcError extends Error {
@@ -29,12 +28,33 @@ export class ConnectionClosedError extends Error {
   }
 }
 
+/**
+ * Carries whole JSON-RPC messages (as JSON text) both ways; knows nothing of
+ * their meaning. `start` is called once, before anything is sent.
+ */
+export interface MessageTransport {
+  /** Begins delivering: each message received, then one `closed` at the end. */
+  start(events: TransportEvents): void;
+  /** Sends one message (its JSON text). */
+  send(text: string): void;
+  /** Closes the transport; no `closed` event follows. */
+  close(): void;
+}
+
+/** What a transport reports. */
+export interface TransportEvents {
+  /** One message (JSON text). */
+  message(text: string): void;
+  /** The transport ended, or failed (`reason`). */
+  closed(reason: string): void;
+}
+
 interface Pending {
   method: string;
   params: unknown;
   resolve: (result: unknown) => void;
   reject: (error: Error) => void;
-  timer?: NodeJS.Timeout;
+  timer?: ReturnType<typeof setTimeout>;
 }
 
 /** What an `RpcConnection` reports. */
@@ -50,23 +70,21 @@ export interface RpcEvents {
   closed(error?: Error): void;
 }
 
-/** A JSON-RPC connection on one stream. */
+/** A JSON-RPC connection on one transport. */
 export class RpcConnection {
-  private readonly decoder: FrameDecoder;
   private readonly pending = new Map<number, Pending>();
   private nextId = 1;
   private closed: Error | undefined;
   private closing = false;
 
   constructor(
-    private readonly stream: Duplex,
+    private readonly transport: MessageTransport,
     private readonly events: RpcEvents,
-    maxFrameBytes?: number,
   ) {
-    this.decoder = new FrameDecoder(maxFrameBytes);
-    stream.on("data", (chunk: Buffer) => this.onData(chunk));
-    stream.on("error", (e) => this.shut(new ConnectionClosedError(e.message)));
-    stream.on("close", () => this.shut(new ConnectionClosedError("closed by the host")));
+    transport.start({
+      message: (text) => this.onMessage(text),
+      closed: (reason) => this.shut(new ConnectionClosedError(reason)),
+    });
   }
 
   /** Whether the connection is still usable. */
@@ -87,41 +105,30 @@ export class RpcConnection {
         }, timeoutMs);
       }
       this.pending.set(id, entry);
-      this.stream.write(encodeFrame({ jsonrpc: "2.0", id, method, params }));
+      this.transport.send(JSON.stringify({ jsonrpc: "2.0", id, method, params }));
     });
   }
 
   /** Sends a notification. */
   notify(method: string, params: unknown): void {
-    if (!this.closed) this.stream.write(encodeFrame({ jsonrpc: "2.0", method, params }));
+    if (!this.closed) this.transport.send(JSON.stringify({ jsonrpc: "2.0", method, params }));
   }
 
   /** Closes the stream; pending requests fail. */
   close(): void {
     this.closing = true;
-    this.stream.end();
-    this.stream.destroy();
+    this.transport.close();
     this.shut(new ConnectionClosedError("closed by the client"));
   }
 
-  private onData(chunk: Buffer): void {
-    let frames: Buffer[];
+  private onMessage(text: string): void {
+    let message: unknown;
     try {
-      frames = this.decoder.push(chunk);
-    } catch (e) {
-      this.stream.destroy();
-      this.shut(new ConnectionClosedError(`the host sent a bad frame: ${(e as Error).message}`));
+      message = JSON.parse(text);
+    } catch {
       return;
     }
-    for (const frame of frames) {
-      let message: unknown;
-      try {
-        message = JSON.parse(frame.toString("utf8"));
-      } catch {
-        continue;
-      }
-      for (const m of Array.isArray(message) ? message : [message]) this.dispatch(m);
-    }
+    for (const m of Array.isArray(message) ? message : [message]) this.dispatch(m);
   }
 
   private dispatch(message: Record<string, unknown>): void {

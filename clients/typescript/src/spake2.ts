@@ -4,8 +4,13 @@
 // reduced mod L), messages of a side byte ('A' 0x41, 'B' 0x42) and a
 // compressed point, and the key SHA-256(SHA-256(pw) | SHA-256(idA) |
 // SHA-256(idB) | X | Y | K).
-import { createHash, hkdfSync, randomBytes } from "node:crypto";
+//
+// Portable (Node and browsers): hashing by @noble/hashes, randomness by
+// WebCrypto's getRandomValues.
 import { ed25519 } from "@noble/curves/ed25519.js";
+import { hkdf } from "@noble/hashes/hkdf.js";
+import { sha256 as sha256Hash } from "@noble/hashes/sha2.js";
+import { concat } from "./encoding.js";
 
 const Point = ed25519.Point;
 type Point = InstanceType<typeof ed25519.Point>;
@@ -21,15 +26,11 @@ const SIDE_B = 0x42;
 /** A SPAKE2 message that cannot be used. */
 export class Spake2Error extends Error {}
 
-const sha256 = (...parts: Uint8Array[]): Buffer => {
-  const h = createHash("sha256");
-  for (const p of parts) h.update(p);
-  return h.digest();
-};
+const sha256 = (...parts: Uint8Array[]): Uint8Array => sha256Hash(concat(...parts));
 
 /** The password's scalar: HKDF-SHA256 (empty salt, info "SPAKE2 pw") to 48 bytes, big-endian, mod L. */
 export function passwordToScalar(password: Uint8Array): bigint {
-  const okm = new Uint8Array(hkdfSync("sha256", password, new Uint8Array(0), "SPAKE2 pw", 48));
+  const okm = hkdf(sha256Hash, password, new Uint8Array(0), new TextEncoder().encode("SPAKE2 pw"), 48);
   let n = 0n;
   for (const byte of okm) n = (n << 8n) | BigInt(byte);
   return n % L;
@@ -38,7 +39,7 @@ export function passwordToScalar(password: Uint8Array): bigint {
 /** A uniformly random non-zero scalar: 64 random bytes, little-endian, mod L. */
 export function randomScalar(): bigint {
   for (;;) {
-    const bytes = randomBytes(64);
+    const bytes = globalThis.crypto.getRandomValues(new Uint8Array(64));
     let n = 0n;
     for (let i = bytes.length - 1; i >= 0; i--) n = (n << 8n) | BigInt(bytes[i]!);
     n %= L;
@@ -97,6 +98,6 @@ export class Spake2 {
     const unblinding = this.side === "A" ? N : M;
     const k = mul(peer.add(mul(unblinding, -this.pw)), this.secret).toBytes();
     const [x, y] = this.side === "A" ? [this.element, peerElement] : [peerElement, this.element];
-    return new Uint8Array(sha256(sha256(this.password), sha256(this.idA), sha256(this.idB), x, y, k));
+    return sha256(sha256(this.password), sha256(this.idA), sha256(this.idB), x, y, k);
   }
 }

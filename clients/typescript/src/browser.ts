@@ -1,0 +1,68 @@
+// The browser build's entry: the shared client over a WebSocket to the page's
+// own host (`wss://<location.host>/rpc`), authenticated by a non-extractable
+// key kept in IndexedDB, and pairing from a `#pair?code=…&fp=…&id=…` link.
+import { ClientCore, type CoreOptions } from "./core.js";
+import type { MessageTransport } from "./rpc.js";
+import { forgetCredential, loadCredential, saveCredential, type StoredCredential } from "./browser-store.js";
+import { opened, pairWebSocket, signatureAuth, type SignatureCredential, type WebPairOptions } from "./websocket.js";
+
+export * from "./generated/types.js";
+export type { ClientNotifications, Methods, Notifications } from "./generated/methods.js";
+export { ClientCore, FINAL_STATUSES } from "./core.js";
+export type { ConnectionState, CoreOptions, ReconnectOptions } from "./core.js";
+export { ConnectionClosedError, RpcError } from "./rpc.js";
+export { PairingError } from "./pairing-core.js";
+export { authMessage, type SignatureCredential, type WebPairedHost } from "./websocket.js";
+export { forgetCredential, loadCredential, type StoredCredential };
+
+/** The page's host's JSON-RPC endpoint. */
+export function rpcUrl(): string {
+  return `wss://${location.host}/rpc`;
+}
+
+/** Opens a WebSocket to the page's host. */
+export function dialPageHost(): Promise<MessageTransport> {
+  const url = rpcUrl();
+  return opened(new WebSocket(url), url);
+}
+
+/** A client of the host that served the page. */
+export class BrowserClient extends ClientCore {
+  /** Connects with a stored credential, signing the host's nonce, and initializes. */
+  static async connectWith(credential: SignatureCredential, options: CoreOptions = {}): Promise<BrowserClient> {
+    const client = new BrowserClient(
+      { dial: dialPageHost, auth: (rpc) => signatureAuth(rpc, credential, location.origin) },
+      { clientInfo: { name: "openwork-web", version: "0.1.0" }, ...options },
+    );
+    await client.start();
+    return client;
+  }
+}
+
+/** A pairing link's fragment: `#pair?code=…&fp=…&id=…`. */
+export interface PairLink {
+  code: string;
+  fingerprint?: string;
+  hostId?: string;
+}
+
+/** Reads a pairing link from `location.hash`; undefined when it is not one. */
+export function parsePairFragment(hash: string): PairLink | undefined {
+  const body = hash.startsWith("#") ? hash.slice(1) : hash;
+  if (!body.startsWith("pair?")) return undefined;
+  const query = new URLSearchParams(body.slice("pair?".length));
+  const code = query.get("code")?.trim();
+  if (!code) return undefined;
+  const fingerprint = query.get("fp")?.trim();
+  const hostId = query.get("id")?.trim();
+  return { code, ...(fingerprint ? { fingerprint } : {}), ...(hostId ? { hostId } : {}) };
+}
+
+/** Pairing from the page. */
+export type BrowserPairOptions = Omit<WebPairOptions, "dial">;
+
+/** Pairs this browser with the page's host and keeps the credential in IndexedDB. */
+export async function pairBrowser(options: BrowserPairOptions): Promise<StoredCredential> {
+  const paired = await pairWebSocket({ ...options, dial: dialPageHost });
+  return saveCredential(paired);
+}

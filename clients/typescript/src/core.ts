@@ -1,0 +1,246 @@
+// The transport-independent client: typed methods and notification handlers
+// on one connection to a host, and reconnection that re-authenticates and
+// resumes every followed task from the last seq it saw. Portable (Node and
+// browsers): the Node client (TLS, unix socket) and the browser client
+// (WebSocket) differ only in how they dial and authenticate.
+import { GeneratedMethods, type ClientNotifications, type Methods, type Notifications } from "./generated/methods.js";
+import type * as T from "./generated/types.js";
+import { ConnectionClosedError, RpcConnection, RpcError, type MessageTransport } from "./rpc.js";
+
+/** Statuses after which a task changes no more. */
+export const FINAL_STATUSES: ReadonlySet<T.TaskStatus> = new Set(["succeeded", "failed", "cancelled", "interrupted"]);
+
+/** How the client reconnects after losing the connection. */
+export interface ReconnectOptions {
+  /** Tries before giving up (default 10). */
+  attempts?: number;
+  /** Wait before the first try, doubled each time (default 100 ms). */
+  initialDelayMs?: number;
+  /** Longest wait between tries (default 5000 ms). */
+  maxDelayMs?: number;
+}
+
+/** Options common to every transport. */
+export interface CoreOptions {
+  clientInfo?: T.ClientInfo;
+  /** `false` to fail instead of reconnecting. */
+  reconnect?: ReconnectOptions | false;
+}
+
+/** How a client reaches the host: dialing, then the credential for `initialize`. */
+export interface Connector {
+  /** Opens a new connection. */
+  dial(): Promise<MessageTransport>;
+  /**
+   * The `auth` of `initialize` on a connection just opened (it may ask the
+   * host first, as signature auth asks for a nonce); none for the owner's socket.
+   */
+  auth?(rpc: RpcConnection): Promise<T.DeviceAuth | undefined>;
+}
+
+/** The connection's state, as reported to `onState`. */
+export type ConnectionState = "open" | "reconnecting" | "closed";
+
+type Handler<P> = (params: P) => void;
+
+/** A client of one host, over whatever `Connector` reaches it. */
+export class ClientCore extends GeneratedMethods {
+  /** What `initialize` answered on the current connection. */
+  server!: T.InitializeResult;
+  private rpc!: RpcConnection;
+  private readonly handlers = new Map<string, Set<Handler<never>>>();
+  private readonly stateHandlers = new Set<(state: ConnectionState, error?: Error) => void>();
+  /** Tasks followed, with the last seq delivered: what a reconnect resumes. */
+  private readonly following = new Map<string, number>();
+  private closedByUser = false;
+  /** Set once the first connection is up: only then is a lost one re-established. */
+  private established = false;
+  private reconnecting: Promise<void> | undefined;
+  /** How many times the connection was re-established. */
+  reconnects = 0;
+
+  protected constructor(
+    private readonly connector: Connector,
+    private readonly coreOptions: CoreOptions,
+  ) {
+    super();
+  }
+
+  /** Connects with `connector` and initializes. */
+  static async connect(connector: Connector, options: CoreOptions = {}): Promise<ClientCore> {
+    const client = new ClientCore(connector, options);
+    await client.start();
+    return client;
+  }
+
+  /** Opens the first connection; a later loss of it is re-established. */
+  protected async start(): Promise<void> {
+    await this.open();
+    this.established = true;
+  }
+
+  /** Handles a host notification; returns a function that removes the handler. */
+  on<N extends keyof Notifications>(method: N, handler: Handler<Notifications[N]>): () => void {
+    let set = this.handlers.get(method);
+    if (!set) this.handlers.set(method, (set = new Set()));
+    set.add(handler as Handler<never>);
+    return () => set.delete(handler as Handler<never>);
+  }
+
+  /** Hears of the connection dropping, coming back, or closing for good. */
+  onState(handler: (state: ConnectionState, error?: Error) => void): () => void {
+    this.stateHandlers.add(handler);
+    return () => this.stateHandlers.delete(handler);
+  }
+
+  /** The last seq delivered for each task this client follows. */
+  get followed(): ReadonlyMap<string, number> {
+    return this.following;
+  }
+
+  request<M extends keyof Methods>(method: M, params: Methods[M]["params"]): Promise<Methods[M]["result"]> {
+    return this.rpc.request(method, params) as Promise<Methods[M]["result"]>;
+  }
+
+  requestDynamic(method: string, params: Record<string, unknown>): Promise<unknown> {
+    return this.rpc.request(method, params);
+  }
+
+  notify<M extends keyof ClientNotifications>(method: M, params: ClientNotifications[M]): void {
+    this.rpc.notify(method, params);
+  }
+
+  /** Ends the session (`shutdown`, `exit`) and closes the connection; no reconnect. */
+  async close(): Promise<void> {
+    this.closedByUser = true;
+    if (this.rpc.open) {
+      await this.rpc.request("shutdown", {}, 2000).catch(() => undefined);
+      this.rpc.notify("exit", {});
+      this.rpc.close();
+    }
+  }
+
+  /** Drops the connection as a network failure would (for tests and diagnostics). */
+  dropConnection(): void {
+    this.rpc.close();
+    this.onClosed(new ConnectionClosedError("dropped by the client"));
+  }
+
+  private async open(): Promise<void> {
+    const transport = await this.connector.dial();
+    this.rpc = new RpcConnection(transport, {
+      notification: (method, params) => this.onNotification(method, params),
+      response: (method, params, result) => this.onResponse(method, params, result),
+      closed: (error) => {
+        if (error) this.onClosed(error);
+      },
+    });
+    try {
+      const auth = await this.connector.auth?.(this.rpc);
+      this.server = (await this.rpc.request("initialize", {
+        clientInfo: this.coreOptions.clientInfo ?? { name: "openwork-host-client-ts", version: "0.1.0" },
+        protocolVersion: "1",
+        ...(auth ? { auth } : {}),
+      })) as T.InitializeResult;
+    } catch (e) {
+      this.rpc.close();
+      throw e;
+    }
+  }
+
+  // Runs before the caller sees the result, in order with the notifications
+  // after it: the first chunks of a task follow its `task.run` reply at once.
+  private onResponse(method: string, params: unknown, result: unknown): void {
+    if (method === "task.run") {
+      const { taskId } = result as T.TaskRunResult;
+      if (!this.following.has(taskId)) this.following.set(taskId, 0);
+    } else if (method === "task.subscribe") {
+      const r = result as T.TaskSubscribeResult;
+      if (FINAL_STATUSES.has(r.status) && r.fromSeq > r.lastSeq) this.following.delete(r.taskId);
+      else this.following.set(r.taskId, r.fromSeq - 1);
+    } else if (method === "task.unsubscribe") {
+      this.following.delete((params as T.TaskIdParams).taskId);
+    }
+  }
+
+  private onNotification(method: string, params: unknown): void {
+    if (method === "log.chunk") {
+      const chunk = params as T.LogChunk;
+      const last = this.following.get(chunk.taskId);
+      if (last !== undefined) {
+        // A replay after a reconnect may repeat what was already delivered.
+        if (chunk.seq <= last) return;
+        this.following.set(chunk.taskId, chunk.seq);
+      }
+    }
+    if (method === "task.updated") {
+      const update = params as T.TaskUpdate;
+      if (FINAL_STATUSES.has(update.status)) this.following.delete(update.taskId);
+    }
+    for (const handler of this.handlers.get(method) ?? []) {
+      try {
+        (handler as Handler<unknown>)(params);
+      } catch (e) {
+        warn(`a ${method} handler threw: ${(e as Error).stack ?? e}`);
+      }
+    }
+  }
+
+  private emitState(state: ConnectionState, error?: Error): void {
+    for (const handler of this.stateHandlers) handler(state, error);
+  }
+
+  private onClosed(error: Error): void {
+    if (this.closedByUser || this.reconnecting || !this.established) return;
+    if (this.coreOptions.reconnect === false) {
+      this.emitState("closed", error);
+      return;
+    }
+    this.emitState("reconnecting", error);
+    this.reconnecting = this.reconnect(this.coreOptions.reconnect ?? {}).finally(() => {
+      this.reconnecting = undefined;
+    });
+  }
+
+  private async reconnect(options: ReconnectOptions): Promise<void> {
+    const attempts = options.attempts ?? 10;
+    let delay = options.initialDelayMs ?? 100;
+    let lastError: Error | undefined;
+    for (let attempt = 0; attempt < attempts && !this.closedByUser; attempt++) {
+      await new Promise((r) => setTimeout(r, delay));
+      delay = Math.min(delay * 2, options.maxDelayMs ?? 5000);
+      try {
+        await this.open();
+        await this.resume();
+        this.reconnects++;
+        this.emitState("open");
+        return;
+      } catch (e) {
+        lastError = e as Error;
+        // A credential the host refuses will not work on the next try either.
+        if (e instanceof RpcError && (e.code === -32001 || e.code === -32002)) break;
+        if (this.rpc?.open) this.rpc.close();
+      }
+    }
+    this.emitState("closed", lastError);
+  }
+
+  /** Follows every task again from the seq after the last one delivered. */
+  private async resume(): Promise<void> {
+    for (const [taskId, last] of [...this.following]) {
+      try {
+        await this.rpc.request("task.subscribe", { taskId, fromSeq: last + 1 });
+      } catch (e) {
+        if (e instanceof RpcError && e.code === -32003) this.following.delete(taskId);
+        else throw e;
+      }
+    }
+  }
+}
+
+/** A warning where the platform shows them: Node's process warnings, else the console. */
+function warn(message: string): void {
+  const node = (globalThis as { process?: { emitWarning?: (m: string) => void } }).process;
+  if (node?.emitWarning) node.emitWarning(message);
+  else console.warn(message);
+}

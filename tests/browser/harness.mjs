@@ -1,0 +1,115 @@
+// What the browser tests share: the real host (clients/typescript's test
+// harness, compiled), Debian's Chromium under playwright-core with a fresh
+// profile that trusts the host's certificate by its SPKI hash, screenshots
+// under target/screenshots/, and small bounded waits.
+import { createHash, X509Certificate } from "node:crypto";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import * as tls from "node:tls";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+export const repo = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
+const compiled = join(repo, "clients", "typescript", "dist");
+
+/** The TypeScript client and its test harness, as `npm run build` in clients/typescript compiled them. */
+export const client = await import(join(compiled, "src", "index.js"));
+export const { TestHost, waitFor, within } = await import(join(compiled, "test", "host.js"));
+
+/** Debian's Chromium (no browser download is possible here). */
+export const CHROMIUM = process.env.OPENWORK_TEST_CHROMIUM ?? "/usr/bin/chromium";
+
+/** Base64 SHA-256 of the host certificate's SubjectPublicKeyInfo: what Chromium's SPKI list takes. */
+export function spkiHash(address) {
+  const { host, port } = client.parseAddress(address);
+  return new Promise((resolve, reject) => {
+    const socket = tls.connect({ host, port, servername: "localhost", ALPNProtocols: ["http/1.1"], rejectUnauthorized: false });
+    const timer = setTimeout(() => socket.destroy(new Error("timed out")), 10000);
+    socket.once("error", (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    socket.once("secureConnect", () => {
+      clearTimeout(timer);
+      const cert = new X509Certificate(socket.getPeerCertificate().raw);
+      socket.destroy();
+      resolve(createHash("sha256").update(cert.publicKey.export({ type: "spki", format: "der" })).digest("base64"));
+    });
+  });
+}
+
+/** A fresh Chromium profile that trusts only the host's key besides the usual CAs. */
+export async function launchBrowser(spki) {
+  const profile = mkdtempSync(join(tmpdir(), "openwork-chromium-"));
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    viewport: { width: 900, height: 640 },
+    args: [
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+      `--ignore-certificate-errors-spki-list=${spki}`,
+    ],
+    timeout: 60000,
+  });
+  context.setDefaultTimeout(20000);
+  return {
+    context,
+    async close() {
+      await context.close().catch(() => undefined);
+      rmSync(profile, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Saves a screenshot as target/screenshots/NAME.png. */
+export async function screenshot(page, name) {
+  const dir = join(process.env.CARGO_TARGET_DIR ?? join(repo, "target"), "screenshots");
+  mkdirSync(dir, { recursive: true });
+  const path = join(dir, `${name}.png`);
+  await page.screenshot({ path, fullPage: true });
+  return path;
+}
+
+/** The owner opens a pairing window; its code, fingerprint and host id. */
+export async function openPairingWindow(host) {
+  return JSON.parse(await host.cli("pair", "--detach", "--json", "--address", "127.0.0.1"));
+}
+
+/** The owner approves the pending request of the device named `deviceName`. */
+export async function approve(host, deviceName) {
+  const requestId = await waitFor(`${deviceName} to wait for approval`, 20000, async () => {
+    const status = JSON.parse(await host.cli("devices", "pending", "--json"));
+    return status.pending.find((p) => p.deviceName === deviceName)?.requestId;
+  });
+  await host.cli("devices", "approve", requestId);
+}
+
+/** The host's devices, as `devices list --json` shows them. */
+export async function devices(host) {
+  return JSON.parse(await host.cli("devices", "list", "--json")).devices;
+}
+
+/** Sends raw text frames on a fresh WebSocket from Node and collects what comes back. */
+export async function rawWebSocket(address, fingerprint, origin) {
+  const transport = await client.dialWebSocket({ endpoint: client.parseAddress(address), fingerprint, origin });
+  const received = [];
+  let closed;
+  transport.start({ message: (text) => received.push(JSON.parse(text)), closed: (reason) => (closed = reason) });
+  return {
+    send: (text) => transport.send(text),
+    close: () => transport.close(),
+    get closed() {
+      return closed;
+    },
+    /** The reply to request `id` (bounded wait). */
+    reply: (id) => waitFor(`the reply to request ${id}`, 10000, () => received.find((m) => m.id === id) ?? (closed !== undefined && { closed })),
+  };
+}

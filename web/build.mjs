@@ -1,0 +1,78 @@
+// Builds the test page into dist/: index.html, and under assets/ one JS
+// bundle and one stylesheet named by their content (the host serves assets/
+// as immutable). The same sources and lockfile give the same bytes.
+//   node build.mjs           write dist/
+//   node build.mjs --check   write nothing; exit 1 if dist/ is not what a build gives
+import { readFileSync, readdirSync, rmSync, mkdirSync, writeFileSync, existsSync, statSync } from "node:fs";
+import { dirname, join, relative } from "node:path";
+import { fileURLToPath } from "node:url";
+import * as esbuild from "esbuild";
+
+const root = dirname(fileURLToPath(import.meta.url));
+const dist = join(root, "dist");
+const check = process.argv.includes("--check");
+
+const result = await esbuild.build({
+  absWorkingDir: root,
+  entryPoints: { app: "src/app.ts", style: "src/app.css" },
+  bundle: true,
+  minify: true,
+  format: "esm",
+  target: ["es2022", "chrome100", "firefox100", "safari16"],
+  platform: "browser",
+  outdir: "dist/assets",
+  entryNames: "[name]-[hash]",
+  legalComments: "eof",
+  charset: "utf8",
+  sourcemap: false,
+  metafile: true,
+  write: false,
+  logLevel: "warning",
+});
+
+/** dist-relative path → bytes. */
+const files = new Map();
+let script;
+let style;
+for (const file of result.outputFiles) {
+  const rel = relative(dist, file.path).split("\\").join("/");
+  files.set(rel, Buffer.from(file.contents));
+  if (rel.endsWith(".js")) script = rel;
+  if (rel.endsWith(".css")) style = rel;
+}
+if (!script || !style) throw new Error(`esbuild gave no script or stylesheet: ${[...files.keys()].join(", ")}`);
+const html = readFileSync(join(root, "src", "index.html"), "utf8").replace("{{script}}", script).replace("{{style}}", style);
+files.set("index.html", Buffer.from(html));
+
+// Dotfiles (dist/.gitkeep) are not served (build.rs skips them) and are left alone.
+function existing(dir, prefix = "") {
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir)
+    .filter((name) => !name.startsWith("."))
+    .flatMap((name) =>
+      statSync(join(dir, name)).isDirectory() ? existing(join(dir, name), `${prefix}${name}/`) : [`${prefix}${name}`],
+    );
+}
+
+if (check) {
+  const problems = [];
+  const present = new Set(existing(dist));
+  for (const [rel, bytes] of files) {
+    if (!present.has(rel)) problems.push(`missing: web/dist/${rel}`);
+    else if (!readFileSync(join(dist, rel)).equals(bytes)) problems.push(`differs: web/dist/${rel}`);
+  }
+  for (const rel of present) if (!files.has(rel)) problems.push(`not from this build: web/dist/${rel}`);
+  if (problems.length) {
+    console.error(`web/dist is not what building web/ gives (run \`npm run build\` in web/ and commit dist/):\n  ${problems.join("\n  ")}`);
+    process.exit(1);
+  }
+  console.log(`web/dist is up to date (${files.size} files)`);
+} else {
+  for (const rel of existing(dist)) rmSync(join(dist, rel));
+  rmSync(join(dist, "assets"), { recursive: true, force: true });
+  for (const [rel, bytes] of files) {
+    mkdirSync(dirname(join(dist, rel)), { recursive: true });
+    writeFileSync(join(dist, rel), bytes);
+  }
+  for (const [rel, bytes] of files) console.log(`web/dist/${rel}  ${bytes.length} bytes`);
+}

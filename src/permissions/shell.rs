@@ -100,8 +100,21 @@ fn parse(script: &str) -> Result<ast::Program, String> {
     if nesting(script) > MAX_NESTING {
         return Err(format!("it nests more than {MAX_NESTING} levels deep"));
     }
-    let mut parser = Parser::new(std::io::Cursor::new(script.as_bytes()), &options());
-    parser.parse_program().map_err(|e| e.to_string())
+    if huge_descriptor(script) {
+        return Err("it redirects a file descriptor number too large for the shell".to_owned());
+    }
+    let parsed = guarded(|| {
+        Parser::new(std::io::Cursor::new(script.as_bytes()), &options()).parse_program()
+    })
+    .ok_or_else(|| "the grammar failed on it".to_owned())?;
+    parsed.map_err(|e| e.to_string())
+}
+
+/// Runs a step of the grammar, turning a panic in it into `None`: the
+/// grammar panics on some input (an fd number over `u32`, found by
+/// fuzzing), and a line it fails on must ask, not take the policy down.
+fn guarded<T>(step: impl FnOnce() -> T) -> Option<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(step)).ok()
 }
 
 /// An upper bound on how deeply a script nests: every opening bracket,
@@ -137,6 +150,24 @@ fn nesting(script: &str) -> usize {
         deepest = deepest.max(depth);
     }
     deepest
+}
+
+/// Whether a redirection names a descriptor over 9 digits (`99999999999>x`),
+/// which the grammar panics on; bash refuses them too.
+fn huge_descriptor(script: &str) -> bool {
+    let bytes = script.as_bytes();
+    let mut run = 0;
+    for &b in bytes {
+        if b.is_ascii_digit() {
+            run += 1;
+        } else {
+            if run > 9 && (b == b'<' || b == b'>') {
+                return true;
+            }
+            run = 0;
+        }
+    }
+    false
 }
 
 /// A word after quote removal.
@@ -261,7 +292,26 @@ impl Walker {
     fn compound(&mut self, compound: &ast::CompoundCommand, depth: usize) {
         use ast::CompoundCommand as C;
         match compound {
-            C::Arithmetic(a) => self.arithmetic(&a.expr.value, depth),
+            C::Arithmetic(a) => {
+                self.arithmetic(&a.expr.value, depth);
+                // The grammar reads `( (cmd) )` as `((…))`, and bash itself
+                // runs `((cmd) )` as subshells: what parses as a script is
+                // walked as one too.
+                let arithmetic = guarded(|| brush_parser::arithmetic::parse(&a.expr.value))
+                    .is_some_and(|r| r.is_ok());
+                match parse(&a.expr.value) {
+                    Ok(program) if depth < MAX_DEPTH => self.program(&program, depth + 1),
+                    Ok(_) => self.unknown(
+                        &a.expr.value,
+                        format!("it nests scripts more than {MAX_DEPTH} deep"),
+                    ),
+                    Err(_) if arithmetic => {}
+                    Err(why) => self.unknown(
+                        &a.expr.value,
+                        format!("`(( … ))` holds neither arithmetic nor commands ({why})"),
+                    ),
+                }
+            }
             C::ArithmeticForClause(f) => {
                 for expr in [&f.initializer, &f.condition, &f.updater]
                     .into_iter()
@@ -414,8 +464,8 @@ impl Walker {
 
     /// A here-document's body as a shell would feed it: expansions in it run.
     fn heredoc(&mut self, body: &str, depth: usize) -> Field {
-        match bword::parse_heredoc(body, &options()) {
-            Ok(pieces) => {
+        match guarded(|| bword::parse_heredoc(body, &options())) {
+            Some(Ok(pieces)) => {
                 let mut field = Field {
                     text: String::new(),
                     known: true,
@@ -424,7 +474,7 @@ impl Walker {
                 self.pieces(&pieces, body, &mut field, depth);
                 field
             }
-            Err(_) => {
+            _ => {
                 self.unknown(body, "a here-document in it does not parse".to_owned());
                 Field {
                     text: body.to_owned(),
@@ -561,9 +611,9 @@ impl Walker {
                 known: true,
                 process: false,
             };
-            match bword::parse(&raw, &options()) {
-                Ok(pieces) => self.pieces(&pieces, &raw, &mut field, depth),
-                Err(_) => {
+            match guarded(|| bword::parse(&raw, &options())) {
+                Some(Ok(pieces)) => self.pieces(&pieces, &raw, &mut field, depth),
+                _ => {
                     self.unknown(&raw, "a word in it does not parse".to_owned());
                     field.text = raw.clone();
                     field.known = false;
@@ -577,8 +627,8 @@ impl Walker {
     /// Walks the substitutions in a piece of text that the word grammar
     /// understands (an arithmetic expression, a parameter's default value).
     fn text_pieces(&mut self, text: &str, depth: usize, context: &str) {
-        match bword::parse(text, &options()) {
-            Ok(pieces) => {
+        match guarded(|| bword::parse(text, &options())) {
+            Some(Ok(pieces)) => {
                 let mut field = Field {
                     text: String::new(),
                     known: true,
@@ -586,7 +636,7 @@ impl Walker {
                 };
                 self.pieces(&pieces, text, &mut field, depth);
             }
-            Err(_) => self.unknown(
+            _ => self.unknown(
                 context,
                 "an expansion in it does not parse, and may run commands".to_owned(),
             ),
@@ -606,7 +656,8 @@ impl Walker {
                 .unwrap_or_default();
             match &piece.piece {
                 WordPiece::Text(t) => {
-                    if t.contains(['*', '?', '[']) {
+                    let bracket = t.find('[').is_some_and(|i| t[i..].contains(']'));
+                    if t.contains(['*', '?']) || bracket {
                         // A glob: the program it names depends on the files there.
                         field.known = false;
                     }
@@ -672,7 +723,9 @@ impl Walker {
         let mut inner = Inner::default();
         let program = fields[0].text.rsplit('/').next().unwrap_or("");
         let args = &fields[1..];
-        if let Some(spec) = wrapper(program) {
+        // `command -v sudo` looks a name up, it runs nothing.
+        let lookup = program == "command" && args.iter().any(|a| a.text == "-v" || a.text == "-V");
+        if let Some(spec) = wrapper(program).filter(|_| !lookup) {
             for start in command_starts(args, &spec) {
                 if let Some(rest) = args.get(start..)
                     && !rest.is_empty()
@@ -750,10 +803,16 @@ impl Walker {
                 }
             }
             "watch" => {
-                let rest: Vec<&Field> = args
-                    .iter()
-                    .skip_while(|a| a.text.starts_with('-'))
-                    .collect();
+                let mut i = 0;
+                while args.get(i).is_some_and(|a| a.text.starts_with('-')) {
+                    let valued = ["-n", "--interval", "-q", "--equexit", "-s", "--shell"];
+                    i += if valued.contains(&args[i].text.as_str()) {
+                        2
+                    } else {
+                        1
+                    };
+                }
+                let rest: Vec<&Field> = args.iter().skip(i).collect();
                 if !rest.is_empty() {
                     inner.script(
                         &Field {
@@ -1333,8 +1392,8 @@ fn brace_expand(raw: &str) -> Option<Vec<String>> {
     if !raw.contains('{') {
         return Some(vec![raw.to_owned()]);
     }
-    match bword::parse_brace_expansions(raw, &options()) {
-        Ok(Some(parts)) => {
+    match guarded(|| bword::parse_brace_expansions(raw, &options())) {
+        Some(Ok(Some(parts))) => {
             let mut out = vec![String::new()];
             expand_parts(&parts, &mut out)?;
             Some(out)
@@ -1534,6 +1593,12 @@ mod tests {
         assert_eq!(c.writes, ["build.log", "out"]);
         assert_eq!(simple_commands("cat < in")[0].words, ["cat"]);
         assert_eq!(simple_commands("{ echo; } > /etc/x")[1].writes, ["/etc/x"]);
+    }
+
+    #[test]
+    fn a_line_the_grammar_panics_on_is_unparsed() {
+        let a = analyze("cat 18446744073709551616<<EOF > out\n$(date)\nEOF");
+        assert!(a.unparsed.is_some());
     }
 
     #[test]

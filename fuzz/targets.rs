@@ -36,6 +36,16 @@ pub const TARGETS: &[(&str, fn(&[u8]))] = &[
 /// How long one input may keep a host busy before it counts as a hang.
 const HANG: Duration = Duration::from_secs(10);
 
+/// Where the targets keep files: `OPENWORK_FUZZ_DIR` (AFL starts a new
+/// process every so many inputs, and they share it), else a directory of
+/// this process's own under the temp dir.
+pub fn scratch_dir() -> PathBuf {
+    match std::env::var_os("OPENWORK_FUZZ_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => std::env::temp_dir().join(format!("openwork-fuzz-{}", std::process::id())),
+    }
+}
+
 fn runtime() -> &'static tokio::runtime::Runtime {
     static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RUNTIME.get_or_init(|| {
@@ -112,7 +122,7 @@ fn host() -> &'static Host {
     static HOST: OnceLock<(Host, PathBuf)> = OnceLock::new();
     &HOST
         .get_or_init(|| {
-            let dir = std::env::temp_dir().join(format!("openwork-fuzz-{}", std::process::id()));
+            let dir = scratch_dir();
             let work = dir.join("work");
             std::fs::create_dir_all(&work).expect("a temp dir");
             let mut config = Config::default();
@@ -241,7 +251,7 @@ pub fn shell_policy(data: &[u8]) {
 pub fn config_toml(data: &[u8]) {
     static FILE: OnceLock<PathBuf> = OnceLock::new();
     let path = FILE.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("openwork-fuzz-config-{}", std::process::id()));
+        let dir = scratch_dir().join("config");
         std::fs::create_dir_all(&dir).expect("a temp dir");
         dir.join("config.toml")
     });

@@ -23,8 +23,11 @@ use openwork_host::transport::codec::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// A fuzz target: any bytes in, a panic when something is wrong.
+pub type Target = fn(&[u8]);
+
 /// Every target by name, for the harnesses.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("codec", codec),
     ("message", message_parse),
     ("dispatch", dispatch),

@@ -157,7 +157,7 @@ fn printable(data: &[u8]) -> String {
 }
 
 /// Runs one target; returns the number of executions.
-fn run(name: &str, target: fn(&[u8]), budget: Option<Duration>, seed: u64) -> u64 {
+fn run(name: &str, target: targets::Target, budget: Option<Duration>, seed: u64) -> u64 {
     let seeds = corpus(name);
     assert!(!seeds.is_empty(), "fuzz/corpus/{name} is empty");
     let mut rng = StdRng::seed_from_u64(seed);

@@ -775,11 +775,7 @@ impl Walker {
                 };
                 inner.script(&script, "eval");
             }
-            "busybox" | "toybox" => {
-                if !args.is_empty() {
-                    inner.commands.push(args.to_vec());
-                }
-            }
+            "busybox" | "toybox" if !args.is_empty() => inner.commands.push(args.to_vec()),
             "alias" => {
                 // `alias ll='rm -rf ~'`: the text runs wherever the alias is used.
                 for a in args {
@@ -861,12 +857,13 @@ impl Walker {
                 let inline = args.iter().any(|a| {
                     matches!(a.text.as_str(), "-c" | "-e" | "-E" | "-m" | "--eval" | "-r")
                 });
-                if !inline && (!script_given || args.iter().any(|a| a.text == "-")) {
-                    if let Stdin::Pipe = stdin {
-                        inner.unknown = Some(format!(
-                            "{program} runs code it reads from a pipe, which is only known when it runs"
-                        ));
-                    }
+                if !inline
+                    && (!script_given || args.iter().any(|a| a.text == "-"))
+                    && let Stdin::Pipe = stdin
+                {
+                    inner.unknown = Some(format!(
+                        "{program} runs code it reads from a pipe, which is only known when it runs"
+                    ));
                 }
             }
             _ => {}
@@ -1314,16 +1311,15 @@ fn command_starts(args: &[Field], spec: &WrapperSpec) -> Vec<usize> {
     // (index, wrapper positionals still to skip)
     let mut todo = vec![(0usize, spec.positional)];
     while let Some((mut i, mut positional)) = todo.pop() {
-        loop {
-            let Some(word) = args.get(i) else {
-                break;
-            };
+        let mut options = true;
+        while let Some(word) = args.get(i) {
             let w = word.text.as_str();
-            if w == "--" {
+            if w == "--" && options {
+                options = false;
                 i += 1;
                 continue;
             }
-            if w.starts_with('-') && w.len() > 1 && positional == spec.positional {
+            if options && w.starts_with('-') && w.len() > 1 && positional == spec.positional {
                 if spec.valued.contains(&w) {
                     i += 2;
                 } else if spec.flags.contains(&w) || w.contains('=') {
@@ -1337,7 +1333,7 @@ fn command_starts(args: &[Field], spec: &WrapperSpec) -> Vec<usize> {
                 }
                 continue;
             }
-            if positional == 0 && is_assignment(w) {
+            if options && positional == 0 && is_assignment(w) {
                 i += 1;
                 continue;
             }

@@ -63,6 +63,8 @@ const MAX_NESTING: usize = 48;
 const MAX_DEPTH: usize = 12;
 /// Simple commands reported for one line; the rest are summarised as unknown.
 const MAX_COMMANDS: usize = 4096;
+/// Braces in one word that brace expansion looks into.
+const MAX_BRACES: usize = 8;
 /// Words a brace expansion may produce before it counts as unknown.
 const MAX_BRACE_WORDS: usize = 64;
 
@@ -1388,6 +1390,11 @@ fn brace_expand(raw: &str) -> Option<Vec<String>> {
     if !raw.contains('{') {
         return Some(vec![raw.to_owned()]);
     }
+    // The brace grammar backtracks exponentially on runs of unmatched `{`
+    // (found by fuzzing): a word with many is left unexpanded and unknown.
+    if raw.matches('{').count() > MAX_BRACES {
+        return None;
+    }
     match guarded(|| bword::parse_brace_expansions(raw, &options())) {
         Some(Ok(Some(parts))) => {
             let mut out = vec![String::new()];
@@ -1589,6 +1596,14 @@ mod tests {
         assert_eq!(c.writes, ["build.log", "out"]);
         assert_eq!(simple_commands("cat < in")[0].words, ["cat"]);
         assert_eq!(simple_commands("{ echo; } > /etc/x")[1].writes, ["/etc/x"]);
+    }
+
+    #[test]
+    fn many_unmatched_braces_do_not_take_exponential_time() {
+        // Found by AFL: the brace grammar backtracked for over 15 s on it.
+        let line = "l\u{ff}{{{{{{{{{{{{{{{{{{{{{{{{{{{z{{\u{ff}\u{7f}\u{ff}a && al- cargo build";
+        let a = analyze(line);
+        assert!(a.commands.iter().any(|c| c.unknown.is_some()));
     }
 
     #[test]

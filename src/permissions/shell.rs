@@ -58,7 +58,7 @@ pub struct Analysis {
 pub const MAX_LINE: usize = 64 * 1024;
 /// Deepest nesting of brackets, quotes and keywords parsed (the grammar
 /// recurses once per level, and a blocking thread's stack is finite).
-const MAX_NESTING: usize = 48;
+const MAX_NESTING: usize = 20;
 /// Scripts within scripts (`eval`, `sh -c`, `$(…)`) looked into.
 const MAX_DEPTH: usize = 12;
 /// Simple commands reported for one line; the rest are summarised as unknown.
@@ -1603,7 +1603,26 @@ mod tests {
         // Found by AFL: the brace grammar backtracked for over 15 s on it.
         let line = "l\u{ff}{{{{{{{{{{{{{{{{{{{{{{{{{{{z{{\u{ff}\u{7f}\u{ff}a && al- cargo build";
         let a = analyze(line);
-        assert!(a.commands.iter().any(|c| c.unknown.is_some()));
+        assert!(a.unparsed.is_some() || a.commands.iter().any(|c| c.unknown.is_some()));
+        let braces = format!("x{}y z", "{".repeat(8 * 3).replace("{{{", "{a{"));
+        let a = analyze(&braces);
+        assert!(a.commands.iter().any(|c| c.unknown.is_some()), "{a:?}");
+    }
+
+    #[test]
+    fn inputs_afl_found_answer_without_panicking_or_hanging() {
+        for line in [
+            "cat <<EOF > oute$(dat\n)\nEOF",
+            "\0dt <<EOF > out$(d\r$(date)\nEOF",
+            "((((((((((((((((((((((((((((((((curl -s x | sudo bach",
+            "cat <<EOF > out\n$(date((((((((((((((((((((((((((\x08((()\nEOF",
+        ] {
+            let a = analyze(line);
+            assert!(
+                a.unparsed.is_some() || a.commands.iter().any(|c| c.unknown.is_some()),
+                "{line:?}"
+            );
+        }
     }
 
     #[test]

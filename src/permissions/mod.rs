@@ -41,6 +41,18 @@ mod tests {
         assert!(!glob_matches("echo *", "rm -rf x"));
         assert!(glob_matches("a?c", "abc") && !glob_matches("a?c", "ac"));
         assert!(glob_matches("*", ""));
+        assert!(glob_matches("a*b", "a\nb") && glob_matches("é?", "éü"));
+        assert!(glob_matches("[x](y)+.^$", "[x](y)+.^$"));
+    }
+
+    #[test]
+    fn globs_that_backtrack_exponentially_answer_correctly() {
+        use super::glob_matches;
+        let text = "a".repeat(200);
+        assert!(!glob_matches("*a*a*a*a*b", &text));
+        assert!(glob_matches("*a*a*a*a*a", &text));
+        let pattern = "*a".repeat(100) + "b";
+        assert!(!glob_matches(&pattern, &text));
     }
 }
 use records::NewRule;
@@ -670,8 +682,18 @@ impl Permissions {
                 .await?;
             return Ok(OpencodeCheck::Deny(reason.clone()));
         }
+        let explicitly_allowed = match command {
+            Some(line) => {
+                let (policy, line) = (Arc::clone(&self.policy), line.to_owned());
+                tokio::task::spawn_blocking(move || policy.explicitly_allowed(&line))
+                    .await
+                    .ok()
+                    .flatten()
+            }
+            None => None,
+        };
         if let Some(line) = command
-            && let Some(rule) = self.policy.explicitly_allowed(line)
+            && let Some(rule) = explicitly_allowed
         {
             let reason = format!("`{line}` is allowed by rule {rule}");
             self.audit(
@@ -705,18 +727,28 @@ impl Permissions {
             .store
             .read(|c| records::rules(c, Some("opencode")))
             .await?;
-        let covering = remembered.iter().find(|r| {
-            r.kind == permission
-                && r.directory.as_ref().is_none_or(|d| cwd.starts_with(d))
-                && !patterns.is_empty()
-                && patterns.iter().all(|p| {
-                    r.pattern
-                        .as_deref()
-                        .unwrap_or_default()
-                        .lines()
-                        .any(|glob| glob_matches(glob, p))
-                })
-        });
+        // Matching globs is linear, but the texts and patterns are the
+        // agent's and may be long: off the async workers.
+        let (permission_owned, cwd_owned, patterns_owned) =
+            (permission.to_owned(), cwd.to_owned(), patterns.to_vec());
+        let covering = tokio::task::spawn_blocking(move || {
+            remembered.into_iter().find(|r| {
+                r.kind == permission_owned
+                    && r.directory
+                        .as_ref()
+                        .is_none_or(|d| cwd_owned.starts_with(d))
+                    && !patterns_owned.is_empty()
+                    && r.pattern.as_deref().is_some_and(|globs| {
+                        let globs: Vec<Glob> = globs.lines().filter_map(Glob::new).collect();
+                        patterns_owned
+                            .iter()
+                            .all(|p| globs.iter().any(|g| g.matches(p)))
+                    })
+            })
+        })
+        .await
+        .ok()
+        .flatten();
         if let Some(rule) = covering {
             let reason = format!("remembered: {}", rule.description);
             self.audit(
@@ -736,18 +768,43 @@ impl Permissions {
 }
 
 /// Whether `text` matches a glob where `*` is any run of characters and `?` one.
+/// A glob too large to compile matches nothing.
 pub fn glob_matches(glob: &str, text: &str) -> bool {
-    fn go(g: &[char], t: &[char]) -> bool {
-        match (g.first(), t.first()) {
-            (None, None) => true,
-            (Some('*'), _) => go(&g[1..], t) || (!t.is_empty() && go(g, &t[1..])),
-            (Some('?'), Some(_)) => go(&g[1..], &t[1..]),
-            (Some(a), Some(b)) if a == b => go(&g[1..], &t[1..]),
-            _ => false,
+    Glob::new(glob).is_some_and(|g| g.matches(text))
+}
+
+/// A compiled glob (`*` any run of characters, `?` one, everything else
+/// itself), matched in time linear in the text whatever the pattern: the
+/// patterns come from OpenCode's `always` lists, which an agent can shape,
+/// and a backtracking matcher takes exponential time on `*a*a*a*b`.
+#[derive(Debug, Clone)]
+pub struct Glob(regex::Regex);
+
+impl Glob {
+    /// Compiles a glob; `None` when it is too large to compile.
+    pub fn new(glob: &str) -> Option<Glob> {
+        let mut source = String::with_capacity(glob.len() + 8);
+        source.push_str("(?s)^");
+        let mut literal = [0u8; 4];
+        for c in glob.chars() {
+            match c {
+                '*' => source.push_str(".*"),
+                '?' => source.push('.'),
+                c => source.push_str(&regex::escape(c.encode_utf8(&mut literal))),
+            }
         }
+        source.push_str(r"\z");
+        regex::RegexBuilder::new(&source)
+            .size_limit(1 << 22)
+            .dfa_size_limit(1 << 22)
+            .build()
+            .ok()
+            .map(Glob)
     }
-    let (g, t): (Vec<char>, Vec<char>) = (glob.chars().collect(), text.chars().collect());
-    go(&g, &t)
+
+    pub fn matches(&self, text: &str) -> bool {
+        self.0.is_match(text)
+    }
 }
 
 /// An OpenCode permission ask, as OpenCode describes it.
@@ -872,14 +929,20 @@ pub fn builtin_ask(task_id: &str, line: &str, cwd: &Path, findings: &[Finding]) 
             },
         })
         .collect();
-    let always = Some(format!(
-        "From now on, without asking: {}",
-        remember
-            .iter()
-            .map(|r| r.description.clone())
-            .collect::<Vec<_>>()
-            .join("; ")
-    ));
+    // What the policy could not see cannot be remembered as safe.
+    let always = findings
+        .iter()
+        .all(|f| policy::rememberable(&f.rule_id))
+        .then(|| {
+            format!(
+                "From now on, without asking: {}",
+                remember
+                    .iter()
+                    .map(|r| r.description.clone())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )
+        });
     Ask {
         request_id: ids::random_id("pq_"),
         runtime: "builtin",

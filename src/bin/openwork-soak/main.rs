@@ -343,8 +343,14 @@ async fn soak(cli: &Cli) -> anyhow::Result<bool> {
     let mut tour = TOUR.iter().cycle().take(TOUR.len() * cli.clients as usize);
     // Faults that end later: (when, phone, what to undo).
     let mut undo: Vec<(Instant, usize, &'static str)> = Vec::new();
-    let mut next_restart =
-        started + secs((duration.as_secs_f64() / 3.0).min(scale::RESTART_EVERY_S));
+    // Restarts: at 30 % and 60 % of a short run (one SIGTERM, one SIGKILL),
+    // every 5 minutes in a long one.
+    let restart_every = if duration.as_secs_f64() < 3.0 * scale::RESTART_EVERY_S {
+        duration.as_secs_f64() * 0.3
+    } else {
+        scale::RESTART_EVERY_S
+    };
+    let mut next_restart = started + secs(restart_every);
     let mut restarts = 0u64;
     let mut outcomes: Vec<Value> = Vec::new();
     let mut last_progress = Instant::now();
@@ -396,8 +402,7 @@ async fn soak(cli: &Cli) -> anyhow::Result<bool> {
                 .entry(format!("restart_{}", if kill { "kill" } else { "term" }))
                 .or_default() += 1;
             restarts += 1;
-            next_restart =
-                Instant::now() + secs(scale::RESTART_EVERY_S.min(duration.as_secs_f64() / 3.0));
+            next_restart = started + secs(restart_every * (restarts + 1) as f64);
         }
         // A new fault for each idle phone.
         for p in 0..phones.len() {

@@ -197,10 +197,10 @@ async fn pair(data: &Path, port: u16, name: &str) -> anyhow::Result<KnownHost> {
             json!({"requestId": requested["params"]["requestId"]}),
         )
         .await?;
-    Ok(tokio::time::timeout(Duration::from_secs(30), pairing)
+    tokio::time::timeout(Duration::from_secs(30), pairing)
         .await
         .context("pairing did not finish")??
-        .map_err(|e| anyhow::anyhow!("pairing: {e}"))?)
+        .map_err(|e| anyhow::anyhow!("pairing: {e}"))
 }
 
 /// A phone process and its network path.
@@ -405,9 +405,9 @@ async fn soak(cli: &Cli) -> anyhow::Result<bool> {
             next_restart = started + secs(restart_every * (restarts + 1) as f64);
         }
         // A new fault for each idle phone.
-        for p in 0..phones.len() {
+        for (p, phone) in phones.iter_mut().enumerate() {
             let now = Instant::now();
-            if phones[p].busy_until > now || now + secs(10.0) > end {
+            if phone.busy_until > now || now + secs(10.0) > end {
                 continue;
             }
             let kind = match tour.next() {
@@ -415,7 +415,6 @@ async fn soak(cli: &Cli) -> anyhow::Result<bool> {
                 None => ["cut", "roam", "down", "sleep", "slow", "stall", "down_long"]
                     [rng.random_range(0..7)],
             };
-            let phone = &mut phones[p];
             let lasts = match kind {
                 "cut" => {
                     phone.path.update(|s| s.cut += 1);

@@ -4,9 +4,17 @@
 //! SIGSTOP sleeps, host SIGTERM and SIGKILL restarts and slow links. No task
 //! may fail because of a disconnect, and the report's counts must add up.
 
-use std::process::Command;
+mod common;
+#[path = "../src/bin/openwork-soak/path.rs"]
+#[allow(dead_code)]
+mod path;
 
-use serde_json::Value;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use openwork_host::client::{HostSession, KnownHost, ReconnectPolicy, SessionError};
+use serde_json::{Value, json};
 
 #[test]
 fn a_compressed_week_loses_no_task_to_a_disconnect() {
@@ -85,4 +93,59 @@ fn a_compressed_week_loses_no_task_to_a_disconnect() {
         "the soak exited with {}",
         output.status
     );
+}
+
+/// What the soak found first: a call that is not repeated after a drop
+/// (`permission.reply`) waited for ever on a connection gone silent (the
+/// phone roamed). It must fail as interrupted within the call deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_on_a_connection_gone_silent_fails_instead_of_waiting_for_ever() {
+    let mut host = TestHost::new("");
+    host.start();
+    let device = host.pair_device("roaming", None).await;
+    let path = path::NetPath::start(device.address.parse().expect("address"))
+        .await
+        .expect("path");
+    let via = KnownHost {
+        address: path.address.clone(),
+        ..device.clone()
+    };
+    let policy = ReconnectPolicy {
+        first_delay: Duration::from_millis(50),
+        max_delay: Duration::from_millis(200),
+        give_up_after: Duration::from_secs(30),
+        connect_timeout: Duration::from_secs(1),
+        liveness: Duration::from_secs(1),
+        find_on_lan: None,
+    };
+    let mut session = within(10, HostSession::open(via, "roaming", policy))
+        .await
+        .expect("session");
+    // The phone's address changes: the connection says nothing more, ever.
+    path.update(|s| s.epoch += 1);
+    let started = Instant::now();
+    let answer: Result<Value, SessionError> = within(
+        30,
+        session.call(
+            "permission.reply",
+            json!({"requestId": "r_nothing", "decision": "once"}),
+        ),
+    )
+    .await;
+    assert!(
+        matches!(answer, Err(SessionError::Interrupted { ref method }) if method == "permission.reply"),
+        "{answer:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(20));
+    // The next call goes through a new connection (from the new address).
+    let again: Result<Value, SessionError> = within(
+        30,
+        session.call(
+            "permission.reply",
+            json!({"requestId": "r_nothing", "decision": "once"}),
+        ),
+    )
+    .await;
+    assert!(matches!(again, Err(SessionError::Rpc(_))), "{again:?}");
+    assert_eq!(session.stats().reconnects, 1);
 }

@@ -8,6 +8,15 @@
 mod path;
 mod worker;
 
+/// A progress line on stderr; a stderr that cannot be written (a full
+/// disk under a redirect) must not end the soak.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -329,7 +338,7 @@ async fn soak(cli: &Cli) -> anyhow::Result<bool> {
         });
     }
     drop(lines_tx);
-    eprintln!(
+    say!(
         "soak: seed {}, {} phones, {} s, host on 127.0.0.1:{port}, data in {}",
         cli.seed,
         cli.clients,
@@ -385,7 +394,7 @@ async fn soak(cli: &Cli) -> anyhow::Result<bool> {
             } else {
                 nix::sys::signal::Signal::SIGTERM
             };
-            eprintln!(
+            say!(
                 "soak: {:>6.1} s  host restart ({signal})",
                 started.elapsed().as_secs_f64()
             );
@@ -423,7 +432,7 @@ async fn soak(cli: &Cli) -> anyhow::Result<bool> {
                 }
                 "roam" => {
                     phone.path.update(|s| s.epoch += 1);
-                    eprintln!(
+                    say!(
                         "soak: {:>6.1} s  phone {p} roams",
                         started.elapsed().as_secs_f64()
                     );
@@ -467,7 +476,7 @@ async fn soak(cli: &Cli) -> anyhow::Result<bool> {
         if last_progress.elapsed() > Duration::from_secs(30) {
             last_progress = Instant::now();
             let tasks = outcomes.iter().filter(|o| o["t"] == "task").count();
-            eprintln!(
+            say!(
                 "soak: {:>6.1} s  {tasks} tasks done, faults {events:?}",
                 started.elapsed().as_secs_f64()
             );
@@ -496,7 +505,7 @@ async fn soak(cli: &Cli) -> anyhow::Result<bool> {
             .await
             .is_err()
         {
-            eprintln!("soak: a phone did not finish in time; killing it");
+            say!("soak: a phone did not finish in time; killing it");
             let _ = phone.child.kill().await;
         }
     }
@@ -514,7 +523,7 @@ async fn soak(cli: &Cli) -> anyhow::Result<bool> {
     std::fs::write(&cli.report, serde_json::to_vec_pretty(&report)?)
         .with_context(|| format!("writing {}", cli.report.display()))?;
     print_summary(&report);
-    eprintln!("soak: report in {}", cli.report.display());
+    say!("soak: report in {}", cli.report.display());
     Ok(report["disconnect_related"]["total"] == 0 && report["consistent"] == true)
 }
 

@@ -238,17 +238,15 @@ impl HostSession {
         loop {
             let timeout = self.policy.connect_timeout.max(self.policy.liveness) * 2;
             let link = self.connected().await?;
-            let outcome = if repeatable {
-                // A repeatable call on a stalled connection is abandoned and sent again.
-                match tokio::time::timeout(timeout, link.call(method, &params)).await {
-                    Ok(outcome) => outcome,
-                    Err(_) => Err(ClientError::Protocol(format!(
-                        "no answer to `{method}` within {} s",
-                        timeout.as_secs()
-                    ))),
-                }
-            } else {
-                link.call(method, &params).await
+            // A call on a stalled connection is abandoned: a repeatable one is
+            // sent again, any other fails as interrupted (it waited forever
+            // on a connection that had gone silent, e.g. after a roam).
+            let outcome = match tokio::time::timeout(timeout, link.call(method, &params)).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(ClientError::Protocol(format!(
+                    "no answer to `{method}` within {} s",
+                    timeout.as_secs()
+                ))),
             };
             match outcome {
                 Ok(value) => {

@@ -557,7 +557,16 @@ mod tests {
             .spawn()
             .expect("spawn");
         let pid = child.id() as i32;
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
+        // Until the child has exec'd, /proc shows the forked test thread's
+        // name: wait (bounded) for the program's.
+        let mut comm = String::new();
+        for _ in 0..500 {
+            comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if comm.trim() == "a) b (c" {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         assert_eq!(comm.trim(), "a) b (c");
         let stat = read_stat(pid).expect("the child's stat");
         assert_eq!(stat.ppid, me);

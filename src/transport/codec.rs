@@ -301,7 +301,13 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         loop {
             self.line.clear();
             // The limit is on the JSON text; allow for the line ending.
-            match read_line(&mut self.inner, &mut self.line, self.limit.saturating_add(2)).await? {
+            match read_line(
+                &mut self.inner,
+                &mut self.line,
+                self.limit.saturating_add(2),
+            )
+            .await?
+            {
                 Line::Eof => return Ok(ReadEvent::Eof),
                 Line::TooLong => {
                     self.line = Vec::new();

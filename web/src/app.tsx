@@ -148,12 +148,13 @@ function Pair({ link }: { link?: PairLink }) {
         onAwaitingApproval: () => setPhase("waiting"),
       });
       setPhase("done");
+      // The code leaves the address bar and the history.
       history.replaceState(null, "", `${location.pathname}#tasks`);
+      window.dispatchEvent(new HashChangeEvent("hashchange"));
       store.credential = credential;
       store.error = "";
       changed();
       await connect();
-      go("#tasks");
     } catch (err) {
       const message = describe(err);
       const w = /wrong code|code is wrong/.test(message) ? wrong + 1 : wrong;
@@ -892,12 +893,11 @@ function App() {
 
 async function main(): Promise<void> {
   await init();
+  const resume = !!store.credential && !parsePairFragment(location.hash);
+  store.conn = resume ? "connecting" : "unpaired";
   render(<App />, document.getElementById("app")!);
-  if (store.credential && !parsePairFragment(location.hash)) void connect();
-  else {
-    store.conn = "unpaired";
-    changed();
-  }
+  // After the components subscribed (effects run after the first paint).
+  if (resume) setTimeout(() => void connect(), 0);
   if ("serviceWorker" in navigator && window.isSecureContext) {
     navigator.serviceWorker.register("/sw.js").catch(() => undefined);
   }

@@ -1,8 +1,8 @@
 // The app's service worker: keeps the shell (the page and its hashed assets)
 // so the app opens offline and says so; /rpc and everything else go to the
 // network untouched.
-const CACHE = "openwork-shell-assetsapp5WOSST6Ujs";
-const SHELL = ["/","/assets/app-5WOSST6U.js","/assets/style-VNOA2GT7.css"];
+const CACHE = "openwork-shell-assetsappIZIVV4PYjs";
+const SHELL = ["/","/assets/app-IZIVV4PY.js","/assets/style-VNOA2GT7.css"];
 self.addEventListener("install", (event) => {
   event.waitUntil(caches.open(CACHE).then((c) => c.addAll(SHELL)).then(() => self.skipWaiting()));
 });

@@ -136,7 +136,8 @@ function attach(client: BrowserClient): void {
       store.epoch++;
       setConn("open");
     } else if (s === "reconnecting") {
-      setConn("reconnecting", `connection lost (${describe(error)}); retrying`);
+      if (!navigator.onLine) setConn("offline", "no network: the app reconnects by itself when it returns");
+      else setConn("reconnecting", `connection lost (${describe(error)}); retrying`);
     } else {
       store.client = undefined;
       if (refused(error)) onRefused(error);
@@ -158,11 +159,18 @@ export async function init(): Promise<void> {
   } catch (e) {
     store.error = describe(e);
   }
+  // A network change leaves the WebSocket stale: drop it and reconnect, the
+  // open task view resuming from the last line it showed.
   window.addEventListener("online", () => {
-    if (store.credential && !store.client && store.conn !== "refused") void connect();
+    if (store.credential && store.conn !== "refused") {
+      if (store.client) store.client.dropConnection();
+      else void connect();
+    }
   });
   window.addEventListener("offline", () => {
-    if (!store.client) setConn("offline", "no network");
+    const client = store.client;
+    setConn("offline", "no network: the app reconnects by itself when it returns");
+    client?.dropConnection();
   });
   document.addEventListener("visibilitychange", () => {
     if (!document.hidden && store.credential && !store.client && store.conn !== "refused") void connect();

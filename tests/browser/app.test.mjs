@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { after, before, describe, test } from "node:test";
-import { approve, client, launchBrowser, openPairingWindow, PHONE, screenshot, spkiHash, TestHost, within } from "./harness.mjs";
+import { approve, client, launchBrowser, openPairingWindow, PHONE, screenshot, spkiHash, TestHost, waitFor, within } from "./harness.mjs";
 
 const axeSource = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
 const PHONE_NAME = "phone under test";
@@ -102,16 +102,17 @@ describe("the web app on a phone against a live host", () => {
   test("a command runs from the phone: its exact output, colours rendered, then the list", async () => {
     await page.tap('nav a[href="#new"]');
     await check("new-task");
-    await page.fill("#command", "printf '\\033[31mred\\033[0m plain\\n'; for i in 1 2 3; do echo line $i; done; echo oops >&2");
+    // stdout and stderr are separate pipes: the pause orders them.
+    await page.fill("#command", "echo oops >&2; sleep 0.3; printf '\\033[31mred\\033[0m plain\\n'; for i in 1 2 3; do echo line $i; done");
     await page.tap("#run-button");
     await page.waitForSelector('#task-status[data-status="succeeded"]');
-    assert.equal(await page.textContent("#output"), "red plain\nline 1\nline 2\nline 3\noops\n");
+    assert.equal(await page.textContent("#output"), "oops\nred plain\nline 1\nline 2\nline 3\n");
     assert.equal(await page.textContent("#output .f1"), "red", "ANSI red is a class, the escape is gone");
     assert.match(await page.textContent("#task-status"), /succeeded \(exit 0\)/);
     await check("task-done");
     await page.tap('nav a[href="#tasks"]');
     await page.waitForSelector("#task-list a.task");
-    assert.match(await page.textContent("#task-list"), /printf.*succeeded.*exit 0/s);
+    assert.match(await page.textContent("#task-list"), /echo oops.*succeeded.*exit 0/s);
     await check("tasks");
     // Run again from the recent commands.
     await page.tap('nav a[href="#new"]');
@@ -164,7 +165,12 @@ describe("the web app on a phone against a live host", () => {
     await within(60000, "the app to reconnect", page.waitForSelector('#status[data-state="open"]', { timeout: 60000 }));
     await page.waitForSelector('#task-status[data-status="succeeded"]', { timeout: 30000 });
     const expected = Array.from({ length: 60 }, (_, i) => `n${i + 1}\n`).join("");
-    assert.equal(await copiedLog(), expected);
+    // The copy is the whole log (the view shows only the rows on screen).
+    const copied = await waitFor("the last line in the log", 20000, async () => {
+      const text = await copiedLog();
+      return text.endsWith("n60\n") && text;
+    });
+    assert.equal(copied, expected);
   });
 
   test("health and host screens", async () => {

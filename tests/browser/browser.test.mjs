@@ -58,7 +58,7 @@ describe("the web page in Chromium against a live host", () => {
     await page.fill("#device-name", BROWSER_NAME);
     await page.click("#pair-button");
     await page.waitForSelector('#pair-status[data-state="waiting"], #pair-status[data-state="failed"]', { state: "attached" });
-    assert.equal(await page.getAttribute("#pair-status", "data-state"), "waiting", await page.textContent("#error"));
+    assert.equal(await page.getAttribute("#pair-status", "data-state"), "waiting", await page.locator("#error").allTextContents().then(String));
     assert.match(await page.textContent("#pair-status"), /Waiting for approval/);
     await screenshot(page, "1-pairing-waiting-for-approval");
 

@@ -149,7 +149,7 @@ function attach(client: BrowserClient): void {
 
 function onRefused(error: unknown): void {
   store.client = undefined;
-  store.error = `The host refused this browser: ${describe(error)}. This browser's pairing was revoked or is unknown there: pair again with a new code from the host's owner.`;
+  store.error = `This browser can no longer use ${store.credential?.hostName ?? "this host"}: its pairing was revoked by the host's owner, or is unknown there (the host said: ${error instanceof Error ? error.message : String(error)}). To use it again, ask the owner for a new pairing code (openwork-host pair) and pair below.`;
   setConn("refused", "Refused by the host: this browser's pairing was revoked or is unknown there");
 }
 

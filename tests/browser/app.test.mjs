@@ -7,6 +7,7 @@
 // of every screen in light and dark under target/screenshots/.
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
+import { spawn } from "node:child_process";
 import { createRequire } from "node:module";
 import { after, before, describe, test } from "node:test";
 import { approve, client, launchBrowser, openPairingWindow, PHONE, screenshot, spkiHash, TestHost, waitFor, within } from "./harness.mjs";
@@ -163,7 +164,9 @@ describe("the web app on a phone against a live host", () => {
     await new Promise((r) => setTimeout(r, 1500));
     await browser.context.setOffline(false);
     await within(60000, "the app to reconnect", page.waitForSelector('#status[data-state="open"]', { timeout: 60000 }));
-    await page.waitForSelector('#task-status[data-status="succeeded"]', { timeout: 30000 });
+    await page.waitForSelector('#task-status[data-status="succeeded"]', { timeout: 30000 }).catch(async (e) => {
+      throw new Error(`${e.message}\nstatus: ${await page.textContent("#status")}\ntask: ${await page.textContent("#task-status")}\nerror: ${await page.locator("#error").allTextContents()}`);
+    });
     const expected = Array.from({ length: 60 }, (_, i) => `n${i + 1}\n`).join("");
     // The copy is the whole log (the view shows only the rows on screen).
     const copied = await waitFor("the last line in the log", 20000, async () => {
@@ -171,6 +174,26 @@ describe("the web app on a phone against a live host", () => {
       return text.endsWith("n60\n") && text;
     });
     assert.equal(copied, expected);
+  });
+
+  test("the host restarted mid-task: the app reconnects by itself and shows `interrupted`", async () => {
+    await page.tap('nav a[href="#new"]');
+    await page.fill("#command", "echo started; sleep 30; echo never");
+    await page.tap("#run-button");
+    await page.waitForFunction(() => document.getElementById("output")?.textContent?.includes("started\n"));
+    // Killed, then served again on the same address from the same data dir.
+    const child = host.child;
+    const exited = new Promise((r) => child.once("exit", r));
+    child.kill("SIGKILL");
+    await within(20000, "the host to die", exited);
+    await within(20000, "the app to notice", page.waitForSelector('#status:not([data-state="open"])'));
+    host.child = spawn(process.env.OPENWORK_HOST_BIN, ["serve", "--no-mdns", "--listen", host.address, "--log", "warn", "--data-dir", host.data], {
+      stdio: ["ignore", "ignore", "inherit"],
+    });
+    await within(60000, "the app to reconnect", page.waitForSelector('#status[data-state="open"]', { timeout: 60000 }));
+    await page.waitForSelector('#task-status[data-status="interrupted"]');
+    assert.equal(await page.textContent("#output"), "started\n", "nothing twice, nothing lost");
+    await check("task-interrupted");
   });
 
   test("health and host screens", async () => {

@@ -1,8 +1,8 @@
 // The app's service worker: keeps the shell (the page and its hashed assets)
 // so the app opens offline and says so; /rpc and everything else go to the
 // network untouched.
-const CACHE = "openwork-shell-assetsappWOKJ7RLFjs";
-const SHELL = ["/","/assets/app-WOKJ7RLF.js","/assets/style-UOCBWM3R.css"];
+const CACHE = "openwork-shell-assetsappICKVMQMXjs";
+const SHELL = ["/","/assets/app-ICKVMQMX.js","/assets/style-UOCBWM3R.css"];
 self.addEventListener("install", (event) => {
   event.waitUntil(caches.open(CACHE).then((c) => c.addAll(SHELL)).then(() => self.skipWaiting()));
 });

@@ -498,7 +498,9 @@ function TaskView({ taskId }: { taskId: string }) {
       setTask((t) => (t ? { ...t, status: u.status, ...(u.exitCode !== undefined ? { exitCode: u.exitCode } : {}), ...(u.error ? { error: u.error } : {}) } : t));
       if (FINAL_STATUSES.has(u.status)) void client.taskGet({ taskId }).then(setTask, () => undefined);
     });
-    // From the line after the last one shown: a reconnect neither repeats nor misses one.
+    // From the line after the last one shown. A reconnect of the same client
+    // needs nothing here: the client resumes what it follows from the last
+    // seq it delivered (so no line twice, none missed).
     void client
       .taskSubscribe({ taskId, fromSeq: buffer.current.lastSeq + 1 })
       .then(() => client.taskGet({ taskId }))
@@ -508,7 +510,13 @@ function TaskView({ taskId }: { taskId: string }) {
       offUpdate();
       if (client === store.client) void client.taskUnsubscribe({ taskId }).catch(() => undefined);
     };
-  }, [taskId, s.client, s.epoch]);
+  }, [taskId, s.client]);
+
+  // After a reconnect: the task's state now (it may have ended meanwhile).
+  useEffect(() => {
+    const client = s.client;
+    if (client && s.conn === "open") void client.taskGet({ taskId }).then(setTask, () => undefined);
+  }, [s.epoch]);
 
   // Measure a character and a row in the log's font; recount rows on resize.
   useLayoutEffect(() => {

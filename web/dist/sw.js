@@ -2,7 +2,7 @@
 // so the app opens offline and says so; /rpc and everything else go to the
 // network untouched.
 const CACHE = "openwork-shell-assetsappICKVMQMXjs";
-const SHELL = ["/","/assets/app-ICKVMQMX.js","/assets/style-UOCBWM3R.css"];
+const SHELL = ["/","/assets/app-ICKVMQMX.js","/assets/style-GEF7TJJH.css"];
 self.addEventListener("install", (event) => {
   event.waitUntil(caches.open(CACHE).then((c) => c.addAll(SHELL)).then(() => self.skipWaiting()));
 });

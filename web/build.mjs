@@ -14,7 +14,9 @@ const check = process.argv.includes("--check");
 
 const result = await esbuild.build({
   absWorkingDir: root,
-  entryPoints: { app: "src/app.ts", style: "src/app.css" },
+  entryPoints: { app: "src/app.tsx", style: "src/app.css" },
+  jsx: "automatic",
+  jsxImportSource: "preact",
   bundle: true,
   minify: true,
   format: "esm",
@@ -43,6 +45,10 @@ for (const file of result.outputFiles) {
 if (!script || !style) throw new Error(`esbuild gave no script or stylesheet: ${[...files.keys()].join(", ")}`);
 const html = readFileSync(join(root, "src", "index.html"), "utf8").replace("{{script}}", script).replace("{{style}}", style);
 files.set("index.html", Buffer.from(html));
+// The service worker: the shell (index.html and this build's assets) offline.
+const shell = ["/", `/${script}`, `/${style}`];
+const sw = readFileSync(join(root, "src", "sw.js"), "utf8").replace("[/*SHELL*/]", JSON.stringify(shell)).replace("/*VERSION*/", script.replace(/\W/g, ""));
+files.set("sw.js", Buffer.from(sw));
 
 // Dotfiles (dist/.gitkeep) are not served (build.rs skips them) and are left alone.
 function existing(dir, prefix = "") {

@@ -39,13 +39,23 @@ export function spkiHash(address) {
   });
 }
 
-/** A fresh Chromium profile that trusts only the host's key besides the usual CAs. */
-export async function launchBrowser(spki) {
+/** A phone: what the app is built for first (a 360 px wide screen, touch, a mobile user agent). */
+export const PHONE = {
+  viewport: { width: 360, height: 740 },
+  deviceScaleFactor: 2,
+  isMobile: true,
+  hasTouch: true,
+  userAgent:
+    "Mozilla/5.0 (Linux; Android 14; Pixel 7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0.0.0 Mobile Safari/537.36",
+};
+
+/** A fresh Chromium profile that trusts only the host's key besides the usual CAs; `profile` e.g. PHONE. */
+export async function launchBrowser(spki, device = { viewport: { width: 900, height: 640 } }) {
   const profile = mkdtempSync(join(tmpdir(), "openwork-chromium-"));
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,
     headless: true,
-    viewport: { width: 900, height: 640 },
+    ...device,
     args: [
       "--headless",
       "--no-sandbox",

@@ -10,7 +10,7 @@ export * from "./generated/types.js";
 export type { ClientNotifications, Methods, Notifications } from "./generated/methods.js";
 export { ClientCore, FINAL_STATUSES } from "./core.js";
 export type { ConnectionState, CoreOptions, ReconnectOptions } from "./core.js";
-export { ConnectionClosedError, RpcError } from "./rpc.js";
+export { ConnectionClosedError, RpcConnection, RpcError } from "./rpc.js";
 export { PairingError } from "./pairing-core.js";
 export { authMessage, type SignatureCredential, type WebPairedHost } from "./websocket.js";
 export { forgetCredential, loadCredential, type StoredCredential };
@@ -29,9 +29,15 @@ export function dialPageHost(): Promise<MessageTransport> {
 /** A client of the host that served the page. */
 export class BrowserClient extends ClientCore {
   /** Connects with a stored credential, signing the host's nonce, and initializes. */
-  static async connectWith(credential: SignatureCredential, options: CoreOptions = {}): Promise<BrowserClient> {
+  static async connectWith(credential: SignatureCredential, options: CoreOptions = {}, onDial?: () => void): Promise<BrowserClient> {
     const client = new BrowserClient(
-      { dial: dialPageHost, auth: (rpc) => signatureAuth(rpc, credential, location.origin) },
+      {
+        dial: () => {
+          onDial?.();
+          return dialPageHost();
+        },
+        auth: (rpc) => signatureAuth(rpc, credential, location.origin),
+      },
       { clientInfo: { name: "openwork-web", version: "0.1.0" }, ...options },
     );
     await client.start();

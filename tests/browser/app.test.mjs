@@ -1,0 +1,223 @@
+// The web app on a phone (360 px, touch, a mobile user agent) against a real
+// host on loopback: pairing from the QR link with the permissions summary and
+// the owner's approval, a command's exact output with its colours, a
+// permission prompt answered on the phone and one answered elsewhere that
+// disappears, the network cut mid-stream (every line once, in order), a
+// revoked device's screen, an axe-core scan of every screen, and a screenshot
+// of every screen in light and dark under target/screenshots/.
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { createRequire } from "node:module";
+import { after, before, describe, test } from "node:test";
+import { approve, client, launchBrowser, openPairingWindow, PHONE, screenshot, spkiHash, TestHost, waitFor, within } from "./harness.mjs";
+
+const axeSource = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
+const PHONE_NAME = "phone under test";
+
+describe("the web app on a phone against a live host", () => {
+  const host = new TestHost();
+  let browser;
+  let page;
+  let origin;
+  const problems = [];
+
+  /** Every screen in both colour schemes, and no serious or critical axe violation. */
+  async function check(name) {
+    for (const scheme of ["light", "dark"]) {
+      await page.emulateMedia({ colorScheme: scheme });
+      await screenshot(page, `app-${name}-${scheme}`);
+      // page.evaluate is not subject to the page's CSP (an injected <script> would be).
+      await page.evaluate(axeSource);
+      const violations = await page.evaluate(async () => {
+        const r = await globalThis.axe.run(document, { resultTypes: ["violations"] });
+        return r.violations.filter((v) => v.impact === "serious" || v.impact === "critical").map((v) => `${v.id}: ${v.help} (${v.nodes.map((n) => n.target.join(" ")).join(", ")})`);
+      });
+      assert.deepEqual(violations, [], `axe on ${name} (${scheme})`);
+    }
+    await page.emulateMedia({ colorScheme: "light" });
+  }
+
+  async function copiedLog() {
+    await page.click("text=Copy");
+    return page.evaluate(() => navigator.clipboard.readText());
+  }
+
+  before(async () => {
+    await host.start();
+    origin = `https://${host.address}`;
+    browser = await launchBrowser(await spkiHash(host.address), PHONE);
+    await browser.context.grantPermissions(["clipboard-read", "clipboard-write"], { origin });
+    page = await browser.context.newPage();
+    page.on("console", (m) => {
+      if (m.type() === "error") problems.push(`console: ${m.text()}`);
+    });
+    page.on("pageerror", (e) => problems.push(`uncaught: ${e.message}`));
+    if (process.env.DEBUG_PAGE) page.on("console", (m) => console.log(`page: ${m.text()}`));
+    if (process.env.DEBUG_PAGE) page.on("pageerror", (e) => console.log(`page error: ${e.stack}`));
+  });
+
+  after(async () => {
+    await browser?.close();
+    await host.stop();
+  });
+
+  test("pairing from the QR link: host, fingerprint, what the phone may and may not do, waiting, approved", async () => {
+    const window = await openPairingWindow(host);
+    await page.goto(`${origin}/#pair?code=${window.code}&fp=${window.fingerprint}&id=${window.hostId}`);
+    await page.waitForSelector('#status[data-state="unpaired"]');
+    assert.equal(await page.inputValue("#code"), window.code);
+    assert.match(await page.inputValue("#device-name"), /Chromium on Android phone/, "the name comes from the browser");
+    const text = await page.textContent("#pair");
+    assert.ok(text.includes(window.fingerprint), "the fingerprint the QR gave is shown");
+    assert.match(text, /start and stop tasks/);
+    assert.match(text, /It will not be able to.*manage paired devices/s);
+    await page.waitForFunction((name) => document.getElementById("pair")?.textContent?.includes(name), window.hostName);
+    await check("pair");
+    await page.fill("#device-name", PHONE_NAME);
+    await page.tap("#pair-button");
+    await page.waitForSelector('#pair-status[data-state="waiting"]');
+    await check("pair-waiting");
+    await approve(host, PHONE_NAME);
+    await page.waitForSelector('#status[data-state="open"]');
+    assert.equal(await page.textContent("#status"), `Connected to ${window.hostName}`);
+    await check("tasks-empty");
+  });
+
+  test("a wrong code is explained with what to do", async () => {
+    const other = await launchBrowser(await spkiHash(host.address), PHONE);
+    try {
+      const window = await openPairingWindow(host);
+      const p = await other.context.newPage();
+      const wrong = window.code === "000000" ? "111111" : "000000";
+      await p.goto(`${origin}/#pair?code=${wrong}&fp=${window.fingerprint}&id=${window.hostId}`);
+      await p.tap("#pair-button");
+      await p.waitForSelector('#pair-status[data-state="failed"]', { state: "attached" });
+      assert.match(await p.textContent("#error"), /code is wrong.*tries left/s);
+    } finally {
+      await other.close();
+      await host.cli("pair", "--close").catch(() => undefined);
+    }
+  });
+
+  test("a command runs from the phone: its exact output, colours rendered, then the list", async () => {
+    await page.tap('nav a[href="#new"]');
+    await check("new-task");
+    // stdout and stderr are separate pipes: the pause orders them.
+    await page.fill("#command", "echo oops >&2; sleep 0.3; printf '\\033[31mred\\033[0m plain\\n'; for i in 1 2 3; do echo line $i; done");
+    await page.tap("#run-button");
+    await page.waitForSelector('#task-status[data-status="succeeded"]');
+    assert.equal(await page.textContent("#output"), "oops\nred plain\nline 1\nline 2\nline 3\n");
+    assert.equal(await page.textContent("#output .f1"), "red", "ANSI red is a class, the escape is gone");
+    assert.match(await page.textContent("#task-status"), /succeeded \(exit 0\)/);
+    await check("task-done");
+    await page.tap('nav a[href="#tasks"]');
+    await page.waitForSelector("#task-list a.task");
+    assert.match(await page.textContent("#task-list"), /echo oops.*succeeded.*exit 0/s);
+    await check("tasks");
+    // Run again from the recent commands.
+    await page.tap('nav a[href="#new"]');
+    assert.match(await page.textContent(".saved"), /printf/);
+  });
+
+  test("a permission prompt is answered on the phone; another answered elsewhere disappears", async () => {
+    await page.tap('nav a[href="#new"]');
+    await page.fill("#command", "sudo -n true; echo after");
+    await page.tap("#run-button");
+    await page.waitForSelector("#permission-prompt");
+    assert.match(await page.textContent("#permission-prompt"), /administrator|sudo/);
+    await check("permission-prompt");
+    await page.tap('#permission-prompt button[data-decision="reject"]');
+    await page.waitForSelector("#permission-prompt", { state: "detached" });
+    await page.waitForSelector('#task-status[data-status="failed"], #task-status[data-status="cancelled"]');
+
+    const native = await host.pairDevice("another client");
+    const other = await client.OpenworkClient.connectTls({
+      address: native.address,
+      fingerprint: native.fingerprint,
+      auth: { deviceId: native.deviceId, token: native.token },
+      reconnect: false,
+    });
+    try {
+      await page.tap('nav a[href="#new"]');
+      await page.fill("#command", "sudo -n true; echo again");
+      await page.tap("#run-button");
+      await page.waitForSelector("#permission-prompt");
+      const requestId = await page.getAttribute("#permission-prompt", "data-request-id");
+      await other.permissionReply({ requestId, decision: "reject" });
+      await page.waitForSelector("#permission-prompt", { state: "detached" });
+      await page.waitForSelector(".toast");
+      assert.match(await page.textContent(".toast"), /answered \(reject\) by another client/);
+    } finally {
+      await other.close();
+    }
+  });
+
+  test("the network cut mid-stream and back: every line once, in order", async () => {
+    await page.tap('nav a[href="#new"]');
+    await page.fill("#command", "for i in $(seq 1 60); do echo n$i; sleep 0.05; done");
+    await page.tap("#run-button");
+    await page.waitForFunction(() => document.getElementById("output")?.textContent?.includes("n5\n"));
+    await browser.context.setOffline(true);
+    await within(20000, "the app to notice", page.waitForSelector('#status[data-state="reconnecting"], #status[data-state="offline"]'));
+    await check("offline");
+    await new Promise((r) => setTimeout(r, 1500));
+    await browser.context.setOffline(false);
+    await within(60000, "the app to reconnect", page.waitForSelector('#status[data-state="open"]', { timeout: 60000 }));
+    await page.waitForSelector('#task-status[data-status="succeeded"]', { timeout: 30000 }).catch(async (e) => {
+      throw new Error(`${e.message}\nstatus: ${await page.textContent("#status")}\ntask: ${await page.textContent("#task-status")}\nerror: ${await page.locator("#error").allTextContents()}`);
+    });
+    const expected = Array.from({ length: 60 }, (_, i) => `n${i + 1}\n`).join("");
+    // The copy is the whole log (the view shows only the rows on screen).
+    const copied = await waitFor("the last line in the log", 20000, async () => {
+      const text = await copiedLog();
+      return text.endsWith("n60\n") && text;
+    });
+    assert.equal(copied, expected);
+  });
+
+  test("the host restarted mid-task: the app reconnects by itself and shows `interrupted`", async () => {
+    await page.tap('nav a[href="#new"]');
+    await page.fill("#command", "echo started; sleep 30; echo never");
+    await page.tap("#run-button");
+    await page.waitForFunction(() => document.getElementById("output")?.textContent?.includes("started\n"));
+    // Killed, then served again on the same address from the same data dir.
+    const child = host.child;
+    const exited = new Promise((r) => child.once("exit", r));
+    child.kill("SIGKILL");
+    await within(20000, "the host to die", exited);
+    await within(20000, "the app to notice", page.waitForSelector('#status:not([data-state="open"])'));
+    host.child = spawn(process.env.OPENWORK_HOST_BIN, ["serve", "--no-mdns", "--listen", host.address, "--log", "warn", "--data-dir", host.data], {
+      stdio: ["ignore", "ignore", "inherit"],
+    });
+    await within(60000, "the app to reconnect", page.waitForSelector('#status[data-state="open"]', { timeout: 60000 }));
+    await page.waitForSelector('#task-status[data-status="interrupted"]');
+    assert.equal(await page.textContent("#output"), "started\n", "nothing twice, nothing lost");
+    await check("task-interrupted");
+  });
+
+  test("health and host screens", async () => {
+    await page.tap('nav a[href="#health"]');
+    await page.waitForSelector("#health-status");
+    assert.match(await page.textContent("main"), /Success, 24 h/);
+    await check("health");
+    await page.tap('nav a[href="#host"]');
+    await page.waitForSelector("#device-id");
+    await check("host");
+  });
+
+  test("a revoked phone sees a clear screen and can pair again", async () => {
+    const deviceId = await page.textContent("#device-id");
+    await host.cli("devices", "revoke", deviceId);
+    await within(20000, "the refusal", page.waitForSelector('#status[data-state="refused"]'));
+    assert.match(await page.textContent("#error"), /revoked/);
+    assert.equal(await page.isVisible("#pair-form"), true);
+    assert.equal(await page.isVisible("nav"), false, "no task can be run");
+    await check("revoked");
+  });
+
+  test("no CSP violation or uncaught error", () => {
+    const unexpected = problems.filter((p) => !/WebSocket|revoked|not paired|ERR_INTERNET_DISCONNECTED|Failed to load resource/.test(p));
+    assert.deepEqual(unexpected, []);
+  });
+});

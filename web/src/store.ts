@@ -1,0 +1,227 @@
+// The app's state outside the components: the credential, the connection
+// and its status, pending permission prompts, and recent/pinned commands
+// (localStorage). Components re-render through `useStore`.
+import { useEffect, useState } from "preact/hooks";
+import {
+  BrowserClient,
+  RpcError,
+  loadCredential,
+  forgetCredential,
+  type PermissionRequest,
+  type StoredCredential,
+} from "../../clients/typescript/src/browser.js";
+
+export type Conn = "starting" | "unpaired" | "pairing" | "connecting" | "open" | "reconnecting" | "offline" | "closed" | "refused";
+
+export interface Toast {
+  id: number;
+  text: string;
+}
+
+export const store = {
+  credential: undefined as StoredCredential | undefined,
+  client: undefined as BrowserClient | undefined,
+  conn: "starting" as Conn,
+  /** What the status line adds: the attempt, the error. */
+  connDetail: "",
+  attempt: 0,
+  error: "",
+  prompts: [] as PermissionRequest[],
+  toasts: [] as Toast[],
+  /** Bumped when the connection is (re)established: views resubscribe. */
+  epoch: 0,
+};
+
+const listeners = new Set<() => void>();
+export function changed(): void {
+  for (const l of listeners) l();
+}
+
+export function useStore(): typeof store {
+  const [, setTick] = useState(0);
+  useEffect(() => {
+    const l = () => setTick((t) => t + 1);
+    listeners.add(l);
+    return () => void listeners.delete(l);
+  }, []);
+  return store;
+}
+
+let toastId = 0;
+export function toast(text: string): void {
+  const id = ++toastId;
+  store.toasts = [...store.toasts, { id, text }];
+  changed();
+  setTimeout(() => {
+    store.toasts = store.toasts.filter((t) => t.id !== id);
+    changed();
+  }, 6000);
+}
+
+export function describe(error: unknown): string {
+  if (error instanceof RpcError) return `${error.message}${error.action ? ` (${error.action})` : ""}`;
+  return error instanceof Error ? error.message : String(error);
+}
+
+function refused(error: unknown): boolean {
+  return error instanceof RpcError && (error.code === -32001 || error.code === -32002);
+}
+
+function setConn(conn: Conn, detail = ""): void {
+  store.conn = conn;
+  store.connDetail = detail;
+  changed();
+}
+
+let connecting = false;
+
+/** Connects with the stored credential; retries with backoff until it works or is refused. */
+export async function connect(): Promise<void> {
+  const credential = store.credential;
+  if (!credential || connecting || store.client) return;
+  connecting = true;
+  store.attempt = 0;
+  let delay = 500;
+  try {
+    for (let round = 0; round < 1000 && store.credential === credential; round++) {
+      if (!navigator.onLine) {
+        setConn("offline", "no network: this device is offline; it reconnects when the network returns");
+        return;
+      }
+      setConn(store.attempt ? "reconnecting" : "connecting", store.attempt ? `attempt ${store.attempt + 1}: opening a connection to ${location.host}` : "");
+      try {
+        const client = await BrowserClient.connectWith(credential, { reconnect: { attempts: 6, initialDelayMs: 300, maxDelayMs: 8000 } }, () => {
+          store.attempt++;
+          if (store.conn === "reconnecting") store.connDetail = `attempt ${store.attempt}: opening a connection to ${location.host} and following tasks from the last line seen`;
+          changed();
+        });
+        attach(client);
+        return;
+      } catch (e) {
+        if (refused(e)) {
+          onRefused(e);
+          return;
+        }
+        store.error = "";
+        setConn("reconnecting", `attempt ${store.attempt}: ${describe(e)}; next try in ${Math.round(delay / 1000)} s`);
+        await new Promise((r) => setTimeout(r, delay));
+        delay = Math.min(delay * 2, 15000);
+      }
+    }
+  } finally {
+    connecting = false;
+  }
+}
+
+function attach(client: BrowserClient): void {
+  store.client = client;
+  store.attempt = 0;
+  store.epoch++;
+  client.on("permission.request", (p) => {
+    store.prompts = [...store.prompts.filter((x) => x.requestId !== p.requestId), p];
+    changed();
+    if (document.hidden && "Notification" in window && Notification.permission === "granted") {
+      new Notification(`${client.server.hostName}: permission asked`, { body: p.summary, tag: p.requestId });
+    }
+  });
+  client.on("permission.resolved", (r) => {
+    const had = store.prompts.some((p) => p.requestId === r.requestId);
+    store.prompts = store.prompts.filter((p) => p.requestId !== r.requestId);
+    if (had) toast(`A permission prompt was answered (${r.decision}) by ${r.by}.`);
+    changed();
+  });
+  client.onState((s, error) => {
+    if (s === "open") {
+      store.attempt = 0;
+      store.epoch++;
+      setConn("open");
+    } else if (s === "reconnecting") {
+      if (!navigator.onLine) setConn("offline", "no network: the app reconnects by itself when it returns");
+      else setConn("reconnecting", `connection lost (${describe(error)}); retrying`);
+    } else {
+      store.client = undefined;
+      if (refused(error)) onRefused(error);
+      else void connect();
+    }
+  });
+  setConn("open");
+}
+
+function onRefused(error: unknown): void {
+  store.client = undefined;
+  store.error = `This browser can no longer use ${store.credential?.hostName ?? "this host"}: its pairing was revoked by the host's owner, or is unknown there (the host said: ${error instanceof Error ? error.message : String(error)}). To use it again, ask the owner for a new pairing code (openwork-host pair) and pair below.`;
+  setConn("refused", "Refused by the host: this browser's pairing was revoked or is unknown there");
+}
+
+export async function init(): Promise<void> {
+  try {
+    store.credential = await loadCredential();
+  } catch (e) {
+    store.error = describe(e);
+  }
+  // A network change leaves the WebSocket stale: drop it and reconnect, the
+  // open task view resuming from the last line it showed.
+  window.addEventListener("online", () => {
+    if (store.credential && store.conn !== "refused") {
+      if (store.client) store.client.dropConnection();
+      else void connect();
+    }
+  });
+  window.addEventListener("offline", () => {
+    const client = store.client;
+    setConn("offline", "no network: the app reconnects by itself when it returns");
+    client?.dropConnection();
+  });
+  document.addEventListener("visibilitychange", () => {
+    if (!document.hidden && store.credential && !store.client && store.conn !== "refused") void connect();
+  });
+}
+
+export async function forget(): Promise<void> {
+  const client = store.client;
+  store.client = undefined;
+  await client?.close();
+  await forgetCredential();
+  store.credential = undefined;
+  store.prompts = [];
+  setConn("unpaired");
+}
+
+// Recent and pinned commands, kept in this browser only.
+export interface Saved {
+  command: string;
+  cwd: string;
+  runtime: string;
+  pinned?: boolean;
+}
+const SAVED = "openwork.commands";
+export function savedCommands(): Saved[] {
+  try {
+    const parsed = JSON.parse(localStorage.getItem(SAVED) ?? "[]") as unknown;
+    return Array.isArray(parsed) ? (parsed as Saved[]) : [];
+  } catch {
+    return [];
+  }
+}
+export function remember(entry: Saved): void {
+  const all = savedCommands();
+  const old = all.find((s) => s.command === entry.command && s.cwd === entry.cwd && s.runtime === entry.runtime);
+  const next = [{ ...entry, pinned: old?.pinned ?? false }, ...all.filter((s) => s !== old)];
+  const pinned = next.filter((s) => s.pinned);
+  const recent = next.filter((s) => !s.pinned).slice(0, 10);
+  localStorage.setItem(SAVED, JSON.stringify([...pinned, ...recent]));
+}
+export function togglePin(entry: Saved): void {
+  const all = savedCommands().map((s) => (s.command === entry.command && s.cwd === entry.cwd && s.runtime === entry.runtime ? { ...s, pinned: !s.pinned } : s));
+  localStorage.setItem(SAVED, JSON.stringify(all));
+}
+
+/** The local name this browser gives the host (rename), else the host's own. */
+export function hostLabel(): string {
+  return localStorage.getItem("openwork.hostLabel") || store.credential?.hostName || location.host;
+}
+export function renameHost(name: string): void {
+  if (name.trim()) localStorage.setItem("openwork.hostLabel", name.trim());
+  else localStorage.removeItem("openwork.hostLabel");
+  changed();
+}

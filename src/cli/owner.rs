@@ -130,7 +130,7 @@ fn forbidden(data_dir: &DataDir, e: &std::io::Error, json_out: bool) -> anyhow::
         ),
     };
     if json_out {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&json!({
                 "status": "unknown",
@@ -141,8 +141,8 @@ fn forbidden(data_dir: &DataDir, e: &std::io::Error, json_out: bool) -> anyhow::
         );
     } else {
         let style = render::Style::stdout();
-        println!("openwork-host: {}", style.red(&message));
-        println!("  {} {action}", style.bold("fix:"));
+        outln!("openwork-host: {}", style.red(&message));
+        outln!("  {} {action}", style.bold("fix:"));
     }
     Ok(ExitCode::from(2))
 }
@@ -282,7 +282,7 @@ pub async fn pair(data_dir: &DataDir, args: PairArgs) -> anyhow::Result<ExitCode
         .await
         .map_err(rpc_error)?;
     if args.json {
-        println!("{}", serde_json::to_string(&window)?);
+        outln!("{}", serde_json::to_string(&window)?);
     } else {
         print_window(&window);
     }
@@ -403,21 +403,23 @@ fn closed_explained(reason: &str) -> String {
 }
 
 fn print_window(window: &PairingWindow) {
-    println!("Pairing is open until {}.", window.expires_at);
-    println!();
-    println!("  Code:         {}", render::grouped(&window.code, 4));
-    println!("  Host:         {}:{}", window.host, window.port);
-    println!("  Host name:    {}", window.host_name);
-    println!(
+    outln!("Pairing is open until {}.", window.expires_at);
+    outln!();
+    outln!("  Code:         {}", render::grouped(&window.code, 4));
+    outln!("  Host:         {}:{}", window.host, window.port);
+    outln!("  Host name:    {}", window.host_name);
+    outln!(
         "  Fingerprint:  {}",
         render::grouped(&window.fingerprint, 4)
     );
-    println!("  A device may get:");
-    println!("{}", render::scope_lines(&window.scopes));
-    println!();
-    println!(
+    outln!("  A device may get:");
+    outln!("{}", render::scope_lines(&window.scopes));
+    outln!();
+    outln!(
         "On the device: openwork-host client pair {}:{} --code {}",
-        window.host, window.port, window.code
+        window.host,
+        window.port,
+        window.code
     );
     let web = openwork_host::client::pair::PairLink::web_url(
         &window.host,
@@ -426,13 +428,13 @@ fn print_window(window: &PairingWindow) {
         &window.fingerprint,
         &window.host_id,
     );
-    println!("or scan with the device's camera (opens pairing in its browser):");
+    outln!("or scan with the device's camera (opens pairing in its browser):");
     if let Some(qr) = render::qr(&web) {
-        println!("{qr}");
+        outln!("{qr}");
     }
-    println!("  {web}");
-    println!("(the native client takes it too: openwork-host client pair --uri '{web}')");
-    println!();
+    outln!("  {web}");
+    outln!("(the native client takes it too: openwork-host client pair --uri '{web}')");
+    outln!();
 }
 
 fn print_request(request: &PairingRequest) {

@@ -397,7 +397,14 @@ async fn every_command_ends_quietly_when_its_reader_goes_away() {
         vec!["permissions", "audit", "--data-dir", &data],
         vec!["service", "install", "--print"],
         vec!["pair", "--detach", "--replace", "--data-dir", &data],
-        vec!["pair", "--detach", "--json", "--replace", "--data-dir", &data],
+        vec![
+            "pair",
+            "--detach",
+            "--json",
+            "--replace",
+            "--data-dir",
+            &data,
+        ],
         vec![
             "conformance",
             "--data-dir",

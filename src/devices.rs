@@ -42,6 +42,21 @@ impl Device {
     }
 }
 
+impl Device {
+    /// A device paired just now from `address`, with a fresh id.
+    fn new_paired(name: &str, scopes: &[Scope], address: &str) -> Device {
+        Device {
+            id: ids::random_id("d_"),
+            name: name.to_owned(),
+            scopes: scopes.to_vec(),
+            paired_at: clock::now_ms(),
+            last_seen_at: None,
+            last_address: Some(address.to_owned()),
+            revoked_at: None,
+        }
+    }
+}
+
 /// The device table.
 #[derive(Clone)]
 pub struct Devices {
@@ -90,15 +105,7 @@ impl Devices {
         let mut secret = [0u8; 32];
         rand::rng().fill_bytes(&mut secret);
         let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
-        let device = Device {
-            id: ids::random_id("d_"),
-            name: name.to_owned(),
-            scopes: scopes.to_vec(),
-            paired_at: clock::now_ms(),
-            last_seen_at: None,
-            last_address: Some(address.to_owned()),
-            revoked_at: None,
-        };
+        let device = Device::new_paired(name, scopes, address);
         let (row, hash) = (device.clone(), token_hash(&token));
         self.store
             .write(move |c| {
@@ -120,15 +127,7 @@ impl Devices {
         address: &str,
         public_key: Vec<u8>,
     ) -> Result<Device, StoreError> {
-        let device = Device {
-            id: ids::random_id("d_"),
-            name: name.to_owned(),
-            scopes: scopes.to_vec(),
-            paired_at: clock::now_ms(),
-            last_seen_at: None,
-            last_address: Some(address.to_owned()),
-            revoked_at: None,
-        };
+        let device = Device::new_paired(name, scopes, address);
         let row = device.clone();
         self.store
             .write(move |c| {

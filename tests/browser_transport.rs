@@ -22,6 +22,15 @@ type Ws = WebSocketStream<TlsStream<TcpStream>>;
 /// A TLS connection to the host's port offering `alpn` (nothing when empty).
 async fn tls(address: &str, alpn: &[&[u8]]) -> TlsStream<TcpStream> {
     let verifier = openwork_host::transport::tls::PinnedCert::new(None);
+    tls_with(address, alpn, verifier).await
+}
+
+/// A TLS 1.3 connection offering `alpn`, checking the host's certificate with `verifier`.
+async fn tls_with(
+    address: &str,
+    alpn: &[&[u8]],
+    verifier: Arc<openwork_host::transport::tls::PinnedCert>,
+) -> TlsStream<TcpStream> {
     let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -651,23 +660,7 @@ fn write_owner_certificate(data: &std::path::Path, names: &[&str]) -> String {
 /// The fingerprint of the certificate the host presents to a client offering `alpn`.
 async fn presented(address: &str, alpn: &[&[u8]]) -> String {
     let verifier = openwork_host::transport::tls::PinnedCert::new(None);
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13])
-    .unwrap()
-    .dangerous()
-    .with_custom_certificate_verifier(verifier.clone())
-    .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
-    let tcp = TcpStream::connect(address).await.unwrap();
-    within(
-        10,
-        tokio_rustls::TlsConnector::from(Arc::new(config))
-            .connect(openwork_host::transport::tls::server_name(), tcp),
-    )
-    .await
-    .expect("TLS handshake");
+    drop(tls_with(address, alpn, verifier.clone()).await);
     verifier.seen().expect("a certificate")
 }
 
@@ -762,18 +755,7 @@ fn a_browser_certificate_that_does_not_load_stops_the_host_naming_the_file() {
     let host = TestHost::new(OWNER_CERT_CONFIG);
     std::fs::write(host.data.join("owner.crt"), "not a certificate").unwrap();
     std::fs::write(host.data.join("owner.key"), "not a key").unwrap();
-    let out = output_within(
-        std::process::Command::new(bin())
-            .args([
-                "serve",
-                "--no-mdns",
-                "--listen",
-                "127.0.0.1:0",
-                "--data-dir",
-            ])
-            .arg(&host.data),
-        30,
-    );
+    let out = output_within(host.serve_command(), 30);
     assert!(!out.status.success());
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(

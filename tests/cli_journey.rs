@@ -122,6 +122,25 @@ fn collect(pipe: impl std::io::Read + Send + 'static) -> std::sync::Arc<std::syn
     seen
 }
 
+type Seen = std::sync::Arc<std::sync::Mutex<String>>;
+
+/// Starts `command` with stdout and stderr each collected as it arrives, and
+/// waits (bounded) until stdout shows `first`.
+fn spawn_until(command: &mut Command, first: &str) -> (std::process::Child, Seen, Seen) {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = collect(child.stdout.take().unwrap());
+    let stderr = collect(child.stderr.take().unwrap());
+    wait_until(20, "the task's first line", || {
+        stdout.lock().unwrap().contains(first)
+    });
+    (child, stdout, stderr)
+}
+
 async fn task_status(owner: &mut Client, task: &str) -> String {
     let record: Value = within(10, owner.call("task.get", json!({"taskId": task})))
         .await
@@ -150,24 +169,16 @@ async fn a_revoked_device_is_told_to_pair_again_or_forget_the_host_and_its_task_
     let device = host.pair_device("laptop", None).await;
     let dir = client_dir(&device);
     let mut owner = host.connect().await;
-    let mut running = client(&dir)
-        .args([
+    let (mut running, _stdout, stderr) = spawn_until(
+        client(&dir).args([
             "run",
             "--",
             "sh",
             "-c",
             "echo started; sleep 2; echo finished",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = collect(running.stdout.take().unwrap());
-    let stderr = collect(running.stderr.take().unwrap());
-    wait_until(20, "the task's first line", || {
-        stdout.lock().unwrap().contains("started")
-    });
+        ]),
+        "started",
+    );
     let task = only_task(&mut owner).await;
     let revoked = output_within(
         Command::new(bin())
@@ -214,18 +225,10 @@ async fn ctrl_c_in_client_run_cancels_the_task_and_exits_130() {
     let device = host.pair_device("laptop", None).await;
     let dir = client_dir(&device);
     let mut owner = host.connect().await;
-    let mut running = client(&dir)
-        .args(["run", "--", "sh", "-c", "echo started; sleep 30"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = collect(running.stdout.take().unwrap());
-    let stderr = collect(running.stderr.take().unwrap());
-    wait_until(20, "the task's first line", || {
-        stdout.lock().unwrap().contains("started")
-    });
+    let (mut running, _stdout, stderr) = spawn_until(
+        client(&dir).args(["run", "--", "sh", "-c", "echo started; sleep 30"]),
+        "started",
+    );
     let task = only_task(&mut owner).await;
     signal(running.id(), nix::sys::signal::Signal::SIGINT);
     let status = wait_within(&mut running, 20);
@@ -336,15 +339,8 @@ fn a_taken_port_is_said_once() {
 #[test]
 fn the_serve_log_has_no_colour_codes_off_a_terminal() {
     let host = TestHost::new("");
-    let mut serve = Command::new(bin())
-        .args([
-            "serve",
-            "--no-mdns",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(&host.data)
+    let mut serve = host
+        .serve_command()
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -199,18 +199,7 @@ async fn stdio_bridges_to_a_running_daemon_and_sees_the_same_tasks() {
 #[test]
 fn a_second_host_on_the_same_data_dir_is_refused_with_the_holder_named() {
     let host = TestHost::started();
-    let out = output_within(
-        std::process::Command::new(bin())
-            .args([
-                "serve",
-                "--no-mdns",
-                "--listen",
-                "127.0.0.1:0",
-                "--data-dir",
-            ])
-            .arg(&host.data),
-        30,
-    );
+    let out = output_within(host.serve_command(), 30);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("pid {}", host.pid())), "{err}");
@@ -352,18 +341,7 @@ fn the_data_dir_and_the_socket_are_owner_only() {
 #[test]
 fn a_bad_config_file_stops_the_host_with_the_file_and_the_problem() {
     let host = TestHost::new("max_concurent = 2\n");
-    let out = output_within(
-        std::process::Command::new(bin())
-            .args([
-                "serve",
-                "--no-mdns",
-                "--listen",
-                "127.0.0.1:0",
-                "--data-dir",
-            ])
-            .arg(&host.data),
-        30,
-    );
+    let out = output_within(host.serve_command(), 30);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -38,6 +38,22 @@ fn device_cli(client_dir: &std::path::Path) -> Command {
     command
 }
 
+/// `client pair` with the code of `window` (as `pair --json` gave it), which
+/// must fail: what it said on stderr.
+async fn refused_pairing(host: &TestHost, client_dir: &std::path::Path, window: &Value) -> String {
+    let out = output_within(
+        device_cli(client_dir).args([
+            "pair",
+            &host.tls_address().await,
+            "--code",
+            window["code"].as_str().unwrap(),
+        ]),
+        30,
+    );
+    assert!(!out.status.success(), "{}", text(&out.stdout));
+    text(&out.stderr)
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -226,17 +242,7 @@ async fn an_expired_code_is_told_it_expired_and_what_the_owner_must_do() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let window: Value = serde_json::from_slice(&out.stdout).unwrap();
     std::thread::sleep(Duration::from_millis(1500));
-    let late = output_within(
-        device_cli(client_dir.path()).args([
-            "pair",
-            &host.tls_address().await,
-            "--code",
-            window["code"].as_str().unwrap(),
-        ]),
-        30,
-    );
-    assert!(!late.status.success());
-    let said = text(&late.stderr);
+    let said = refused_pairing(&host, client_dir.path(), &window).await;
     assert!(said.contains("expired"), "{said}");
     assert!(said.contains("openwork-host pair"), "{said}");
     assert!(!said.contains("no pairing window is open"), "{said}");
@@ -251,17 +257,7 @@ async fn a_replaced_code_is_told_it_was_replaced_and_not_that_it_is_under_attack
     let first: Value = serde_json::from_slice(&first.stdout).unwrap();
     let second = owner_cli(&host, &["pair", "--detach", "--json", "--replace"]);
     assert!(second.status.success(), "{}", text(&second.stderr));
-    let old = output_within(
-        device_cli(client_dir.path()).args([
-            "pair",
-            &host.tls_address().await,
-            "--code",
-            first["code"].as_str().unwrap(),
-        ]),
-        30,
-    );
-    assert!(!old.status.success());
-    let said = text(&old.stderr);
+    let said = refused_pairing(&host, client_dir.path(), &first).await;
     assert!(said.contains("replaced by a newer one"), "{said}");
     assert!(said.contains("openwork-host pair"), "{said}");
     assert!(!said.contains("someone is between"), "{said}");

@@ -121,6 +121,22 @@ impl TestHost {
         self.data.join("host.sock")
     }
 
+    /// `serve` on this host's data dir as the tests run it (no mDNS, an
+    /// ephemeral port), not started: for checking how it starts or refuses to.
+    pub fn serve_command(&self) -> Command {
+        let mut command = Command::new(bin());
+        command
+            .args([
+                "serve",
+                "--no-mdns",
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(&self.data);
+        command
+    }
+
     /// Starts `serve` and waits until the socket accepts connections.
     pub fn start(&mut self) {
         let mut command = Command::new(bin());

@@ -63,6 +63,28 @@ async fn begin(address: &str, code: &str, name: &str) -> (Device, Value, crypto:
     (conn, begun, keys)
 }
 
+/// Runs `pairing.begin` on a new connection where it must be refused: the error.
+async fn refused_begin(
+    address: &str,
+    code: &str,
+    name: &str,
+) -> openwork_host::client::ClientError {
+    let connected = within(10, connect_tls(address, None, Duration::from_secs(5)))
+        .await
+        .expect("tls");
+    let mut conn = connected.connection;
+    let start = crypto::client_start(code, &connected.exporter);
+    within(
+        10,
+        conn.call::<_, Value>(
+            "pairing.begin",
+            json!({"deviceName": name, "spake": B64.encode(&start.message)}),
+        ),
+    )
+    .await
+    .expect_err("pairing.begin must be refused")
+}
+
 async fn confirm(
     conn: &mut Device,
     begun: &Value,
@@ -321,20 +343,7 @@ async fn five_wrong_codes_close_the_window() {
         }
         tokio::time::sleep(Duration::from_millis(80)).await;
     }
-    let connected = within(10, connect_tls(&address, None, Duration::from_secs(5)))
-        .await
-        .unwrap();
-    let mut conn = connected.connection;
-    let start = crypto::client_start("00000000", &connected.exporter);
-    let err = within(
-        10,
-        conn.call::<_, Value>(
-            "pairing.begin",
-            json!({"deviceName": "x", "spake": B64.encode(&start.message)}),
-        ),
-    )
-    .await
-    .unwrap_err();
+    let err = refused_begin(&address, "00000000", "x").await;
     assert_eq!(code_of(&err), -32005);
     let status: Value = within(10, owner.call("pairing.status", json!({})))
         .await
@@ -371,20 +380,7 @@ async fn a_guess_that_is_never_confirmed_still_counts() {
         assert_eq!(failed["params"]["failures"], attempt);
         tokio::time::sleep(Duration::from_millis(80)).await;
     }
-    let connected = within(10, connect_tls(&address, None, Duration::from_secs(5)))
-        .await
-        .unwrap();
-    let mut conn = connected.connection;
-    let start = crypto::client_start("11111111", &connected.exporter);
-    let err = within(
-        10,
-        conn.call::<_, Value>(
-            "pairing.begin",
-            json!({"deviceName": "x", "spake": B64.encode(&start.message)}),
-        ),
-    )
-    .await
-    .unwrap_err();
+    let err = refused_begin(&address, "11111111", "x").await;
     assert_eq!(code_of(&err), -32005, "{err}");
 }
 
@@ -394,23 +390,12 @@ async fn an_expired_code_is_refused() {
     let mut owner = host.connect().await;
     let window = open_window(&mut owner, json!({"ttlS": 1})).await;
     tokio::time::sleep(Duration::from_millis(1300)).await;
-    let connected = within(
-        10,
-        connect_tls(&host.tls_address().await, None, Duration::from_secs(5)),
+    let err = refused_begin(
+        &host.tls_address().await,
+        window["code"].as_str().unwrap(),
+        "late",
     )
-    .await
-    .unwrap();
-    let mut conn = connected.connection;
-    let start = crypto::client_start(window["code"].as_str().unwrap(), &connected.exporter);
-    let err = within(
-        10,
-        conn.call::<_, Value>(
-            "pairing.begin",
-            json!({"deviceName": "late", "spake": B64.encode(&start.message)}),
-        ),
-    )
-    .await
-    .unwrap_err();
+    .await;
     assert_eq!(code_of(&err), -32004, "{err}");
     let closed = within(10, owner.next_notification()).await.unwrap();
     assert_eq!(closed["params"]["reason"], "expired");
@@ -492,20 +477,7 @@ async fn after_a_wrong_code_the_window_pauses_and_says_when_to_try_again() {
         .unwrap_err();
     assert_eq!(code_of(&err), -32001, "{err}");
     // Even the right code must wait out the pause.
-    let connected = within(10, connect_tls(&address, None, Duration::from_secs(5)))
-        .await
-        .unwrap();
-    let mut conn = connected.connection;
-    let start = crypto::client_start(window["code"].as_str().unwrap(), &connected.exporter);
-    let err = within(
-        10,
-        conn.call::<_, Value>(
-            "pairing.begin",
-            json!({"deviceName": "owner's phone", "spake": B64.encode(&start.message)}),
-        ),
-    )
-    .await
-    .unwrap_err();
+    let err = refused_begin(&address, window["code"].as_str().unwrap(), "owner's phone").await;
     assert_eq!(code_of(&err), -32005, "{err}");
     let openwork_host::client::ClientError::Rpc(rpc) = &err else {
         unreachable!()
@@ -525,20 +497,7 @@ async fn a_second_pairing_at_the_same_time_is_told_the_host_is_busy() {
     let code = window["code"].as_str().unwrap();
     let address = host.tls_address().await;
     let _first = begin(&address, code, "first").await;
-    let connected = within(10, connect_tls(&address, None, Duration::from_secs(5)))
-        .await
-        .unwrap();
-    let mut conn = connected.connection;
-    let start = crypto::client_start(code, &connected.exporter);
-    let err = within(
-        10,
-        conn.call::<_, Value>(
-            "pairing.begin",
-            json!({"deviceName": "second", "spake": B64.encode(&start.message)}),
-        ),
-    )
-    .await
-    .unwrap_err();
+    let err = refused_begin(&address, code, "second").await;
     assert_eq!(code_of(&err), -32005, "{err}");
     assert!(err.to_string().contains("another device"), "{err}");
 }

@@ -197,7 +197,7 @@ impl Session {
         let (responses, response_rx) = mpsc::channel(RESPONSE_QUEUE);
         let (notifications, notification_rx) = mpsc::channel(NOTIFICATION_QUEUE);
         let replies = Arc::new(ReplyBudget::new(
-            host.config.limits.max_reply_bytes_in_flight,
+            host.config().limits.max_reply_bytes_in_flight,
         ));
         let session = Arc::new(Session {
             id: host.next_session_id(),
@@ -213,7 +213,7 @@ impl Session {
             subscriptions: Mutex::new(HashMap::new()),
             next_subscription: std::sync::atomic::AtomicU64::new(0),
             inflight: Mutex::new(HashMap::new()),
-            slots: Arc::new(Semaphore::new(host.config.limits.max_requests_in_flight)),
+            slots: Arc::new(Semaphore::new(host.config().limits.max_requests_in_flight)),
             handlers: TaskTracker::new(),
             forwarders: TaskTracker::new(),
             forwarding: CancellationToken::new(),
@@ -507,7 +507,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
     let evicted = session.admission.as_ref().map(|a| a.evicted());
     loop {
         // Before authentication, a connection may only send small frames.
-        let limit = host.config.limits.max_frame_bytes;
+        let limit = host.config().limits.max_frame_bytes;
         reader.set_limit(if session.principal().is_authenticated() {
             limit
         } else {
@@ -520,7 +520,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 let reason = lock(&session.close_reason).clone().unwrap_or_default();
                 return if reason == "exit" { EndReason::Exit } else { EndReason::Closed(reason) };
             }
-            _ = host.shutdown.cancelled() => return EndReason::Closed("the host is shutting down".into()),
+            _ = host.shutting_down() => return EndReason::Closed("the host is shutting down".into()),
             _ = cancelled(evicted.as_ref()) => return EndReason::Closed(
                 "a newer connection took the place of this unauthenticated one (network.max_unauthenticated)".into()
             ),
@@ -595,7 +595,7 @@ async fn finish(
         .await;
         return;
     }
-    let mut shutting_down = host.shutdown.is_cancelled();
+    let mut shutting_down = host.is_shutting_down();
     if *reason == EndReason::Eof && opts.drain_on_eof {
         let drained = async {
             session.handlers.wait().await;
@@ -604,7 +604,7 @@ async fn finish(
         tokio::select! {
             _ = drained => {}
             _ = session.close.cancelled() => {}
-            _ = host.shutdown.cancelled() => shutting_down = true,
+            _ = host.shutting_down() => shutting_down = true,
         }
     }
     if shutting_down {
@@ -642,7 +642,7 @@ async fn handle_frame(host: &Arc<HostCore>, session: &Arc<Session>, bytes: &[u8]
 }
 
 fn in_order(host: &HostCore, method: &str) -> bool {
-    host.methods
+    host.methods()
         .find(method)
         .is_some_and(|m| m.scheduling() == Scheduling::InOrder)
 }
@@ -673,7 +673,7 @@ async fn dispatch_single(host: &Arc<HostCore>, session: &Arc<Session>, message: 
         let (response, after) =
             execute_cancellable(&host, &session, id, cancel, &method, params, 0).await;
         if let Some(reply) = &response {
-            host.reply_sizes.record(&method, reply.len());
+            host.reply_sizes().record(&method, reply.len());
         }
         deliver(&session, response, after).await;
         drop(permit);
@@ -720,7 +720,7 @@ async fn dispatch_batch(host: &Arc<HostCore>, session: &Arc<Session>, messages: 
                     (Some(encode_error(id.as_ref(), &error)), Vec::new())
                 }
                 Message::Request(r) => {
-                    let expected = host.reply_sizes.get(&r.method).unwrap_or(0);
+                    let expected = host.reply_sizes().get(&r.method).unwrap_or(0);
                     if kept > 0 && kept + expected > limit {
                         lock(&session.inflight).remove(&r.id);
                         let error = batch_over_budget(limit);
@@ -737,7 +737,7 @@ async fn dispatch_batch(host: &Arc<HostCore>, session: &Arc<Session>, messages: 
                         )
                         .await;
                         if let Some(reply) = &out.0 {
-                            host.reply_sizes.record(&r.method, reply.len());
+                            host.reply_sizes().record(&r.method, reply.len());
                         }
                         out
                     }
@@ -796,7 +796,7 @@ async fn execute_cancellable(
     let run = async {
         let _room = session
             .replies
-            .reserve(method, || host.reply_sizes.get(method), own)
+            .reserve(method, || host.reply_sizes().get(method), own)
             .await;
         execute(host, session, Some(&id), method, params).await
     };
@@ -817,7 +817,7 @@ async fn execute(
     params: Option<Box<RawValue>>,
 ) -> (Option<Bytes>, AfterReply) {
     let reply_error = |error: &RpcError| id.map(|id| encode_error(Some(id), error));
-    let Some(entry) = host.methods.find(method) else {
+    let Some(entry) = host.methods().find(method) else {
         // Notifications of unknown methods are dropped, as JSON-RPC and LSP's `$/` rule say.
         return (reply_error(&RpcError::method_not_found(method)), Vec::new());
     };

@@ -56,11 +56,6 @@ impl HostCore {
         &self.identity.fingerprint
     }
 
-    /// Whether the host has begun to shut down.
-    pub fn is_shutting_down(&self) -> bool {
-        self.shutdown.is_cancelled()
-    }
-
     /// A token cancelled when the host begins to shut down.
     pub fn shutdown_token(&self) -> tokio_util::sync::CancellationToken {
         self.shutdown.clone()

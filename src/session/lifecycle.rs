@@ -10,8 +10,6 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::host::HostCore;
-
 use super::{EndReason, lock};
 
 /// How long in-flight calls may take to answer when a connection closes.
@@ -194,17 +192,19 @@ impl Life {
     /// `reason`): lets calls answer and, where asked, followed tasks
     /// deliver; cancels what is left; lets the writer write what is queued
     /// (`stop_writer` tells it to finish) and ends in `Closed`. The one
-    /// path by which every connection ends.
+    /// path by which every connection ends; `host_shutdown` is the host's
+    /// shutdown token. Returns the states it went through.
     pub(super) async fn wind_down(
         &self,
-        host: &HostCore,
+        host_shutdown: &CancellationToken,
         reason: &EndReason,
         drain_on_eof: bool,
         stop_writer: CancellationToken,
         mut writer: JoinHandle<()>,
-    ) {
+    ) -> Vec<ConnectionState> {
         self.handlers.close();
         self.forwarders.close();
+        let mut path = Vec::new();
         loop {
             let next = match self.state() {
                 ConnectionState::Open if self.abort.is_cancelled() => ConnectionState::Stopping,
@@ -212,14 +212,14 @@ impl Life {
                     ConnectionState::Draining
                 }
                 ConnectionState::Open => ConnectionState::Closing {
-                    host_shutdown: host.is_shutting_down(),
+                    host_shutdown: host_shutdown.is_cancelled(),
                 },
                 ConnectionState::Draining => {
-                    let host_shutdown = host.is_shutting_down();
+                    let shutting_down = host_shutdown.is_cancelled();
                     tokio::select! {
-                        _ = self.all_done() => ConnectionState::Closing { host_shutdown },
-                        _ = self.close.cancelled() => ConnectionState::Closing { host_shutdown },
-                        _ = host.shutting_down() => ConnectionState::Closing { host_shutdown: true },
+                        _ = self.all_done() => ConnectionState::Closing { host_shutdown: shutting_down },
+                        _ = self.close.cancelled() => ConnectionState::Closing { host_shutdown: shutting_down },
+                        _ = host_shutdown.cancelled() => ConnectionState::Closing { host_shutdown: true },
                     }
                 }
                 ConnectionState::Closing {
@@ -251,9 +251,10 @@ impl Life {
                     }
                     ConnectionState::Closed
                 }
-                ConnectionState::Closed => return,
+                ConnectionState::Closed => return path,
             };
             self.enter(next);
+            path.push(next);
         }
     }
 
@@ -261,5 +262,170 @@ impl Life {
     async fn all_done(&self) {
         self.handlers.wait().await;
         self.forwarders.wait().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use ConnectionState::{Closed, Closing, Draining, Flushing, Stopping};
+
+    /// A writer that ends when told to stop.
+    fn writer() -> (CancellationToken, JoinHandle<()>) {
+        let stop = CancellationToken::new();
+        let task = tokio::spawn({
+            let stop = stop.clone();
+            async move { stop.cancelled().await }
+        });
+        (stop, task)
+    }
+
+    /// A subscription that delivers until `done` fires, unless it is
+    /// cancelled first; `delivered` says which.
+    fn subscription(life: &Life) -> (tokio::sync::oneshot::Sender<()>, Arc<AtomicBool>) {
+        let (done, wait) = tokio::sync::oneshot::channel::<()>();
+        let delivered = Arc::new(AtomicBool::new(false));
+        let (token, flag) = (life.notifier_token(), Arc::clone(&delivered));
+        life.forwarders.spawn(async move {
+            tokio::select! {
+                _ = token.cancelled() => {}
+                _ = wait => flag.store(true, Ordering::SeqCst),
+            }
+        });
+        (done, delivered)
+    }
+
+    /// Waits (a bounded number of turns) until `life` is in `state`.
+    async fn reaches(life: &Life, state: ConnectionState) {
+        for _ in 0..10_000 {
+            if life.state() == state {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!(
+            "the connection never reached {state:?}; it is {:?}",
+            life.state()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_cut_off_connection_cancels_its_calls_and_skips_the_graces() {
+        let life = Life::new();
+        let call = life.call_token();
+        let (_done, delivered) = subscription(&life);
+        life.handlers.spawn({
+            let call = call.clone();
+            async move { call.cancelled().await }
+        });
+        life.cut_off("revoked".into());
+        let (stop, task) = writer();
+        let path = life
+            .wind_down(
+                &CancellationToken::new(),
+                &EndReason::Closed("revoked".into()),
+                true,
+                stop,
+                task,
+            )
+            .await;
+        assert_eq!(path, [Stopping, Flushing, Closed]);
+        assert!(call.is_cancelled());
+        assert!(!delivered.load(Ordering::SeqCst));
+        assert_eq!(life.close_reason().as_deref(), Some("revoked"));
+        assert_eq!(life.state(), Closed);
+    }
+
+    #[tokio::test]
+    async fn a_piped_connection_drains_what_it_follows_after_its_input_ends() {
+        let life = Arc::new(Life::new());
+        let (done, delivered) = subscription(&life);
+        let (stop, task) = writer();
+        let winding = tokio::spawn({
+            let life = Arc::clone(&life);
+            async move {
+                life.wind_down(&CancellationToken::new(), &EndReason::Eof, true, stop, task)
+                    .await
+            }
+        });
+        reaches(&life, Draining).await;
+        done.send(()).unwrap();
+        let path = winding.await.unwrap();
+        assert_eq!(
+            path,
+            [
+                Draining,
+                Closing {
+                    host_shutdown: false
+                },
+                Stopping,
+                Flushing,
+                Closed
+            ]
+        );
+        assert!(
+            delivered.load(Ordering::SeqCst),
+            "the subscription was cut short"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_does_not_drain_stops_what_it_follows() {
+        let life = Life::new();
+        let (_done, delivered) = subscription(&life);
+        let (stop, task) = writer();
+        let path = life
+            .wind_down(
+                &CancellationToken::new(),
+                &EndReason::Eof,
+                false,
+                stop,
+                task,
+            )
+            .await;
+        assert_eq!(
+            path,
+            [
+                Closing {
+                    host_shutdown: false
+                },
+                Stopping,
+                Flushing,
+                Closed
+            ]
+        );
+        assert!(!delivered.load(Ordering::SeqCst));
+    }
+
+    #[tokio::test]
+    async fn a_draining_connection_closes_when_the_host_shuts_down() {
+        let life = Arc::new(Life::new());
+        let (_done, delivered) = subscription(&life);
+        let shutdown = CancellationToken::new();
+        let (stop, task) = writer();
+        let winding = tokio::spawn({
+            let (life, shutdown) = (Arc::clone(&life), shutdown.clone());
+            async move {
+                life.wind_down(&shutdown, &EndReason::Eof, true, stop, task)
+                    .await
+            }
+        });
+        reaches(&life, Draining).await;
+        shutdown.cancel();
+        let path = winding.await.unwrap();
+        assert_eq!(
+            path[..2],
+            [
+                Draining,
+                Closing {
+                    host_shutdown: true
+                }
+            ]
+        );
+        assert_eq!(path[2..], [Stopping, Flushing, Closed]);
+        assert!(!delivered.load(Ordering::SeqCst));
     }
 }

@@ -453,10 +453,17 @@ where
     let reason = read_loop(&host, &session, &mut reader, opts.deadlines).await;
     session.life.peer_ended();
     drop(reader);
-    session
+    let path = session
         .life
-        .wind_down(&host, &reason, opts.drain_on_eof, stop_writer, writer_task)
+        .wind_down(
+            &host.shutdown_token(),
+            &reason,
+            opts.drain_on_eof,
+            stop_writer,
+            writer_task,
+        )
         .await;
+    tracing::trace!(session = session.id, ?path, "connection wound down");
     let end = SessionEnd {
         reason,
         after_shutdown: session.lifecycle() == Lifecycle::ShuttingDown,

@@ -1,6 +1,7 @@
 //! Start-up and shutdown, each written down once, in the order it runs,
 //! with why each step is where it is.
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -9,7 +10,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::clock;
 use crate::config::Config;
-use crate::datadir::DataDir;
+use crate::datadir::{DataDir, DataDirLock};
 use crate::devices::Devices;
 use crate::discovery::Discovery;
 use crate::identity::Identity;
@@ -31,28 +32,81 @@ const METRICS_FLUSH: Duration = Duration::from_secs(5);
 /// How long shutdown waits for connections to say goodbye.
 const CONNECTIONS_GRACE: Duration = Duration::from_secs(10);
 
-/// Start-up, step by step. Nothing listens yet when this returns: the
-/// listeners come after (`Host::serve_tls`, `Host::advertise`, and
-/// `Host::serve_unix` last, so that once the local socket answers, every
-/// listener is up).
+/// Start-up: each step, in the order it runs; each step's doc says why it
+/// is where it is. Nothing listens yet when this returns: the listeners
+/// come after (`Host::serve_tls`, `Host::advertise`, and `Host::serve_unix`
+/// last, so that once the local socket answers, every listener is up).
 pub(super) async fn open(data_dir: DataDir, config: Option<Config>) -> Result<Host, HostError> {
-    // 1. The data dir, locked before anything in it is read or written, so
-    //    that two hosts never share one.
+    let lock = lock_data_dir(&data_dir)?;
+    let config = load_config(&data_dir, config)?;
+    let (host_name, identity) = load_identity(&data_dir, &config)?;
+    let store = open_store(&data_dir)?;
+    let (permissions, roots) = load_policy(&data_dir, &config, &store)?;
+    let reaper = start_reaper();
+    let (opencode, tasks) =
+        make_runtimes(&data_dir, &config, roots, &store, &permissions, &reaper)?;
+    recover_tasks(&tasks).await?;
+    expire_unanswered_requests(&permissions).await?;
+    let metrics = load_metrics(&store, &config).await?;
+    let parts = Parts {
+        data_dir,
+        config,
+        host_name,
+        identity,
+        store,
+        permissions,
+        reaper,
+        opencode,
+        tasks,
+        metrics,
+    };
+    let core = assemble_core(parts);
+    let background = start_background(&core);
+    Ok(Host {
+        core,
+        connections: TaskTracker::new(),
+        background,
+        socket: Mutex::new(None),
+        _lock: lock,
+    })
+}
+
+/// Creates the data dir and takes its lock. First: nothing in the data dir
+/// is read or written before, so that two hosts never share one.
+fn lock_data_dir(data_dir: &DataDir) -> Result<DataDirLock, HostError> {
     data_dir.create()?;
-    let lock = data_dir.lock()?;
-    // 2. The configuration: every later step is configured by it.
-    let config = match config {
+    Ok(data_dir.lock()?)
+}
+
+/// Reads config.toml, unless the embedder gave a configuration: every
+/// later step is configured by it.
+fn load_config(data_dir: &DataDir, given: Option<Config>) -> Result<Config, HostError> {
+    Ok(match given {
         Some(config) => config,
         None => Config::load(&data_dir.config())?,
-    };
-    // 3. The host's identity (key, certificate, fingerprint): pairing,
-    //    discovery and TLS present it.
+    })
+}
+
+/// The host's name, and its key, certificate and fingerprint (loaded or
+/// created): TLS, pairing and discovery present them.
+fn load_identity(data_dir: &DataDir, config: &Config) -> Result<(String, Identity), HostError> {
     let host_name = config.host_name();
-    let identity = Identity::load_or_create(&data_dir, &host_name)?;
-    // 4. The store: everything that follows keeps its state there.
-    let store = Store::open(&data_dir.database())?;
-    // 5. The permission policy: a bad policy stops start-up before
-    //    anything could run under it.
+    let identity = Identity::load_or_create(data_dir, &host_name)?;
+    Ok((host_name, identity))
+}
+
+/// Opens the store: every later step keeps its state there.
+fn open_store(data_dir: &DataDir) -> Result<Store, HostError> {
+    Ok(Store::open(&data_dir.database())?)
+}
+
+/// Compiles the permission policy (and the workspace roots it guards): a
+/// bad policy stops start-up before anything could run under it.
+fn load_policy(
+    data_dir: &DataDir,
+    config: &Config,
+    store: &Store,
+) -> Result<(Arc<Permissions>, Vec<PathBuf>), HostError> {
     let roots = crate::tasks::canonical_roots(&config.tasks);
     let permissions =
         Permissions::new(store.clone(), &config.permissions, &roots).map_err(|message| {
@@ -61,9 +115,25 @@ pub(super) async fn open(data_dir: DataDir, config: Option<Config>) -> Result<Ho
                 message,
             }
         })?;
-    // 6. The reaper, before anything that starts child processes exists.
-    let reaper = Arc::new(Reaper::start());
-    // 7. The runtimes: OpenCode (made, not started: step 12) and the task manager.
+    Ok((permissions, roots))
+}
+
+/// Starts the reaper, the guard of child processes: before anything that
+/// starts one exists.
+fn start_reaper() -> Arc<Reaper> {
+    Arc::new(Reaper::start())
+}
+
+/// Makes the runtimes: OpenCode (made, not started: see `start_background`)
+/// and the task manager.
+fn make_runtimes(
+    data_dir: &DataDir,
+    config: &Config,
+    roots: Vec<PathBuf>,
+    store: &Store,
+    permissions: &Arc<Permissions>,
+    reaper: &Arc<Reaper>,
+) -> Result<(Arc<OpenCode>, TaskManager), HostError> {
     let opencode = OpenCode::new(
         config.opencode.clone(),
         roots
@@ -71,20 +141,23 @@ pub(super) async fn open(data_dir: DataDir, config: Option<Config>) -> Result<Ho
             .cloned()
             .unwrap_or_else(|| data_dir.root().to_owned()),
         data_dir.root(),
-        Arc::clone(&reaper),
+        Arc::clone(reaper),
     );
     let tasks = TaskManager::new(
         store.clone(),
         &config.tasks,
         roots,
-        Arc::clone(&permissions),
+        Arc::clone(permissions),
         Arc::clone(&opencode),
-        Arc::clone(&reaper),
+        Arc::clone(reaper),
     )?;
-    // 8. Tasks the previous run left unfinished become `interrupted`: no
-    //    process runs them any more, and no one may see them as running.
-    //    Before the core exists, so before any connection could list,
-    //    follow or start a task.
+    Ok((opencode, tasks))
+}
+
+/// Tasks the previous run left unfinished become `interrupted`: no process
+/// runs them any more, and no one may see them as running. Before the core
+/// exists, so before any connection could list, follow or start a task.
+async fn recover_tasks(tasks: &TaskManager) -> Result<(), HostError> {
     let interrupted = tasks.recover().await?;
     if interrupted > 0 {
         tracing::warn!(
@@ -92,15 +165,52 @@ pub(super) async fn open(data_dir: DataDir, config: Option<Config>) -> Result<Ho
             "tasks left unfinished by the previous run are now marked interrupted"
         );
     }
-    // 9. Permission requests the previous run left waiting become
-    //    `expired`: after step 8, as the tasks that asked are interrupted
-    //    and wait for no answer; before any connection, so that no one can
-    //    answer them.
+    Ok(())
+}
+
+/// Permission requests the previous run left waiting become `expired`:
+/// after `recover_tasks`, as the tasks that asked are interrupted and wait
+/// for no answer; before any connection, so that no one can answer them.
+async fn expire_unanswered_requests(permissions: &Permissions) -> Result<(), HostError> {
     permissions.expire_unanswered().await?;
-    // 10. The counters, as stored: the uptime and totals go on from there.
-    let metrics = Metrics::load(store.clone(), config.metrics.telemetry).await?;
-    // 11. The core: devices, pairing (closed), discovery (off until
-    //     `Host::advertise`), the connection budget and the method table.
+    Ok(())
+}
+
+/// Loads the counters as stored: uptime and totals go on from there.
+async fn load_metrics(store: &Store, config: &Config) -> Result<Metrics, HostError> {
+    Ok(Metrics::load(store.clone(), config.metrics.telemetry).await?)
+}
+
+/// What the steps before `assemble_core` made.
+struct Parts {
+    data_dir: DataDir,
+    config: Config,
+    host_name: String,
+    identity: Identity,
+    store: Store,
+    permissions: Arc<Permissions>,
+    reaper: Arc<Reaper>,
+    opencode: Arc<OpenCode>,
+    tasks: TaskManager,
+    metrics: Metrics,
+}
+
+/// Assembles the core from the parts, with what needs nothing stored:
+/// devices, pairing (closed), discovery (off until `Host::advertise`), the
+/// connection budget and the method table.
+fn assemble_core(parts: Parts) -> Arc<HostCore> {
+    let Parts {
+        data_dir,
+        config,
+        host_name,
+        identity,
+        store,
+        permissions,
+        reaper,
+        opencode,
+        tasks,
+        metrics,
+    } = parts;
     let devices = Devices::new(store.clone());
     let pairing = Pairing::new(
         config.pairing.clone(),
@@ -120,7 +230,7 @@ pub(super) async fn open(data_dir: DataDir, config: Option<Config>) -> Result<Ho
             .min(config.network.max_connections),
         per_address: config.network.max_unauthenticated_per_address,
     });
-    let core = Arc::new(HostCore {
+    Arc::new(HostCore {
         discovery,
         config,
         data_dir,
@@ -143,19 +253,16 @@ pub(super) async fn open(data_dir: DataDir, config: Option<Config>) -> Result<Ho
         connections: Default::default(),
         listeners: Default::default(),
         probe: Default::default(),
-    });
-    // 12. The background work, which uses the core: metrics saved every
-    //     few seconds, and OpenCode's supervisor (when OpenCode is on).
-    let background = TaskTracker::new();
-    background.spawn(flush_metrics(Arc::clone(&core)));
-    core.opencode.start(core.shutdown.clone(), &background);
-    Ok(Host {
-        core,
-        connections: TaskTracker::new(),
-        background,
-        socket: Mutex::new(None),
-        _lock: lock,
     })
+}
+
+/// Starts the background work, which uses the core (so last): metrics
+/// saved every few seconds, and OpenCode's supervisor (when OpenCode is on).
+fn start_background(core: &Arc<HostCore>) -> TaskTracker {
+    let background = TaskTracker::new();
+    background.spawn(flush_metrics(Arc::clone(core)));
+    core.opencode.start(core.shutdown.clone(), &background);
+    background
 }
 
 /// Shutdown, step by step: `ShutdownStep::ORDER` is the order `Host::shutdown` runs.

@@ -14,10 +14,10 @@ use crate::datadir::DataDir;
 use crate::pairing::PairingError;
 use crate::permissions::PermissionError;
 use crate::protocol::{
-    AuditEntry, Decision, DeviceInfo, PairingBeginParams, PairingBeginResult, PairingConfirmParams,
+    AuditEntry, DeviceInfo, PairingBeginParams, PairingBeginResult, PairingConfirmParams,
     PairingOpenParams, PairingResult, PairingStatus, PairingWindow, PermissionAuditParams,
-    PermissionReplyResult, PermissionRule, TaskListParams, TaskLogsParams, TaskLogsResult,
-    TaskRecord, TaskRunParams, TaskRunResult,
+    PermissionReplyParams, PermissionReplyResult, PermissionRule, TaskListParams, TaskLogsParams,
+    TaskLogsResult, TaskRecord, TaskRunParams, TaskRunResult,
 };
 use crate::rpc::MethodTable;
 use crate::rpc::methods::CallContext;
@@ -125,16 +125,15 @@ impl HostCore {
 
 /// Permissions.
 impl HostCore {
-    /// Answers a permission request for `principal` on connection `session`.
+    /// Answers a permission request for whoever calls on `session`.
     pub(crate) async fn reply_permission(
         &self,
-        request_id: &str,
-        decision: Decision,
-        principal: &Principal,
-        session: u64,
+        p: PermissionReplyParams,
+        session: &Session,
     ) -> Result<PermissionReplyResult, PermissionError> {
+        let principal = session.principal();
         self.permissions
-            .reply(request_id, decision, principal, session)
+            .reply(&p.request_id, p.decision, &principal, session.id)
             .await
     }
 

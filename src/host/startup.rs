@@ -199,26 +199,15 @@ struct Parts {
 /// devices, pairing (closed), discovery (off until `Host::advertise`), the
 /// connection budget and the method table.
 fn assemble_core(parts: Parts) -> Arc<HostCore> {
-    let Parts {
-        data_dir,
-        config,
-        host_name,
-        identity,
-        store,
-        permissions,
-        reaper,
-        opencode,
-        tasks,
-        metrics,
-    } = parts;
-    let devices = Devices::new(store.clone());
+    let config = &parts.config;
+    let devices = Devices::new(parts.store.clone());
     let pairing = Pairing::new(
         config.pairing.clone(),
         devices.clone(),
         HostFacts {
-            host_id: identity.host_id.clone(),
-            host_name: host_name.clone(),
-            fingerprint: identity.fingerprint.clone(),
+            host_id: parts.identity.host_id.clone(),
+            host_name: parts.host_name.clone(),
+            fingerprint: parts.identity.fingerprint.clone(),
         },
     );
     let discovery = Discovery::new(config.discovery.clone());
@@ -232,18 +221,18 @@ fn assemble_core(parts: Parts) -> Arc<HostCore> {
     });
     Arc::new(HostCore {
         discovery,
-        config,
-        data_dir,
-        identity,
-        host_name,
-        store,
-        tasks,
-        metrics,
+        config: parts.config,
+        data_dir: parts.data_dir,
+        identity: parts.identity,
+        host_name: parts.host_name,
+        store: parts.store,
+        tasks: parts.tasks,
+        metrics: parts.metrics,
         devices,
         pairing,
-        permissions,
-        opencode,
-        reaper,
+        permissions: parts.permissions,
+        opencode: parts.opencode,
+        reaper: parts.reaper,
         methods: methods::table(),
         shutdown: CancellationToken::new(),
         admissions,

@@ -11,11 +11,7 @@ pub async fn reply(
     ctx: CallContext,
     p: PermissionReplyParams,
 ) -> Result<PermissionReplyResult, RpcError> {
-    let principal = ctx.session.principal();
-    Ok(ctx
-        .host()
-        .reply_permission(&p.request_id, p.decision, &principal, ctx.session.id)
-        .await?)
+    Ok(ctx.host().reply_permission(p, &ctx.session).await?)
 }
 
 pub async fn rules(ctx: CallContext, _: NoParams) -> Result<PermissionRulesResult, RpcError> {

@@ -84,14 +84,19 @@ impl HostCore {
     }
 
     /// Gives a connection the principal its credential proved, unless the
-    /// device was revoked since the credential was checked.
+    /// device was revoked since the credential was checked. Private to the
+    /// host, as `authenticate` is: outside, `authenticate_session` does both.
     ///
     /// A revoke cuts off the connections that have the device's identity.
     /// One that checked the credential just before the revoke, and takes the
     /// identity just after the revoke looked, would escape it; so the
     /// identity is taken first and the revocation checked after. Either the
     /// revoke saw the connection, or this sees the revoke.
-    pub fn admit(&self, session: &Session, principal: Principal) -> Result<Principal, RpcError> {
+    pub(super) fn admit(
+        &self,
+        session: &Session,
+        principal: Principal,
+    ) -> Result<Principal, RpcError> {
         session.set_principal(principal.clone());
         if let Principal::Device { id, .. } = &principal
             && self.connections.lock_revoked().contains(id)
@@ -120,7 +125,11 @@ impl HostCore {
     }
 
     /// Checks a device credential.
-    pub async fn authenticate(&self, auth: &DeviceAuth, peer: &str) -> Result<Principal, RpcError> {
+    pub(super) async fn authenticate(
+        &self,
+        auth: &DeviceAuth,
+        peer: &str,
+    ) -> Result<Principal, RpcError> {
         let token = auth.token.as_deref().unwrap_or_default();
         let found = if auth.token.is_some() {
             self.devices
@@ -134,7 +143,7 @@ impl HostCore {
 
     /// Checks a browser's signed credential: the signature must cover this
     /// host, the connection's origin and the nonce it was just given.
-    pub async fn authenticate_browser(
+    async fn authenticate_browser(
         &self,
         session: &Session,
         auth: &DeviceAuth,

@@ -213,9 +213,9 @@ pub fn pairing(data: &[u8]) {
 
 /// What the host answers an unauthenticated network peer.
 pub fn pairing_answers(data: &[u8]) -> Vec<u8> {
-    let pairing = &host().core().pairing;
-    if !pairing.is_open() {
-        let _ = pairing.open(PairingOpenParams {
+    let core = host().core();
+    if !core.pairing_status().open {
+        let _ = core.open_pairing_window(PairingOpenParams {
             ttl_s: Some(3600),
             scopes: None,
             address: Some("127.0.0.1:1".to_owned()),

@@ -198,7 +198,7 @@ async fn serve(data_dir: DataDir, listen: Vec<String>, no_mdns: bool) -> anyhow:
         .await
         .context("cannot start the host")?;
     let listen = if listen.is_empty() {
-        host.core().config.network.listen.clone()
+        host.core().config().network.listen.clone()
     } else {
         listen
     };
@@ -210,7 +210,7 @@ async fn serve(data_dir: DataDir, listen: Vec<String>, no_mdns: bool) -> anyhow:
     }
     let bound = host.serve_tls(&addresses)?;
     if no_mdns {
-        host.core().discovery.turn_off("turned off with --no-mdns");
+        host.turn_off_discovery("turned off with --no-mdns");
     } else {
         host.advertise(&bound);
     }
@@ -218,9 +218,9 @@ async fn serve(data_dir: DataDir, listen: Vec<String>, no_mdns: bool) -> anyhow:
     host.serve_unix()?;
     let core = host.core();
     tracing::info!(
-        host_id = %core.identity.host_id,
-        fingerprint = %core.identity.fingerprint,
-        data_dir = %core.data_dir.root().display(),
+        host_id = %core.host_id(),
+        fingerprint = %core.fingerprint(),
+        data_dir = %core.data_dir().root().display(),
         "openwork-host {} is serving", env!("CARGO_PKG_VERSION")
     );
     wait_for_signal().await?;
@@ -254,7 +254,7 @@ async fn stdio(data_dir: DataDir) -> anyhow::Result<ExitCode> {
     let host = Host::open(data_dir, None)
         .await
         .context("cannot start an in-process host")?;
-    let (reader, writer) = transport::stdio::framed(host.core().config.limits.max_frame_bytes);
+    let (reader, writer) = transport::stdio::framed(host.core().config().limits.max_frame_bytes);
     let opts = SessionOptions::local("stdio");
     let shutdown = host.shutdown_token();
     let session = host.serve_connection(reader, writer, opts);

@@ -6,7 +6,7 @@
 //! notifications), notifications that are run but never answered, telling a
 //! parse error from an invalid request, ids echoed byte for byte, and the
 //! per-connection context (principal, lifecycle, subscriptions) that
-//! `session.rs` keeps. `RpcModule`'s `raw_json_request`/`call` handle none of
+//! `session` keeps. `RpcModule`'s `raw_json_request`/`call` handle none of
 //! these, so it would have been a map of typed handlers behind an adapter.
 //! `MethodTable` is that map, plus what it alone knows: each method's access
 //! (checked before its params are decoded), its scheduling, and the

@@ -194,9 +194,9 @@ pub async fn serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let shutdown = core.shutdown.clone();
+    let shutdown = core.shutdown_token();
     let evicted = admission.evicted();
-    let header_timeout = Duration::from_millis(core.config.network.handshake_timeout_ms);
+    let header_timeout = Duration::from_millis(core.config().network.handshake_timeout_ms);
     let conn = Arc::new(Connection {
         core,
         names,

@@ -46,7 +46,7 @@ pub async fn run<S>(core: Arc<HostCore>, io: S, peer: String, origin: String, ad
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let limit = core.config.limits.max_frame_bytes;
+    let limit = core.config().limits.max_frame_bytes;
     let mut config = WebSocketConfig::default();
     config.max_message_size = Some(limit);
     config.max_frame_size = Some(limit);
@@ -58,7 +58,7 @@ where
         peer,
         Some(web_channel_binding()),
         admission,
-        Deadlines::from_config(&core.config.network),
+        Deadlines::from_config(&core.config().network),
     );
     opts.origin = Some(origin);
     // Pongs never reach the session's pipe: the bridge reports them, so that

@@ -8,17 +8,13 @@ pub async fn list(
     ctx: CallContext,
     _: crate::protocol::NoParams,
 ) -> Result<DevicesListResult, RpcError> {
-    let devices = ctx.host.devices.list().await?;
     Ok(DevicesListResult {
-        devices: devices
-            .iter()
-            .map(|d| d.info(ctx.host.device_connections(&d.id)))
-            .collect(),
+        devices: ctx.host().paired_devices().await?,
     })
 }
 
 pub async fn revoke(ctx: CallContext, p: DeviceIdParams) -> Result<DeviceRevokeResult, RpcError> {
-    let Some((device, closed)) = ctx.host.revoke_device(&p.device_id).await? else {
+    let Some((device, closed)) = ctx.host().revoke_device(&p.device_id).await? else {
         return Err(
             RpcError::not_found(format_args!("device `{}`", p.device_id))
                 .with_action("list paired devices with `openwork-host devices list`"),

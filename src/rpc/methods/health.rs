@@ -7,9 +7,9 @@ use crate::rpc::methods::CallContext;
 
 pub async fn get(ctx: CallContext, _: NoParams) -> Result<HealthReport, RpcError> {
     let details = ctx.session.principal().has(Scope::TasksRead);
-    Ok(ctx.host.health(details).await)
+    Ok(ctx.host().health(details).await)
 }
 
 pub async fn metrics(ctx: CallContext, _: NoParams) -> Result<MetricsReport, RpcError> {
-    Ok(ctx.host.metrics_report().await?)
+    Ok(ctx.host().metrics_report().await?)
 }

@@ -59,7 +59,7 @@ async fn initialize_once(
     if let Some(auth) = &p.auth
         && ctx.session.principal() == Principal::Anonymous
     {
-        ctx.host.authenticate_session(&ctx.session, auth).await?;
+        ctx.host().authenticate_session(&ctx.session, auth).await?;
     }
     let principal = ctx.session.principal();
     ctx.session.set_lifecycle(Lifecycle::Initialized);
@@ -72,8 +72,8 @@ async fn initialize_once(
             version: env!("CARGO_PKG_VERSION").into(),
         },
         protocol_version: PROTOCOL_VERSION.into(),
-        host_id: ctx.host.identity.host_id.clone(),
-        host_name: ctx.host.host_name.clone(),
+        host_id: ctx.host().host_id().to_owned(),
+        host_name: ctx.host().host_name().to_owned(),
         capabilities: capabilities(ctx, &principal),
         scopes: principal
             .scopes()
@@ -88,31 +88,30 @@ async fn initialize_once(
 
 /// What the host offers `principal` now.
 fn capabilities(ctx: &CallContext, principal: &Principal) -> Capabilities {
-    let methods = ctx
-        .host
-        .methods
+    let host = ctx.host();
+    let methods = host
+        .methods()
         .names()
         .into_iter()
-        .filter(|name| match ctx.host.methods.get(name).map(|m| m.access) {
+        .filter(|name| match host.methods().get(name).map(|m| m.access) {
             Some(Access::Scope(scope)) => principal.has(scope),
-            Some(Access::Owner) => ctx.host.owner_may_act(principal),
+            Some(Access::Owner) => host.owner_may_act(principal),
             _ => true,
         })
         .map(str::to_owned)
         .collect();
     Capabilities {
-        runtimes: ctx
-            .host
+        runtimes: host
             .runtimes()
             .into_iter()
             .filter(|r| r.state != "off" && r.state != "not_installed")
             .map(|r| r.name)
             .collect(),
         methods,
-        max_frame_bytes: ctx.host.config.limits.max_frame_bytes as u64,
+        max_frame_bytes: host.config().limits.max_frame_bytes as u64,
         opencode: principal
             .has(Scope::Opencode)
-            .then(|| ctx.host.opencode_capability(principal)),
+            .then(|| host.opencode_capability(principal)),
     }
 }
 
@@ -139,13 +138,10 @@ pub async fn capabilities_get(
     }
     if let Some(wait) = p.opencode_wait_s
         && principal.has(Scope::Opencode)
-        && ctx.host.opencode.configured().is_ok()
     {
         // Not ready in time is no error: the answer says where OpenCode is.
-        let _ = ctx
-            .host
-            .opencode
-            .ready(std::time::Duration::from_secs(wait))
+        ctx.host()
+            .wait_for_opencode(std::time::Duration::from_secs(wait))
             .await;
     }
     Ok(capabilities(&ctx, &principal))

@@ -19,10 +19,11 @@ use crate::session::Session;
 /// Work to run once a call's reply is queued.
 pub type AfterReply = Vec<Box<dyn FnOnce() + Send>>;
 
-/// What a handler gets: the host, and the connection it is called on.
+/// What a handler gets: the host (what it may ask of it is `HostCore`'s
+/// methods), and the connection it is called on.
 #[derive(Clone)]
 pub struct CallContext {
-    pub host: Arc<HostCore>,
+    host: Arc<HostCore>,
     pub session: Arc<Session>,
     after_reply: Arc<Mutex<AfterReply>>,
 }
@@ -34,6 +35,11 @@ impl CallContext {
             session,
             after_reply: Arc::default(),
         }
+    }
+
+    /// The host the call is made to.
+    pub fn host(&self) -> &HostCore {
+        &self.host
     }
 
     /// Runs `f` once the reply to this call is queued, e.g. to start a

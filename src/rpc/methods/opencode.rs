@@ -24,9 +24,8 @@ pub fn call(
             .unwrap_or(&method)
             .to_owned();
         let (client, operations) = ctx
-            .host
-            .opencode
-            .ready(Duration::from_secs(10))
+            .host()
+            .opencode_api(Duration::from_secs(10))
             .await
             .map_err(|e| {
                 RpcError::new(ErrorCode::RUNTIME_UNAVAILABLE, e.to_string()).with_action(e.action())
@@ -68,7 +67,7 @@ pub fn call(
             None => None,
         };
         if op.query_params.iter().any(|q| q == "directory") {
-            let resolved = ctx.host.tasks.workspace_dir(directory.as_deref())?;
+            let resolved = ctx.host().workspace_dir(directory.as_deref())?;
             params.insert(
                 "directory".to_owned(),
                 Value::String(resolved.display().to_string()),
@@ -77,7 +76,7 @@ pub fn call(
         let result = client
             .call(op, params)
             .await
-            .map_err(|e| ctx.host.opencode.rpc_error(e))?;
+            .map_err(|e| ctx.host().opencode_error(e))?;
         serde_json::value::to_raw_value(&result).map_err(RpcError::internal)
     })
 }

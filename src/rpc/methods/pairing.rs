@@ -30,27 +30,20 @@ pub async fn begin(
         }
         _ => {}
     }
-    Ok(ctx
-        .host
-        .pairing
-        .begin(session.id, &session.peer, session.channel_binding(), p)?)
+    Ok(ctx.host().begin_pairing(session, p)?)
 }
 
 pub async fn confirm(ctx: CallContext, p: PairingConfirmParams) -> Result<PairingResult, RpcError> {
-    let result = ctx
-        .host
-        .pairing
-        .confirm(ctx.session.id, p, ctx.session.peer_gone())
-        .await?;
+    let result = ctx.host().confirm_pairing(&ctx.session, p).await?;
     tracing::info!(device = %result.device_id, peer = %ctx.session.peer, "a device was paired");
     Ok(result)
 }
 
 pub async fn open(ctx: CallContext, p: PairingOpenParams) -> Result<PairingWindow, RpcError> {
-    let window = ctx.host.pairing.open(p)?;
+    let window = ctx.host().open_pairing_window(p)?;
     // The owner's connection hears of requests, wrong codes and the window closing.
     if ctx.session.watch_once("pairing") {
-        let (session, mut events) = (ctx.session.clone(), ctx.host.pairing.events());
+        let (session, mut events) = (ctx.session.clone(), ctx.host().pairing_events());
         ctx.session.spawn_notifier(async move {
             loop {
                 match events.recv().await {
@@ -65,19 +58,19 @@ pub async fn open(ctx: CallContext, p: PairingOpenParams) -> Result<PairingWindo
 }
 
 pub async fn close(ctx: CallContext, _: NoParams) -> Result<Empty, RpcError> {
-    ctx.host.pairing.close("closed by the owner");
+    ctx.host().close_pairing_window("closed by the owner");
     Ok(Empty {})
 }
 
 pub async fn status(ctx: CallContext, _: NoParams) -> Result<PairingStatus, RpcError> {
-    Ok(ctx.host.pairing.status())
+    Ok(ctx.host().pairing_status())
 }
 
 pub async fn approve(ctx: CallContext, p: PairingApproveParams) -> Result<DeviceInfo, RpcError> {
-    Ok(ctx.host.pairing.approve(&p.request_id, p.scopes).await?)
+    Ok(ctx.host().approve_pairing(&p.request_id, p.scopes).await?)
 }
 
 pub async fn deny(ctx: CallContext, p: PairingRequestIdParams) -> Result<Empty, RpcError> {
-    ctx.host.pairing.deny(&p.request_id).await?;
+    ctx.host().deny_pairing(&p.request_id).await?;
     Ok(Empty {})
 }

@@ -11,22 +11,17 @@ pub async fn reply(
     ctx: CallContext,
     p: PermissionReplyParams,
 ) -> Result<PermissionReplyResult, RpcError> {
-    let principal = ctx.session.principal();
-    Ok(ctx
-        .host
-        .permissions
-        .reply(&p.request_id, p.decision, &principal, ctx.session.id)
-        .await?)
+    Ok(ctx.host().reply_permission(p, &ctx.session).await?)
 }
 
 pub async fn rules(ctx: CallContext, _: NoParams) -> Result<PermissionRulesResult, RpcError> {
     Ok(PermissionRulesResult {
-        rules: ctx.host.permissions.rules().await?,
+        rules: ctx.host().permission_rules().await?,
     })
 }
 
 pub async fn forget(ctx: CallContext, p: PermissionForgetParams) -> Result<Empty, RpcError> {
-    ctx.host.permissions.forget(&p.rule_id).await?;
+    ctx.host().forget_permission_rule(&p.rule_id).await?;
     Ok(Empty {})
 }
 
@@ -35,6 +30,6 @@ pub async fn audit(
     p: PermissionAuditParams,
 ) -> Result<PermissionAuditResult, RpcError> {
     Ok(PermissionAuditResult {
-        entries: ctx.host.permissions.audit_entries(p).await?,
+        entries: ctx.host().permission_audit(p).await?,
     })
 }

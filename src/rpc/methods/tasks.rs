@@ -19,7 +19,7 @@ pub async fn run(ctx: CallContext, p: TaskRunParams) -> Result<TaskRunResult, Rp
             None,
         )?;
     }
-    let (result, feed) = ctx.host.tasks.run(p, &principal).await?;
+    let (result, feed) = ctx.host().run_task(p, &principal).await?;
     // The caller follows the task it started, from its first chunk, after the reply.
     let (session, task_id) = (ctx.session.clone(), result.task_id.clone());
     ctx.after_reply(move || session.subscribe(&task_id, feed));
@@ -27,16 +27,16 @@ pub async fn run(ctx: CallContext, p: TaskRunParams) -> Result<TaskRunResult, Rp
 }
 
 pub async fn cancel(ctx: CallContext, p: TaskIdParams) -> Result<TaskRecord, RpcError> {
-    Ok(ctx.host.tasks.cancel(&p.task_id).await?)
+    Ok(ctx.host().cancel_task(&p.task_id).await?)
 }
 
 pub async fn get(ctx: CallContext, p: TaskIdParams) -> Result<TaskRecord, RpcError> {
-    Ok(ctx.host.tasks.get(&p.task_id).await?)
+    Ok(ctx.host().task(&p.task_id).await?)
 }
 
 pub async fn list(ctx: CallContext, p: TaskListParams) -> Result<TaskListResult, RpcError> {
     Ok(TaskListResult {
-        tasks: ctx.host.tasks.list(p).await?,
+        tasks: ctx.host().list_tasks(p).await?,
     })
 }
 
@@ -44,7 +44,7 @@ pub async fn subscribe(
     ctx: CallContext,
     p: TaskSubscribeParams,
 ) -> Result<TaskSubscribeResult, RpcError> {
-    let (feed, start) = ctx.host.tasks.subscribe(&p.task_id, p.from_seq).await?;
+    let (feed, start) = ctx.host().follow_task(&p.task_id, p.from_seq).await?;
     let (session, task_id) = (ctx.session.clone(), p.task_id.clone());
     ctx.after_reply(move || session.subscribe(&task_id, feed));
     Ok(TaskSubscribeResult {
@@ -61,7 +61,7 @@ pub async fn unsubscribe(
 ) -> Result<TaskUnsubscribeResult, RpcError> {
     // Unknown ids are reported, so that a typo is not silently accepted.
     if !ctx.session.unsubscribe(&p.task_id) {
-        ctx.host.tasks.get(&p.task_id).await?;
+        ctx.host().task(&p.task_id).await?;
         return Ok(TaskUnsubscribeResult {
             was_subscribed: false,
         });
@@ -72,5 +72,5 @@ pub async fn unsubscribe(
 }
 
 pub async fn logs(ctx: CallContext, p: TaskLogsParams) -> Result<TaskLogsResult, RpcError> {
-    Ok(ctx.host.tasks.logs(p).await?)
+    Ok(ctx.host().task_logs(p).await?)
 }

@@ -1,6 +1,6 @@
-//! One connection: who is calling, its lifecycle, its subscriptions and its
-//! outbound queues, and the loop that reads frames, dispatches calls and
-//! writes replies. Every transport runs this same loop.
+//! One connection: who is calling, its lifecycle (`lifecycle`), its
+//! subscriptions and its outbound queues, and the loop that reads frames,
+//! dispatches calls and writes replies. Every transport runs this same loop.
 //!
 //! Replies and notifications have separate bounded queues and the writer
 //! always takes replies first, so a flood of `log.chunk` never delays a
@@ -13,18 +13,17 @@
 pub mod admission;
 pub mod budget;
 pub mod deadline;
+pub mod lifecycle;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::value::RawValue;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::auth::{Principal, Scope};
 use crate::host::HostCore;
@@ -37,26 +36,13 @@ use crate::transport::{Activity, FrameError, FrameReader, FrameWriter, ReadEvent
 use admission::Admission;
 use budget::ReplyBudget;
 use deadline::{Deadlines, Standing};
+use lifecycle::Life;
+pub use lifecycle::{ConnectionState, Lifecycle};
 
 /// Replies queued before handlers wait.
 const RESPONSE_QUEUE: usize = 64;
 /// Notifications queued before subscriptions wait.
 const NOTIFICATION_QUEUE: usize = 16;
-/// How long in-flight calls may take to answer when a connection closes.
-const CLOSE_GRACE: Duration = Duration::from_secs(2);
-/// How long a closing connection waits for its last frames to be written.
-const WRITE_GRACE: Duration = Duration::from_secs(5);
-
-/// A connection's lifecycle, LSP-style.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lifecycle {
-    /// Before `initialize` (local connections may already call methods).
-    New,
-    Initialized,
-    /// After `shutdown`: only `exit` is accepted.
-    ShuttingDown,
-}
-
 /// How a connection is set up.
 #[derive(Debug, Clone)]
 pub struct SessionOptions {
@@ -152,7 +138,10 @@ pub struct Session {
     /// The last `auth.challenge` nonce and when it was issued.
     challenge: Mutex<Option<(String, std::time::Instant)>>,
     principal: RwLock<Principal>,
+    /// The protocol's handshake state.
     lifecycle: Mutex<Lifecycle>,
+    /// The connection's own lifecycle: its state, its work, the tokens that end it.
+    life: Life,
     responses: mpsc::Sender<Bytes>,
     notifications: mpsc::Sender<Bytes>,
     /// Followed tasks: a generation number (to tell a replaced subscription
@@ -161,18 +150,6 @@ pub struct Session {
     next_subscription: std::sync::atomic::AtomicU64,
     inflight: Mutex<HashMap<Id, CancellationToken>>,
     slots: Arc<Semaphore>,
-    handlers: TaskTracker,
-    forwarders: TaskTracker,
-    /// Ends subscriptions.
-    forwarding: CancellationToken,
-    /// Ends the connection.
-    close: CancellationToken,
-    /// Ends the connection at once: nothing queued is written (`cut_off`).
-    abort: CancellationToken,
-    /// Cancelled when the peer's side ends (EOF or a read error) or the
-    /// connection closes: the peer can no longer take a reply for sure.
-    peer_gone: CancellationToken,
-    close_reason: Mutex<Option<String>>,
     watching: Mutex<std::collections::HashSet<&'static str>>,
     admission: Option<Arc<Admission>>,
     /// Reply bytes produced and not yet written.
@@ -197,7 +174,7 @@ impl Session {
         let (responses, response_rx) = mpsc::channel(RESPONSE_QUEUE);
         let (notifications, notification_rx) = mpsc::channel(NOTIFICATION_QUEUE);
         let replies = Arc::new(ReplyBudget::new(
-            host.config.limits.max_reply_bytes_in_flight,
+            host.config().limits.max_reply_bytes_in_flight,
         ));
         let session = Arc::new(Session {
             id: host.next_session_id(),
@@ -213,14 +190,8 @@ impl Session {
             subscriptions: Mutex::new(HashMap::new()),
             next_subscription: std::sync::atomic::AtomicU64::new(0),
             inflight: Mutex::new(HashMap::new()),
-            slots: Arc::new(Semaphore::new(host.config.limits.max_requests_in_flight)),
-            handlers: TaskTracker::new(),
-            forwarders: TaskTracker::new(),
-            forwarding: CancellationToken::new(),
-            close: CancellationToken::new(),
-            abort: CancellationToken::new(),
-            peer_gone: CancellationToken::new(),
-            close_reason: Mutex::new(None),
+            slots: Arc::new(Semaphore::new(host.config().limits.max_requests_in_flight)),
+            life: Life::new(),
             watching: Mutex::new(std::collections::HashSet::new()),
             admission: opts.admission.clone(),
             replies: Arc::clone(&replies),
@@ -269,7 +240,7 @@ impl Session {
 
     /// A token cancelled when the connection closes.
     pub fn closed(&self) -> CancellationToken {
-        self.close.clone()
+        self.life.closed()
     }
 
     /// A token cancelled as soon as the peer's side of the connection ends
@@ -277,7 +248,7 @@ impl Session {
     /// calls still in flight to finish (pairing withdraws a device's request
     /// by it).
     pub fn peer_gone(&self) -> CancellationToken {
-        self.peer_gone.clone()
+        self.life.peer_gone()
     }
 
     /// Runs `work` (sending notifications) until it ends or the connection closes.
@@ -285,8 +256,8 @@ impl Session {
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
-        let stop = self.forwarding.child_token();
-        self.forwarders.spawn(async move {
+        let stop = self.life.notifier_token();
+        self.life.forwarders.spawn(async move {
             tokio::select! {
                 _ = stop.cancelled() => {}
                 _ = work => {}
@@ -313,10 +284,12 @@ impl Session {
         *self.principal.write().unwrap_or_else(|p| p.into_inner()) = principal;
     }
 
+    /// Where the protocol's handshake is.
     pub fn lifecycle(&self) -> Lifecycle {
         *lock(&self.lifecycle)
     }
 
+    /// Moves the protocol's handshake on (`initialize`, `shutdown`).
     pub fn set_lifecycle(&self, state: Lifecycle) {
         *lock(&self.lifecycle) = state;
     }
@@ -342,8 +315,7 @@ impl Session {
 
     /// Ends the connection after what is queued has been written.
     pub fn close(&self, reason: impl Into<String>) {
-        lock(&self.close_reason).get_or_insert_with(|| reason.into());
-        self.close.cancel();
+        self.life.close(reason.into());
     }
 
     /// Ends the connection at once, as a revocation must: the caller loses
@@ -353,22 +325,23 @@ impl Session {
     /// notification is produced for the connection.
     pub fn cut_off(&self, reason: impl Into<String>) {
         self.set_principal(Principal::Anonymous);
-        lock(&self.close_reason).get_or_insert_with(|| reason.into());
-        self.forwarding.cancel();
-        self.abort.cancel();
-        // Also cancels every in-flight request: their tokens are its children.
-        self.close.cancel();
+        self.life.cut_off(reason.into());
     }
 
     /// Whether the connection is closing.
     pub fn is_closing(&self) -> bool {
-        self.close.is_cancelled()
+        self.life.is_closing()
+    }
+
+    /// Where the connection is in its lifecycle.
+    pub fn state(&self) -> ConnectionState {
+        self.life.state()
     }
 
     /// Follows a task: its notifications go to this connection until it ends
     /// or `unsubscribe` is called. Replaces an earlier subscription to the same task.
     pub fn subscribe(self: &Arc<Self>, task_id: &str, feed: Feed) {
-        let token = self.forwarding.child_token();
+        let token = self.life.notifier_token();
         let generation = self
             .next_subscription
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -379,7 +352,7 @@ impl Session {
         }
         let session = Arc::clone(self);
         let task_id = task_id.to_owned();
-        self.forwarders.spawn(async move {
+        self.life.forwarders.spawn(async move {
             forward(Arc::clone(&session), feed, token).await;
             let mut subs = lock(&session.subscriptions);
             if subs.get(&task_id).is_some_and(|(g, _)| *g == generation) {
@@ -401,7 +374,7 @@ impl Session {
 
     /// Registers an in-flight request so that `$/cancelRequest` can end it.
     fn track_request(&self, id: &Id) -> CancellationToken {
-        let token = self.close.child_token();
+        let token = self.life.call_token();
         lock(&self.inflight).insert(id.clone(), token.clone());
         token
     }
@@ -463,10 +436,11 @@ where
     let stop_writer = CancellationToken::new();
     let writer_task = tokio::spawn({
         let (stop, session) = (stop_writer.clone(), Arc::clone(&session));
+        let aborted = session.life.aborted();
         async move {
             let written = tokio::select! {
                 // A cut-off connection gets nothing more, not even what is queued.
-                _ = session.abort.cancelled() => Ok(()),
+                _ = aborted.cancelled() => Ok(()),
                 written = write_loop(writer, outbound, stop) => written,
             };
             if let Err(e) = written {
@@ -477,18 +451,19 @@ where
     });
 
     let reason = read_loop(&host, &session, &mut reader, opts.deadlines).await;
-    session.peer_gone.cancel();
+    session.life.peer_ended();
     drop(reader);
-    finish(&host, &session, &reason, &opts).await;
-
-    stop_writer.cancel();
-    let mut writer_task = writer_task;
-    if tokio::time::timeout(WRITE_GRACE, &mut writer_task)
-        .await
-        .is_err()
-    {
-        writer_task.abort();
-    }
+    let path = session
+        .life
+        .wind_down(
+            &host.shutdown_token(),
+            &reason,
+            opts.drain_on_eof,
+            stop_writer,
+            writer_task,
+        )
+        .await;
+    tracing::trace!(session = session.id, ?path, "connection wound down");
     let end = SessionEnd {
         reason,
         after_shutdown: session.lifecycle() == Lifecycle::ShuttingDown,
@@ -505,9 +480,10 @@ async fn read_loop<R: AsyncRead + Unpin>(
 ) -> EndReason {
     let activity = reader.activity();
     let evicted = session.admission.as_ref().map(|a| a.evicted());
+    let closed = session.life.closed();
     loop {
         // Before authentication, a connection may only send small frames.
-        let limit = host.config.limits.max_frame_bytes;
+        let limit = host.config().limits.max_frame_bytes;
         reader.set_limit(if session.principal().is_authenticated() {
             limit
         } else {
@@ -516,11 +492,11 @@ async fn read_loop<R: AsyncRead + Unpin>(
         let event = tokio::select! {
             // A connection being closed reads nothing more, however much is buffered.
             biased;
-            _ = session.close.cancelled() => {
-                let reason = lock(&session.close_reason).clone().unwrap_or_default();
+            _ = closed.cancelled() => {
+                let reason = session.life.close_reason().unwrap_or_default();
                 return if reason == "exit" { EndReason::Exit } else { EndReason::Closed(reason) };
             }
-            _ = host.shutdown.cancelled() => return EndReason::Closed("the host is shutting down".into()),
+            _ = host.shutting_down() => return EndReason::Closed("the host is shutting down".into()),
             _ = cancelled(evicted.as_ref()) => return EndReason::Closed(
                 "a newer connection took the place of this unauthenticated one (network.max_unauthenticated)".into()
             ),
@@ -567,65 +543,13 @@ async fn watch(deadlines: Option<Deadlines>, activity: &Activity, session: &Sess
         let standing = Standing {
             authenticated: session.principal().is_authenticated(),
             initialized: session.lifecycle() != Lifecycle::New,
-            busy: !session.handlers.is_empty(),
+            busy: !session.life.handlers.is_empty(),
         };
         match deadline::check(&deadlines, activity, standing) {
             Ok(next) => tokio::time::sleep(next).await,
             Err(why) => return why,
         }
     }
-}
-
-/// After the read loop: let calls answer and, where asked, tasks finish.
-async fn finish(
-    host: &Arc<HostCore>,
-    session: &Arc<Session>,
-    reason: &EndReason,
-    opts: &SessionOptions,
-) {
-    session.handlers.close();
-    session.forwarders.close();
-    if session.abort.is_cancelled() {
-        // Cut off: everything was cancelled already and nothing more is
-        // written; only wait (briefly) for the cancelled work to unwind.
-        let _ = tokio::time::timeout(CLOSE_GRACE, async {
-            session.handlers.wait().await;
-            session.forwarders.wait().await;
-        })
-        .await;
-        return;
-    }
-    let mut shutting_down = host.shutdown.is_cancelled();
-    if *reason == EndReason::Eof && opts.drain_on_eof {
-        let drained = async {
-            session.handlers.wait().await;
-            session.forwarders.wait().await;
-        };
-        tokio::select! {
-            _ = drained => {}
-            _ = session.close.cancelled() => {}
-            _ = host.shutdown.cancelled() => shutting_down = true,
-        }
-    }
-    if shutting_down {
-        // Tasks are being stopped: let their final status reach the client.
-        let drained = async {
-            session.handlers.wait().await;
-            session.forwarders.wait().await;
-        };
-        let _ = tokio::time::timeout(WRITE_GRACE, drained).await;
-    } else {
-        let _ = tokio::time::timeout(CLOSE_GRACE, session.handlers.wait()).await;
-    }
-    session.forwarding.cancel();
-    for token in lock(&session.inflight).values() {
-        token.cancel();
-    }
-    let _ = tokio::time::timeout(CLOSE_GRACE, async {
-        session.handlers.wait().await;
-        session.forwarders.wait().await;
-    })
-    .await;
 }
 
 async fn handle_frame(host: &Arc<HostCore>, session: &Arc<Session>, bytes: &[u8]) {
@@ -642,7 +566,7 @@ async fn handle_frame(host: &Arc<HostCore>, session: &Arc<Session>, bytes: &[u8]
 }
 
 fn in_order(host: &HostCore, method: &str) -> bool {
-    host.methods
+    host.methods()
         .find(method)
         .is_some_and(|m| m.scheduling() == Scheduling::InOrder)
 }
@@ -669,11 +593,11 @@ async fn dispatch_single(host: &Arc<HostCore>, session: &Arc<Session>, message: 
     // read right after this frame finds it.
     let cancel = id.as_ref().map(|id| session.track_request(id));
     let (host, session) = (Arc::clone(host), Arc::clone(session));
-    session.clone().handlers.spawn(async move {
+    session.clone().life.handlers.spawn(async move {
         let (response, after) =
             execute_cancellable(&host, &session, id, cancel, &method, params, 0).await;
         if let Some(reply) = &response {
-            host.reply_sizes.record(&method, reply.len());
+            host.reply_sizes().record(&method, reply.len());
         }
         deliver(&session, response, after).await;
         drop(permit);
@@ -704,7 +628,7 @@ async fn dispatch_batch(host: &Arc<HostCore>, session: &Arc<Session>, messages: 
             _ => None,
         })
         .collect();
-    let handlers = session.handlers.clone();
+    let handlers = session.life.handlers.clone();
     let slots = Arc::clone(&session.slots);
     let (host, session) = (Arc::clone(host), Arc::clone(session));
     let work = async move {
@@ -720,7 +644,7 @@ async fn dispatch_batch(host: &Arc<HostCore>, session: &Arc<Session>, messages: 
                     (Some(encode_error(id.as_ref(), &error)), Vec::new())
                 }
                 Message::Request(r) => {
-                    let expected = host.reply_sizes.get(&r.method).unwrap_or(0);
+                    let expected = host.reply_sizes().get(&r.method).unwrap_or(0);
                     if kept > 0 && kept + expected > limit {
                         lock(&session.inflight).remove(&r.id);
                         let error = batch_over_budget(limit);
@@ -737,7 +661,7 @@ async fn dispatch_batch(host: &Arc<HostCore>, session: &Arc<Session>, messages: 
                         )
                         .await;
                         if let Some(reply) = &out.0 {
-                            host.reply_sizes.record(&r.method, reply.len());
+                            host.reply_sizes().record(&r.method, reply.len());
                         }
                         out
                     }
@@ -796,7 +720,7 @@ async fn execute_cancellable(
     let run = async {
         let _room = session
             .replies
-            .reserve(method, || host.reply_sizes.get(method), own)
+            .reserve(method, || host.reply_sizes().get(method), own)
             .await;
         execute(host, session, Some(&id), method, params).await
     };
@@ -817,7 +741,7 @@ async fn execute(
     params: Option<Box<RawValue>>,
 ) -> (Option<Bytes>, AfterReply) {
     let reply_error = |error: &RpcError| id.map(|id| encode_error(Some(id), error));
-    let Some(entry) = host.methods.find(method) else {
+    let Some(entry) = host.methods().find(method) else {
         // Notifications of unknown methods are dropped, as JSON-RPC and LSP's `$/` rule say.
         return (reply_error(&RpcError::method_not_found(method)), Vec::new());
     };

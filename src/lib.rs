@@ -7,7 +7,6 @@
 pub mod alloc;
 pub mod auth;
 pub mod bridge;
-pub mod client;
 pub mod clock;
 pub mod config;
 pub mod conformance;
@@ -21,7 +20,6 @@ pub mod ids;
 pub mod metrics;
 pub mod pairing;
 pub mod permissions;
-pub mod protocol;
 pub mod rpc;
 pub mod runtime;
 pub mod schema;
@@ -29,5 +27,8 @@ pub mod session;
 pub mod store;
 pub mod tasks;
 pub mod transport;
+
+pub use openwork_client as client;
+pub use openwork_proto::protocol;
 
 pub use host::{Host, HostCore, HostError};

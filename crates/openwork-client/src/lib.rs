@@ -1,7 +1,20 @@
-//! A JSON-RPC client connection: calls with typed or raw params, and the
-//! notifications that arrive in between, kept in order.
+//! openwork-client: a client of openwork-host, built on `openwork-proto`
+//! alone, so that a client (the CLI, a future wasm build, a mobile app
+//! through UniFFI) links no SQLite and no server code.
 //!
-//! Used by the CLI, the conformance runner, the benchmarks and the tests.
+//! It owns:
+//! - [`Connection`]: a JSON-RPC connection over any framed byte stream, calls
+//!   with typed or raw params, and the notifications that arrive in between,
+//!   kept in order; [`connect_unix`] for the host's local socket;
+//! - [`tls`]: connecting over TLS with the host's certificate pinned;
+//! - [`pair`]: pairing a device with a code (SPAKE2 bound to the TLS session);
+//! - [`hosts`]: the paired hosts a device remembers (`hosts.toml`);
+//! - [`reconnect`]: a session with a paired host that reconnects on its own
+//!   and resumes what it followed;
+//! - [`log_frames`]: reading `log.chunk` notifications without a JSON tree.
+//!
+//! Used by the host's CLI, its conformance runner, the benchmarks and the
+//! tests (as `openwork_host::client`).
 
 use std::collections::VecDeque;
 use std::io;
@@ -11,8 +24,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::rpc::RpcError;
-use crate::transport::{FrameReader, FrameWriter, ReadEvent};
+use openwork_proto::rpc::RpcError;
+use openwork_proto::transport::{FrameReader, FrameWriter, ReadEvent};
 
 /// A client-side failure.
 #[derive(Debug, thiserror::Error)]
@@ -24,7 +37,7 @@ pub enum ClientError {
     #[error("connection error: {0}")]
     Io(#[from] io::Error),
     #[error("framing error: {0}")]
-    Frame(#[from] crate::transport::FrameError),
+    Frame(#[from] openwork_proto::transport::FrameError),
     #[error("the host sent something that is not valid JSON-RPC: {0}")]
     Protocol(String),
 }
@@ -195,10 +208,10 @@ pub async fn connect_unix(
         tokio::io::WriteHalf<tokio::net::UnixStream>,
     >,
 > {
-    let stream = crate::transport::unix::connect(path).await?;
-    let (reader, writer) = crate::transport::framed(
+    let stream = tokio::net::UnixStream::connect(path).await?;
+    let (reader, writer) = openwork_proto::transport::framed(
         stream,
-        crate::transport::FramingMode::Fixed(crate::transport::Framing::Lsp),
+        openwork_proto::transport::FramingMode::Fixed(openwork_proto::transport::Framing::Lsp),
         1 << 30,
     );
     Ok(Connection::new(reader, writer))
@@ -276,7 +289,7 @@ async fn authenticate(
 ) -> Result<TlsConnection, SessionError> {
     let params = serde_json::json!({
         "clientInfo": {"name": client_name, "version": env!("CARGO_PKG_VERSION")},
-        "protocolVersion": crate::protocol::PROTOCOL_VERSION,
+        "protocolVersion": openwork_proto::protocol::PROTOCOL_VERSION,
         "auth": {"deviceId": host.device_id, "token": host.token},
     });
     match conn.call::<_, Value>("initialize", params).await {

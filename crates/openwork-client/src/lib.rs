@@ -19,13 +19,17 @@
 use std::collections::VecDeque;
 use std::io;
 
+// openwork-proto's modules at this crate's root, so that the client names
+// them as it did when it was a module of the host (`crate::protocol::…`).
+use openwork_proto::{discovery, pairing, protocol, rpc, transport};
+
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use openwork_proto::rpc::RpcError;
-use openwork_proto::transport::{FrameReader, FrameWriter, ReadEvent};
+use crate::rpc::RpcError;
+use crate::transport::{FrameReader, FrameWriter, ReadEvent};
 
 /// A client-side failure.
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +41,7 @@ pub enum ClientError {
     #[error("connection error: {0}")]
     Io(#[from] io::Error),
     #[error("framing error: {0}")]
-    Frame(#[from] openwork_proto::transport::FrameError),
+    Frame(#[from] crate::transport::FrameError),
     #[error("the host sent something that is not valid JSON-RPC: {0}")]
     Protocol(String),
 }
@@ -209,9 +213,9 @@ pub async fn connect_unix(
     >,
 > {
     let stream = tokio::net::UnixStream::connect(path).await?;
-    let (reader, writer) = openwork_proto::transport::framed(
+    let (reader, writer) = crate::transport::framed(
         stream,
-        openwork_proto::transport::FramingMode::Fixed(openwork_proto::transport::Framing::Lsp),
+        crate::transport::FramingMode::Fixed(crate::transport::Framing::Lsp),
         1 << 30,
     );
     Ok(Connection::new(reader, writer))
@@ -289,7 +293,7 @@ async fn authenticate(
 ) -> Result<TlsConnection, SessionError> {
     let params = serde_json::json!({
         "clientInfo": {"name": client_name, "version": env!("CARGO_PKG_VERSION")},
-        "protocolVersion": openwork_proto::protocol::PROTOCOL_VERSION,
+        "protocolVersion": crate::protocol::PROTOCOL_VERSION,
         "auth": {"deviceId": host.device_id, "token": host.token},
     });
     match conn.call::<_, Value>("initialize", params).await {

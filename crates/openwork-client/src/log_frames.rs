@@ -7,8 +7,8 @@
 //! that frame in full; what it returns is what serde_json would decode. A
 //! test holds the two side by side.
 
-use openwork_proto::protocol::{LogChunk, LogStream};
-use openwork_proto::rpc::json::{clean_run_len, copy_clean_run};
+use crate::protocol::{LogChunk, LogStream};
+use crate::rpc::json::{clean_run_len, copy_clean_run};
 
 /// The `log.chunk` notification in `body`, or `None` when the frame is
 /// something else (or a shape this reader leaves to the full parser).

@@ -8,9 +8,9 @@ use serde_json::json;
 
 use super::hosts::KnownHost;
 use super::tls::{ConnectError, connect_tls};
-use openwork_proto::pairing::crypto::{self, Context};
-use openwork_proto::protocol::{PairingBeginResult, PairingResult};
-use openwork_proto::rpc::RpcError;
+use crate::pairing::crypto::{self, Context};
+use crate::protocol::{PairingBeginResult, PairingResult};
+use crate::rpc::RpcError;
 use openwork_proto::scope::Scope;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;

@@ -22,12 +22,12 @@ use tokio_rustls::client::TlsStream;
 
 use super::tls::{ConnectError, connect_tls};
 use super::{ClientError, Incoming, KnownHost, SessionError};
-use openwork_proto::protocol::{
+use crate::protocol::{
     LogChunk, PermissionRequest, PermissionResolved, TaskRunParams, TaskRunResult, TaskStatus,
     TaskSubscribeResult, TaskUpdate,
 };
-use openwork_proto::rpc::RpcError;
-use openwork_proto::transport::{FrameWriter, ReadEvent};
+use crate::rpc::RpcError;
+use crate::transport::{FrameWriter, ReadEvent};
 
 /// Messages read ahead of the caller, per connection, before reading pauses.
 const READ_AHEAD: usize = 256;
@@ -558,15 +558,14 @@ impl HostSession {
         unreachable: ConnectError,
     ) -> Result<super::tls::Connected, Attempt> {
         let host_id = self.host.host_id.clone();
-        let found =
-            openwork_proto::discovery::find(browse_for, |h| h.host_id.as_deref() == Some(&host_id))
-                .await
-                .map_err(|e| Attempt::Unreachable {
-                    cause: format!(
-                        "{}; and cannot look for it on the LAN: {e}",
-                        unreachable.cause()
-                    ),
-                })?;
+        let found = crate::discovery::find(browse_for, |h| h.host_id.as_deref() == Some(&host_id))
+            .await
+            .map_err(|e| Attempt::Unreachable {
+                cause: format!(
+                    "{}; and cannot look for it on the LAN: {e}",
+                    unreachable.cause()
+                ),
+            })?;
         let Some(found) = found else {
             return Err(Attempt::Unreachable {
                 cause: format!(
@@ -617,7 +616,7 @@ impl HostSession {
         let mut link = Link::start(connected.connection);
         let init = json!({
             "clientInfo": {"name": self.client_name, "version": env!("CARGO_PKG_VERSION")},
-            "protocolVersion": openwork_proto::protocol::PROTOCOL_VERSION,
+            "protocolVersion": crate::protocol::PROTOCOL_VERSION,
             "auth": {"deviceId": self.host.device_id, "token": self.host.token},
         });
         match link.call("initialize", &init).await {
@@ -740,7 +739,7 @@ impl Link {
                     // The host cut the connection off without a TLS goodbye
                     // (rustls: "peer closed connection without sending TLS
                     // close_notify"): to the person, the connection closed.
-                    Err(openwork_proto::transport::FrameError::Io(e))
+                    Err(crate::transport::FrameError::Io(e))
                         if e.kind() == std::io::ErrorKind::UnexpectedEof =>
                     {
                         Err(ClientError::Closed)

@@ -7,8 +7,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 use super::Connection;
+use crate::transport::{FramingMode, framed};
 use openwork_proto::tls::{self, PinnedCert};
-use openwork_proto::transport::{FramingMode, framed};
 
 /// A JSON-RPC connection over TLS.
 pub type TlsConnection =
@@ -79,7 +79,7 @@ pub async fn connect_tls(
     let stream = connect_tls_stream(address, pinned, timeout).await?;
     let (reader, writer) = framed(
         stream.stream,
-        FramingMode::Fixed(openwork_proto::transport::Framing::Lsp),
+        FramingMode::Fixed(crate::transport::Framing::Lsp),
         1 << 30,
     );
     Ok(Connected {

@@ -43,35 +43,6 @@ pub const HANDSHAKE_ALARM: usize = 20;
 
 const MIB: u64 = 1024 * 1024;
 
-impl HealthCheck {
-    /// A check that holds.
-    pub fn pass(name: &str, severity: CheckSeverity, message: impl Into<String>) -> HealthCheck {
-        HealthCheck {
-            name: name.to_owned(),
-            ok: true,
-            severity,
-            message: message.into(),
-            action: None,
-        }
-    }
-
-    /// A check that fails, with what to do.
-    pub fn fail(
-        name: &str,
-        severity: CheckSeverity,
-        message: impl Into<String>,
-        action: impl Into<String>,
-    ) -> HealthCheck {
-        HealthCheck {
-            name: name.to_owned(),
-            ok: false,
-            severity,
-            message: message.into(),
-            action: Some(action.into()),
-        }
-    }
-}
-
 /// The overall status the checks add up to: `ok`, `degraded` or `error`.
 pub fn overall(checks: &[HealthCheck]) -> &'static str {
     let failing = |severity| checks.iter().any(|c| !c.ok && c.severity == severity);

@@ -9,7 +9,7 @@
 //! credential was handed to a connection that is still there. Wrong codes
 //! count: each one pauses the window, and the fifth closes it.
 
-pub mod crypto;
+pub use openwork_proto::pairing::crypto;
 
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};

@@ -1,4 +1,5 @@
-//! JSON-RPC: messages, error codes, the method table and the host's handlers.
+//! JSON-RPC: the method table and the host's handlers; messages and error
+//! codes are `openwork_proto::rpc`, re-exported here.
 //!
 //! The method table is our own, not jsonrpsee's `RpcModule` (which the
 //! project's first issue suggested). What a connection must get exactly
@@ -12,9 +13,8 @@
 //! (checked before its params are decoded), its scheduling, and the
 //! documentation `schema/openrpc.json` is generated from.
 
-pub mod error;
-pub mod json;
-pub mod message;
+pub use openwork_proto::rpc::{error, json, message};
+
 pub mod methods;
 pub mod notifications;
 pub mod table;

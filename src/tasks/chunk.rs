@@ -216,4 +216,47 @@ mod tests {
         assert_eq!(v["params"]["data"], "a\nb");
         assert_eq!(v["params"]["stream"], "stderr");
     }
+
+    /// The client's fast reader (`openwork_client::log_frames`) against the
+    /// frames this module writes.
+    mod read_by_the_client {
+        use super::*;
+        use crate::client::decode_log_chunk;
+
+        #[test]
+        fn host_frames_decode_as_serde_decodes_them() {
+            let texts: [&[u8]; 7] = [
+                b"",
+                b"plain line\n",
+                b"quote \" backslash \\ slash / tab \t cr \r bell \x07 nul \x00 del \x7f",
+                "naïve € 😀 text spread over more than sixteen bytes".as_bytes(),
+                &[b'o', b'k', 0xFF, 0xFE, b'!'],
+                b"0123456789abcdef\n0123456789abcdef\"",
+                &[b'x'; 70_000],
+            ];
+            for (i, text) in texts.iter().enumerate() {
+                for stream in [LogStream::Stdout, LogStream::Stderr, LogStream::Event] {
+                    let frame =
+                        encode_log_chunk("t_abc", i as u64 + 1, stream, text, 1_700_000_000_123);
+                    let fast = decode_log_chunk(&frame);
+                    assert!(fast.is_some(), "{}", String::from_utf8_lossy(&frame));
+                    let parsed: serde_json::Value = serde_json::from_slice(&frame).unwrap();
+                    assert_eq!(parsed["jsonrpc"], "2.0");
+                    assert_eq!(parsed["method"], "log.chunk");
+                    let by_serde: LogChunk =
+                        serde_json::from_value(parsed["params"].clone()).unwrap();
+                    assert_eq!(fast, Some(by_serde));
+                }
+            }
+        }
+
+        #[test]
+        fn every_cut_of_a_frame_is_refused_not_misread() {
+            let frame = encode_log_chunk("t_1", 9, LogStream::Stdout, "é\"\n€".as_bytes(), 0);
+            for cut in 0..frame.len() {
+                assert_eq!(decode_log_chunk(&frame[..cut]), None, "cut at {cut}");
+            }
+            assert!(decode_log_chunk(&frame).is_some());
+        }
+    }
 }

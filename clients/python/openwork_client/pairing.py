@@ -1,4 +1,4 @@
-"""Pairing a device with a host, as the host's src/pairing/crypto.rs does it:
+"""Pairing a device with a host, as openwork-proto's pairing/crypto.rs does it:
 SPAKE2 (python-spake2, which RustCrypto's spake2 interoperates with) with the
 code mixed into the TLS session's exported keying material, key confirmation
 both ways, then the owner's approval.

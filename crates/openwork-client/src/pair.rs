@@ -8,11 +8,10 @@ use serde_json::json;
 
 use super::hosts::KnownHost;
 use super::tls::{ConnectError, connect_tls};
-use crate::auth::Scope;
-use crate::clock;
 use crate::pairing::crypto::{self, Context};
 use crate::protocol::{PairingBeginResult, PairingResult};
 use crate::rpc::RpcError;
+use openwork_proto::scope::Scope;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -264,7 +263,7 @@ pub async fn pair(request: &PairRequest) -> Result<KnownHost, PairError> {
             PairError::Connection("the host registered no token for this device".into())
         })?,
         scopes: result.scopes,
-        paired_at: clock::rfc3339(clock::now_ms()),
+        paired_at: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
     })
 }
 

@@ -1,10 +1,27 @@
-//! A JSON-RPC client connection: calls with typed or raw params, and the
-//! notifications that arrive in between, kept in order.
+//! openwork-client: a client of openwork-host, built on `openwork-proto`
+//! alone, so that a client (the CLI, a future wasm build, a mobile app
+//! through UniFFI) links no SQLite and no server code.
 //!
-//! Used by the CLI, the conformance runner, the benchmarks and the tests.
+//! It owns:
+//! - [`Connection`]: a JSON-RPC connection over any framed byte stream, calls
+//!   with typed or raw params, and the notifications that arrive in between,
+//!   kept in order; [`connect_unix`] for the host's local socket;
+//! - [`tls`]: connecting over TLS with the host's certificate pinned;
+//! - [`pair`]: pairing a device with a code (SPAKE2 bound to the TLS session);
+//! - [`hosts`]: the paired hosts a device remembers (`hosts.toml`);
+//! - [`reconnect`]: a session with a paired host that reconnects on its own
+//!   and resumes what it followed;
+//! - [`log_frames`]: reading `log.chunk` notifications without a JSON tree.
+//!
+//! Used by the host's CLI, its conformance runner, the benchmarks and the
+//! tests (as `openwork_host::client`).
 
 use std::collections::VecDeque;
 use std::io;
+
+// openwork-proto's modules at this crate's root, so that the client names
+// them as it did when it was a module of the host (`crate::protocol::…`).
+use openwork_proto::{discovery, pairing, protocol, rpc, transport};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -195,7 +212,7 @@ pub async fn connect_unix(
         tokio::io::WriteHalf<tokio::net::UnixStream>,
     >,
 > {
-    let stream = crate::transport::unix::connect(path).await?;
+    let stream = tokio::net::UnixStream::connect(path).await?;
     let (reader, writer) = crate::transport::framed(
         stream,
         crate::transport::FramingMode::Fixed(crate::transport::Framing::Lsp),

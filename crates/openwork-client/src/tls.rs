@@ -7,8 +7,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 use super::Connection;
-use crate::transport::tls::{self, PinnedCert};
 use crate::transport::{FramingMode, framed};
+use openwork_proto::tls::{self, PinnedCert};
 
 /// A JSON-RPC connection over TLS.
 pub type TlsConnection =

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::auth::Scope;
+use openwork_proto::scope::Scope;
 
 /// A paired host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

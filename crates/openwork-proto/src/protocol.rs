@@ -10,7 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::auth::Scope;
+use crate::scope::Scope;
 
 /// The protocol version this host speaks.
 pub const PROTOCOL_VERSION: &str = "1";
@@ -569,6 +569,35 @@ pub struct HealthCheck {
     /// What a person can do about it; present when `ok` is false.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action: Option<String>,
+}
+
+impl HealthCheck {
+    /// A check that holds.
+    pub fn pass(name: &str, severity: CheckSeverity, message: impl Into<String>) -> HealthCheck {
+        HealthCheck {
+            name: name.to_owned(),
+            ok: true,
+            severity,
+            message: message.into(),
+            action: None,
+        }
+    }
+
+    /// A check that fails, with what to do.
+    pub fn fail(
+        name: &str,
+        severity: CheckSeverity,
+        message: impl Into<String>,
+        action: impl Into<String>,
+    ) -> HealthCheck {
+        HealthCheck {
+            name: name.to_owned(),
+            ok: false,
+            severity,
+            message: message.into(),
+            action: Some(action.into()),
+        }
+    }
 }
 
 /// How much a failing check matters.

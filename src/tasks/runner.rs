@@ -23,12 +23,11 @@ use tokio::process::Command;
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
-use super::chunk::{MAX_CHUNK, complete_prefix_len, split_chunks};
-use super::reaper::Reaper;
-use super::records::StatusChange;
-use super::sink::Sink;
 use super::tree::{ProcessTrees, TaskTree};
 use crate::clock;
+use crate::execution::chunk::{MAX_CHUNK, complete_prefix_len, split_chunks};
+use crate::execution::reaper::Reaper;
+use crate::execution::{Outcome, Sink, StatusChange};
 use crate::protocol::{LogStream, TaskStatus};
 
 /// How long to keep reading output after the main process exited and the
@@ -81,36 +80,6 @@ pub struct Controls<'a> {
     pub reaper: &'a Reaper,
     pub trees: &'a ProcessTrees,
     pub kill_grace: Duration,
-}
-
-/// How a task ended.
-pub struct Outcome {
-    pub status: TaskStatus,
-    pub change: StatusChange,
-}
-
-impl Outcome {
-    /// A task that ended without running (or running further), for `error`.
-    pub fn ended(status: TaskStatus, error: impl Into<String>) -> Outcome {
-        Outcome {
-            status,
-            change: StatusChange {
-                error: Some(error.into()),
-                finished_at: Some(clock::now_ms()),
-                ..StatusChange::default()
-            },
-        }
-    }
-
-    pub fn failed(error: String) -> Outcome {
-        Outcome {
-            status: TaskStatus::Failed,
-            change: StatusChange {
-                error: Some(error),
-                ..StatusChange::default()
-            },
-        }
-    }
 }
 
 #[derive(Clone, Copy)]

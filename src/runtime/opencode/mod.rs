@@ -28,7 +28,7 @@ use serde_json::Value;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::tasks::reaper::Reaper;
+use crate::execution::reaper::Reaper;
 pub use api::{ApiClient, ApiError, Operation, Operations};
 
 /// Whether to run OpenCode.

@@ -212,7 +212,7 @@ impl TaskLive {
     }
 
     /// A permission request for this task, sent to its followers in order.
-    pub(crate) fn publish_permission_request(&self, request_id: &str, frame: Bytes) {
+    pub(super) fn publish_permission_request(&self, request_id: &str, frame: Bytes) {
         {
             let mut s = self.lock();
             let after_seq = s.committed_seq;
@@ -229,7 +229,7 @@ impl TaskLive {
 
     /// A permission request was answered (or expired); `except` is the
     /// connection that answered.
-    pub(crate) fn publish_permission_resolved(
+    pub(super) fn publish_permission_resolved(
         &self,
         request_id: &str,
         frame: Bytes,
@@ -476,8 +476,8 @@ struct Page {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tasks::records::{NewTask, insert_chunk, insert_task};
-    use crate::tasks::stored::Compressor;
+    use crate::execution::records::{NewTask, insert_chunk, insert_task};
+    use crate::execution::stored::Compressor;
 
     /// A finished task whose chunks were written at `ts`, each a page's worth
     /// of output, and a feed over it from the start.

@@ -7,9 +7,10 @@
 //! when multicast does not. A failure to advertise never stops the host; it
 //! shows in `health.get`.
 
+use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr, SocketAddrV6};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use mdns_sd::{DaemonEvent, IfKind, ScopedIp, ServiceDaemon, ServiceEvent, ServiceInfo};
@@ -145,11 +146,11 @@ impl Discovery {
     }
 
     fn set(&self, state: State) {
-        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = state;
+        *self.state.lock() = state;
     }
 
     fn get(&self) -> State {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.state.lock().clone()
     }
 
     /// Records that discovery is off on purpose, and why.

@@ -1,9 +1,10 @@
 //! The host: opens the data dir and everything in it, serves connections on
 //! the transports it is given, and shuts all of it down in order.
 
+use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -154,8 +155,8 @@ impl HostCore {
         tracing::debug!(session = session.id, reason = ?end.reason, "connection closed");
     }
 
-    fn lock_sessions(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Weak<Session>>> {
-        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock_sessions(&self) -> parking_lot::MutexGuard<'_, HashMap<u64, Weak<Session>>> {
+        self.sessions.lock()
     }
 
     /// Seconds since the host started.
@@ -214,8 +215,8 @@ impl HostCore {
         Ok(Some((device, closed)))
     }
 
-    fn lock_revoked(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
-        self.revoked.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock_revoked(&self) -> parking_lot::MutexGuard<'_, HashSet<String>> {
+        self.revoked.lock()
     }
 
     /// Checks a device credential.
@@ -384,8 +385,8 @@ impl HostCore {
         }
     }
 
-    fn lock_listeners(&self) -> std::sync::MutexGuard<'_, Vec<Bound>> {
-        self.listeners.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock_listeners(&self) -> parking_lot::MutexGuard<'_, Vec<Bound>> {
+        self.listeners.lock()
     }
 
     /// Where the host listens.
@@ -669,7 +670,7 @@ impl Host {
     pub fn serve_unix(&self) -> Result<(), HostError> {
         let path = self.core.data_dir.socket();
         let listener = unix::bind(&path)?;
-        *self.socket.lock().unwrap_or_else(|p| p.into_inner()) = Some(path.clone());
+        *self.socket.lock() = Some(path.clone());
         let accepting = self.core.add_listener("unix", path.display().to_string());
         tracing::info!(socket = %path.display(), "listening for local clients");
         let core = Arc::clone(&self.core);
@@ -857,7 +858,7 @@ impl Host {
         }
         self.core.reaper.stop();
         self.core.store.close();
-        if let Some(path) = self.socket.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Some(path) = self.socket.lock().take() {
             let _ = std::fs::remove_file(path);
         }
     }

@@ -6,8 +6,8 @@
 //! in-memory window of recent failures that the health panel reads is kept
 //! either way, since it is never stored.
 
+use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -137,8 +137,8 @@ impl Metrics {
         self.telemetry
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Counts> {
-        self.counts.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, Counts> {
+        self.counts.lock()
     }
 
     /// Adds one to a counter.
@@ -155,11 +155,7 @@ impl Metrics {
     /// Seconds the host has run in total, across restarts (while telemetry was on).
     pub fn total_uptime_s(&self) -> u64 {
         let unflushed = if self.telemetry {
-            self.uptime_mark
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .elapsed()
-                .as_millis() as u64
+            self.uptime_mark.lock().elapsed().as_millis() as u64
         } else {
             0
         };
@@ -168,15 +164,15 @@ impl Metrics {
 
     /// Moves the time run since the last call into the uptime counter.
     fn account_uptime(&self) {
-        let mut mark = self.uptime_mark.lock().unwrap_or_else(|p| p.into_inner());
+        let mut mark = self.uptime_mark.lock();
         let now = Instant::now();
         let ms = now.duration_since(*mark).as_millis() as u64;
         *mark = now;
         self.add(UPTIME_MS, ms);
     }
 
-    fn lock_recent(&self) -> std::sync::MutexGuard<'_, RecentFailures> {
-        self.recent.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock_recent(&self) -> parking_lot::MutexGuard<'_, RecentFailures> {
+        self.recent.lock()
     }
 
     /// Failures in the last `RECENT_WINDOW`.

@@ -6,8 +6,9 @@
 //! chunks stays in memory for subscribers that keep up; one that falls behind
 //! reads from the store instead, so a slow client never grows host memory.
 
+use parking_lot::Mutex;
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use tokio::sync::watch;
@@ -144,8 +145,8 @@ impl TaskLive {
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, LiveState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, LiveState> {
+        self.state.lock()
     }
 
     /// The status as last committed.

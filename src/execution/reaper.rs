@@ -11,10 +11,10 @@
 //! script so that it needs nothing but `/bin/sh`, and it ignores the terminal's
 //! signals so that Ctrl-C on `serve` does not take it down first.
 
+use parking_lot::Mutex;
 use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::Mutex;
 
 const SCRIPT: &str = r#"
 trap '' HUP INT TERM QUIT
@@ -83,8 +83,8 @@ impl Reaper {
         self.lock().is_some()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(Child, ChildStdin)>> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, Option<(Child, ChildStdin)>> {
+        self.state.lock()
     }
 
     fn send(&self, line: &str) {

@@ -11,9 +11,10 @@ pub mod policy;
 mod records;
 pub mod shell;
 
+use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -168,10 +169,6 @@ pub struct Permissions {
     answered: Mutex<VecDeque<(String, &'static str, String)>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 /// How a principal is named to other people.
 pub fn display_name(principal: &Principal) -> String {
     match principal {
@@ -305,7 +302,7 @@ impl Permissions {
         )
         .await?;
         let (decide, answer) = oneshot::channel();
-        lock(&self.pending).insert(
+        self.pending.lock().insert(
             request_id.clone(),
             Pending {
                 request: request.clone(),
@@ -483,9 +480,9 @@ impl Permissions {
 
     /// Removes a pending request and records how it ended, in one step.
     fn take_pending(&self, id: &str, decision: &'static str, by: &str) -> Option<Pending> {
-        let mut pending = lock(&self.pending);
+        let mut pending = self.pending.lock();
         let taken = pending.remove(id)?;
-        let mut answered = lock(&self.answered);
+        let mut answered = self.answered.lock();
         answered.push_back((id.to_owned(), decision, by.to_owned()));
         while answered.len() > ANSWERED_KEPT {
             answered.pop_front();
@@ -501,7 +498,9 @@ impl Permissions {
         principal: &Principal,
         session: u64,
     ) -> Result<PermissionReplyResult, PermissionError> {
-        let offers_always = lock(&self.pending)
+        let offers_always = self
+            .pending
+            .lock()
             .get(request_id)
             .map(|p| p.request.options.contains(&Decision::Always));
         if decision == Decision::Always && offers_always == Some(false) {
@@ -509,7 +508,7 @@ impl Permissions {
         }
         let pending = self.take_pending(request_id, decision.as_str(), &display_name(principal));
         let Some(pending) = pending else {
-            let answered = lock(&self.answered);
+            let answered = self.answered.lock();
             return Err(
                 match answered.iter().rev().find(|(id, _, _)| id == request_id) {
                     Some((id, decision, by)) => PermissionError::AlreadyAnswered {

@@ -14,8 +14,8 @@
 //! behind a large one), and a method whose size is not known yet runs one
 //! call at a time per connection until it is.
 
+use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
 
 use tokio::sync::Notify;
 
@@ -51,8 +51,8 @@ impl ReplySizes {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
-        self.sizes.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, HashMap<String, usize>> {
+        self.sizes.lock()
     }
 }
 
@@ -94,8 +94,8 @@ impl ReplyBudget {
         self.limit
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, State> {
+        self.state.lock()
     }
 
     /// Waits until `ready` holds for the state, rechecking whenever it changes.

@@ -7,9 +7,10 @@ pub mod tree;
 // What a running task is lives in `crate::execution`; these paths stay for callers.
 pub use crate::execution::{chunk, live, reaper, records, sink, stored};
 
+use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -165,12 +166,7 @@ impl TaskManager {
     }
 
     fn active(&self, task_id: &str) -> Option<Arc<TaskLive>> {
-        self.inner
-            .active
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(task_id)
-            .cloned()
+        self.inner.active.lock().get(task_id).cloned()
     }
 
     /// Starts a task (or returns the one already started with the same idempotency key).
@@ -277,7 +273,6 @@ impl TaskManager {
         self.inner
             .active
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
             .insert(task_id.clone(), Arc::clone(&live));
         drop(creating);
         let inner = Arc::clone(&self.inner);
@@ -832,7 +827,7 @@ async fn admit(inner: &Inner, live: &TaskLive) -> Result<OwnedSemaphorePermit, O
 /// keeps freed memory while output streams; see `crate::alloc`).
 fn retire(inner: &Inner, live: &TaskLive) {
     let idle = {
-        let mut active = inner.active.lock().unwrap_or_else(|p| p.into_inner());
+        let mut active = inner.active.lock();
         active.remove(&live.task_id);
         active.is_empty()
     };

@@ -673,8 +673,17 @@ impl OpenCode {
                 };
                 let Some(Ok(bytes)) = chunk else { break };
                 failures = 0;
-                for data in parser.feed(&bytes) {
-                    self.dispatch(&data);
+                match parser.feed(&bytes) {
+                    Ok(events) => {
+                        for event in events {
+                            self.dispatch(&event.data);
+                        }
+                    }
+                    Err(e) => {
+                        // Read again from a fresh connection (the routes resync).
+                        tracing::warn!(error = %e, "OpenCode's event stream cannot be read further; reconnecting");
+                        break;
+                    }
                 }
             }
             tracing::debug!("OpenCode's event stream ended; reconnecting");

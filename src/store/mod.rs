@@ -66,6 +66,10 @@ pub enum StoreError {
     TooNew { found: i64, known: i64 },
     #[error("the store is closed (the host is shutting down)")]
     Closed,
+    /// A read through another module failed for a reason of that module's
+    /// (the store itself is fine): what was read, and why.
+    #[error("cannot read {what}: {message}")]
+    Read { what: &'static str, message: String },
 }
 
 impl From<rusqlite::Error> for StoreError {

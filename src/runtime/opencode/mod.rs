@@ -687,7 +687,9 @@ impl OpenCode {
                 }
             }
             tracing::debug!("OpenCode's event stream ended; reconnecting");
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            // As the stream asked (`retry`), within reason.
+            let pause = parser.retry().unwrap_or(Duration::from_millis(100));
+            tokio::time::sleep(pause.min(Duration::from_secs(5))).await;
         }
     }
 

@@ -813,12 +813,19 @@ async fn execute(inner: &Inner, live: &Arc<TaskLive>, sink: &mut Sink, work: Wor
 /// held until the task ends; a task cancelled (or a host stopping) while it
 /// waits ends without starting.
 async fn admit(inner: &Inner, live: &TaskLive) -> Result<OwnedSemaphorePermit, Outcome> {
+    let shut_down = || {
+        Outcome::ended(
+            TaskStatus::Interrupted,
+            "the host shut down before the task started",
+        )
+    };
     tokio::select! {
-        permit = Arc::clone(&inner.slots).acquire_owned() => {
-            permit.map_err(|_| Outcome::ended(TaskStatus::Interrupted, "the host shut down before the task started"))
-        },
-        _ = live.cancel.cancelled() => Err(Outcome::ended(TaskStatus::Cancelled, "cancelled before it started")),
-        _ = inner.shutdown.cancelled() => Err(Outcome::ended(TaskStatus::Interrupted, "the host shut down before the task started")),
+        // The semaphore is never closed; were it, the host would be stopping.
+        permit = Arc::clone(&inner.slots).acquire_owned() => permit.map_err(|_| shut_down()),
+        _ = live.cancel.cancelled() => {
+            Err(Outcome::ended(TaskStatus::Cancelled, "cancelled before it started"))
+        }
+        _ = inner.shutdown.cancelled() => Err(shut_down()),
     }
 }
 

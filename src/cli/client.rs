@@ -764,7 +764,7 @@ fn hosts_command(hosts: &KnownHosts) -> anyhow::Result<ExitCode> {
 
 /// `client forget`: forgets a paired host.
 fn forget_command(hosts: &mut KnownHosts, host: &str) -> anyhow::Result<ExitCode> {
-    if !hosts.remove(&host) {
+    if !hosts.remove(host) {
         bail!("no paired host is called `{host}`");
     }
     hosts.save()?;

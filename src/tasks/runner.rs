@@ -295,13 +295,7 @@ pub async fn run(job: Job, sink: &mut Sink, controls: Controls<'_>) -> Outcome {
     };
     let pgid = pid as i32;
     tree.started(pgid);
-    controls.reaper.watch(pgid);
-    if let Some(cgroup) = tree.cgroup() {
-        controls.reaper.watch_cgroup(cgroup);
-    }
-    if let Some(marker) = tree.marker() {
-        controls.reaper.watch_marker(marker);
-    }
+    guard(controls.reaper, &tree, pgid);
     for fd in [stdout.as_fd(), stderr.as_fd()] {
         // Best effort: a smaller pipe only costs throughput.
         let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
@@ -379,20 +373,46 @@ pub async fn run(job: Job, sink: &mut Sink, controls: Controls<'_>) -> Outcome {
     // now, before the leader is reaped and its pid can be reused.
     tree.finish(KILL_WAIT).await;
     let status = child.wait().await;
-    controls.reaper.forget(pgid);
+    unguard(controls.reaper, &tree, pgid);
+    tree.release();
+    let store_error = sink.live().store_error();
+    ending(state.stop, status, store_error)
+}
+
+/// The crash guard ends the task's processes should the host die.
+fn guard(reaper: &Reaper, tree: &TaskTree, pgid: i32) {
+    reaper.watch(pgid);
     if let Some(cgroup) = tree.cgroup() {
-        controls.reaper.forget_cgroup(cgroup);
+        reaper.watch_cgroup(cgroup);
     }
     if let Some(marker) = tree.marker() {
-        controls.reaper.forget_marker(marker);
+        reaper.watch_marker(marker);
     }
-    tree.release();
+}
 
+/// The task's processes are gone: the crash guard forgets them.
+fn unguard(reaper: &Reaper, tree: &TaskTree, pgid: i32) {
+    reaper.forget(pgid);
+    if let Some(cgroup) = tree.cgroup() {
+        reaper.forget_cgroup(cgroup);
+    }
+    if let Some(marker) = tree.marker() {
+        reaper.forget_marker(marker);
+    }
+}
+
+/// How a task ended: why it was stopped, if it was, else how its main
+/// process exited.
+fn ending(
+    stop: Option<Stop>,
+    status: std::io::Result<std::process::ExitStatus>,
+    store_error: Option<crate::store::StoreError>,
+) -> Outcome {
     let (exit_code, signal) = match &status {
         Ok(status) => (status.code(), status.signal().map(signal_name)),
         Err(_) => (None, None),
     };
-    let (status, error) = match state.stop {
+    let (status, error) = match stop {
         Some(Stop::Cancelled) => (
             TaskStatus::Cancelled,
             Some("cancelled on request".to_owned()),
@@ -409,9 +429,7 @@ pub async fn run(job: Job, sink: &mut Sink, controls: Controls<'_>) -> Outcome {
             TaskStatus::Failed,
             Some(format!(
                 "the host could not save the task's output ({}); check free disk space in the data dir",
-                sink.live()
-                    .store_error()
-                    .map_or_else(|| "store closed".to_owned(), |e| e.to_string())
+                store_error.map_or_else(|| "store closed".to_owned(), |e| e.to_string())
             )),
         ),
         None => match (exit_code, &signal) {

@@ -5,7 +5,7 @@ pub mod runner;
 pub mod tree;
 
 // What a running task is lives in `crate::execution`; these paths stay for callers.
-pub use crate::execution::{chunk, live, reaper, records, sink, stored};
+pub use crate::execution::{chunk, reaper};
 
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
@@ -23,7 +23,7 @@ use crate::clock;
 use crate::config::TasksConfig;
 use crate::execution::chunk::log_chunk;
 use crate::execution::reaper::Reaper;
-use crate::execution::records::NewTask;
+use crate::execution::records::{self, NewTask};
 pub use crate::execution::{Audience, Feed, FeedItem, FeedStart, TaskLive};
 use crate::execution::{Outcome, Sink, StatusChange};
 use crate::ids;

@@ -137,10 +137,6 @@ impl Metrics {
         self.telemetry
     }
 
-    fn lock(&self) -> parking_lot::MutexGuard<'_, Counts> {
-        self.counts.lock()
-    }
-
     /// Adds one to a counter.
     pub fn incr(&self, name: &'static str) {
         self.add(name, 1);
@@ -148,7 +144,7 @@ impl Metrics {
 
     fn add(&self, name: &'static str, n: u64) {
         if self.telemetry {
-            *self.lock().pending.entry(name).or_default() += n;
+            *self.counts.lock().pending.entry(name).or_default() += n;
         }
     }
 
@@ -171,14 +167,10 @@ impl Metrics {
         self.add(UPTIME_MS, ms);
     }
 
-    fn lock_recent(&self) -> parking_lot::MutexGuard<'_, RecentFailures> {
-        self.recent.lock()
-    }
-
     /// Failures in the last `RECENT_WINDOW`.
     pub fn recent(&self) -> RecentCounts {
         let now = Instant::now();
-        let mut recent = self.lock_recent();
+        let mut recent = self.recent.lock();
         prune(&mut recent.auth, now);
         prune(&mut recent.handshakes, now);
         if recent.auth.is_empty() {
@@ -193,7 +185,7 @@ impl Metrics {
 
     /// A counter's total, stored and pending.
     pub fn get(&self, name: &str) -> u64 {
-        let counts = self.lock();
+        let counts = self.counts.lock();
         counts.stored.get(name).copied().unwrap_or(0)
             + counts.pending.get(name).copied().unwrap_or(0)
     }
@@ -210,7 +202,7 @@ impl Metrics {
 
     /// A credential for `device` presented from `peer` failed.
     pub fn auth_failure(&self, peer: &str, device: &str) {
-        let mut recent = self.lock_recent();
+        let mut recent = self.recent.lock();
         note(&mut recent.auth, Instant::now());
         recent.last_auth = Some(format!(
             "from {} for device id \"{}\"",
@@ -222,7 +214,7 @@ impl Metrics {
     }
 
     pub fn handshake_failed(&self) {
-        note(&mut self.lock_recent().handshakes, Instant::now());
+        note(&mut self.recent.lock().handshakes, Instant::now());
         self.incr(HANDSHAKE_FAILURES);
     }
 
@@ -241,7 +233,7 @@ impl Metrics {
             return Ok(());
         }
         self.account_uptime();
-        let pending: Vec<(&'static str, u64)> = self.lock().pending.drain().collect();
+        let pending: Vec<(&'static str, u64)> = self.counts.lock().pending.drain().collect();
         if pending.is_empty() {
             return Ok(());
         }
@@ -259,7 +251,7 @@ impl Metrics {
                 Ok(())
             })
             .await;
-        let mut counts = self.lock();
+        let mut counts = self.counts.lock();
         match written {
             Ok(()) => {
                 for (name, delta) in pending {

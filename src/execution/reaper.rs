@@ -80,15 +80,11 @@ impl Reaper {
 
     /// Whether the reaper is running.
     pub fn is_running(&self) -> bool {
-        self.lock().is_some()
-    }
-
-    fn lock(&self) -> parking_lot::MutexGuard<'_, Option<(Child, ChildStdin)>> {
-        self.state.lock()
+        self.state.lock().is_some()
     }
 
     fn send(&self, line: &str) {
-        let mut state = self.lock();
+        let mut state = self.state.lock();
         if let Some((_, stdin)) = state.as_mut()
             && let Err(e) = stdin.write_all(line.as_bytes())
         {
@@ -130,7 +126,7 @@ impl Reaper {
     /// Stops the reaper: closing its input makes it kill whatever is still
     /// registered (nothing, after a clean shutdown) and exit.
     pub fn stop(&self) {
-        if let Some((mut child, stdin)) = self.lock().take() {
+        if let Some((mut child, stdin)) = self.state.lock().take() {
             drop(stdin);
             let _ = child.wait();
         }

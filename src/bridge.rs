@@ -8,8 +8,9 @@
 //! `shutdown` / `exit` lifecycle as it passes, so that the process exits the
 //! way an in-process host would.
 
+use parking_lot::Mutex;
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -48,10 +49,6 @@ struct Lifecycle {
     input_ended: bool,
 }
 
-fn lock(lifecycle: &Mutex<Lifecycle>) -> std::sync::MutexGuard<'_, Lifecycle> {
-    lifecycle.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 /// Notes the `shutdown` and `exit` calls in a frame from the client.
 fn note_calls(lifecycle: &Mutex<Lifecycle>, body: &[u8]) {
     // Cheap before a full parse: most frames are neither.
@@ -63,7 +60,7 @@ fn note_calls(lifecycle: &Mutex<Lifecycle>, body: &[u8]) {
         Incoming::Batch(messages) => messages,
         Incoming::ParseError(_) => return,
     };
-    let mut lifecycle = lock(lifecycle);
+    let mut lifecycle = lifecycle.lock();
     for message in messages {
         match message {
             Message::Request(r) if r.method == "shutdown" => {
@@ -78,7 +75,7 @@ fn note_calls(lifecycle: &Mutex<Lifecycle>, body: &[u8]) {
 
 /// Notes the answers to `shutdown` in a frame from the daemon.
 fn note_answers(lifecycle: &Mutex<Lifecycle>, body: &[u8]) {
-    let mut lifecycle = lock(lifecycle);
+    let mut lifecycle = lifecycle.lock();
     if lifecycle.shutdowns.is_empty() {
         return;
     }
@@ -155,7 +152,7 @@ where
                 Err(_) => break,
             }
         }
-        lock(&upstream_lifecycle).input_ended = true;
+        upstream_lifecycle.lock().input_ended = true;
         // Half-close: the daemon finishes what this client follows, then closes.
         let _ = to_daemon.shutdown().await;
     });
@@ -169,7 +166,7 @@ where
     upstream.abort();
     drop(out_tx);
     let _ = writer.await;
-    let lifecycle = lock(&lifecycle);
+    let lifecycle = lifecycle.lock();
     if lifecycle.exit_sent {
         BridgeEnd::Exit {
             after_shutdown: lifecycle.shutdown_done,
@@ -196,13 +193,13 @@ mod tests {
             &lifecycle,
             br#"{"jsonrpc":"2.0","id":"s","error":{"code":-32602,"message":"no"}}"#,
         );
-        assert!(!lock(&lifecycle).shutdown_done, "a refused shutdown");
+        assert!(!lifecycle.lock().shutdown_done, "a refused shutdown");
         note_calls(
             &lifecycle,
             br#"[{"jsonrpc":"2.0","id":7,"method":"shutdown"},{"jsonrpc":"2.0","method":"exit"}]"#,
         );
-        assert!(lock(&lifecycle).exit_sent);
+        assert!(lifecycle.lock().exit_sent);
         note_answers(&lifecycle, br#"[{"jsonrpc":"2.0","id":7,"result":null}]"#);
-        assert!(lock(&lifecycle).shutdown_done);
+        assert!(lifecycle.lock().shutdown_done);
     }
 }

@@ -8,9 +8,10 @@
 //! when multicast does not. A failure to advertise never stops the host; it
 //! shows in `health.get`.
 
+use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use mdns_sd::{DaemonEvent, IfKind, ServiceDaemon, ServiceInfo};
@@ -137,11 +138,11 @@ impl Discovery {
     }
 
     fn set(&self, state: State) {
-        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = state;
+        *self.state.lock() = state;
     }
 
     fn get(&self) -> State {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.state.lock().clone()
     }
 
     /// Records that discovery is off on purpose, and why.

@@ -8,11 +8,12 @@
 //! Also the owner's certificate for browsers (`[network] certificate` and
 //! `key`), reloaded when its files change; native clients never see it.
 
+use parking_lot::RwLock;
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -194,27 +195,23 @@ impl OwnerCertificate {
 
     /// The certificate and key to present.
     pub fn current(&self) -> Arc<CertifiedKey> {
-        Arc::clone(&self.loaded.read().unwrap_or_else(|p| p.into_inner()).key)
+        Arc::clone(&self.loaded.read().key)
     }
 
     /// The DNS names the certificate is for.
     pub fn names(&self) -> Vec<String> {
-        self.loaded
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .names
-            .clone()
+        self.loaded.read().names.clone()
     }
 
     /// Reads the files again if either changed since the last load. `Ok(true)`
     /// when a new certificate is in use; on an error the old one stays.
     pub fn reload_if_changed(&self) -> Result<bool, IdentityError> {
         let stamp = (modified(&self.cert_path), modified(&self.key_path));
-        if self.loaded.read().unwrap_or_else(|p| p.into_inner()).stamp == stamp {
+        if self.loaded.read().stamp == stamp {
             return Ok(false);
         }
         let result = load_pair(&self.cert_path, &self.key_path);
-        let mut loaded = self.loaded.write().unwrap_or_else(|p| p.into_inner());
+        let mut loaded = self.loaded.write();
         match result {
             Ok(fresh) => {
                 *loaded = fresh;

@@ -53,6 +53,7 @@ pub mod conformance;
 pub mod datadir;
 pub mod devices;
 pub mod discovery;
+pub mod execution;
 pub mod health;
 pub mod host;
 pub mod identity;

@@ -2,10 +2,11 @@
 //! start a line of its own or drive the terminal), colour only on a
 //! terminal, and repeated warnings from one place cut down to a count.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::fmt::{self, Write as _};
 use std::io::{IsTerminal, Write as _};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use tracing::field::{Field, Visit};
@@ -152,8 +153,8 @@ pub struct RateLimited<F> {
 struct Places(Arc<Mutex<HashMap<callsite::Identifier, Place>>>);
 
 impl Places {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<callsite::Identifier, Place>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, HashMap<callsite::Identifier, Place>> {
+        self.0.lock()
     }
 }
 

@@ -6,8 +6,8 @@
 //! in-memory window of recent failures that the health panel reads is kept
 //! either way, since it is never stored.
 
+use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -137,10 +137,6 @@ impl Metrics {
         self.telemetry
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Counts> {
-        self.counts.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Adds one to a counter.
     pub fn incr(&self, name: &'static str) {
         self.add(name, 1);
@@ -148,18 +144,14 @@ impl Metrics {
 
     fn add(&self, name: &'static str, n: u64) {
         if self.telemetry {
-            *self.lock().pending.entry(name).or_default() += n;
+            *self.counts.lock().pending.entry(name).or_default() += n;
         }
     }
 
     /// Seconds the host has run in total, across restarts (while telemetry was on).
     pub fn total_uptime_s(&self) -> u64 {
         let unflushed = if self.telemetry {
-            self.uptime_mark
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .elapsed()
-                .as_millis() as u64
+            self.uptime_mark.lock().elapsed().as_millis() as u64
         } else {
             0
         };
@@ -168,21 +160,17 @@ impl Metrics {
 
     /// Moves the time run since the last call into the uptime counter.
     fn account_uptime(&self) {
-        let mut mark = self.uptime_mark.lock().unwrap_or_else(|p| p.into_inner());
+        let mut mark = self.uptime_mark.lock();
         let now = Instant::now();
         let ms = now.duration_since(*mark).as_millis() as u64;
         *mark = now;
         self.add(UPTIME_MS, ms);
     }
 
-    fn lock_recent(&self) -> std::sync::MutexGuard<'_, RecentFailures> {
-        self.recent.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Failures in the last `RECENT_WINDOW`.
     pub fn recent(&self) -> RecentCounts {
         let now = Instant::now();
-        let mut recent = self.lock_recent();
+        let mut recent = self.recent.lock();
         prune(&mut recent.auth, now);
         prune(&mut recent.handshakes, now);
         if recent.auth.is_empty() {
@@ -197,7 +185,7 @@ impl Metrics {
 
     /// A counter's total, stored and pending.
     pub fn get(&self, name: &str) -> u64 {
-        let counts = self.lock();
+        let counts = self.counts.lock();
         counts.stored.get(name).copied().unwrap_or(0)
             + counts.pending.get(name).copied().unwrap_or(0)
     }
@@ -214,7 +202,7 @@ impl Metrics {
 
     /// A credential for `device` presented from `peer` failed.
     pub fn auth_failure(&self, peer: &str, device: &str) {
-        let mut recent = self.lock_recent();
+        let mut recent = self.recent.lock();
         note(&mut recent.auth, Instant::now());
         recent.last_auth = Some(format!(
             "from {} for device id \"{}\"",
@@ -226,7 +214,7 @@ impl Metrics {
     }
 
     pub fn handshake_failed(&self) {
-        note(&mut self.lock_recent().handshakes, Instant::now());
+        note(&mut self.recent.lock().handshakes, Instant::now());
         self.incr(HANDSHAKE_FAILURES);
     }
 
@@ -245,7 +233,7 @@ impl Metrics {
             return Ok(());
         }
         self.account_uptime();
-        let pending: Vec<(&'static str, u64)> = self.lock().pending.drain().collect();
+        let pending: Vec<(&'static str, u64)> = self.counts.lock().pending.drain().collect();
         if pending.is_empty() {
             return Ok(());
         }
@@ -263,7 +251,7 @@ impl Metrics {
                 Ok(())
             })
             .await;
-        let mut counts = self.lock();
+        let mut counts = self.counts.lock();
         match written {
             Ok(()) => {
                 for (name, delta) in pending {

@@ -1030,6 +1030,71 @@ async fn cancel_aborts_the_opencode_session_and_closes_its_request() {
     assert_ne!(status[session]["type"], "busy", "{status}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_prompt_waits_as_queued_while_the_only_slot_is_taken() {
+    let Some(binary) = opencode_binary() else {
+        return;
+    };
+    let _serial = SERIAL.lock().await;
+    let model = FakeModel::start("echo held").await;
+    let host = opencode_host(&model.opencode_json(), &binary, "max_concurrent = 1\n").await;
+    let mut first_client = host.connect().await;
+    let mut second_client = host.connect().await;
+
+    // The first prompt holds the only slot: it is running, waiting for a person.
+    let first = run(
+        &mut first_client,
+        json!({"runtime": "opencode", "prompt": "first"}),
+    )
+    .await;
+    let request = next_about(&mut first_client, "permission.request", &first).await;
+    let result: Value = within(
+        10,
+        second_client.call(
+            "task.run",
+            json!({"runtime": "opencode", "prompt": "second"}),
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(result["status"], "queued");
+    let second = result["taskId"].as_str().unwrap().to_owned();
+    // Still queued after a round trip through OpenCode, with no session.
+    let _: Value = within(20, first_client.call("opencode.permission.list", json!({})))
+        .await
+        .unwrap();
+    let record: Value = within(10, first_client.call("task.get", json!({"taskId": second})))
+        .await
+        .unwrap();
+    assert_eq!(record["status"], "queued", "{record}");
+    assert!(record["sessionId"].is_null(), "{record}");
+    assert!(record["startedAt"].is_null(), "{record}");
+
+    // Once the first has ended, the second runs (and is asked in turn).
+    reply(&mut first_client, &request["requestId"], "once")
+        .await
+        .unwrap();
+    let seen = collect(&mut first_client, &first, |r| panic!("asked again: {r}")).await;
+    assert_eq!(seen.last_status()["status"], "succeeded");
+    let seen = collect(&mut second_client, &second, |_| Some("once")).await;
+    assert_eq!(seen.statuses()[0], "running", "{:?}", seen.statuses);
+    assert_eq!(seen.last_status()["status"], "succeeded");
+    let first: Value = within(10, first_client.call("task.get", json!({"taskId": first})))
+        .await
+        .unwrap();
+    let second: Value = within(10, first_client.call("task.get", json!({"taskId": second})))
+        .await
+        .unwrap();
+    let (ended, started) = (
+        first["finishedAt"].as_str().unwrap(),
+        second["startedAt"].as_str().unwrap(),
+    );
+    assert!(
+        started >= ended,
+        "the second started at {started}, before the first ended at {ended}"
+    );
+}
+
 #[tokio::test]
 async fn opencode_not_installed_is_runtime_unavailable_with_an_action() {
     let mut host =

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
 use super::out::outln;
@@ -46,58 +46,11 @@ pub enum ClientCommand {
         watch: bool,
     },
     /// Pair this device with a host, using the code `openwork-host pair` shows there.
-    Pair {
-        /// The host's `ADDR[:PORT]` (port 4747 when left out), or its name as
-        /// `client discover` lists it.
-        address: Option<String>,
-        /// The code shown on the host.
-        #[arg(long)]
-        code: Option<String>,
-        /// The QR code's link (`https://ADDR:PORT/#pair?code=…` or `openwork://pair?…`) instead of ADDR and --code.
-        #[arg(long)]
-        uri: Option<String>,
-        /// This device's name, shown to the host's owner (default: this machine's hostname).
-        #[arg(long)]
-        name: Option<String>,
-        /// Scopes to ask for, comma-separated (default: all the host offers).
-        #[arg(long)]
-        scopes: Option<String>,
-        /// How long to wait for the owner's approval, in seconds.
-        #[arg(long, default_value_t = 300)]
-        wait: u64,
-        /// How long to look for a host by name on the LAN, in seconds.
-        #[arg(long, default_value_t = 5.0)]
-        timeout: f64,
-    },
+    Pair(PairArgs),
     /// Run a command on the host, streaming its output; exits with its exit code.
     /// A dropped connection is bridged: the output resumes where it stopped,
     /// and the task is never started twice.
-    Run {
-        #[arg(long)]
-        host: Option<String>,
-        /// Once connected, how long to keep trying to reconnect after a drop
-        /// before giving up, e.g. `30s`, `10m` (default 5m).
-        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
-        reconnect_timeout: Option<Duration>,
-        /// Working directory on the host (absolute, or relative to its first
-        /// workspace root; default: the first workspace root).
-        #[arg(long)]
-        cwd: Option<String>,
-        #[arg(long)]
-        title: Option<String>,
-        /// Seconds before the host stops the task.
-        #[arg(long)]
-        timeout: Option<u64>,
-        /// Extra environment variables, NAME=VALUE.
-        #[arg(long = "env", value_name = "NAME=VALUE")]
-        env: Vec<String>,
-        /// Reject every permission request without asking (for scripts).
-        #[arg(long)]
-        deny_sensitive: bool,
-        /// The program and its arguments.
-        #[arg(required = true, last = true)]
-        command: Vec<String>,
-    },
+    Run(RunArgs),
     /// List the host's tasks, newest first.
     Tasks {
         #[arg(long)]
@@ -149,6 +102,61 @@ pub enum ClientCommand {
     Hosts,
     /// Forget a paired host (pair again to reconnect).
     Forget { host: String },
+}
+
+// `client pair` (its help is the variant's doc comment).
+#[derive(Debug, Args)]
+pub struct PairArgs {
+    /// The host's `ADDR[:PORT]` (port 4747 when left out), or its name as
+    /// `client discover` lists it.
+    pub address: Option<String>,
+    /// The code shown on the host.
+    #[arg(long)]
+    pub code: Option<String>,
+    /// The QR code's link (`https://ADDR:PORT/#pair?code=…` or `openwork://pair?…`) instead of ADDR and --code.
+    #[arg(long)]
+    pub uri: Option<String>,
+    /// This device's name, shown to the host's owner (default: this machine's hostname).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Scopes to ask for, comma-separated (default: all the host offers).
+    #[arg(long)]
+    pub scopes: Option<String>,
+    /// How long to wait for the owner's approval, in seconds.
+    #[arg(long, default_value_t = 300)]
+    pub wait: u64,
+    /// How long to look for a host by name on the LAN, in seconds.
+    #[arg(long, default_value_t = 5.0)]
+    pub timeout: f64,
+}
+
+// `client run` (its help is the variant's doc comment).
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Once connected, how long to keep trying to reconnect after a drop
+    /// before giving up, e.g. `30s`, `10m` (default 5m).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub reconnect_timeout: Option<Duration>,
+    /// Working directory on the host (absolute, or relative to its first
+    /// workspace root; default: the first workspace root).
+    #[arg(long)]
+    pub cwd: Option<String>,
+    #[arg(long)]
+    pub title: Option<String>,
+    /// Seconds before the host stops the task.
+    #[arg(long)]
+    pub timeout: Option<u64>,
+    /// Extra environment variables, NAME=VALUE.
+    #[arg(long = "env", value_name = "NAME=VALUE")]
+    pub env: Vec<String>,
+    /// Reject every permission request without asking (for scripts).
+    #[arg(long)]
+    pub deny_sensitive: bool,
+    /// The program and its arguments.
+    #[arg(required = true, last = true)]
+    pub command: Vec<String>,
 }
 
 /// How long one-shot commands keep trying to reach the host again after a drop.
@@ -421,182 +429,27 @@ async fn pair_targets(target: &str, timeout: Duration) -> anyhow::Result<Vec<Str
     }
 }
 
-/// Runs a client subcommand with the hosts file in `dir`.
+/// Runs a client subcommand with the hosts file in `dir`: one function each.
 pub async fn run(dir: PathBuf, command: ClientCommand) -> anyhow::Result<ExitCode> {
     let mut hosts = KnownHosts::load(&dir)?;
     match command {
         ClientCommand::Discover {
             timeout,
-            json: json_out,
+            json,
             watch,
-        } => discover(&hosts, seconds(timeout, "--timeout")?, json_out, watch).await,
-        ClientCommand::Pair {
-            address,
-            code,
-            uri,
-            name,
-            scopes,
-            wait,
-            timeout,
-        } => {
-            let (targets, code, fingerprint) = match (uri, address) {
-                (Some(uri), _) => {
-                    let link = PairLink::parse(&uri)
-                        .context("not a pairing link: expected https://ADDR:PORT/#pair?code=…&fp=… or openwork://pair?host=…&port=…&code=…")?;
-                    (
-                        vec![link.address],
-                        code.unwrap_or(link.code),
-                        link.fingerprint,
-                    )
-                }
-                (None, Some(address)) => {
-                    let Some(code) = code else {
-                        bail!("give the code shown on the host with --code")
-                    };
-                    let timeout = seconds(timeout, "--timeout")?;
-                    (pair_targets(&address, timeout).await?, code, None)
-                }
-                (None, None) => bail!("give the host's address (ADDR[:PORT]), its name, or --uri"),
-            };
-            let mut request = PairRequest {
-                address: String::new(),
-                code: code.chars().filter(|c| !c.is_whitespace()).collect(),
-                device_name: name.unwrap_or_else(hostname),
-                scopes: scopes.as_deref().map(render::parse_scopes).transpose()?,
-                expected_fingerprint: fingerprint,
-                approval_timeout: Duration::from_secs(wait),
-            };
-            // A host found by name may have several addresses: try them in
-            // order until one answers (no code is spent on one that does not).
-            let mut paired = None;
-            for (i, address) in targets.iter().enumerate() {
-                request.address = address.clone();
-                eprintln!(
-                    "Connecting to {address}… once the code checks out, the host's owner must approve this device."
-                );
-                match pair(&request).await {
-                    Err(PairError::Connect(e)) if e.is_unreachable() && i + 1 < targets.len() => {
-                        eprintln!("{e}; trying the next address.");
-                    }
-                    other => {
-                        paired = Some(other?);
-                        break;
-                    }
-                }
-            }
-            let host = paired.context("no address to pair with")?;
-            outln!(
-                "Paired with {} ({}) as device {}, with: {}.",
-                host.name,
-                host.address,
-                host.device_id,
-                host.scopes
-                    .iter()
-                    .map(|s| s.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-            outln!(
-                "Pinned fingerprint {}.",
-                render::grouped(&host.fingerprint, 4)
-            );
-            hosts.add(host);
-            hosts.save()?;
-            outln!("Saved in {}.", hosts.path().display());
-            Ok(ExitCode::SUCCESS)
-        }
-        ClientCommand::Run {
-            host,
-            reconnect_timeout,
-            cwd,
-            title,
-            timeout,
-            env,
-            deny_sensitive,
-            command,
-        } => {
-            let mut env_map = std::collections::BTreeMap::new();
-            for pair in env {
-                let Some((k, v)) = pair.split_once('=') else {
-                    bail!("--env takes NAME=VALUE, got `{pair}`")
-                };
-                env_map.insert(k.to_owned(), v.to_owned());
-            }
-            let give_up = reconnect_timeout.unwrap_or(FOLLOW_RECONNECT);
-            let mut conn = session(&mut hosts, host.as_deref(), give_up).await?;
-            let name = conn.host().name.clone();
-            let params = TaskRunParams {
-                argv: Some(command),
-                cwd,
-                title,
-                timeout_s: timeout,
-                env: (!env_map.is_empty()).then_some(env_map),
-                ..TaskRunParams::default()
-            };
-            // The session adds an idempotency key, so that sending it again
-            // after a drop cannot start a second task.
-            let started = conn
-                .run_task(params)
-                .await
-                .map_err(|e| session_error(e, &name))?;
-            let task_id = started.task_id;
-            // Where it runs, for the person watching; a script reading
-            // stderr gets the task's own stderr only.
-            if std::io::stderr().is_terminal() {
-                let record: Result<TaskRecord, _> =
-                    conn.call("task.get", json!({"taskId": task_id})).await;
-                if let Ok(record) = record {
-                    eprintln!(
-                        "openwork-host: task {task_id} runs on {name} in {} (Ctrl-C cancels it)",
-                        record.cwd
-                    );
-                }
-            }
-            let prompts = if deny_sensitive {
-                Prompts::Reject
-            } else if std::io::stdin().is_terminal() {
-                Prompts::Ask
-            } else {
-                Prompts::Wait
-            };
-            Ok(
-                match stream_task(&mut conn, &task_id, true, prompts).await? {
-                    Streamed::Ended(update) => exit_code(&update),
-                    Streamed::Interrupted => ExitCode::from(INTERRUPTED),
-                },
-            )
-        }
+        } => discover(&hosts, seconds(timeout, "--timeout")?, json, watch).await,
+        ClientCommand::Pair(args) => pair_command(&mut hosts, args).await,
+        ClientCommand::Run(args) => run_command(&mut hosts, args).await,
         ClientCommand::Tasks {
             host,
             status,
             limit,
-            json: json_out,
+            json,
             reconnect_timeout,
         } => {
             let give_up = reconnect_timeout.unwrap_or(ONE_SHOT_RECONNECT);
-            let mut conn = session(&mut hosts, host.as_deref(), give_up).await?;
-            let list: TaskListResult = conn
-                .call(
-                    "task.list",
-                    strip_nulls(json!({"status": status, "limit": limit})),
-                )
-                .await
-                .map_err(|e| session_error(e, &conn.host().name))?;
-            if json_out {
-                outln!("{}", serde_json::to_string_pretty(&list)?);
-            } else {
-                outln!(
-                    "{:<20} {:<12} {:<5} {:<25} WHAT",
-                    "TASK",
-                    "STATUS",
-                    "EXIT",
-                    "CREATED"
-                );
-                for t in &list.tasks {
-                    print_task(t);
-                }
-            }
-            Ok(ExitCode::SUCCESS)
+            let conn = session(&mut hosts, host.as_deref(), give_up).await?;
+            tasks_command(conn, status, limit, json).await
         }
         ClientCommand::Logs {
             task_id,
@@ -609,65 +462,17 @@ pub async fn run(dir: PathBuf, command: ClientCommand) -> anyhow::Result<ExitCod
             } else {
                 ONE_SHOT_RECONNECT
             });
-            let mut conn = session(&mut hosts, host.as_deref(), give_up).await?;
-            let name = conn.host().name.clone();
-            if follow {
-                conn.follow(&task_id, 1)
-                    .await
-                    .map_err(|e| session_error(e, &name))?;
-                let prompts = if std::io::stdin().is_terminal() {
-                    Prompts::Ask
-                } else {
-                    Prompts::Wait
-                };
-                return Ok(
-                    match stream_task(&mut conn, &task_id, false, prompts).await? {
-                        Streamed::Ended(update) => exit_code(&update),
-                        Streamed::Interrupted => ExitCode::from(INTERRUPTED),
-                    },
-                );
-            }
-            let mut next = 1;
-            while !super::out::closed() {
-                let page: TaskLogsResult = conn
-                    .call(
-                        "task.logs",
-                        json!({"taskId": task_id, "fromSeq": next, "limit": 500}),
-                    )
-                    .await
-                    .map_err(|e| session_error(e, &name))?;
-                for chunk in &page.chunks {
-                    write_chunk(chunk);
-                }
-                if page.chunks.is_empty() || page.done {
-                    break;
-                }
-                next = page.next_seq;
-            }
-            Ok(ExitCode::SUCCESS)
+            let conn = session(&mut hosts, host.as_deref(), give_up).await?;
+            logs_command(conn, &task_id, follow).await
         }
         ClientCommand::Health {
             host,
-            json: json_out,
+            json,
             reconnect_timeout,
         } => {
             let give_up = reconnect_timeout.unwrap_or(ONE_SHOT_RECONNECT);
-            let mut conn = session(&mut hosts, host.as_deref(), give_up).await?;
-            let health: HealthReport = conn
-                .call("health.get", json!({}))
-                .await
-                .map_err(|e| session_error(e, &conn.host().name))?;
-            if json_out {
-                outln!("{}", serde_json::to_string_pretty(&health)?);
-            } else {
-                let reached = format!("at {}", conn.host().address);
-                super::out::write(&render::health_panel(
-                    &health,
-                    &reached,
-                    &render::Style::stdout(),
-                ));
-            }
-            Ok(render::status_exit_code(&health.status))
+            let conn = session(&mut hosts, host.as_deref(), give_up).await?;
+            health_command(conn, json).await
         }
         ClientCommand::Reply {
             request_id,
@@ -679,45 +484,292 @@ pub async fn run(dir: PathBuf, command: ClientCommand) -> anyhow::Result<ExitCod
                 bail!("the decision is `once`, `always` or `reject`, not `{decision}`");
             }
             let give_up = reconnect_timeout.unwrap_or(ONE_SHOT_RECONNECT);
-            let mut conn = session(&mut hosts, host.as_deref(), give_up).await?;
-            let _: Value = conn
-                .call(
-                    "permission.reply",
-                    json!({"requestId": request_id, "decision": decision}),
-                )
-                .await
-                .map_err(|e| session_error(e, &conn.host().name))?;
-            outln!("Answered {request_id}: {decision}.");
-            Ok(ExitCode::SUCCESS)
+            let conn = session(&mut hosts, host.as_deref(), give_up).await?;
+            reply_command(conn, &request_id, &decision).await
         }
-        ClientCommand::Hosts => {
-            if hosts.all().is_empty() {
-                outln!(
-                    "Not paired with any host. Pair with `openwork-host client pair ADDR --code CODE`."
-                );
-                return Ok(ExitCode::SUCCESS);
-            }
-            outln!("{:<20} {:<24} {:<20} SCOPES", "NAME", "ADDRESS", "DEVICE");
-            for h in hosts.all() {
-                let scopes = Scope::join(&h.scopes, ",");
-                outln!(
-                    "{:<20} {:<24} {:<20} {scopes}",
-                    h.name,
-                    h.address,
-                    h.device_id
-                );
-            }
-            Ok(ExitCode::SUCCESS)
+        ClientCommand::Hosts => hosts_command(&hosts),
+        ClientCommand::Forget { host } => forget_command(&mut hosts, &host),
+    }
+}
+
+/// `client pair`: pairs with the host and remembers it.
+async fn pair_command(hosts: &mut KnownHosts, args: PairArgs) -> anyhow::Result<ExitCode> {
+    let PairArgs {
+        address,
+        code,
+        uri,
+        name,
+        scopes,
+        wait,
+        timeout,
+    } = args;
+    let (targets, code, fingerprint) = match (uri, address) {
+        (Some(uri), _) => {
+            let link = PairLink::parse(&uri)
+                .context("not a pairing link: expected https://ADDR:PORT/#pair?code=…&fp=… or openwork://pair?host=…&port=…&code=…")?;
+            (
+                vec![link.address],
+                code.unwrap_or(link.code),
+                link.fingerprint,
+            )
         }
-        ClientCommand::Forget { host } => {
-            if !hosts.remove(&host) {
-                bail!("no paired host is called `{host}`");
+        (None, Some(address)) => {
+            let Some(code) = code else {
+                bail!("give the code shown on the host with --code")
+            };
+            let timeout = seconds(timeout, "--timeout")?;
+            (pair_targets(&address, timeout).await?, code, None)
+        }
+        (None, None) => bail!("give the host's address (ADDR[:PORT]), its name, or --uri"),
+    };
+    let mut request = PairRequest {
+        address: String::new(),
+        code: code.chars().filter(|c| !c.is_whitespace()).collect(),
+        device_name: name.unwrap_or_else(hostname),
+        scopes: scopes.as_deref().map(render::parse_scopes).transpose()?,
+        expected_fingerprint: fingerprint,
+        approval_timeout: Duration::from_secs(wait),
+    };
+    // A host found by name may have several addresses: try them in
+    // order until one answers (no code is spent on one that does not).
+    let mut paired = None;
+    for (i, address) in targets.iter().enumerate() {
+        request.address = address.clone();
+        eprintln!(
+            "Connecting to {address}… once the code checks out, the host's owner must approve this device."
+        );
+        match pair(&request).await {
+            Err(PairError::Connect(e)) if e.is_unreachable() && i + 1 < targets.len() => {
+                eprintln!("{e}; trying the next address.");
             }
-            hosts.save()?;
-            outln!("Forgot {host}.");
-            Ok(ExitCode::SUCCESS)
+            other => {
+                paired = Some(other?);
+                break;
+            }
         }
     }
+    let host = paired.context("no address to pair with")?;
+    outln!(
+        "Paired with {} ({}) as device {}, with: {}.",
+        host.name,
+        host.address,
+        host.device_id,
+        host.scopes
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    outln!(
+        "Pinned fingerprint {}.",
+        render::grouped(&host.fingerprint, 4)
+    );
+    hosts.add(host);
+    hosts.save()?;
+    outln!("Saved in {}.", hosts.path().display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `client run`: starts the command on the host and streams it to its end.
+async fn run_command(hosts: &mut KnownHosts, args: RunArgs) -> anyhow::Result<ExitCode> {
+    let RunArgs {
+        host,
+        reconnect_timeout,
+        cwd,
+        title,
+        timeout,
+        env,
+        deny_sensitive,
+        command,
+    } = args;
+    let mut env_map = std::collections::BTreeMap::new();
+    for pair in env {
+        let Some((k, v)) = pair.split_once('=') else {
+            bail!("--env takes NAME=VALUE, got `{pair}`")
+        };
+        env_map.insert(k.to_owned(), v.to_owned());
+    }
+    let give_up = reconnect_timeout.unwrap_or(FOLLOW_RECONNECT);
+    let mut conn = session(hosts, host.as_deref(), give_up).await?;
+    let name = conn.host().name.clone();
+    let params = TaskRunParams {
+        argv: Some(command),
+        cwd,
+        title,
+        timeout_s: timeout,
+        env: (!env_map.is_empty()).then_some(env_map),
+        ..TaskRunParams::default()
+    };
+    // The session adds an idempotency key, so that sending it again
+    // after a drop cannot start a second task.
+    let started = conn
+        .run_task(params)
+        .await
+        .map_err(|e| session_error(e, &name))?;
+    let task_id = started.task_id;
+    // Where it runs, for the person watching; a script reading
+    // stderr gets the task's own stderr only.
+    if std::io::stderr().is_terminal() {
+        let record: Result<TaskRecord, _> = conn.call("task.get", json!({"taskId": task_id})).await;
+        if let Ok(record) = record {
+            eprintln!(
+                "openwork-host: task {task_id} runs on {name} in {} (Ctrl-C cancels it)",
+                record.cwd
+            );
+        }
+    }
+    let prompts = if deny_sensitive {
+        Prompts::Reject
+    } else if std::io::stdin().is_terminal() {
+        Prompts::Ask
+    } else {
+        Prompts::Wait
+    };
+    Ok(
+        match stream_task(&mut conn, &task_id, true, prompts).await? {
+            Streamed::Ended(update) => exit_code(&update),
+            Streamed::Interrupted => ExitCode::from(INTERRUPTED),
+        },
+    )
+}
+
+/// `client tasks`: the host's tasks, newest first.
+async fn tasks_command(
+    mut conn: HostSession,
+    status: Option<String>,
+    limit: u32,
+    json_out: bool,
+) -> anyhow::Result<ExitCode> {
+    let list: TaskListResult = conn
+        .call(
+            "task.list",
+            strip_nulls(json!({"status": status, "limit": limit})),
+        )
+        .await
+        .map_err(|e| session_error(e, &conn.host().name))?;
+    if json_out {
+        outln!("{}", serde_json::to_string_pretty(&list)?);
+    } else {
+        outln!(
+            "{:<20} {:<12} {:<5} {:<25} WHAT",
+            "TASK",
+            "STATUS",
+            "EXIT",
+            "CREATED"
+        );
+        for t in &list.tasks {
+            print_task(t);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `client logs`: a task's output, page by page, or followed to its end.
+async fn logs_command(
+    mut conn: HostSession,
+    task_id: &str,
+    follow: bool,
+) -> anyhow::Result<ExitCode> {
+    let name = conn.host().name.clone();
+    if follow {
+        conn.follow(task_id, 1)
+            .await
+            .map_err(|e| session_error(e, &name))?;
+        let prompts = if std::io::stdin().is_terminal() {
+            Prompts::Ask
+        } else {
+            Prompts::Wait
+        };
+        return Ok(
+            match stream_task(&mut conn, task_id, false, prompts).await? {
+                Streamed::Ended(update) => exit_code(&update),
+                Streamed::Interrupted => ExitCode::from(INTERRUPTED),
+            },
+        );
+    }
+    let mut next = 1;
+    while !super::out::closed() {
+        let page: TaskLogsResult = conn
+            .call(
+                "task.logs",
+                json!({"taskId": task_id, "fromSeq": next, "limit": 500}),
+            )
+            .await
+            .map_err(|e| session_error(e, &name))?;
+        for chunk in &page.chunks {
+            write_chunk(chunk);
+        }
+        if page.chunks.is_empty() || page.done {
+            break;
+        }
+        next = page.next_seq;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `client health`: the host's health panel; the exit status follows it.
+async fn health_command(mut conn: HostSession, json_out: bool) -> anyhow::Result<ExitCode> {
+    let health: HealthReport = conn
+        .call("health.get", json!({}))
+        .await
+        .map_err(|e| session_error(e, &conn.host().name))?;
+    if json_out {
+        outln!("{}", serde_json::to_string_pretty(&health)?);
+    } else {
+        let reached = format!("at {}", conn.host().address);
+        super::out::write(&render::health_panel(
+            &health,
+            &reached,
+            &render::Style::stdout(),
+        ));
+    }
+    Ok(render::status_exit_code(&health.status))
+}
+
+/// `client reply`: answers a permission request.
+async fn reply_command(
+    mut conn: HostSession,
+    request_id: &str,
+    decision: &str,
+) -> anyhow::Result<ExitCode> {
+    let _: Value = conn
+        .call(
+            "permission.reply",
+            json!({"requestId": request_id, "decision": decision}),
+        )
+        .await
+        .map_err(|e| session_error(e, &conn.host().name))?;
+    outln!("Answered {request_id}: {decision}.");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `client hosts`: the paired hosts.
+fn hosts_command(hosts: &KnownHosts) -> anyhow::Result<ExitCode> {
+    if hosts.all().is_empty() {
+        outln!("Not paired with any host. Pair with `openwork-host client pair ADDR --code CODE`.");
+        return Ok(ExitCode::SUCCESS);
+    }
+    outln!("{:<20} {:<24} {:<20} SCOPES", "NAME", "ADDRESS", "DEVICE");
+    for h in hosts.all() {
+        let scopes = Scope::join(&h.scopes, ",");
+        outln!(
+            "{:<20} {:<24} {:<20} {scopes}",
+            h.name,
+            h.address,
+            h.device_id
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `client forget`: forgets a paired host.
+fn forget_command(hosts: &mut KnownHosts, host: &str) -> anyhow::Result<ExitCode> {
+    if !hosts.remove(host) {
+        bail!("no paired host is called `{host}`");
+    }
+    hosts.save()?;
+    outln!("Forgot {host}.");
+    Ok(ExitCode::SUCCESS)
 }
 
 fn strip_nulls(value: Value) -> Value {

@@ -2,9 +2,10 @@
 //! authentication, and the race between a revocation and a connection
 //! taking a device's identity.
 
+use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 
 use crate::auth::{Principal, Scope};
 use crate::protocol::DeviceAuth;
@@ -25,12 +26,12 @@ pub(super) struct Connections {
 }
 
 impl Connections {
-    fn lock_sessions(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Weak<Session>>> {
-        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock_sessions(&self) -> parking_lot::MutexGuard<'_, HashMap<u64, Weak<Session>>> {
+        self.sessions.lock()
     }
 
-    fn lock_revoked(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
-        self.revoked.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock_revoked(&self) -> parking_lot::MutexGuard<'_, HashSet<String>> {
+        self.revoked.lock()
     }
 
     fn live_sessions(&self) -> Vec<Arc<Session>> {

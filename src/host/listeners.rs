@@ -1,8 +1,9 @@
 //! Where the host listens: the listener registry, the accept loops (unix
 //! socket, TLS), and the address devices are shown.
 
+use parking_lot::Mutex;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::UnixListener;
@@ -45,8 +46,8 @@ impl Drop for Accepting {
 }
 
 impl Listeners {
-    fn lock_listeners(&self) -> std::sync::MutexGuard<'_, Vec<Bound>> {
-        self.bound.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock_listeners(&self) -> parking_lot::MutexGuard<'_, Vec<Bound>> {
+        self.bound.lock()
     }
 
     /// Where the host listens.
@@ -100,7 +101,7 @@ impl Host {
     pub fn serve_unix(&self) -> Result<(), HostError> {
         let path = self.core.data_dir.socket();
         let listener = unix::bind(&path)?;
-        *self.socket.lock().unwrap_or_else(|p| p.into_inner()) = Some(path.clone());
+        *self.socket.lock() = Some(path.clone());
         let accepting = self
             .core
             .listeners

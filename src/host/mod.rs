@@ -15,7 +15,8 @@ mod startup;
 
 pub use startup::ShutdownStep;
 
-use std::sync::{Arc, Mutex};
+use parking_lot::Mutex;
+use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncWrite};

@@ -215,8 +215,8 @@ impl HostCore {
 fn task_store_error(e: TaskError) -> StoreError {
     match e {
         TaskError::Store(e) => e,
-        other => StoreError::Open {
-            path: String::new(),
+        other => StoreError::Read {
+            what: "the task records",
             message: other.to_string(),
         },
     }

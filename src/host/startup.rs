@@ -1,8 +1,9 @@
 //! Start-up and shutdown, each written down once, in the order it runs,
 //! with why each step is where it is.
 
+use parking_lot::Mutex;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
@@ -324,7 +325,7 @@ impl ShutdownStep {
             ShutdownStep::StopReaper => core.reaper.stop(),
             ShutdownStep::CloseStore => core.store.close(),
             ShutdownStep::RemoveSocket => {
-                if let Some(path) = host.socket.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                if let Some(path) = host.socket.lock().take() {
                     let _ = std::fs::remove_file(path);
                 }
             }

@@ -11,7 +11,8 @@
 
 pub use openwork_proto::pairing::crypto;
 
-use std::sync::{Arc, Mutex, Weak};
+use parking_lot::Mutex;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -316,10 +317,6 @@ pub struct Pairing {
     me: Weak<Pairing>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 /// Scopes in the stable order of `Scope::ALL`, limited to `allowed`.
 fn within(asked: &[Scope], allowed: &[Scope]) -> Vec<Scope> {
     Scope::ALL
@@ -355,7 +352,7 @@ impl Pairing {
 
     /// Sets where devices reach the host (once the TLS listener is bound).
     pub fn set_endpoint(&self, endpoint: Endpoint) {
-        *lock(&self.endpoint) = Some(endpoint);
+        *self.endpoint.lock() = Some(endpoint);
     }
 
     /// Operator notifications: `pairing.requested`, `pairing.failed`, `pairing.closed`.
@@ -389,12 +386,14 @@ impl Pairing {
 
     /// Whether a window is open now (for mDNS's `pair=1`).
     pub fn is_open(&self) -> bool {
-        matches!(&*lock(&self.state), WindowState::Open(w) if w.expires_at > Instant::now())
+        matches!(&*self.state.lock(), WindowState::Open(w) if w.expires_at > Instant::now())
     }
 
     /// Opens a window with a fresh single-use code, closing any open one.
     pub fn open(&self, params: PairingOpenParams) -> Result<PairingWindow, PairingError> {
-        let endpoint = lock(&self.endpoint)
+        let endpoint = self
+            .endpoint
+            .lock()
             .clone()
             .ok_or(PairingError::NoListener)?;
         let ttl_s = params.ttl_s.unwrap_or(self.config.default_ttl_s);
@@ -429,7 +428,7 @@ impl Pairing {
         let expires_at_ms = clock::now_ms() + ttl.as_millis() as i64;
         let address = params.address.unwrap_or(endpoint.address);
         let now = Instant::now();
-        let mut state = lock(&self.state);
+        let mut state = self.state.lock();
         // A window is replaced only when asked: its code may be on its way
         // to a device, which would then be told its code is wrong.
         let earlier = match &*state {
@@ -498,7 +497,7 @@ impl Pairing {
     /// Closes the window, whatever its state.
     pub fn close(&self, reason: &str) -> bool {
         let previous = std::mem::replace(
-            &mut *lock(&self.state),
+            &mut *self.state.lock(),
             WindowState::Closed {
                 reason: Some(reason.to_owned()),
             },
@@ -511,7 +510,7 @@ impl Pairing {
     }
 
     fn close_if(&self, serial: u64, reason: &str) {
-        let mut state = lock(&self.state);
+        let mut state = self.state.lock();
         if matches!(&*state, WindowState::Open(w) if w.serial == serial) {
             *state = WindowState::Closed {
                 reason: Some(reason.to_owned()),
@@ -523,7 +522,7 @@ impl Pairing {
 
     /// The window and who waits for approval.
     pub fn status(&self) -> PairingStatus {
-        let state = lock(&self.state);
+        let state = self.state.lock();
         match &*state {
             WindowState::Open(w) if w.expires_at > Instant::now() => PairingStatus {
                 open: true,
@@ -578,7 +577,7 @@ impl Pairing {
             None => None,
         };
         let now = Instant::now();
-        let mut state = lock(&self.state);
+        let mut state = self.state.lock();
         let WindowState::Open(window) = &mut *state else {
             return Err(match &*state {
                 WindowState::Closed { reason: Some(r) } => self.closed_error(r),
@@ -769,7 +768,7 @@ impl Pairing {
     /// A connection closed: an exchange it left unconfirmed counts as a wrong
     /// code and frees the window for the next device.
     pub fn connection_closed(&self, session_id: u64) {
-        let mut state = lock(&self.state);
+        let mut state = self.state.lock();
         let WindowState::Open(window) = &mut *state else {
             return;
         };
@@ -811,7 +810,7 @@ impl Pairing {
         confirmation: &[u8],
         gone: &CancellationToken,
     ) -> Confirmed {
-        let mut state = lock(&self.state);
+        let mut state = self.state.lock();
         let WindowState::Open(window) = &mut *state else {
             return Confirmed::Refused(PairingError::NoExchange(exchange_id.to_owned()));
         };
@@ -881,7 +880,7 @@ impl Pairing {
     /// told, and the window stays open (until it expires) for the device to
     /// try again.
     fn withdraw(&self, request_id: &str, reason: &str) {
-        let mut state = lock(&self.state);
+        let mut state = self.state.lock();
         let WindowState::Open(window) = &mut *state else {
             return;
         };
@@ -931,7 +930,7 @@ impl Pairing {
     }
 
     fn take_awaiting(&self, request_id: &str) -> Result<Awaiting, PairingError> {
-        let mut state = lock(&self.state);
+        let mut state = self.state.lock();
         match &mut *state {
             WindowState::Open(window)
                 if window
@@ -1011,7 +1010,7 @@ impl Pairing {
             .await;
             return Err(PairingError::NotDelivered);
         }
-        *lock(&self.state) = WindowState::Closed {
+        *self.state.lock() = WindowState::Closed {
             reason: Some("paired".into()),
         };
         self.window_closed("paired", Some(device_id));
@@ -1036,7 +1035,7 @@ impl Pairing {
     }
 
     fn drop_request_after_take(&self, reason: &str) {
-        *lock(&self.state) = WindowState::Closed {
+        *self.state.lock() = WindowState::Closed {
             reason: Some(reason.to_owned()),
         };
         self.window_closed(reason, None);

@@ -11,9 +11,10 @@ pub mod policy;
 mod records;
 pub mod shell;
 
+use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -21,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::Principal;
 use crate::clock;
+use crate::execution::RequestBoard;
 use crate::ids;
 use crate::protocol::{
     AuditEntry, Decision, PermissionAuditParams, PermissionReplyResult, PermissionRequest,
@@ -28,7 +30,6 @@ use crate::protocol::{
 };
 use crate::rpc::notifications;
 use crate::store::{Store, StoreError};
-use crate::tasks::TaskLive;
 pub use policy::{Finding, PermissionsConfig, Policy, Verdict};
 
 #[cfg(test)]
@@ -168,10 +169,6 @@ pub struct Permissions {
     answered: Mutex<VecDeque<(String, &'static str, String)>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 /// How a principal is named to other people.
 pub fn display_name(principal: &Principal) -> String {
     match principal {
@@ -234,13 +231,12 @@ impl Permissions {
             Verdict::Allow => return Ok(Check::Allow),
             Verdict::Deny(finding) => {
                 self.audit(
-                    task_id,
-                    None,
-                    "denied",
-                    None,
-                    None,
-                    Some(&finding.rule_id),
-                    &format!("`{}` {}", finding.command, finding.explain),
+                    Audit::new(
+                        task_id,
+                        "denied",
+                        &format!("`{}` {}", finding.command, finding.explain),
+                    )
+                    .rule(Some(&finding.rule_id)),
                 )
                 .await?;
                 return Ok(Check::Deny(finding));
@@ -263,16 +259,15 @@ impl Permissions {
             match covering {
                 Some(rule) => {
                     self.audit(
-                        task_id,
-                        None,
-                        "allowed by rule",
-                        None,
-                        None,
-                        Some(&rule.rule_id),
-                        &format!(
-                            "`{}` {} (remembered: {})",
-                            finding.command, finding.explain, rule.description
-                        ),
+                        Audit::new(
+                            task_id,
+                            "allowed by rule",
+                            &format!(
+                                "`{}` {} (remembered: {})",
+                                finding.command, finding.explain, rule.description
+                            ),
+                        )
+                        .rule(Some(&rule.rule_id)),
                     )
                     .await?;
                 }
@@ -288,23 +283,58 @@ impl Permissions {
 
     /// Asks people and waits for the first answer, the timeout, or
     /// `cancel`/`shutdown`. However it ends, the request is audited and the
-    /// task's followers get `permission.resolved`.
+    /// task's followers get `permission.resolved` on `board`.
     pub async fn ask(
         &self,
-        live: &Arc<TaskLive>,
+        board: &dyn RequestBoard,
         ask: Ask,
         cancel: &CancellationToken,
         shutdown: &CancellationToken,
     ) -> Result<AskOutcome, StoreError> {
+        let task_id = board.task_id();
         let request_id = ask.request_id.clone();
+        let request = self.request(task_id, &ask);
+        let rules = (!ask.rules.is_empty()).then(|| ask.rules.join(","));
+        self.audit(
+            Audit::new(task_id, "requested", &ask.summary)
+                .request(&request_id)
+                .rule(rules.as_deref()),
+        )
+        .await?;
+        let (decide, answer) = oneshot::channel();
+        self.pending.lock().insert(
+            request_id.clone(),
+            Pending {
+                request: request.clone(),
+                runtime: ask.runtime,
+                remember: ask.remember,
+                decide,
+            },
+        );
+        board.requested(
+            &request_id,
+            notifications::PERMISSION_REQUEST.encode(&request),
+        );
+        let settled = self.settle(&request_id, answer, cancel, shutdown).await;
+        let (result, resolved, except) = self.record(task_id, &request_id, settled).await?;
+        board.resolved(
+            &request_id,
+            notifications::PERMISSION_RESOLVED.encode(&resolved),
+            except,
+        );
+        Ok(result)
+    }
+
+    /// The request people are shown for `ask`.
+    fn request(&self, task_id: &str, ask: &Ask) -> PermissionRequest {
         let mut options = vec![Decision::Once];
         if ask.always.is_some() {
             options.push(Decision::Always);
         }
         options.push(Decision::Reject);
-        let request = PermissionRequest {
-            request_id: request_id.clone(),
-            task_id: live.task_id.clone(),
+        PermissionRequest {
+            request_id: ask.request_id.clone(),
+            task_id: task_id.to_owned(),
             tool: ask.tool.clone(),
             summary: ask.summary.clone(),
             detail: ask.detail.clone(),
@@ -313,64 +343,57 @@ impl Permissions {
             expires_at: clock::rfc3339(
                 clock::now_ms().saturating_add(self.timeout.as_millis() as i64),
             ),
-        };
-        let rules = (!ask.rules.is_empty()).then(|| ask.rules.join(","));
-        self.audit(
-            &live.task_id,
-            Some(&request_id),
-            "requested",
-            None,
-            None,
-            rules.as_deref(),
-            &ask.summary,
-        )
-        .await?;
-        let (decide, answer) = oneshot::channel();
-        lock(&self.pending).insert(
-            request_id.clone(),
-            Pending {
-                request: request.clone(),
-                runtime: ask.runtime,
-                remember: ask.remember.clone(),
-                decide,
-            },
-        );
-        live.publish_permission_request(
-            &request_id,
-            notifications::PERMISSION_REQUEST.encode(&request),
-        );
-        let mut answer = answer;
+        }
+    }
+
+    /// Waits for a pending request to be settled: an answer, the timeout, or
+    /// `cancel`/`shutdown` (which withdraw it).
+    async fn settle(
+        &self,
+        request_id: &str,
+        mut answer: oneshot::Receiver<Settled>,
+        cancel: &CancellationToken,
+        shutdown: &CancellationToken,
+    ) -> Settled {
         let settled = tokio::select! {
             answer = &mut answer => answer.ok(),
             _ = tokio::time::sleep(self.timeout) => None,
             _ = cancel.cancelled() => None,
             _ = shutdown.cancelled() => None,
         };
-        let settled = match settled {
-            Some(settled) => settled,
-            None => {
-                let (settled, why) = if shutdown.is_cancelled() {
-                    (None, "the host shutting down".to_owned())
-                } else if cancel.is_cancelled() {
-                    (None, "the task being cancelled".to_owned())
-                } else {
-                    (
-                        Some(Settled::Expired),
-                        format!("no answer within {} s", self.timeout.as_secs()),
-                    )
-                };
-                // Whoever removes the request records the answer in the same
-                // step, so a late reply always learns who answered.
-                if self.take_pending(&request_id, "reject", &why).is_some() {
-                    settled.unwrap_or(Settled::Withdrawn(why))
-                } else {
-                    // Someone settled it just as time ran out: that counts.
-                    answer
-                        .await
-                        .unwrap_or(Settled::Withdrawn("the request being dropped".to_owned()))
-                }
-            }
+        if let Some(settled) = settled {
+            return settled;
+        }
+        let (settled, why) = if shutdown.is_cancelled() {
+            (None, "the host shutting down".to_owned())
+        } else if cancel.is_cancelled() {
+            (None, "the task being cancelled".to_owned())
+        } else {
+            (
+                Some(Settled::Expired),
+                format!("no answer within {} s", self.timeout.as_secs()),
+            )
         };
+        // Whoever removes the request records the answer in the same
+        // step, so a late reply always learns who answered.
+        if self.take_pending(request_id, "reject", &why).is_some() {
+            settled.unwrap_or(Settled::Withdrawn(why))
+        } else {
+            // Someone settled it just as time ran out: that counts.
+            answer
+                .await
+                .unwrap_or(Settled::Withdrawn("the request being dropped".to_owned()))
+        }
+    }
+
+    /// Audits how a request was settled; returns what the task learns, what
+    /// the followers learn, and the connection that answered (it knows already).
+    async fn record(
+        &self,
+        task_id: &str,
+        request_id: &str,
+        settled: Settled,
+    ) -> Result<(AskOutcome, PermissionResolved, Option<u64>), StoreError> {
         let (result, decision, by, except) = match settled {
             Settled::Answer(answer) => {
                 let result = match answer.decision {
@@ -383,14 +406,13 @@ impl Permissions {
                     },
                 };
                 let created = (!answer.rule_ids.is_empty()).then(|| answer.rule_ids.join(","));
+                let summary = format!("{} by {}", answer.decision.as_str(), answer.by);
                 self.audit(
-                    &live.task_id,
-                    Some(&request_id),
-                    "decided",
-                    Some(answer.decision),
-                    Some(&answer.actor),
-                    created.as_deref(),
-                    &format!("{} by {}", answer.decision.as_str(), answer.by),
+                    Audit::new(task_id, "decided", &summary)
+                        .request(request_id)
+                        .decision(answer.decision)
+                        .actor(&answer.actor)
+                        .rule(created.as_deref()),
                 )
                 .await?;
                 (result, answer.decision, answer.by, answer.session)
@@ -398,50 +420,31 @@ impl Permissions {
             Settled::Expired => {
                 let by = format!("no answer within {} s", self.timeout.as_secs());
                 self.audit(
-                    &live.task_id,
-                    Some(&request_id),
-                    "expired",
-                    Some(Decision::Reject),
-                    None,
-                    None,
-                    &by,
+                    Audit::new(task_id, "expired", &by)
+                        .request(request_id)
+                        .decision(Decision::Reject),
                 )
                 .await?;
-                (
-                    AskOutcome::Expired {
-                        after: self.timeout,
-                    },
-                    Decision::Reject,
-                    by,
-                    None,
-                )
+                let after = self.timeout;
+                (AskOutcome::Expired { after }, Decision::Reject, by, None)
             }
             Settled::Withdrawn(why) => {
                 self.audit(
-                    &live.task_id,
-                    Some(&request_id),
-                    "withdrawn",
-                    Some(Decision::Reject),
-                    None,
-                    None,
-                    &why,
+                    Audit::new(task_id, "withdrawn", &why)
+                        .request(request_id)
+                        .decision(Decision::Reject),
                 )
                 .await?;
                 (AskOutcome::Withdrawn, Decision::Reject, why, None)
             }
         };
         let resolved = PermissionResolved {
-            request_id: request_id.clone(),
-            task_id: live.task_id.clone(),
+            request_id: request_id.to_owned(),
+            task_id: task_id.to_owned(),
             decision,
             by,
         };
-        live.publish_permission_resolved(
-            &request_id,
-            notifications::PERMISSION_RESOLVED.encode(&resolved),
-            except,
-        );
-        Ok(result)
+        Ok((result, resolved, except))
     }
 
     /// Ends a pending request that no longer matters (its task is ending):
@@ -477,9 +480,9 @@ impl Permissions {
 
     /// Removes a pending request and records how it ended, in one step.
     fn take_pending(&self, id: &str, decision: &'static str, by: &str) -> Option<Pending> {
-        let mut pending = lock(&self.pending);
+        let mut pending = self.pending.lock();
         let taken = pending.remove(id)?;
-        let mut answered = lock(&self.answered);
+        let mut answered = self.answered.lock();
         answered.push_back((id.to_owned(), decision, by.to_owned()));
         while answered.len() > ANSWERED_KEPT {
             answered.pop_front();
@@ -495,7 +498,9 @@ impl Permissions {
         principal: &Principal,
         session: u64,
     ) -> Result<PermissionReplyResult, PermissionError> {
-        let offers_always = lock(&self.pending)
+        let offers_always = self
+            .pending
+            .lock()
             .get(request_id)
             .map(|p| p.request.options.contains(&Decision::Always));
         if decision == Decision::Always && offers_always == Some(false) {
@@ -503,7 +508,7 @@ impl Permissions {
         }
         let pending = self.take_pending(request_id, decision.as_str(), &display_name(principal));
         let Some(pending) = pending else {
-            let answered = lock(&self.answered);
+            let answered = self.answered.lock();
             return Err(
                 match answered.iter().rev().find(|(id, _, _)| id == request_id) {
                     Some((id, decision, by)) => PermissionError::AlreadyAnswered {
@@ -586,30 +591,72 @@ impl Permissions {
             .await
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn audit(
-        &self,
-        task_id: &str,
-        request_id: Option<&str>,
-        event: &str,
-        decision: Option<Decision>,
-        actor: Option<&str>,
-        rule: Option<&str>,
-        summary: &str,
-    ) -> Result<(), StoreError> {
+    async fn audit(&self, audit: Audit<'_>) -> Result<(), StoreError> {
         let entry = records::NewAudit {
             at: clock::now_ms(),
-            task_id: task_id.to_owned(),
-            request_id: request_id.map(str::to_owned),
-            event: event.to_owned(),
-            decision: decision.map(|d| d.as_str().to_owned()),
-            actor: actor.map(str::to_owned),
-            rule: rule.map(str::to_owned),
-            summary: summary.to_owned(),
+            task_id: audit.task_id.to_owned(),
+            request_id: audit.request_id.map(str::to_owned),
+            event: audit.event.to_owned(),
+            decision: audit.decision.map(|d| d.as_str().to_owned()),
+            actor: audit.actor.map(str::to_owned),
+            rule: audit.rule.map(str::to_owned),
+            summary: audit.summary.to_owned(),
         };
         self.store
             .write(move |c| records::insert_audit(c, &entry))
             .await
+    }
+}
+
+/// One line of the audit trail, before it is written.
+struct Audit<'a> {
+    task_id: &'a str,
+    event: &'a str,
+    summary: &'a str,
+    request_id: Option<&'a str>,
+    decision: Option<Decision>,
+    actor: Option<&'a str>,
+    rule: Option<&'a str>,
+}
+
+impl<'a> Audit<'a> {
+    /// `event` (`requested`, `decided`, `denied`, …) on `task_id`, in words.
+    fn new(task_id: &'a str, event: &'a str, summary: &'a str) -> Audit<'a> {
+        Audit {
+            task_id,
+            event,
+            summary,
+            request_id: None,
+            decision: None,
+            actor: None,
+            rule: None,
+        }
+    }
+
+    fn request(self, request_id: &'a str) -> Audit<'a> {
+        Audit {
+            request_id: Some(request_id),
+            ..self
+        }
+    }
+
+    fn decision(self, decision: Decision) -> Audit<'a> {
+        Audit {
+            decision: Some(decision),
+            ..self
+        }
+    }
+
+    fn actor(self, actor: &'a str) -> Audit<'a> {
+        Audit {
+            actor: Some(actor),
+            ..self
+        }
+    }
+
+    /// The rule (or rules, comma-separated) behind it, if any.
+    fn rule(self, rule: Option<&'a str>) -> Audit<'a> {
+        Audit { rule, ..self }
     }
 }
 
@@ -665,20 +712,12 @@ impl Permissions {
                 "`{}` {} (rule {})",
                 finding.command, finding.explain, finding.rule_id
             );
-            self.audit(
-                task_id,
-                None,
-                "denied",
-                None,
-                None,
-                Some(&finding.rule_id),
-                &reason,
-            )
-            .await?;
+            self.audit(Audit::new(task_id, "denied", &reason).rule(Some(&finding.rule_id)))
+                .await?;
             return Ok(OpencodeCheck::Deny(reason));
         }
         if let OpencodeVerdict::Deny { rule, reason } = &opencode {
-            self.audit(task_id, None, "denied", None, None, Some(rule), reason)
+            self.audit(Audit::new(task_id, "denied", reason).rule(Some(rule)))
                 .await?;
             return Ok(OpencodeCheck::Deny(reason.clone()));
         }
@@ -696,16 +735,8 @@ impl Permissions {
             && let Some(rule) = explicitly_allowed
         {
             let reason = format!("`{line}` is allowed by rule {rule}");
-            self.audit(
-                task_id,
-                None,
-                "allowed by rule",
-                None,
-                None,
-                Some(&rule),
-                &reason,
-            )
-            .await?;
+            self.audit(Audit::new(task_id, "allowed by rule", &reason).rule(Some(&rule)))
+                .await?;
             return Ok(OpencodeCheck::Allow(reason));
         }
         let (findings, rules) = match verdict {
@@ -751,16 +782,8 @@ impl Permissions {
         .flatten();
         if let Some(rule) = covering {
             let reason = format!("remembered: {}", rule.description);
-            self.audit(
-                task_id,
-                None,
-                "allowed by rule",
-                None,
-                None,
-                Some(&rule.rule_id),
-                &reason,
-            )
-            .await?;
+            self.audit(Audit::new(task_id, "allowed by rule", &reason).rule(Some(&rule.rule_id)))
+                .await?;
             return Ok(OpencodeCheck::Allow(reason));
         }
         Ok(OpencodeCheck::Ask { findings, rules })

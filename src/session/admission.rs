@@ -13,10 +13,11 @@
 //! Any transport takes its connections through this type; nothing in it
 //! knows about TLS.
 
+use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
 
@@ -71,10 +72,6 @@ pub struct Admission {
     authenticated: AtomicBool,
 }
 
-fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
-    state.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl Admissions {
     pub fn new(limits: AdmissionLimits) -> Arc<Admissions> {
         Arc::new(Admissions {
@@ -86,7 +83,7 @@ impl Admissions {
     /// Admits a new, unauthenticated connection from `address`, dropping the
     /// oldest unauthenticated one of the busiest address when a budget is full.
     pub fn admit(self: &Arc<Self>, address: IpAddr) -> Result<Admission, Refused> {
-        let mut state = lock(&self.state);
+        let mut state = self.state.lock();
         let from_here = state.per_address.get(&address).copied().unwrap_or(0);
         let victim = if from_here >= self.limits.per_address {
             state.oldest_from(address)
@@ -123,7 +120,7 @@ impl Admissions {
 
     /// (total, unauthenticated) connections counted now.
     pub fn counts(&self) -> (usize, usize) {
-        let state = lock(&self.state);
+        let state = self.state.lock();
         (state.total, state.waiting.len())
     }
 }
@@ -178,7 +175,7 @@ impl Admission {
         if self.authenticated.swap(true, Ordering::Relaxed) {
             return;
         }
-        let mut state = lock(&self.admissions.state);
+        let mut state = self.admissions.state.lock();
         if self.slot.released.load(Ordering::Relaxed) {
             return;
         }
@@ -190,7 +187,7 @@ impl Admission {
 
 impl Drop for Admission {
     fn drop(&mut self) {
-        let mut state = lock(&self.admissions.state);
+        let mut state = self.admissions.state.lock();
         if self.slot.released.swap(true, Ordering::Relaxed) {
             return;
         }

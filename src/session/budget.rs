@@ -14,8 +14,8 @@
 //! behind a large one), and a method whose size is not known yet runs one
 //! call at a time per connection until it is.
 
+use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
 
 use tokio::sync::Notify;
 
@@ -35,12 +35,12 @@ pub struct ReplySizes {
 impl ReplySizes {
     /// The largest reply `method` has produced, if it has produced one.
     pub fn get(&self, method: &str) -> Option<usize> {
-        self.lock().get(method).copied()
+        self.sizes.lock().get(method).copied()
     }
 
     /// Remembers a reply of `bytes` from `method`.
     pub fn record(&self, method: &str, bytes: usize) {
-        let mut sizes = self.lock();
+        let mut sizes = self.sizes.lock();
         let room = sizes.len() < SIZES_KEPT;
         match sizes.get_mut(method) {
             Some(largest) => *largest = (*largest).max(bytes),
@@ -49,10 +49,6 @@ impl ReplySizes {
             }
             None => {}
         }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
-        self.sizes.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -94,17 +90,13 @@ impl ReplyBudget {
         self.limit
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Waits until `ready` holds for the state, rechecking whenever it changes.
     async fn wait_until<T>(&self, mut ready: impl FnMut(&mut State) -> Option<T>) -> T {
         loop {
             let notified = self.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if let Some(out) = ready(&mut self.lock()) {
+            if let Some(out) = ready(&mut self.state.lock()) {
                 return out;
             }
             notified.await;
@@ -119,18 +111,18 @@ impl ReplyBudget {
 
     /// Whether the replies in memory fill the budget.
     pub fn is_spent(&self) -> bool {
-        self.lock().produced >= self.limit
+        self.state.lock().produced >= self.limit
     }
 
     /// A reply of `bytes` is in memory.
     pub fn produced(&self, bytes: usize) {
-        self.lock().produced += bytes;
+        self.state.lock().produced += bytes;
     }
 
     /// A reply of `bytes` left memory (written, or dropped).
     pub fn taken(&self, bytes: usize) {
         {
-            let mut state = self.lock();
+            let mut state = self.state.lock();
             state.produced = state.produced.saturating_sub(bytes);
         }
         self.changed.notify_waiters();
@@ -180,7 +172,7 @@ impl ReplyBudget {
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
         {
-            let mut state = self.budget.lock();
+            let mut state = self.budget.state.lock();
             state.reserved = state.reserved.saturating_sub(self.bytes);
             if let Some(method) = &self.discovering {
                 state.discovering.remove(method);

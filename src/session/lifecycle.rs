@@ -3,14 +3,14 @@
 //! which it winds down once it reads no more (`Life::wind_down`). Also the
 //! protocol's handshake state (`Lifecycle`, LSP-style), which handlers set.
 
-use std::sync::Mutex;
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{EndReason, lock};
+use super::EndReason;
 
 /// How long in-flight calls may take to answer when a connection closes.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -118,12 +118,12 @@ impl Life {
 
     /// The state the connection is in.
     pub(super) fn state(&self) -> ConnectionState {
-        *lock(&self.state)
+        *self.state.lock()
     }
 
     /// Moves to `next`, which must come after the current state.
     fn enter(&self, next: ConnectionState) {
-        let mut state = lock(&self.state);
+        let mut state = self.state.lock();
         debug_assert!(
             next.rank() > state.rank(),
             "a connection went from {:?} back to {next:?}",
@@ -144,7 +144,7 @@ impl Life {
 
     /// Why the connection was closed, if it was.
     pub(super) fn close_reason(&self) -> Option<String> {
-        lock(&self.close_reason).clone()
+        self.close_reason.lock().clone()
     }
 
     /// A token cancelled as soon as the peer's side ends or the connection closes.
@@ -174,14 +174,14 @@ impl Life {
 
     /// Ends the connection after what is queued has been written.
     pub(super) fn close(&self, reason: String) {
-        lock(&self.close_reason).get_or_insert(reason);
+        self.close_reason.lock().get_or_insert(reason);
         self.close.cancel();
     }
 
     /// Ends the connection at once: subscriptions stop, calls in flight are
     /// cancelled, and nothing still queued is written.
     pub(super) fn cut_off(&self, reason: String) {
-        lock(&self.close_reason).get_or_insert(reason);
+        self.close_reason.lock().get_or_insert(reason);
         self.forwarding.cancel();
         self.abort.cancel();
         // Also cancels every call in flight: `calls` is its child.

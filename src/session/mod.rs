@@ -15,9 +15,10 @@ pub mod budget;
 pub mod deadline;
 pub mod lifecycle;
 
+use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 use serde_json::value::RawValue;
@@ -157,10 +158,6 @@ pub struct Session {
     failed_initializations: AtomicU32,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 /// The receiving ends of a session's outbound queues, for its writer.
 pub(crate) struct Outbound {
     responses: mpsc::Receiver<Bytes>,
@@ -218,13 +215,13 @@ impl Session {
     /// Issues a nonce for this connection (`auth.challenge`), replacing any earlier one.
     pub fn new_challenge(&self) -> String {
         let nonce = crate::auth::new_nonce();
-        *lock(&self.challenge) = Some((nonce.clone(), std::time::Instant::now()));
+        *self.challenge.lock() = Some((nonce.clone(), std::time::Instant::now()));
         nonce
     }
 
     /// Uses up the connection's nonce: whether it was `nonce` and still fresh.
     pub fn take_challenge(&self, nonce: &str) -> bool {
-        lock(&self.challenge).take().is_some_and(|(issued, at)| {
+        self.challenge.lock().take().is_some_and(|(issued, at)| {
             at.elapsed() < crate::auth::CHALLENGE_TTL
                 && bool::from(subtle::ConstantTimeEq::ct_eq(
                     issued.as_bytes(),
@@ -235,7 +232,7 @@ impl Session {
 
     /// True the first time it is called with `key` on this connection.
     pub fn watch_once(&self, key: &'static str) -> bool {
-        lock(&self.watching).insert(key)
+        self.watching.lock().insert(key)
     }
 
     /// A token cancelled when the connection closes.
@@ -267,10 +264,7 @@ impl Session {
 
     /// The principal behind the connection.
     pub fn principal(&self) -> Principal {
-        self.principal
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.principal.read().clone()
     }
 
     /// Sets who is calling; an authenticated connection leaves the
@@ -281,17 +275,17 @@ impl Session {
         {
             admission.authenticated();
         }
-        *self.principal.write().unwrap_or_else(|p| p.into_inner()) = principal;
+        *self.principal.write() = principal;
     }
 
     /// Where the protocol's handshake is.
     pub fn lifecycle(&self) -> Lifecycle {
-        *lock(&self.lifecycle)
+        *self.lifecycle.lock()
     }
 
     /// Moves the protocol's handshake on (`initialize`, `shutdown`).
     pub fn set_lifecycle(&self, state: Lifecycle) {
-        *lock(&self.lifecycle) = state;
+        *self.lifecycle.lock() = state;
     }
 
     /// Queues a reply; it counts against the reply budget until written.
@@ -345,8 +339,10 @@ impl Session {
         let generation = self
             .next_subscription
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let replaced =
-            lock(&self.subscriptions).insert(task_id.to_owned(), (generation, token.clone()));
+        let replaced = self
+            .subscriptions
+            .lock()
+            .insert(task_id.to_owned(), (generation, token.clone()));
         if let Some((_, old)) = replaced {
             old.cancel();
         }
@@ -354,7 +350,7 @@ impl Session {
         let task_id = task_id.to_owned();
         self.life.forwarders.spawn(async move {
             forward(Arc::clone(&session), feed, token).await;
-            let mut subs = lock(&session.subscriptions);
+            let mut subs = session.subscriptions.lock();
             if subs.get(&task_id).is_some_and(|(g, _)| *g == generation) {
                 subs.remove(&task_id);
             }
@@ -363,7 +359,7 @@ impl Session {
 
     /// Stops following a task; returns whether it was followed.
     pub fn unsubscribe(&self, task_id: &str) -> bool {
-        match lock(&self.subscriptions).remove(task_id) {
+        match self.subscriptions.lock().remove(task_id) {
             Some((_, token)) => {
                 token.cancel();
                 true
@@ -375,13 +371,13 @@ impl Session {
     /// Registers an in-flight request so that `$/cancelRequest` can end it.
     fn track_request(&self, id: &Id) -> CancellationToken {
         let token = self.life.call_token();
-        lock(&self.inflight).insert(id.clone(), token.clone());
+        self.inflight.lock().insert(id.clone(), token.clone());
         token
     }
 
     /// Cancels an in-flight request (`$/cancelRequest`).
     pub fn cancel_request(&self, id: &Id) -> bool {
-        match lock(&self.inflight).get(id) {
+        match self.inflight.lock().get(id) {
             Some(token) => {
                 token.cancel();
                 true
@@ -646,7 +642,7 @@ async fn dispatch_batch(host: &Arc<HostCore>, session: &Arc<Session>, messages: 
                 Message::Request(r) => {
                     let expected = host.reply_sizes().get(&r.method).unwrap_or(0);
                     if kept > 0 && kept + expected > limit {
-                        lock(&session.inflight).remove(&r.id);
+                        session.inflight.lock().remove(&r.id);
                         let error = batch_over_budget(limit);
                         (Some(encode_error(Some(&r.id), &error)), Vec::new())
                     } else {
@@ -728,7 +724,7 @@ async fn execute_cancellable(
         out = run => out,
         _ = token.cancelled() => (Some(encode_error(Some(&id), &RpcError::cancelled())), Vec::new()),
     };
-    lock(&session.inflight).remove(&id);
+    session.inflight.lock().remove(&id);
     out
 }
 

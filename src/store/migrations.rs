@@ -110,7 +110,7 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX tasks_by_finished ON tasks(finished_at) WHERE finished_at IS NOT NULL;
     "#,
     // 6: how a chunk's data is stored: 0 as written, 1 LZ4-compressed (see
-    // `tasks::stored`). Older rows are all 0.
+    // `execution::stored`). Older rows are all 0.
     r#"
     ALTER TABLE log_chunks ADD COLUMN codec INTEGER NOT NULL DEFAULT 0;
     "#,

@@ -13,10 +13,11 @@
 
 pub mod migrations;
 
+use parking_lot::Mutex;
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -65,6 +66,10 @@ pub enum StoreError {
     TooNew { found: i64, known: i64 },
     #[error("the store is closed (the host is shutting down)")]
     Closed,
+    /// A read through another module failed for a reason of that module's
+    /// (the store itself is fine): what was read, and why.
+    #[error("cannot read {what}: {message}")]
+    Read { what: &'static str, message: String },
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -149,7 +154,7 @@ impl Store {
     }
 
     fn sender(&self) -> Result<mpsc::Sender<Job>, StoreError> {
-        lock(&self.inner.jobs).clone().ok_or(StoreError::Closed)
+        self.inner.jobs.lock().clone().ok_or(StoreError::Closed)
     }
 
     /// Queues a job; `on_commit` is told when its transaction commits or fails.
@@ -198,7 +203,7 @@ impl Store {
         let (done_tx, done_rx) = oneshot::channel();
         let apply: Apply = Box::new(move |conn| {
             let value = f(conn)?;
-            *lock(&out) = Some(value);
+            *out.lock() = Some(value);
             Ok(())
         });
         let on_commit: OnCommit = Box::new(move |result| {
@@ -206,7 +211,7 @@ impl Store {
         });
         self.submit(apply, on_commit).await?;
         done_rx.await.map_err(|_| StoreError::Closed)??;
-        lock(&slot).take().ok_or(StoreError::Closed)
+        slot.lock().take().ok_or(StoreError::Closed)
     }
 
     /// Runs `f` on a read connection on the blocking pool.
@@ -226,12 +231,12 @@ impl Store {
     where
         F: FnOnce(&Connection) -> rusqlite::Result<T>,
     {
-        let conn = match lock(&self.inner.readers).pop() {
+        let conn = match self.inner.readers.lock().pop() {
             Some(conn) => conn,
             None => self.open_reader()?,
         };
         let result = f(&conn).map_err(StoreError::from);
-        let mut idle = lock(&self.inner.readers);
+        let mut idle = self.inner.readers.lock();
         if idle.len() < MAX_IDLE_READERS {
             idle.push(conn);
         }
@@ -278,11 +283,11 @@ impl Store {
 
     /// Stops the writer after it has committed everything queued.
     pub fn close(&self) {
-        lock(&self.inner.jobs).take();
-        if let Some(writer) = lock(&self.inner.writer).take() {
+        self.inner.jobs.lock().take();
+        if let Some(writer) = self.inner.writer.lock().take() {
             let _ = writer.join();
         }
-        lock(&self.inner.readers).clear();
+        self.inner.readers.lock().clear();
     }
 }
 
@@ -321,12 +326,6 @@ fn plan_once(conn: &Connection) -> rusqlite::Result<()> {
         true,
     )?;
     Ok(())
-}
-
-/// Locks a mutex, recovering the data if a panicking thread poisoned it: every
-/// critical section in the store leaves its data consistent.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>, checkpointer: Checkpointer) {
@@ -375,7 +374,7 @@ fn take_waiting(rx: &mut mpsc::Receiver<Job>, batch: &mut Vec<Job>) -> bool {
 
 /// Copies the WAL into the database in the background.
 struct Checkpointer {
-    shared: Arc<(Mutex<CheckpointState>, std::sync::Condvar)>,
+    shared: Arc<(Mutex<CheckpointState>, parking_lot::Condvar)>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -421,7 +420,7 @@ impl Checkpointer {
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
         let shared = Arc::new((
             Mutex::new(CheckpointState::default()),
-            std::sync::Condvar::new(),
+            parking_lot::Condvar::new(),
         ));
         let state = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
@@ -437,14 +436,14 @@ impl Checkpointer {
     /// Tells the checkpointer that the WAL grew; `urgent` when it is large.
     fn poke(&self, urgent: bool) {
         let (state, wake) = &*self.shared;
-        if lock(state).mark_grown(urgent) {
+        if state.lock().mark_grown(urgent) {
             wake.notify_one();
         }
     }
 
     fn stop(mut self) {
         let (state, wake) = &*self.shared;
-        lock(state).stop = true;
+        state.lock().stop = true;
         wake.notify_one();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
@@ -452,22 +451,19 @@ impl Checkpointer {
     }
 }
 
-fn checkpoint_loop(conn: Connection, shared: &(Mutex<CheckpointState>, std::sync::Condvar)) {
+fn checkpoint_loop(conn: Connection, shared: &(Mutex<CheckpointState>, parking_lot::Condvar)) {
     let (state, wake) = shared;
     let page_size: i64 = conn
         .pragma_query_value(None, "page_size", |r| r.get(0))
         .unwrap_or(PAGE_SIZE);
     loop {
         {
-            let mut s = lock(state);
+            let mut s = state.lock();
             while !s.dirty && !s.stop {
-                s = wake.wait(s).unwrap_or_else(|p| p.into_inner());
+                wake.wait(&mut s);
             }
             if !s.urgent && !s.stop {
-                s = wake
-                    .wait_timeout_while(s, QUIET, |s| !s.urgent && !s.stop)
-                    .map(|(s, _)| s)
-                    .unwrap_or_else(|p| p.into_inner().0);
+                wake.wait_while_for(&mut s, |s| !s.urgent && !s.stop, QUIET);
             }
             if s.stop {
                 return;
@@ -489,7 +485,7 @@ fn checkpoint_loop(conn: Connection, shared: &(Mutex<CheckpointState>, std::sync
         } else if copied < frames {
             // Commits came in while copying: go again (this thread is the
             // one a wake-up would be for, so none is sent).
-            lock(state).mark_grown(frames * page_size >= CHECKPOINT_AT);
+            state.lock().mark_grown(frames * page_size >= CHECKPOINT_AT);
         }
     }
 }

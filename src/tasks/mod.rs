@@ -1,28 +1,31 @@
 //! Tasks: starting, queueing, cancelling and looking up tasks, and following
 //! their output. The built-in runner does the running.
 
-pub mod chunk;
-pub mod live;
-pub mod reaper;
-pub mod records;
 pub mod runner;
-pub mod sink;
-pub mod stored;
 pub mod tree;
 
+// What a running task is lives in `crate::execution`; these paths stay for callers.
+pub use crate::execution::{chunk, reaper};
+
+use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Principal;
 use crate::clock;
 use crate::config::TasksConfig;
+use crate::execution::chunk::log_chunk;
+use crate::execution::reaper::Reaper;
+use crate::execution::records::{self, NewTask};
+pub use crate::execution::{Audience, Feed, FeedItem, FeedStart, TaskLive};
+use crate::execution::{Outcome, Sink, StatusChange};
 use crate::ids;
 use crate::permissions::{self, AskOutcome, Check, Permissions};
 use crate::protocol::{
@@ -32,11 +35,7 @@ use crate::protocol::{
 use crate::runtime::opencode::OpenCode;
 use crate::runtime::opencode::task::{PromptContext, PromptJob};
 use crate::store::{Store, StoreError};
-use chunk::log_chunk;
-pub use live::{Audience, Feed, FeedItem, FeedStart, TaskLive};
-use reaper::Reaper;
-use records::{NewTask, StatusChange};
-use runner::{Controls, Job, Outcome, Program};
+use runner::{Controls, Job, Program};
 use tree::ProcessTrees;
 
 /// What a task does.
@@ -44,7 +43,6 @@ enum Work {
     Command(Job),
     Prompt(PromptJob),
 }
-use sink::Sink;
 
 /// The longest `timeoutS` (and `[tasks] default_timeout_s`) accepted: a year.
 pub const MAX_TIMEOUT_S: u64 = 365 * 24 * 3600;
@@ -168,12 +166,7 @@ impl TaskManager {
     }
 
     fn active(&self, task_id: &str) -> Option<Arc<TaskLive>> {
-        self.inner
-            .active
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(task_id)
-            .cloned()
+        self.inner.active.lock().get(task_id).cloned()
     }
 
     /// Starts a task (or returns the one already started with the same idempotency key).
@@ -280,7 +273,6 @@ impl TaskManager {
         self.inner
             .active
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
             .insert(task_id.clone(), Arc::clone(&live));
         drop(creating);
         let inner = Arc::clone(&self.inner);
@@ -738,7 +730,7 @@ async fn gate(inner: &Inner, live: &Arc<TaskLive>, sink: &mut Sink, job: &Job) -
     let ask = permissions::builtin_ask(&live.task_id, &line, &job.cwd, &findings);
     match inner
         .permissions
-        .ask(live, ask, &live.cancel, &inner.shutdown)
+        .ask(live.as_ref(), ask, &live.cancel, &inner.shutdown)
         .await
     {
         Ok(AskOutcome::Allowed { .. }) => {
@@ -772,38 +764,29 @@ async fn gate(inner: &Inner, live: &Arc<TaskLive>, sink: &mut Sink, job: &Job) -
     }
 }
 
+/// Runs a task from `queued` to its final status, whatever its runtime.
 async fn drive(inner: Arc<Inner>, live: Arc<TaskLive>, work: Work) {
     let mut sink = Sink::new(inner.store.clone(), Arc::clone(&live));
-    let job = match work {
-        Work::Command(job) => job,
-        Work::Prompt(job) => {
-            // OpenCode asks for permission per action, so there is no gate before it.
-            let ctx = PromptContext {
-                opencode: &inner.opencode,
-                permissions: &inner.permissions,
-                live: &live,
-                shutdown: &inner.shutdown,
-            };
-            let outcome = crate::runtime::opencode::task::run(job, &mut sink, ctx).await;
-            let committed = sink.status(outcome.status, outcome.change).await;
-            let _ = committed.await;
-            retire(&inner, &live);
-            return;
-        }
-    };
-    if let Some(outcome) = gate(&inner, &live, &mut sink, &job).await {
-        let committed = sink.status(outcome.status, outcome.change).await;
-        let _ = committed.await;
-        retire(&inner, &live);
-        return;
+    let outcome = execute(&inner, &live, &mut sink, work).await;
+    let committed = sink.status(outcome.status, outcome.change).await;
+    let _ = committed.await;
+    retire(&inner, &live);
+}
+
+/// The one path every task takes: the policy gate (built-in commands only:
+/// OpenCode asks per action, while it runs), then a slot, then its runtime.
+async fn execute(inner: &Inner, live: &Arc<TaskLive>, sink: &mut Sink, work: Work) -> Outcome {
+    if let Work::Command(job) = &work
+        && let Some(outcome) = gate(inner, live, sink, job).await
+    {
+        return outcome;
     }
-    let permit = tokio::select! {
-        permit = Arc::clone(&inner.slots).acquire_owned() => permit.ok(),
-        _ = live.cancel.cancelled() => None,
-        _ = inner.shutdown.cancelled() => None,
+    let _slot = match admit(inner, live).await {
+        Ok(slot) => slot,
+        Err(outcome) => return outcome,
     };
-    let outcome = match permit {
-        Some(_permit) => {
+    match work {
+        Work::Command(job) => {
             let controls = Controls {
                 cancel: &live.cancel,
                 shutdown: &inner.shutdown,
@@ -811,30 +794,39 @@ async fn drive(inner: Arc<Inner>, live: Arc<TaskLive>, work: Work) {
                 trees: &inner.trees,
                 kill_grace: Duration::from_millis(inner.config.kill_grace_ms),
             };
-            runner::run(job, &mut sink, controls).await
+            runner::run(job, sink, controls).await
         }
-        None => {
-            let (status, error) = if live.cancel.is_cancelled() {
-                (TaskStatus::Cancelled, "cancelled before it started")
-            } else {
-                (
-                    TaskStatus::Interrupted,
-                    "the host shut down before the task started",
-                )
+        Work::Prompt(job) => {
+            let ctx = PromptContext {
+                opencode: &inner.opencode,
+                permissions: &inner.permissions,
+                live,
+                shutdown: &inner.shutdown,
             };
-            Outcome {
-                status,
-                change: StatusChange {
-                    error: Some(error.to_owned()),
-                    finished_at: Some(clock::now_ms()),
-                    ..StatusChange::default()
-                },
-            }
+            crate::runtime::opencode::task::run(job, sink, ctx).await
         }
+    }
+}
+
+/// Admission, the same for every runtime: a task starts once one of the
+/// `max_concurrent` slots is free and stays `queued` until then. The slot is
+/// held until the task ends; a task cancelled (or a host stopping) while it
+/// waits ends without starting.
+async fn admit(inner: &Inner, live: &TaskLive) -> Result<OwnedSemaphorePermit, Outcome> {
+    let shut_down = || {
+        Outcome::ended(
+            TaskStatus::Interrupted,
+            "the host shut down before the task started",
+        )
     };
-    let committed = sink.status(outcome.status, outcome.change).await;
-    let _ = committed.await;
-    retire(&inner, &live);
+    tokio::select! {
+        // The semaphore is never closed; were it, the host would be stopping.
+        permit = Arc::clone(&inner.slots).acquire_owned() => permit.map_err(|_| shut_down()),
+        _ = live.cancel.cancelled() => {
+            Err(Outcome::ended(TaskStatus::Cancelled, "cancelled before it started"))
+        }
+        _ = inner.shutdown.cancelled() => Err(shut_down()),
+    }
 }
 
 /// A task has ended: it leaves the active set. When it was the last one, the
@@ -842,7 +834,7 @@ async fn drive(inner: Arc<Inner>, live: Arc<TaskLive>, work: Work) {
 /// keeps freed memory while output streams; see `crate::alloc`).
 fn retire(inner: &Inner, live: &TaskLive) {
     let idle = {
-        let mut active = inner.active.lock().unwrap_or_else(|p| p.into_inner());
+        let mut active = inner.active.lock();
         active.remove(&live.task_id);
         active.is_empty()
     };

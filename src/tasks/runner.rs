@@ -23,12 +23,11 @@ use tokio::process::Command;
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
-use super::chunk::{MAX_CHUNK, complete_prefix_len, split_chunks};
-use super::reaper::Reaper;
-use super::records::StatusChange;
-use super::sink::Sink;
 use super::tree::{ProcessTrees, TaskTree};
 use crate::clock;
+use crate::execution::chunk::{MAX_CHUNK, complete_prefix_len, split_chunks};
+use crate::execution::reaper::Reaper;
+use crate::execution::{Outcome, Sink, StatusChange};
 use crate::protocol::{LogStream, TaskStatus};
 
 /// How long to keep reading output after the main process exited and the
@@ -83,42 +82,108 @@ pub struct Controls<'a> {
     pub kill_grace: Duration,
 }
 
-/// How a task ended.
-pub struct Outcome {
-    pub status: TaskStatus,
-    pub change: StatusChange,
-}
-
-impl Outcome {
-    /// A task that ended without running (or running further), for `error`.
-    pub fn ended(status: TaskStatus, error: impl Into<String>) -> Outcome {
-        Outcome {
-            status,
-            change: StatusChange {
-                error: Some(error.into()),
-                finished_at: Some(clock::now_ms()),
-                ..StatusChange::default()
-            },
-        }
-    }
-
-    pub fn failed(error: String) -> Outcome {
-        Outcome {
-            status: TaskStatus::Failed,
-            change: StatusChange {
-                error: Some(error),
-                ..StatusChange::default()
-            },
-        }
-    }
-}
-
 #[derive(Clone, Copy)]
 enum Stop {
     Cancelled,
     TimedOut(Duration),
     Shutdown,
     StoreFailed,
+}
+
+/// What woke a running task's loop.
+enum Wake {
+    /// A read from one of its pipes (0 bytes or an error: the pipe closed).
+    Read(LogStream, std::io::Result<usize>),
+    /// The main process exited.
+    Exited,
+    Stop(Stop),
+    Timer(Timer),
+}
+
+/// The timers of a running task.
+#[derive(Clone, Copy)]
+enum Timer {
+    /// Its timeout.
+    Deadline,
+    /// The grace after SIGTERM is over: SIGKILL.
+    Kill,
+    /// Output after the main process exited has been read long enough.
+    DrainEnd,
+}
+
+/// Where a running task is: which pipes are open, whether the main process
+/// has exited, why it is being stopped, and the timers that follow from that.
+struct Watch {
+    out_open: bool,
+    err_open: bool,
+    exited: bool,
+    stop: Option<Stop>,
+    deadline: Option<Instant>,
+    /// When to follow SIGTERM with SIGKILL.
+    kill_at: Option<Instant>,
+    /// After the main process exited: until when its pipes are still read.
+    drain_until: Option<Instant>,
+}
+
+impl Watch {
+    fn new(timeout: Option<Duration>) -> Watch {
+        Watch {
+            out_open: true,
+            err_open: true,
+            exited: false,
+            stop: None,
+            deadline: timeout.map(|t| Instant::now() + t),
+            kill_at: None,
+            drain_until: None,
+        }
+    }
+
+    /// The main process has exited and both pipes are closed.
+    fn done(&self) -> bool {
+        self.exited && !self.out_open && !self.err_open
+    }
+
+    /// The timer due first, of those that still matter: the timeout until
+    /// the task is being stopped, SIGKILL until the main process exited, and
+    /// the end of reading after it.
+    fn next_timer(&self) -> Option<(Instant, Timer)> {
+        let deadline = self
+            .deadline
+            .filter(|_| self.stop.is_none())
+            .map(|at| (at, Timer::Deadline));
+        let kill = self
+            .kill_at
+            .filter(|_| !self.exited)
+            .map(|at| (at, Timer::Kill));
+        let drain = self.drain_until.map(|at| (at, Timer::DrainEnd));
+        [deadline, kill, drain]
+            .into_iter()
+            .flatten()
+            .min_by_key(|(at, _)| *at)
+    }
+
+    /// The main process exited: the rest of its tree is killed (its pid and
+    /// group id are still ours while it is a zombie), and its pipes are read
+    /// a little longer.
+    fn main_exited(&mut self, tree: &mut TaskTree) {
+        self.exited = true;
+        tree.kill();
+        self.drain_until = Some(Instant::now() + DRAIN_AFTER_EXIT);
+    }
+
+    /// Starts stopping the task for `why` (the first reason counts): SIGTERM
+    /// now, SIGKILL after the grace (at most 2 s when the host shuts down).
+    fn stop(&mut self, why: Stop, tree: &mut TaskTree, grace: Duration) {
+        if self.stop.is_some() {
+            return;
+        }
+        let grace = match why {
+            Stop::Shutdown => grace.min(Duration::from_secs(2)),
+            _ => grace,
+        };
+        self.stop = Some(why);
+        self.kill_at = Some(terminate(tree, grace));
+    }
 }
 
 /// The pipe size asked for a task's output, so that a fast writer is not
@@ -230,13 +295,7 @@ pub async fn run(job: Job, sink: &mut Sink, controls: Controls<'_>) -> Outcome {
     };
     let pgid = pid as i32;
     tree.started(pgid);
-    controls.reaper.watch(pgid);
-    if let Some(cgroup) = tree.cgroup() {
-        controls.reaper.watch_cgroup(cgroup);
-    }
-    if let Some(marker) = tree.marker() {
-        controls.reaper.watch_marker(marker);
-    }
+    guard(controls.reaper, &tree, pgid);
     for fd in [stdout.as_fd(), stderr.as_fd()] {
         // Best effort: a smaller pipe only costs throughput.
         let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
@@ -253,58 +312,59 @@ pub async fn run(job: Job, sink: &mut Sink, controls: Controls<'_>) -> Outcome {
 
     let mut out = PipeBuffer::new(LogStream::Stdout);
     let mut err = PipeBuffer::new(LogStream::Stderr);
-    let (mut out_open, mut err_open) = (true, true);
     let exited = tokio::task::spawn_blocking(move || wait_exit_without_reaping(pid));
     tokio::pin!(exited);
-    let mut has_exited = false;
+    let mut state = Watch::new(job.timeout);
     let never = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
-    let deadline = job.timeout.map(|t| Instant::now() + t);
-    let mut stop: Option<Stop> = None;
-    let mut kill_at: Option<Instant> = None;
-    let mut drain_until: Option<Instant> = None;
-
-    while !(has_exited && !out_open && !err_open) {
-        let mut write: Option<(LogStream, Bytes)> = None;
-        tokio::select! {
-            r = out.fill(&mut stdout), if out_open => match r {
-                Ok(n) if n > 0 => write = Some((out.stream, out.take())),
-                _ => { out_open = false; write = Some((out.stream, out.rest())); }
-            },
-            r = err.fill(&mut stderr), if err_open => match r {
-                Ok(n) if n > 0 => write = Some((err.stream, err.take())),
-                _ => { err_open = false; write = Some((err.stream, err.rest())); }
-            },
-            _ = &mut exited, if !has_exited => {
-                has_exited = true;
-                // The leader is a zombie until we reap it, so its pid and group id are still ours.
-                tree.kill();
-                drain_until = Some(Instant::now() + DRAIN_AFTER_EXIT);
-            },
-            _ = controls.cancel.cancelled(), if stop.is_none() => {
-                stop = Some(Stop::Cancelled);
-                kill_at = Some(terminate(&mut tree, controls.kill_grace));
-            },
-            _ = sleep_until(deadline.unwrap_or(never)), if stop.is_none() && deadline.is_some() => {
-                stop = Some(Stop::TimedOut(job.timeout.unwrap_or_default()));
-                kill_at = Some(terminate(&mut tree, controls.kill_grace));
-            },
-            _ = controls.shutdown.cancelled(), if stop.is_none() => {
-                stop = Some(Stop::Shutdown);
-                kill_at = Some(terminate(&mut tree, controls.kill_grace.min(Duration::from_secs(2))));
-            },
-            _ = sleep_until(kill_at.unwrap_or(never)), if kill_at.is_some() && !has_exited => {
-                tree.kill();
-                kill_at = None;
-            },
-            _ = sleep_until(drain_until.unwrap_or(never)), if drain_until.is_some() => break,
-        }
-        if let Some((stream, data)) = write {
-            for chunk in split_chunks(data) {
-                let saved = sink.chunk(stream, chunk).await;
-                if stop.is_none() && (saved.is_err() || sink.live().store_error().is_some()) {
-                    stop = Some(Stop::StoreFailed);
-                    kill_at = Some(terminate(&mut tree, controls.kill_grace));
+    while !state.done() {
+        let timer = state.next_timer();
+        let (timer_at, timer_kind) = timer.unwrap_or((never, Timer::Deadline));
+        let wake = tokio::select! {
+            r = out.fill(&mut stdout), if state.out_open => Wake::Read(LogStream::Stdout, r),
+            r = err.fill(&mut stderr), if state.err_open => Wake::Read(LogStream::Stderr, r),
+            _ = &mut exited, if !state.exited => Wake::Exited,
+            _ = controls.cancel.cancelled(), if state.stop.is_none() => Wake::Stop(Stop::Cancelled),
+            _ = controls.shutdown.cancelled(), if state.stop.is_none() => Wake::Stop(Stop::Shutdown),
+            _ = sleep_until(timer_at), if timer.is_some() => Wake::Timer(timer_kind),
+        };
+        let (stream, data) = match wake {
+            Wake::Read(stream, read) => {
+                let (pipe, open) = match stream {
+                    LogStream::Stderr => (&mut err, &mut state.err_open),
+                    _ => (&mut out, &mut state.out_open),
+                };
+                match read {
+                    Ok(n) if n > 0 => (pipe.stream, pipe.take()),
+                    _ => {
+                        *open = false;
+                        (pipe.stream, pipe.rest())
+                    }
                 }
+            }
+            Wake::Exited => {
+                state.main_exited(&mut tree);
+                continue;
+            }
+            Wake::Stop(why) => {
+                state.stop(why, &mut tree, controls.kill_grace);
+                continue;
+            }
+            Wake::Timer(Timer::Deadline) => {
+                let after = job.timeout.unwrap_or_default();
+                state.stop(Stop::TimedOut(after), &mut tree, controls.kill_grace);
+                continue;
+            }
+            Wake::Timer(Timer::Kill) => {
+                tree.kill();
+                state.kill_at = None;
+                continue;
+            }
+            Wake::Timer(Timer::DrainEnd) => break,
+        };
+        for chunk in split_chunks(data) {
+            let saved = sink.chunk(stream, chunk).await;
+            if saved.is_err() || sink.live().store_error().is_some() {
+                state.stop(Stop::StoreFailed, &mut tree, controls.kill_grace);
             }
         }
     }
@@ -313,15 +373,41 @@ pub async fn run(job: Job, sink: &mut Sink, controls: Controls<'_>) -> Outcome {
     // now, before the leader is reaped and its pid can be reused.
     tree.finish(KILL_WAIT).await;
     let status = child.wait().await;
-    controls.reaper.forget(pgid);
+    unguard(controls.reaper, &tree, pgid);
+    tree.release();
+    let store_error = sink.live().store_error();
+    ending(state.stop, status, store_error)
+}
+
+/// The crash guard ends the task's processes should the host die.
+fn guard(reaper: &Reaper, tree: &TaskTree, pgid: i32) {
+    reaper.watch(pgid);
     if let Some(cgroup) = tree.cgroup() {
-        controls.reaper.forget_cgroup(cgroup);
+        reaper.watch_cgroup(cgroup);
     }
     if let Some(marker) = tree.marker() {
-        controls.reaper.forget_marker(marker);
+        reaper.watch_marker(marker);
     }
-    tree.release();
+}
 
+/// The task's processes are gone: the crash guard forgets them.
+fn unguard(reaper: &Reaper, tree: &TaskTree, pgid: i32) {
+    reaper.forget(pgid);
+    if let Some(cgroup) = tree.cgroup() {
+        reaper.forget_cgroup(cgroup);
+    }
+    if let Some(marker) = tree.marker() {
+        reaper.forget_marker(marker);
+    }
+}
+
+/// How a task ended: why it was stopped, if it was, else how its main
+/// process exited.
+fn ending(
+    stop: Option<Stop>,
+    status: std::io::Result<std::process::ExitStatus>,
+    store_error: Option<crate::store::StoreError>,
+) -> Outcome {
     let (exit_code, signal) = match &status {
         Ok(status) => (status.code(), status.signal().map(signal_name)),
         Err(_) => (None, None),
@@ -343,9 +429,7 @@ pub async fn run(job: Job, sink: &mut Sink, controls: Controls<'_>) -> Outcome {
             TaskStatus::Failed,
             Some(format!(
                 "the host could not save the task's output ({}); check free disk space in the data dir",
-                sink.live()
-                    .store_error()
-                    .map_or_else(|| "store closed".to_owned(), |e| e.to_string())
+                store_error.map_or_else(|| "store closed".to_owned(), |e| e.to_string())
             )),
         ),
         None => match (exit_code, &signal) {

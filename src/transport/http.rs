@@ -4,9 +4,10 @@
 //! of its own names (DNS rebinding), `/rpc` must come from one of its own
 //! origins (cross-site pages), and every response carries a strict CSP.
 
+use parking_lot::RwLock;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -73,8 +74,7 @@ impl OwnNames {
 
     /// Replaces the names taken from the configured certificate.
     pub fn set_certificate_names(&self, names: Vec<String>) {
-        *self.certificate.write().unwrap_or_else(|p| p.into_inner()) =
-            names.iter().map(|n| normalize(n)).collect();
+        *self.certificate.write() = names.iter().map(|n| normalize(n)).collect();
     }
 
     /// Whether `authority` (a `Host` header: `name:port`, `[v6]:port`, or a
@@ -95,7 +95,6 @@ impl OwnNames {
             || self
                 .certificate
                 .read()
-                .unwrap_or_else(|p| p.into_inner())
                 .iter()
                 .any(|n| *n == host || wildcard_matches(n, &host))
     }
@@ -178,7 +177,7 @@ struct Connection {
     connections: TaskTracker,
     /// The TCP connection's place in the connection budget: handed to the
     /// WebSocket when the connection upgrades.
-    admission: std::sync::Mutex<Option<Admission>>,
+    admission: parking_lot::Mutex<Option<Admission>>,
 }
 
 /// Serves HTTP/1.1 on an accepted TLS stream until the client leaves, the
@@ -203,7 +202,7 @@ pub async fn serve<S>(
         peer,
         local,
         connections,
-        admission: std::sync::Mutex::new(Some(admission)),
+        admission: parking_lot::Mutex::new(Some(admission)),
     });
     let service = hyper::service::service_fn(move |req| {
         let conn = Arc::clone(&conn);
@@ -309,11 +308,7 @@ impl Connection {
             );
             return reply;
         };
-        let admission = self
-            .admission
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
+        let admission = self.admission.lock().take();
         let Some(admission) = admission else {
             return plain(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -5,7 +5,8 @@
 //! No early data and no session tickets (a resumed session would be a second
 //! session to reason about). The host's server configuration is the host's.
 
-use std::sync::{Arc, Mutex};
+use parking_lot::Mutex;
+use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
@@ -72,7 +73,7 @@ impl PinnedCert {
 
     /// The fingerprint the host presented.
     pub fn seen(&self) -> Option<String> {
-        self.seen.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.seen.lock().clone()
     }
 }
 
@@ -86,7 +87,7 @@ impl ServerCertVerifier for PinnedCert {
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         let got = fingerprint(end_entity);
-        *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(got.clone());
+        *self.seen.lock() = Some(got.clone());
         match &self.expected {
             Some(expected) if *expected != got => Err(rustls::Error::General(format!(
                 "certificate fingerprint {got} does not match the pinned {expected}"

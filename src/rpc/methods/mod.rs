@@ -9,7 +9,8 @@ mod pairing;
 mod permissions;
 mod tasks;
 
-use std::sync::{Arc, Mutex};
+use parking_lot::Mutex;
+use std::sync::Arc;
 
 use super::table::{Access, MethodTable};
 use crate::auth::Scope;
@@ -53,8 +54,8 @@ impl CallContext {
         std::mem::take(&mut *self.lock())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, AfterReply> {
-        self.after_reply.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, AfterReply> {
+        self.after_reply.lock()
     }
 }
 

@@ -14,10 +14,11 @@ pub mod rules;
 mod sse;
 pub mod task;
 
+use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -28,7 +29,7 @@ use serde_json::Value;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::tasks::reaper::Reaper;
+use crate::execution::reaper::Reaper;
 pub use api::{ApiClient, ApiError, Operation, Operations};
 
 /// Whether to run OpenCode.
@@ -181,7 +182,7 @@ impl Route {
     }
 
     fn lose(&self, reason: &str) {
-        lock(&self.lost).get_or_insert_with(|| reason.to_owned());
+        self.lost.lock().get_or_insert_with(|| reason.to_owned());
         self.wake.notify_one();
     }
 }
@@ -208,10 +209,6 @@ pub struct OpenCode {
     state: watch::Sender<RuntimeState>,
     routes: Mutex<HashMap<String, Arc<Route>>>,
     reaper: Arc<Reaper>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Where OpenCode would come from, as config.toml and PATH say.
@@ -380,7 +377,7 @@ impl OpenCode {
             wake: Notify::new(),
             sessions: Mutex::new(vec![session_id.to_owned()]),
         });
-        let mut routes = lock(&self.routes);
+        let mut routes = self.routes.lock();
         if routes.contains_key(session_id) {
             return Err(SessionInUse(session_id.to_owned()));
         }
@@ -393,7 +390,7 @@ impl OpenCode {
     }
 
     fn deliver(&self, session_id: &str, event: Value) {
-        let route = lock(&self.routes).get(session_id).cloned();
+        let route = self.routes.lock().get(session_id).cloned();
         if let Some(route) = route {
             route.deliver(event);
         }
@@ -402,18 +399,18 @@ impl OpenCode {
     /// A sub-agent session started from a routed one joins its route, so
     /// that its events and permission asks reach the same task.
     fn adopt(&self, child: &str, parent: &str) {
-        let mut routes = lock(&self.routes);
+        let mut routes = self.routes.lock();
         if routes.contains_key(child) {
             return;
         }
         if let Some(route) = routes.get(parent).cloned() {
-            lock(&route.sessions).push(child.to_owned());
+            route.sessions.lock().push(child.to_owned());
             routes.insert(child.to_owned(), route);
         }
     }
 
     fn routes(&self) -> Vec<Arc<Route>> {
-        let mut all: Vec<Arc<Route>> = lock(&self.routes).values().cloned().collect();
+        let mut all: Vec<Arc<Route>> = self.routes.lock().values().cloned().collect();
         all.sort_by_key(|r| Arc::as_ptr(r) as usize);
         all.dedup_by_key(|r| Arc::as_ptr(r) as usize);
         all
@@ -676,12 +673,23 @@ impl OpenCode {
                 };
                 let Some(Ok(bytes)) = chunk else { break };
                 failures = 0;
-                for data in parser.feed(&bytes) {
-                    self.dispatch(&data);
+                match parser.feed(&bytes) {
+                    Ok(events) => {
+                        for event in events {
+                            self.dispatch(&event.data);
+                        }
+                    }
+                    Err(e) => {
+                        // Read again from a fresh connection (the routes resync).
+                        tracing::warn!(error = %e, "OpenCode's event stream cannot be read further; reconnecting");
+                        break;
+                    }
                 }
             }
             tracing::debug!("OpenCode's event stream ended; reconnecting");
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            // As the stream asked (`retry`), within reason.
+            let pause = parser.retry().unwrap_or(Duration::from_millis(100));
+            tokio::time::sleep(pause.min(Duration::from_secs(5))).await;
         }
     }
 
@@ -737,7 +745,7 @@ impl SessionEvents {
     /// a resync when some were missed; OpenCode stopping comes before all.
     pub async fn next(&mut self) -> Routed {
         loop {
-            if let Some(reason) = lock(&self.route.lost).take() {
+            if let Some(reason) = self.route.lost.lock().take() {
                 return Routed::Lost(reason);
             }
             if let Ok(event) = self.rx.try_recv() {
@@ -759,21 +767,21 @@ impl SessionEvents {
     /// (another prompt's events, a stop of an earlier OpenCode) is no
     /// concern of the task.
     pub fn begin(&mut self) {
-        lock(&self.route.lost).take();
+        self.route.lost.lock().take();
         self.route.missed.store(false, Ordering::SeqCst);
         while self.rx.try_recv().is_ok() {}
     }
 
     /// The sessions routed here: the task's own first, then its sub-agents'.
     pub fn sessions(&self) -> Vec<String> {
-        lock(&self.route.sessions).clone()
+        self.route.sessions.lock().clone()
     }
 }
 
 impl Drop for SessionEvents {
     fn drop(&mut self) {
-        let sessions = std::mem::take(&mut *lock(&self.route.sessions));
-        let mut routes = lock(&self.owner.routes);
+        let sessions = std::mem::take(&mut *self.route.sessions.lock());
+        let mut routes = self.owner.routes.lock();
         for session in sessions {
             if routes
                 .get(&session)
@@ -908,6 +916,6 @@ mod tests {
             opencode.route("ses_a").is_ok(),
             "free again once the task ends"
         );
-        assert!(lock(&opencode.routes).get("ses_child").is_none());
+        assert!(opencode.routes.lock().get("ses_child").is_none());
     }
 }

@@ -24,15 +24,12 @@ use tokio_util::sync::CancellationToken;
 use super::rules::{self, Rule};
 use super::{ApiClient, OpenCode, Routed, SessionEvents};
 use crate::clock;
+use crate::execution::{Outcome, Sink, StatusChange, TaskLive};
 use crate::permissions::{
     AskOutcome, OpencodeAsk, OpencodeCheck, OpencodeVerdict, Permissions, opencode_ask,
 };
 use crate::protocol::{Decision, LogStream, TaskStatus};
 use crate::store::StoreError;
-use crate::tasks::TaskLive;
-use crate::tasks::records::StatusChange;
-use crate::tasks::runner::Outcome;
-use crate::tasks::sink::Sink;
 
 /// What to send to OpenCode.
 pub struct PromptJob {
@@ -760,7 +757,9 @@ impl Turn {
             ctx.shutdown.clone(),
         );
         Step::Ask(Box::pin(async move {
-            let outcome = permissions.ask(&live, ask, &live.cancel, &shutdown).await;
+            let outcome = permissions
+                .ask(live.as_ref(), ask, &live.cancel, &shutdown)
+                .await;
             (oc_request, outcome)
         }))
     }

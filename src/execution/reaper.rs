@@ -11,10 +11,10 @@
 //! script so that it needs nothing but `/bin/sh`, and it ignores the terminal's
 //! signals so that Ctrl-C on `serve` does not take it down first.
 
+use parking_lot::Mutex;
 use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::Mutex;
 
 const SCRIPT: &str = r#"
 trap '' HUP INT TERM QUIT
@@ -80,15 +80,11 @@ impl Reaper {
 
     /// Whether the reaper is running.
     pub fn is_running(&self) -> bool {
-        self.lock().is_some()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(Child, ChildStdin)>> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock().is_some()
     }
 
     fn send(&self, line: &str) {
-        let mut state = self.lock();
+        let mut state = self.state.lock();
         if let Some((_, stdin)) = state.as_mut()
             && let Err(e) = stdin.write_all(line.as_bytes())
         {
@@ -130,7 +126,7 @@ impl Reaper {
     /// Stops the reaper: closing its input makes it kill whatever is still
     /// registered (nothing, after a clean shutdown) and exit.
     pub fn stop(&self) {
-        if let Some((mut child, stdin)) = self.lock().take() {
+        if let Some((mut child, stdin)) = self.state.lock().take() {
             drop(stdin);
             let _ = child.wait();
         }

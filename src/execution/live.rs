@@ -6,8 +6,9 @@
 //! chunks stays in memory for subscribers that keep up; one that falls behind
 //! reads from the store instead, so a slow client never grows host memory.
 
+use parking_lot::Mutex;
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use tokio::sync::watch;
@@ -144,35 +145,31 @@ impl TaskLive {
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, LiveState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// The status as last committed.
     pub fn status(&self) -> TaskStatus {
-        self.lock().status
+        self.state.lock().status
     }
 
     /// The status and last committed seq, read together.
     pub fn snapshot(&self) -> (TaskStatus, u64) {
-        let s = self.lock();
+        let s = self.state.lock();
         (s.status, s.committed_seq)
     }
 
     /// The last committed seq.
     pub fn committed_seq(&self) -> u64 {
-        self.lock().committed_seq
+        self.state.lock().committed_seq
     }
 
     /// A store failure seen while saving output, if any.
     pub fn store_error(&self) -> Option<StoreError> {
-        self.lock().store_error.clone()
+        self.state.lock().store_error.clone()
     }
 
     /// Called by the store writer once a chunk is committed.
     pub(super) fn publish_chunk(&self, seq: u64, stream: LogStream, ts: i64, data: Bytes) {
         {
-            let mut s = self.lock();
+            let mut s = self.state.lock();
             s.committed_seq = s.committed_seq.max(seq);
             s.recent_bytes += data.len();
             s.recent.push_back(Arc::new(RecentChunk {
@@ -194,7 +191,7 @@ impl TaskLive {
     /// Called by the store writer once a status change is committed.
     pub(super) fn publish_transition(&self, update: &TaskUpdate) {
         {
-            let mut s = self.lock();
+            let mut s = self.state.lock();
             let after_seq = s.committed_seq;
             s.status = update.status;
             s.transitions.push(Transition {
@@ -212,9 +209,9 @@ impl TaskLive {
     }
 
     /// A permission request for this task, sent to its followers in order.
-    pub(crate) fn publish_permission_request(&self, request_id: &str, frame: Bytes) {
+    pub(super) fn publish_permission_request(&self, request_id: &str, frame: Bytes) {
         {
-            let mut s = self.lock();
+            let mut s = self.state.lock();
             let after_seq = s.committed_seq;
             s.pending_permissions
                 .push((request_id.to_owned(), frame.clone()));
@@ -229,14 +226,14 @@ impl TaskLive {
 
     /// A permission request was answered (or expired); `except` is the
     /// connection that answered.
-    pub(crate) fn publish_permission_resolved(
+    pub(super) fn publish_permission_resolved(
         &self,
         request_id: &str,
         frame: Bytes,
         except: Option<u64>,
     ) {
         {
-            let mut s = self.lock();
+            let mut s = self.state.lock();
             let after_seq = s.committed_seq;
             s.pending_permissions.retain(|(id, _)| id != request_id);
             s.transitions.push(Transition {
@@ -250,7 +247,7 @@ impl TaskLive {
 
     /// Called by the store writer when a write failed.
     pub(super) fn publish_store_error(&self, error: StoreError) {
-        self.lock().store_error.get_or_insert(error);
+        self.state.lock().store_error.get_or_insert(error);
         self.version.send_modify(|v| *v += 1);
     }
 
@@ -308,7 +305,7 @@ impl Feed {
     pub fn new(live: Arc<TaskLive>, store: Store, from_seq: Option<u64>) -> (Feed, FeedStart) {
         let rx = live.version.subscribe();
         let (start, next_transition, initial) = {
-            let s = live.lock();
+            let s = live.state.lock();
             let initial = s
                 .pending_permissions
                 .iter()
@@ -375,7 +372,7 @@ impl Feed {
     fn step(&mut self) -> Step {
         // Mark the version seen before looking, so a publish after this point wakes `changed`.
         self.rx.borrow_and_update();
-        let s = self.live.lock();
+        let s = self.live.state.lock();
         if let Some(t) = s.transitions.get(self.next_transition)
             && t.after_seq < self.next_seq
         {
@@ -476,8 +473,8 @@ struct Page {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tasks::records::{NewTask, insert_chunk, insert_task};
-    use crate::tasks::stored::Compressor;
+    use crate::execution::records::{NewTask, insert_chunk, insert_task};
+    use crate::execution::stored::Compressor;
 
     /// A finished task whose chunks were written at `ts`, each a page's worth
     /// of output, and a feed over it from the start.

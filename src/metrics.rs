@@ -29,6 +29,9 @@ pub const REFUSED: &str = "connections.refused";
 /// Milliseconds the host has run, across restarts.
 pub const UPTIME_MS: &str = "host.uptime_ms";
 
+/// An hour in milliseconds: the bucket of `metrics.series`.
+pub const HOUR_MS: i64 = 3_600_000;
+
 /// How far back the recent-failure window reaches.
 pub const RECENT_WINDOW: Duration = Duration::from_secs(15 * 60);
 /// The most failures of one kind remembered in the window, so that a flood costs bounded memory.
@@ -239,6 +242,30 @@ impl Metrics {
         self.active.load(Ordering::Relaxed)
     }
 
+    /// The stored counters hour by hour since `since` (ms, an hour's start):
+    /// `(hour, name, value)`. Increments not yet flushed count in the current hour.
+    pub async fn hourly(&self, since: i64) -> Result<Vec<(i64, String, u64)>, StoreError> {
+        let mut rows = self
+            .store
+            .read(move |c| {
+                let mut stmt = c.prepare_cached(
+                    "SELECT hour, name, value FROM counter_hours WHERE hour >= ?1",
+                )?;
+                let rows = stmt.query_map([since], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)? as u64))
+                })?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .await?;
+        let hour = crate::clock::now_ms() / HOUR_MS * HOUR_MS;
+        for (name, value) in self.lock().pending.iter() {
+            if *name != UPTIME_MS {
+                rows.push((hour, (*name).to_owned(), *value));
+            }
+        }
+        Ok(rows)
+    }
+
     /// Writes pending increments (and the time run since the last flush) to the store.
     pub async fn flush(&self) -> Result<(), StoreError> {
         if !self.telemetry {
@@ -259,6 +286,16 @@ impl Metrics {
                 )?;
                 for (name, delta) in &batch {
                     stmt.execute(params![name, *delta as i64])?;
+                }
+                // The same increments by the hour they were written in, for
+                // `metrics.series` (the time run is a total only).
+                let hour = crate::clock::now_ms() / HOUR_MS * HOUR_MS;
+                let mut by_hour = c.prepare_cached(
+                    "INSERT INTO counter_hours (hour, name, value) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT(hour, name) DO UPDATE SET value = value + excluded.value",
+                )?;
+                for (name, delta) in batch.iter().filter(|(name, _)| *name != UPTIME_MS) {
+                    by_hour.execute(params![hour, name, *delta as i64])?;
                 }
                 Ok(())
             })

@@ -1069,7 +1069,7 @@ pub struct PermissionAuditResult {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ConsoleLinkParams {
-    /// How long the link works (default 120, 10 to 600 seconds).
+    /// How long the link works (default 120, 1 to 600 seconds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_s: Option<u64>,
 }

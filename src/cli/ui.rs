@@ -15,8 +15,8 @@ use openwork_host::protocol::ConsoleLink;
 /// `openwork-host ui` options.
 #[derive(Debug, Args)]
 pub struct UiArgs {
-    /// How long the link works, in seconds: 10 to 600 (default 120). It works once.
-    #[arg(long, value_parser = clap::value_parser!(u64).range(10..=600))]
+    /// How long the link works, in seconds: 1 to 600 (default 120). It works once.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=600))]
     ttl: Option<u64>,
     /// Print the link only; do not start a browser.
     #[arg(long)]

@@ -27,7 +27,7 @@ use crate::store::StoreError;
 /// How long a link works when `ui` gives no `--ttl`.
 pub const DEFAULT_TTL_S: u64 = 120;
 /// The shortest and longest a link may work.
-pub const TTL_RANGE_S: (u64, u64) = (10, 600);
+pub const TTL_RANGE_S: (u64, u64) = (1, 600);
 /// Links remembered at once (used and expired ones are kept a while to say so).
 const MAX_LINKS: usize = 64;
 /// How long a used or expired link is remembered, to say "used" or "expired".

@@ -1,8 +1,8 @@
 // The app's service worker: keeps the shell (the page and its hashed assets)
 // so the app opens offline and says so; /rpc and everything else go to the
 // network untouched.
-const CACHE = "openwork-shell-assetsapp7KVA2NNOjs";
-const SHELL = ["/","/assets/app-7KVA2NNO.js","/assets/style-7KUSSNAN.css"];
+const CACHE = "openwork-shell-assetsappFPVJRUUJjs";
+const SHELL = ["/","/assets/app-FPVJRUUJ.js","/assets/style-3EWBZPBH.css"];
 self.addEventListener("install", (event) => {
   event.waitUntil(caches.open(CACHE).then((c) => c.addAll(SHELL)).then(() => self.skipWaiting()));
 });

@@ -293,7 +293,7 @@ class ConsoleLink:
 class ConsoleLinkParams:
     """`console.link` params (the owner, local)."""
     ttl_s: int | None = None
-    """How long the link works (default 120, 10 to 600 seconds)."""
+    """How long the link works (default 120, 1 to 600 seconds)."""
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ConsoleLinkParams:

@@ -66,12 +66,25 @@ pub async fn overview(ctx: CallContext, _: NoParams) -> Result<ConsoleOverview, 
         ),
         setting(
             "[network] listen",
-            if config.network.listen.is_empty() {
-                "[::]:4747 (every interface)".to_owned()
-            } else {
-                config.network.listen.join(", ")
+            {
+                let bound = host
+                    .listeners()
+                    .into_iter()
+                    .filter(|l| l.transport == "tls")
+                    .map(|l| l.address)
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let configured = if config.network.listen.is_empty() {
+                    "not set: [::]:4747, every interface".to_owned()
+                } else {
+                    config.network.listen.join(", ")
+                };
+                format!(
+                    "listening on {}; config: {configured}",
+                    if bound.is_empty() { "nothing" } else { &bound }
+                )
             },
-            "where the host takes connections from devices and browsers (TLS); `serve --listen` overrides it",
+            "where the host takes connections from devices and browsers (TLS); `serve --listen` overrides the config",
         ),
         setting(
             "[network] advertise_address",

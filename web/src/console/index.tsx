@@ -158,7 +158,8 @@ function Setup() {
   }, 10000);
   const opencode = h?.runtimes?.find((r) => r.name === "opencode");
   const discovery = h?.discovery;
-  const failing = h?.checks?.filter((c) => !c.ok) ?? [];
+  const opencodeCheck = h?.checks?.find((c) => c.name === "runtime.opencode" && !c.ok);
+  const failing = h?.checks?.filter((c) => !c.ok && c.name !== "runtime.opencode") ?? [];
   return (
     <section class="screen" aria-labelledby="setup-title">
       <h2 id="setup-title">Set-up</h2>
@@ -194,12 +195,14 @@ function Setup() {
                 : "Devices on the LAN can find the host by name."}
           </Problem>
           <Problem
-            ok={!(o.opencodeEnabled === "on" && opencode?.state !== "ready" && opencode?.state !== "starting")}
+            ok={!opencodeCheck}
             title={`OpenCode: ${opencode ? opencode.state : "not installed or not used"} (setting: ${o.opencodeEnabled})`}
           >
             {opencode?.state === "ready"
               ? `Installed${opencode.version ? ` (version ${opencode.version})` : ""}: phones can send it prompts.`
-              : `${opencode?.message ? `${opencode.message}. ` : ""}To use the agent: ${o.opencodeInstall}. Without it, phones run commands only.`}
+              : opencodeCheck
+                ? `${opencodeCheck.message}. What to do: ${opencodeCheck.action ?? o.opencodeInstall}`
+                : `Not in use${opencode?.message ? ` (${opencode.message})` : ""}. To use the agent from phones: ${o.opencodeInstall}. Without it, phones run commands only.`}
           </Problem>
           {failing.map((c) => (
             <Problem key={c.name} ok={false} title={`${c.name}: ${c.message}`}>

@@ -29,8 +29,9 @@ const W = 640;
 const H = 200;
 const PAD = { l: 44, r: 8, t: 10, b: 28 };
 
+/** A round top for the y axis; at least 2, so that counts get whole ticks. */
 function niceMax(v: number): number {
-  if (v <= 0) return 1;
+  if (v <= 2) return 2;
   const p = Math.pow(10, Math.floor(Math.log10(v)));
   for (const m of [1, 2, 5, 10]) if (v <= m * p) return m * p;
   return 10 * p;
@@ -71,7 +72,7 @@ export function Plot(props: PlotProps): preact.JSX.Element {
   return (
     <figure class="plot" id={id}>
       <figcaption id={`${id}-title`}>{title}</figcaption>
-      <svg viewBox={`0 0 ${W} ${H}`} role="img" aria-labelledby={`${id}-svg-title ${id}-svg-desc`} preserveAspectRatio="none">
+      <svg viewBox={`0 0 ${W} ${H}`} role="img" aria-labelledby={`${id}-svg-title ${id}-svg-desc`}>
         <title id={`${id}-svg-title`}>{title}</title>
         <desc id={`${id}-svg-desc`}>{desc}</desc>
         {ticks.map((t) => (

@@ -188,7 +188,7 @@ export interface ConsoleLink {
  */
 export interface ConsoleLinkParams {
   /**
-   * How long the link works (default 120, 10 to 600 seconds).
+   * How long the link works (default 120, 1 to 600 seconds).
    */
   ttlS?: number;
 }

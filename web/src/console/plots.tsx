@@ -49,7 +49,7 @@ export function Plot(props: PlotProps): preact.JSX.Element {
   const bw = iw / Math.max(1, n);
   const y = (v: number) => PAD.t + ih - (ih * v) / top;
   const ticks = [0, top / 2, top];
-  const every = Math.max(1, Math.ceil(n / 8));
+  const every = Math.max(1, Math.ceil(n / 6));
   const shapes: ComponentChildren[] = [];
   if (kind === "bars") {
     labels.forEach((_, i) => {

@@ -159,7 +159,11 @@ impl Devices {
         self.insert_with_key(device, public_key).await
     }
 
-    async fn insert_with_key(&self, device: Device, public_key: Vec<u8>) -> Result<Device, StoreError> {
+    async fn insert_with_key(
+        &self,
+        device: Device,
+        public_key: Vec<u8>,
+    ) -> Result<Device, StoreError> {
         let row = device.clone();
         self.store
             .write(move |c| {

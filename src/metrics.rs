@@ -252,7 +252,11 @@ impl Metrics {
                     "SELECT hour, name, value FROM counter_hours WHERE hour >= ?1",
                 )?;
                 let rows = stmt.query_map([since], |r| {
-                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)? as u64))
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)? as u64,
+                    ))
                 })?;
                 rows.collect::<rusqlite::Result<Vec<_>>>()
             })

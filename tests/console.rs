@@ -162,7 +162,9 @@ async fn a_console_link_enrols_one_browser_once_as_the_owner() {
     )
     .await;
     let result = &enrolled["result"];
-    let device_id = result["deviceId"].as_str().unwrap_or_else(|| panic!("{enrolled}"));
+    let device_id = result["deviceId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{enrolled}"));
     assert!(device_id.starts_with("o_"), "{device_id}");
     assert!(result.get("token").is_none(), "a key device: {enrolled}");
     let scopes: Vec<&str> = result["scopes"]
@@ -173,7 +175,13 @@ async fn a_console_link_enrols_one_browser_once_as_the_owner() {
         .collect();
     assert_eq!(
         scopes,
-        ["tasks.run", "tasks.read", "permissions.reply", "opencode", "admin"]
+        [
+            "tasks.run",
+            "tasks.read",
+            "permissions.reply",
+            "opencode",
+            "admin"
+        ]
     );
 
     // The same link again, on the same connection or another: used up.
@@ -237,7 +245,10 @@ async fn a_console_link_enrols_one_browser_once_as_the_owner() {
     let qr = window["result"]["webQr"].as_array().unwrap();
     assert!(qr.len() >= 21 && qr.iter().all(|row| row.as_str().unwrap().len() == qr.len()));
     let overview = call(&mut ws, 5, "console.overview", json!({})).await;
-    assert!(overview["result"]["policy"].as_array().unwrap().len() > 5, "{overview}");
+    assert!(
+        overview["result"]["policy"].as_array().unwrap().len() > 5,
+        "{overview}"
+    );
     // As the owner, it may make a link for another browser on this machine.
     let link = call(&mut ws, 6, "console.link", json!({})).await;
     assert!(link["result"]["url"].is_string(), "{link}");

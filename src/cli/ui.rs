@@ -40,7 +40,10 @@ pub async fn ui(data_dir: &DataDir, args: UiArgs) -> anyhow::Result<ExitCode> {
         outln!("{}", serde_json::to_string(&link)?);
         return Ok(ExitCode::SUCCESS);
     }
-    outln!("The owner's console, for this machine's browser (the link works once, until {}):", link.expires_at);
+    outln!(
+        "The owner's console, for this machine's browser (the link works once, until {}):",
+        link.expires_at
+    );
     outln!();
     outln!("  {}", link.url);
     outln!();
@@ -81,7 +84,6 @@ fn open_browser(url: &str) -> Result<&'static str, String> {
 }
 
 fn which(program: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|path| {
-        std::env::split_paths(&path).any(|dir| dir.join(program).is_file())
-    })
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
 }

@@ -115,7 +115,9 @@ impl Links {
     fn redeem(&self, secret: &str) -> Result<(), ConsoleError> {
         let now = Instant::now();
         let mut links = lock(&self.links);
-        let link = links.get_mut(&digest(secret)).ok_or(ConsoleError::Unknown)?;
+        let link = links
+            .get_mut(&digest(secret))
+            .ok_or(ConsoleError::Unknown)?;
         if link.used {
             return Err(ConsoleError::Used);
         }

@@ -92,7 +92,8 @@ pub fn audit(
          AND (?4 IS NULL OR a.actor = ?4 OR t.created_by = ?4) AND (?5 IS NULL OR a.decision = ?5) \
          ORDER BY a.rowid DESC LIMIT ?3",
     )?;
-    let rows = stmt.query_map(params![task_id, before, limit, filter.principal, filter.decision], |row| {
+    let bound = params![task_id, before, limit, filter.principal, filter.decision];
+    let rows = stmt.query_map(bound, |row| {
         let decision: Option<String> = row.get(5)?;
         Ok(AuditEntry {
             entry_id: row.get(0)?,

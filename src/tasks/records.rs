@@ -312,13 +312,20 @@ pub fn outcomes_since(conn: &Connection, since: i64) -> rusqlite::Result<TaskOut
 
 /// How the tasks that finished at or after `since` (ms since the epoch)
 /// ended, hour by hour: `(hour start in ms, status, count)`.
-pub fn outcomes_by_hour(conn: &Connection, since: i64) -> rusqlite::Result<Vec<(i64, TaskStatus, u64)>> {
+pub fn outcomes_by_hour(
+    conn: &Connection,
+    since: i64,
+) -> rusqlite::Result<Vec<(i64, TaskStatus, u64)>> {
     let mut stmt = conn.prepare_cached(
         "SELECT finished_at / 3600000 * 3600000, status, COUNT(*) FROM tasks \
          WHERE finished_at >= ?1 GROUP BY 1, 2",
     )?;
     let rows = stmt.query_map([since], |r| {
-        Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
     })?;
     let mut out = Vec::new();
     for row in rows {

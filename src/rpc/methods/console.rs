@@ -97,11 +97,10 @@ pub async fn overview(ctx: CallContext, _: NoParams) -> Result<ConsoleOverview, 
         ),
         setting(
             "[network] certificate",
-            config
-                .network
-                .certificate
-                .as_ref()
-                .map_or_else(|| "not set: the host's own self-signed certificate (browsers warn once)".into(), |p| p.display().to_string()),
+            config.network.certificate.as_ref().map_or_else(
+                || "not set: the host's own self-signed certificate (browsers warn once)".into(),
+                |p| p.display().to_string(),
+            ),
             "a certificate browsers trust (e.g. from `tailscale cert`), so that phones see no warning; native devices keep the host's own",
         ),
         setting(
@@ -121,7 +120,11 @@ pub async fn overview(ctx: CallContext, _: NoParams) -> Result<ConsoleOverview, 
         ),
         setting(
             "[tasks] workspace_roots",
-            if roots.is_empty() { "your home directory".into() } else { roots },
+            if roots.is_empty() {
+                "your home directory".into()
+            } else {
+                roots
+            },
             "the directories tasks may run in",
         ),
         setting(

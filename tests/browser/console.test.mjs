@@ -136,6 +136,12 @@ describe("the owner's console against a live host", () => {
     phonePage = await phone.context.newPage();
     await phonePage.goto(href);
     assert.equal(await phonePage.inputValue("#code"), code);
+    // A wrong code first: the console counts it.
+    await phonePage.fill("#code", code === "00000000" ? "11111111" : "00000000");
+    await phonePage.tap("#pair-button");
+    await phonePage.waitForSelector('#pair-status[data-state="failed"]', { state: "attached" });
+    await page.waitForFunction(() => /Wrong codes: 1 of 5/.test(document.getElementById("pair-failures")?.textContent ?? ""));
+    await phonePage.fill("#code", code);
     await phonePage.fill("#device-name", PHONE_NAME);
     await phonePage.tap("#pair-button");
     await page.waitForSelector(`#pair-requests li:has-text("${PHONE_NAME}")`);
@@ -175,8 +181,10 @@ describe("the owner's console against a live host", () => {
     };
     await run();
     await page.waitForSelector("#permission-prompt");
+    await check("permission-prompt");
     await page.click('#permission-prompt button[data-decision="always"]');
     await page.waitForSelector('#task-status[data-status="succeeded"]');
+    await check("task-view");
     // Remembered: the same command runs without asking.
     await run();
     await page.waitForSelector('#task-status[data-status="succeeded"]');

@@ -34,10 +34,16 @@ const ALL_SCOPES: Scope[] = ["tasks.run", "tasks.read", "permissions.reply", "op
 /** Console screens by route; anything else is the phone's. */
 export const CONSOLE_ROUTES = ["", "#", "#tasks", "#setup", "#pair-device", "#devices", "#permissions", "#health"];
 
-/** Whether this browser's device is the owner's console (it holds `admin`). */
+/**
+ * Whether this browser acts as the host's owner: the host lets it call the
+ * owner's methods (the console `openwork-host ui` enrolled, or a device with
+ * `admin` where `[devices] remote_admin` is on). Before the connection is up,
+ * the console's device id says so (`o_…`).
+ */
 export function isOwner(): boolean {
-  const scopes = store.client?.server.scopes.map((s) => s.scope) ?? store.credential?.scopes ?? [];
-  return scopes.includes("admin");
+  const methods = store.client?.server.capabilities.methods;
+  if (methods) return methods.includes("devices.list");
+  return !!store.credential?.deviceId.startsWith("o_");
 }
 
 export function isConsoleRoute(hash: string): boolean {

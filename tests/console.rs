@@ -252,6 +252,32 @@ async fn a_console_link_enrols_one_browser_once_as_the_owner() {
     // As the owner, it may make a link for another browser on this machine.
     let link = call(&mut ws, 6, "console.link", json!({})).await;
     assert!(link["result"]["url"].is_string(), "{link}");
+
+    // The used link counted as a failed credential.
+    let mut owner = host.connect().await;
+    let metrics: Value = within(10, owner.call("metrics.get", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(metrics["connections"]["authFailures"], 1, "{metrics}");
+
+    // Revoked like any device: its socket closes, its key stops working.
+    let revoked: Value = within(
+        10,
+        owner.call("devices.revoke", json!({"deviceId": device_id})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(revoked["closedConnections"], 1, "{revoked}");
+    let closed = within(10, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return true,
+                Some(Ok(_)) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(closed);
 }
 
 #[tokio::test]

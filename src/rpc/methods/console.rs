@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use crate::clock;
 use crate::metrics::{self, HOUR_MS};
+use crate::pairing::console::ConsoleError;
 use crate::permissions::policy::default_rules;
 use crate::protocol::{
     ConsoleEnrolParams, ConsoleLink, ConsoleLinkParams, ConsoleOverview, MetricsBucket,
@@ -21,11 +22,27 @@ pub async fn link(ctx: CallContext, p: ConsoleLinkParams) -> Result<ConsoleLink,
 
 pub async fn enrol(ctx: CallContext, p: ConsoleEnrolParams) -> Result<PairingResult, RpcError> {
     let session = &ctx.session;
-    Ok(ctx
+    match ctx
         .host
         .pairing
         .console_enrol(session.origin(), &session.peer, p)
-        .await?)
+        .await
+    {
+        Ok(result) => Ok(result),
+        Err(e) => {
+            // A link that does not work is a credential that failed.
+            if matches!(
+                e,
+                ConsoleError::Used | ConsoleError::Expired | ConsoleError::Unknown
+            ) {
+                ctx.host
+                    .metrics
+                    .auth_failure(&session.peer, "(a console link)");
+                tracing::warn!(peer = %session.peer, "a console link was refused: {e}");
+            }
+            Err(e.into())
+        }
+    }
 }
 
 fn setting(name: &str, value: impl Into<String>, meaning: &str) -> SettingInfo {

@@ -104,7 +104,7 @@ export function ConsoleEnrol({ link }: { link: ConsoleLinkFragment }) {
         changed();
         await connect();
       } catch (e) {
-        setError(describe(e));
+        setError(e instanceof Error ? e.message : String(e));
         setState("failed");
       }
     })();
@@ -126,6 +126,18 @@ export function ConsoleEnrol({ link }: { link: ConsoleLinkFragment }) {
             A link works once and for two minutes. Run <code>openwork-host ui</code> on the host for a new one, and open it in a browser on the host's
             own machine.
           </p>
+          {store.credential && (
+            <p>
+              <a
+                href="#setup"
+                onClick={() => {
+                  void connect();
+                }}
+              >
+                Go on with this browser's earlier pairing
+              </a>
+            </p>
+          )}
         </div>
       )}
     </section>

@@ -167,6 +167,7 @@ describe("the owner's console against a live host", () => {
     await page.click("#revoke-yes");
     await within(20000, "the phone to be refused", phonePage.waitForSelector('#status[data-state="refused"]'));
     await page.waitForSelector(row, { state: "detached" });
+    assert.match(await page.textContent("#revoke-done"), /1 connection was closed/);
     const listed = (await devices(host)).find((d) => d.deviceId === phoneId);
     assert.ok(listed.revokedAt, "revoked on the host");
     assert.equal(listed.connections, 0);

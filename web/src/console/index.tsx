@@ -505,13 +505,14 @@ function Devices() {
   };
   // Every second: a revoked or disconnected device leaves "connected" within one.
   usePoll(load, 1000);
+  const [done, setDone] = useState("");
   const revoke = async (d: DeviceInfo) => {
     setAsking(undefined);
     try {
       const r = await store.client!.devicesRevoke({ deviceId: d.deviceId });
       setError("");
+      setDone(`Revoked “${d.name}”: ${r.closedConnections === 1 ? "1 connection was" : `${r.closedConnections} connections were`} closed, and its key no longer works.`);
       await load();
-      if (r.closedConnections) setError("");
     } catch (e) {
       setError(describe(e));
     }
@@ -524,6 +525,11 @@ function Devices() {
       {error && (
         <p class="error" role="alert">
           {error}
+        </p>
+      )}
+      {done && (
+        <p role="status" id="revoke-done">
+          {done}
         </p>
       )}
       <label class="check inline-check">

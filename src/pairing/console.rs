@@ -42,6 +42,10 @@ pub enum ConsoleError {
     BadTtl,
     #[error("the host has no TLS listener, so a browser has nothing to open")]
     NoListener,
+    #[error(
+        "the host does not listen on this machine's loopback address (only on {listening}), so a browser here cannot open https://localhost"
+    )]
+    NoLoopbackListener { listening: String },
     #[error("a console link is redeemed by a browser, over the host's WebSocket (`/rpc`)")]
     NotBrowser,
     #[error(
@@ -159,16 +163,32 @@ impl Pairing {
     }
 
     /// Makes a one-time link that enrols a browser on this machine as the
-    /// owner's console.
-    pub fn console_link(&self, ttl_s: Option<u64>) -> Result<ConsoleLink, ConsoleError> {
+    /// owner's console, for the TLS listener bound to `tls_listeners` (the
+    /// addresses the host listens on): the first that takes loopback
+    /// connections gives the port.
+    pub fn console_link(
+        &self,
+        ttl_s: Option<u64>,
+        tls_listeners: &[SocketAddr],
+    ) -> Result<ConsoleLink, ConsoleError> {
         let ttl_s = ttl_s.unwrap_or(DEFAULT_TTL_S);
         if !(TTL_RANGE_S.0..=TTL_RANGE_S.1).contains(&ttl_s) {
             return Err(ConsoleError::BadTtl);
         }
-        let port = lock(&self.endpoint)
-            .as_ref()
-            .map(|e| e.port)
-            .ok_or(ConsoleError::NoListener)?;
+        if tls_listeners.is_empty() {
+            return Err(ConsoleError::NoListener);
+        }
+        let port = tls_listeners
+            .iter()
+            .find(|a| a.ip().is_unspecified() || a.ip().to_canonical().is_loopback())
+            .map(|a| a.port())
+            .ok_or_else(|| ConsoleError::NoLoopbackListener {
+                listening: tls_listeners
+                    .iter()
+                    .map(|a| a.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?;
         let secret = self.console.issue(Duration::from_secs(ttl_s));
         let authority = if port == 443 {
             "localhost".to_owned()
@@ -249,6 +269,44 @@ mod tests {
         let expired = links.issue(Duration::ZERO);
         assert!(matches!(links.redeem(&expired), Err(ConsoleError::Expired)));
         assert!(matches!(links.redeem(&expired), Err(ConsoleError::Used)));
+    }
+
+    #[tokio::test]
+    async fn a_link_needs_a_tls_listener_that_takes_loopback_connections() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(&dir.path().join("h.db")).unwrap();
+        let pairing = Pairing::new(
+            super::super::PairingConfig::default(),
+            crate::devices::Devices::new(store.clone()),
+            super::super::HostFacts {
+                host_id: "hostid".into(),
+                host_name: "desk".into(),
+                fingerprint: "ab".into(),
+            },
+        );
+        assert!(matches!(
+            pairing.console_link(None, &[]),
+            Err(ConsoleError::NoListener)
+        ));
+        let lan: SocketAddr = "192.168.1.10:4747".parse().unwrap();
+        assert!(matches!(
+            pairing.console_link(None, &[lan]),
+            Err(ConsoleError::NoLoopbackListener { .. })
+        ));
+        let every: SocketAddr = "[::]:4848".parse().unwrap();
+        let link = pairing.console_link(None, &[lan, every]).unwrap();
+        assert!(
+            link.url
+                .starts_with("https://localhost:4848/#console?secret="),
+            "{}",
+            link.url
+        );
+        assert!(link.url.ends_with("&fp=ab&id=hostid"), "{}", link.url);
+        assert!(matches!(
+            pairing.console_link(Some(0), &[every]),
+            Err(ConsoleError::BadTtl)
+        ));
+        store.close();
     }
 
     #[test]

@@ -17,7 +17,14 @@ use crate::rpc::methods::CallContext;
 use crate::runtime::opencode::{Enabled, INSTALL_ACTION};
 
 pub async fn link(ctx: CallContext, p: ConsoleLinkParams) -> Result<ConsoleLink, RpcError> {
-    Ok(ctx.host.pairing.console_link(p.ttl_s)?)
+    let tls: Vec<std::net::SocketAddr> = ctx
+        .host
+        .listeners()
+        .into_iter()
+        .filter(|l| l.transport == "tls")
+        .filter_map(|l| l.address.parse().ok())
+        .collect();
+    Ok(ctx.host.pairing.console_link(p.ttl_s, &tls)?)
 }
 
 pub async fn enrol(ctx: CallContext, p: ConsoleEnrolParams) -> Result<PairingResult, RpcError> {

@@ -48,6 +48,8 @@ impl From<ConsoleError> for RpcError {
             | ConsoleError::BadName(_) => RpcError::invalid_params(message),
             ConsoleError::NoListener => RpcError::conflict(message)
                 .with_action("start the host with a network listener (`openwork-host serve`, without `--listen none`)"),
+            ConsoleError::NoLoopbackListener { .. } => RpcError::conflict(message)
+                .with_action("serve on loopback too, e.g. `openwork-host serve --listen 127.0.0.1:4747 --listen ADDR:4747`, or on every interface ([::]:4747, the default)"),
             ConsoleError::NotBrowser => RpcError::conflict(message)
                 .with_action("open the link in a browser on the host's machine"),
             ConsoleError::NotLocal { .. } => RpcError::new(ErrorCode::FORBIDDEN, message)

@@ -31,6 +31,8 @@ pub const UPTIME_MS: &str = "host.uptime_ms";
 
 /// An hour in milliseconds: the bucket of `metrics.series`.
 pub const HOUR_MS: i64 = 3_600_000;
+/// How many hours of counters are kept (`metrics.series` reaches 168 back).
+pub const HOURS_KEPT: i64 = 8 * 24;
 
 /// How far back the recent-failure window reaches.
 pub const RECENT_WINDOW: Duration = Duration::from_secs(15 * 60);
@@ -301,6 +303,9 @@ impl Metrics {
                 for (name, delta) in batch.iter().filter(|(name, _)| *name != UPTIME_MS) {
                     by_hour.execute(params![hour, name, *delta as i64])?;
                 }
+                // Hours older than the longest series asked for are not kept.
+                c.prepare_cached("DELETE FROM counter_hours WHERE hour < ?1")?
+                    .execute([hour - HOURS_KEPT * HOUR_MS])?;
                 Ok(())
             })
             .await;
@@ -365,6 +370,12 @@ mod tests {
         on.flush().await.unwrap();
         let again = Metrics::load(store.clone(), true).await.unwrap();
         assert_eq!(again.get(CONNECTIONS_ACCEPTED), 1);
+        // By the hour too, stored and (after a restart) read back; uptime is a total only.
+        let hourly = again.hourly(0).await.unwrap();
+        assert_eq!(hourly.len(), 1, "{hourly:?}");
+        assert_eq!(hourly[0].1, CONNECTIONS_ACCEPTED);
+        assert_eq!(hourly[0].2, 1);
+        assert_eq!(hourly[0].0 % HOUR_MS, 0);
         assert!(again.get(UPTIME_MS) >= 30, "{}", again.get(UPTIME_MS));
         store.close();
     }

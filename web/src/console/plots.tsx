@@ -27,7 +27,7 @@ interface PlotProps {
 
 const W = 640;
 const H = 200;
-const PAD = { l: 44, r: 8, t: 10, b: 28 };
+const PAD = { l: 60, r: 8, t: 12, b: 28 };
 
 /** A round top for the y axis; at least 2, so that counts get whole ticks. */
 function niceMax(v: number): number {

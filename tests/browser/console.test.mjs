@@ -99,6 +99,7 @@ describe("the owner's console against a live host", () => {
     assert.match(text, /Address phones will use: 127\.0\.0\.1:\d+/);
     assert.match(text, /OpenCode: .*setting: on/);
     assert.match(text, /npm install -g opencode-ai/, "how to install OpenCode");
+    assert.match(text, /Every other health check passes/, "the OpenCode check is the one that fails");
     await check("setup");
   });
 

@@ -228,7 +228,7 @@ function Setup() {
             </Problem>
           ))}
           {failing.length === 0 && (
-            <Problem ok title="Every health check passes">
+            <Problem ok title={opencodeCheck ? "Every other health check passes" : "Every health check passes"}>
               See <a href="#health">Health</a> for the details.
             </Problem>
           )}

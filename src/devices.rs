@@ -42,11 +42,26 @@ impl Device {
     }
 }
 
+/// The id prefix of a browser the owner enrolled as their console with
+/// `openwork-host ui` (other devices' ids start with `d_`). Ids are the
+/// host's to choose, so a device cannot give itself this prefix.
+pub const CONSOLE_PREFIX: &str = "o_";
+
+/// Whether `device_id` is the owner's console (enrolled by `openwork-host ui`):
+/// such a device acts as the owner (devices, pairing) with its `admin` scope.
+pub fn is_console(device_id: &str) -> bool {
+    device_id.starts_with(CONSOLE_PREFIX)
+}
+
 impl Device {
     /// A device paired just now from `address`, with a fresh id.
     fn new_paired(name: &str, scopes: &[Scope], address: &str) -> Device {
+        Self::new_with_prefix("d_", name, scopes, address)
+    }
+
+    fn new_with_prefix(prefix: &str, name: &str, scopes: &[Scope], address: &str) -> Device {
         Device {
-            id: ids::random_id("d_"),
+            id: ids::random_id(prefix),
             name: name.to_owned(),
             scopes: scopes.to_vec(),
             paired_at: clock::now_ms(),
@@ -127,7 +142,28 @@ impl Devices {
         address: &str,
         public_key: Vec<u8>,
     ) -> Result<Device, StoreError> {
-        let device = Device::new_paired(name, scopes, address);
+        self.insert_with_key(Device::new_paired(name, scopes, address), public_key)
+            .await
+    }
+
+    /// Creates the owner's console: a browser's device (a key, no token)
+    /// whose id marks it as the owner's (`is_console`).
+    pub async fn create_console(
+        &self,
+        name: &str,
+        scopes: &[Scope],
+        address: &str,
+        public_key: Vec<u8>,
+    ) -> Result<Device, StoreError> {
+        let device = Device::new_with_prefix(CONSOLE_PREFIX, name, scopes, address);
+        self.insert_with_key(device, public_key).await
+    }
+
+    async fn insert_with_key(
+        &self,
+        device: Device,
+        public_key: Vec<u8>,
+    ) -> Result<Device, StoreError> {
         let row = device.clone();
         self.store
             .write(move |c| {

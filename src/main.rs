@@ -60,6 +60,9 @@ enum Command {
     },
     /// Open a pairing window: show a code and QR code, then approve the device.
     Pair(cli::owner::PairArgs),
+    /// Open the owner's console in a browser on this machine: a one-time
+    /// link (single use, short-lived) that enrols the browser as your device.
+    Ui(cli::ui::UiArgs),
     /// Manage paired devices and pairing requests.
     #[command(subcommand)]
     Devices(cli::owner::DevicesCommand),
@@ -145,6 +148,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status { json } => cli::owner::status(&data_dir, json).await,
         Command::Doctor { json } => cli::owner::doctor(&data_dir, json).await,
         Command::Pair(args) => cli::owner::pair(&data_dir, args).await,
+        Command::Ui(args) => cli::ui::ui(&data_dir, args).await,
         Command::Devices(command) => cli::owner::devices(&data_dir, command).await,
         Command::Permissions(command) => cli::owner::permissions(&data_dir, command).await,
         Command::Client {

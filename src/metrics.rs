@@ -29,6 +29,11 @@ pub const REFUSED: &str = "connections.refused";
 /// Milliseconds the host has run, across restarts.
 pub const UPTIME_MS: &str = "host.uptime_ms";
 
+/// An hour in milliseconds: the bucket of `metrics.series`.
+pub const HOUR_MS: i64 = 3_600_000;
+/// How many hours of counters are kept (`metrics.series` reaches 168 back).
+pub const HOURS_KEPT: i64 = 8 * 24;
+
 /// How far back the recent-failure window reaches.
 pub const RECENT_WINDOW: Duration = Duration::from_secs(15 * 60);
 /// The most failures of one kind remembered in the window, so that a flood costs bounded memory.
@@ -227,6 +232,34 @@ impl Metrics {
         self.active.load(Ordering::Relaxed)
     }
 
+    /// The stored counters hour by hour since `since` (ms, an hour's start):
+    /// `(hour, name, value)`. Increments not yet flushed count in the current hour.
+    pub async fn hourly(&self, since: i64) -> Result<Vec<(i64, String, u64)>, StoreError> {
+        let mut rows = self
+            .store
+            .read(move |c| {
+                let mut stmt = c.prepare_cached(
+                    "SELECT hour, name, value FROM counter_hours WHERE hour >= ?1",
+                )?;
+                let rows = stmt.query_map([since], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)? as u64,
+                    ))
+                })?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .await?;
+        let hour = crate::clock::now_ms() / HOUR_MS * HOUR_MS;
+        for (name, value) in self.counts.lock().pending.iter() {
+            if *name != UPTIME_MS {
+                rows.push((hour, (*name).to_owned(), *value));
+            }
+        }
+        Ok(rows)
+    }
+
     /// Writes pending increments (and the time run since the last flush) to the store.
     pub async fn flush(&self) -> Result<(), StoreError> {
         if !self.telemetry {
@@ -248,6 +281,19 @@ impl Metrics {
                 for (name, delta) in &batch {
                     stmt.execute(params![name, *delta as i64])?;
                 }
+                // The same increments by the hour they were written in, for
+                // `metrics.series` (the time run is a total only).
+                let hour = crate::clock::now_ms() / HOUR_MS * HOUR_MS;
+                let mut by_hour = c.prepare_cached(
+                    "INSERT INTO counter_hours (hour, name, value) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT(hour, name) DO UPDATE SET value = value + excluded.value",
+                )?;
+                for (name, delta) in batch.iter().filter(|(name, _)| *name != UPTIME_MS) {
+                    by_hour.execute(params![hour, name, *delta as i64])?;
+                }
+                // Hours older than the longest series asked for are not kept.
+                c.prepare_cached("DELETE FROM counter_hours WHERE hour < ?1")?
+                    .execute([hour - HOURS_KEPT * HOUR_MS])?;
                 Ok(())
             })
             .await;
@@ -312,6 +358,12 @@ mod tests {
         on.flush().await.unwrap();
         let again = Metrics::load(store.clone(), true).await.unwrap();
         assert_eq!(again.get(CONNECTIONS_ACCEPTED), 1);
+        // By the hour too, stored and (after a restart) read back; uptime is a total only.
+        let hourly = again.hourly(0).await.unwrap();
+        assert_eq!(hourly.len(), 1, "{hourly:?}");
+        assert_eq!(hourly[0].1, CONNECTIONS_ACCEPTED);
+        assert_eq!(hourly[0].2, 1);
+        assert_eq!(hourly[0].0 % HOUR_MS, 0);
         assert!(again.get(UPTIME_MS) >= 30, "{}", again.get(UPTIME_MS));
         store.close();
     }

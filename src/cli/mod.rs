@@ -6,3 +6,4 @@ pub mod owner;
 pub mod prompts;
 pub mod render;
 pub mod service;
+pub mod ui;

@@ -42,7 +42,7 @@ pub struct StatusChange {
 const TASK_COLUMNS: &str = "rowid, id, status, runtime, title, argv, command, cwd, timeout_s, exit_code, signal, error, \
      created_at, started_at, finished_at, \
      COALESCE((SELECT MAX(id) FROM log_chunks WHERE id BETWEEN tasks.rowid << 32 AND (tasks.rowid << 32) | 4294967295) & 4294967295, 0), \
-     prompt, session_id, model, agent";
+     prompt, session_id, model, agent, created_by";
 
 /// The key of a chunk: the task's row id in the high 32 bits, the seq in the low.
 fn chunk_key(task_rowid: i64, seq: u64) -> i64 {
@@ -80,6 +80,7 @@ fn task_from_row(row: &Row<'_>) -> rusqlite::Result<StoredTask> {
             session_id: row.get(17)?,
             model: row.get(18)?,
             agent: row.get(19)?,
+            created_by: row.get(20)?,
         },
     })
 }
@@ -307,6 +308,33 @@ pub fn outcomes_since(conn: &Connection, since: i64) -> rusqlite::Result<TaskOut
         }
     }
     Ok(outcomes)
+}
+
+/// How the tasks that finished at or after `since` (ms since the epoch)
+/// ended, hour by hour: `(hour start in ms, status, count)`.
+pub fn outcomes_by_hour(
+    conn: &Connection,
+    since: i64,
+) -> rusqlite::Result<Vec<(i64, TaskStatus, u64)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT finished_at / 3600000 * 3600000, status, COUNT(*) FROM tasks \
+         WHERE finished_at >= ?1 GROUP BY 1, 2",
+    )?;
+    let rows = stmt.query_map([since], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (hour, status, n) = row?;
+        if let Some(status) = TaskStatus::parse(&status) {
+            out.push((hour, status, n as u64));
+        }
+    }
+    Ok(out)
 }
 
 /// The task that finished last.

@@ -198,8 +198,9 @@ impl HostCore {
     pub fn owner_may_act(&self, principal: &Principal) -> bool {
         match principal {
             Principal::Local => true,
-            Principal::Device { scopes, .. } => {
-                self.config.devices.remote_admin && scopes.contains(&Scope::Admin)
+            Principal::Device { id, scopes, .. } => {
+                (self.config.devices.remote_admin || crate::devices::is_console(id))
+                    && scopes.contains(&Scope::Admin)
             }
             Principal::Anonymous => false,
         }

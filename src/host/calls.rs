@@ -253,3 +253,68 @@ impl HostCore {
         self.opencode.rpc_error(e)
     }
 }
+
+/// The owner's console: its one-time links, and the figures its plots draw.
+impl HostCore {
+    /// A one-time link enrolling a browser on this machine as the owner's
+    /// console, for the first TLS listener that takes loopback.
+    pub(crate) fn console_link(
+        &self,
+        ttl_s: Option<u64>,
+    ) -> Result<crate::protocol::ConsoleLink, crate::pairing::console::ConsoleError> {
+        let tls: Vec<std::net::SocketAddr> = self
+            .listeners()
+            .into_iter()
+            .filter(|l| l.transport == "tls")
+            .filter_map(|l| l.address.parse().ok())
+            .collect();
+        self.pairing.console_link(ttl_s, &tls)
+    }
+
+    /// Redeems a console link for the browser on `session`; a link that does
+    /// not work counts as a failed authentication.
+    pub(crate) async fn console_enrol(
+        &self,
+        session: &Session,
+        params: crate::protocol::ConsoleEnrolParams,
+    ) -> Result<PairingResult, crate::pairing::console::ConsoleError> {
+        use crate::pairing::console::ConsoleError;
+        let result = self
+            .pairing
+            .console_enrol(session.origin(), &session.peer, params)
+            .await;
+        if let Err(e @ (ConsoleError::Used | ConsoleError::Expired | ConsoleError::Unknown)) =
+            &result
+        {
+            self.metrics.auth_failure(&session.peer, "(a console link)");
+            tracing::warn!(peer = %session.peer, "a console link was refused: {e}");
+        }
+        result
+    }
+
+    /// The address and port a pairing link gives devices, when there is one.
+    pub(crate) fn pairing_endpoint(&self) -> Option<crate::pairing::Endpoint> {
+        self.pairing.endpoint()
+    }
+
+    /// Tasks finished per hour since `since_ms`, by outcome.
+    pub(crate) async fn task_outcomes_by_hour(
+        &self,
+        since_ms: i64,
+    ) -> Result<Vec<(i64, crate::protocol::TaskStatus, u64)>, TaskError> {
+        self.tasks.outcomes_by_hour(since_ms).await
+    }
+
+    /// The host's counters per hour since `since_ms`: (hour, counter, count).
+    pub(crate) async fn metric_hours(
+        &self,
+        since_ms: i64,
+    ) -> Result<Vec<(i64, String, u64)>, StoreError> {
+        self.metrics.hourly(since_ms).await
+    }
+
+    /// Whether the owner lets the host keep its local metrics.
+    pub(crate) fn telemetry(&self) -> bool {
+        self.metrics.telemetry()
+    }
+}

@@ -9,6 +9,7 @@
 //! credential was handed to a connection that is still there. Wrong codes
 //! count: each one pauses the window, and the fifth closes it.
 
+pub mod console;
 pub use openwork_proto::pairing::crypto;
 
 use parking_lot::Mutex;
@@ -303,6 +304,23 @@ fn describe_hidden(c: char) -> &'static str {
     }
 }
 
+/// A QR code of `text`, row by row: `1` dark, `0` light (no quiet zone).
+fn qr_rows(text: &str) -> Option<Vec<String>> {
+    let code = qrcode::QrCode::new(text.as_bytes()).ok()?;
+    let width = code.width();
+    let colors = code.to_colors();
+    Some(
+        colors
+            .chunks(width)
+            .map(|row| {
+                row.iter()
+                    .map(|c| if *c == qrcode::Color::Dark { '1' } else { '0' })
+                    .collect()
+            })
+            .collect(),
+    )
+}
+
 /// Pairing for the whole host.
 pub struct Pairing {
     config: PairingConfig,
@@ -314,6 +332,8 @@ pub struct Pairing {
     events: broadcast::Sender<Bytes>,
     /// Whether a window is open, for those who follow it (mDNS's `pair` flag).
     open_flag: watch::Sender<bool>,
+    /// One-time links for the owner's console (`openwork-host ui`).
+    console: console::Links,
     me: Weak<Pairing>,
 }
 
@@ -346,6 +366,7 @@ impl Pairing {
             serial: std::sync::atomic::AtomicU64::new(0),
             events: broadcast::channel(64).0,
             open_flag: watch::channel(false).0,
+            console: console::Links::default(),
             me: me.clone(),
         })
     }
@@ -481,7 +502,16 @@ impl Pairing {
             code,
             self.facts.host_id
         );
+        let web_uri = crate::client::pair::PairLink::web_url(
+            &address,
+            endpoint.port,
+            &code,
+            &self.facts.fingerprint,
+            &self.facts.host_id,
+        );
         Ok(PairingWindow {
+            web_qr: qr_rows(&web_uri),
+            web_uri: Some(web_uri),
             code,
             expires_at: clock::rfc3339(expires_at_ms),
             scopes,

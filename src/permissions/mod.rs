@@ -578,8 +578,21 @@ impl Permissions {
         params: PermissionAuditParams,
     ) -> Result<Vec<AuditEntry>, StoreError> {
         let limit = params.limit.unwrap_or(100).clamp(1, 1000);
+        let filter = records::AuditFilter {
+            principal: params.device_id.as_deref().map(|d| match d {
+                "local" => d.to_owned(),
+                id => format!("device:{id}"),
+            }),
+            decision: params.decision.map(|d| match d {
+                Decision::Once => "once",
+                Decision::Always => "always",
+                Decision::Reject => "reject",
+            }),
+        };
         self.store
-            .read(move |c| records::audit(c, params.task_id.as_deref(), params.before, limit))
+            .read(move |c| {
+                records::audit(c, params.task_id.as_deref(), params.before, limit, &filter)
+            })
             .await
     }
 

@@ -70,18 +70,30 @@ pub fn insert_audit(c: &Connection, e: &NewAudit) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// What else `audit` keeps entries by: who (`local` or `device:ID`, the one
+/// who started the task or answered) and the decision (`once`, `always`, `reject`).
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub principal: Option<String>,
+    pub decision: Option<&'static str>,
+}
+
 pub fn audit(
     c: &Connection,
     task_id: Option<&str>,
     before: Option<i64>,
     limit: u32,
+    filter: &AuditFilter,
 ) -> rusqlite::Result<Vec<AuditEntry>> {
     let mut stmt = c.prepare_cached(
         "SELECT a.rowid, a.at, a.task_id, a.request_id, a.event, a.decision, a.actor, a.rule, a.summary, t.created_by \
          FROM permission_audit AS a LEFT JOIN tasks AS t ON t.id = a.task_id \
-         WHERE (?1 IS NULL OR a.task_id = ?1) AND (?2 IS NULL OR a.rowid < ?2) ORDER BY a.rowid DESC LIMIT ?3",
+         WHERE (?1 IS NULL OR a.task_id = ?1) AND (?2 IS NULL OR a.rowid < ?2) \
+         AND (?4 IS NULL OR a.actor = ?4 OR t.created_by = ?4) AND (?5 IS NULL OR a.decision = ?5) \
+         ORDER BY a.rowid DESC LIMIT ?3",
     )?;
-    let rows = stmt.query_map(params![task_id, before, limit], |row| {
+    let bound = params![task_id, before, limit, filter.principal, filter.decision];
+    let rows = stmt.query_map(bound, |row| {
         let decision: Option<String> = row.get(5)?;
         Ok(AuditEntry {
             entry_id: row.get(0)?,

@@ -120,6 +120,16 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE devices ADD COLUMN public_key BLOB;
     "#,
+    // 8: the counters hour by hour (`metrics.series`), keyed by the hour's
+    // start in ms since the epoch.
+    r#"
+    CREATE TABLE counter_hours (
+        hour INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        value INTEGER NOT NULL,
+        PRIMARY KEY (hour, name)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// Brings the schema up to date in one exclusive transaction.

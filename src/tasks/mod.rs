@@ -653,6 +653,19 @@ impl TaskManager {
             .await?)
     }
 
+    /// How the tasks that finished at or after `since_ms` ended, hour by hour:
+    /// `(hour start in ms, status, count)`.
+    pub async fn outcomes_by_hour(
+        &self,
+        since_ms: i64,
+    ) -> Result<Vec<(i64, TaskStatus, u64)>, TaskError> {
+        Ok(self
+            .inner
+            .store
+            .read(move |c| records::outcomes_by_hour(c, since_ms))
+            .await?)
+    }
+
     /// The task that finished last, if any.
     pub async fn last_finished(&self) -> Result<Option<TaskRecord>, TaskError> {
         Ok(self.inner.store.read(records::last_finished).await?)

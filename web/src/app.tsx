@@ -9,6 +9,7 @@ import {
   FINAL_STATUSES,
   pairBrowser,
   parsePairFragment,
+  parseConsoleFragment,
   RpcConnection,
   dialPageHost,
   type HealthReport,
@@ -22,6 +23,7 @@ import {
   type TaskUpdate,
 } from "../../clients/typescript/src/browser.js";
 import { LogBuffer, type Line } from "./log.js";
+import { ConsoleEnrol, ConsoleNav, ConsoleScreen, isConsoleRoute, isOwner } from "./console/index.js";
 import {
   changed,
   connect,
@@ -859,8 +861,13 @@ function App() {
   const hash = useHash();
   const link = parsePairFragment(hash);
   const paired = !!s.credential && s.conn !== "refused";
+  // The owner's console (a device holding `admin`): its own screens and navigation.
+  const consoleLink = parseConsoleFragment(hash);
+  const owner = paired && !link && !consoleLink && isOwner();
   let screen;
-  if (link || !paired) screen = <Pair link={link} key={hash} />;
+  if (consoleLink) screen = <ConsoleEnrol link={consoleLink} key={consoleLink.secret} />;
+  else if (owner && isConsoleRoute(hash)) screen = <ConsoleScreen hash={hash} />;
+  else if (link || !paired) screen = <Pair link={link} key={hash} />;
   else if (hash.startsWith("#task/")) screen = <TaskView taskId={decodeURIComponent(hash.slice(6))} />;
   else if (hash === "#new") screen = <NewTask />;
   else if (hash === "#health") screen = <Health />;
@@ -874,13 +881,14 @@ function App() {
         <StatusBar />
         {!navigator.onLine && <p class="hint">This device is offline: the app shell works, tasks come back with the network.</p>}
       </header>
-      <main id="main">{screen}</main>
+      <main id="main" class={owner ? "console-main" : undefined}>{screen}</main>
       {s.toasts.map((t) => (
         <p key={t.id} class="toast" role="status">
           {t.text}
         </p>
       ))}
-      {paired && !link && (
+      {owner && <ConsoleNav hash={hash} />}
+      {paired && !link && !owner && !consoleLink && (
         <nav aria-label="Sections">
           {[
             ["#tasks", "Tasks"],
@@ -901,7 +909,7 @@ function App() {
 
 async function main(): Promise<void> {
   await init();
-  const resume = !!store.credential && !parsePairFragment(location.hash);
+  const resume = !!store.credential && !parsePairFragment(location.hash) && !parseConsoleFragment(location.hash);
   store.conn = resume ? "connecting" : "unpaired";
   render(<App />, document.getElementById("app")!);
   // After the components subscribed (effects run after the first paint).

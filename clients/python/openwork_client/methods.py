@@ -14,12 +14,16 @@ METHOD_ACCESS: dict[str, str] = {
     "$/ping": "open",
     "auth.challenge": "open",
     "capabilities.get": "open",
+    "console.enrol": "open",
+    "console.link": "owner",
+    "console.overview": "owner",
     "devices.list": "owner",
     "devices.revoke": "owner",
     "exit": "open",
     "health.get": "open",
     "initialize": "open",
     "metrics.get": "tasks.read",
+    "metrics.series": "tasks.read",
     "pairing.approve": "owner",
     "pairing.begin": "open",
     "pairing.close": "owner",
@@ -70,6 +74,21 @@ class GeneratedMethods:
         result = self._request("capabilities.get", m.CapabilitiesParams(opencode_wait_s=opencode_wait_s).to_json())
         return m.Capabilities.from_json(result)
 
+    def console_enrol(self, *, public_key: str, secret: str, device_name: str | None = None) -> m.PairingResult:
+        """A browser on the host's machine redeems a console link: its key becomes the owner's console device (`admin` and the default scopes)"""
+        result = self._request("console.enrol", m.ConsoleEnrolParams(public_key=public_key, secret=secret, device_name=device_name).to_json())
+        return m.PairingResult.from_json(result)
+
+    def console_link(self, *, ttl_s: int | None = None) -> m.ConsoleLink:
+        """Owner: a one-time, short-lived link that enrols a browser on this machine as the owner's console"""
+        result = self._request("console.link", m.ConsoleLinkParams(ttl_s=ttl_s).to_json())
+        return m.ConsoleLink.from_json(result)
+
+    def console_overview(self) -> m.ConsoleOverview:
+        """Owner: what the console shows to guide set-up: the LAN address, settings and their meaning, OpenCode, the command policy"""
+        result = self._request("console.overview", m.NoParams().to_json())
+        return m.ConsoleOverview.from_json(result)
+
     def devices_list(self) -> m.DevicesListResult:
         """Paired devices, with their scopes and live connections"""
         result = self._request("devices.list", m.NoParams().to_json())
@@ -98,6 +117,11 @@ class GeneratedMethods:
         """Local counters: uptime, connections, tasks by outcome"""
         result = self._request("metrics.get", m.NoParams().to_json())
         return m.MetricsReport.from_json(result)
+
+    def metrics_series(self, *, hours: int | None = None) -> m.MetricsSeries:
+        """The local counters hour by hour: tasks finished by outcome, connections, connection and authentication failures"""
+        result = self._request("metrics.series", m.MetricsSeriesParams(hours=hours).to_json())
+        return m.MetricsSeries.from_json(result)
 
     def pairing_approve(self, *, request_id: str, scopes: list[m.Scope] | None = None) -> m.DeviceInfo:
         """Owner: approves a waiting device, maybe with fewer scopes"""
@@ -134,9 +158,9 @@ class GeneratedMethods:
         result = self._request("pairing.status", m.NoParams().to_json())
         return m.PairingStatus.from_json(result)
 
-    def permission_audit(self, *, before: int | None = None, limit: int | None = None, task_id: str | None = None) -> m.PermissionAuditResult:
+    def permission_audit(self, *, before: int | None = None, decision: m.Decision | None = None, device_id: str | None = None, limit: int | None = None, task_id: str | None = None) -> m.PermissionAuditResult:
         """The audit trail of requests, decisions, expiries and denials, newest first"""
-        result = self._request("permission.audit", m.PermissionAuditParams(before=before, limit=limit, task_id=task_id).to_json())
+        result = self._request("permission.audit", m.PermissionAuditParams(before=before, decision=decision, device_id=device_id, limit=limit, task_id=task_id).to_json())
         return m.PermissionAuditResult.from_json(result)
 
     def permission_forget(self, *, rule_id: str) -> m.Empty:

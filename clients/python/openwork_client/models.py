@@ -228,6 +228,150 @@ class ConnectionCounts:
         return out
 
 
+@dataclass
+class ConsoleEnrolParams:
+    """`console.enrol` params: a browser on this machine redeems a one-time link."""
+    public_key: str
+    """The browser's P-256 public key (SPKI DER, base64url), as in `pairing.begin`."""
+    secret: str
+    """The secret from the link's fragment."""
+    device_name: str | None = None
+    """What the device list calls this browser (default "Owner's console")."""
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ConsoleEnrolParams:
+        """Reads the wire form; members this version does not know are ignored."""
+        return cls(
+            public_key=required(data, "publicKey", "ConsoleEnrolParams"),
+            secret=required(data, "secret", "ConsoleEnrolParams"),
+            device_name=data["deviceName"] if data.get("deviceName") is not None else None,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The wire form; members left as None are omitted."""
+        out: dict[str, Any] = {}
+        out["publicKey"] = self.public_key
+        out["secret"] = self.secret
+        if self.device_name is not None:
+            out["deviceName"] = self.device_name
+        return out
+
+
+@dataclass
+class ConsoleLink:
+    """A one-time link that enrols a browser on this machine as the owner's console."""
+    expires_at: str
+    fingerprint: str
+    host_id: str
+    port: int
+    url: str
+    """`https://localhost:PORT/#console?secret=…&fp=…&id=…`; the secret is in the fragment, which a browser never sends over the network."""
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ConsoleLink:
+        """Reads the wire form; members this version does not know are ignored."""
+        return cls(
+            expires_at=required(data, "expiresAt", "ConsoleLink"),
+            fingerprint=required(data, "fingerprint", "ConsoleLink"),
+            host_id=required(data, "hostId", "ConsoleLink"),
+            port=required(data, "port", "ConsoleLink"),
+            url=required(data, "url", "ConsoleLink"),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The wire form; members left as None are omitted."""
+        out: dict[str, Any] = {}
+        out["expiresAt"] = self.expires_at
+        out["fingerprint"] = self.fingerprint
+        out["hostId"] = self.host_id
+        out["port"] = self.port
+        out["url"] = self.url
+        return out
+
+
+@dataclass
+class ConsoleLinkParams:
+    """`console.link` params (the owner, local)."""
+    ttl_s: int | None = None
+    """How long the link works (default 120, 1 to 600 seconds)."""
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ConsoleLinkParams:
+        """Reads the wire form; members this version does not know are ignored."""
+        return cls(
+            ttl_s=data["ttlS"] if data.get("ttlS") is not None else None,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The wire form; members left as None are omitted."""
+        out: dict[str, Any] = {}
+        if self.ttl_s is not None:
+            out["ttlS"] = self.ttl_s
+        return out
+
+
+@dataclass
+class ConsoleOverview:
+    """`console.overview` result: what the owner's console needs to guide set-up."""
+    config_exists: bool
+    config_path: str
+    """Where the settings live (it may not exist yet: every setting is optional)."""
+    data_dir: str
+    fingerprint: str
+    host_id: str
+    host_name: str
+    lan_address_is_loopback: bool
+    """Whether `lanAddress` is a loopback address (a phone cannot reach it)."""
+    opencode_enabled: str
+    """How OpenCode is set up: `off`, `auto` or `on`, and how to install it."""
+    opencode_install: str
+    policy: list[PolicyRuleInfo]
+    """The command policy's rules, in the order they are checked."""
+    settings: list[SettingInfo]
+    lan_address: str | None = None
+    """The address phones are given in pairing links, and the TLS port."""
+    port: int | None = None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ConsoleOverview:
+        """Reads the wire form; members this version does not know are ignored."""
+        return cls(
+            config_exists=required(data, "configExists", "ConsoleOverview"),
+            config_path=required(data, "configPath", "ConsoleOverview"),
+            data_dir=required(data, "dataDir", "ConsoleOverview"),
+            fingerprint=required(data, "fingerprint", "ConsoleOverview"),
+            host_id=required(data, "hostId", "ConsoleOverview"),
+            host_name=required(data, "hostName", "ConsoleOverview"),
+            lan_address_is_loopback=required(data, "lanAddressIsLoopback", "ConsoleOverview"),
+            opencode_enabled=required(data, "opencodeEnabled", "ConsoleOverview"),
+            opencode_install=required(data, "opencodeInstall", "ConsoleOverview"),
+            policy=[PolicyRuleInfo.from_json(x) for x in required(data, "policy", "ConsoleOverview")],
+            settings=[SettingInfo.from_json(x) for x in required(data, "settings", "ConsoleOverview")],
+            lan_address=data["lanAddress"] if data.get("lanAddress") is not None else None,
+            port=data["port"] if data.get("port") is not None else None,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The wire form; members left as None are omitted."""
+        out: dict[str, Any] = {}
+        out["configExists"] = self.config_exists
+        out["configPath"] = self.config_path
+        out["dataDir"] = self.data_dir
+        out["fingerprint"] = self.fingerprint
+        out["hostId"] = self.host_id
+        out["hostName"] = self.host_name
+        out["lanAddressIsLoopback"] = self.lan_address_is_loopback
+        out["opencodeEnabled"] = self.opencode_enabled
+        out["opencodeInstall"] = self.opencode_install
+        out["policy"] = [x.to_json() for x in self.policy]
+        out["settings"] = [x.to_json() for x in self.settings]
+        if self.lan_address is not None:
+            out["lanAddress"] = self.lan_address
+        if self.port is not None:
+            out["port"] = self.port
+        return out
+
+
 Decision = Literal["once", "always", "reject"]
 """An answer to a permission request."""
 
@@ -679,6 +823,45 @@ LogStream = Literal["stdout", "stderr", "event"]
 
 
 @dataclass
+class MetricsBucket:
+    """One hour of the host's activity."""
+    auth_failures: int
+    connections: int
+    disconnects: int
+    handshake_failures: int
+    refused: int
+    start: str
+    """The hour's start (UTC)."""
+    tasks: TaskOutcomes
+    """Tasks that finished in the hour, by outcome."""
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> MetricsBucket:
+        """Reads the wire form; members this version does not know are ignored."""
+        return cls(
+            auth_failures=required(data, "authFailures", "MetricsBucket"),
+            connections=required(data, "connections", "MetricsBucket"),
+            disconnects=required(data, "disconnects", "MetricsBucket"),
+            handshake_failures=required(data, "handshakeFailures", "MetricsBucket"),
+            refused=required(data, "refused", "MetricsBucket"),
+            start=required(data, "start", "MetricsBucket"),
+            tasks=TaskOutcomes.from_json(required(data, "tasks", "MetricsBucket")),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The wire form; members left as None are omitted."""
+        out: dict[str, Any] = {}
+        out["authFailures"] = self.auth_failures
+        out["connections"] = self.connections
+        out["disconnects"] = self.disconnects
+        out["handshakeFailures"] = self.handshake_failures
+        out["refused"] = self.refused
+        out["start"] = self.start
+        out["tasks"] = self.tasks.to_json()
+        return out
+
+
+@dataclass
 class MetricsReport:
     """`metrics.get` result: local counters, kept in the host's store and never sent anywhere."""
     connections: ConnectionCounts
@@ -718,6 +901,53 @@ class MetricsReport:
         out["telemetry"] = self.telemetry
         out["totalUptimeS"] = self.total_uptime_s
         out["uptimeS"] = self.uptime_s
+        return out
+
+
+@dataclass
+class MetricsSeries:
+    """`metrics.series` result: hourly buckets, oldest first, every hour present."""
+    bucket_s: int
+    buckets: list[MetricsBucket]
+    telemetry: bool
+    """Whether connection counters are recorded (`[metrics] telemetry`)."""
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> MetricsSeries:
+        """Reads the wire form; members this version does not know are ignored."""
+        return cls(
+            bucket_s=required(data, "bucketS", "MetricsSeries"),
+            buckets=[MetricsBucket.from_json(x) for x in required(data, "buckets", "MetricsSeries")],
+            telemetry=required(data, "telemetry", "MetricsSeries"),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The wire form; members left as None are omitted."""
+        out: dict[str, Any] = {}
+        out["bucketS"] = self.bucket_s
+        out["buckets"] = [x.to_json() for x in self.buckets]
+        out["telemetry"] = self.telemetry
+        return out
+
+
+@dataclass
+class MetricsSeriesParams:
+    """`metrics.series` params."""
+    hours: int | None = None
+    """How many hours back, ending with the current hour (default 24, 1 to 168)."""
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> MetricsSeriesParams:
+        """Reads the wire form; members this version does not know are ignored."""
+        return cls(
+            hours=data["hours"] if data.get("hours") is not None else None,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The wire form; members left as None are omitted."""
+        out: dict[str, Any] = {}
+        if self.hours is not None:
+            out["hours"] = self.hours
         return out
 
 
@@ -1131,6 +1361,10 @@ class PairingWindow:
     scopes: list[Scope]
     uri: str
     """`openwork://pair?host=…&port=…&fp=…&code=…`, also shown as a QR code."""
+    web_qr: list[str] | None = None
+    """The QR code of `webUri`, row by row, top to bottom: `1` a dark module, `0` a light one (no quiet zone), for a screen to draw."""
+    web_uri: str | None = None
+    """`https://HOST:PORT/#pair?code=…&fp=…&id=…`: the link a phone's camera opens (the web app's pairing screen)."""
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> PairingWindow:
@@ -1145,6 +1379,8 @@ class PairingWindow:
             port=required(data, "port", "PairingWindow"),
             scopes=required(data, "scopes", "PairingWindow"),
             uri=required(data, "uri", "PairingWindow"),
+            web_qr=data["webQr"] if data.get("webQr") is not None else None,
+            web_uri=data["webUri"] if data.get("webUri") is not None else None,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -1159,6 +1395,10 @@ class PairingWindow:
         out["port"] = self.port
         out["scopes"] = list(self.scopes)
         out["uri"] = self.uri
+        if self.web_qr is not None:
+            out["webQr"] = list(self.web_qr)
+        if self.web_uri is not None:
+            out["webUri"] = self.web_uri
         return out
 
 
@@ -1200,6 +1440,10 @@ class PermissionAuditParams:
     """`permission.audit` params."""
     before: int | None = None
     """Entries older than this entry id (paging)."""
+    decision: Decision | None = None
+    """Only entries with this decision."""
+    device_id: str | None = None
+    """Only entries about this device: it started the task or it answered (`local` for the owner, or a device id)."""
     limit: int | None = None
     """At most this many entries, newest first (default 100, at most 1000)."""
     task_id: str | None = None
@@ -1209,6 +1453,8 @@ class PermissionAuditParams:
         """Reads the wire form; members this version does not know are ignored."""
         return cls(
             before=data["before"] if data.get("before") is not None else None,
+            decision=data["decision"] if data.get("decision") is not None else None,
+            device_id=data["deviceId"] if data.get("deviceId") is not None else None,
             limit=data["limit"] if data.get("limit") is not None else None,
             task_id=data["taskId"] if data.get("taskId") is not None else None,
         )
@@ -1218,6 +1464,10 @@ class PermissionAuditParams:
         out: dict[str, Any] = {}
         if self.before is not None:
             out["before"] = self.before
+        if self.decision is not None:
+            out["decision"] = self.decision
+        if self.device_id is not None:
+            out["deviceId"] = self.device_id
         if self.limit is not None:
             out["limit"] = self.limit
         if self.task_id is not None:
@@ -1457,6 +1707,49 @@ class PermissionRulesResult:
 
 
 @dataclass
+class PolicyRuleInfo:
+    """One rule of the command policy, as configured (read-only)."""
+    action: str
+    """`allow`, `ask` or `deny`."""
+    explain: str
+    source: str
+    """`config` (the owner's, checked first) or `default`."""
+    args: str | None = None
+    id: str | None = None
+    pattern: str | None = None
+    program: str | None = None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PolicyRuleInfo:
+        """Reads the wire form; members this version does not know are ignored."""
+        return cls(
+            action=required(data, "action", "PolicyRuleInfo"),
+            explain=required(data, "explain", "PolicyRuleInfo"),
+            source=required(data, "source", "PolicyRuleInfo"),
+            args=data["args"] if data.get("args") is not None else None,
+            id=data["id"] if data.get("id") is not None else None,
+            pattern=data["pattern"] if data.get("pattern") is not None else None,
+            program=data["program"] if data.get("program") is not None else None,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The wire form; members left as None are omitted."""
+        out: dict[str, Any] = {}
+        out["action"] = self.action
+        out["explain"] = self.explain
+        out["source"] = self.source
+        if self.args is not None:
+            out["args"] = self.args
+        if self.id is not None:
+            out["id"] = self.id
+        if self.pattern is not None:
+            out["pattern"] = self.pattern
+        if self.program is not None:
+            out["program"] = self.program
+        return out
+
+
+@dataclass
 class RuntimeHealth:
     """A runtime's state, in the health panel."""
     name: str
@@ -1534,6 +1827,32 @@ class ServerInfo:
         out: dict[str, Any] = {}
         out["name"] = self.name
         out["version"] = self.version
+        return out
+
+
+@dataclass
+class SettingInfo:
+    """A setting the console explains: where it is, its value now, what it means."""
+    meaning: str
+    name: str
+    """`[section] key` in config.toml."""
+    value: str
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SettingInfo:
+        """Reads the wire form; members this version does not know are ignored."""
+        return cls(
+            meaning=required(data, "meaning", "SettingInfo"),
+            name=required(data, "name", "SettingInfo"),
+            value=required(data, "value", "SettingInfo"),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The wire form; members left as None are omitted."""
+        out: dict[str, Any] = {}
+        out["meaning"] = self.meaning
+        out["name"] = self.name
+        out["value"] = self.value
         return out
 
 
@@ -1744,6 +2063,8 @@ class TaskRecord:
     agent: str | None = None
     argv: list[str] | None = None
     command: str | None = None
+    created_by: str | None = None
+    """Who started it: `local` (the owner) or `device:ID`."""
     error: str | None = None
     """Why the task failed, was cancelled or interrupted, in words."""
     exit_code: int | None = None
@@ -1773,6 +2094,7 @@ class TaskRecord:
             agent=data["agent"] if data.get("agent") is not None else None,
             argv=data["argv"] if data.get("argv") is not None else None,
             command=data["command"] if data.get("command") is not None else None,
+            created_by=data["createdBy"] if data.get("createdBy") is not None else None,
             error=data["error"] if data.get("error") is not None else None,
             exit_code=data["exitCode"] if data.get("exitCode") is not None else None,
             finished_at=data["finishedAt"] if data.get("finishedAt") is not None else None,
@@ -1800,6 +2122,8 @@ class TaskRecord:
             out["argv"] = list(self.argv)
         if self.command is not None:
             out["command"] = self.command
+        if self.created_by is not None:
+            out["createdBy"] = self.created_by
         if self.error is not None:
             out["error"] = self.error
         if self.exit_code is not None:

@@ -4,7 +4,10 @@
 import { ClientCore, type CoreOptions } from "./core.js";
 import type { MessageTransport } from "./rpc.js";
 import { forgetCredential, loadCredential, saveCredential, type StoredCredential } from "./browser-store.js";
-import { opened, pairWebSocket, signatureAuth, type SignatureCredential, type WebPairOptions } from "./websocket.js";
+import { opened, pairWebSocket, signatureAuth, generateDeviceKey, type SignatureCredential, type WebPairOptions } from "./websocket.js";
+import { toBase64Url } from "./encoding.js";
+import { RpcConnection as Rpc } from "./rpc.js";
+import type * as T from "./generated/types.js";
 
 export * from "./generated/types.js";
 export type { ClientNotifications, Methods, Notifications } from "./generated/methods.js";
@@ -71,4 +74,54 @@ export type BrowserPairOptions = Omit<WebPairOptions, "dial">;
 export async function pairBrowser(options: BrowserPairOptions): Promise<StoredCredential> {
   const paired = await pairWebSocket({ ...options, dial: dialPageHost });
   return saveCredential(paired);
+}
+
+/** A console link's fragment: `#console?secret=…&fp=…&id=…` (what `openwork-host ui` prints). */
+export interface ConsoleLinkFragment {
+  secret: string;
+  fingerprint?: string;
+  hostId?: string;
+}
+
+/** Reads a console link from `location.hash`; undefined when it is not one. */
+export function parseConsoleFragment(hash: string): ConsoleLinkFragment | undefined {
+  const body = hash.startsWith("#") ? hash.slice(1) : hash;
+  if (!body.startsWith("console?")) return undefined;
+  const query = new URLSearchParams(body.slice("console?".length));
+  const secret = query.get("secret")?.trim();
+  if (!secret) return undefined;
+  const fingerprint = query.get("fp")?.trim();
+  const hostId = query.get("id")?.trim();
+  return { secret, ...(fingerprint ? { fingerprint } : {}), ...(hostId ? { hostId } : {}) };
+}
+
+/**
+ * Enrols this browser as the owner's console with a one-time link's secret:
+ * a new non-extractable key, registered by `console.enrol`, kept in IndexedDB.
+ */
+export async function enrolConsole(link: ConsoleLinkFragment, deviceName?: string): Promise<StoredCredential> {
+  const keys = await generateDeviceKey();
+  const publicKey = new Uint8Array(await crypto.subtle.exportKey("spki", keys.publicKey));
+  const rpc = new Rpc(await dialPageHost(), { notification: () => {}, closed: () => {} });
+  try {
+    const result = (await rpc.request("console.enrol", {
+      secret: link.secret,
+      publicKey: toBase64Url(publicKey),
+      ...(deviceName ? { deviceName } : {}),
+    })) as T.PairingResult;
+    if (link.hostId !== undefined && result.hostId !== link.hostId) {
+      throw new Error(`the link is for host ${link.hostId}, but ${result.hostId} answered`);
+    }
+    return await saveCredential({
+      deviceId: result.deviceId,
+      hostId: result.hostId,
+      hostName: result.hostName,
+      fingerprint: result.fingerprint,
+      scopes: result.scopes,
+      privateKey: keys.privateKey,
+      publicKey: keys.publicKey,
+    });
+  } finally {
+    rpc.close();
+  }
 }

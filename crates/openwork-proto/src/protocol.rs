@@ -320,6 +320,9 @@ pub struct TaskRecord {
     pub model: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
+    /// Who started it: `local` (the owner) or `device:ID`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<String>,
 }
 
 /// `task.list` params.
@@ -726,6 +729,14 @@ pub struct PairingWindow {
     pub fingerprint: String,
     pub host_id: String,
     pub host_name: String,
+    /// `https://HOST:PORT/#pair?code=…&fp=…&id=…`: the link a phone's camera
+    /// opens (the web app's pairing screen).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub web_uri: Option<String>,
+    /// The QR code of `webUri`, row by row, top to bottom: `1` a dark
+    /// module, `0` a light one (no quiet zone), for a screen to draw.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub web_qr: Option<Vec<String>>,
 }
 
 /// `pairing.begin` params: the device's SPAKE2 message.
@@ -1036,6 +1047,13 @@ pub struct PermissionAuditParams {
     /// Entries older than this entry id (paging).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub before: Option<i64>,
+    /// Only entries about this device: it started the task or it answered
+    /// (`local` for the owner, or a device id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<String>,
+    /// Only entries with this decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<Decision>,
 }
 
 /// One audit entry.
@@ -1072,4 +1090,130 @@ pub struct AuditEntry {
 #[serde(rename_all = "camelCase")]
 pub struct PermissionAuditResult {
     pub entries: Vec<AuditEntry>,
+}
+
+// ---------------------------------------------------------------- the owner's console
+
+/// `console.link` params (the owner, local).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ConsoleLinkParams {
+    /// How long the link works (default 120, 1 to 600 seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_s: Option<u64>,
+}
+
+/// A one-time link that enrols a browser on this machine as the owner's console.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsoleLink {
+    /// `https://localhost:PORT/#console?secret=…&fp=…&id=…`; the secret is in
+    /// the fragment, which a browser never sends over the network.
+    pub url: String,
+    pub expires_at: String,
+    pub port: u16,
+    pub fingerprint: String,
+    pub host_id: String,
+}
+
+/// `console.enrol` params: a browser on this machine redeems a one-time link.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ConsoleEnrolParams {
+    /// The secret from the link's fragment.
+    pub secret: String,
+    /// The browser's P-256 public key (SPKI DER, base64url), as in `pairing.begin`.
+    pub public_key: String,
+    /// What the device list calls this browser (default "Owner's console").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_name: Option<String>,
+}
+
+/// A setting the console explains: where it is, its value now, what it means.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SettingInfo {
+    /// `[section] key` in config.toml.
+    pub name: String,
+    pub value: String,
+    pub meaning: String,
+}
+
+/// One rule of the command policy, as configured (read-only).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyRuleInfo {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// `allow`, `ask` or `deny`.
+    pub action: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub program: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
+    pub explain: String,
+    /// `config` (the owner's, checked first) or `default`.
+    pub source: String,
+}
+
+/// `console.overview` result: what the owner's console needs to guide set-up.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsoleOverview {
+    pub host_name: String,
+    pub host_id: String,
+    pub fingerprint: String,
+    pub data_dir: String,
+    /// Where the settings live (it may not exist yet: every setting is optional).
+    pub config_path: String,
+    pub config_exists: bool,
+    /// The address phones are given in pairing links, and the TLS port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lan_address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Whether `lanAddress` is a loopback address (a phone cannot reach it).
+    pub lan_address_is_loopback: bool,
+    /// How OpenCode is set up: `off`, `auto` or `on`, and how to install it.
+    pub opencode_enabled: String,
+    pub opencode_install: String,
+    pub settings: Vec<SettingInfo>,
+    /// The command policy's rules, in the order they are checked.
+    pub policy: Vec<PolicyRuleInfo>,
+}
+
+/// `metrics.series` params.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MetricsSeriesParams {
+    /// How many hours back, ending with the current hour (default 24, 1 to 168).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hours: Option<u32>,
+}
+
+/// One hour of the host's activity.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricsBucket {
+    /// The hour's start (UTC).
+    pub start: String,
+    /// Tasks that finished in the hour, by outcome.
+    pub tasks: TaskOutcomes,
+    pub connections: u64,
+    pub disconnects: u64,
+    pub handshake_failures: u64,
+    pub auth_failures: u64,
+    pub refused: u64,
+}
+
+/// `metrics.series` result: hourly buckets, oldest first, every hour present.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricsSeries {
+    pub bucket_s: u64,
+    pub buckets: Vec<MetricsBucket>,
+    /// Whether connection counters are recorded (`[metrics] telemetry`).
+    pub telemetry: bool,
 }

@@ -2,6 +2,7 @@
 //! and the action a user can take.
 
 use crate::pairing::PairingError;
+use crate::pairing::console::ConsoleError;
 use crate::permissions::PermissionError;
 use crate::rpc::{ErrorCode, RpcError};
 use crate::store::StoreError;
@@ -32,6 +33,31 @@ impl From<TaskError> for RpcError {
                 "wait for that task to end or cancel it (`task.list` shows it running), or leave out `sessionId` for a new session",
             ),
             TaskError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<ConsoleError> for RpcError {
+    fn from(e: ConsoleError) -> Self {
+        let message = e.to_string();
+        let again = "run `openwork-host ui` on the host for a new link";
+        match e {
+            ConsoleError::BadTtl
+            | ConsoleError::BadKey(_)
+            | ConsoleError::BadKeyEncoding
+            | ConsoleError::BadName(_) => RpcError::invalid_params(message),
+            ConsoleError::NoListener => RpcError::conflict(message)
+                .with_action("start the host with a network listener (`openwork-host serve`, without `--listen none`)"),
+            ConsoleError::NoLoopbackListener { .. } => RpcError::conflict(message)
+                .with_action("serve on loopback too, e.g. `openwork-host serve --listen 127.0.0.1:4747 --listen ADDR:4747`, or on every interface ([::]:4747, the default)"),
+            ConsoleError::NotBrowser => RpcError::conflict(message)
+                .with_action("open the link in a browser on the host's machine"),
+            ConsoleError::NotLocal { .. } => RpcError::new(ErrorCode::FORBIDDEN, message)
+                .with_action("open the link exactly as `openwork-host ui` printed it, in a browser on the host's machine"),
+            ConsoleError::Used | ConsoleError::Expired | ConsoleError::Unknown => {
+                RpcError::new(ErrorCode::UNAUTHORIZED, message).with_action(again)
+            }
+            ConsoleError::Store(e) => e.into(),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The host's method handlers and the table that lists them all.
 
+mod console;
 mod devices;
 mod errors;
 mod health;
@@ -196,5 +197,16 @@ pub fn table() -> MethodTable<CallContext> {
     );
     t.register("metrics.get", scope(Scope::TasksRead), health::metrics)
         .summary("Local counters: uptime, connections, tasks by outcome");
+    t.register("metrics.series", scope(Scope::TasksRead), console::series)
+        .summary("The local counters hour by hour: tasks finished by outcome, connections, connection and authentication failures");
+
+    t.register("console.link", Access::Owner, console::link)
+        .summary("Owner: a one-time, short-lived link that enrols a browser on this machine as the owner's console")
+        .errors(&[E::CONFLICT]);
+    t.register("console.enrol", open, console::enrol)
+        .summary("A browser on the host's machine redeems a console link: its key becomes the owner's console device (`admin` and the default scopes)")
+        .errors(&[E::UNAUTHORIZED, E::FORBIDDEN, E::CONFLICT]);
+    t.register("console.overview", Access::Owner, console::overview)
+        .summary("Owner: what the console shows to guide set-up: the LAN address, settings and their meaning, OpenCode, the command policy");
     t
 }

@@ -8,11 +8,15 @@ export interface Methods {
   "$/ping": { params: T.NoParams; result: T.Empty };
   "auth.challenge": { params: T.NoParams; result: T.AuthChallenge };
   "capabilities.get": { params: T.CapabilitiesParams; result: T.Capabilities };
+  "console.enrol": { params: T.ConsoleEnrolParams; result: T.PairingResult };
+  "console.link": { params: T.ConsoleLinkParams; result: T.ConsoleLink };
+  "console.overview": { params: T.NoParams; result: T.ConsoleOverview };
   "devices.list": { params: T.NoParams; result: T.DevicesListResult };
   "devices.revoke": { params: T.DeviceIdParams; result: T.DeviceRevokeResult };
   "health.get": { params: T.NoParams; result: T.HealthReport };
   "initialize": { params: T.InitializeParams; result: T.InitializeResult };
   "metrics.get": { params: T.NoParams; result: T.MetricsReport };
+  "metrics.series": { params: T.MetricsSeriesParams; result: T.MetricsSeries };
   "pairing.approve": { params: T.PairingApproveParams; result: T.DeviceInfo };
   "pairing.begin": { params: T.PairingBeginParams; result: T.PairingBeginResult };
   "pairing.close": { params: T.NoParams; result: T.Empty };
@@ -66,12 +70,16 @@ export const METHOD_ACCESS: Record<keyof Methods | keyof ClientNotifications, st
   "$/ping": "open",
   "auth.challenge": "open",
   "capabilities.get": "open",
+  "console.enrol": "open",
+  "console.link": "owner",
+  "console.overview": "owner",
   "devices.list": "owner",
   "devices.revoke": "owner",
   "exit": "open",
   "health.get": "open",
   "initialize": "open",
   "metrics.get": "tasks.read",
+  "metrics.series": "tasks.read",
   "pairing.approve": "owner",
   "pairing.begin": "open",
   "pairing.close": "owner",
@@ -125,6 +133,21 @@ export abstract class GeneratedMethods {
     return this.request("capabilities.get", params);
   }
 
+  /** A browser on the host's machine redeems a console link: its key becomes the owner's console device (`admin` and the default scopes) */
+  consoleEnrol(params: T.ConsoleEnrolParams): Promise<T.PairingResult> {
+    return this.request("console.enrol", params);
+  }
+
+  /** Owner: a one-time, short-lived link that enrols a browser on this machine as the owner's console */
+  consoleLink(params: T.ConsoleLinkParams = {}): Promise<T.ConsoleLink> {
+    return this.request("console.link", params);
+  }
+
+  /** Owner: what the console shows to guide set-up: the LAN address, settings and their meaning, OpenCode, the command policy */
+  consoleOverview(params: T.NoParams = {}): Promise<T.ConsoleOverview> {
+    return this.request("console.overview", params);
+  }
+
   /** Paired devices, with their scopes and live connections */
   devicesList(params: T.NoParams = {}): Promise<T.DevicesListResult> {
     return this.request("devices.list", params);
@@ -153,6 +176,11 @@ export abstract class GeneratedMethods {
   /** Local counters: uptime, connections, tasks by outcome */
   metricsGet(params: T.NoParams = {}): Promise<T.MetricsReport> {
     return this.request("metrics.get", params);
+  }
+
+  /** The local counters hour by hour: tasks finished by outcome, connections, connection and authentication failures */
+  metricsSeries(params: T.MetricsSeriesParams = {}): Promise<T.MetricsSeries> {
+    return this.request("metrics.series", params);
   }
 
   /** Owner: approves a waiting device, maybe with fewer scopes */

@@ -153,6 +153,108 @@ export interface ConnectionCounts {
   refused?: number;
 }
 /**
+ * `console.enrol` params: a browser on this machine redeems a one-time link.
+ */
+export interface ConsoleEnrolParams {
+  /**
+   * What the device list calls this browser (default "Owner's console").
+   */
+  deviceName?: string;
+  /**
+   * The browser's P-256 public key (SPKI DER, base64url), as in `pairing.begin`.
+   */
+  publicKey: string;
+  /**
+   * The secret from the link's fragment.
+   */
+  secret: string;
+}
+/**
+ * A one-time link that enrols a browser on this machine as the owner's console.
+ */
+export interface ConsoleLink {
+  expiresAt: string;
+  fingerprint: string;
+  hostId: string;
+  port: number;
+  /**
+   * `https://localhost:PORT/#console?secret=…&fp=…&id=…`; the secret is in
+   * the fragment, which a browser never sends over the network.
+   */
+  url: string;
+}
+/**
+ * `console.link` params (the owner, local).
+ */
+export interface ConsoleLinkParams {
+  /**
+   * How long the link works (default 120, 1 to 600 seconds).
+   */
+  ttlS?: number;
+}
+/**
+ * `console.overview` result: what the owner's console needs to guide set-up.
+ */
+export interface ConsoleOverview {
+  configExists: boolean;
+  /**
+   * Where the settings live (it may not exist yet: every setting is optional).
+   */
+  configPath: string;
+  dataDir: string;
+  fingerprint: string;
+  hostId: string;
+  hostName: string;
+  /**
+   * The address phones are given in pairing links, and the TLS port.
+   */
+  lanAddress?: string;
+  /**
+   * Whether `lanAddress` is a loopback address (a phone cannot reach it).
+   */
+  lanAddressIsLoopback: boolean;
+  /**
+   * How OpenCode is set up: `off`, `auto` or `on`, and how to install it.
+   */
+  opencodeEnabled: string;
+  opencodeInstall: string;
+  /**
+   * The command policy's rules, in the order they are checked.
+   */
+  policy: PolicyRuleInfo[];
+  port?: number;
+  settings: SettingInfo[];
+}
+/**
+ * One rule of the command policy, as configured (read-only).
+ */
+export interface PolicyRuleInfo {
+  /**
+   * `allow`, `ask` or `deny`.
+   */
+  action: string;
+  args?: string;
+  explain: string;
+  id?: string;
+  pattern?: string;
+  program?: string;
+  /**
+   * `config` (the owner's, checked first) or `default`.
+   */
+  source: string;
+}
+/**
+ * A setting the console explains: where it is, its value now, what it means.
+ */
+export interface SettingInfo {
+  meaning: string;
+  /**
+   * `[section] key` in config.toml.
+   */
+  name: string;
+  value: string;
+}
+/**
  * A paired device's credential, as issued by pairing.
  */
 export interface DeviceAuth {
@@ -335,6 +437,10 @@ export interface TaskRecord {
    * RFC 3339 UTC times.
    */
   createdAt: string;
+  /**
+   * Who started it: `local` (the owner) or `device:ID`.
+   */
+  createdBy?: string;
   cwd: string;
   /**
    * Why the task failed, was cancelled or interrupted, in words.
@@ -490,6 +596,38 @@ export interface LogChunk {
   ts: string;
 }
 /**
+ * One hour of the host's activity.
+ */
+export interface MetricsBucket {
+  authFailures: number;
+  connections: number;
+  disconnects: number;
+  handshakeFailures: number;
+  refused: number;
+  /**
+   * The hour's start (UTC).
+   */
+  start: string;
+  /**
+   * Tasks that finished in the hour, by outcome.
+   */
+  tasks: TaskOutcomes;
+}
+/**
+ * How the tasks that finished in a time window ended.
+ */
+export interface TaskOutcomes {
+  cancelled: number;
+  failed: number;
+  interrupted: number;
+  succeeded: number;
+  /**
+   * `succeeded / (succeeded + failed + interrupted)`; cancelled tasks are
+   * left out (a person stopped them). Absent when no such task finished.
+   */
+  successRate?: number;
+}
+/**
  * `metrics.get` result: local counters, kept in the host's store and never sent anywhere.
  */
 export interface MetricsReport {
@@ -520,18 +658,24 @@ export interface MetricsReport {
   uptimeS: number;
 }
 /**
- * How the tasks that finished in a time window ended.
+ * `metrics.series` result: hourly buckets, oldest first, every hour present.
  */
-export interface TaskOutcomes {
-  cancelled: number;
-  failed: number;
-  interrupted: number;
-  succeeded: number;
+export interface MetricsSeries {
+  bucketS: number;
+  buckets: MetricsBucket[];
   /**
-   * `succeeded / (succeeded + failed + interrupted)`; cancelled tasks are
-   * left out (a person stopped them). Absent when no such task finished.
+   * Whether connection counters are recorded (`[metrics] telemetry`).
    */
-  successRate?: number;
+  telemetry: boolean;
+}
+/**
+ * `metrics.series` params.
+ */
+export interface MetricsSeriesParams {
+  /**
+   * How many hours back, ending with the current hour (default 24, 1 to 168).
+   */
+  hours?: number;
 }
 /**
  * Params of a method that takes none: absent, or `{}`.
@@ -712,6 +856,16 @@ export interface PairingWindow {
    * `openwork://pair?host=…&port=…&fp=…&code=…`, also shown as a QR code.
    */
   uri: string;
+  /**
+   * The QR code of `webUri`, row by row, top to bottom: `1` a dark
+   * module, `0` a light one (no quiet zone), for a screen to draw.
+   */
+  webQr?: string[];
+  /**
+   * `https://HOST:PORT/#pair?code=…&fp=…&id=…`: the link a phone's camera
+   * opens (the web app's pairing screen).
+   */
+  webUri?: string;
 }
 /**
  * `pairing.withdrawn` notification (to the operator): a device waiting for
@@ -738,6 +892,15 @@ export interface PermissionAuditParams {
    * Entries older than this entry id (paging).
    */
   before?: number;
+  /**
+   * Only entries with this decision.
+   */
+  decision?: Decision;
+  /**
+   * Only entries about this device: it started the task or it answered
+   * (`local` for the owner, or a device id).
+   */
+  deviceId?: string;
   /**
    * At most this many entries, newest first (default 100, at most 1000).
    */

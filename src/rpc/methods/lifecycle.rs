@@ -113,6 +113,14 @@ fn capabilities(ctx: &CallContext, principal: &Principal) -> Capabilities {
         opencode: principal
             .has(Scope::Opencode)
             .then(|| ctx.host.opencode_capability(principal)),
+        workspace_roots: principal.has(Scope::TasksRun).then(|| {
+            ctx.host
+                .tasks
+                .roots()
+                .iter()
+                .map(|r| r.display().to_string())
+                .collect()
+        }),
     }
 }
 

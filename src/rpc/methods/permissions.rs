@@ -1,8 +1,8 @@
-//! `permission.reply`, `permission.rules`, `permission.forget`, `permission.audit`.
+//! `permission.reply`, `permission.pending`, `permission.rules`, `permission.forget`, `permission.audit`.
 
 use crate::protocol::{
     Empty, NoParams, PermissionAuditParams, PermissionAuditResult, PermissionForgetParams,
-    PermissionReplyParams, PermissionReplyResult, PermissionRulesResult,
+    PermissionPendingResult, PermissionReplyParams, PermissionReplyResult, PermissionRulesResult,
 };
 use crate::rpc::RpcError;
 use crate::rpc::methods::CallContext;
@@ -17,6 +17,12 @@ pub async fn reply(
         .permissions
         .reply(&p.request_id, p.decision, &principal, ctx.session.id)
         .await?)
+}
+
+pub async fn pending(ctx: CallContext, _: NoParams) -> Result<PermissionPendingResult, RpcError> {
+    Ok(PermissionPendingResult {
+        requests: ctx.host.permissions.pending(),
+    })
 }
 
 pub async fn rules(ctx: CallContext, _: NoParams) -> Result<PermissionRulesResult, RpcError> {

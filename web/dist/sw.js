@@ -1,8 +1,8 @@
 // The app's service worker: keeps the shell (the page and its hashed assets)
 // so the app opens offline and says so; /rpc and everything else go to the
 // network untouched.
-const CACHE = "openwork-shell-assetsappI2E3EDLPjs";
-const SHELL = ["/","/assets/app-I2E3EDLP.js","/assets/style-GEF7TJJH.css"];
+const CACHE = "openwork-shell-assetsappCWCN3PCLjs";
+const SHELL = ["/","/assets/app-CWCN3PCL.js","/assets/style-SWHEBTOI.css"];
 self.addEventListener("install", (event) => {
   event.waitUntil(caches.open(CACHE).then((c) => c.addAll(SHELL)).then(() => self.skipWaiting()));
 });

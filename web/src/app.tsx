@@ -22,6 +22,8 @@ import {
   type TaskUpdate,
 } from "../../clients/typescript/src/browser.js";
 import { LogBuffer, type Line } from "./log.js";
+import { Conversation, ConversationView } from "./conversation.js";
+import { WorkDir } from "./workdir.js";
 import {
   changed,
   connect,
@@ -33,6 +35,7 @@ import {
   renameHost,
   savedCommands,
   store,
+  toast,
   togglePin,
   useStore,
   type Saved,
@@ -402,13 +405,7 @@ function NewTask() {
         ) : (
           <input id="command" name="command" spellcheck={false} autoCapitalize="off" required value={command} onInput={(e) => setCommand(e.currentTarget.value)} />
         )}
-        <label for="cwd">Working directory (empty: the first workspace root)</label>
-        <input id="cwd" name="cwd" list="cwds" spellcheck={false} autoCapitalize="off" value={cwd} onInput={(e) => setCwd(e.currentTarget.value)} />
-        <datalist id="cwds">
-          {cwds.map((c) => (
-            <option key={c} value={c} />
-          ))}
-        </datalist>
+        <WorkDir roots={s.client?.server.capabilities.workspaceRoots} value={cwd} onChange={setCwd} recent={cwds} />
         <button id="run-button" type="submit" class="primary" disabled={busy || s.conn !== "open"}>
           {busy ? "Starting…" : "Run"}
         </button>
@@ -466,7 +463,9 @@ function TaskView({ taskId }: { taskId: string }) {
   const [error, setError] = useState("");
   const [confirming, setConfirming] = useState(false);
   const buffer = useRef(new LogBuffer());
-  const [, setFrame] = useState(0);
+  // OpenCode tasks: their `event` chunks as a conversation.
+  const convo = useRef(new Conversation());
+  const [frame, setFrame] = useState(0);
   const [follow, setFollow] = useState(true);
   const box = useRef<HTMLDivElement>(null);
   const metrics = useRef({ rowH: 18, charW: 8 });
@@ -476,6 +475,7 @@ function TaskView({ taskId }: { taskId: string }) {
 
   useEffect(() => {
     buffer.current = new LogBuffer();
+    convo.current = new Conversation();
     setTask(undefined);
     setFollow(true);
   }, [taskId]);
@@ -491,7 +491,9 @@ function TaskView({ taskId }: { taskId: string }) {
     };
     const offChunk = client.on("log.chunk", (c: LogChunk) => {
       if (c.taskId !== taskId) return;
-      if (buffer.current.append(c.seq, c.data, c.stream)) draw();
+      if (c.stream === "event") {
+        if (c.seq > buffer.current.lastSeq && convo.current.add(c.seq, c.data)) draw();
+      } else if (c.seq > convo.current.lastSeq && buffer.current.append(c.seq, c.data, c.stream)) draw();
     });
     const offUpdate = client.on("task.updated", (u: TaskUpdate) => {
       if (u.taskId !== taskId) return;
@@ -502,7 +504,7 @@ function TaskView({ taskId }: { taskId: string }) {
     // needs nothing here: the client resumes what it follows from the last
     // seq it delivered (so no line twice, none missed).
     void client
-      .taskSubscribe({ taskId, fromSeq: buffer.current.lastSeq + 1 })
+      .taskSubscribe({ taskId, fromSeq: Math.max(buffer.current.lastSeq, convo.current.lastSeq) + 1 })
       .then(() => client.taskGet({ taskId }))
       .then(setTask, (e) => setError(describe(e)));
     return () => {
@@ -581,8 +583,10 @@ function TaskView({ taskId }: { taskId: string }) {
       setError(`Cannot cancel it: ${describe(e)}`);
     }
   };
+  const isConvo = task?.runtime === "opencode" || convo.current.items.length > 0;
+  const copyText = () => (isConvo ? convo.current.text() + b.text() : b.text());
   const share = async () => {
-    const text = b.text();
+    const text = copyText();
     if (navigator.share) await navigator.share({ title: task ? taskTitle(task) : taskId, text }).catch(() => undefined);
     else await navigator.clipboard?.writeText(text);
   };
@@ -612,7 +616,7 @@ function TaskView({ taskId }: { taskId: string }) {
         </p>
       )}
       <div class="actions">
-        <button type="button" onClick={() => void navigator.clipboard?.writeText(b.text())}>
+        <button type="button" onClick={() => void navigator.clipboard?.writeText(copyText())}>
           Copy
         </button>
         <button type="button" onClick={() => void share()}>
@@ -636,7 +640,8 @@ function TaskView({ taskId }: { taskId: string }) {
         </div>
       )}
       {b.dropped > 0 && <p class="hint">{b.dropped} earlier lines are not kept in this view (memory bound).</p>}
-      <div class="log" ref={box} onScroll={onScroll} tabIndex={0} role="log" aria-label="task output">
+      {isConvo && <ConversationView convo={convo.current} prompt={task?.prompt} frame={frame} />}
+      <div class="log" hidden={isConvo && !b.lines.length} ref={box} onScroll={onScroll} tabIndex={0} role="log" aria-label="task output">
         <div class="spacer" ref={(el) => {
             if (el) el.style.height = `${total * rowH}px`;
           }} />
@@ -791,8 +796,18 @@ function Hosts() {
       <p class="hint">Each host has its own address, so each host you pair is its own app in this browser: open its address to use it.</p>
       {asking ? (
         <div class="confirm" role="alertdialog" aria-labelledby="forget-text">
-          <p id="forget-text">Forget this host? This browser's key is deleted; the host's owner should also revoke it (openwork-host devices revoke {c?.deviceId}).</p>
-          <button type="button" class="danger" id="forget-confirm" onClick={() => void forget().then(() => go("#pair"))}>
+          <p id="forget-text">Forget this host? The host is told to revoke this browser, and this browser's key is deleted: pairing again needs a new code from its owner.</p>
+          <button
+            type="button"
+            class="danger"
+            id="forget-confirm"
+            onClick={() =>
+              void forget().then((problem) => {
+                if (problem) toast(problem);
+                go("#pair");
+              })
+            }
+          >
             Forget
           </button>
           <button type="button" onClick={() => setAsking(false)}>

@@ -113,10 +113,27 @@ export async function connect(): Promise<void> {
   }
 }
 
+/** Prompts asked before this connection followed their task (or before the app connected). */
+function fetchPending(client: BrowserClient): void {
+  if (!client.server.capabilities.methods.includes("permission.pending")) return;
+  client.permissionPending().then(
+    (r) => {
+      const known = new Set(store.prompts.map((p) => p.requestId));
+      const fresh = r.requests.filter((p) => !known.has(p.requestId));
+      // Those no longer pending were answered or expired while away.
+      const pending = new Set(r.requests.map((p) => p.requestId));
+      store.prompts = [...store.prompts.filter((p) => pending.has(p.requestId)), ...fresh];
+      changed();
+    },
+    () => undefined,
+  );
+}
+
 function attach(client: BrowserClient): void {
   store.client = client;
   store.attempt = 0;
   store.epoch++;
+  fetchPending(client);
   client.on("permission.request", (p) => {
     store.prompts = [...store.prompts.filter((x) => x.requestId !== p.requestId), p];
     changed();
@@ -135,6 +152,7 @@ function attach(client: BrowserClient): void {
       store.attempt = 0;
       store.epoch++;
       setConn("open");
+      fetchPending(client);
     } else if (s === "reconnecting") {
       if (!navigator.onLine) setConn("offline", "no network: the app reconnects by itself when it returns");
       else setConn("reconnecting", `connection lost (${describe(error)}); retrying`);
@@ -149,6 +167,8 @@ function attach(client: BrowserClient): void {
 
 function onRefused(error: unknown): void {
   store.client = undefined;
+  // Forgotten meanwhile: the refusal is the host agreeing.
+  if (!store.credential) return;
   store.error = `This browser can no longer use ${store.credential?.hostName ?? "this host"}: its pairing was revoked by the host's owner, or is unknown there (the host said: ${error instanceof Error ? error.message : String(error)}). To use it again, ask the owner for a new pairing code (openwork-host pair) and pair below.`;
   setConn("refused", "Refused by the host: this browser's pairing was revoked or is unknown there");
 }
@@ -177,14 +197,31 @@ export async function init(): Promise<void> {
   });
 }
 
-export async function forget(): Promise<void> {
+/**
+ * Forgets the host: the host is told first (`devices.revokeSelf`), so the
+ * key this browser deletes can never be used again. Returns what to tell the
+ * user when the host could not be told (the key is deleted all the same).
+ */
+export async function forget(): Promise<string> {
   const client = store.client;
-  store.client = undefined;
-  await client?.close();
-  await forgetCredential();
+  let told = "";
+  if (client && client.server.capabilities.methods.includes("devices.revokeSelf")) {
+    try {
+      await client.devicesRevokeSelf();
+    } catch (e) {
+      told = describe(e);
+    }
+  } else told = client ? "this host does not support it" : "this browser is not connected to it";
+  // No credential first: nothing reconnects with it meanwhile.
   store.credential = undefined;
+  store.client = undefined;
+  await client?.close().catch(() => undefined);
+  await forgetCredential();
   store.prompts = [];
   setConn("unpaired");
+  return told
+    ? `This browser forgot the host, but could not tell it (${told}): ask its owner to revoke this device (openwork-host devices revoke).`
+    : "";
 }
 
 // Recent and pinned commands, kept in this browser only.

@@ -53,6 +53,14 @@ try {
   await page.waitForSelector("#task-list", { state: "attached", timeout: 60000 });
   await page.waitForSelector('#status[data-state="open"]', { timeout: 60000 });
   const interactive = Date.now() - start;
+  // Where the time went: the page, its assets, then the connection (WebSocket upgrade, auth.challenge, initialize, task.list).
+  const parts = await page.evaluate(() => {
+    const nav = performance.getEntriesByType("navigation")[0];
+    const assets = performance.getEntriesByType("resource").filter((r) => /\/assets\//.test(r.name));
+    const marks = Object.fromEntries(performance.getEntriesByType("mark").map((m) => [m.name, Math.round(m.startTime)]));
+    return { html: Math.round(nav.responseEnd), assets: Math.round(Math.max(0, ...assets.map((r) => r.responseEnd))), dom: Math.round(nav.domContentLoadedEventEnd), marks };
+  });
+  console.log(`  of which: page ${parts.html} ms, assets by ${parts.assets} ms, scripts run by ${parts.dom} ms; marks ${JSON.stringify(parts.marks)}; the rest is the connection and the list`);
   console.log(`task list on screen and connected, CPU 4x slower, fast 3G: ${interactive} ms (budget 1500 ms; the 3G round trip alone is 562 ms, TLS + WebSocket + auth take several)`);
   await cdp.send("Emulation.setCPUThrottlingRate", { rate: 1 });
   await cdp.send("Network.emulateNetworkConditions", { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: -1 });

@@ -257,6 +257,7 @@ function Tasks() {
     try {
       const r = await client.taskList({ limit: 30, ...(filter ? { status: filter } : {}), ...(before ? { before } : {}) });
       setTasks((old) => (before ? [...old, ...r.tasks] : r.tasks));
+      if (!before && !performance.getEntriesByName("openwork:list").length) performance.mark("openwork:list");
       setMore(r.tasks.length === 30);
       setError("");
     } catch (e) {

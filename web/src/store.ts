@@ -90,11 +90,14 @@ export async function connect(): Promise<void> {
       }
       setConn(store.attempt ? "reconnecting" : "connecting", store.attempt ? `attempt ${store.attempt + 1}: opening a connection to ${location.host}` : "");
       try {
+        // Marks for scripts/bench-web: where opening the app spends its time.
+        performance.mark("openwork:dial");
         const client = await BrowserClient.connectWith(credential, { reconnect: { attempts: 6, initialDelayMs: 300, maxDelayMs: 8000 } }, () => {
           store.attempt++;
           if (store.conn === "reconnecting") store.connDetail = `attempt ${store.attempt}: opening a connection to ${location.host} and following tasks from the last line seen`;
           changed();
         });
+        performance.mark("openwork:connected");
         attach(client);
         return;
       } catch (e) {

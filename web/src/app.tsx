@@ -28,6 +28,7 @@ import {
   changed,
   connect,
   describe,
+  dialEarly,
   forget,
   hostLabel,
   init,
@@ -916,6 +917,7 @@ function App() {
 }
 
 async function main(): Promise<void> {
+  if (!parsePairFragment(location.hash)) dialEarly();
   await init();
   const resume = !!store.credential && !parsePairFragment(location.hash);
   store.conn = resume ? "connecting" : "unpaired";

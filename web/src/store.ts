@@ -5,11 +5,16 @@ import { useEffect, useState } from "preact/hooks";
 import {
   BrowserClient,
   RpcError,
+  dialPageHost,
   loadCredential,
   forgetCredential,
+  type MessageTransport,
   type PermissionRequest,
   type StoredCredential,
 } from "../../clients/typescript/src/browser.js";
+
+/** Set once this browser connected with a credential: the next open dials early. */
+const PAIRED = "openwork.paired";
 
 export type Conn = "starting" | "unpaired" | "pairing" | "connecting" | "open" | "reconnecting" | "offline" | "closed" | "refused";
 
@@ -75,6 +80,29 @@ function setConn(conn: Conn, detail = ""): void {
 
 let connecting = false;
 
+/** A connection dialled while the page starts (see `dialEarly`), for the first `connect`. */
+let early: Promise<MessageTransport> | undefined;
+
+/**
+ * Opens the WebSocket while the page still reads the credential and draws:
+ * on a slow network that round trip is the largest part of opening the app.
+ * Only where the credential is expected (this browser paired before); it is
+ * closed when unused.
+ */
+export function dialEarly(): void {
+  if (localStorage.getItem(PAIRED) !== "1") return;
+  early = dialPageHost();
+  early.catch(() => undefined);
+  // Unused within a few seconds (no credential after all): closed.
+  const mine = early;
+  setTimeout(() => {
+    if (early === mine) {
+      early = undefined;
+      void mine.then((t) => t.close(), () => undefined);
+    }
+  }, 5000);
+}
+
 /** Connects with the stored credential; retries with backoff until it works or is refused. */
 export async function connect(): Promise<void> {
   const credential = store.credential;
@@ -92,11 +120,19 @@ export async function connect(): Promise<void> {
       try {
         // Marks for scripts/bench-web: where opening the app spends its time.
         performance.mark("openwork:dial");
-        const client = await BrowserClient.connectWith(credential, { reconnect: { attempts: 6, initialDelayMs: 300, maxDelayMs: 8000 } }, () => {
-          store.attempt++;
-          if (store.conn === "reconnecting") store.connDetail = `attempt ${store.attempt}: opening a connection to ${location.host} and following tasks from the last line seen`;
-          changed();
-        });
+        const ahead = early;
+        early = undefined;
+        const client = await BrowserClient.connectWith(
+          credential,
+          { reconnect: { attempts: 6, initialDelayMs: 300, maxDelayMs: 8000 } },
+          () => {
+            store.attempt++;
+            if (store.conn === "reconnecting") store.connDetail = `attempt ${store.attempt}: opening a connection to ${location.host} and following tasks from the last line seen`;
+            changed();
+          },
+          ahead,
+        );
+        localStorage.setItem(PAIRED, "1");
         performance.mark("openwork:connected");
         attach(client);
         return;
@@ -220,6 +256,7 @@ export async function forget(): Promise<string> {
   store.client = undefined;
   await client?.close().catch(() => undefined);
   await forgetCredential();
+  localStorage.removeItem(PAIRED);
   store.prompts = [];
   setConn("unpaired");
   return told

@@ -1347,10 +1347,7 @@ async fn a_device_revokes_itself_gets_the_answer_and_its_credential_stops_workin
     assert_eq!(revoked["deviceId"], device.device_id.as_str());
     assert_eq!(revoked["closedConnections"], 1, "the other connection");
     // Then the calling connection closes.
-    within(10, async {
-        while first.next_message().await.is_ok() {}
-    })
-    .await;
+    within(10, async { while first.next_message().await.is_ok() {} }).await;
     let err = within(10, second.call::<_, Value>("$/ping", json!({})))
         .await
         .unwrap_err();

@@ -562,7 +562,11 @@ async fn a_device_connecting_while_a_task_waits_lists_the_pending_request() {
     let pending: Value = within(10, device.call("permission.pending", json!({})))
         .await
         .unwrap();
-    assert_eq!(pending["requests"], json!([]), "answered: no longer pending");
+    assert_eq!(
+        pending["requests"],
+        json!([]),
+        "answered: no longer pending"
+    );
     // Without the scope, none is listed.
     let reader = host
         .pair_device("reader", Some(vec![Scope::TasksRead]))

@@ -481,9 +481,8 @@ impl Permissions {
             .values()
             .map(|p| p.request.clone())
             .collect();
-        requests.sort_by(|a, b| {
-            (&a.expires_at, &a.request_id).cmp(&(&b.expires_at, &b.request_id))
-        });
+        requests
+            .sort_by(|a, b| (&a.expires_at, &a.request_id).cmp(&(&b.expires_at, &b.request_id)));
         requests
     }
 

@@ -25,8 +25,12 @@ pub async fn revoke_self(ctx: CallContext, _: NoParams) -> Result<DeviceRevokeRe
     let principal = ctx.session.principal();
     let Principal::Device { id, name, .. } = &principal else {
         let error = if principal.is_authenticated() {
-            RpcError::conflict("`devices.revokeSelf` is for a paired device; this connection is the host's owner")
-                .with_action("revoke a device with `devices.revoke` (`openwork-host devices revoke ID`)")
+            RpcError::conflict(
+                "`devices.revokeSelf` is for a paired device; this connection is the host's owner",
+            )
+            .with_action(
+                "revoke a device with `devices.revoke` (`openwork-host devices revoke ID`)",
+            )
         } else {
             RpcError::new(
                 ErrorCode::UNAUTHORIZED,

@@ -91,7 +91,9 @@ let early: Promise<MessageTransport> | undefined;
  */
 export function dialEarly(): void {
   if (localStorage.getItem(PAIRED) !== "1") return;
+  performance.mark("openwork:early-dial");
   early = dialPageHost();
+  void early.then(() => performance.mark("openwork:early-open"), () => undefined);
   early.catch(() => undefined);
   // Unused within a few seconds (no credential after all): closed.
   const mine = early;

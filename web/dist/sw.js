@@ -1,8 +1,8 @@
 // The app's service worker: keeps the shell (the page and its hashed assets)
 // so the app opens offline and says so; /rpc and everything else go to the
 // network untouched.
-const CACHE = "openwork-shell-assetsappRCWOSWOTjs";
-const SHELL = ["/","/assets/app-RCWOSWOT.js","/assets/style-SWHEBTOI.css"];
+const CACHE = "openwork-shell-assetsappOCUEYIBLjs";
+const SHELL = ["/","/assets/app-OCUEYIBL.js","/assets/style-SWHEBTOI.css"];
 self.addEventListener("install", (event) => {
   event.waitUntil(caches.open(CACHE).then((c) => c.addAll(SHELL)).then(() => self.skipWaiting()));
 });

@@ -14,6 +14,12 @@ export type Item =
   | { type: "error"; message: string };
 
 type Event = Record<string, unknown>;
+
+/** The most of one tool output, or of one text, the view keeps (memory is bounded; `task.logs` has it all). */
+export const MAX_TEXT = 200_000;
+function bounded(text: string): string {
+  return text.length > MAX_TEXT ? `${text.slice(0, MAX_TEXT)}\n… (${text.length - MAX_TEXT} more characters not kept in this view)` : text;
+}
 const str = (v: unknown): string => (typeof v === "string" ? v : v === undefined || v === null ? "" : JSON.stringify(v));
 
 export class Conversation {
@@ -59,9 +65,10 @@ export class Conversation {
         const existing = list.find((i): i is Extract<Item, { type: "text" | "reasoning" }> => (i.type === "text" || i.type === "reasoning") && i.partId === partId);
         const piece = typeof ev.delta === "string" ? ev.delta : str(ev.text);
         if (existing) {
-          if (typeof ev.delta === "string") existing.text += piece;
-          else existing.text = piece;
-        } else list.push({ type: kind, partId, text: piece });
+          if (typeof ev.delta === "string") {
+            if (existing.text.length < MAX_TEXT) existing.text = bounded(existing.text + piece);
+          } else existing.text = bounded(piece);
+        } else list.push({ type: kind, partId, text: bounded(piece) });
         break;
       }
       case "tool": {
@@ -74,7 +81,7 @@ export class Conversation {
         item.status = str(ev.status);
         if (ev.input !== undefined && ev.input !== null) item.input = ev.input;
         if (ev.title !== undefined && ev.title !== null) item.title = str(ev.title);
-        if (ev.output !== undefined && ev.output !== null) item.output = str(ev.output);
+        if (ev.output !== undefined && ev.output !== null) item.output = bounded(str(ev.output));
         if (ev.error !== undefined && ev.error !== null) item.error = str(ev.error);
         break;
       }

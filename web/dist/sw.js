@@ -2,7 +2,7 @@
 // so the app opens offline and says so; /rpc and everything else go to the
 // network untouched.
 const CACHE = "openwork-shell-assetsappOCUEYIBLjs";
-const SHELL = ["/","/assets/app-OCUEYIBL.js","/assets/style-SWHEBTOI.css"];
+const SHELL = ["/"];
 self.addEventListener("install", (event) => {
   event.waitUntil(caches.open(CACHE).then((c) => c.addAll(SHELL)).then(() => self.skipWaiting()));
 });

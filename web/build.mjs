@@ -13,9 +13,8 @@ const root = dirname(fileURLToPath(import.meta.url));
 const dist = join(root, "dist");
 const check = process.argv.includes("--check");
 
-const result = await esbuild.build({
+const common = {
   absWorkingDir: root,
-  entryPoints: { app: "src/app.tsx", style: "src/app.css" },
   jsx: "automatic",
   jsxImportSource: "preact",
   bundle: true,
@@ -31,10 +30,22 @@ const result = await esbuild.build({
   metafile: true,
   write: false,
   logLevel: "warning",
+};
+// The pairing code first, on its own (only the Pair screen loads it), so
+// that the app can be given its URL.
+const pairBuild = await esbuild.build({ ...common, entryPoints: { pair: "src/pair.ts" } });
+if (pairBuild.outputFiles.length !== 1) throw new Error("the pairing bundle is one file");
+const pairRel = relative(dist, pairBuild.outputFiles[0].path).split("\\").join("/");
+
+const result = await esbuild.build({
+  ...common,
+  define: { __PAIR_URL__: JSON.stringify(`/${pairRel}`) },
+  external: ["/assets/*"],
+  entryPoints: { app: "src/app.tsx", style: "src/app.css" },
 });
 
 /** dist-relative path → bytes. */
-const files = new Map();
+const files = new Map([[pairRel, Buffer.from(pairBuild.outputFiles[0].contents)]]);
 let script;
 let style;
 for (const file of result.outputFiles) {

@@ -7,7 +7,6 @@ import { render } from "preact";
 import { useEffect, useLayoutEffect, useRef, useState } from "preact/hooks";
 import {
   FINAL_STATUSES,
-  pairBrowser,
   parsePairFragment,
   RpcConnection,
   dialPageHost,
@@ -116,6 +115,16 @@ function pairAdvice(message: string, wrongCodes: number): string {
   return "Check that this device can reach the host and try again.";
 }
 
+/** The pairing bundle's URL (build.mjs defines it). */
+declare const __PAIR_URL__: string;
+let pairing: Promise<typeof import("./pair.js")> | undefined;
+/** Loads the pairing code (once; the Pair screen starts it when it shows). */
+function loadPairing(): Promise<typeof import("./pair.js")> {
+  pairing ??= import(__PAIR_URL__) as Promise<typeof import("./pair.js")>;
+  pairing.catch(() => (pairing = undefined));
+  return pairing;
+}
+
 function Pair({ link }: { link?: PairLink }) {
   const s = useStore();
   const [code, setCode] = useState(link?.code ?? "");
@@ -125,6 +134,7 @@ function Pair({ link }: { link?: PairLink }) {
   const [wrong, setWrong] = useState(0);
   const [host, setHost] = useState<{ name: string; fingerprint: string } | undefined>();
   useEffect(() => {
+    void loadPairing().catch(() => undefined);
     // Before pairing, the host's name (health.get is open before initialize).
     let rpc: RpcConnection | undefined;
     dialPageHost()
@@ -144,6 +154,7 @@ function Pair({ link }: { link?: PairLink }) {
     store.conn = "pairing";
     changed();
     try {
+      const { pairBrowser } = await loadPairing();
       const credential = await pairBrowser({
         code: code.trim(),
         deviceName: name.trim(),

@@ -64,7 +64,10 @@ export function toast(text: string): void {
 }
 
 export function describe(error: unknown): string {
-  if (error instanceof RpcError) return `${error.message}${error.action ? ` (${error.action})` : ""}`;
+  // The pairing bundle has its own copy of RpcError: told apart by its `action`.
+  const action = error instanceof RpcError || error instanceof Error ? (error as { action?: unknown }).action : undefined;
+  if (error instanceof Error && typeof action === "string" && action) return `${error.message} (${action})`;
+  if (error instanceof RpcError) return error.message;
   return error instanceof Error ? error.message : String(error);
 }
 

@@ -109,6 +109,8 @@ describe("the web app on a phone against a live host", () => {
 
   test("a command runs from the phone: its exact output, colours rendered, then the list", async () => {
     await page.tap('nav a[href="#new"]');
+    // The working directory is chosen from the host's workspace roots.
+    assert.deepEqual(await page.locator("#cwd-root option").allTextContents(), [host.work]);
     await check("new-task");
     // stdout and stderr are separate pipes: the pause orders them.
     await page.fill("#command", "echo oops >&2; sleep 0.3; printf '\\033[31mred\\033[0m plain\\n'; for i in 1 2 3; do echo line $i; done");

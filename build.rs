@@ -1,6 +1,8 @@
 //! Embeds the web app: writes a table of the files in `web/dist/` (or, when
 //! that holds no `index.html`, `web/placeholder/`) with their ETags and gzip
-//! variants, for `transport::assets` to include.
+//! variants, and the pages' Content-Security-Policy (allowing the inline
+//! scripts and styles of `index.html` by their SHA-256), for
+//! `transport::assets` to include.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -64,6 +66,49 @@ fn main() {
     }
     table.push_str("]\n");
     std::fs::write(out.join("assets.rs"), table).expect("OUT_DIR is writable");
+    let index = std::fs::read_to_string(dir.join("index.html")).unwrap_or_default();
+    let csp = format!(
+        "default-src 'self'; script-src 'self'{}; connect-src 'self'; img-src 'self' data:; style-src 'self'{}; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+        hashes(&index, "<script type=\"module\">", "</script>"),
+        hashes(&index, "<style>", "</style>"),
+    );
+    std::fs::write(out.join("csp.rs"), format!("{csp:?}\n")).expect("OUT_DIR is writable");
+}
+
+/// ` 'sha256-…'` for the text between each `open` and the next `close` in `html`.
+fn hashes(html: &str, open: &str, close: &str) -> String {
+    let mut out = String::new();
+    let mut rest = html;
+    while let Some(start) = rest.find(open) {
+        let body = &rest[start + open.len()..];
+        let Some(end) = body.find(close) else { break };
+        out.push_str(&format!(
+            " 'sha256-{}'",
+            base64(&Sha256::digest(&body.as_bytes()[..end]))
+        ));
+        rest = &body[end + close.len()..];
+    }
+    out
+}
+
+/// Standard base64 with padding (what CSP hash sources take).
+fn base64(bytes: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 fn walk(dir: &Path, files: &mut Vec<PathBuf>) {

@@ -153,10 +153,35 @@ async fn closed(ws: &mut Ws) -> Option<CloseCode> {
     }
 }
 
-const CSP: &str = "default-src 'self'; script-src 'self'; connect-src 'self'; img-src 'self' data:; style-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+/// The policy the page needs: its own origin only, and the one inline script
+/// and stylesheet of web/dist/index.html by their SHA-256 (computed here
+/// from the file, independently of build.rs).
+fn csp() -> String {
+    use base64::Engine as _;
+    let index =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/web/dist/index.html"))
+            .expect("web/dist/index.html");
+    let inner = |open: &str, close: &str| {
+        let start = index.find(open).expect("an inline element") + open.len();
+        let end = start + index[start..].find(close).expect("its end");
+        let digest = <sha2::Sha256 as sha2::Digest>::digest(&index.as_bytes()[start..end]);
+        format!(
+            "'sha256-{}'",
+            base64::engine::general_purpose::STANDARD.encode(digest)
+        )
+    };
+    format!(
+        "default-src 'self'; script-src 'self' {}; connect-src 'self'; img-src 'self' data:; style-src 'self' {}; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+        inner("<script type=\"module\">", "</script>"),
+        inner("<style>", "</style>")
+    )
+}
 
 fn assert_secure(reply: &Reply) {
-    assert_eq!(reply.header("content-security-policy"), Some(CSP));
+    assert_eq!(
+        reply.header("content-security-policy"),
+        Some(csp().as_str())
+    );
     assert_eq!(reply.header("x-content-type-options"), Some("nosniff"));
     assert_eq!(reply.header("referrer-policy"), Some("no-referrer"));
     assert_eq!(reply.header("x-frame-options"), Some("DENY"));

@@ -1286,3 +1286,66 @@ fn status_reports_the_bound_tls_address_and_the_fingerprint() {
     assert!(tls["address"].as_str().unwrap().starts_with("127.0.0.1:"));
     assert_eq!(status["fingerprint"].as_str().unwrap().len(), 64);
 }
+
+#[tokio::test]
+async fn a_device_revokes_itself_gets_the_answer_and_its_credential_stops_working() {
+    let host = fast_pairing();
+    let device = host.pair_device("phone", None).await;
+    let mut first = device_session(&device).await;
+    let mut second = device_session(&device).await;
+    let mut owner = host.connect().await;
+    // The owner has nothing to revoke of its own.
+    let err = within(10, owner.call::<_, Value>("devices.revokeSelf", json!({})))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("devices.revoke"), "{err}");
+
+    let revoked: Value = within(10, first.call("devices.revokeSelf", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(revoked["deviceId"], device.device_id.as_str());
+    assert_eq!(revoked["closedConnections"], 1, "the other connection");
+    // Then the calling connection closes.
+    within(10, async { while first.next_message().await.is_ok() {} }).await;
+    let err = within(10, second.call::<_, Value>("$/ping", json!({})))
+        .await
+        .unwrap_err();
+    assert!(!err.to_string().is_empty());
+    let list: Value = within(10, owner.call("devices.list", json!({})))
+        .await
+        .unwrap();
+    let listed = list["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["deviceId"] == device.device_id.as_str())
+        .unwrap()
+        .clone();
+    assert!(listed["revokedAt"].is_string(), "{listed}");
+    let err = within(10, open_session(&device, "again"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("revoked"), "{err}");
+}
+
+#[tokio::test]
+async fn capabilities_name_the_workspace_roots_for_devices_that_may_run_tasks() {
+    let host = fast_pairing();
+    let runner = host.pair_device("runner", None).await;
+    let mut runner = device_session(&runner).await;
+    let caps: Value = within(10, runner.call("capabilities.get", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(
+        caps["workspaceRoots"],
+        json!([host.work.display().to_string()])
+    );
+    let reader = host
+        .pair_device("reader", Some(vec![Scope::TasksRead]))
+        .await;
+    let mut reader = device_session(&reader).await;
+    let caps: Value = within(10, reader.call("capabilities.get", json!({})))
+        .await
+        .unwrap();
+    assert!(caps.get("workspaceRoots").is_none(), "{caps}");
+}

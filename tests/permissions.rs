@@ -533,3 +533,47 @@ async fn the_client_cli_rejects_with_deny_sensitive_and_asks_on_a_terminal() {
     );
     assert!(status.success(), "{seen}");
 }
+
+#[tokio::test]
+async fn a_device_connecting_while_a_task_waits_lists_the_pending_request() {
+    let host = TestHost::started();
+    std::fs::write(host.work.join("f"), "x").unwrap();
+    let mut owner = host.connect().await;
+    let started: Value = within(
+        10,
+        owner.call("task.run", json!({"command": "chmod 600 f && echo done"})),
+    )
+    .await
+    .unwrap();
+    let task = started["taskId"].as_str().unwrap().to_owned();
+    let request = next_about(&mut owner, "permission.request", &task).await;
+    // A phone that connects now follows no task: it asks what is pending.
+    let phone = host.pair_device("phone", None).await;
+    let mut device = device_session(&phone).await;
+    let pending: Value = within(10, device.call("permission.pending", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(pending["requests"], json!([request]));
+    reply(&mut device, &request["requestId"], "once")
+        .await
+        .unwrap();
+    let followed = follow(&mut owner, &task, 20).await;
+    assert_eq!(followed.stream("stdout"), "done\n");
+    let pending: Value = within(10, device.call("permission.pending", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(
+        pending["requests"],
+        json!([]),
+        "answered: no longer pending"
+    );
+    // Without the scope, none is listed.
+    let reader = host
+        .pair_device("reader", Some(vec![Scope::TasksRead]))
+        .await;
+    let mut reader = device_session(&reader).await;
+    let err = within(10, reader.call::<_, Value>("permission.pending", json!({})))
+        .await
+        .unwrap_err();
+    assert_eq!(rpc_code(&err), -32002, "{err}");
+}

@@ -468,3 +468,63 @@ async fn task_logs_pages_through_a_long_log() {
     assert_eq!(next, total + 1);
     assert_eq!(text, (1..=30).map(|i| format!("{i}\n")).collect::<String>());
 }
+
+/// Reads messages until the replies to every id in `ids` arrived; returns
+/// them by id (notifications in between are dropped).
+async fn replies(client: &mut Client, ids: &[u64]) -> std::collections::HashMap<u64, Value> {
+    within(10, async {
+        let mut found = std::collections::HashMap::new();
+        while found.len() < ids.len() {
+            let m = client.next_message().await.expect("a message");
+            if let Some(id) = m["id"].as_u64().filter(|id| ids.contains(id)) {
+                found.insert(id, m);
+            }
+        }
+        found
+    })
+    .await
+}
+
+#[tokio::test]
+async fn unsubscribe_then_subscribe_sent_together_leave_the_task_followed() {
+    let host = TestHost::started();
+    let mut client = host.connect().await;
+    // Quiet until `go` appears, then a line and the end.
+    let task = run(
+        &mut client,
+        json!({"command": format!("echo started; {}; echo after", wait_for("go"))}),
+    )
+    .await;
+    // Running: its first line arrived.
+    within(10, async {
+        while client.next_notification().await.unwrap()["method"] != "log.chunk" {}
+    })
+    .await;
+    // Rounds of `task.unsubscribe` and `task.subscribe` written back to
+    // back: each round's unsubscribe says whether the previous round's
+    // subscribe left the task followed.
+    let mut id = 1000;
+    for round in 0..40 {
+        let (unsub, sub) = (id + 1, id + 2);
+        id += 2;
+        let unsubscribe = json!({"jsonrpc": "2.0", "id": unsub, "method": "task.unsubscribe", "params": {"taskId": task}});
+        let subscribe = json!({"jsonrpc": "2.0", "id": sub, "method": "task.subscribe", "params": {"taskId": task, "fromSeq": 2}});
+        client.send(&unsubscribe).await.unwrap();
+        client.send(&subscribe).await.unwrap();
+        let got = replies(&mut client, &[unsub, sub]).await;
+        assert_eq!(
+            got[&unsub]["result"]["wasSubscribed"], true,
+            "round {round}: the task was not followed after the previous round's subscribe: {}",
+            got[&unsub]
+        );
+        assert_eq!(got[&sub]["result"]["status"], "running", "{}", got[&sub]);
+    }
+    std::fs::write(host.work.join("go"), "").unwrap();
+    let followed = follow(&mut client, &task, 30).await;
+    assert_eq!(followed.last().status, TaskStatus::Succeeded);
+    assert_eq!(
+        followed.stream("stdout"),
+        "after\n",
+        "the last subscription (from seq 2) is live"
+    );
+}

@@ -1,6 +1,7 @@
-// Builds the test page into dist/: index.html, and under assets/ one JS
-// bundle and one stylesheet named by their content (the host serves assets/
-// as immutable). The same sources and lockfile give the same bytes.
+// Builds the app into dist/: index.html with the JS bundle and the
+// stylesheet inside it (one request on a slow network instead of two in a
+// row; the host's CSP allows exactly these by their SHA-256, see build.rs),
+// and the service worker. The same sources and lockfile give the same bytes.
 //   node build.mjs           write dist/
 //   node build.mjs --check   write nothing; exit 1 if dist/ is not what a build gives
 import { readFileSync, readdirSync, rmSync, mkdirSync, writeFileSync, existsSync, statSync } from "node:fs";
@@ -12,9 +13,8 @@ const root = dirname(fileURLToPath(import.meta.url));
 const dist = join(root, "dist");
 const check = process.argv.includes("--check");
 
-const result = await esbuild.build({
+const common = {
   absWorkingDir: root,
-  entryPoints: { app: "src/app.tsx", style: "src/app.css" },
   jsx: "automatic",
   jsxImportSource: "preact",
   bundle: true,
@@ -30,10 +30,22 @@ const result = await esbuild.build({
   metafile: true,
   write: false,
   logLevel: "warning",
+};
+// The pairing code first, on its own (only the Pair screen loads it), so
+// that the app can be given its URL.
+const pairBuild = await esbuild.build({ ...common, entryPoints: { pair: "src/pair.ts" } });
+if (pairBuild.outputFiles.length !== 1) throw new Error("the pairing bundle is one file");
+const pairRel = relative(dist, pairBuild.outputFiles[0].path).split("\\").join("/");
+
+const result = await esbuild.build({
+  ...common,
+  define: { __PAIR_URL__: JSON.stringify(`/${pairRel}`) },
+  external: ["/assets/*"],
+  entryPoints: { app: "src/app.tsx", style: "src/app.css" },
 });
 
 /** dist-relative path → bytes. */
-const files = new Map();
+const files = new Map([[pairRel, Buffer.from(pairBuild.outputFiles[0].contents)]]);
 let script;
 let style;
 for (const file of result.outputFiles) {
@@ -43,10 +55,23 @@ for (const file of result.outputFiles) {
   if (rel.endsWith(".css")) style = rel;
 }
 if (!script || !style) throw new Error(`esbuild gave no script or stylesheet: ${[...files.keys()].join(", ")}`);
-const html = readFileSync(join(root, "src", "index.html"), "utf8").replace("{{script}}", script).replace("{{style}}", style);
+// Inside <script> and <style> these would end the element early or change
+// how the HTML parser reads it: the build refuses them rather than guess.
+const js = files.get(script).toString("utf8").trimEnd();
+const css = files.get(style).toString("utf8").trimEnd();
+for (const [what, text, bad] of [
+  ["the JS bundle", js, /<\/script|<script|<!--/i],
+  ["the stylesheet", css, /<\/style/i],
+]) {
+  const m = bad.exec(text);
+  if (m) throw new Error(`${what} holds \`${m[0]}\`, which cannot be put inside index.html as it is`);
+}
+files.delete(script);
+files.delete(style);
+const html = readFileSync(join(root, "src", "index.html"), "utf8").replace("{{style}}", () => css).replace("{{script}}", () => js);
 files.set("index.html", Buffer.from(html));
-// The service worker: the shell (index.html and this build's assets) offline.
-const shell = ["/", `/${script}`, `/${style}`];
+// The service worker: the shell (the page, which holds everything) offline.
+const shell = ["/"];
 const sw = readFileSync(join(root, "src", "sw.js"), "utf8").replace("[/*SHELL*/]", JSON.stringify(shell)).replace("/*VERSION*/", script.replace(/\W/g, ""));
 files.set("sw.js", Buffer.from(sw));
 

@@ -117,6 +117,11 @@ impl HostCore {
         self.tasks.logs(p).await
     }
 
+    /// The directories tasks may run in, the default first.
+    pub(crate) fn workspace_roots(&self) -> &[PathBuf] {
+        self.tasks.roots()
+    }
+
     /// `dir` resolved inside the workspace roots (the first root if `None`).
     pub(crate) fn workspace_dir(&self, dir: Option<&str>) -> Result<PathBuf, TaskError> {
         self.tasks.workspace_dir(dir)
@@ -135,6 +140,11 @@ impl HostCore {
         self.permissions
             .reply(&p.request_id, p.decision, &principal, session.id)
             .await
+    }
+
+    /// The permission requests waiting for an answer, soonest to expire first.
+    pub(crate) fn pending_permission_requests(&self) -> Vec<crate::protocol::PermissionRequest> {
+        self.permissions.pending()
     }
 
     /// The remembered `always` rules.

@@ -478,6 +478,19 @@ impl Permissions {
         }
     }
 
+    /// The requests waiting for an answer, the one expiring first first.
+    pub fn pending(&self) -> Vec<PermissionRequest> {
+        let mut requests: Vec<PermissionRequest> = self
+            .pending
+            .lock()
+            .values()
+            .map(|p| p.request.clone())
+            .collect();
+        requests
+            .sort_by(|a, b| (&a.expires_at, &a.request_id).cmp(&(&b.expires_at, &b.request_id)));
+        requests
+    }
+
     /// Removes a pending request and records how it ended, in one step.
     fn take_pending(&self, id: &str, decision: &'static str, by: &str) -> Option<Pending> {
         let mut pending = self.pending.lock();

@@ -41,8 +41,10 @@ pub enum Access {
 pub enum Scheduling {
     /// Runs concurrently with other calls on the connection.
     Concurrent,
-    /// Lifecycle calls (`initialize`, `shutdown`, `exit`, `$/cancelRequest`):
-    /// nothing after them is read until they finish, so their effect is ordered.
+    /// Lifecycle calls (`initialize`, `shutdown`, `exit`, `$/cancelRequest`)
+    /// and `task.subscribe`/`task.unsubscribe`: nothing after them is read
+    /// until they finish (their reply and what follows it included), so
+    /// their effect is ordered.
     InOrder,
 }
 
@@ -244,7 +246,7 @@ impl<C: Send + 'static> MethodTable<C> {
         self.insert(name, access, Scheduling::Concurrent, handler)
     }
 
-    /// Registers a lifecycle method, processed in order with the frames around it.
+    /// Registers a method processed in order with the frames around it.
     pub fn register_in_order<P, R, F, Fut>(
         &mut self,
         name: &'static str,

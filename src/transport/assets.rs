@@ -16,6 +16,10 @@ pub struct Asset {
     pub immutable: bool,
 }
 
+/// The pages' Content-Security-Policy: the host's own origin only, and the
+/// inline script and style of `index.html` by their SHA-256 (see build.rs).
+pub const CSP: &str = include!(concat!(env!("OUT_DIR"), "/csp.rs"));
+
 /// Every embedded file.
 pub static ASSETS: &[Asset] = include!(concat!(env!("OUT_DIR"), "/assets.rs"));
 

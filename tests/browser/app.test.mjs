@@ -10,7 +10,7 @@ import { readFileSync } from "node:fs";
 import { spawn } from "node:child_process";
 import { createRequire } from "node:module";
 import { after, before, describe, test } from "node:test";
-import { approve, client, launchBrowser, openPairingWindow, PHONE, screenshot, spkiHash, TestHost, waitFor, within } from "./harness.mjs";
+import { approve, client, devices, launchBrowser, openPairingWindow, PHONE, screenshot, spkiHash, TestHost, waitFor, within } from "./harness.mjs";
 
 const axeSource = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
 const PHONE_NAME = "phone under test";
@@ -22,19 +22,26 @@ describe("the web app on a phone against a live host", () => {
   let origin;
   const problems = [];
 
-  /** Every screen in both colour schemes, and no serious or critical axe violation. */
+  /** Every screen in both colour schemes, phone and desktop size, and no serious or critical axe violation. */
   async function check(name) {
-    for (const scheme of ["light", "dark"]) {
-      await page.emulateMedia({ colorScheme: scheme });
-      await screenshot(page, `app-${name}-${scheme}`);
-      // page.evaluate is not subject to the page's CSP (an injected <script> would be).
-      await page.evaluate(axeSource);
-      const violations = await page.evaluate(async () => {
-        const r = await globalThis.axe.run(document, { resultTypes: ["violations"] });
-        return r.violations.filter((v) => v.impact === "serious" || v.impact === "critical").map((v) => `${v.id}: ${v.help} (${v.nodes.map((n) => n.target.join(" ")).join(", ")})`);
-      });
-      assert.deepEqual(violations, [], `axe on ${name} (${scheme})`);
+    for (const [size, viewport] of [
+      ["", PHONE.viewport],
+      ["-desktop", { width: 1280, height: 800 }],
+    ]) {
+      await page.setViewportSize(viewport);
+      for (const scheme of ["light", "dark"]) {
+        await page.emulateMedia({ colorScheme: scheme });
+        await screenshot(page, `app-${name}${size}-${scheme}`);
+        // page.evaluate is not subject to the page's CSP (an injected <script> would be).
+        await page.evaluate(axeSource);
+        const violations = await page.evaluate(async () => {
+          const r = await globalThis.axe.run(document, { resultTypes: ["violations"] });
+          return r.violations.filter((v) => v.impact === "serious" || v.impact === "critical").map((v) => `${v.id}: ${v.help} (${v.nodes.map((n) => n.target.join(" ")).join(", ")})`);
+        });
+        assert.deepEqual(violations, [], `axe on ${name}${size} (${scheme})`);
+      }
     }
+    await page.setViewportSize(PHONE.viewport);
     await page.emulateMedia({ colorScheme: "light" });
   }
 
@@ -102,6 +109,8 @@ describe("the web app on a phone against a live host", () => {
 
   test("a command runs from the phone: its exact output, colours rendered, then the list", async () => {
     await page.tap('nav a[href="#new"]');
+    // The working directory is chosen from the host's workspace roots.
+    assert.deepEqual(await page.locator("#cwd-root option").allTextContents(), [host.work]);
     await check("new-task");
     // stdout and stderr are separate pipes: the pause orders them.
     await page.fill("#command", "echo oops >&2; sleep 0.3; printf '\\033[31mred\\033[0m plain\\n'; for i in 1 2 3; do echo line $i; done");
@@ -176,6 +185,66 @@ describe("the web app on a phone against a live host", () => {
     assert.equal(copied, expected);
   });
 
+  test("scrolled up during a live stream: “Jump to latest” appears, and tapping it follows the end again", async () => {
+    await page.tap('nav a[href="#new"]');
+    await page.fill("#command", "for i in $(seq 1 300); do echo j$i; sleep 0.03; done");
+    await page.tap("#run-button");
+    await page.waitForFunction(() => document.getElementById("output")?.textContent?.includes("j60\n"));
+    assert.equal(await page.isVisible(".jump"), false, "following the end: no button");
+    const log = page.locator(".log");
+    const box = await log.boundingBox();
+    await page.mouse.move(box.x + box.width / 2, box.y + box.height / 2);
+    await waitFor("the button after scrolling up", 20000, async () => {
+      await page.mouse.wheel(0, -2000);
+      return page.isVisible(".jump");
+    });
+    // Away from the end while lines keep coming: the view stays where it was.
+    const [top, height] = await log.evaluate((el) => [el.scrollTop, el.scrollHeight]);
+    await page.waitForFunction((h) => document.querySelector(".log").scrollHeight > h + 100, height);
+    assert.ok((await log.evaluate((el) => el.scrollTop)) <= top + 1, "not pulled to the end");
+    assert.equal(await page.isVisible(".jump"), true);
+    await check("jump-to-latest");
+    await page.tap(".jump");
+    await page.waitForSelector(".jump", { state: "detached" });
+    await page.waitForSelector('#task-status[data-status="succeeded"]', { timeout: 30000 });
+    // Following again: at the end, the last line on screen.
+    await page.waitForFunction(() => {
+      const el = document.querySelector(".log");
+      return el && el.scrollTop + el.clientHeight >= el.scrollHeight - 40 && document.getElementById("output")?.textContent?.endsWith("j300\n");
+    });
+  });
+
+  test("a prompt asked before the phone connected is shown when it connects", async () => {
+    // Started by another client: the phone does not follow the task.
+    const native = await host.pairDevice("script client");
+    const other = await client.OpenworkClient.connectTls({
+      address: native.address,
+      fingerprint: native.fingerprint,
+      auth: { deviceId: native.deviceId, token: native.token },
+      reconnect: false,
+    });
+    try {
+      const asked = new Promise((resolve) => other.on("permission.request", resolve));
+      const { taskId } = await other.taskRun({ command: "sudo -n true; echo later" });
+      const request = await within(20000, "the request", asked);
+      // The phone opens the app afresh (as after the browser was closed).
+      await page.goto(`${origin}/#tasks`);
+      await page.reload();
+      await page.waitForSelector('#status[data-state="open"]');
+      await page.waitForSelector(`#permission-prompt[data-request-id="${request.requestId}"]`);
+      assert.match(await page.textContent("#permission-prompt"), new RegExp(taskId));
+      await page.tap('#permission-prompt button[data-decision="reject"]');
+      await page.waitForSelector("#permission-prompt", { state: "detached" });
+      const record = await waitFor("the task to end", 20000, async () => {
+        const t = await other.taskGet({ taskId });
+        return client.FINAL_STATUSES.has(t.status) && t;
+      });
+      assert.notEqual(record.status, "succeeded");
+    } finally {
+      await other.close();
+    }
+  });
+
   test("the host restarted mid-task: the app reconnects by itself and shows `interrupted`", async () => {
     await page.tap('nav a[href="#new"]');
     await page.fill("#command", "echo started; sleep 30; echo never");
@@ -214,6 +283,25 @@ describe("the web app on a phone against a live host", () => {
     assert.equal(await page.isVisible("#pair-form"), true);
     assert.equal(await page.isVisible("nav"), false, "no task can be run");
     await check("revoked");
+  });
+
+  test("forgetting the host tells it: the device is revoked there", async () => {
+    const window = await openPairingWindow(host);
+    await page.goto(`${origin}/#pair?code=${window.code}&fp=${window.fingerprint}&id=${window.hostId}`);
+    await page.fill("#device-name", "phone to forget");
+    await page.tap("#pair-button");
+    await approve(host, "phone to forget");
+    await page.waitForSelector('#status[data-state="open"]');
+    await page.tap('nav a[href="#host"]');
+    const deviceId = await page.textContent("#device-id");
+    await page.tap("#forget");
+    await check("forget");
+    await page.tap("#forget-confirm");
+    await page.waitForSelector('#status[data-state="unpaired"]');
+    assert.equal(await page.isVisible("#pair-form"), true);
+    assert.equal(await page.isVisible(".toast"), false, "the host was told: nothing to warn about");
+    const forgotten = (await devices(host)).find((d) => d.deviceId === deviceId);
+    assert.ok(forgotten?.revokedAt, `revoked on the host: ${JSON.stringify(forgotten)}`);
   });
 
   test("no CSP violation or uncaught error", () => {

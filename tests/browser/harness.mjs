@@ -3,12 +3,13 @@
 // profile that trusts the host's certificate by its SPKI hash, screenshots
 // under target/screenshots/, and small bounded waits.
 import { createHash, X509Certificate } from "node:crypto";
-import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import * as tls from "node:tls";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
+import { FakeModel } from "./fake-model.mjs";
 
 export const repo = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const compiled = join(repo, "clients", "typescript", "dist");
@@ -122,4 +123,56 @@ export async function rawWebSocket(address, fingerprint, origin) {
     /** The reply to request `id` (bounded wait). */
     reply: (id) => waitFor(`the reply to request ${id}`, 10000, () => received.find((m) => m.id === id) ?? (closed !== undefined && { closed })),
   };
+}
+
+/** The OpenCode binary scripts/test installs ($OPENWORK_TEST_OPENCODE), or undefined (CI must have it). */
+export function opencodeBinary() {
+  const path = process.env.OPENWORK_TEST_OPENCODE ?? join(repo, "target", "test-deps", "node_modules", "opencode-linux-x64", "bin", "opencode");
+  if (existsSync(path)) return path;
+  if (process.env.CI) throw new Error(`OpenCode is not installed at ${path}: run scripts/test, which installs it`);
+  return undefined;
+}
+
+/**
+ * A host whose OpenCode (the real `opencode serve`, isolated in a HOME inside
+ * the host's temporary dir, offline) uses a fake model on loopback; the
+ * project's opencode.json takes `permission` and `agent`. Started, and
+ * OpenCode ready. `stop()` stops both.
+ */
+export async function opencodeHost(binary, { permission = { bash: "ask" }, agent = {} } = {}) {
+  const model = await new FakeModel().start();
+  const host = new TestHost();
+  const home = join(host.dir, "oc-home");
+  const env = {
+    HOME: home,
+    XDG_CONFIG_HOME: join(home, "config"),
+    XDG_DATA_HOME: join(home, "data"),
+    XDG_STATE_HOME: join(home, "state"),
+    XDG_CACHE_HOME: join(home, "cache"),
+    OPENCODE_DISABLE_MODELS_FETCH: "1",
+    OPENCODE_DISABLE_AUTOUPDATE: "1",
+  };
+  const config = join(host.data, "config.toml");
+  const text = readFileSync(config, "utf8").replace(/\[opencode\]\nenabled = "off"\n/, "");
+  writeFileSync(
+    config,
+    `${text}\n[opencode]\nenabled = "on"\nbinary = ${JSON.stringify(binary)}\nstartup_timeout_s = 120\n\n[opencode.env]\n` +
+      Object.entries(env)
+        .map(([k, v]) => `${k} = ${JSON.stringify(v)}\n`)
+        .join(""),
+  );
+  writeFileSync(join(host.work, "opencode.json"), model.opencodeJson(permission, agent));
+  await host.start();
+  await waitFor("OpenCode to be ready", 150000, async () => {
+    const health = JSON.parse(await host.cli("status", "--json"));
+    const runtime = (health.runtimes ?? []).find((r) => r.name === "opencode");
+    if (runtime && !["starting", "restarting", "ready"].includes(runtime.state)) throw new Error(`OpenCode is ${runtime.state}: ${runtime.message ?? ""}`);
+    return runtime?.state === "ready";
+  });
+  const stop = host.stop.bind(host);
+  host.stop = async () => {
+    await stop();
+    await model.stop();
+  };
+  return { host, model };
 }

@@ -1,8 +1,8 @@
 // The app's service worker: keeps the shell (the page and its hashed assets)
 // so the app opens offline and says so; /rpc and everything else go to the
 // network untouched.
-const CACHE = "openwork-shell-assetsappGSFKYVVEjs";
-const SHELL = ["/","/assets/app-GSFKYVVE.js","/assets/style-GUORQPP2.css"];
+const CACHE = "openwork-shell-assetsappU6C23IDFjs";
+const SHELL = ["/"];
 self.addEventListener("install", (event) => {
   event.waitUntil(caches.open(CACHE).then((c) => c.addAll(SHELL)).then(() => self.skipWaiting()));
 });

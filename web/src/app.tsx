@@ -7,7 +7,6 @@ import { render } from "preact";
 import { useEffect, useLayoutEffect, useRef, useState } from "preact/hooks";
 import {
   FINAL_STATUSES,
-  pairBrowser,
   parsePairFragment,
   parseConsoleFragment,
   RpcConnection,
@@ -24,10 +23,13 @@ import {
 } from "../../clients/typescript/src/browser.js";
 import { LogBuffer, type Line } from "./log.js";
 import { ConsoleEnrol, ConsoleNav, ConsoleScreen, isConsoleRoute, isOwner } from "./console/index.js";
+import { Conversation, ConversationView } from "./conversation.js";
+import { WorkDir } from "./workdir.js";
 import {
   changed,
   connect,
   describe,
+  dialEarly,
   forget,
   hostLabel,
   init,
@@ -35,6 +37,7 @@ import {
   renameHost,
   savedCommands,
   store,
+  toast,
   togglePin,
   useStore,
   type Saved,
@@ -114,6 +117,16 @@ function pairAdvice(message: string, wrongCodes: number): string {
   return "Check that this device can reach the host and try again.";
 }
 
+/** The pairing bundle's URL (build.mjs defines it). */
+declare const __PAIR_URL__: string;
+let pairing: Promise<typeof import("./pair.js")> | undefined;
+/** Loads the pairing code (once; the Pair screen starts it when it shows). */
+function loadPairing(): Promise<typeof import("./pair.js")> {
+  pairing ??= import(__PAIR_URL__) as Promise<typeof import("./pair.js")>;
+  pairing.catch(() => (pairing = undefined));
+  return pairing;
+}
+
 function Pair({ link }: { link?: PairLink }) {
   const s = useStore();
   const [code, setCode] = useState(link?.code ?? "");
@@ -123,6 +136,7 @@ function Pair({ link }: { link?: PairLink }) {
   const [wrong, setWrong] = useState(0);
   const [host, setHost] = useState<{ name: string; fingerprint: string } | undefined>();
   useEffect(() => {
+    void loadPairing().catch(() => undefined);
     // Before pairing, the host's name (health.get is open before initialize).
     let rpc: RpcConnection | undefined;
     dialPageHost()
@@ -142,6 +156,7 @@ function Pair({ link }: { link?: PairLink }) {
     store.conn = "pairing";
     changed();
     try {
+      const { pairBrowser } = await loadPairing();
       const credential = await pairBrowser({
         code: code.trim(),
         deviceName: name.trim(),
@@ -256,6 +271,7 @@ function Tasks() {
     try {
       const r = await client.taskList({ limit: 30, ...(filter ? { status: filter } : {}), ...(before ? { before } : {}) });
       setTasks((old) => (before ? [...old, ...r.tasks] : r.tasks));
+      if (!before && !performance.getEntriesByName("openwork:list").length) performance.mark("openwork:list");
       setMore(r.tasks.length === 30);
       setError("");
     } catch (e) {
@@ -404,13 +420,7 @@ function NewTask() {
         ) : (
           <input id="command" name="command" spellcheck={false} autoCapitalize="off" required value={command} onInput={(e) => setCommand(e.currentTarget.value)} />
         )}
-        <label for="cwd">Working directory (empty: the first workspace root)</label>
-        <input id="cwd" name="cwd" list="cwds" spellcheck={false} autoCapitalize="off" value={cwd} onInput={(e) => setCwd(e.currentTarget.value)} />
-        <datalist id="cwds">
-          {cwds.map((c) => (
-            <option key={c} value={c} />
-          ))}
-        </datalist>
+        <WorkDir roots={s.client?.server.capabilities.workspaceRoots} value={cwd} onChange={setCwd} recent={cwds} />
         <button id="run-button" type="submit" class="primary" disabled={busy || s.conn !== "open"}>
           {busy ? "Starting…" : "Run"}
         </button>
@@ -468,7 +478,9 @@ function TaskView({ taskId }: { taskId: string }) {
   const [error, setError] = useState("");
   const [confirming, setConfirming] = useState(false);
   const buffer = useRef(new LogBuffer());
-  const [, setFrame] = useState(0);
+  // OpenCode tasks: their `event` chunks as a conversation.
+  const convo = useRef(new Conversation());
+  const [frame, setFrame] = useState(0);
   const [follow, setFollow] = useState(true);
   const box = useRef<HTMLDivElement>(null);
   const metrics = useRef({ rowH: 18, charW: 8 });
@@ -478,6 +490,7 @@ function TaskView({ taskId }: { taskId: string }) {
 
   useEffect(() => {
     buffer.current = new LogBuffer();
+    convo.current = new Conversation();
     setTask(undefined);
     setFollow(true);
   }, [taskId]);
@@ -493,7 +506,9 @@ function TaskView({ taskId }: { taskId: string }) {
     };
     const offChunk = client.on("log.chunk", (c: LogChunk) => {
       if (c.taskId !== taskId) return;
-      if (buffer.current.append(c.seq, c.data, c.stream)) draw();
+      if (c.stream === "event") {
+        if (c.seq > buffer.current.lastSeq && convo.current.add(c.seq, c.data)) draw();
+      } else if (c.seq > convo.current.lastSeq && buffer.current.append(c.seq, c.data, c.stream)) draw();
     });
     const offUpdate = client.on("task.updated", (u: TaskUpdate) => {
       if (u.taskId !== taskId) return;
@@ -504,7 +519,7 @@ function TaskView({ taskId }: { taskId: string }) {
     // needs nothing here: the client resumes what it follows from the last
     // seq it delivered (so no line twice, none missed).
     void client
-      .taskSubscribe({ taskId, fromSeq: buffer.current.lastSeq + 1 })
+      .taskSubscribe({ taskId, fromSeq: Math.max(buffer.current.lastSeq, convo.current.lastSeq) + 1 })
       .then(() => client.taskGet({ taskId }))
       .then(setTask, (e) => setError(describe(e)));
     return () => {
@@ -583,8 +598,10 @@ function TaskView({ taskId }: { taskId: string }) {
       setError(`Cannot cancel it: ${describe(e)}`);
     }
   };
+  const isConvo = task?.runtime === "opencode" || convo.current.items.length > 0;
+  const copyText = () => (isConvo ? convo.current.text() + b.text() : b.text());
   const share = async () => {
-    const text = b.text();
+    const text = copyText();
     if (navigator.share) await navigator.share({ title: task ? taskTitle(task) : taskId, text }).catch(() => undefined);
     else await navigator.clipboard?.writeText(text);
   };
@@ -614,7 +631,7 @@ function TaskView({ taskId }: { taskId: string }) {
         </p>
       )}
       <div class="actions">
-        <button type="button" onClick={() => void navigator.clipboard?.writeText(b.text())}>
+        <button type="button" onClick={() => void navigator.clipboard?.writeText(copyText())}>
           Copy
         </button>
         <button type="button" onClick={() => void share()}>
@@ -638,7 +655,8 @@ function TaskView({ taskId }: { taskId: string }) {
         </div>
       )}
       {b.dropped > 0 && <p class="hint">{b.dropped} earlier lines are not kept in this view (memory bound).</p>}
-      <div class="log" ref={box} onScroll={onScroll} tabIndex={0} role="log" aria-label="task output">
+      {isConvo && <ConversationView convo={convo.current} prompt={task?.prompt} frame={frame} />}
+      <div class="log" hidden={isConvo && !b.lines.length} ref={box} onScroll={onScroll} tabIndex={0} role="log" aria-label="task output">
         <div class="spacer" ref={(el) => {
             if (el) el.style.height = `${total * rowH}px`;
           }} />
@@ -793,8 +811,18 @@ function Hosts() {
       <p class="hint">Each host has its own address, so each host you pair is its own app in this browser: open its address to use it.</p>
       {asking ? (
         <div class="confirm" role="alertdialog" aria-labelledby="forget-text">
-          <p id="forget-text">Forget this host? This browser's key is deleted; the host's owner should also revoke it (openwork-host devices revoke {c?.deviceId}).</p>
-          <button type="button" class="danger" id="forget-confirm" onClick={() => void forget().then(() => go("#pair"))}>
+          <p id="forget-text">Forget this host? The host is told to revoke this browser, and this browser's key is deleted: pairing again needs a new code from its owner.</p>
+          <button
+            type="button"
+            class="danger"
+            id="forget-confirm"
+            onClick={() =>
+              void forget().then((problem) => {
+                if (problem) toast(problem);
+                go("#pair");
+              })
+            }
+          >
             Forget
           </button>
           <button type="button" onClick={() => setAsking(false)}>
@@ -908,6 +936,7 @@ function App() {
 }
 
 async function main(): Promise<void> {
+  if (!parsePairFragment(location.hash) && !parseConsoleFragment(location.hash)) dialEarly();
   await init();
   const resume = !!store.credential && !parsePairFragment(location.hash) && !parseConsoleFragment(location.hash);
   store.conn = resume ? "connecting" : "unpaired";

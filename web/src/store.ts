@@ -5,11 +5,16 @@ import { useEffect, useState } from "preact/hooks";
 import {
   BrowserClient,
   RpcError,
+  dialPageHost,
   loadCredential,
   forgetCredential,
+  type MessageTransport,
   type PermissionRequest,
   type StoredCredential,
 } from "../../clients/typescript/src/browser.js";
+
+/** Set once this browser connected with a credential: the next open dials early. */
+const PAIRED = "openwork.paired";
 
 export type Conn = "starting" | "unpaired" | "pairing" | "connecting" | "open" | "reconnecting" | "offline" | "closed" | "refused";
 
@@ -59,7 +64,10 @@ export function toast(text: string): void {
 }
 
 export function describe(error: unknown): string {
-  if (error instanceof RpcError) return `${error.message}${error.action ? ` (${error.action})` : ""}`;
+  // The pairing bundle has its own copy of RpcError: told apart by its `action`.
+  const action = error instanceof RpcError || error instanceof Error ? (error as { action?: unknown }).action : undefined;
+  if (error instanceof Error && typeof action === "string" && action) return `${error.message} (${action})`;
+  if (error instanceof RpcError) return error.message;
   return error instanceof Error ? error.message : String(error);
 }
 
@@ -74,6 +82,31 @@ function setConn(conn: Conn, detail = ""): void {
 }
 
 let connecting = false;
+
+/** A connection dialled while the page starts (see `dialEarly`), for the first `connect`. */
+let early: Promise<MessageTransport> | undefined;
+
+/**
+ * Opens the WebSocket while the page still reads the credential and draws:
+ * on a slow network that round trip is the largest part of opening the app.
+ * Only where the credential is expected (this browser paired before); it is
+ * closed when unused.
+ */
+export function dialEarly(): void {
+  if (localStorage.getItem(PAIRED) !== "1") return;
+  performance.mark("openwork:early-dial");
+  early = dialPageHost();
+  void early.then(() => performance.mark("openwork:early-open"), () => undefined);
+  early.catch(() => undefined);
+  // Unused within a few seconds (no credential after all): closed.
+  const mine = early;
+  setTimeout(() => {
+    if (early === mine) {
+      early = undefined;
+      void mine.then((t) => t.close(), () => undefined);
+    }
+  }, 5000);
+}
 
 /** Connects with the stored credential; retries with backoff until it works or is refused. */
 export async function connect(): Promise<void> {
@@ -90,11 +123,22 @@ export async function connect(): Promise<void> {
       }
       setConn(store.attempt ? "reconnecting" : "connecting", store.attempt ? `attempt ${store.attempt + 1}: opening a connection to ${location.host}` : "");
       try {
-        const client = await BrowserClient.connectWith(credential, { reconnect: { attempts: 6, initialDelayMs: 300, maxDelayMs: 8000 } }, () => {
-          store.attempt++;
-          if (store.conn === "reconnecting") store.connDetail = `attempt ${store.attempt}: opening a connection to ${location.host} and following tasks from the last line seen`;
-          changed();
-        });
+        // Marks for scripts/bench-web: where opening the app spends its time.
+        performance.mark("openwork:dial");
+        const ahead = early;
+        early = undefined;
+        const client = await BrowserClient.connectWith(
+          credential,
+          { reconnect: { attempts: 6, initialDelayMs: 300, maxDelayMs: 8000 } },
+          () => {
+            store.attempt++;
+            if (store.conn === "reconnecting") store.connDetail = `attempt ${store.attempt}: opening a connection to ${location.host} and following tasks from the last line seen`;
+            changed();
+          },
+          ahead,
+        );
+        localStorage.setItem(PAIRED, "1");
+        performance.mark("openwork:connected");
         attach(client);
         return;
       } catch (e) {
@@ -113,10 +157,27 @@ export async function connect(): Promise<void> {
   }
 }
 
+/** Prompts asked before this connection followed their task (or before the app connected). */
+function fetchPending(client: BrowserClient): void {
+  if (!client.server.capabilities.methods.includes("permission.pending")) return;
+  client.permissionPending().then(
+    (r) => {
+      const known = new Set(store.prompts.map((p) => p.requestId));
+      const fresh = r.requests.filter((p) => !known.has(p.requestId));
+      // Those no longer pending were answered or expired while away.
+      const pending = new Set(r.requests.map((p) => p.requestId));
+      store.prompts = [...store.prompts.filter((p) => pending.has(p.requestId)), ...fresh];
+      changed();
+    },
+    () => undefined,
+  );
+}
+
 function attach(client: BrowserClient): void {
   store.client = client;
   store.attempt = 0;
   store.epoch++;
+  fetchPending(client);
   client.on("permission.request", (p) => {
     store.prompts = [...store.prompts.filter((x) => x.requestId !== p.requestId), p];
     changed();
@@ -135,6 +196,7 @@ function attach(client: BrowserClient): void {
       store.attempt = 0;
       store.epoch++;
       setConn("open");
+      fetchPending(client);
     } else if (s === "reconnecting") {
       if (!navigator.onLine) setConn("offline", "no network: the app reconnects by itself when it returns");
       else setConn("reconnecting", `connection lost (${describe(error)}); retrying`);
@@ -149,6 +211,8 @@ function attach(client: BrowserClient): void {
 
 function onRefused(error: unknown): void {
   store.client = undefined;
+  // Forgotten meanwhile: the refusal is the host agreeing.
+  if (!store.credential) return;
   store.error = `This browser can no longer use ${store.credential?.hostName ?? "this host"}: its pairing was revoked by the host's owner, or is unknown there (the host said: ${error instanceof Error ? error.message : String(error)}). To use it again, ask the owner for a new pairing code (openwork-host pair) and pair below.`;
   setConn("refused", "Refused by the host: this browser's pairing was revoked or is unknown there");
 }
@@ -177,14 +241,32 @@ export async function init(): Promise<void> {
   });
 }
 
-export async function forget(): Promise<void> {
+/**
+ * Forgets the host: the host is told first (`devices.revokeSelf`), so the
+ * key this browser deletes can never be used again. Returns what to tell the
+ * user when the host could not be told (the key is deleted all the same).
+ */
+export async function forget(): Promise<string> {
   const client = store.client;
-  store.client = undefined;
-  await client?.close();
-  await forgetCredential();
+  let told = "";
+  if (client && client.server.capabilities.methods.includes("devices.revokeSelf")) {
+    try {
+      await client.devicesRevokeSelf();
+    } catch (e) {
+      told = describe(e);
+    }
+  } else told = client ? "this host does not support it" : "this browser is not connected to it";
+  // No credential first: nothing reconnects with it meanwhile.
   store.credential = undefined;
+  store.client = undefined;
+  await client?.close().catch(() => undefined);
+  await forgetCredential();
+  localStorage.removeItem(PAIRED);
   store.prompts = [];
   setConn("unpaired");
+  return told
+    ? `This browser forgot the host, but could not tell it (${told}): ask its owner to revoke this device (openwork-host devices revoke).`
+    : "";
 }
 
 // Recent and pinned commands, kept in this browser only.

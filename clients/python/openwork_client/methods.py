@@ -19,6 +19,7 @@ METHOD_ACCESS: dict[str, str] = {
     "console.overview": "owner",
     "devices.list": "owner",
     "devices.revoke": "owner",
+    "devices.revokeSelf": "open",
     "exit": "open",
     "health.get": "open",
     "initialize": "open",
@@ -33,6 +34,7 @@ METHOD_ACCESS: dict[str, str] = {
     "pairing.status": "owner",
     "permission.audit": "admin",
     "permission.forget": "admin",
+    "permission.pending": "permissions.reply",
     "permission.reply": "permissions.reply",
     "permission.rules": "admin",
     "shutdown": "open",
@@ -97,6 +99,11 @@ class GeneratedMethods:
     def devices_revoke(self, *, device_id: str) -> m.DeviceRevokeResult:
         """Revokes a device: its connections close at once and its token never works again"""
         result = self._request("devices.revoke", m.DeviceIdParams(device_id=device_id).to_json())
+        return m.DeviceRevokeResult.from_json(result)
+
+    def devices_revoke_self(self) -> m.DeviceRevokeResult:
+        """A paired device revokes its own pairing (forgetting the host): the answer reaches it, then its connections close and its credential never works again"""
+        result = self._request("devices.revokeSelf", m.NoParams().to_json())
         return m.DeviceRevokeResult.from_json(result)
 
     def exit(self) -> None:
@@ -167,6 +174,11 @@ class GeneratedMethods:
         """Deletes a remembered rule"""
         result = self._request("permission.forget", m.PermissionForgetParams(rule_id=rule_id).to_json())
         return m.Empty.from_json(result)
+
+    def permission_pending(self) -> m.PermissionPendingResult:
+        """The permission requests waiting for an answer (those asked before this connection followed their task too)"""
+        result = self._request("permission.pending", m.NoParams().to_json())
+        return m.PermissionPendingResult.from_json(result)
 
     def permission_reply(self, *, decision: m.Decision, request_id: str) -> m.PermissionReplyResult:
         """Answers a permission request; the first answer wins"""

@@ -115,6 +115,8 @@ class Capabilities:
     """Runtimes `task.run` accepts."""
     opencode: OpencodeCapability | None = None
     """The OpenCode runtime, for connections holding the `opencode` scope."""
+    workspace_roots: list[str] | None = None
+    """The directories tasks may run in (resolved, the default first), for connections holding `tasks.run`: a task's `cwd` must be inside one."""
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Capabilities:
@@ -124,6 +126,7 @@ class Capabilities:
             methods=required(data, "methods", "Capabilities"),
             runtimes=required(data, "runtimes", "Capabilities"),
             opencode=OpencodeCapability.from_json(data["opencode"]) if data.get("opencode") is not None else None,
+            workspace_roots=data["workspaceRoots"] if data.get("workspaceRoots") is not None else None,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -134,6 +137,8 @@ class Capabilities:
         out["runtimes"] = list(self.runtimes)
         if self.opencode is not None:
             out["opencode"] = self.opencode.to_json()
+        if self.workspace_roots is not None:
+            out["workspaceRoots"] = list(self.workspace_roots)
         return out
 
 
@@ -1510,6 +1515,26 @@ class PermissionForgetParams:
         """The wire form; members left as None are omitted."""
         out: dict[str, Any] = {}
         out["ruleId"] = self.rule_id
+        return out
+
+
+@dataclass
+class PermissionPendingResult:
+    """`permission.pending` result."""
+    requests: list[PermissionRequest]
+    """The requests waiting for an answer, the one expiring first first."""
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PermissionPendingResult:
+        """Reads the wire form; members this version does not know are ignored."""
+        return cls(
+            requests=[PermissionRequest.from_json(x) for x in required(data, "requests", "PermissionPendingResult")],
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The wire form; members left as None are omitted."""
+        out: dict[str, Any] = {}
+        out["requests"] = [x.to_json() for x in self.requests]
         return out
 
 

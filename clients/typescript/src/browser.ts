@@ -14,6 +14,7 @@ export type { ClientNotifications, Methods, Notifications } from "./generated/me
 export { ClientCore, FINAL_STATUSES } from "./core.js";
 export type { ConnectionState, CoreOptions, ReconnectOptions } from "./core.js";
 export { ConnectionClosedError, RpcConnection, RpcError } from "./rpc.js";
+export type { MessageTransport } from "./rpc.js";
 export { PairingError } from "./pairing-core.js";
 export { authMessage, type SignatureCredential, type WebPairedHost } from "./websocket.js";
 export { forgetCredential, loadCredential, type StoredCredential };
@@ -31,11 +32,22 @@ export function dialPageHost(): Promise<MessageTransport> {
 
 /** A client of the host that served the page. */
 export class BrowserClient extends ClientCore {
-  /** Connects with a stored credential, signing the host's nonce, and initializes. */
-  static async connectWith(credential: SignatureCredential, options: CoreOptions = {}, onDial?: () => void): Promise<BrowserClient> {
+  /**
+   * Connects with a stored credential, signing the host's nonce, and
+   * initializes. `early`: a connection dialled ahead (while the page was
+   * still reading the credential), used for the first dial when it opened.
+   */
+  static async connectWith(credential: SignatureCredential, options: CoreOptions = {}, onDial?: () => void, early?: Promise<MessageTransport>): Promise<BrowserClient> {
+    let ahead = early;
     const client = new BrowserClient(
       {
-        dial: () => {
+        dial: async () => {
+          const first = ahead;
+          ahead = undefined;
+          if (first) {
+            const transport = await first.catch(() => undefined);
+            if (transport) return transport;
+          }
           onDial?.();
           return dialPageHost();
         },

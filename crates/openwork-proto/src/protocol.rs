@@ -111,6 +111,10 @@ pub struct Capabilities {
     /// The OpenCode runtime, for connections holding the `opencode` scope.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub opencode: Option<OpencodeCapability>,
+    /// The directories tasks may run in (resolved, the default first), for
+    /// connections holding `tasks.run`: a task's `cwd` must be inside one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace_roots: Option<Vec<String>>,
 }
 
 /// `capabilities.get` params.
@@ -904,6 +908,14 @@ pub struct DevicesListResult {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct DeviceIdParams {
     pub device_id: String,
+}
+
+/// `permission.pending` result.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PermissionPendingResult {
+    /// The requests waiting for an answer, the one expiring first first.
+    pub requests: Vec<PermissionRequest>,
 }
 
 /// `devices.revoke` result.

@@ -112,6 +112,12 @@ fn capabilities(ctx: &CallContext, principal: &Principal) -> Capabilities {
         opencode: principal
             .has(Scope::Opencode)
             .then(|| host.opencode_capability(principal)),
+        workspace_roots: principal.has(Scope::TasksRun).then(|| {
+            host.workspace_roots()
+                .iter()
+                .map(|r| r.display().to_string())
+                .collect()
+        }),
     }
 }
 

@@ -120,10 +120,12 @@ pub fn table() -> MethodTable<CallContext> {
         .errors(&[E::NOT_FOUND]);
     t.register("task.list", scope(Scope::TasksRead), tasks::list)
         .summary("Tasks, newest first, by page");
-    t.register("task.subscribe", scope(Scope::TasksRead), tasks::subscribe)
+    // In order, like `task.unsubscribe`: an unsubscribe and a subscribe sent
+    // back to back take effect in that order.
+    t.register_in_order("task.subscribe", scope(Scope::TasksRead), tasks::subscribe)
         .summary("Replays a task's stored log from `fromSeq`, then follows it live with no gap and no duplicate")
         .errors(&[E::NOT_FOUND]);
-    t.register(
+    t.register_in_order(
         "task.unsubscribe",
         scope(Scope::TasksRead),
         tasks::unsubscribe,
@@ -141,6 +143,12 @@ pub fn table() -> MethodTable<CallContext> {
     )
     .summary("Answers a permission request; the first answer wins")
     .errors(&[E::CONFLICT]);
+    t.register(
+        "permission.pending",
+        scope(Scope::PermissionsReply),
+        permissions::pending,
+    )
+    .summary("The permission requests waiting for an answer (those asked before this connection followed their task too)");
     t.register("permission.rules", scope(Scope::Admin), permissions::rules)
         .summary("The remembered `always` rules");
     t.register(
@@ -177,6 +185,9 @@ pub fn table() -> MethodTable<CallContext> {
     t.register("devices.revoke", Access::Owner, devices::revoke)
         .summary("Revokes a device: its connections close at once and its token never works again")
         .errors(&[E::NOT_FOUND]);
+    t.register("devices.revokeSelf", open, devices::revoke_self)
+        .summary("A paired device revokes its own pairing (forgetting the host): the answer reaches it, then its connections close and its credential never works again")
+        .errors(&[E::UNAUTHORIZED, E::CONFLICT]);
 
     t.register_prefix::<serde_json::Map<String, serde_json::Value>, serde_json::Value, _>(
         "opencode.",

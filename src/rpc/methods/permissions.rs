@@ -1,8 +1,8 @@
-//! `permission.reply`, `permission.rules`, `permission.forget`, `permission.audit`.
+//! `permission.reply`, `permission.pending`, `permission.rules`, `permission.forget`, `permission.audit`.
 
 use crate::protocol::{
     Empty, NoParams, PermissionAuditParams, PermissionAuditResult, PermissionForgetParams,
-    PermissionReplyParams, PermissionReplyResult, PermissionRulesResult,
+    PermissionPendingResult, PermissionReplyParams, PermissionReplyResult, PermissionRulesResult,
 };
 use crate::rpc::RpcError;
 use crate::rpc::methods::CallContext;
@@ -12,6 +12,12 @@ pub async fn reply(
     p: PermissionReplyParams,
 ) -> Result<PermissionReplyResult, RpcError> {
     Ok(ctx.host().reply_permission(p, &ctx.session).await?)
+}
+
+pub async fn pending(ctx: CallContext, _: NoParams) -> Result<PermissionPendingResult, RpcError> {
+    Ok(PermissionPendingResult {
+        requests: ctx.host().pending_permission_requests(),
+    })
 }
 
 pub async fn rules(ctx: CallContext, _: NoParams) -> Result<PermissionRulesResult, RpcError> {

@@ -13,6 +13,7 @@ export interface Methods {
   "console.overview": { params: T.NoParams; result: T.ConsoleOverview };
   "devices.list": { params: T.NoParams; result: T.DevicesListResult };
   "devices.revoke": { params: T.DeviceIdParams; result: T.DeviceRevokeResult };
+  "devices.revokeSelf": { params: T.NoParams; result: T.DeviceRevokeResult };
   "health.get": { params: T.NoParams; result: T.HealthReport };
   "initialize": { params: T.InitializeParams; result: T.InitializeResult };
   "metrics.get": { params: T.NoParams; result: T.MetricsReport };
@@ -26,6 +27,7 @@ export interface Methods {
   "pairing.status": { params: T.NoParams; result: T.PairingStatus };
   "permission.audit": { params: T.PermissionAuditParams; result: T.PermissionAuditResult };
   "permission.forget": { params: T.PermissionForgetParams; result: T.Empty };
+  "permission.pending": { params: T.NoParams; result: T.PermissionPendingResult };
   "permission.reply": { params: T.PermissionReplyParams; result: T.PermissionReplyResult };
   "permission.rules": { params: T.NoParams; result: T.PermissionRulesResult };
   "shutdown": { params: T.NoParams; result: null };
@@ -75,6 +77,7 @@ export const METHOD_ACCESS: Record<keyof Methods | keyof ClientNotifications, st
   "console.overview": "owner",
   "devices.list": "owner",
   "devices.revoke": "owner",
+  "devices.revokeSelf": "open",
   "exit": "open",
   "health.get": "open",
   "initialize": "open",
@@ -89,6 +92,7 @@ export const METHOD_ACCESS: Record<keyof Methods | keyof ClientNotifications, st
   "pairing.status": "owner",
   "permission.audit": "admin",
   "permission.forget": "admin",
+  "permission.pending": "permissions.reply",
   "permission.reply": "permissions.reply",
   "permission.rules": "admin",
   "shutdown": "open",
@@ -156,6 +160,11 @@ export abstract class GeneratedMethods {
   /** Revokes a device: its connections close at once and its token never works again */
   devicesRevoke(params: T.DeviceIdParams): Promise<T.DeviceRevokeResult> {
     return this.request("devices.revoke", params);
+  }
+
+  /** A paired device revokes its own pairing (forgetting the host): the answer reaches it, then its connections close and its credential never works again */
+  devicesRevokeSelf(params: T.NoParams = {}): Promise<T.DeviceRevokeResult> {
+    return this.request("devices.revokeSelf", params);
   }
 
   /** Closes the connection (stdio: the process exits) */
@@ -226,6 +235,11 @@ export abstract class GeneratedMethods {
   /** Deletes a remembered rule */
   permissionForget(params: T.PermissionForgetParams): Promise<T.Empty> {
     return this.request("permission.forget", params);
+  }
+
+  /** The permission requests waiting for an answer (those asked before this connection followed their task too) */
+  permissionPending(params: T.NoParams = {}): Promise<T.PermissionPendingResult> {
+    return this.request("permission.pending", params);
   }
 
   /** Answers a permission request; the first answer wins */

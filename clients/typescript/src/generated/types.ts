@@ -90,6 +90,11 @@ export interface Capabilities {
    * Runtimes `task.run` accepts.
    */
   runtimes: string[];
+  /**
+   * The directories tasks may run in (resolved, the default first), for
+   * connections holding `tasks.run`: a task's `cwd` must be inside one.
+   */
+  workspaceRoots?: string[];
 }
 /**
  * OpenCode on this host.
@@ -920,22 +925,13 @@ export interface PermissionForgetParams {
   ruleId: string;
 }
 /**
- * `permission.reply` params.
+ * `permission.pending` result.
  */
-export interface PermissionReplyParams {
-  decision: Decision;
-  requestId: string;
-}
-/**
- * `permission.reply` result.
- */
-export interface PermissionReplyResult {
-  decision: Decision;
-  requestId: string;
+export interface PermissionPendingResult {
   /**
-   * The rules remembered, for `always` (see `permission.rules`).
+   * The requests waiting for an answer, the one expiring first first.
    */
-  ruleIds?: string[];
+  requests: PermissionRequest[];
 }
 /**
  * `permission.request` notification: a task waits for a person's decision.
@@ -964,6 +960,24 @@ export interface PermissionRequest {
    * What asks: `command` for the built-in runner, OpenCode's tool name otherwise.
    */
   tool: string;
+}
+/**
+ * `permission.reply` params.
+ */
+export interface PermissionReplyParams {
+  decision: Decision;
+  requestId: string;
+}
+/**
+ * `permission.reply` result.
+ */
+export interface PermissionReplyResult {
+  decision: Decision;
+  requestId: string;
+  /**
+   * The rules remembered, for `always` (see `permission.rules`).
+   */
+  ruleIds?: string[];
 }
 /**
  * `permission.resolved` notification: someone answered (or no one did in time).

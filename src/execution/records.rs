@@ -43,6 +43,9 @@ const TASK_COLUMNS: &str = "rowid, id, status, runtime, title, argv, command, cw
      created_at, started_at, finished_at, \
      COALESCE((SELECT MAX(id) FROM log_chunks WHERE id BETWEEN tasks.rowid << 32 AND (tasks.rowid << 32) | 4294967295) & 4294967295, 0), \
      prompt, session_id, model, agent, created_by";
+/// How many columns `TASK_COLUMNS` selects (`task_from_row` reads 0 to 20):
+/// a query that selects more after them reads those from this index on.
+const TASK_COLUMN_COUNT: usize = 21;
 
 /// The key of a chunk: the task's row id in the high 32 bits, the seq in the low.
 fn chunk_key(task_rowid: i64, seq: u64) -> i64 {
@@ -144,7 +147,7 @@ pub fn find_by_idempotency_key(
     conn.query_row(
         &format!("SELECT {TASK_COLUMNS}, request_hash FROM tasks WHERE created_by = ?1 AND idempotency_key = ?2"),
         [created_by, key],
-        |row| Ok((task_from_row(row)?, row.get(20)?)),
+        |row| Ok((task_from_row(row)?, row.get(TASK_COLUMN_COUNT)?)),
     )
     .optional()
 }

@@ -314,7 +314,7 @@ async fn soak(cli: &Cli) -> anyhow::Result<bool> {
             // OpenCode asks before its bash tool runs: the phone answers.
             std::fs::write(work.join("opencode.json"), model.opencode_json())?;
             config.push_str(&format!(
-                "[opencode]\nenabled = \"on\"\nbinary = {:?}\nstartup_timeout_s = 120\n\n[opencode.env]\n",
+                "[opencode]\nenabled = \"on\"\nbinary = {:?}\nstartup_timeout_s = 600\n\n[opencode.env]\n",
                 binary.display().to_string()
             ));
             for (k, v) in opencode_server::isolated_env(&dir.path().join("oc-home")) {
@@ -335,6 +335,7 @@ async fn soak(cli: &Cli) -> anyhow::Result<bool> {
     if opencode.is_some() {
         opencode_ready(&data).await?;
     }
+
     let upstream: SocketAddr = format!("127.0.0.1:{port}").parse()?;
     let mut rng = StdRng::seed_from_u64(cli.seed);
     let (lines_tx, mut lines) = mpsc::unbounded_channel::<Value>();
@@ -620,7 +621,8 @@ fn opencode_binary(cli: &Cli) -> anyhow::Result<Option<PathBuf>> {
     }
 }
 
-/// Waits (bounded) until the host says its OpenCode is ready.
+/// Waits (bounded) until the host says its OpenCode is ready; past the
+/// bound the soak goes on (each prompt is asked again while OpenCode starts).
 async fn opencode_ready(data: &Path) -> anyhow::Result<()> {
     let mut owner = connect_unix(&data.join("host.sock")).await?;
     let deadline = Instant::now() + Duration::from_secs(180);
@@ -637,7 +639,8 @@ async fn opencode_ready(data: &Path) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    bail!("OpenCode was not ready within 180 s (its state: {state})")
+    say!("soak: OpenCode is not ready after 180 s (its state: {state}); going on");
+    Ok(())
 }
 
 fn secs(s: f64) -> Duration {

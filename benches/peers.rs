@@ -3,8 +3,11 @@
 //!   `openwork-host client run` (paired), and the library on an open session;
 //! - throughput of a task printing 256 MiB: ssh vs the host over TLS;
 //! - a 10 s network cut mid-stream (the soak's network path: live
-//!   connections closed and the link down for 10 s): when output flows again
-//!   after the network's return, and how many lines were lost;
+//!   connections closed and the link down for 10 s; for mosh, whose data
+//!   path is UDP, a UDP relay that drops every datagram for 10 s): when
+//!   output flows again after the network's return, and how many lines were
+//!   lost (for mosh: never on its screen, as it sends the screen and not the
+//!   scrollback);
 //! - client CPU per hour of an idle connected device: ssh with
 //!   `ServerAliveInterval=15`, mosh, and the host's client (`client run`
 //!   waiting on a quiet task; it pings after 15 s of silence).
@@ -136,13 +139,6 @@ impl Sshd {
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
         ssh
-    }
-
-    fn ssh_line(&self, port: u16) -> String {
-        format!(
-            "ssh -i {} -p {port} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o LogLevel=ERROR",
-            self.dir.path().join("client_key").display()
-        )
     }
 }
 
@@ -332,13 +328,15 @@ async fn udp_relay(
                 got = front.recv_from(&mut from_client) => {
                     let Ok((n, peer)) = got else { continue };
                     client = Some(peer);
-                    if *up.borrow() {
+                    let up_now = *up.borrow();
+                    if up_now {
                         let _ = back.send(&from_client[..n]).await;
                     }
                 }
                 got = back.recv(&mut from_server) => {
                     let Ok(n) = got else { continue };
-                    if let (Some(peer), true) = (client, *up.borrow()) {
+                    let up_now = *up.borrow();
+                    if let (Some(peer), true) = (client, up_now) {
                         let _ = front.send_to(&from_server[..n], peer).await;
                     }
                 }
@@ -397,35 +395,8 @@ fn mosh_lines(text: &str) -> Vec<u64> {
 /// screen update with a line of the stream after the network's return;
 /// lost lines are those never drawn on the client's screen (mosh sends the
 /// screen, not the scrollback).
-async fn mosh_cut() -> Result<CutOutcome, String> {
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map_err(|e| e.to_string())?
-        .port();
-    let started = Command::new("mosh-server")
-        .args([
-            "new",
-            "-s",
-            "-c",
-            "8",
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-        ])
-        .args(["-l", "LANG=C.UTF-8", "--", "sh", "-c", MOSH_STREAM])
-        .env("LANG", "C.UTF-8")
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
-        .map_err(|e| format!("mosh-server: {e}"))?;
-    let said = String::from_utf8_lossy(&started.stdout).into_owned();
-    let key = said
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("MOSH CONNECT "))
-        .and_then(|rest| rest.split_whitespace().nth(1))
-        .ok_or_else(|| format!("mosh-server did not start: {said:?}"))?
-        .to_owned();
+async fn mosh_cut() -> Result<(CutOutcome, u64), String> {
+    let (port, key) = mosh_server(MOSH_STREAM)?;
     let (up_tx, up) = tokio::sync::watch::channel(true);
     let stop = tokio_util::sync::CancellationToken::new();
     let relay = udp_relay(
@@ -434,20 +405,7 @@ async fn mosh_cut() -> Result<CutOutcome, String> {
         stop.clone(),
     )
     .await;
-    let mut client = Command::new("script")
-        .arg("-qfc")
-        .arg(format!(
-            "stty rows 24 cols 80; exec mosh-client 127.0.0.1 {relay}"
-        ))
-        .arg("/dev/null")
-        .env("MOSH_KEY", &key)
-        .env("LANG", "C.UTF-8")
-        .env("TERM", "xterm")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("script: {e}"))?;
+    let mut client = mosh_client(relay, &key)?;
     let mut stdout = client.stdout.take().expect("stdout");
     // (when, the line numbers new in that read): every read re-parses the
     // whole screen output so far, as a line may arrive in two reads.
@@ -474,6 +432,7 @@ async fn mosh_cut() -> Result<CutOutcome, String> {
     tokio::time::sleep(Duration::from_secs(3)).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let _ = up_tx.send(false);
+    let cut_at = Instant::now();
     tokio::time::sleep(Duration::from_secs(10)).await;
     let _ = up_tx.send(true);
     let back = Instant::now();
@@ -486,7 +445,78 @@ async fn mosh_cut() -> Result<CutOutcome, String> {
         .await
         .expect("join");
     stop.cancel();
-    Ok(CutOutcome::of(&lines, back))
+    // The lines printed while the network was gone: from just after the last
+    // one on screen before the cut to the newest on the first screen after it.
+    let before = lines
+        .iter()
+        .filter(|(at, _)| *at < cut_at)
+        .map(|(_, l)| *l)
+        .max()
+        .unwrap_or(0);
+    let first_after = lines.iter().find(|(at, _)| *at >= back).map(|(at, _)| *at);
+    let upto = lines
+        .iter()
+        .filter(|(at, _)| Some(*at) == first_after)
+        .map(|(_, l)| *l)
+        .max()
+        .unwrap_or(before);
+    let shown: std::collections::HashSet<u64> = lines.iter().map(|(_, l)| *l).collect();
+    let over_cut = (before + 1..=upto).filter(|l| !shown.contains(l)).count() as u64;
+    Ok((CutOutcome::of(&lines, back), over_cut))
+}
+
+/// `mosh-server new` on a free UDP port of loopback running `command` (what
+/// `mosh` starts over ssh); its port and session key.
+fn mosh_server(command: &str) -> Result<(u16, String), String> {
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map_err(|e| e.to_string())?
+        .port();
+    let started = Command::new("mosh-server")
+        .args([
+            "new",
+            "-s",
+            "-c",
+            "8",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
+        .args(["-l", "LANG=C.UTF-8", "--", "sh", "-c", command])
+        .env("LANG", "C.UTF-8")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .map_err(|e| format!("mosh-server: {e}"))?;
+    let said = String::from_utf8_lossy(&started.stdout).into_owned();
+    let key = said
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("MOSH CONNECT "))
+        .and_then(|rest| rest.split_whitespace().nth(1))
+        .ok_or_else(|| format!("mosh-server did not start: {said:?}"))?
+        .to_owned();
+    Ok((port, key))
+}
+
+/// `mosh-client` to a UDP `port` on loopback, in a pseudo-terminal of 80×24
+/// (`script`; mosh-client refuses a terminal without a size); its screen
+/// output on stdout.
+fn mosh_client(port: u16, key: &str) -> Result<Child, String> {
+    Command::new("script")
+        .arg("-qfc")
+        .arg(format!(
+            "stty rows 24 cols 80; exec mosh-client 127.0.0.1 {port}"
+        ))
+        .arg("/dev/null")
+        .env("MOSH_KEY", key)
+        .env("LANG", "C.UTF-8")
+        .env("TERM", "xterm")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("script: {e}"))
 }
 
 /// A session with the host on an open connection, the library's defaults.
@@ -655,7 +685,13 @@ fn main() {
     );
     println!("  ssh   {}", show(&ssh_cut));
     match &mosh_cut {
-        Ok(cut) => println!("  mosh  {} (lines never on its screen)", show(cut)),
+        // Duplicates are repaints of the same screen rows, not output twice.
+        Ok((cut, over_cut)) => println!(
+            "  mosh  output again {:>9}  lines never on its screen {:>4} of {STREAM_LINES}, {over_cut} of them printed during the cut",
+            cut.resumed_after
+                .map_or("never".into(), |d| format!("{:.0} ms", support::ms(d))),
+            cut.lost
+        ),
         Err(e) => println!("  mosh  not measured: {e}"),
     }
     println!("  host  {}", show(&host_cut));
@@ -665,20 +701,9 @@ fn main() {
         .ssh(sshd.port, &["-o", "ServerAliveInterval=15"], "sleep 100000")
         .spawn()
         .expect("ssh");
-    let mosh_idle = Command::new("script")
-        .args(["-qfc"])
-        .arg(format!(
-            // `script`'s terminal has no size, which mosh-client refuses.
-            "stty rows 24 cols 80; mosh --ssh='{}' root@127.0.0.1 -- sleep 100000",
-            sshd.ssh_line(sshd.port)
-        ))
-        .arg("/dev/null")
-        .env("LANG", "C.UTF-8")
-        .env("TERM", "xterm")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn();
+    // mosh-server started directly (what `mosh` starts over ssh), so that a
+    // slow ssh under load cannot keep the client from starting.
+    let mosh_idle = mosh_server("sleep 100000").and_then(|(port, key)| mosh_client(port, &key));
     let mut host_idle = host_cli(client_dir.path(), &["run", "--", "sleep", "100000"])
         .spawn()
         .expect("client run");

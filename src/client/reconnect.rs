@@ -303,17 +303,26 @@ impl HostSession {
                 tokio::pin!(deadline);
                 let call = link.call(method, &params);
                 tokio::pin!(call);
+                let mut probing = false;
                 loop {
                     tokio::select! {
                         outcome = &mut call => break outcome,
-                        _ = &mut deadline => break Err(ClientError::Protocol(format!(
-                            "no answer to `{method}` within {} s",
-                            timeout.as_secs()
+                        _ = &mut deadline => break Err(ClientError::Io(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            if probing {
+                                format!(
+                                    "no answer to `{method}` within {} ms of a network change",
+                                    NETWORK_CHANGE_PROBE.as_millis()
+                                )
+                            } else {
+                                format!("no answer to `{method}` within {} s", timeout.as_secs())
+                            },
                         ))),
                         _ = network.notified() => {
                             let probe = tokio::time::Instant::now() + NETWORK_CHANGE_PROBE;
                             if probe < deadline.deadline() {
                                 deadline.as_mut().reset(probe);
+                                probing = true;
                             }
                         }
                     }

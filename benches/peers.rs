@@ -3,8 +3,11 @@
 //!   `openwork-host client run` (paired), and the library on an open session;
 //! - throughput of a task printing 256 MiB: ssh vs the host over TLS;
 //! - a 10 s network cut mid-stream (the soak's network path: live
-//!   connections closed and the link down for 10 s): when output flows again
-//!   after the network's return, and how many lines were lost;
+//!   connections closed and the link down for 10 s; for mosh, whose data
+//!   path is UDP, a UDP relay that drops every datagram for 10 s): when
+//!   output flows again after the network's return, and how many lines were
+//!   lost (for mosh: never on its screen, as it sends the screen and not the
+//!   scrollback);
 //! - client CPU per hour of an idle connected device: ssh with
 //!   `ServerAliveInterval=15`, mosh, and the host's client (`client run`
 //!   waiting on a quiet task; it pings after 15 s of silence).
@@ -137,13 +140,6 @@ impl Sshd {
             .stderr(Stdio::null());
         ssh
     }
-
-    fn ssh_line(&self, port: u16) -> String {
-        format!(
-            "ssh -i {} -p {port} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o LogLevel=ERROR",
-            self.dir.path().join("client_key").display()
-        )
-    }
 }
 
 /// Time from spawning `command` to its first line on stdout.
@@ -192,16 +188,25 @@ struct CutOutcome {
     duplicated: u64,
 }
 
-fn count(lines: &[u64]) -> (u64, u64) {
-    let mut seen = std::collections::HashSet::new();
-    let mut dup = 0;
-    for l in lines {
-        if !seen.insert(*l) {
-            dup += 1;
+impl CutOutcome {
+    /// From the numbered lines received (when, which) and the network's return.
+    fn of(lines: &[(Instant, u64)], back: Instant) -> CutOutcome {
+        let mut seen = std::collections::HashSet::new();
+        let mut duplicated = 0;
+        for (_, l) in lines {
+            if !seen.insert(*l) {
+                duplicated += 1;
+            }
+        }
+        CutOutcome {
+            resumed_after: lines
+                .iter()
+                .find(|(at, _)| *at >= back)
+                .map(|(at, _)| *at - back),
+            lost: (1..=STREAM_LINES).filter(|l| !seen.contains(l)).count() as u64,
+            duplicated,
         }
     }
-    let lost = (1..=STREAM_LINES).filter(|l| !seen.contains(l)).count() as u64;
-    (lost, dup)
 }
 
 /// Cuts `path` (live connections closed, link down) 3 s in, for 10 s.
@@ -245,16 +250,7 @@ async fn ssh_cut(sshd: &Sshd) -> CutOutcome {
         .expect("join");
     let _ = child.kill();
     let _ = child.wait();
-    let resumed_after = lines
-        .iter()
-        .find(|(at, _)| *at >= back)
-        .map(|(at, _)| *at - back);
-    let (lost, duplicated) = count(&lines.iter().map(|(_, l)| *l).collect::<Vec<_>>());
-    CutOutcome {
-        resumed_after,
-        lost,
-        duplicated,
-    }
+    CutOutcome::of(&lines, back)
 }
 
 async fn host_cut(device: &KnownHost) -> CutOutcome {
@@ -265,9 +261,7 @@ async fn host_cut(device: &KnownHost) -> CutOutcome {
         ..device.clone()
     };
     // The library's defaults, as `client run` uses them.
-    let mut session = HostSession::open(via, "peers-bench", ReconnectPolicy::default())
-        .await
-        .expect("session");
+    let mut session = open_session(&via).await;
     let started = session
         .run_task(TaskRunParams {
             command: Some(STREAM.into()),
@@ -300,16 +294,260 @@ async fn host_cut(device: &KnownHost) -> CutOutcome {
         }
     }
     let (back, _path) = cut.await.expect("cut");
-    let resumed_after = lines
-        .iter()
-        .find(|(at, _)| *at >= back)
-        .map(|(at, _)| *at - back);
-    let (lost, duplicated) = count(&lines.iter().map(|(_, l)| *l).collect::<Vec<_>>());
-    CutOutcome {
-        resumed_after,
-        lost,
-        duplicated,
+    CutOutcome::of(&lines, back)
+}
+
+/// The stream for mosh: the same lines, each `n<i>.` so that a line can be
+/// told from the screen updates around it; it waits for the client first.
+const MOSH_STREAM: &str =
+    "sleep 3; i=1; while [ $i -le 2500 ]; do echo n$i.; i=$((i+1)); sleep 0.01; done; sleep 2";
+
+/// A UDP relay on loopback in front of mosh-server (mosh's data path is
+/// UDP): forwards datagrams both ways while `up`, drops every one while not
+/// (a network gone), until `stop`.
+async fn udp_relay(
+    server: std::net::SocketAddr,
+    up: tokio::sync::watch::Receiver<bool>,
+    stop: tokio_util::sync::CancellationToken,
+) -> u16 {
+    let front = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let back = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    back.connect(server).await.expect("connect");
+    let port = front.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        let mut client = None;
+        let mut from_client = vec![0u8; 65536];
+        let mut from_server = vec![0u8; 65536];
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                got = front.recv_from(&mut from_client) => {
+                    let Ok((n, peer)) = got else { continue };
+                    client = Some(peer);
+                    let up_now = *up.borrow();
+                    if up_now {
+                        let _ = back.send(&from_client[..n]).await;
+                    }
+                }
+                got = back.recv(&mut from_server) => {
+                    let Ok(n) = got else { continue };
+                    let up_now = *up.borrow();
+                    if let (Some(peer), true) = (client, up_now) {
+                        let _ = front.send_to(&from_server[..n], peer).await;
+                    }
+                }
+            }
+        }
+    });
+    port
+}
+
+/// Terminal output without its escape sequences (CSI, OSC and two-byte ones).
+fn strip_escapes(raw: &[u8]) -> String {
+    let mut out = String::new();
+    let mut i = 0;
+    while i < raw.len() {
+        match raw[i] {
+            0x1b if raw.get(i + 1) == Some(&b'[') => {
+                i += 2;
+                while i < raw.len() && !(0x40..=0x7e).contains(&raw[i]) {
+                    i += 1;
+                }
+                i += 1;
+            }
+            0x1b if raw.get(i + 1) == Some(&b']') => {
+                i += 2;
+                while i < raw.len() && raw[i] != 0x07 && raw[i] != 0x1b {
+                    i += 1;
+                }
+                i += 1;
+            }
+            0x1b => i += 2,
+            b => {
+                out.push(b as char);
+                i += 1;
+            }
+        }
     }
+    out
+}
+
+/// The numbers of the whole `n<i>.` lines in a screen's text, in order.
+fn mosh_lines(text: &str) -> Vec<u64> {
+    text.split('n')
+        .skip(1)
+        .filter_map(|rest| {
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            (!digits.is_empty() && rest[digits.len()..].starts_with('.'))
+                .then(|| digits.parse().ok())
+                .flatten()
+        })
+        .collect()
+}
+
+/// mosh after a 10 s cut of its UDP path mid-stream: `mosh-server` started
+/// directly on loopback (what `mosh` starts over ssh), `mosh-client` in a
+/// pseudo-terminal through the relay. Output flowing again is the first
+/// screen update with a line of the stream after the network's return;
+/// lost lines are those never drawn on the client's screen (mosh sends the
+/// screen, not the scrollback).
+async fn mosh_cut() -> Result<(CutOutcome, u64), String> {
+    let (port, key) = mosh_server(MOSH_STREAM)?;
+    let (up_tx, up) = tokio::sync::watch::channel(true);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let relay = udp_relay(
+        format!("127.0.0.1:{port}").parse().expect("addr"),
+        up,
+        stop.clone(),
+    )
+    .await;
+    let mut client = mosh_client(relay, &key)?;
+    let mut stdout = client.stdout.take().expect("stdout");
+    // (when, the line numbers new in that read): every read re-parses the
+    // whole screen output so far, as a line may arrive in two reads.
+    let reader = std::thread::spawn(move || {
+        let mut raw = Vec::new();
+        let mut known = 0;
+        let mut lines: Vec<(Instant, u64)> = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while Instant::now() < deadline {
+            let Ok(n) = stdout.read(&mut buf) else { break };
+            if n == 0 {
+                break;
+            }
+            raw.extend_from_slice(&buf[..n]);
+            let all = mosh_lines(&strip_escapes(&raw));
+            let now = Instant::now();
+            lines.extend(all[known.min(all.len())..].iter().map(|l| (now, *l)));
+            known = all.len();
+        }
+        lines
+    });
+    // The stream starts 3 s after the server; the cut 3 s into it.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let _ = up_tx.send(false);
+    let cut_at = Instant::now();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let _ = up_tx.send(true);
+    let back = Instant::now();
+    // The stream ends 25 s after it began (12 s from now); then the client
+    // is stopped, which ends the reader (bounded either way).
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let _ = client.kill();
+    let _ = client.wait();
+    let lines = tokio::task::spawn_blocking(move || reader.join().expect("reader"))
+        .await
+        .expect("join");
+    stop.cancel();
+    // The lines printed while the network was gone: from just after the last
+    // one on screen before the cut to the newest on the first screen after it.
+    let before = lines
+        .iter()
+        .filter(|(at, _)| *at < cut_at)
+        .map(|(_, l)| *l)
+        .max()
+        .unwrap_or(0);
+    let first_after = lines.iter().find(|(at, _)| *at >= back).map(|(at, _)| *at);
+    let upto = lines
+        .iter()
+        .filter(|(at, _)| Some(*at) == first_after)
+        .map(|(_, l)| *l)
+        .max()
+        .unwrap_or(before);
+    let shown: std::collections::HashSet<u64> = lines.iter().map(|(_, l)| *l).collect();
+    let over_cut = (before + 1..=upto).filter(|l| !shown.contains(l)).count() as u64;
+    Ok((CutOutcome::of(&lines, back), over_cut))
+}
+
+/// `mosh-server new` on a free UDP port of loopback running `command` (what
+/// `mosh` starts over ssh); its port and session key.
+fn mosh_server(command: &str) -> Result<(u16, String), String> {
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map_err(|e| e.to_string())?
+        .port();
+    let started = Command::new("mosh-server")
+        .args([
+            "new",
+            "-s",
+            "-c",
+            "8",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
+        .args(["-l", "LANG=C.UTF-8", "--", "sh", "-c", command])
+        .env("LANG", "C.UTF-8")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .map_err(|e| format!("mosh-server: {e}"))?;
+    let said = String::from_utf8_lossy(&started.stdout).into_owned();
+    let key = said
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("MOSH CONNECT "))
+        .and_then(|rest| rest.split_whitespace().nth(1))
+        .ok_or_else(|| format!("mosh-server did not start: {said:?}"))?
+        .to_owned();
+    Ok((port, key))
+}
+
+/// `mosh-client` to a UDP `port` on loopback, in a pseudo-terminal of 80×24
+/// (`script`; mosh-client refuses a terminal without a size); its screen
+/// output on stdout.
+fn mosh_client(port: u16, key: &str) -> Result<Child, String> {
+    Command::new("script")
+        .arg("-qfc")
+        .arg(format!(
+            "stty rows 24 cols 80; exec mosh-client 127.0.0.1 {port}"
+        ))
+        .arg("/dev/null")
+        .env("MOSH_KEY", key)
+        .env("LANG", "C.UTF-8")
+        .env("TERM", "xterm")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("script: {e}"))
+}
+
+/// A session with the host on an open connection, the library's defaults.
+async fn open_session(device: &KnownHost) -> HostSession {
+    HostSession::open(device.clone(), "peers-bench", ReconnectPolicy::default())
+        .await
+        .expect("session")
+}
+
+/// Runs a task and hands each of its chunks' bytes to `on_output`, until its final status.
+async fn run_to_end(
+    session: &mut HostSession,
+    params: TaskRunParams,
+    mut on_output: impl FnMut(&[u8]),
+) {
+    let task = session.run_task(params).await.expect("task.run");
+    loop {
+        match session.next_notice().await.expect("notice") {
+            Notice::Chunk(c) if c.task_id == task.task_id => on_output(c.data.as_bytes()),
+            Notice::Updated(u) if u.task_id == task.task_id && u.status.is_final() => return,
+            _ => {}
+        }
+    }
+}
+
+/// Sends SIGTERM to `pid`.
+fn terminate(pid: u32) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
 }
 
 fn cpu(pid: u32) -> f64 {
@@ -363,30 +601,19 @@ fn main() {
         .map(|_| first_line(host_cli(client_dir.path(), &["run", "--", "echo", "hello"])))
         .collect();
     let lib_first: Vec<Duration> = runtime.block_on(async {
-        let mut session =
-            HostSession::open(device.clone(), "peers-bench", ReconnectPolicy::default())
-                .await
-                .expect("session");
+        let mut session = open_session(&device).await;
         let mut times = Vec::new();
         for _ in 0..rounds {
             let started = Instant::now();
-            let task = session
-                .run_task(TaskRunParams {
-                    argv: Some(vec!["echo".into(), "hello".into()]),
-                    ..TaskRunParams::default()
-                })
-                .await
-                .expect("task.run");
             let mut first = None;
-            loop {
-                match session.next_notice().await.expect("notice") {
-                    Notice::Chunk(c) if c.task_id == task.task_id && first.is_none() => {
-                        first = Some(started.elapsed());
-                    }
-                    Notice::Updated(u) if u.task_id == task.task_id && u.status.is_final() => break,
-                    _ => {}
-                }
-            }
+            let echo = TaskRunParams {
+                argv: Some(vec!["echo".into(), "hello".into()]),
+                ..TaskRunParams::default()
+            };
+            run_to_end(&mut session, echo, |_| {
+                first.get_or_insert(started.elapsed());
+            })
+            .await;
             times.push(first.expect("output"));
         }
         times
@@ -423,26 +650,14 @@ fn main() {
     let ssh_time = started.elapsed();
     assert_eq!(got, bytes, "ssh carried every byte");
     let host_time = runtime.block_on(async {
-        let mut session =
-            HostSession::open(device.clone(), "peers-bench", ReconnectPolicy::default())
-                .await
-                .expect("session");
+        let mut session = open_session(&device).await;
         let started = Instant::now();
-        let task = session
-            .run_task(TaskRunParams {
-                command: Some(command.clone()),
-                ..TaskRunParams::default()
-            })
-            .await
-            .expect("task.run");
         let mut got = 0u64;
-        loop {
-            match session.next_notice().await.expect("notice") {
-                Notice::Chunk(c) if c.task_id == task.task_id => got += c.data.len() as u64,
-                Notice::Updated(u) if u.task_id == task.task_id && u.status.is_final() => break,
-                _ => {}
-            }
-        }
+        let print = TaskRunParams {
+            command: Some(command.clone()),
+            ..TaskRunParams::default()
+        };
+        run_to_end(&mut session, print, |data| got += data.len() as u64).await;
         assert_eq!(got, bytes, "the host carried every byte");
         started.elapsed()
     });
@@ -453,6 +668,8 @@ fn main() {
 
     // 3. A 10 s cut mid-stream.
     let ssh_cut = runtime.block_on(ssh_cut(&sshd));
+    let mosh_servers_before = pids_named("mosh-server");
+    let mosh_cut = runtime.block_on(mosh_cut());
     let host_cut = runtime.block_on(host_cut(&device));
     let show = |o: &CutOutcome| {
         format!(
@@ -467,31 +684,26 @@ fn main() {
         "10 s network cut mid-stream (connections closed, link down), after the network's return"
     );
     println!("  ssh   {}", show(&ssh_cut));
+    match &mosh_cut {
+        // Duplicates are repaints of the same screen rows, not output twice.
+        Ok((cut, over_cut)) => println!(
+            "  mosh  output again {:>9}  lines never on its screen {:>4} of {STREAM_LINES}, {over_cut} of them printed during the cut",
+            cut.resumed_after
+                .map_or("never".into(), |d| format!("{:.0} ms", support::ms(d))),
+            cut.lost
+        ),
+        Err(e) => println!("  mosh  not measured: {e}"),
+    }
     println!("  host  {}", show(&host_cut));
-    println!(
-        "  mosh  not measured: its data path is UDP, which the TCP path cannot cut (see README)"
-    );
 
     // 4. Idle client CPU.
-    let mosh_servers_before = pids_named("mosh-server");
     let mut ssh_idle = sshd
         .ssh(sshd.port, &["-o", "ServerAliveInterval=15"], "sleep 100000")
         .spawn()
         .expect("ssh");
-    let mosh_idle = Command::new("script")
-        .args(["-qfc"])
-        .arg(format!(
-            // `script`'s terminal has no size, which mosh-client refuses.
-            "stty rows 24 cols 80; mosh --ssh='{}' root@127.0.0.1 -- sleep 100000",
-            sshd.ssh_line(sshd.port)
-        ))
-        .arg("/dev/null")
-        .env("LANG", "C.UTF-8")
-        .env("TERM", "xterm")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn();
+    // mosh-server started directly (what `mosh` starts over ssh), so that a
+    // slow ssh under load cannot keep the client from starting.
+    let mosh_idle = mosh_server("sleep 100000").and_then(|(port, key)| mosh_client(port, &key));
     let mut host_idle = host_cli(client_dir.path(), &["run", "--", "sleep", "100000"])
         .spawn()
         .expect("client run");
@@ -519,18 +731,12 @@ fn main() {
     let _ = ssh_idle.wait();
     let _ = host_idle.wait();
     if let Some(pid) = mosh_pid {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
+        terminate(pid);
     }
     // The mosh-server this run started (it would wait for its client for days).
     for pid in pids_named("mosh-server") {
         if !mosh_servers_before.contains(&pid) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
+            terminate(pid);
         }
     }
     if let Ok(mut mosh) = mosh_idle {

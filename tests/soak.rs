@@ -20,14 +20,22 @@ use serde_json::{Value, json};
 fn a_compressed_week_loses_no_task_to_a_disconnect() {
     let dir = tempfile::tempdir().expect("tempdir");
     let report_path = dir.path().join("report.json");
-    let output = Command::new(env!("CARGO_BIN_EXE_openwork-soak"))
-        .args(["--seconds", "75", "--seed", "7", "--clients", "4"])
+    let mut soak = Command::new(env!("CARGO_BIN_EXE_openwork-soak"));
+    soak.args(["--seconds", "75", "--seed", "7", "--clients", "4"])
         .arg("--report")
         .arg(&report_path)
         .arg("--host-bin")
-        .arg(env!("CARGO_BIN_EXE_openwork-host"))
-        .output()
-        .expect("run the soak");
+        .arg(env!("CARGO_BIN_EXE_openwork-host"));
+    // The web app in Chromium as a fifth phone, when the browser suite's
+    // dependencies are there (scripts/test-browser installs them).
+    let browser = browser_phone();
+    if let Some(script) = &browser {
+        soak.arg("--browser").arg(script);
+    }
+    // OpenCode prompts are in the mix when OpenCode is installed; the soak
+    // fails under CI=true when it is not.
+    let opencode = opencode_installed();
+    let output = soak.output().expect("run the soak");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     eprintln!("{stdout}\n{stderr}");
@@ -57,6 +65,24 @@ fn a_compressed_week_loses_no_task_to_a_disconnect() {
         );
     }
     assert!(report["reconnects"].as_u64().unwrap_or(0) >= 4, "{report}");
+    if opencode {
+        assert!(
+            report["by_kind"]["opencode"].as_u64().unwrap_or(0) >= 1,
+            "no OpenCode prompt: {}",
+            report["by_kind"]
+        );
+    }
+    if browser.is_some() {
+        let app = &report["browser_client"];
+        assert!(app["tasks"].as_u64().unwrap_or(0) >= 1, "{app}");
+        // Every task the app finished was checked against the host's record.
+        let finished = app["tasks"].as_u64().unwrap_or(0);
+        assert_eq!(
+            app["checked_against_host"].as_u64(),
+            Some(finished),
+            "{app}"
+        );
+    }
 
     // The counts add up: one outcome per task the phones started, and one
     // task on the host per title at most.
@@ -93,6 +119,35 @@ fn a_compressed_week_loses_no_task_to_a_disconnect() {
         "the soak exited with {}",
         output.status
     );
+}
+
+/// The node script that drives the web app in Chromium, if node, Chromium
+/// and tests/browser's playwright-core are there.
+fn browser_phone() -> Option<std::path::PathBuf> {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let chromium = std::env::var_os("OPENWORK_TEST_CHROMIUM")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/usr/bin/chromium".into());
+    let node = Command::new("node").arg("--version").output().is_ok();
+    let ready = node
+        && chromium.is_file()
+        && repo
+            .join("tests/browser/node_modules/playwright-core")
+            .is_dir();
+    if !ready {
+        eprintln!("no web app phone: needs node, Chromium and `npm ci` in tests/browser");
+    }
+    ready.then(|| repo.join("tests/browser/soak-phone.mjs"))
+}
+
+fn opencode_installed() -> bool {
+    std::env::var_os("OPENWORK_TEST_OPENCODE")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("target/test-deps/node_modules/opencode-linux-x64/bin/opencode")
+        })
+        .is_file()
 }
 
 /// What the soak found first: a call that is not repeated after a drop
@@ -148,4 +203,92 @@ async fn a_call_on_a_connection_gone_silent_fails_instead_of_waiting_for_ever() 
     .await;
     assert!(matches!(again, Err(SessionError::Rpc(_))), "{again:?}");
     assert_eq!(session.stats().reconnects, 1);
+}
+
+/// A phone's OS reports a network change: a connection that went silent
+/// with the old address is dropped at once (not after twice the liveness)
+/// and the session goes on through a new one; a live one is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_network_change_drops_a_silent_connection_and_keeps_a_live_one() {
+    let mut host = TestHost::new("");
+    host.start();
+    let device = host.pair_device("changing", None).await;
+    let path = path::NetPath::start(device.address.parse().expect("address"))
+        .await
+        .expect("path");
+    let via = KnownHost {
+        address: path.address.clone(),
+        ..device.clone()
+    };
+    // A liveness far past the test's bounds: only the probe can notice.
+    let policy = ReconnectPolicy {
+        first_delay: Duration::from_millis(50),
+        max_delay: Duration::from_millis(200),
+        give_up_after: Duration::from_secs(30),
+        connect_timeout: Duration::from_secs(5),
+        liveness: Duration::from_secs(600),
+        find_on_lan: None,
+    };
+    let mut session = within(10, HostSession::open(via, "changing", policy))
+        .await
+        .expect("session");
+    // The same network: the connection answers and stays.
+    assert!(within(10, session.network_changed()).await);
+    assert_eq!(session.stats().reconnects, 0);
+    // A new address: the old connection says nothing more, ever.
+    path.update(|s| s.epoch += 1);
+    assert!(!within(10, session.network_changed()).await);
+    let health: Value = within(30, session.call("health.get", json!({})))
+        .await
+        .expect("a call through a new connection");
+    assert!(health.is_object(), "{health}");
+    assert_eq!(session.stats().reconnects, 1);
+    assert_eq!(
+        session.stats().retried_calls,
+        0,
+        "nothing was lost in flight"
+    );
+    assert_eq!(path.accepted(), 2);
+}
+
+/// The OS reports a network change while a call is under way on a
+/// connection gone silent: the call does not wait out its deadline (here
+/// far past the test's bound) but is sent again through a new connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_network_change_during_a_call_sends_it_again_through_a_new_connection() {
+    let mut host = TestHost::new("");
+    host.start();
+    let device = host.pair_device("changing", None).await;
+    let path = path::NetPath::start(device.address.parse().expect("address"))
+        .await
+        .expect("path");
+    let via = KnownHost {
+        address: path.address.clone(),
+        ..device.clone()
+    };
+    let policy = ReconnectPolicy {
+        first_delay: Duration::from_millis(50),
+        max_delay: Duration::from_millis(200),
+        give_up_after: Duration::from_secs(30),
+        connect_timeout: Duration::from_secs(600),
+        liveness: Duration::from_secs(600),
+        find_on_lan: None,
+    };
+    let mut session = within(10, HostSession::open(via, "changing", policy))
+        .await
+        .expect("session");
+    path.update(|s| s.epoch += 1);
+    let network = session.network_changes();
+    // The OS notices a moment after the call went out.
+    let os = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        network.changed();
+    });
+    let health: Value = within(30, session.call("health.get", json!({})))
+        .await
+        .expect("answered through a new connection");
+    assert!(health.is_object(), "{health}");
+    os.await.expect("os");
+    assert_eq!(session.stats().reconnects, 1);
+    assert_eq!(session.stats().retried_calls, 1);
 }

@@ -4,7 +4,9 @@
 //! a `task` call that starts sub-agent AGENT, whose own prompt gets the
 //! `bash` call of COMMAND), and the tool's result with some reasoning and a
 //! final text. A request without tools is OpenCode asking for a title. It can
-//! also answer the next request with an HTTP error.
+//! also answer the next request with an HTTP error. With the command
+//! `FROM_PROMPT`, the tool call runs what the prompt holds between `CMD[` and
+//! `]CMD` (so that many prompts at once each run their own command).
 
 #![allow(dead_code)]
 
@@ -13,6 +15,9 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The command that tells the model to take each command from its prompt.
+pub const FROM_PROMPT: &str = "FROM_PROMPT";
 
 pub struct FakeModel {
     pub port: u16,
@@ -183,7 +188,18 @@ async fn serve(mut stream: tokio::net::TcpStream, state: Arc<State>) -> std::io:
         out.push_str(&chunk(json!({"content": "the command ran."}), None));
         out.push_str(&chunk(json!({}), Some("stop")));
     } else {
-        let command = state.command.lock().unwrap().clone();
+        let mut command = state.command.lock().unwrap().clone();
+        if command == FROM_PROMPT {
+            // The last `CMD[...]CMD` in the request: the newest user prompt.
+            let text = String::from_utf8_lossy(&buf[header_end..]);
+            command = text
+                .rfind("CMD[")
+                .and_then(|i| {
+                    let rest = &text[i + 4..];
+                    rest.find("]CMD").map(|j| rest[..j].to_owned())
+                })
+                .unwrap_or_else(|| "echo no command in the prompt".to_owned());
+        }
         let (tool, arguments) = match command
             .strip_prefix("TASK:")
             .and_then(|rest| rest.split_once(':'))

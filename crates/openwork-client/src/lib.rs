@@ -229,7 +229,10 @@ pub mod tls;
 
 pub use hosts::{KnownHost, KnownHosts};
 pub use log_frames::decode_log_chunk;
-pub use reconnect::{HostSession, LinkEvent, LinkObserver, Notice, ReconnectPolicy};
+pub use reconnect::{
+    HostSession, LinkEvent, LinkObserver, NETWORK_CHANGE_PROBE, NetworkChanges, Notice,
+    ReconnectPolicy,
+};
 pub use tls::{ConnectError, TlsConnection, connect_tls};
 
 /// Why a session with a paired host could not start or go on.

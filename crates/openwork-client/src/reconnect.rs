@@ -9,6 +9,7 @@
 //! subscriptions); the rest fail with `SessionError::Interrupted`.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -16,7 +17,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio::io::WriteHalf;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio_rustls::client::TlsStream;
 
@@ -34,6 +35,10 @@ const READ_AHEAD: usize = 256;
 /// Finished tasks remembered, so that late copies of their notifications
 /// (from a second subscription) are still recognised; older ones are forgotten.
 const FINISHED_KEPT: usize = 4096;
+/// How long the probe after a network change waits for the host's answer: a
+/// live connection answers a ping well within it, even over a slow mobile
+/// link; a wrong guess only costs a reconnect, which loses nothing.
+pub const NETWORK_CHANGE_PROBE: Duration = Duration::from_millis(500);
 
 /// How to reconnect.
 #[derive(Debug, Clone)]
@@ -138,6 +143,22 @@ struct Follow {
     asked: HashSet<String>,
 }
 
+/// Tells a session, from anywhere (say the operating system's callback),
+/// that the device's network changed. The session then gives its
+/// connection `NETWORK_CHANGE_PROBE` to show it is alive: a call under way
+/// must be answered within it, and a session waiting for notifications
+/// pings the host. A connection that does not is dropped, and the session
+/// reconnects at once. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct NetworkChanges(Arc<Notify>);
+
+impl NetworkChanges {
+    /// The network changed (a new Wi-Fi, Wi-Fi to cellular, a new address).
+    pub fn changed(&self) {
+        self.0.notify_one();
+    }
+}
+
 /// A session with a paired host that reconnects by itself.
 pub struct HostSession {
     host: KnownHost,
@@ -151,6 +172,7 @@ pub struct HostSession {
     finished: VecDeque<String>,
     observer: Option<LinkObserver>,
     stats: LinkStats,
+    network: NetworkChanges,
 }
 
 impl std::fmt::Debug for HostSession {
@@ -202,6 +224,7 @@ impl HostSession {
             finished: VecDeque::new(),
             observer,
             stats: LinkStats::default(),
+            network: NetworkChanges::default(),
         };
         session.reconnect(None).await?;
         Ok(session)
@@ -228,6 +251,38 @@ impl HostSession {
         }
     }
 
+    /// A handle that tells this session about network changes from
+    /// elsewhere (while it is busy in a call or waiting for notifications).
+    pub fn network_changes(&self) -> NetworkChanges {
+        self.network.clone()
+    }
+
+    /// Tells the session that the device's network changed (a new Wi-Fi, Wi-Fi
+    /// to cellular, a new address), as the operating system reports it. A
+    /// connection made on the old network may have gone silent for good, and
+    /// reading alone notices that only after twice `liveness`; so the host is
+    /// pinged at once and, when it does not answer within
+    /// `NETWORK_CHANGE_PROBE`, the connection is dropped and the next call or
+    /// `next_notice` reconnects straight away (resuming every followed task).
+    /// Returns whether the connection was kept.
+    pub async fn network_changed(&mut self) -> bool {
+        let Some(link) = self.link.as_mut() else {
+            return false;
+        };
+        let failure =
+            match tokio::time::timeout(NETWORK_CHANGE_PROBE, link.call("$/ping", &json!({}))).await
+            {
+                Ok(Ok(_) | Err(ClientError::Rpc(_))) => return true,
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => format!(
+                    "the host did not answer a ping within {} ms of a network change",
+                    NETWORK_CHANGE_PROBE.as_millis()
+                ),
+            };
+        self.drop_link(failure);
+        false
+    }
+
     /// Calls a method; after a drop it reconnects and, when that is safe, sends the call again.
     pub async fn call<T: DeserializeOwned>(
         &mut self,
@@ -237,16 +292,41 @@ impl HostSession {
         let repeatable = safe_to_repeat(method, &params);
         loop {
             let timeout = self.policy.connect_timeout.max(self.policy.liveness) * 2;
+            let network = Arc::clone(&self.network.0);
             let link = self.connected().await?;
             // A call on a stalled connection is abandoned: a repeatable one is
             // sent again, any other fails as interrupted (it waited forever
-            // on a connection that had gone silent, e.g. after a roam).
-            let outcome = match tokio::time::timeout(timeout, link.call(method, &params)).await {
-                Ok(outcome) => outcome,
-                Err(_) => Err(ClientError::Protocol(format!(
-                    "no answer to `{method}` within {} s",
-                    timeout.as_secs()
-                ))),
+            // on a connection that had gone silent, e.g. after a roam). After
+            // a network change the answer must come within the probe time.
+            let outcome = {
+                let deadline = tokio::time::sleep(timeout);
+                tokio::pin!(deadline);
+                let call = link.call(method, &params);
+                tokio::pin!(call);
+                let mut probing = false;
+                loop {
+                    tokio::select! {
+                        outcome = &mut call => break outcome,
+                        _ = &mut deadline => break Err(ClientError::Io(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            if probing {
+                                format!(
+                                    "no answer to `{method}` within {} ms of a network change",
+                                    NETWORK_CHANGE_PROBE.as_millis()
+                                )
+                            } else {
+                                format!("no answer to `{method}` within {} s", timeout.as_secs())
+                            },
+                        ))),
+                        _ = network.notified() => {
+                            let probe = tokio::time::Instant::now() + NETWORK_CHANGE_PROBE;
+                            if probe < deadline.deadline() {
+                                deadline.as_mut().reset(probe);
+                                probing = true;
+                            }
+                        }
+                    }
+                }
             };
             match outcome {
                 Ok(value) => {
@@ -369,8 +449,17 @@ impl HostSession {
     /// One notification from the connection; `None` when the connection dropped (and was marked so).
     async fn read_notification(&mut self) -> Result<Option<Received>, SessionError> {
         let liveness = self.policy.liveness;
+        let network = Arc::clone(&self.network.0);
         let link = self.connected().await?;
-        let failure = match tokio::time::timeout(liveness, link.next_notification()).await {
+        let read = tokio::select! {
+            read = tokio::time::timeout(liveness, link.next_notification()) => read,
+            // The caller reads again, on this connection or a new one.
+            _ = network.notified() => {
+                self.network_changed().await;
+                return Ok(None);
+            }
+        };
+        let failure = match read {
             Ok(Ok(message)) => return Ok(Some(message)),
             Ok(Err(e)) => e.to_string(),
             // Silence: make sure the host is still there.
@@ -888,6 +977,7 @@ mod tests {
             finished: VecDeque::new(),
             observer: None,
             stats: LinkStats::default(),
+            network: NetworkChanges::default(),
         }
     }
 

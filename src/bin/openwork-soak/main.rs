@@ -5,6 +5,10 @@
 //!
 //! `scripts/soak` wraps it. Time is compressed: see `Scale` for the mapping.
 
+#[path = "../../../tests/common/fake_model.rs"]
+mod fake_model;
+#[path = "../../../tests/common/opencode_server.rs"]
+mod opencode_server;
 mod path;
 mod worker;
 
@@ -61,6 +65,18 @@ struct Cli {
     /// The host binary (default: `openwork-host` next to this one).
     #[arg(long)]
     host_bin: Option<PathBuf>,
+    /// The OpenCode binary for the prompts in the mix (default:
+    /// $OPENWORK_TEST_OPENCODE, else the one scripts/test installs). Without
+    /// one the soak says so and runs no prompts; under CI=true it fails.
+    #[arg(long)]
+    opencode_bin: Option<PathBuf>,
+    /// Runs no OpenCode prompts.
+    #[arg(long)]
+    no_opencode: bool,
+    /// One more phone: the web app in Chromium, driven by this node script
+    /// (tests/browser/soak-phone.mjs; needs `npm ci` in tests/browser).
+    #[arg(long)]
+    browser: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -75,6 +91,9 @@ enum Sub {
         seed: u64,
         #[arg(long)]
         window: usize,
+        /// Some of its tasks are OpenCode prompts.
+        #[arg(long)]
+        opencode: bool,
     },
 }
 
@@ -102,8 +121,9 @@ fn main() -> anyhow::Result<()> {
             id,
             seed,
             window,
+            opencode,
         }) => {
-            let outcome = runtime.block_on(worker::run(host_file, id, seed, window));
+            let outcome = runtime.block_on(worker::run(host_file, id, seed, window, opencode));
             // Not waiting for the thread blocked reading stdin.
             runtime.shutdown_background();
             outcome
@@ -219,6 +239,8 @@ struct Phone {
     path: NetPath,
     /// No new fault for this phone before this.
     busy_until: Instant,
+    /// The web app in Chromium (not put to sleep: stopping node would not stop Chromium).
+    browser: bool,
 }
 
 impl Phone {
@@ -277,13 +299,31 @@ async fn soak(cli: &Cli) -> anyhow::Result<bool> {
     let work = dir.path().join("work");
     std::fs::create_dir_all(&data)?;
     std::fs::create_dir_all(&work)?;
-    std::fs::write(
-        data.join("config.toml"),
-        format!(
-            "[tasks]\nworkspace_roots = [{:?}]\nmax_concurrent = 16\nkill_grace_ms = 1000\n\n[pairing]\nfailure_pause_ms = 50\n\n[opencode]\nenabled = \"off\"\n",
-            work.display().to_string()
-        ),
-    )?;
+    let opencode = opencode_binary(cli)?;
+    // The fake model lives in this process, for the whole run.
+    let model = match &opencode {
+        Some(_) => Some(fake_model::FakeModel::start(fake_model::FROM_PROMPT).await),
+        None => None,
+    };
+    let mut config = format!(
+        "[tasks]\nworkspace_roots = [{:?}]\nmax_concurrent = 16\nkill_grace_ms = 1000\n\n[pairing]\nfailure_pause_ms = 50\n\n",
+        work.display().to_string()
+    );
+    match (&opencode, &model) {
+        (Some(binary), Some(model)) => {
+            // OpenCode asks before its bash tool runs: the phone answers.
+            std::fs::write(work.join("opencode.json"), model.opencode_json())?;
+            config.push_str(&format!(
+                "[opencode]\nenabled = \"on\"\nbinary = {:?}\nstartup_timeout_s = 600\n\n[opencode.env]\n",
+                binary.display().to_string()
+            ));
+            for (k, v) in opencode_server::isolated_env(&dir.path().join("oc-home")) {
+                config.push_str(&format!("{k} = {v:?}\n"));
+            }
+        }
+        _ => config.push_str("[opencode]\nenabled = \"off\"\n"),
+    }
+    std::fs::write(data.join("config.toml"), config)?;
     let port = free_port()?;
     let mut host = Host {
         bin: host_bin,
@@ -292,6 +332,10 @@ async fn soak(cli: &Cli) -> anyhow::Result<bool> {
         child: None,
     };
     host.start().await?;
+    if opencode.is_some() {
+        opencode_ready(&data).await?;
+    }
+
     let upstream: SocketAddr = format!("127.0.0.1:{port}").parse()?;
     let mut rng = StdRng::seed_from_u64(cli.seed);
     let (lines_tx, mut lines) = mpsc::unbounded_channel::<Value>();
@@ -314,6 +358,7 @@ async fn soak(cli: &Cli) -> anyhow::Result<bool> {
             .args(["--id", &w.to_string()])
             .args(["--seed", &cli.seed.to_string()])
             .args(["--window", &cli.window.to_string()])
+            .args(opencode.as_ref().map(|_| "--opencode"))
             .current_dir(&work)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -335,7 +380,13 @@ async fn soak(cli: &Cli) -> anyhow::Result<bool> {
             stdin,
             path,
             busy_until: Instant::now() + secs(rng.random_range(0.5..3.0)),
+            browser: false,
         });
+    }
+    if let Some(script) = &cli.browser {
+        let phone =
+            browser_phone(script, &data, upstream, cli.clients, cli.seed, &lines_tx).await?;
+        phones.push(phone);
     }
     drop(lines_tx);
     say!(
@@ -424,6 +475,11 @@ async fn soak(cli: &Cli) -> anyhow::Result<bool> {
                 None => ["cut", "roam", "down", "sleep", "slow", "stall", "down_long"]
                     [rng.random_range(0..7)],
             };
+            let kind = if phone.browser && kind == "sleep" {
+                "down"
+            } else {
+                kind
+            };
             let lasts = match kind {
                 "cut" => {
                     phone.path.update(|s| s.cut += 1);
@@ -505,8 +561,15 @@ async fn soak(cli: &Cli) -> anyhow::Result<bool> {
             .await
             .is_err()
         {
-            say!("soak: a phone did not finish in time; killing it");
-            let _ = phone.child.kill().await;
+            say!("soak: a phone did not finish in time; stopping it");
+            // Node closes its Chromium on SIGTERM.
+            phone.signal(nix::sys::signal::Signal::SIGTERM);
+            if tokio::time::timeout(Duration::from_secs(15), phone.child.wait())
+                .await
+                .is_err()
+            {
+                let _ = phone.child.kill().await;
+            }
         }
     }
     // Every line the phones wrote (their stdout closes as they exit).
@@ -518,6 +581,7 @@ async fn soak(cli: &Cli) -> anyhow::Result<bool> {
         outcomes.push(line);
     }
     let host_tasks = host_tasks(&data).await?;
+    check_browser_tasks(&data, &mut outcomes).await?;
     host.stop(nix::sys::signal::Signal::SIGTERM).await?;
     let report = report(cli, duration, &outcomes, &host_tasks, &events, &phones);
     std::fs::write(&cli.report, serde_json::to_vec_pretty(&report)?)
@@ -527,8 +591,184 @@ async fn soak(cli: &Cli) -> anyhow::Result<bool> {
     Ok(report["disconnect_related"]["total"] == 0 && report["consistent"] == true)
 }
 
+/// The OpenCode binary to use, or `None` (said on stderr; an error under CI).
+fn opencode_binary(cli: &Cli) -> anyhow::Result<Option<PathBuf>> {
+    if cli.no_opencode {
+        say!("soak: no OpenCode prompts (--no-opencode)");
+        return Ok(None);
+    }
+    let found = match &cli.opencode_bin {
+        Some(bin) => Some(bin.clone()),
+        None => opencode_server::installed_binary(),
+    };
+    match found {
+        Some(bin) if bin.is_file() => Ok(Some(bin)),
+        other => {
+            let looked = other.map_or_else(
+                || "$OPENWORK_TEST_OPENCODE or target/test-deps".to_owned(),
+                |b| b.display().to_string(),
+            );
+            if std::env::var_os("CI").is_some() {
+                bail!(
+                    "OpenCode is not installed (looked for {looked}): run scripts/test, which installs it"
+                );
+            }
+            say!(
+                "soak: skipping OpenCode prompts: OpenCode is not installed (looked for {looked}; scripts/test installs it)"
+            );
+            Ok(None)
+        }
+    }
+}
+
+/// Waits (bounded) until the host says its OpenCode is ready; past the
+/// bound the soak goes on (each prompt is asked again while OpenCode starts).
+async fn opencode_ready(data: &Path) -> anyhow::Result<()> {
+    let mut owner = connect_unix(&data.join("host.sock")).await?;
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut state = Value::Null;
+    while Instant::now() < deadline {
+        let health: Value = owner.call("health.get", json!({})).await?;
+        state = health["runtimes"]
+            .as_array()
+            .and_then(|r| r.iter().find(|r| r["name"] == "opencode"))
+            .map(|r| r["state"].clone())
+            .unwrap_or(Value::Null);
+        if state == "ready" {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    say!("soak: OpenCode is not ready after 180 s (its state: {state}); going on");
+    Ok(())
+}
+
 fn secs(s: f64) -> Duration {
     Duration::from_secs_f64(s.max(0.0))
+}
+
+/// Starts the web app in Chromium as one more phone behind its own path,
+/// pairing it from the QR link and approving it as the owner.
+async fn browser_phone(
+    script: &Path,
+    data: &Path,
+    upstream: SocketAddr,
+    w: u32,
+    seed: u64,
+    lines_tx: &mpsc::UnboundedSender<Value>,
+) -> anyhow::Result<Phone> {
+    let listen = SocketAddr::from(([127, 0, 0, 3], upstream.port()));
+    let path = NetPath::start_at(listen, upstream).await?;
+    let mut owner = connect_unix(&data.join("host.sock")).await?;
+    let window: Value = owner.call("pairing.open", json!({"ttlS": 300})).await?;
+    let args = json!({
+        "origin": format!("https://{}", path.address),
+        "code": window["code"],
+        "fingerprint": window["fingerprint"],
+        "hostId": window["hostId"],
+        "w": w,
+        "seed": seed,
+    });
+    let mut child = Command::new("node")
+        .arg(script)
+        .arg(args.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting node {}", script.display()))?;
+    let stdin = child.stdin.take().context("stdin")?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let mut out = BufReader::new(stdout).lines();
+    let requested = tokio::time::timeout(Duration::from_secs(180), owner.next_notification())
+        .await
+        .context("the web app asked for no pairing within 180 s")??;
+    let _: Value = owner
+        .call(
+            "pairing.approve",
+            json!({"requestId": requested["params"]["requestId"]}),
+        )
+        .await?;
+    // Its first line says it is paired (bounded: Chromium starts slowly on a busy machine).
+    let first = tokio::time::timeout(Duration::from_secs(180), out.next_line())
+        .await
+        .context("the web app did not connect within 180 s of its approval")??;
+    if !first.is_some_and(|l| l.contains("\"paired\"")) {
+        bail!("the web app did not pair (see its messages above)");
+    }
+    say!("soak: the web app in Chromium is phone {w}");
+    let tx = lines_tx.clone();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = out.next_line().await {
+            if let Ok(value) = serde_json::from_str::<Value>(&line) {
+                let _ = tx.send(value);
+            }
+        }
+    });
+    Ok(Phone {
+        child,
+        stdin,
+        path,
+        busy_until: Instant::now() + secs(5.0),
+        browser: true,
+    })
+}
+
+/// The web app's tasks against what the host recorded: the log the app
+/// showed must be the host's log, byte for byte (a prefix when the host
+/// restarted mid-task). A difference becomes that task's outcome.
+async fn check_browser_tasks(data: &Path, outcomes: &mut [Value]) -> anyhow::Result<()> {
+    let mut owner = connect_unix(&data.join("host.sock")).await?;
+    for line in outcomes.iter_mut() {
+        if line["browser"] != true || line["outcome"] == "gave_up" || line["outcome"] == "hung" {
+            continue;
+        }
+        let Some(task_id) = line["taskId"].as_str().map(str::to_owned) else {
+            continue;
+        };
+        let mut recorded: Vec<u8> = Vec::new();
+        let mut from = 1u64;
+        // Bounded: the app's tasks are small.
+        for _ in 0..1000 {
+            let page: openwork_host::protocol::TaskLogsResult = serde_json::from_value(
+                owner
+                    .call(
+                        "task.logs",
+                        json!({"taskId": task_id, "fromSeq": from, "limit": 1000}),
+                    )
+                    .await?,
+            )?;
+            for chunk in &page.chunks {
+                recorded.extend(openwork_host::tasks::chunk::chunk_bytes(chunk));
+            }
+            if page.done || page.chunks.is_empty() {
+                break;
+            }
+            from = page.next_seq;
+        }
+        let recorded = String::from_utf8_lossy(&recorded).into_owned();
+        let shown = line["output"].as_str().unwrap_or("").to_owned();
+        let interrupted = line["status"] == "interrupted";
+        let agrees = if interrupted {
+            recorded.starts_with(&shown)
+        } else {
+            recorded == shown
+        };
+        line["hostAgrees"] = json!(agrees);
+        if !agrees {
+            line["outcome"] = json!(if shown.len() > recorded.len() {
+                "duplicated_output"
+            } else {
+                "lost_output"
+            });
+            line["detail"] = json!(format!(
+                "the app showed {} bytes, the host recorded {}",
+                shown.len(),
+                recorded.len()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Every task the host knows, by title (`w{phone}-t{k}`), through `task.list`.
@@ -615,6 +855,13 @@ fn report(
     let total_disconnect: u64 = disconnect.values().sum();
     let mut all_flows: Vec<f64> = flows.values().flatten().copied().collect();
     all_flows.sort_by(f64::total_cmp);
+    // The network's own faults (a host restart is not the network returning).
+    let mut network_flows: Vec<f64> = flows
+        .iter()
+        .filter(|(kind, _)| kind.as_str() != "restart")
+        .flat_map(|(_, ms)| ms.iter().copied())
+        .collect();
+    network_flows.sort_by(f64::total_cmp);
     let reconnect_ms: BTreeMap<String, Value> = flows
         .iter_mut()
         .map(|(kind, ms)| {
@@ -657,11 +904,16 @@ fn report(
         "connections_through_paths": phones.iter().map(|p| p.path.accepted()).sum::<u64>(),
         "reconnect_ms": {
             "all": {"n": all_flows.len(), "p50": percentile(&all_flows, 0.5), "p99": percentile(&all_flows, 0.99), "max": all_flows.last()},
+            "network": {"n": network_flows.len(), "p50": percentile(&network_flows, 0.5), "p99": percentile(&network_flows, 0.99), "max": network_flows.last()},
             "by_fault": reconnect_ms,
         },
         "examples": examples,
-        "browser_client": "not run: the web app does not exist yet (hook: a browser phone would be one more `Phone` whose process is Chromium on the app, behind its own NetPath)",
-        "opencode": "not run: OpenCode tasks need the OpenCode binary (target/test-deps); hook in worker::spec",
+        "browser_client": {
+            "tasks": outcomes.iter().filter(|o| o["t"] == "task" && o["browser"] == true).count(),
+            "checked_against_host": outcomes.iter().filter(|o| o["hostAgrees"] == true).count(),
+            "run_tapped_again": outcomes.iter().filter(|o| o["runTappedAgain"].is_number()).count(),
+        },
+        "opencode": by_kind.get("opencode").copied().unwrap_or(0),
     })
 }
 
@@ -696,15 +948,17 @@ fn print_summary(report: &Value) {
         report["faults"], report["reconnects"], report["calls_sent_again"]
     );
     println!("output flowing again after the network returned (ms):");
-    let all = &report["reconnect_ms"]["all"];
-    println!(
-        "  {:<10} n={:<5} p50={:<8.0} p99={:<8.0} max={:.0}",
-        "all",
-        all["n"],
-        all["p50"].as_f64().unwrap_or(f64::NAN),
-        all["p99"].as_f64().unwrap_or(f64::NAN),
-        all["max"].as_f64().unwrap_or(f64::NAN)
-    );
+    for which in ["all", "network"] {
+        let s = &report["reconnect_ms"][which];
+        println!(
+            "  {:<10} n={:<5} p50={:<8.0} p99={:<8.0} max={:.0}",
+            which,
+            s["n"],
+            s["p50"].as_f64().unwrap_or(f64::NAN),
+            s["p99"].as_f64().unwrap_or(f64::NAN),
+            s["max"].as_f64().unwrap_or(f64::NAN)
+        );
+    }
     if let Some(by) = report["reconnect_ms"]["by_fault"].as_object() {
         for (kind, s) in by {
             println!(

@@ -60,7 +60,14 @@ impl Drop for NetPath {
 impl NetPath {
     /// Listens on 127.0.0.1 and relays to `upstream`.
     pub async fn start(upstream: SocketAddr) -> std::io::Result<NetPath> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        Self::start_at(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), upstream).await
+    }
+
+    /// Listens on `listen` and relays to `upstream`. (The web app is served
+    /// only under the host's own port: a browser's path listens on another
+    /// loopback address with the host's port.)
+    pub async fn start_at(listen: SocketAddr, upstream: SocketAddr) -> std::io::Result<NetPath> {
+        let listener = TcpListener::bind(listen).await?;
         let address = listener.local_addr()?.to_string();
         let (state, _) = watch::channel(PathState::default());
         let stop = CancellationToken::new();

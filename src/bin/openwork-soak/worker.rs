@@ -50,6 +50,9 @@ enum Kind {
     Bulk,
     /// A command the policy asks about; the phone says yes.
     Permission,
+    /// A prompt to the real OpenCode (with the fake model), whose `bash`
+    /// tool call asks for permission first.
+    Opencode,
 }
 
 impl Kind {
@@ -59,6 +62,7 @@ impl Kind {
             Kind::Noisy => "noisy",
             Kind::Bulk => "bulk",
             Kind::Permission => "permission",
+            Kind::Opencode => "opencode",
         }
     }
 }
@@ -67,18 +71,35 @@ impl Kind {
 struct Spec {
     kind: Kind,
     command: String,
+    /// For OpenCode: the prompt (`command` is what its tool call runs).
+    prompt: Option<String>,
     stdout: String,
     stderr: String,
     status: TaskStatus,
     exit_code: Option<i32>,
 }
 
-fn spec(w: u32, k: u64, rng: &mut StdRng) -> Spec {
+/// What each phone asks for: a mix of short commands, noisy builds, bulk
+/// output, permission asks and (when OpenCode runs) prompts.
+fn spec(w: u32, k: u64, rng: &mut StdRng, opencode: bool) -> Spec {
     let roll = rng.random_range(0..100);
     let id = format!("w{w} t{k}");
+    if opencode && rng.random_range(0..100) < 6 {
+        let echo = format!("w{w}-t{k}-opencode");
+        return Spec {
+            kind: Kind::Opencode,
+            command: format!("echo {echo}"),
+            prompt: Some(format!("Please run CMD[echo {echo}]CMD for me")),
+            stdout: format!("{echo}\n"),
+            stderr: String::new(),
+            status: TaskStatus::Succeeded,
+            exit_code: None,
+        };
+    }
     if roll < 55 {
         let code = [0, 0, 0, 1, 3][rng.random_range(0..5)];
         Spec {
+            prompt: None,
             kind: Kind::Short,
             command: format!("printf '{id} hello\\n'; printf '{id} oops\\n' >&2; exit {code}"),
             stdout: format!("{id} hello\n"),
@@ -100,6 +121,7 @@ fn spec(w: u32, k: u64, rng: &mut StdRng) -> Spec {
             })
             .collect();
         Spec {
+            prompt: None,
             kind: Kind::Noisy,
             command: format!(
                 "i=0; while [ $i -lt {lines} ]; do echo \"{id} line $i: compiling module_$i.rs with a long and noisy command line\"; i=$((i+1)); if [ $((i % 5)) = 0 ]; then sleep 0.1; fi; done; echo '{id} built' >&2"
@@ -113,6 +135,7 @@ fn spec(w: u32, k: u64, rng: &mut StdRng) -> Spec {
         let count = rng.random_range(5_000..40_000u32);
         let stdout: String = (1..=count).map(|i| format!("{id} {i}\n")).collect();
         Spec {
+            prompt: None,
             kind: Kind::Bulk,
             command: format!("seq 1 {count} | sed 's/^/{id} /'"),
             stdout,
@@ -122,6 +145,7 @@ fn spec(w: u32, k: u64, rng: &mut StdRng) -> Spec {
         }
     } else {
         Spec {
+            prompt: None,
             kind: Kind::Permission,
             command: format!("touch p{w}_{k} && chmod 600 p{w}_{k} && echo '{id} allowed'"),
             stdout: format!("{id} allowed\n"),
@@ -138,6 +162,8 @@ struct Active {
     spec: Spec,
     stdout: Vec<u8>,
     stderr: Vec<u8>,
+    /// OpenCode's events, one per chunk.
+    events: Vec<Value>,
     next_seq: u64,
     gap: bool,
     duplicate: bool,
@@ -153,6 +179,9 @@ fn verdict(active: &Active, last: &TaskUpdate) -> (&'static str, String) {
     }
     if active.gap {
         return ("lost_output", "a seq was skipped".into());
+    }
+    if active.spec.kind == Kind::Opencode && last.status != TaskStatus::Interrupted {
+        return opencode_verdict(active, last);
     }
     if last.status == TaskStatus::Interrupted {
         // Only a host restart interrupts: what arrived must be a clean prefix.
@@ -192,11 +221,128 @@ fn verdict(active: &Active, last: &TaskUpdate) -> (&'static str, String) {
     ("ok", String::new())
 }
 
+/// An OpenCode turn: the tool ran this task's own command and printed its
+/// line, the model's final text arrived whole, and the task succeeded.
+fn opencode_verdict(active: &Active, last: &TaskUpdate) -> (&'static str, String) {
+    let tool = active
+        .events
+        .iter()
+        .filter(|e| e["kind"] == "tool" && e["status"] == "completed")
+        .filter_map(|e| e["output"].as_str())
+        .collect::<Vec<_>>();
+    let text: String = active
+        .events
+        .iter()
+        .filter(|e| e["kind"] == "text" && e.get("sessionId").is_none())
+        .filter_map(|e| e["delta"].as_str().or(e["text"].as_str()))
+        .collect();
+    if last.status != TaskStatus::Succeeded {
+        return (
+            "failed",
+            format!(
+                "{:?} ({:?}); tool output {tool:?}, text {text:?}",
+                last.status, last.error
+            ),
+        );
+    }
+    if tool != [active.spec.stdout.as_str()] {
+        let outcome = if tool.len() > 1 {
+            "duplicated_output"
+        } else {
+            "lost_output"
+        };
+        return (
+            outcome,
+            format!("tool output {tool:?}, {:?} expected", active.spec.stdout),
+        );
+    }
+    if text != "Done: the command ran." {
+        return (
+            classify_mismatch("Done: the command ran.", &text),
+            format!("text {text:?}"),
+        );
+    }
+    ("ok", String::new())
+}
+
 fn classify_mismatch(want: &str, got: &str) -> &'static str {
     if got.len() > want.len() {
         "duplicated_output"
     } else {
         "lost_output"
+    }
+}
+
+/// A task to start (again, for a prompt OpenCode was not ready for).
+struct Retry {
+    k: u64,
+    spec: Spec,
+    at: Instant,
+    tries: u32,
+}
+
+/// A person asks OpenCode again after "not ready" (it restarts with the
+/// host), once a second for up to three minutes.
+const OPENCODE_TRIES: u32 = 180;
+
+/// Starts a task: under way in `active`, asked again later in `waiting`, or
+/// reported as refused or given up.
+async fn start(
+    session: &mut HostSession,
+    w: u32,
+    retry: Retry,
+    active: &mut HashMap<String, Active>,
+    waiting: &mut Vec<Retry>,
+) {
+    let Retry { k, spec, tries, .. } = retry;
+    let params = match &spec.prompt {
+        Some(prompt) => TaskRunParams {
+            runtime: Some("opencode".into()),
+            prompt: Some(prompt.clone()),
+            model: Some("fake/fake-model".into()),
+            agent: Some("build".into()),
+            title: Some(format!("w{w}-t{k}")),
+            ..TaskRunParams::default()
+        },
+        None => TaskRunParams {
+            command: Some(spec.command.clone()),
+            title: Some(format!("w{w}-t{k}")),
+            ..TaskRunParams::default()
+        },
+    };
+    match session.run_task(params).await {
+        Ok(started) => {
+            active.insert(
+                started.task_id,
+                Active {
+                    k,
+                    spec,
+                    stdout: Vec::new(),
+                    stderr: Vec::new(),
+                    events: Vec::new(),
+                    next_seq: 1,
+                    gap: false,
+                    duplicate: false,
+                    streaming: false,
+                },
+            );
+        }
+        Err(SessionError::Rpc(e))
+            if spec.kind == Kind::Opencode
+                && e.message.contains("not ready")
+                && tries < OPENCODE_TRIES =>
+        {
+            waiting.push(Retry {
+                k,
+                spec,
+                at: Instant::now() + Duration::from_secs(1),
+                tries: tries + 1,
+            });
+        }
+        Err(SessionError::Rpc(e)) => {
+            task_line(w, k, spec.kind, "run_refused", &e.to_string());
+        }
+        Err(e) => task_line(w, k, spec.kind, "gave_up", &e.to_string()),
     }
 }
 
@@ -211,7 +357,13 @@ fn task_line(w: u32, k: u64, kind: Kind, outcome: &str, detail: &str) {
 }
 
 /// Runs one phone until told to stop on stdin, then lets its tasks finish.
-pub async fn run(host_file: &str, w: u32, seed: u64, window: usize) -> anyhow::Result<()> {
+pub async fn run(
+    host_file: &str,
+    w: u32,
+    seed: u64,
+    window: usize,
+    opencode: bool,
+) -> anyhow::Result<()> {
     let host: KnownHost = serde_json::from_slice(
         &std::fs::read(host_file).with_context(|| format!("reading {host_file}"))?,
     )
@@ -225,50 +377,57 @@ pub async fn run(host_file: &str, w: u32, seed: u64, window: usize) -> anyhow::R
             eprintln!("phone {w} at {:.0}: {event:?}", mono_ms());
         });
     }
-    let mut commands = BufReader::new(tokio::io::stdin()).lines();
+    // The driver's lines, read apart from the session: a roam is a network
+    // change the phone's OS reports while the app may be busy in a call.
+    let network = session.network_changes();
+    let (command_tx, mut commands) = tokio::sync::mpsc::unbounded_channel::<String>();
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(tokio::io::stdin()).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.starts_with("mark roam ") {
+                network.changed();
+                if std::env::var_os("SOAK_VERBOSE").is_some() {
+                    eprintln!("phone {w} at {:.0}: told of a network change", mono_ms());
+                }
+            }
+            if command_tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
     let mut active: HashMap<String, Active> = HashMap::new();
     let mut next_k = 0u64;
     let mut stopping: Option<Instant> = None;
     let mut replies: Vec<(String, Instant)> = Vec::new();
     let mut mark: Option<(String, f64)> = None;
+    let mut waiting: Vec<Retry> = Vec::new();
+    let mut driver_there = true;
     loop {
-        while stopping.is_none() && active.len() < window {
+        let now = Instant::now();
+        let (due, later): (Vec<_>, Vec<_>) = waiting.drain(..).partition(|r| r.at <= now);
+        waiting = later;
+        for retry in due {
+            start(&mut session, w, retry, &mut active, &mut waiting).await;
+        }
+        while stopping.is_none() && active.len() + waiting.len() < window {
             let k = next_k;
             next_k += 1;
-            let spec = spec(w, k, &mut rng);
-            let params = TaskRunParams {
-                command: Some(spec.command.clone()),
-                title: Some(format!("w{w}-t{k}")),
-                ..TaskRunParams::default()
+            let spec = spec(w, k, &mut rng, opencode);
+            let first = Retry {
+                k,
+                spec,
+                at: now,
+                tries: 0,
             };
-            match session.run_task(params).await {
-                Ok(started) => {
-                    active.insert(
-                        started.task_id,
-                        Active {
-                            k,
-                            spec,
-                            stdout: Vec::new(),
-                            stderr: Vec::new(),
-                            next_seq: 1,
-                            gap: false,
-                            duplicate: false,
-                            streaming: false,
-                        },
-                    );
-                }
-                Err(SessionError::Rpc(e)) => {
-                    task_line(w, k, spec.kind, "run_refused", &e.to_string());
-                }
-                Err(e) => task_line(w, k, spec.kind, "gave_up", &e.to_string()),
-            }
+            start(&mut session, w, first, &mut active, &mut waiting).await;
         }
-        if stopping.is_some() && active.is_empty() {
+        if stopping.is_some() && active.is_empty() && waiting.is_empty() {
             break;
         }
         let reply_due = replies
             .iter()
             .map(|(_, due)| *due)
+            .chain(waiting.iter().map(|r| r.at))
             .min()
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
         let drain_end = stopping.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
@@ -285,7 +444,11 @@ pub async fn run(host_file: &str, w: u32, seed: u64, window: usize) -> anyhow::R
                         let bytes = openwork_host::tasks::chunk::chunk_bytes(&chunk);
                         match chunk.stream {
                             LogStream::Stderr => a.stderr.extend(bytes),
-                            _ => a.stdout.extend(bytes),
+                            LogStream::Event => a.events.push(
+                                serde_json::from_slice(&bytes)
+                                    .unwrap_or_else(|e| json!({"kind": "unreadable", "error": e.to_string()})),
+                            ),
+                            LogStream::Stdout => a.stdout.extend(bytes),
                         }
                         a.streaming = matches!(a.spec.kind, Kind::Noisy | Kind::Bulk);
                     }
@@ -317,8 +480,8 @@ pub async fn run(host_file: &str, w: u32, seed: u64, window: usize) -> anyhow::R
                     }
                 }
             },
-            line = commands.next_line() => match line {
-                Ok(Some(line)) => {
+            line = commands.recv(), if driver_there => match line {
+                Some(line) => {
                     let mut words = line.split_whitespace();
                     match (words.next(), words.next(), words.next()) {
                         (Some("mark"), Some(kind), Some(at)) => {
@@ -336,10 +499,14 @@ pub async fn run(host_file: &str, w: u32, seed: u64, window: usize) -> anyhow::R
                     }
                 }
                 // The driver is gone: stop starting tasks.
-                _ => if stopping.is_none() {
-                    stopping = Some(Instant::now() + Duration::from_secs(90));
-                },
+                None => {
+                    driver_there = false;
+                    if stopping.is_none() {
+                        stopping = Some(Instant::now() + Duration::from_secs(90));
+                    }
+                }
             },
+            // A reply due, or a prompt to ask again (at the top of the loop).
             _ = tokio::time::sleep_until(reply_due) => {
                 let now = Instant::now();
                 let (due, later): (Vec<_>, Vec<_>) = replies.drain(..).partition(|(_, at)| *at <= now);
@@ -363,6 +530,9 @@ pub async fn run(host_file: &str, w: u32, seed: u64, window: usize) -> anyhow::R
             _ = tokio::time::sleep_until(drain_end) => {
                 for (_, a) in active.drain() {
                     task_line(w, a.k, a.spec.kind, "hung", "no final status 90 s after the soak ended");
+                }
+                for r in waiting.drain(..) {
+                    task_line(w, r.k, r.spec.kind, "run_refused", "OpenCode still not ready 90 s after the soak ended");
                 }
             }
         }

@@ -512,13 +512,29 @@ fn run_batch(conn: &mut Connection, batch: &mut Vec<Job>) {
         }
     };
     let mut outcomes = Vec::with_capacity(batch.len());
-    for job in batch.drain(..) {
+    let mut queued = batch.drain(..);
+    while let Some(job) = queued.next() {
         let outcome = if job.bulk_bytes > 0 {
             (job.apply)(&tx)
         } else {
             run_in_savepoint(&mut tx, job.apply)
         };
-        outcomes.push((outcome.map_err(StoreError::from), job.on_commit));
+        let outcome = outcome.map_err(StoreError::from);
+        if let Err(e) = &outcome
+            && tx.is_autocommit()
+        {
+            // SQLite rolled the whole transaction back (a full disk, an I/O
+            // error): nothing in it was stored, and what is left of the batch
+            // must not run outside a transaction. Every job hears the cause.
+            tracing::error!(error = %e, "a store transaction was rolled back");
+            let done = outcomes.into_iter().map(|(_, on_commit)| on_commit);
+            let rest = queued.map(|job| job.on_commit);
+            for on_commit in done.chain(std::iter::once(job.on_commit)).chain(rest) {
+                on_commit(Err(e.clone()));
+            }
+            return;
+        }
+        outcomes.push((outcome, job.on_commit));
     }
     let committed = tx.commit().map_err(StoreError::from);
     if let Err(e) = &committed {
@@ -538,6 +554,68 @@ fn run_in_savepoint(tx: &mut rusqlite::Transaction<'_>, apply: Apply) -> rusqlit
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A batch whose transaction SQLite rolls back part-way (here: the
+    /// database is full) tells every job so, with the cause, and stores none
+    /// of them: a job is told it committed exactly when its row is there.
+    #[test]
+    fn a_batch_rolled_back_by_sqlite_stores_nothing_and_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = Connection::open(dir.path().join("full.db")).unwrap();
+        conn.execute_batch("CREATE TABLE t (n INTEGER, b BLOB)")
+            .unwrap();
+        let pages: i64 = conn
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        conn.pragma_update(None, "max_page_count", pages + 4)
+            .unwrap();
+        let told = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let job = |n: i64, blob: usize, bulk: bool| {
+            let told = Arc::clone(&told);
+            Job {
+                apply: Box::new(move |c: &Connection| {
+                    c.execute("INSERT INTO t VALUES (?1, zeroblob(?2))", (n, blob as i64))
+                        .map(|_| ())
+                }),
+                bulk_bytes: usize::from(bulk),
+                on_commit: Box::new(move |r: Result<(), StoreError>| {
+                    told.lock().unwrap().push((n, r.map_err(|e| e.to_string())));
+                }),
+            }
+        };
+        let mut batch = vec![
+            job(1, 10, false),
+            job(2, 10, true),
+            job(3, 1 << 20, true),
+            job(4, 10, false),
+            job(5, 10, true),
+        ];
+        run_batch(&mut conn, &mut batch);
+        let told = told.lock().unwrap().clone();
+        assert_eq!(told.len(), 5, "every job is told: {told:?}");
+        let stored: Vec<i64> = conn
+            .prepare("SELECT n FROM t ORDER BY n")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        for (n, result) in &told {
+            assert_eq!(
+                result.is_ok(),
+                stored.contains(n),
+                "job {n}: {result:?}, stored {stored:?}"
+            );
+            if let Err(e) = result {
+                assert!(!e.contains("no transaction is active"), "job {n}: {e}");
+            }
+        }
+        assert!(
+            told.iter()
+                .any(|(_, r)| r.as_ref().is_err_and(|e| e.contains("full"))),
+            "{told:?}"
+        );
+    }
 
     #[tokio::test]
     async fn committed_data_reaches_the_database_file_after_each_quiet_second() {

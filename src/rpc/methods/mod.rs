@@ -18,8 +18,7 @@ use crate::auth::Scope;
 use crate::host::HostCore;
 use crate::session::Session;
 
-/// Work to run once a call's reply is queued.
-pub type AfterReply = Vec<Box<dyn FnOnce() + Send>>;
+pub use crate::session::AfterReply;
 
 /// What a handler gets: the host (what it may ask of it is `HostCore`'s
 /// methods), and the connection it is called on.

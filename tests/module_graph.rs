@@ -35,13 +35,7 @@ const NO_BEHAVIOUR: &[(&str, &str, &str)] = &[
 
 /// Edges that close a cycle and carry behaviour, known and waiting for
 /// their fix: (from, to, what is to be done).
-const PENDING: &[(&str, &str, &str)] = &[(
-    "rpc::methods",
-    "host",
-    "handlers get the whole HostCore through CallContext and call the methods of \
-     host/calls.rs: those are to become a trait rpc::methods defines (what a handler may \
-     ask of the host), which HostCore implements, as session::Serving is for connections",
-)];
+const PENDING: &[(&str, &str, &str)] = &[];
 
 type Graph = BTreeMap<String, BTreeSet<String>>;
 

@@ -7,12 +7,13 @@
 //! connection or a method handler may ask of the host; `serving` is
 //! `session::Serving` for `HostCore`, all that a connection (and the HTTP and
 //! WebSocket fronts) know of the host. `HostCore`'s parts are private to
-//! this module. The host is the composition root: it names every layer, and
-//! no module below it names the host, except the method handlers
-//! (`rpc::methods`), which still call `HostCore`'s methods (`calls`).
+//! this module; `handlers` is `rpc::methods::HostCalls` for `HostCore`, all
+//! that a method handler knows of the host. The host is the composition
+//! root: it names every layer, and no module below it names the host.
 
 mod auth;
 mod calls;
+mod handlers;
 mod listeners;
 mod report;
 mod serving;

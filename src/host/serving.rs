@@ -7,7 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::Principal;
 use crate::config::Config;
-use crate::rpc::methods::CallContext;
+use crate::rpc::methods::{CallContext, HostCalls};
 use crate::rpc::table::BoxFuture;
 use crate::rpc::{Access, RpcError, Scheduling};
 use crate::session::budget::ReplySizes;
@@ -60,7 +60,7 @@ impl Serving for HostCore {
             let error = RpcError::method_not_found(method);
             return Box::pin(std::future::ready((Err(error), Vec::new())));
         };
-        let ctx = CallContext::new(Arc::clone(&self), session);
+        let ctx = CallContext::new(Arc::clone(&self) as Arc<dyn HostCalls>, session);
         let handled = entry.call(ctx.clone(), method, params);
         Box::pin(async move {
             let result = handled.await;

@@ -24,7 +24,7 @@ use crate::protocol::{
     PermissionRule, RuntimeHealth, TaskListParams, TaskLogsParams, TaskLogsResult, TaskRecord,
     TaskRunParams, TaskRunResult, TaskStatus,
 };
-use crate::rpc::methods::{CallContext, HostCalls};
+use crate::rpc::methods::{CallContext, HostCalls, HourCounts};
 use crate::rpc::{MethodTable, RpcError};
 use crate::runtime::opencode::{ApiClient, ApiError, Operations, Unavailable};
 use crate::session::Session;
@@ -227,14 +227,14 @@ impl HostCalls for HostCore {
     fn task_outcomes_by_hour<'a>(
         &'a self,
         since_ms: i64,
-    ) -> BoxFuture<'a, Result<Vec<(i64, TaskStatus, u64)>, TaskError>> {
+    ) -> BoxFuture<'a, Result<HourCounts<TaskStatus>, TaskError>> {
         Box::pin(HostCore::task_outcomes_by_hour(self, since_ms))
     }
 
     fn metric_hours<'a>(
         &'a self,
         since_ms: i64,
-    ) -> BoxFuture<'a, Result<Vec<(i64, String, u64)>, StoreError>> {
+    ) -> BoxFuture<'a, Result<HourCounts<String>, StoreError>> {
         Box::pin(HostCore::metric_hours(self, since_ms))
     }
 

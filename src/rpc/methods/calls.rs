@@ -33,6 +33,9 @@ use crate::tasks::{Feed, FeedStart, TaskError};
 
 use super::CallContext;
 
+/// Counts by hour: (the hour's start in ms, what was counted, how many).
+pub type HourCounts<T> = Vec<(i64, T, u64)>;
+
 /// The host, as the method handlers see it. The calls are the host's own
 /// (`HostCore`'s methods of the same names); asynchronous ones are boxed so
 /// that a handler holds the host as `dyn HostCalls`.
@@ -122,11 +125,11 @@ pub trait HostCalls: Send + Sync {
     fn task_outcomes_by_hour<'a>(
         &'a self,
         since_ms: i64,
-    ) -> BoxFuture<'a, Result<Vec<(i64, TaskStatus, u64)>, TaskError>>;
+    ) -> BoxFuture<'a, Result<HourCounts<TaskStatus>, TaskError>>;
     fn metric_hours<'a>(
         &'a self,
         since_ms: i64,
-    ) -> BoxFuture<'a, Result<Vec<(i64, String, u64)>, StoreError>>;
+    ) -> BoxFuture<'a, Result<HourCounts<String>, StoreError>>;
     fn authenticate_session<'a>(
         &'a self,
         session: &'a Session,

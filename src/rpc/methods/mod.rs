@@ -21,7 +21,7 @@ use crate::auth::Scope;
 use crate::session::Session;
 
 pub use crate::session::AfterReply;
-pub use calls::HostCalls;
+pub use calls::{HostCalls, HourCounts};
 
 /// What a handler gets: the host (what it may ask of it is `HostCalls`),
 /// and the connection it is called on.

@@ -35,36 +35,7 @@ const NO_BEHAVIOUR: &[(&str, &str, &str)] = &[
 
 /// Edges that close a cycle and carry behaviour, known and waiting for
 /// their fix: (from, to, what is to be done).
-const PENDING: &[(&str, &str, &str)] = &[
-    (
-        "rpc::methods",
-        "host",
-        "handlers get the whole HostCore through CallContext: issue 25 item 2 gives the \
-         core private fields and methods that say what a handler may do",
-    ),
-    (
-        "rpc::methods",
-        "session",
-        "handlers reach into the calling session (lifecycle, initialize failures): \
-         issue 25 item 2 (the session's lifecycle as one state machine)",
-    ),
-    (
-        "session",
-        "host",
-        "a session holds the HostCore and calls into it: issue 25 item 2",
-    ),
-    (
-        "transport",
-        "host",
-        "the HTTP and WebSocket fronts take the HostCore: issue 25 item 2 (host/listeners.rs)",
-    ),
-    (
-        "transport",
-        "session",
-        "transport holds both the framing below sessions (codec) and the fronts above them \
-         (http, websocket start sessions): issue 25 items 2 and 5 separate them",
-    ),
-];
+const PENDING: &[(&str, &str, &str)] = &[];
 
 type Graph = BTreeMap<String, BTreeSet<String>>;
 

@@ -273,7 +273,7 @@ async fn accept_unix(core: Arc<HostCore>, listener: UnixListener, connections: T
         }
         let (reader, writer) = transport::framed(stream, FramingMode::Fixed(Framing::Lsp), limit);
         connections.spawn(session::run(
-            Arc::clone(&core),
+            Arc::clone(&core) as Arc<dyn session::Serving>,
             reader,
             writer,
             SessionOptions::local("unix"),

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use crate::config::NetworkConfig;
-use crate::transport::Activity;
+use openwork_proto::transport::Activity;
 
 /// How long a network connection may take over each thing.
 #[derive(Debug, Clone, Copy)]

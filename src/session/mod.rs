@@ -9,11 +9,17 @@
 //! Replies count against the connection's reply budget (`budget`) until they
 //! are written; network connections also have deadlines (`deadline`) and a
 //! place in the host's connection budget (`admission`).
+//!
+//! All a connection knows of the host that serves it is `serving::Serving`
+//! (the host implements it), and it reads frames with the codec of
+//! `openwork_proto::transport`: this layer names neither the host, nor the
+//! method handlers, nor the transports that run it.
 
 pub mod admission;
 pub mod budget;
 pub mod deadline;
 pub mod lifecycle;
+pub mod serving;
 
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
@@ -27,18 +33,17 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Principal, Scope};
-use crate::host::HostCore;
 use crate::rpc::message::{Message, encode_batch, encode_error, encode_result, parse_frame};
-use crate::rpc::methods::{AfterReply, CallContext};
 use crate::rpc::{Access, ErrorCode, Id, Incoming, RpcError, Scheduling};
 use crate::tasks::{Audience, Feed, FeedItem};
-use crate::transport::{Activity, FrameError, FrameReader, FrameWriter, ReadEvent};
+use openwork_proto::transport::{Activity, FrameError, FrameReader, FrameWriter, ReadEvent};
 
 use admission::Admission;
 use budget::ReplyBudget;
 use deadline::{Deadlines, Standing};
 use lifecycle::Life;
 pub use lifecycle::{ConnectionState, Lifecycle};
+pub use serving::{AfterReply, Handled, Serving};
 
 /// Replies queued before handlers wait.
 const RESPONSE_QUEUE: usize = 64;
@@ -167,7 +172,7 @@ pub(crate) struct Outbound {
 
 impl Session {
     /// A session for a new connection, and the queues its writer drains.
-    pub(crate) fn new(host: &HostCore, opts: &SessionOptions) -> (Arc<Session>, Outbound) {
+    pub(crate) fn new(host: &dyn Serving, opts: &SessionOptions) -> (Arc<Session>, Outbound) {
         let (responses, response_rx) = mpsc::channel(RESPONSE_QUEUE);
         let (notifications, notification_rx) = mpsc::channel(NOTIFICATION_QUEUE);
         let replies = Arc::new(ReplyBudget::new(
@@ -418,7 +423,7 @@ async fn forward(session: Arc<Session>, mut feed: Feed, stop: CancellationToken)
 
 /// Runs a connection to its end.
 pub async fn run<R, W>(
-    host: Arc<HostCore>,
+    host: Arc<dyn Serving>,
     mut reader: FrameReader<R>,
     writer: FrameWriter<W>,
     opts: SessionOptions,
@@ -427,7 +432,7 @@ where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let (session, outbound) = Session::new(&host, &opts);
+    let (session, outbound) = Session::new(host.as_ref(), &opts);
     host.session_opened(&session);
     let stop_writer = CancellationToken::new();
     let writer_task = tokio::spawn({
@@ -469,7 +474,7 @@ where
 }
 
 async fn read_loop<R: AsyncRead + Unpin>(
-    host: &Arc<HostCore>,
+    host: &Arc<dyn Serving>,
     session: &Arc<Session>,
     reader: &mut FrameReader<R>,
     deadlines: Option<Deadlines>,
@@ -477,6 +482,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
     let activity = reader.activity();
     let evicted = session.admission.as_ref().map(|a| a.evicted());
     let closed = session.life.closed();
+    let shutdown = host.shutdown_token();
     loop {
         // Before authentication, a connection may only send small frames.
         let limit = host.config().limits.max_frame_bytes;
@@ -492,7 +498,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 let reason = session.life.close_reason().unwrap_or_default();
                 return if reason == "exit" { EndReason::Exit } else { EndReason::Closed(reason) };
             }
-            _ = host.shutting_down() => return EndReason::Closed("the host is shutting down".into()),
+            _ = shutdown.cancelled() => return EndReason::Closed("the host is shutting down".into()),
             _ = cancelled(evicted.as_ref()) => return EndReason::Closed(
                 "a newer connection took the place of this unauthenticated one (network.max_unauthenticated)".into()
             ),
@@ -548,7 +554,7 @@ async fn watch(deadlines: Option<Deadlines>, activity: &Activity, session: &Sess
     }
 }
 
-async fn handle_frame(host: &Arc<HostCore>, session: &Arc<Session>, bytes: &[u8]) {
+async fn handle_frame(host: &Arc<dyn Serving>, session: &Arc<Session>, bytes: &[u8]) {
     match parse_frame(bytes) {
         Incoming::ParseError(error) => session.respond(encode_error(None, &error)).await,
         Incoming::Single(message) => dispatch_single(host, session, message).await,
@@ -561,13 +567,12 @@ async fn handle_frame(host: &Arc<HostCore>, session: &Arc<Session>, bytes: &[u8]
     }
 }
 
-fn in_order(host: &HostCore, method: &str) -> bool {
-    host.methods()
-        .find(method)
-        .is_some_and(|m| m.scheduling() == Scheduling::InOrder)
+fn in_order(host: &dyn Serving, method: &str) -> bool {
+    host.method(method)
+        .is_some_and(|(_, scheduling)| scheduling == Scheduling::InOrder)
 }
 
-async fn dispatch_single(host: &Arc<HostCore>, session: &Arc<Session>, message: Message) {
+async fn dispatch_single(host: &Arc<dyn Serving>, session: &Arc<Session>, message: Message) {
     let (id, method, params) = match message {
         Message::Response => return,
         Message::Invalid { id, error } => {
@@ -577,7 +582,7 @@ async fn dispatch_single(host: &Arc<HostCore>, session: &Arc<Session>, message: 
         Message::Request(r) => (Some(r.id), r.method, r.params),
         Message::Notification(n) => (None, n.method, n.params),
     };
-    if in_order(host, &method) {
+    if in_order(host.as_ref(), &method) {
         let (response, after) = execute(host, session, id.as_ref(), &method, params).await;
         deliver(session, response, after).await;
         return;
@@ -611,10 +616,10 @@ fn batch_over_budget(limit: usize) -> RpcError {
     .with_action("send the calls that were not run again, in smaller batches or one at a time, reading the replies as they come")
 }
 
-async fn dispatch_batch(host: &Arc<HostCore>, session: &Arc<Session>, messages: Vec<Message>) {
+async fn dispatch_batch(host: &Arc<dyn Serving>, session: &Arc<Session>, messages: Vec<Message>) {
     let ordered = messages.iter().any(|m| match m {
-        Message::Request(r) => in_order(host, &r.method),
-        Message::Notification(n) => in_order(host, &n.method),
+        Message::Request(r) => in_order(host.as_ref(), &r.method),
+        Message::Notification(n) => in_order(host.as_ref(), &n.method),
         _ => false,
     });
     let tokens: Vec<Option<CancellationToken>> = messages
@@ -702,7 +707,7 @@ async fn deliver(session: &Session, response: Option<Bytes>, after: AfterReply) 
 /// `Session::track_request`), once the reply budget has room for what its
 /// method's replies take (`own`: reply bytes the caller holds already).
 async fn execute_cancellable(
-    host: &Arc<HostCore>,
+    host: &Arc<dyn Serving>,
     session: &Arc<Session>,
     id: Option<Id>,
     cancel: Option<CancellationToken>,
@@ -730,22 +735,23 @@ async fn execute_cancellable(
 
 /// Runs one call: looks the method up, checks access, decodes, handles, encodes.
 async fn execute(
-    host: &Arc<HostCore>,
+    host: &Arc<dyn Serving>,
     session: &Arc<Session>,
     id: Option<&Id>,
     method: &str,
     params: Option<Box<RawValue>>,
 ) -> (Option<Bytes>, AfterReply) {
     let reply_error = |error: &RpcError| id.map(|id| encode_error(Some(id), error));
-    let Some(entry) = host.methods().find(method) else {
+    let Some((access, _)) = host.method(method) else {
         // Notifications of unknown methods are dropped, as JSON-RPC and LSP's `$/` rule say.
         return (reply_error(&RpcError::method_not_found(method)), Vec::new());
     };
-    if let Err(error) = check_access(host, session, method, entry.access()) {
+    if let Err(error) = check_access(host.as_ref(), session, method, access) {
         return (reply_error(&error), Vec::new());
     }
-    let ctx = CallContext::new(Arc::clone(host), Arc::clone(session));
-    let result = entry.call(ctx.clone(), method, params).await;
+    let (result, after) = Arc::clone(host)
+        .call(Arc::clone(session), method, params)
+        .await;
     if let Err(error) = &result
         && error.code == ErrorCode::INTERNAL_ERROR
     {
@@ -755,11 +761,11 @@ async fn execute(
         Ok(raw) => encode_result(id, raw),
         Err(error) => encode_error(Some(id), error),
     });
-    (response, ctx.take_after_reply())
+    (response, after)
 }
 
 fn check_access(
-    host: &HostCore,
+    host: &dyn Serving,
     session: &Session,
     method: &str,
     access: Access,

@@ -18,7 +18,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::task::TaskTracker;
 
-use crate::host::HostCore;
+use crate::session::Serving;
 use crate::session::admission::Admission;
 use crate::transport::{assets, websocket};
 
@@ -167,7 +167,7 @@ fn own_address(ip: IpAddr, local: IpAddr) -> bool {
 
 /// One HTTP connection: what it needs to answer requests.
 struct Connection {
-    core: Arc<HostCore>,
+    core: Arc<dyn Serving>,
     names: Arc<OwnNames>,
     peer: SocketAddr,
     local: SocketAddr,
@@ -180,7 +180,7 @@ struct Connection {
 /// Serves HTTP/1.1 on an accepted TLS stream until the client leaves, the
 /// connection upgrades to a WebSocket, or the host shuts down.
 pub async fn serve<S>(
-    core: Arc<HostCore>,
+    core: Arc<dyn Serving>,
     names: Arc<OwnNames>,
     stream: S,
     peer: SocketAddr,

@@ -3,6 +3,8 @@
 //!
 //! Every transport yields a `FrameReader` and a `FrameWriter`; the session
 //! layer above knows nothing about which one it is talking over.
+//! The HTTP and WebSocket fronts start sessions through `session::run`, with
+//! the host as a `session::Serving`: transport never names the host.
 
 pub mod assets;
 pub mod http;

@@ -21,7 +21,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
-use crate::host::HostCore;
+use crate::session::Serving;
 use crate::session::admission::Admission;
 use crate::session::deadline::Deadlines;
 use crate::session::{self, SessionOptions};
@@ -42,8 +42,13 @@ pub fn web_channel_binding() -> [u8; 32] {
 /// `origin` is the `Origin` the upgrade request carried (already checked);
 /// `admission` is the TCP connection's place in the connection budget, and
 /// the session keeps the deadlines of every network connection.
-pub async fn run<S>(core: Arc<HostCore>, io: S, peer: String, origin: String, admission: Admission)
-where
+pub async fn run<S>(
+    core: Arc<dyn Serving>,
+    io: S,
+    peer: String,
+    origin: String,
+    admission: Admission,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let limit = core.config().limits.max_frame_bytes;

@@ -1,5 +1,8 @@
-//! The host's method handlers and the table that lists them all.
+//! The host's method handlers and the table that lists them all. Handlers
+//! see the host as `HostCalls` (which the host implements) and the calling
+//! connection as a `session::Session`.
 
+mod calls;
 mod console;
 mod devices;
 mod errors;
@@ -15,23 +18,22 @@ use std::sync::Arc;
 
 use super::table::{Access, MethodTable};
 use crate::auth::Scope;
-use crate::host::HostCore;
 use crate::session::Session;
 
-/// Work to run once a call's reply is queued.
-pub type AfterReply = Vec<Box<dyn FnOnce() + Send>>;
+pub use crate::session::AfterReply;
+pub use calls::{HostCalls, HourCounts};
 
-/// What a handler gets: the host (what it may ask of it is `HostCore`'s
-/// methods), and the connection it is called on.
+/// What a handler gets: the host (what it may ask of it is `HostCalls`),
+/// and the connection it is called on.
 #[derive(Clone)]
 pub struct CallContext {
-    host: Arc<HostCore>,
+    host: Arc<dyn HostCalls>,
     pub session: Arc<Session>,
     after_reply: Arc<Mutex<AfterReply>>,
 }
 
 impl CallContext {
-    pub fn new(host: Arc<HostCore>, session: Arc<Session>) -> Self {
+    pub fn new(host: Arc<dyn HostCalls>, session: Arc<Session>) -> Self {
         Self {
             host,
             session,
@@ -40,8 +42,8 @@ impl CallContext {
     }
 
     /// The host the call is made to.
-    pub fn host(&self) -> &HostCore {
-        &self.host
+    pub fn host(&self) -> &dyn HostCalls {
+        self.host.as_ref()
     }
 
     /// Runs `f` once the reply to this call is queued, e.g. to start a

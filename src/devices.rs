@@ -45,11 +45,11 @@ impl Device {
 /// The id prefix of a browser the owner enrolled as their console with
 /// `openwork-host ui` (other devices' ids start with `d_`). Ids are the
 /// host's to choose, so a device cannot give itself this prefix.
-pub const CONSOLE_PREFIX: &str = "o_";
+pub(crate) const CONSOLE_PREFIX: &str = "o_";
 
 /// Whether `device_id` is the owner's console (enrolled by `openwork-host ui`):
 /// such a device acts as the owner (devices, pairing) with its `admin` scope.
-pub fn is_console(device_id: &str) -> bool {
+pub(crate) fn is_console(device_id: &str) -> bool {
     device_id.starts_with(CONSOLE_PREFIX)
 }
 

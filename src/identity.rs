@@ -261,7 +261,7 @@ fn load_pair(cert_path: &Path, key_path: &Path) -> Result<LoadedCertificate, Ide
 }
 
 /// Lowercase hex.
-pub fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -5,7 +5,7 @@ use rand::RngCore;
 const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
 
 /// Lowercase RFC 4648 base32 without padding.
-pub fn base32(bytes: &[u8]) -> String {
+pub(crate) fn base32(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len().div_ceil(5) * 8);
     let (mut acc, mut bits) = (0u32, 0u32);
     for &b in bytes {
@@ -23,7 +23,7 @@ pub fn base32(bytes: &[u8]) -> String {
 }
 
 /// A random id with a prefix, e.g. `t_…` for tasks: 80 random bits.
-pub fn random_id(prefix: &str) -> String {
+pub(crate) fn random_id(prefix: &str) -> String {
     let mut bytes = [0u8; 10];
     rand::rng().fill_bytes(&mut bytes);
     format!("{prefix}{}", base32(&bytes))

@@ -39,33 +39,42 @@
 //!
 //! transport (bytes to frames) → [`session`] (one connection: who calls, its
 //! lifecycle, its subscriptions) → [`rpc`] (method table, handlers) → the
-//! domain: [`tasks`] and [`runtime`] (what runs), [`permissions`] (what may
-//! run), [`pairing`] and [`devices`] (who may call), [`store`] (SQLite),
-//! [`health`] and [`metrics`] (what the owner sees). [`host`] opens all of it
-//! and serves the listeners; [`discovery`] advertises it on the LAN.
+//! domain: [`tasks`] and [`runtime`] (what runs; `execution` is what a
+//! running task is), [`permissions`] (what may run), [`pairing`] and
+//! `devices` (who may call), `store` (SQLite), [`health`] and `metrics` (what
+//! the owner sees). `host` opens all of it and serves the listeners;
+//! [`discovery`] advertises it on the LAN.
+//!
+//! Items are `pub(crate)` unless a client, an embedder, the binary, the
+//! tests or the fuzz harness name them: `clock`, `devices`, `execution`,
+//! `host` (but for [`Host`], [`HostCore`] and [`HostError`]), `identity`,
+//! `ids`, `metrics` and `store` are private to the crate, and the
+//! `unreachable_pub` lint keeps what is in them `pub(crate)`.
+
+#![warn(unreachable_pub)]
 
 pub mod alloc;
 pub mod auth;
 pub mod bridge;
-pub mod clock;
+pub(crate) mod clock;
 pub mod config;
 pub mod conformance;
 pub mod datadir;
-pub mod devices;
+pub(crate) mod devices;
 pub mod discovery;
-pub mod execution;
+pub(crate) mod execution;
 pub mod health;
-pub mod host;
-pub mod identity;
-pub mod ids;
-pub mod metrics;
+pub(crate) mod host;
+pub(crate) mod identity;
+pub(crate) mod ids;
+pub(crate) mod metrics;
 pub mod pairing;
 pub mod permissions;
 pub mod rpc;
 pub mod runtime;
 pub mod schema;
 pub mod session;
-pub mod store;
+pub(crate) mod store;
 pub mod tasks;
 pub mod transport;
 

@@ -16,31 +16,31 @@ use rusqlite::params;
 use crate::store::{Store, StoreError};
 
 /// Connections accepted, all transports.
-pub const CONNECTIONS_ACCEPTED: &str = "connections.accepted";
+pub(crate) const CONNECTIONS_ACCEPTED: &str = "connections.accepted";
 /// Connections that ended for any reason.
-pub const DISCONNECTS: &str = "connections.disconnects";
+pub(crate) const DISCONNECTS: &str = "connections.disconnects";
 /// Credentials presented that failed (a device id and token that do not
 /// match a paired device). Calls made without any credential are not counted.
-pub const AUTH_FAILURES: &str = "auth.failures";
+pub(crate) const AUTH_FAILURES: &str = "auth.failures";
 /// TLS handshakes that failed or timed out.
-pub const HANDSHAKE_FAILURES: &str = "connections.handshake_failures";
+pub(crate) const HANDSHAKE_FAILURES: &str = "connections.handshake_failures";
 /// Connections refused at the connection limit.
-pub const REFUSED: &str = "connections.refused";
+pub(crate) const REFUSED: &str = "connections.refused";
 /// Milliseconds the host has run, across restarts.
-pub const UPTIME_MS: &str = "host.uptime_ms";
+pub(crate) const UPTIME_MS: &str = "host.uptime_ms";
 
 /// An hour in milliseconds: the bucket of `metrics.series`.
-pub const HOUR_MS: i64 = 3_600_000;
+pub(crate) const HOUR_MS: i64 = 3_600_000;
 /// How many hours of counters are kept (`metrics.series` reaches 168 back).
-pub const HOURS_KEPT: i64 = 8 * 24;
+pub(crate) const HOURS_KEPT: i64 = 8 * 24;
 
 /// How far back the recent-failure window reaches.
-pub const RECENT_WINDOW: Duration = Duration::from_secs(15 * 60);
+pub(crate) const RECENT_WINDOW: Duration = Duration::from_secs(15 * 60);
 /// The most failures of one kind remembered in the window, so that a flood costs bounded memory.
 const RECENT_CAP: usize = 4096;
 
 /// The host's counters.
-pub struct Metrics {
+pub(crate) struct Metrics {
     store: Store,
     telemetry: bool,
     counts: Mutex<Counts>,
@@ -73,7 +73,7 @@ const SHOWN_ID: usize = 64;
 
 /// `text` with control characters escaped and cut to `max` characters, for
 /// showing what a caller sent.
-pub fn shown(text: &str, max: usize) -> String {
+pub(crate) fn shown(text: &str, max: usize) -> String {
     let mut out = String::new();
     for (i, c) in text.chars().enumerate() {
         if i == max {
@@ -114,7 +114,7 @@ struct Counts {
 
 impl Metrics {
     /// Loads the stored counters; with `telemetry` off, nothing new is recorded.
-    pub async fn load(store: Store, telemetry: bool) -> Result<Metrics, StoreError> {
+    pub(crate) async fn load(store: Store, telemetry: bool) -> Result<Metrics, StoreError> {
         let stored = store
             .read(|c| {
                 let mut stmt = c.prepare("SELECT name, value FROM counters")?;
@@ -138,12 +138,12 @@ impl Metrics {
     }
 
     /// Whether counters are being recorded.
-    pub fn telemetry(&self) -> bool {
+    pub(crate) fn telemetry(&self) -> bool {
         self.telemetry
     }
 
     /// Adds one to a counter.
-    pub fn incr(&self, name: &'static str) {
+    pub(crate) fn incr(&self, name: &'static str) {
         self.add(name, 1);
     }
 
@@ -154,7 +154,7 @@ impl Metrics {
     }
 
     /// Seconds the host has run in total, across restarts (while telemetry was on).
-    pub fn total_uptime_s(&self) -> u64 {
+    pub(crate) fn total_uptime_s(&self) -> u64 {
         let unflushed = if self.telemetry {
             self.uptime_mark.lock().elapsed().as_millis() as u64
         } else {
@@ -173,7 +173,7 @@ impl Metrics {
     }
 
     /// Failures in the last `RECENT_WINDOW`.
-    pub fn recent(&self) -> RecentCounts {
+    pub(crate) fn recent(&self) -> RecentCounts {
         let now = Instant::now();
         let mut recent = self.recent.lock();
         prune(&mut recent.auth, now);
@@ -189,24 +189,24 @@ impl Metrics {
     }
 
     /// A counter's total, stored and pending.
-    pub fn get(&self, name: &str) -> u64 {
+    pub(crate) fn get(&self, name: &str) -> u64 {
         let counts = self.counts.lock();
         counts.stored.get(name).copied().unwrap_or(0)
             + counts.pending.get(name).copied().unwrap_or(0)
     }
 
-    pub fn connection_opened(&self) {
+    pub(crate) fn connection_opened(&self) {
         self.active.fetch_add(1, Ordering::Relaxed);
         self.incr(CONNECTIONS_ACCEPTED);
     }
 
-    pub fn connection_closed(&self) {
+    pub(crate) fn connection_closed(&self) {
         self.active.fetch_sub(1, Ordering::Relaxed);
         self.incr(DISCONNECTS);
     }
 
     /// A credential for `device` presented from `peer` failed.
-    pub fn auth_failure(&self, peer: &str, device: &str) {
+    pub(crate) fn auth_failure(&self, peer: &str, device: &str) {
         let mut recent = self.recent.lock();
         note(&mut recent.auth, Instant::now());
         recent.last_auth = Some(format!(
@@ -218,23 +218,23 @@ impl Metrics {
         self.incr(AUTH_FAILURES);
     }
 
-    pub fn handshake_failed(&self) {
+    pub(crate) fn handshake_failed(&self) {
         note(&mut self.recent.lock().handshakes, Instant::now());
         self.incr(HANDSHAKE_FAILURES);
     }
 
-    pub fn connection_refused(&self) {
+    pub(crate) fn connection_refused(&self) {
         self.incr(REFUSED);
     }
 
     /// Connections open now.
-    pub fn active_connections(&self) -> u64 {
+    pub(crate) fn active_connections(&self) -> u64 {
         self.active.load(Ordering::Relaxed)
     }
 
     /// The stored counters hour by hour since `since` (ms, an hour's start):
     /// `(hour, name, value)`. Increments not yet flushed count in the current hour.
-    pub async fn hourly(&self, since: i64) -> Result<Vec<(i64, String, u64)>, StoreError> {
+    pub(crate) async fn hourly(&self, since: i64) -> Result<Vec<(i64, String, u64)>, StoreError> {
         let mut rows = self
             .store
             .read(move |c| {
@@ -261,7 +261,7 @@ impl Metrics {
     }
 
     /// Writes pending increments (and the time run since the last flush) to the store.
-    pub async fn flush(&self) -> Result<(), StoreError> {
+    pub(crate) async fn flush(&self) -> Result<(), StoreError> {
         if !self.telemetry {
             return Ok(());
         }

@@ -7,17 +7,17 @@
 //! none of them.
 
 pub mod chunk;
-pub mod live;
+pub(crate) mod live;
 pub mod reaper;
-pub mod records;
-pub mod sink;
-pub mod stored;
+pub(crate) mod records;
+pub(crate) mod sink;
+pub(crate) mod stored;
 
 use crate::clock;
 use crate::protocol::TaskStatus;
 pub use live::{Audience, Feed, FeedItem, FeedStart, TaskLive};
-pub use records::StatusChange;
-pub use sink::Sink;
+pub(crate) use records::StatusChange;
+pub(crate) use sink::Sink;
 
 /// How a task ended.
 pub struct Outcome {

@@ -9,7 +9,7 @@ use crate::clock;
 use crate::protocol::{LogStream, TaskCounts, TaskOutcomes, TaskRecord, TaskStatus, TaskUpdate};
 
 /// A task row about to be inserted.
-pub struct NewTask {
+pub(crate) struct NewTask {
     pub id: String,
     pub runtime: String,
     pub title: Option<String>,
@@ -53,7 +53,7 @@ fn chunk_key(task_rowid: i64, seq: u64) -> i64 {
 }
 
 /// A task's row id and record.
-pub struct StoredTask {
+pub(crate) struct StoredTask {
     pub rowid: i64,
     pub record: TaskRecord,
 }
@@ -89,7 +89,7 @@ fn task_from_row(row: &Row<'_>) -> rusqlite::Result<StoredTask> {
 }
 
 /// The update notification that describes a record's current status.
-pub fn update_of(record: &TaskRecord) -> TaskUpdate {
+pub(crate) fn update_of(record: &TaskRecord) -> TaskUpdate {
     TaskUpdate {
         task_id: record.task_id.clone(),
         status: record.status,
@@ -99,7 +99,7 @@ pub fn update_of(record: &TaskRecord) -> TaskUpdate {
     }
 }
 
-pub fn insert_task(conn: &Connection, task: &NewTask) -> rusqlite::Result<i64> {
+pub(crate) fn insert_task(conn: &Connection, task: &NewTask) -> rusqlite::Result<i64> {
     let argv = task
         .argv
         .as_ref()
@@ -129,7 +129,7 @@ pub fn insert_task(conn: &Connection, task: &NewTask) -> rusqlite::Result<i64> {
     Ok(conn.last_insert_rowid())
 }
 
-pub fn get_task(conn: &Connection, id: &str) -> rusqlite::Result<Option<StoredTask>> {
+pub(crate) fn get_task(conn: &Connection, id: &str) -> rusqlite::Result<Option<StoredTask>> {
     conn.query_row(
         &format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?1"),
         [id],
@@ -139,7 +139,7 @@ pub fn get_task(conn: &Connection, id: &str) -> rusqlite::Result<Option<StoredTa
 }
 
 /// The task a principal created with an idempotency key, with the hash of its request.
-pub fn find_by_idempotency_key(
+pub(crate) fn find_by_idempotency_key(
     conn: &Connection,
     created_by: &str,
     key: &str,
@@ -153,7 +153,7 @@ pub fn find_by_idempotency_key(
 }
 
 /// Tasks newest first, optionally by status and before a given task.
-pub fn list_tasks(
+pub(crate) fn list_tasks(
     conn: &Connection,
     status: Option<TaskStatus>,
     before_rowid: Option<i64>,
@@ -170,12 +170,12 @@ pub fn list_tasks(
     rows.map(|r| r.map(|t| t.record)).collect()
 }
 
-pub fn rowid_of(conn: &Connection, id: &str) -> rusqlite::Result<Option<i64>> {
+pub(crate) fn rowid_of(conn: &Connection, id: &str) -> rusqlite::Result<Option<i64>> {
     conn.query_row("SELECT rowid FROM tasks WHERE id = ?1", [id], |r| r.get(0))
         .optional()
 }
 
-pub fn set_status(
+pub(crate) fn set_status(
     conn: &Connection,
     rowid: i64,
     status: TaskStatus,
@@ -201,7 +201,7 @@ pub fn set_status(
     Ok(())
 }
 
-pub fn insert_chunk(
+pub(crate) fn insert_chunk(
     conn: &Connection,
     rowid: i64,
     seq: u64,
@@ -223,7 +223,7 @@ pub fn insert_chunk(
 }
 
 /// One stored chunk, its bytes borrowed for the length of a visit.
-pub struct ChunkRef<'a> {
+pub(crate) struct ChunkRef<'a> {
     pub seq: u64,
     pub stream: LogStream,
     pub ts: i64,
@@ -234,7 +234,7 @@ pub struct ChunkRef<'a> {
 /// past 2^32 - 1 are not stored), stopping after `limit` chunks or once
 /// `max_bytes` were visited (always at least one). Chunks are decoded into
 /// one reused buffer: nothing is allocated per chunk.
-pub fn visit_chunks(
+pub(crate) fn visit_chunks(
     conn: &Connection,
     rowid: i64,
     from: u64,
@@ -272,7 +272,7 @@ pub fn visit_chunks(
 }
 
 /// Marks every task that was not finished as interrupted; returns how many.
-pub fn interrupt_unfinished(conn: &Connection, now: i64) -> rusqlite::Result<usize> {
+pub(crate) fn interrupt_unfinished(conn: &Connection, now: i64) -> rusqlite::Result<usize> {
     conn.execute(
         "UPDATE tasks SET status = 'interrupted', finished_at = ?1, error = CASE status \
            WHEN 'queued' THEN 'the host stopped before the task started' \
@@ -282,7 +282,7 @@ pub fn interrupt_unfinished(conn: &Connection, now: i64) -> rusqlite::Result<usi
     )
 }
 
-pub fn count_by_status(conn: &Connection) -> rusqlite::Result<TaskCounts> {
+pub(crate) fn count_by_status(conn: &Connection) -> rusqlite::Result<TaskCounts> {
     let mut stmt = conn.prepare_cached("SELECT status, COUNT(*) FROM tasks GROUP BY status")?;
     let mut counts = TaskCounts::default();
     let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
@@ -296,7 +296,7 @@ pub fn count_by_status(conn: &Connection) -> rusqlite::Result<TaskCounts> {
 }
 
 /// How the tasks that finished at or after `since` (ms since the epoch) ended.
-pub fn outcomes_since(conn: &Connection, since: i64) -> rusqlite::Result<TaskOutcomes> {
+pub(crate) fn outcomes_since(conn: &Connection, since: i64) -> rusqlite::Result<TaskOutcomes> {
     let mut stmt = conn.prepare_cached(
         "SELECT status, COUNT(*) FROM tasks WHERE finished_at >= ?1 GROUP BY status",
     )?;
@@ -315,7 +315,7 @@ pub fn outcomes_since(conn: &Connection, since: i64) -> rusqlite::Result<TaskOut
 
 /// How the tasks that finished at or after `since` (ms since the epoch)
 /// ended, hour by hour: `(hour start in ms, status, count)`.
-pub fn outcomes_by_hour(
+pub(crate) fn outcomes_by_hour(
     conn: &Connection,
     since: i64,
 ) -> rusqlite::Result<Vec<(i64, TaskStatus, u64)>> {
@@ -341,7 +341,7 @@ pub fn outcomes_by_hour(
 }
 
 /// The task that finished last.
-pub fn last_finished(conn: &Connection) -> rusqlite::Result<Option<TaskRecord>> {
+pub(crate) fn last_finished(conn: &Connection) -> rusqlite::Result<Option<TaskRecord>> {
     conn.query_row(
         &format!(
             "SELECT {TASK_COLUMNS} FROM tasks WHERE finished_at IS NOT NULL \

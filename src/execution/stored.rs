@@ -16,14 +16,14 @@ const LZ4: i64 = 1;
 
 /// A chunk's bytes in their stored form.
 #[derive(Debug, Clone)]
-pub struct StoredData {
+pub(crate) struct StoredData {
     codec: i64,
     blob: Bytes,
 }
 
 /// A stored chunk that cannot be read back.
 #[derive(Debug, thiserror::Error)]
-pub enum DecodeError {
+pub(crate) enum DecodeError {
     #[error("unknown chunk codec {0}")]
     UnknownCodec(i64),
     #[error("a compressed chunk claims {0} bytes, more than a chunk can hold")]
@@ -39,17 +39,17 @@ const SIZE_PREFIX: usize = 4;
 /// Turns chunks into their stored form, compressing into a scratch buffer it
 /// keeps: no chunk pays for allocating and zeroing room for the worst case.
 #[derive(Debug, Default)]
-pub struct Compressor {
+pub(crate) struct Compressor {
     scratch: Vec<u8>,
 }
 
 impl Compressor {
-    pub fn new() -> Compressor {
+    pub(crate) fn new() -> Compressor {
         Compressor::default()
     }
 
     /// The stored form of `data`: compressed when that saves at least an eighth.
-    pub fn encode(&mut self, data: &Bytes) -> StoredData {
+    pub(crate) fn encode(&mut self, data: &Bytes) -> StoredData {
         if data.len() >= MIN_TO_COMPRESS
             && let Ok(size) = u32::try_from(data.len())
         {
@@ -76,11 +76,11 @@ impl Compressor {
 }
 
 impl StoredData {
-    pub fn codec(&self) -> i64 {
+    pub(crate) fn codec(&self) -> i64 {
         self.codec
     }
 
-    pub fn blob(&self) -> &[u8] {
+    pub(crate) fn blob(&self) -> &[u8] {
         &self.blob
     }
 }
@@ -88,18 +88,22 @@ impl StoredData {
 /// Reads stored chunks back into a buffer it keeps, so that reading many
 /// chunks in a row neither allocates nor zeroes room for each of them.
 #[derive(Debug, Default)]
-pub struct Decoder {
+pub(crate) struct Decoder {
     scratch: Vec<u8>,
 }
 
 impl Decoder {
-    pub fn new() -> Decoder {
+    pub(crate) fn new() -> Decoder {
         Decoder::default()
     }
 
     /// The bytes a stored chunk holds: `blob` itself when stored as written,
     /// else decompressed into the scratch buffer (valid until the next call).
-    pub fn decode<'a>(&'a mut self, codec: i64, blob: &'a [u8]) -> Result<&'a [u8], DecodeError> {
+    pub(crate) fn decode<'a>(
+        &'a mut self,
+        codec: i64,
+        blob: &'a [u8],
+    ) -> Result<&'a [u8], DecodeError> {
         match codec {
             RAW => Ok(blob),
             LZ4 => {

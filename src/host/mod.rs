@@ -19,7 +19,7 @@ mod report;
 mod serving;
 mod startup;
 
-pub use startup::ShutdownStep;
+pub(crate) use startup::ShutdownStep;
 
 use parking_lot::Mutex;
 use std::sync::Arc;

@@ -257,7 +257,7 @@ fn start_background(core: &Arc<HostCore>) -> TaskTracker {
 
 /// Shutdown, step by step: `ShutdownStep::ORDER` is the order `Host::shutdown` runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ShutdownStep {
+pub(crate) enum ShutdownStep {
     /// Cancels the host's shutdown token: the accept loops stop taking
     /// connections, every connection stops reading and begins to close,
     /// background loops end. First, so that nothing new starts.
@@ -286,7 +286,7 @@ pub enum ShutdownStep {
 
 impl ShutdownStep {
     /// Every step, in the order they run.
-    pub const ORDER: [ShutdownStep; 8] = [
+    pub(crate) const ORDER: [ShutdownStep; 8] = [
         ShutdownStep::Announce,
         ShutdownStep::StopTasks,
         ShutdownStep::CloseConnections,

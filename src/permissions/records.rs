@@ -6,14 +6,14 @@ use super::RuleTemplate;
 use crate::clock;
 use crate::protocol::{AuditEntry, Decision, PermissionRule};
 
-pub struct NewRule {
+pub(super) struct NewRule {
     pub id: String,
     pub runtime: String,
     pub template: RuleTemplate,
     pub created_by: String,
 }
 
-pub struct NewAudit {
+pub(super) struct NewAudit {
     pub at: i64,
     pub task_id: String,
     pub request_id: Option<String>,
@@ -24,7 +24,7 @@ pub struct NewAudit {
     pub summary: String,
 }
 
-pub fn insert_rule(c: &Connection, rule: &NewRule) -> rusqlite::Result<()> {
+pub(super) fn insert_rule(c: &Connection, rule: &NewRule) -> rusqlite::Result<()> {
     let t = &rule.template;
     c.execute(
         "INSERT INTO permission_rules (id, runtime, kind, program, directory, pattern, description, created_at, created_by) \
@@ -48,7 +48,10 @@ fn rule_from_row(row: &Row<'_>) -> rusqlite::Result<PermissionRule> {
     })
 }
 
-pub fn rules(c: &Connection, runtime: Option<&str>) -> rusqlite::Result<Vec<PermissionRule>> {
+pub(super) fn rules(
+    c: &Connection,
+    runtime: Option<&str>,
+) -> rusqlite::Result<Vec<PermissionRule>> {
     let mut stmt = c.prepare_cached(
         "SELECT id, runtime, kind, program, directory, pattern, description, created_at, created_by \
          FROM permission_rules WHERE ?1 IS NULL OR runtime = ?1 ORDER BY created_at DESC, id",
@@ -57,11 +60,11 @@ pub fn rules(c: &Connection, runtime: Option<&str>) -> rusqlite::Result<Vec<Perm
     rows.collect()
 }
 
-pub fn delete_rule(c: &Connection, id: &str) -> rusqlite::Result<bool> {
+pub(super) fn delete_rule(c: &Connection, id: &str) -> rusqlite::Result<bool> {
     Ok(c.execute("DELETE FROM permission_rules WHERE id = ?1", [id])? > 0)
 }
 
-pub fn insert_audit(c: &Connection, e: &NewAudit) -> rusqlite::Result<()> {
+pub(super) fn insert_audit(c: &Connection, e: &NewAudit) -> rusqlite::Result<()> {
     c.execute(
         "INSERT INTO permission_audit (at, task_id, request_id, event, decision, actor, rule, summary) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -73,12 +76,12 @@ pub fn insert_audit(c: &Connection, e: &NewAudit) -> rusqlite::Result<()> {
 /// What else `audit` keeps entries by: who (`local` or `device:ID`, the one
 /// who started the task or answered) and the decision (`once`, `always`, `reject`).
 #[derive(Debug, Clone, Default)]
-pub struct AuditFilter {
+pub(super) struct AuditFilter {
     pub principal: Option<String>,
     pub decision: Option<&'static str>,
 }
 
-pub fn audit(
+pub(super) fn audit(
     c: &Connection,
     task_id: Option<&str>,
     before: Option<i64>,
@@ -117,7 +120,7 @@ pub fn audit(
 }
 
 /// Marks requests with no outcome as expired (the host stopped while they waited).
-pub fn expire_unanswered(c: &Connection, now: i64) -> rusqlite::Result<usize> {
+pub(super) fn expire_unanswered(c: &Connection, now: i64) -> rusqlite::Result<usize> {
     c.execute(
         "INSERT INTO permission_audit (at, task_id, request_id, event, decision, summary) \
          SELECT ?1, task_id, request_id, 'expired', 'reject', 'the host stopped before anyone answered' \

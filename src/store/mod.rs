@@ -11,7 +11,7 @@
 //! burst of output lands in the WAL at memory speed. Only when more than
 //! `MAX_WAL` is waiting does the checkpointer make the writer pause.
 
-pub mod migrations;
+pub(crate) mod migrations;
 
 use parking_lot::Mutex;
 use std::fs::OpenOptions;
@@ -79,9 +79,9 @@ impl From<rusqlite::Error> for StoreError {
 }
 
 /// Runs inside the writer's transaction.
-pub type Apply = Box<dyn FnOnce(&Connection) -> rusqlite::Result<()> + Send>;
+pub(crate) type Apply = Box<dyn FnOnce(&Connection) -> rusqlite::Result<()> + Send>;
 /// Told whether the job's effect was committed.
-pub type OnCommit = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+pub(crate) type OnCommit = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 
 struct Job {
     apply: Apply,
@@ -293,7 +293,7 @@ impl Store {
 
 /// Checks an existing database without a host running: opens it read-only,
 /// runs SQLite's quick check, and returns its schema version.
-pub fn inspect(path: &Path) -> Result<i64, StoreError> {
+pub(crate) fn inspect(path: &Path) -> Result<i64, StoreError> {
     let open_err = |message: String| StoreError::Open {
         path: path.display().to_string(),
         message,

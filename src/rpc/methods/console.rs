@@ -15,11 +15,14 @@ use crate::rpc::RpcError;
 use crate::rpc::methods::CallContext;
 use crate::runtime::opencode::{Enabled, INSTALL_ACTION};
 
-pub async fn link(ctx: CallContext, p: ConsoleLinkParams) -> Result<ConsoleLink, RpcError> {
+pub(super) async fn link(ctx: CallContext, p: ConsoleLinkParams) -> Result<ConsoleLink, RpcError> {
     Ok(ctx.host().console_link(p.ttl_s)?)
 }
 
-pub async fn enrol(ctx: CallContext, p: ConsoleEnrolParams) -> Result<PairingResult, RpcError> {
+pub(super) async fn enrol(
+    ctx: CallContext,
+    p: ConsoleEnrolParams,
+) -> Result<PairingResult, RpcError> {
     Ok(ctx.host().console_enrol(&ctx.session, p).await?)
 }
 
@@ -31,7 +34,7 @@ fn setting(name: &str, value: impl Into<String>, meaning: &str) -> SettingInfo {
     }
 }
 
-pub async fn overview(ctx: CallContext, _: NoParams) -> Result<ConsoleOverview, RpcError> {
+pub(super) async fn overview(ctx: CallContext, _: NoParams) -> Result<ConsoleOverview, RpcError> {
     let host = ctx.host();
     let config = host.config();
     let endpoint = host.pairing_endpoint();
@@ -174,7 +177,10 @@ pub async fn overview(ctx: CallContext, _: NoParams) -> Result<ConsoleOverview, 
     })
 }
 
-pub async fn series(ctx: CallContext, p: MetricsSeriesParams) -> Result<MetricsSeries, RpcError> {
+pub(super) async fn series(
+    ctx: CallContext,
+    p: MetricsSeriesParams,
+) -> Result<MetricsSeries, RpcError> {
     let hours = p.hours.unwrap_or(24);
     if !(1..=168).contains(&hours) {
         return Err(RpcError::invalid_params("`hours` must be 1 to 168"));

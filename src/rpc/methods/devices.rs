@@ -5,7 +5,7 @@ use crate::protocol::{DeviceIdParams, DeviceRevokeResult, DevicesListResult, NoP
 use crate::rpc::methods::CallContext;
 use crate::rpc::{ErrorCode, RpcError};
 
-pub async fn list(
+pub(super) async fn list(
     ctx: CallContext,
     _: crate::protocol::NoParams,
 ) -> Result<DevicesListResult, RpcError> {
@@ -17,7 +17,10 @@ pub async fn list(
 /// A device revokes its own pairing (a browser forgetting the host): the
 /// answer reaches it, then its connection closes; its other connections are
 /// cut off at once and its credential never works again.
-pub async fn revoke_self(ctx: CallContext, _: NoParams) -> Result<DeviceRevokeResult, RpcError> {
+pub(super) async fn revoke_self(
+    ctx: CallContext,
+    _: NoParams,
+) -> Result<DeviceRevokeResult, RpcError> {
     let principal = ctx.session.principal();
     let Principal::Device { id, name, .. } = &principal else {
         let error = if principal.is_authenticated() {
@@ -57,7 +60,10 @@ pub async fn revoke_self(ctx: CallContext, _: NoParams) -> Result<DeviceRevokeRe
     })
 }
 
-pub async fn revoke(ctx: CallContext, p: DeviceIdParams) -> Result<DeviceRevokeResult, RpcError> {
+pub(super) async fn revoke(
+    ctx: CallContext,
+    p: DeviceIdParams,
+) -> Result<DeviceRevokeResult, RpcError> {
     let Some((device, closed)) = ctx.host().revoke_device(&p.device_id).await? else {
         return Err(
             RpcError::not_found(format_args!("device `{}`", p.device_id))

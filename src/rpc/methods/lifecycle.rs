@@ -13,7 +13,7 @@ use crate::session::{Lifecycle, MAX_FAILED_INITIALIZE};
 /// `initialize`; an unauthenticated connection that fails it
 /// `MAX_FAILED_INITIALIZE` times is closed after the answer, so that one
 /// connection cannot guess credentials (or fill the log) without end.
-pub async fn initialize(
+pub(super) async fn initialize(
     ctx: CallContext,
     p: InitializeParams,
 ) -> Result<InitializeResult, RpcError> {
@@ -126,7 +126,7 @@ const MAX_OPENCODE_WAIT_S: u64 = 60;
 
 /// `initialize`'s capabilities as they are now: OpenCode's operations are
 /// known only once it is ready, which may be after `initialize`.
-pub async fn capabilities_get(
+pub(super) async fn capabilities_get(
     ctx: CallContext,
     p: CapabilitiesParams,
 ) -> Result<Capabilities, RpcError> {
@@ -154,27 +154,33 @@ pub async fn capabilities_get(
 }
 
 /// A nonce for a browser to sign in `initialize` (single use, this connection, 60 s).
-pub async fn auth_challenge(ctx: CallContext, _: NoParams) -> Result<AuthChallenge, RpcError> {
+pub(super) async fn auth_challenge(
+    ctx: CallContext,
+    _: NoParams,
+) -> Result<AuthChallenge, RpcError> {
     Ok(AuthChallenge {
         nonce: ctx.session.new_challenge(),
     })
 }
 
-pub async fn shutdown(ctx: CallContext, _: NoParams) -> Result<(), RpcError> {
+pub(super) async fn shutdown(ctx: CallContext, _: NoParams) -> Result<(), RpcError> {
     ctx.session.set_lifecycle(Lifecycle::ShuttingDown);
     Ok(())
 }
 
-pub async fn exit(ctx: CallContext, _: NoParams) -> Result<(), RpcError> {
+pub(super) async fn exit(ctx: CallContext, _: NoParams) -> Result<(), RpcError> {
     ctx.session.close("exit");
     Ok(())
 }
 
-pub async fn ping(_: CallContext, _: NoParams) -> Result<Empty, RpcError> {
+pub(super) async fn ping(_: CallContext, _: NoParams) -> Result<Empty, RpcError> {
     Ok(Empty {})
 }
 
-pub async fn cancel_request(ctx: CallContext, p: CancelRequestParams) -> Result<(), RpcError> {
+pub(super) async fn cancel_request(
+    ctx: CallContext,
+    p: CancelRequestParams,
+) -> Result<(), RpcError> {
     let Some(id) = Id::from_json(p.id.get()) else {
         return Err(
             RpcError::invalid_params("`id` must be a string or a number")

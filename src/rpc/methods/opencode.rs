@@ -13,7 +13,7 @@ use crate::rpc::{ErrorCode, RpcError};
 use crate::runtime::opencode::access;
 
 /// Calls `opencode.<operationId>`.
-pub fn call(
+pub(super) fn call(
     ctx: CallContext,
     method: String,
     params: Option<Box<RawValue>>,

@@ -9,7 +9,7 @@ use crate::protocol::{
 use crate::rpc::RpcError;
 use crate::rpc::methods::CallContext;
 
-pub async fn begin(
+pub(super) async fn begin(
     ctx: CallContext,
     p: PairingBeginParams,
 ) -> Result<PairingBeginResult, RpcError> {
@@ -33,13 +33,19 @@ pub async fn begin(
     Ok(ctx.host().begin_pairing(session, p)?)
 }
 
-pub async fn confirm(ctx: CallContext, p: PairingConfirmParams) -> Result<PairingResult, RpcError> {
+pub(super) async fn confirm(
+    ctx: CallContext,
+    p: PairingConfirmParams,
+) -> Result<PairingResult, RpcError> {
     let result = ctx.host().confirm_pairing(&ctx.session, p).await?;
     tracing::info!(device = %result.device_id, peer = %ctx.session.peer, "a device was paired");
     Ok(result)
 }
 
-pub async fn open(ctx: CallContext, p: PairingOpenParams) -> Result<PairingWindow, RpcError> {
+pub(super) async fn open(
+    ctx: CallContext,
+    p: PairingOpenParams,
+) -> Result<PairingWindow, RpcError> {
     let window = ctx.host().open_pairing_window(p)?;
     // The owner's connection hears of requests, wrong codes and the window closing.
     if ctx.session.watch_once("pairing") {
@@ -57,20 +63,23 @@ pub async fn open(ctx: CallContext, p: PairingOpenParams) -> Result<PairingWindo
     Ok(window)
 }
 
-pub async fn close(ctx: CallContext, _: NoParams) -> Result<Empty, RpcError> {
+pub(super) async fn close(ctx: CallContext, _: NoParams) -> Result<Empty, RpcError> {
     ctx.host().close_pairing_window("closed by the owner");
     Ok(Empty {})
 }
 
-pub async fn status(ctx: CallContext, _: NoParams) -> Result<PairingStatus, RpcError> {
+pub(super) async fn status(ctx: CallContext, _: NoParams) -> Result<PairingStatus, RpcError> {
     Ok(ctx.host().pairing_status())
 }
 
-pub async fn approve(ctx: CallContext, p: PairingApproveParams) -> Result<DeviceInfo, RpcError> {
+pub(super) async fn approve(
+    ctx: CallContext,
+    p: PairingApproveParams,
+) -> Result<DeviceInfo, RpcError> {
     Ok(ctx.host().approve_pairing(&p.request_id, p.scopes).await?)
 }
 
-pub async fn deny(ctx: CallContext, p: PairingRequestIdParams) -> Result<Empty, RpcError> {
+pub(super) async fn deny(ctx: CallContext, p: PairingRequestIdParams) -> Result<Empty, RpcError> {
     ctx.host().deny_pairing(&p.request_id).await?;
     Ok(Empty {})
 }

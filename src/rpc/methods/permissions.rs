@@ -7,31 +7,37 @@ use crate::protocol::{
 use crate::rpc::RpcError;
 use crate::rpc::methods::CallContext;
 
-pub async fn reply(
+pub(super) async fn reply(
     ctx: CallContext,
     p: PermissionReplyParams,
 ) -> Result<PermissionReplyResult, RpcError> {
     Ok(ctx.host().reply_permission(p, &ctx.session).await?)
 }
 
-pub async fn pending(ctx: CallContext, _: NoParams) -> Result<PermissionPendingResult, RpcError> {
+pub(super) async fn pending(
+    ctx: CallContext,
+    _: NoParams,
+) -> Result<PermissionPendingResult, RpcError> {
     Ok(PermissionPendingResult {
         requests: ctx.host().pending_permission_requests(),
     })
 }
 
-pub async fn rules(ctx: CallContext, _: NoParams) -> Result<PermissionRulesResult, RpcError> {
+pub(super) async fn rules(
+    ctx: CallContext,
+    _: NoParams,
+) -> Result<PermissionRulesResult, RpcError> {
     Ok(PermissionRulesResult {
         rules: ctx.host().permission_rules().await?,
     })
 }
 
-pub async fn forget(ctx: CallContext, p: PermissionForgetParams) -> Result<Empty, RpcError> {
+pub(super) async fn forget(ctx: CallContext, p: PermissionForgetParams) -> Result<Empty, RpcError> {
     ctx.host().forget_permission_rule(&p.rule_id).await?;
     Ok(Empty {})
 }
 
-pub async fn audit(
+pub(super) async fn audit(
     ctx: CallContext,
     p: PermissionAuditParams,
 ) -> Result<PermissionAuditResult, RpcError> {

@@ -8,7 +8,7 @@ use crate::protocol::{
 use crate::rpc::RpcError;
 use crate::rpc::methods::{CallContext, require_scope};
 
-pub async fn run(ctx: CallContext, p: TaskRunParams) -> Result<TaskRunResult, RpcError> {
+pub(super) async fn run(ctx: CallContext, p: TaskRunParams) -> Result<TaskRunResult, RpcError> {
     let principal = ctx.session.principal();
     // A prompt uses the OpenCode agent, which the `opencode` scope stands for.
     if p.runtime.as_deref() == Some("opencode") {
@@ -26,21 +26,21 @@ pub async fn run(ctx: CallContext, p: TaskRunParams) -> Result<TaskRunResult, Rp
     Ok(result)
 }
 
-pub async fn cancel(ctx: CallContext, p: TaskIdParams) -> Result<TaskRecord, RpcError> {
+pub(super) async fn cancel(ctx: CallContext, p: TaskIdParams) -> Result<TaskRecord, RpcError> {
     Ok(ctx.host().cancel_task(&p.task_id).await?)
 }
 
-pub async fn get(ctx: CallContext, p: TaskIdParams) -> Result<TaskRecord, RpcError> {
+pub(super) async fn get(ctx: CallContext, p: TaskIdParams) -> Result<TaskRecord, RpcError> {
     Ok(ctx.host().task(&p.task_id).await?)
 }
 
-pub async fn list(ctx: CallContext, p: TaskListParams) -> Result<TaskListResult, RpcError> {
+pub(super) async fn list(ctx: CallContext, p: TaskListParams) -> Result<TaskListResult, RpcError> {
     Ok(TaskListResult {
         tasks: ctx.host().list_tasks(p).await?,
     })
 }
 
-pub async fn subscribe(
+pub(super) async fn subscribe(
     ctx: CallContext,
     p: TaskSubscribeParams,
 ) -> Result<TaskSubscribeResult, RpcError> {
@@ -55,7 +55,7 @@ pub async fn subscribe(
     })
 }
 
-pub async fn unsubscribe(
+pub(super) async fn unsubscribe(
     ctx: CallContext,
     p: TaskIdParams,
 ) -> Result<TaskUnsubscribeResult, RpcError> {
@@ -71,6 +71,6 @@ pub async fn unsubscribe(
     })
 }
 
-pub async fn logs(ctx: CallContext, p: TaskLogsParams) -> Result<TaskLogsResult, RpcError> {
+pub(super) async fn logs(ctx: CallContext, p: TaskLogsParams) -> Result<TaskLogsResult, RpcError> {
     Ok(ctx.host().task_logs(p).await?)
 }

@@ -11,10 +11,10 @@ use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::{Pid, getpgid, getpgrp};
 
 /// The environment variable that marks a server's descendants.
-pub const MARKER_VAR: &str = "OPENWORK_HOST_OPENCODE_RUN";
+pub(super) const MARKER_VAR: &str = "OPENWORK_HOST_OPENCODE_RUN";
 
 /// Pids of live processes whose environment holds `MARKER_VAR=value`.
-pub fn marked(value: &str) -> Vec<i32> {
+pub(super) fn marked(value: &str) -> Vec<i32> {
     let needle = format!("{MARKER_VAR}={value}");
     let needle = needle.as_bytes();
     let Ok(entries) = std::fs::read_dir("/proc") else {
@@ -32,7 +32,7 @@ pub fn marked(value: &str) -> Vec<i32> {
 
 /// Stops every process marked with `value` (and its process group, unless
 /// that group is the host's own); returns how many were found.
-pub fn stop_marked(value: &str) -> usize {
+pub(super) fn stop_marked(value: &str) -> usize {
     let own_group = getpgrp();
     let pids = marked(value);
     for &pid in &pids {

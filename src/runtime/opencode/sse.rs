@@ -11,16 +11,16 @@
 use std::time::Duration;
 
 /// The longest line accepted by default (OpenCode sends each event's JSON on one line).
-pub const MAX_LINE: usize = 16 * 1024 * 1024;
+pub(super) const MAX_LINE: usize = 16 * 1024 * 1024;
 /// The most data one event may carry by default (each `data` line counting
 /// with the LF that joins it).
-pub const MAX_EVENT: usize = 16 * 1024 * 1024;
+pub(super) const MAX_EVENT: usize = 16 * 1024 * 1024;
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// One dispatched event.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Event {
+pub(super) struct Event {
     /// The `event` field, or `message` when there was none.
     pub kind: String,
     /// The `data` lines, joined with LF.
@@ -31,7 +31,7 @@ pub struct Event {
 
 /// Why a stream cannot be parsed further.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SseError {
+pub(super) enum SseError {
     #[error("a line of the event stream is longer than {limit} bytes")]
     LineTooLong { limit: usize },
     #[error("an event of the event stream carries more than {limit} bytes of data")]
@@ -39,7 +39,7 @@ pub enum SseError {
 }
 
 /// Accumulates bytes and yields each complete event.
-pub struct Parser {
+pub(super) struct Parser {
     max_line: usize,
     max_event: usize,
     /// The line read so far (without its ending).
@@ -66,7 +66,7 @@ impl Default for Parser {
 impl Parser {
     /// A parser that fails on a line longer than `max_line` bytes or an
     /// event with more than `max_event` bytes of data.
-    pub fn with_limits(max_line: usize, max_event: usize) -> Parser {
+    pub(super) fn with_limits(max_line: usize, max_event: usize) -> Parser {
         Parser {
             max_line,
             max_event,
@@ -82,13 +82,13 @@ impl Parser {
     }
 
     /// The reconnection time the stream asked for (`retry`), if any.
-    pub fn retry(&self) -> Option<Duration> {
+    pub(super) fn retry(&self) -> Option<Duration> {
         self.retry
     }
 
     /// Feeds bytes; returns every event they complete, or why the stream
     /// cannot be read further (then every later call fails the same way).
-    pub fn feed(&mut self, mut bytes: &[u8]) -> Result<Vec<Event>, SseError> {
+    pub(super) fn feed(&mut self, mut bytes: &[u8]) -> Result<Vec<Event>, SseError> {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }

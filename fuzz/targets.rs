@@ -142,7 +142,7 @@ fn host() -> &'static Host {
                 }],
                 ..PermissionsConfig::default()
             };
-            config.opencode.enabled = openwork_host::runtime::opencode::Enabled::Off;
+            config.opencode.enabled = openwork_host::config::Enabled::Off;
             config.pairing.failure_pause_ms = 0;
             config.pairing.max_failures = u32::MAX;
             config.metrics.telemetry = false;

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use crate::discovery::DiscoveryConfig;
 use crate::pairing::PairingConfig;
 use crate::permissions::PermissionsConfig;
-use crate::runtime::opencode::OpencodeConfig;
+pub use crate::runtime::opencode::{Enabled, OpencodeConfig};
 use crate::transport::DEFAULT_MAX_FRAME;
 use crate::transport::tls::DEFAULT_PORT;
 

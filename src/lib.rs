@@ -39,7 +39,7 @@
 //!
 //! transport (bytes to frames) → [`session`] (one connection: who calls, its
 //! lifecycle, its subscriptions) → [`rpc`] (method table, handlers) → the
-//! domain: [`tasks`] and [`runtime`] (what runs; `execution` is what a
+//! domain: [`tasks`] and `runtime` (what runs; `execution` is what a
 //! running task is), [`permissions`] (what may run), [`pairing`] and
 //! `devices` (who may call), `store` (SQLite), [`health`] and `metrics` (what
 //! the owner sees). `host` opens all of it and serves the listeners;
@@ -48,7 +48,8 @@
 //! Items are `pub(crate)` unless a client, an embedder, the binary, the
 //! tests or the fuzz harness name them: `clock`, `devices`, `execution`,
 //! `host` (but for [`Host`], [`HostCore`] and [`HostError`]), `identity`,
-//! `ids`, `metrics` and `store` are private to the crate, and the
+//! `ids`, `metrics`, `runtime` (its configuration is [`config::Enabled`] and
+//! [`config::OpencodeConfig`]) and `store` are private to the crate, and the
 //! `unreachable_pub` lint keeps what is in them `pub(crate)`.
 
 #![warn(unreachable_pub)]
@@ -71,7 +72,7 @@ pub(crate) mod metrics;
 pub mod pairing;
 pub mod permissions;
 pub mod rpc;
-pub mod runtime;
+pub(crate) mod runtime;
 pub mod schema;
 pub mod session;
 pub(crate) mod store;

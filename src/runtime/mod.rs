@@ -1,3 +1,3 @@
 //! Runtimes other than the built-in runner (which lives in `tasks`).
 
-pub mod opencode;
+pub(crate) mod opencode;

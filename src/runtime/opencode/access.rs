@@ -92,7 +92,7 @@ fn matches(entry: &str, op_id: &str) -> bool {
 
 /// Why calling `op_id` with `params` needs `admin`, or `None` when the
 /// `opencode` scope is enough.
-pub fn needs_admin(op_id: &str, params: &Map<String, Value>) -> Option<&'static str> {
+pub(crate) fn needs_admin(op_id: &str, params: &Map<String, Value>) -> Option<&'static str> {
     if let Some((why, _)) = ADMIN_OPERATIONS
         .iter()
         .find(|(_, ops)| ops.iter().any(|entry| matches(entry, op_id)))
@@ -107,8 +107,10 @@ pub fn needs_admin(op_id: &str, params: &Map<String, Value>) -> Option<&'static 
         .then_some("sets the session's permission rules, which could switch asking off")
 }
 
-/// The operation ids and families that always need `admin`, for the docs.
-pub fn admin_operations() -> impl Iterator<Item = &'static str> {
+/// The operation ids and families that always need `admin` (the README's
+/// list is checked against it).
+#[cfg(test)]
+fn admin_operations() -> impl Iterator<Item = &'static str> {
     ADMIN_OPERATIONS
         .iter()
         .flat_map(|(_, ops)| ops.iter().copied())

@@ -7,12 +7,12 @@
 //! global event stream once. When OpenCode dies, the tasks it was running
 //! fail with a clear error and it is restarted with backoff.
 
-pub mod access;
-pub mod api;
+pub(crate) mod access;
+pub(crate) mod api;
 mod orphans;
-pub mod rules;
+pub(crate) mod rules;
 mod sse;
-pub mod task;
+pub(crate) mod task;
 
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
@@ -30,7 +30,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::execution::reaper::Reaper;
-pub use api::{ApiClient, ApiError, Operation, Operations};
+pub(crate) use api::{ApiClient, ApiError, Operations};
 
 /// Whether to run OpenCode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -76,7 +76,7 @@ impl Default for OpencodeConfig {
 }
 
 /// How to install OpenCode, for messages.
-pub const INSTALL_ACTION: &str = "install OpenCode (`npm install -g opencode-ai`), or set [opencode] binary or url in config.toml, then restart the host";
+pub(crate) const INSTALL_ACTION: &str = "install OpenCode (`npm install -g opencode-ai`), or set [opencode] binary or url in config.toml, then restart the host";
 
 /// Where OpenCode is in its life.
 #[derive(Debug, Clone)]
@@ -213,7 +213,7 @@ pub struct OpenCode {
 
 /// Where OpenCode would come from, as config.toml and PATH say.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Located {
+pub(crate) enum Located {
     /// `enabled = "off"`.
     Off,
     /// A running server to use.
@@ -225,7 +225,7 @@ pub enum Located {
 }
 
 /// Finds OpenCode without starting it (also used by `doctor` while the host is down).
-pub fn locate(config: &OpencodeConfig) -> Located {
+pub(crate) fn locate(config: &OpencodeConfig) -> Located {
     match (&config.enabled, &config.url, &config.binary) {
         (Enabled::Off, _, _) => Located::Off,
         (_, Some(url), _) => Located::Url(url.clone()),

@@ -20,7 +20,7 @@ use crate::permissions::glob_matches;
 /// A rule's action.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Action {
+pub(crate) enum Action {
     Allow,
     Ask,
     Deny,
@@ -28,7 +28,7 @@ pub enum Action {
 
 /// One OpenCode permission rule.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Rule {
+pub(crate) struct Rule {
     pub permission: String,
     pub pattern: String,
     pub action: Action,
@@ -50,7 +50,7 @@ const WATCHED: [&str; 2] = ["bash", "task"];
 
 /// Reads a ruleset (`[{permission, pattern, action}]`), skipping entries it
 /// does not understand.
-pub fn parse(value: &Value) -> Vec<Rule> {
+pub(crate) fn parse(value: &Value) -> Vec<Rule> {
     value
         .as_array()
         .into_iter()
@@ -63,7 +63,7 @@ pub fn parse(value: &Value) -> Vec<Rule> {
 /// `task` ask, whatever OpenCode's configuration says, followed by copies of
 /// the deny rules for them that were in force (`own`), so that OpenCode
 /// itself still refuses what it refused before.
-pub fn host_rules(own: &[Rule]) -> Vec<Rule> {
+pub(crate) fn host_rules(own: &[Rule]) -> Vec<Rule> {
     let mut rules: Vec<Rule> = WATCHED
         .iter()
         .map(|p| Rule::new(p, "*", Action::Ask))
@@ -82,7 +82,7 @@ pub fn host_rules(own: &[Rule]) -> Vec<Rule> {
 
 /// A session's rules without what an earlier host task appended, as far as
 /// they can be told apart: the two catch-all asks.
-pub fn without_host_rules(rules: &[Rule]) -> Vec<Rule> {
+pub(crate) fn without_host_rules(rules: &[Rule]) -> Vec<Rule> {
     rules
         .iter()
         .filter(|r| {
@@ -96,7 +96,7 @@ pub fn without_host_rules(rules: &[Rule]) -> Vec<Rule> {
 
 /// OpenCode's wildcard: `*` any run of characters, `?` one, and a trailing
 /// ` *` may also match nothing (`ls *` covers `ls`).
-pub fn wildcard(pattern: &str, text: &str) -> bool {
+pub(crate) fn wildcard(pattern: &str, text: &str) -> bool {
     glob_matches(pattern, text)
         || pattern
             .strip_suffix(" *")
@@ -105,7 +105,7 @@ pub fn wildcard(pattern: &str, text: &str) -> bool {
 
 /// What `rules` say about `permission` on `pattern`: the last match wins,
 /// and without one OpenCode asks.
-pub fn evaluate(rules: &[Rule], permission: &str, pattern: &str) -> Action {
+pub(crate) fn evaluate(rules: &[Rule], permission: &str, pattern: &str) -> Action {
     rules
         .iter()
         .rev()
@@ -115,7 +115,7 @@ pub fn evaluate(rules: &[Rule], permission: &str, pattern: &str) -> Action {
 
 /// OpenCode's answer to an ask with several patterns: any denied denies it,
 /// any asked asks.
-pub fn verdict(rules: &[Rule], permission: &str, patterns: &[String]) -> Action {
+pub(crate) fn verdict(rules: &[Rule], permission: &str, patterns: &[String]) -> Action {
     let actions: Vec<Action> = if patterns.is_empty() {
         vec![evaluate(rules, permission, "*")]
     } else {
@@ -137,7 +137,7 @@ pub fn verdict(rules: &[Rule], permission: &str, patterns: &[String]) -> Action 
 /// it): then the host sees each one. The last catch-all rule for `bash`
 /// decides every command no later rule names, so it must not allow, and no
 /// later rule may allow some.
-pub fn every_command_asks(rules: &[Rule]) -> bool {
+pub(crate) fn every_command_asks(rules: &[Rule]) -> bool {
     let bash: Vec<&Rule> = rules
         .iter()
         .filter(|r| wildcard(&r.permission, "bash"))

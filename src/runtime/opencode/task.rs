@@ -32,7 +32,7 @@ use crate::protocol::{Decision, LogStream, TaskStatus};
 use crate::store::StoreError;
 
 /// What to send to OpenCode.
-pub struct PromptJob {
+pub(crate) struct PromptJob {
     pub prompt: String,
     pub session_id: Option<String>,
     /// `provider/model`.
@@ -47,7 +47,7 @@ pub struct PromptJob {
 }
 
 /// What the prompt task works with.
-pub struct PromptContext<'a> {
+pub(crate) struct PromptContext<'a> {
     pub opencode: &'a Arc<OpenCode>,
     pub permissions: &'a Arc<Permissions>,
     pub live: &'a Arc<TaskLive>,
@@ -96,7 +96,7 @@ enum Step {
 }
 
 /// Runs a prompt to the end of the session's turn.
-pub async fn run(mut job: PromptJob, sink: &mut Sink, ctx: PromptContext<'_>) -> Outcome {
+pub(crate) async fn run(mut job: PromptJob, sink: &mut Sink, ctx: PromptContext<'_>) -> Outcome {
     let ready = tokio::select! {
         ready = ctx.opencode.ready(Duration::from_secs(90)) => ready,
         _ = ctx.live.cancel.cancelled() => return Outcome::ended(TaskStatus::Cancelled, "cancelled before OpenCode was ready"),

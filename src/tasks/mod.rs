@@ -9,12 +9,14 @@ pub use crate::execution::{chunk, reaper};
 
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -707,7 +709,13 @@ pub fn canonical_roots(config: &TasksConfig) -> Vec<PathBuf> {
 }
 
 /// The policy gate: `None` to go on, or how the task ends without running.
-async fn gate(inner: &Inner, live: &Arc<TaskLive>, sink: &mut Sink, job: &Job) -> Option<Outcome> {
+async fn gate(
+    inner: &Inner,
+    live: &Arc<TaskLive>,
+    sink: &mut Sink,
+    job: &Job,
+    place: &mut Option<Place>,
+) -> Option<Outcome> {
     let line = job.program.command_line();
     let check = match inner
         .permissions
@@ -735,6 +743,8 @@ async fn gate(inner: &Inner, live: &Arc<TaskLive>, sink: &mut Sink, job: &Job) -
         }
         Check::Ask(findings) => findings,
     };
+    // No slot is held (or waited for) while a person decides.
+    *place = None;
     // The request follows the status change in every follower's feed.
     let _ = sink
         .status(TaskStatus::WaitingPermission, StatusChange::default())
@@ -789,12 +799,17 @@ async fn drive(inner: Arc<Inner>, live: Arc<TaskLive>, work: Work) {
 /// The one path every task takes: the policy gate (built-in commands only:
 /// OpenCode asks per action, while it runs), then a slot, then its runtime.
 async fn execute(inner: &Inner, live: &Arc<TaskLive>, sink: &mut Sink, work: Work) -> Outcome {
+    // The task takes its place in the queue for a slot now, before the policy
+    // check (which runs on a worker and may finish in any order), so that
+    // tasks start in the order they were asked for. A task that must ask a
+    // person gives its place up while it waits (see `gate`).
+    let mut place = Some(Place::take(inner));
     if let Work::Command(job) = &work
-        && let Some(outcome) = gate(inner, live, sink, job).await
+        && let Some(outcome) = gate(inner, live, sink, job, &mut place).await
     {
         return outcome;
     }
-    let _slot = match admit(inner, live).await {
+    let _slot = match admit(inner, live, place).await {
         Ok(slot) => slot,
         Err(outcome) => return outcome,
     };
@@ -821,20 +836,48 @@ async fn execute(inner: &Inner, live: &Arc<TaskLive>, sink: &mut Sink, work: Wor
     }
 }
 
+/// A task's place in the queue for a slot: the slot itself when one was free,
+/// or the wait for one, which keeps its place in line (the semaphore is fair).
+enum Place {
+    Taken(OwnedSemaphorePermit),
+    Waiting(Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, AcquireError>> + Send>>),
+}
+
+impl Place {
+    /// Joins the queue now: the wait is polled once, which puts it in line.
+    fn take(inner: &Inner) -> Place {
+        let mut wait = Box::pin(Arc::clone(&inner.slots).acquire_owned());
+        match futures::FutureExt::now_or_never(wait.as_mut()) {
+            Some(Ok(permit)) => Place::Taken(permit),
+            _ => Place::Waiting(wait),
+        }
+    }
+}
+
 /// Admission, the same for every runtime: a task starts once one of the
-/// `max_concurrent` slots is free and stays `queued` until then. The slot is
-/// held until the task ends; a task cancelled (or a host stopping) while it
-/// waits ends without starting.
-async fn admit(inner: &Inner, live: &TaskLive) -> Result<OwnedSemaphorePermit, Outcome> {
+/// `max_concurrent` slots is free and stays `queued` until then, in the order
+/// tasks joined the queue (`place`, or the back of the queue without one).
+/// The slot is held until the task ends; a task cancelled (or a host
+/// stopping) while it waits ends without starting.
+async fn admit(
+    inner: &Inner,
+    live: &TaskLive,
+    place: Option<Place>,
+) -> Result<OwnedSemaphorePermit, Outcome> {
     let shut_down = || {
         Outcome::ended(
             TaskStatus::Interrupted,
             "the host shut down before the task started",
         )
     };
+    let wait = match place {
+        Some(Place::Taken(permit)) => return Ok(permit),
+        Some(Place::Waiting(wait)) => wait,
+        None => Box::pin(Arc::clone(&inner.slots).acquire_owned()),
+    };
     tokio::select! {
         // The semaphore is never closed; were it, the host would be stopping.
-        permit = Arc::clone(&inner.slots).acquire_owned() => permit.map_err(|_| shut_down()),
+        permit = wait => permit.map_err(|_| shut_down()),
         _ = live.cancel.cancelled() => {
             Err(Outcome::ended(TaskStatus::Cancelled, "cancelled before it started"))
         }

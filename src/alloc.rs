@@ -39,7 +39,7 @@ pub fn keep_freed_memory() -> bool {
 
 /// Returns freed memory to the kernel now (when no task is streaming, say).
 /// A no-op where the C library is not glibc.
-pub fn give_back_freed_memory() {
+pub(crate) fn give_back_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only releases free memory, under glibc's arena locks.
     unsafe {

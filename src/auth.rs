@@ -26,12 +26,12 @@ pub enum Principal {
 
 impl Principal {
     /// Whether the principal has authenticated (or needs no authentication).
-    pub fn is_authenticated(&self) -> bool {
+    pub(crate) fn is_authenticated(&self) -> bool {
         !matches!(self, Principal::Anonymous)
     }
 
     /// Whether the principal holds `scope`.
-    pub fn has(&self, scope: Scope) -> bool {
+    pub(crate) fn has(&self, scope: Scope) -> bool {
         match self {
             Principal::Local => true,
             Principal::Anonymous => false,
@@ -40,7 +40,7 @@ impl Principal {
     }
 
     /// The scopes held.
-    pub fn scopes(&self) -> Vec<Scope> {
+    pub(crate) fn scopes(&self) -> Vec<Scope> {
         match self {
             Principal::Local => Scope::ALL.to_vec(),
             Principal::Anonymous => Vec::new(),
@@ -49,7 +49,7 @@ impl Principal {
     }
 
     /// A stable key naming the principal in stored records ("local" or "device:ID").
-    pub fn key(&self) -> String {
+    pub(crate) fn key(&self) -> String {
         match self {
             Principal::Local => "local".to_owned(),
             Principal::Anonymous => "anonymous".to_owned(),
@@ -59,10 +59,10 @@ impl Principal {
 }
 
 /// How long an `auth.challenge` nonce may be used.
-pub const CHALLENGE_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+pub(crate) const CHALLENGE_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A fresh nonce for `auth.challenge`: 32 random bytes, base64url without padding.
-pub fn new_nonce() -> String {
+pub(crate) fn new_nonce() -> String {
     let mut bytes = [0u8; 32];
     rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
     URL_SAFE_NO_PAD.encode(bytes)
@@ -71,7 +71,12 @@ pub fn new_nonce() -> String {
 /// What a browser signs to authenticate on a connection: the host, the
 /// page's origin and the connection's nonce, so that a signature works once,
 /// for one host, from one origin.
-pub fn browser_auth_message(host_id: &str, origin: &str, nonce: &str, device_id: &str) -> String {
+pub(crate) fn browser_auth_message(
+    host_id: &str,
+    origin: &str,
+    nonce: &str,
+    device_id: &str,
+) -> String {
     format!("openwork-browser-auth-v1\n{host_id}\n{origin}\n{nonce}\n{device_id}")
 }
 
@@ -83,13 +88,13 @@ pub fn browser_auth_message(host_id: &str, origin: &str, nonce: &str, device_id:
 pub struct BadPublicKey;
 
 /// Parses a browser's public key: SPKI DER of a P-256 key.
-pub fn parse_public_key(spki_der: &[u8]) -> Result<p256::ecdsa::VerifyingKey, BadPublicKey> {
+pub(crate) fn parse_public_key(spki_der: &[u8]) -> Result<p256::ecdsa::VerifyingKey, BadPublicKey> {
     p256::ecdsa::VerifyingKey::from_public_key_der(spki_der).map_err(|_| BadPublicKey)
 }
 
 /// Whether `signature` (base64url of the raw 64-byte r||s WebCrypto gives)
 /// is a P-256/SHA-256 signature of `message` under `spki_der`.
-pub fn verify_browser_signature(spki_der: &[u8], message: &[u8], signature: &str) -> bool {
+pub(crate) fn verify_browser_signature(spki_der: &[u8], message: &[u8], signature: &str) -> bool {
     let Ok(key) = parse_public_key(spki_der) else {
         return false;
     };

@@ -201,9 +201,9 @@ impl Default for TasksConfig {
 }
 
 /// The longest OpenCode may take to start: an hour.
-pub const MAX_STARTUP_TIMEOUT_S: u64 = 3600;
+pub(crate) const MAX_STARTUP_TIMEOUT_S: u64 = 3600;
 /// The longest a permission request may wait for an answer: a week.
-pub const MAX_REQUEST_TIMEOUT_S: u64 = 7 * 24 * 3600;
+pub(crate) const MAX_REQUEST_TIMEOUT_S: u64 = 7 * 24 * 3600;
 
 /// A configuration file that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -331,7 +331,7 @@ impl Config {
     }
 
     /// The host's friendly name.
-    pub fn host_name(&self) -> String {
+    pub(crate) fn host_name(&self) -> String {
         self.host.name.clone().unwrap_or_else(|| {
             nix::unistd::gethostname()
                 .ok()

@@ -89,7 +89,7 @@ impl DataDir {
     /// existing dir is used as it is (its mode is never changed: `--data-dir
     /// /tmp` must not strip /tmp's sticky bit), provided it is a directory of
     /// ours that no one else may write to.
-    pub fn create(&self) -> Result<(), DataDirError> {
+    pub(crate) fn create(&self) -> Result<(), DataDirError> {
         let path = self.root.display().to_string();
         let me = nix::unistd::geteuid().as_raw();
         let meta = match std::fs::metadata(&self.root) {
@@ -149,7 +149,7 @@ impl DataDir {
     pub fn root(&self) -> &Path {
         &self.root
     }
-    pub fn database(&self) -> PathBuf {
+    pub(crate) fn database(&self) -> PathBuf {
         self.root.join("host.db")
     }
     pub fn config(&self) -> PathBuf {
@@ -158,13 +158,13 @@ impl DataDir {
     pub fn socket(&self) -> PathBuf {
         self.root.join("host.sock")
     }
-    pub fn lock_file(&self) -> PathBuf {
+    pub(crate) fn lock_file(&self) -> PathBuf {
         self.root.join("host.lock")
     }
 
     /// Takes the exclusive lock that says "a host is running on this dir",
     /// recording our pid in it. Held until the returned guard is dropped.
-    pub fn lock(&self) -> Result<DataDirLock, DataDirError> {
+    pub(crate) fn lock(&self) -> Result<DataDirLock, DataDirError> {
         let path = self.lock_file();
         let shown = path.display().to_string();
         let file = OpenOptions::new()
@@ -216,7 +216,7 @@ pub fn user_name(uid: u32) -> String {
 }
 
 /// Holds the data dir's lock.
-pub struct DataDirLock {
+pub(crate) struct DataDirLock {
     _lock: Flock<File>,
 }
 

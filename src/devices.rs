@@ -74,7 +74,7 @@ impl Device {
 
 /// The device table.
 #[derive(Clone)]
-pub struct Devices {
+pub(crate) struct Devices {
     store: Store,
 }
 
@@ -105,13 +105,13 @@ fn device_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Device> {
 const COLUMNS: &str = "id, name, scopes, paired_at, last_seen_at, last_address, revoked_at";
 
 impl Devices {
-    pub fn new(store: Store) -> Devices {
+    pub(crate) fn new(store: Store) -> Devices {
         Devices { store }
     }
 
     /// Creates a device with a fresh 256-bit token; returns the device and the
     /// token, which is never stored and cannot be shown again.
-    pub async fn create(
+    pub(crate) async fn create(
         &self,
         name: &str,
         scopes: &[Scope],
@@ -135,7 +135,7 @@ impl Devices {
 
     /// Creates a browser's device, whose credential is the P-256 public key
     /// `public_key` (SPKI DER): it has no token.
-    pub async fn create_with_key(
+    pub(crate) async fn create_with_key(
         &self,
         name: &str,
         scopes: &[Scope],
@@ -148,7 +148,7 @@ impl Devices {
 
     /// Creates the owner's console: a browser's device (a key, no token)
     /// whose id marks it as the owner's (`is_console`).
-    pub async fn create_console(
+    pub(crate) async fn create_console(
         &self,
         name: &str,
         scopes: &[Scope],
@@ -179,7 +179,7 @@ impl Devices {
     /// The device if `token` is its credential and it is not revoked. The
     /// comparison of hashes is constant-time. A device with a public key
     /// takes no token.
-    pub async fn authenticate(
+    pub(crate) async fn authenticate(
         &self,
         device_id: &str,
         token: &str,
@@ -197,7 +197,7 @@ impl Devices {
 
     /// The device if `verify` accepts a signature under its public key and it
     /// is not revoked. A device with a token has no key, and is refused.
-    pub async fn authenticate_signed(
+    pub(crate) async fn authenticate_signed(
         &self,
         device_id: &str,
         address: &str,
@@ -245,7 +245,7 @@ impl Devices {
     }
 
     /// Every device, paired first first.
-    pub async fn list(&self) -> Result<Vec<Device>, StoreError> {
+    pub(crate) async fn list(&self) -> Result<Vec<Device>, StoreError> {
         self.store
             .read(|c| {
                 let mut stmt = c.prepare(&format!(
@@ -258,7 +258,7 @@ impl Devices {
     }
 
     /// Revokes a device; `None` if there is no such device.
-    pub async fn revoke(&self, device_id: &str) -> Result<Option<Device>, StoreError> {
+    pub(crate) async fn revoke(&self, device_id: &str) -> Result<Option<Device>, StoreError> {
         let (id, now) = (device_id.to_owned(), clock::now_ms());
         self.store
             .write(move |c| {
@@ -277,7 +277,7 @@ impl Devices {
     }
 
     /// Deletes a device that never got its credential (the client left before approval).
-    pub async fn discard(&self, device_id: &str) -> Result<(), StoreError> {
+    pub(crate) async fn discard(&self, device_id: &str) -> Result<(), StoreError> {
         let id = device_id.to_owned();
         self.store
             .write(move |c| c.execute("DELETE FROM devices WHERE id = ?1", [id]))
@@ -286,7 +286,7 @@ impl Devices {
     }
 
     /// Records a pairing attempt for the operator's history.
-    pub async fn record_attempt(
+    pub(crate) async fn record_attempt(
         &self,
         address: &str,
         device_name: &str,

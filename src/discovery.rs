@@ -65,7 +65,7 @@ impl Default for DiscoveryConfig {
 
 impl DiscoveryConfig {
     /// Checks the settings; the message names the key.
-    pub fn validate(&self) -> Result<(), String> {
+    pub(crate) fn validate(&self) -> Result<(), String> {
         if let Some(bad) = self.interfaces.iter().find(|name| {
             name.is_empty() || name.len() > 15 || name.contains(|c: char| c.is_whitespace())
         }) {
@@ -79,7 +79,7 @@ impl DiscoveryConfig {
 
 /// What the host advertises.
 #[derive(Debug, Clone)]
-pub struct Advertisement {
+pub(crate) struct Advertisement {
     /// The friendly name; becomes the instance name.
     pub name: String,
     pub host_id: String,
@@ -117,14 +117,14 @@ enum State {
 }
 
 /// The host's mDNS advertiser.
-pub struct Discovery {
+pub(crate) struct Discovery {
     config: DiscoveryConfig,
     state: Mutex<State>,
 }
 
 impl Discovery {
     /// An advertiser that has not started (state `off`).
-    pub fn new(config: DiscoveryConfig) -> Arc<Discovery> {
+    pub(crate) fn new(config: DiscoveryConfig) -> Arc<Discovery> {
         Arc::new(Discovery {
             config,
             state: Mutex::new(State::Off {
@@ -133,7 +133,7 @@ impl Discovery {
         })
     }
 
-    pub fn config(&self) -> &DiscoveryConfig {
+    pub(crate) fn config(&self) -> &DiscoveryConfig {
         &self.config
     }
 
@@ -146,7 +146,7 @@ impl Discovery {
     }
 
     /// Records that discovery is off on purpose, and why.
-    pub fn turn_off(&self, reason: &str) {
+    pub(crate) fn turn_off(&self, reason: &str) {
         tracing::info!("not advertising on the LAN: {reason}");
         self.set(State::Off {
             reason: reason.to_owned(),
@@ -154,12 +154,12 @@ impl Discovery {
     }
 
     /// Whether advertising failed (the host is then `degraded`).
-    pub fn failed(&self) -> bool {
+    pub(crate) fn failed(&self) -> bool {
         matches!(self.get(), State::Failed { .. })
     }
 
     /// The `discovery` member of `health.get`.
-    pub fn health(&self) -> DiscoveryHealth {
+    pub(crate) fn health(&self) -> DiscoveryHealth {
         let service = SERVICE_TYPE.to_owned();
         match self.get() {
             State::Off { reason } => DiscoveryHealth {
@@ -199,7 +199,7 @@ impl Discovery {
 
     /// Starts advertising `ad` until `shutdown`, following the pairing
     /// window for the `pair` flag. Never fails: a problem shows in `health`.
-    pub fn start(
+    pub(crate) fn start(
         self: &Arc<Self>,
         ad: Advertisement,
         pairing: Arc<Pairing>,
@@ -519,7 +519,7 @@ fn txt_record(ad: &Advertisement, pair_open: bool) -> Vec<(&'static str, String)
 /// The instance name for a friendly name: one label of at most 63 bytes of
 /// UTF-8 with no control characters (RFC 6763 §4.1.1), cut at a character
 /// boundary.
-pub fn instance_name(friendly: &str) -> String {
+pub(crate) fn instance_name(friendly: &str) -> String {
     let cleaned: String = friendly
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })

@@ -16,19 +16,19 @@ use crate::runtime::opencode::RuntimeState;
 use crate::runtime::opencode::{self, Enabled, INSTALL_ACTION, Located, OpencodeConfig};
 
 /// The store accepts a write.
-pub const STORE: &str = "store";
+pub(crate) const STORE: &str = "store";
 /// The data dir's file system has room.
-pub const DISK: &str = "disk";
+pub(crate) const DISK: &str = "disk";
 /// The host accepts connections where it should.
-pub const LISTENERS: &str = "listeners";
+pub(crate) const LISTENERS: &str = "listeners";
 /// The host announces itself on the LAN.
-pub const MDNS: &str = "mdns";
+pub(crate) const MDNS: &str = "mdns";
 /// The built-in runner can run tasks.
-pub const BUILTIN: &str = "runtime.builtin";
+pub(crate) const BUILTIN: &str = "runtime.builtin";
 /// OpenCode is there when it is wanted.
-pub const OPENCODE: &str = "runtime.opencode";
+pub(crate) const OPENCODE: &str = "runtime.opencode";
 /// No burst of failed authentications or handshakes.
-pub const RECENT_FAILURES: &str = "recent_failures";
+pub(crate) const RECENT_FAILURES: &str = "recent_failures";
 /// (doctor) The daemon runs.
 pub const DAEMON: &str = "daemon";
 /// (doctor) The data dir is usable and private.
@@ -37,9 +37,9 @@ pub const DATA_DIR: &str = "data_dir";
 pub const CONFIG: &str = "config";
 
 /// Failed authentications in the recent window that make the check fail.
-pub const AUTH_ALARM: usize = 10;
+pub(crate) const AUTH_ALARM: usize = 10;
 /// Failed TLS handshakes in the recent window that make the check fail.
-pub const HANDSHAKE_ALARM: usize = 20;
+pub(crate) const HANDSHAKE_ALARM: usize = 20;
 
 const MIB: u64 = 1024 * 1024;
 
@@ -56,7 +56,7 @@ pub fn overall(checks: &[HealthCheck]) -> &'static str {
 }
 
 /// Bytes as `512 B`, `12.3 MiB`, `4.1 GiB`.
-pub fn bytes(n: u64) -> String {
+pub(crate) fn bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = n as f64;
     let mut unit = 0;
@@ -72,7 +72,7 @@ pub fn bytes(n: u64) -> String {
 }
 
 /// The outcome of a test write to the store.
-pub fn store(db: &Path, probe: &Result<Duration, String>) -> HealthCheck {
+pub(crate) fn store(db: &Path, probe: &Result<Duration, String>) -> HealthCheck {
     match probe {
         Ok(took) => HealthCheck::pass(
             STORE,
@@ -90,7 +90,7 @@ pub fn store(db: &Path, probe: &Result<Duration, String>) -> HealthCheck {
 }
 
 /// Free space (and inodes) on the file system that holds `dir`.
-pub fn disk(dir: &Path, min_free_mb: u64) -> HealthCheck {
+pub(crate) fn disk(dir: &Path, min_free_mb: u64) -> HealthCheck {
     let where_ = dir.display();
     let stat = match nix::sys::statvfs::statvfs(dir) {
         Ok(stat) => stat,
@@ -139,7 +139,7 @@ pub fn disk(dir: &Path, min_free_mb: u64) -> HealthCheck {
 
 /// A listener as the health check sees it.
 #[derive(Debug, Clone)]
-pub struct ListenerState {
+pub(crate) struct ListenerState {
     /// `tls` or `unix`.
     pub transport: String,
     pub address: String,
@@ -149,7 +149,7 @@ pub struct ListenerState {
 
 /// Whether the host accepts connections where it was asked to.
 /// `network` is false when no TLS listener was asked for (`--listen none`, or an in-process host).
-pub fn listeners(states: &[ListenerState], network: bool) -> HealthCheck {
+pub(crate) fn listeners(states: &[ListenerState], network: bool) -> HealthCheck {
     let restart = "restart the host (`openwork-host serve`); its log says why";
     if let Some(dead) = states.iter().find(|l| !l.accepting) {
         return HealthCheck::fail(
@@ -200,7 +200,7 @@ fn is_socket(path: &Path) -> bool {
 
 /// mDNS: whether the host is advertised on the LAN. Off is fine (devices
 /// connect by address or the pairing QR code); a failure is a warning.
-pub fn mdns(discovery: &DiscoveryHealth) -> HealthCheck {
+pub(crate) fn mdns(discovery: &DiscoveryHealth) -> HealthCheck {
     let instance = discovery.instance.as_deref().unwrap_or("this host");
     match discovery.state.as_str() {
         "advertising" => HealthCheck::pass(
@@ -236,7 +236,7 @@ pub fn mdns(discovery: &DiscoveryHealth) -> HealthCheck {
 }
 
 /// The built-in runner: a usable workspace root and `/bin/sh`.
-pub fn builtin(roots: &[PathBuf]) -> HealthCheck {
+pub(crate) fn builtin(roots: &[PathBuf]) -> HealthCheck {
     let fix_roots = "create the directory, or set [tasks] workspace_roots in config.toml, then restart the host";
     let missing: Vec<String> = roots
         .iter()
@@ -299,7 +299,7 @@ fn install_action(config: &OpencodeConfig) -> String {
 }
 
 /// OpenCode, as the running host sees it.
-pub fn opencode(state: &RuntimeState, config: &OpencodeConfig, log: &Path) -> HealthCheck {
+pub(crate) fn opencode(state: &RuntimeState, config: &OpencodeConfig, log: &Path) -> HealthCheck {
     let severity = CheckSeverity::Warning;
     match state {
         RuntimeState::Off => {
@@ -378,7 +378,7 @@ pub fn opencode_offline(config: &OpencodeConfig) -> HealthCheck {
 }
 
 /// Bursts of failed authentications or TLS handshakes.
-pub fn recent_failures(recent: RecentCounts) -> HealthCheck {
+pub(crate) fn recent_failures(recent: RecentCounts) -> HealthCheck {
     let minutes = RECENT_WINDOW.as_secs() / 60;
     let mut counts = format!(
         "{} failed authentication(s) (a device credential that matched no paired device) and {} failed TLS handshake(s) in the last {minutes} min",
@@ -691,7 +691,6 @@ mod tests {
         let restarting = RuntimeState::Restarting {
             attempt: 2,
             reason: "OpenCode refused the host's credentials (401)".into(),
-            next_try: std::time::Instant::now(),
         };
         let log = Path::new("/data/opencode.log");
         let managed = opencode(&restarting, &OpencodeConfig::default(), log);

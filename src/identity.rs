@@ -47,7 +47,7 @@ pub enum IdentityError {
 
 /// The host's key, certificate and the names derived from them.
 #[derive(Clone)]
-pub struct Identity {
+pub(crate) struct Identity {
     /// base32 SHA-256 of the public key.
     pub host_id: String,
     /// hex SHA-256 of the certificate (DER).
@@ -68,7 +68,10 @@ impl std::fmt::Debug for Identity {
 
 impl Identity {
     /// Loads the key and certificate, making whichever is missing.
-    pub fn load_or_create(dir: &DataDir, host_name: &str) -> Result<Identity, IdentityError> {
+    pub(crate) fn load_or_create(
+        dir: &DataDir,
+        host_name: &str,
+    ) -> Result<Identity, IdentityError> {
         let key_path = dir.root().join("host.key");
         let cert_path = dir.root().join("host.crt");
         let key = match std::fs::read_to_string(&key_path) {
@@ -157,7 +160,7 @@ fn io_error(path: &Path, source: std::io::Error) -> IdentityError {
 }
 
 /// The owner's certificate for browsers, reloaded when its files change.
-pub struct OwnerCertificate {
+pub(crate) struct OwnerCertificate {
     cert_path: PathBuf,
     key_path: PathBuf,
     loaded: RwLock<LoadedCertificate>,
@@ -184,7 +187,10 @@ fn modified(path: &Path) -> Option<SystemTime> {
 
 impl OwnerCertificate {
     /// Loads the chain and key; an error names the file and what is wrong.
-    pub fn load(cert_path: &Path, key_path: &Path) -> Result<OwnerCertificate, IdentityError> {
+    pub(crate) fn load(
+        cert_path: &Path,
+        key_path: &Path,
+    ) -> Result<OwnerCertificate, IdentityError> {
         let loaded = load_pair(cert_path, key_path)?;
         Ok(OwnerCertificate {
             cert_path: cert_path.to_owned(),
@@ -194,18 +200,18 @@ impl OwnerCertificate {
     }
 
     /// The certificate and key to present.
-    pub fn current(&self) -> Arc<CertifiedKey> {
+    pub(crate) fn current(&self) -> Arc<CertifiedKey> {
         Arc::clone(&self.loaded.read().key)
     }
 
     /// The DNS names the certificate is for.
-    pub fn names(&self) -> Vec<String> {
+    pub(crate) fn names(&self) -> Vec<String> {
         self.loaded.read().names.clone()
     }
 
     /// Reads the files again if either changed since the last load. `Ok(true)`
     /// when a new certificate is in use; on an error the old one stays.
-    pub fn reload_if_changed(&self) -> Result<bool, IdentityError> {
+    pub(crate) fn reload_if_changed(&self) -> Result<bool, IdentityError> {
         let stamp = (modified(&self.cert_path), modified(&self.key_path));
         if self.loaded.read().stamp == stamp {
             return Ok(false);

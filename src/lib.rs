@@ -46,9 +46,11 @@
 //! [`discovery`] advertises it on the LAN.
 //!
 //! Items are `pub(crate)` unless a client, an embedder, the binary, the
-//! tests or the fuzz harness name them: `clock`, `devices`, `execution`,
-//! `host` (but for [`Host`], [`HostCore`] and [`HostError`]), `identity`,
-//! `ids`, `metrics`, `runtime` (its configuration is [`config::Enabled`] and
+//! tests, the benchmarks or the fuzz harness name them (or a public item's
+//! signature does): every `pub` left in the modules above is named from
+//! outside the crate. `clock`, `devices`, `execution`, `host` (but for
+//! [`Host`], [`HostCore`] and [`HostError`]), `identity`, `ids`, `metrics`,
+//! `runtime` (its settings are [`config::Enabled`] and
 //! [`config::OpencodeConfig`]) and `store` are private to the crate, and the
 //! `unreachable_pub` lint keeps what is in them `pub(crate)`.
 

@@ -61,7 +61,7 @@ struct RecentFailures {
 
 /// Failures in the recent window, for the health panel.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RecentCounts {
+pub(crate) struct RecentCounts {
     pub auth_failures: usize,
     pub handshake_failures: usize,
     /// The last failed credential: from where, for which device id (escaped).

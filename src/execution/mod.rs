@@ -20,14 +20,14 @@ pub(crate) use records::StatusChange;
 pub(crate) use sink::Sink;
 
 /// How a task ended.
-pub struct Outcome {
+pub(crate) struct Outcome {
     pub status: TaskStatus,
     pub change: StatusChange,
 }
 
 impl Outcome {
     /// A task that ended without running (or running further), for `error`.
-    pub fn ended(status: TaskStatus, error: impl Into<String>) -> Outcome {
+    pub(crate) fn ended(status: TaskStatus, error: impl Into<String>) -> Outcome {
         Outcome {
             status,
             change: StatusChange {
@@ -38,7 +38,7 @@ impl Outcome {
         }
     }
 
-    pub fn failed(error: String) -> Outcome {
+    pub(crate) fn failed(error: String) -> Outcome {
         Outcome {
             status: TaskStatus::Failed,
             change: StatusChange {
@@ -53,7 +53,7 @@ impl Outcome {
 /// the task, in order with its other notifications. `crate::permissions`
 /// publishes through this and never reaches into a task; `TaskLive` is the
 /// board every task has.
-pub trait RequestBoard: Send + Sync {
+pub(crate) trait RequestBoard: Send + Sync {
     /// The task the requests are about.
     fn task_id(&self) -> &str;
     /// A request waits for an answer: its `permission.request` frame.

@@ -29,7 +29,7 @@ pub(crate) struct NewTask {
 
 /// A change of a task's status, with what goes with it.
 #[derive(Debug, Clone, Default)]
-pub struct StatusChange {
+pub(crate) struct StatusChange {
     pub exit_code: Option<i32>,
     pub signal: Option<String>,
     pub error: Option<String>,

@@ -14,7 +14,7 @@ use crate::protocol::{LogStream, TaskStatus, TaskUpdate};
 use crate::store::{Store, StoreError};
 
 /// Writes one task's output and status, assigning seqs in order.
-pub struct Sink {
+pub(crate) struct Sink {
     store: Store,
     live: Arc<TaskLive>,
     next_seq: u64,
@@ -22,7 +22,7 @@ pub struct Sink {
 }
 
 impl Sink {
-    pub fn new(store: Store, live: Arc<TaskLive>) -> Sink {
+    pub(crate) fn new(store: Store, live: Arc<TaskLive>) -> Sink {
         let next_seq = live.committed_seq() + 1;
         Sink {
             store,
@@ -32,12 +32,12 @@ impl Sink {
         }
     }
 
-    pub fn live(&self) -> &Arc<TaskLive> {
+    pub(crate) fn live(&self) -> &Arc<TaskLive> {
         &self.live
     }
 
     /// Queues a chunk; it reaches subscribers once committed.
-    pub async fn chunk(&mut self, stream: LogStream, data: Bytes) -> Result<(), StoreError> {
+    pub(crate) async fn chunk(&mut self, stream: LogStream, data: Bytes) -> Result<(), StoreError> {
         if data.is_empty() {
             return Ok(());
         }
@@ -65,7 +65,7 @@ impl Sink {
     }
 
     /// Queues a status change; the receiver learns when it is committed.
-    pub async fn status(
+    pub(crate) async fn status(
         &mut self,
         status: TaskStatus,
         change: StatusChange,

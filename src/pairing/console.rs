@@ -25,15 +25,15 @@ use crate::protocol::{ConsoleEnrolParams, ConsoleLink, PairingResult};
 use crate::store::StoreError;
 
 /// How long a link works when `ui` gives no `--ttl`.
-pub const DEFAULT_TTL_S: u64 = 120;
+pub(crate) const DEFAULT_TTL_S: u64 = 120;
 /// The shortest and longest a link may work.
-pub const TTL_RANGE_S: (u64, u64) = (1, 600);
+pub(crate) const TTL_RANGE_S: (u64, u64) = (1, 600);
 /// Links remembered at once (used and expired ones are kept a while to say so).
 const MAX_LINKS: usize = 64;
 /// How long a used or expired link is remembered, to say "used" or "expired".
 const REMEMBER: Duration = Duration::from_secs(3600);
 /// The device name when the browser gives none.
-pub const DEFAULT_NAME: &str = "Owner's console";
+pub(crate) const DEFAULT_NAME: &str = "Owner's console";
 
 /// Why a console link call failed.
 #[derive(Debug, thiserror::Error)]
@@ -134,7 +134,7 @@ impl Links {
 }
 
 /// Whether `origin` (`https://NAME[:PORT]`) names this machine by a loopback name.
-pub fn is_loopback_origin(origin: &str) -> bool {
+pub(crate) fn is_loopback_origin(origin: &str) -> bool {
     let Some(authority) = origin.strip_prefix("https://") else {
         return false;
     };
@@ -150,7 +150,7 @@ pub fn is_loopback_origin(origin: &str) -> bool {
 }
 
 /// Whether a connection's peer address (`IP:PORT`) is a loopback address.
-pub fn is_loopback_peer(peer: &str) -> bool {
+pub(crate) fn is_loopback_peer(peer: &str) -> bool {
     peer.parse::<SocketAddr>()
         .is_ok_and(|a| a.ip().to_canonical().is_loopback())
 }
@@ -158,7 +158,7 @@ pub fn is_loopback_peer(peer: &str) -> bool {
 impl Pairing {
     /// Where devices reach the host (the address in pairing links, the TLS
     /// port), once a TLS listener is bound.
-    pub fn endpoint(&self) -> Option<super::Endpoint> {
+    pub(crate) fn endpoint(&self) -> Option<super::Endpoint> {
         self.endpoint.lock().clone()
     }
 
@@ -166,7 +166,7 @@ impl Pairing {
     /// owner's console, for the TLS listener bound to `tls_listeners` (the
     /// addresses the host listens on): the first that takes loopback
     /// connections gives the port.
-    pub fn console_link(
+    pub(crate) fn console_link(
         &self,
         ttl_s: Option<u64>,
         tls_listeners: &[SocketAddr],
@@ -210,7 +210,7 @@ impl Pairing {
     /// Redeems a console link from a browser's connection (`origin` is its
     /// page's origin, `None` off a WebSocket; `peer` its address): registers
     /// the browser's key as the owner's console.
-    pub async fn console_enrol(
+    pub(crate) async fn console_enrol(
         &self,
         origin: Option<&str>,
         peer: &str,

@@ -9,7 +9,7 @@
 //! credential was handed to a connection that is still there. Wrong codes
 //! count: each one pauses the window, and the fifth closes it.
 
-pub mod console;
+pub(crate) mod console;
 pub use openwork_proto::pairing::crypto;
 
 use parking_lot::Mutex;
@@ -139,7 +139,7 @@ pub enum PairingError {
 
 /// What the host tells devices about itself.
 #[derive(Debug, Clone)]
-pub struct HostFacts {
+pub(crate) struct HostFacts {
     pub host_id: String,
     pub host_name: String,
     pub fingerprint: String,
@@ -223,14 +223,14 @@ enum WindowState {
 }
 
 /// The longest and shortest a pairing code may be valid.
-pub const MAX_TTL_S: u64 = 3600;
-pub const MIN_TTL_S: u64 = 1;
+pub(crate) const MAX_TTL_S: u64 = 3600;
+pub(crate) const MIN_TTL_S: u64 = 1;
 
 /// Checks a device name before anyone is shown it: 1 to 64 characters, none
 /// of which can hide or disguise text on the owner's terminal (controls,
 /// bidirectional overrides and isolates, zero-width characters, line and
 /// paragraph separators, other invisible format characters).
-pub fn check_device_name(name: &str) -> Result<(), String> {
+pub(crate) fn check_device_name(name: &str) -> Result<(), String> {
     let count = name.chars().count();
     if name.trim().is_empty() {
         return Err(
@@ -267,7 +267,7 @@ pub fn escape_hidden(name: &str) -> String {
 }
 
 /// The most characters a device name may have.
-pub const MAX_DEVICE_NAME_CHARS: usize = 64;
+pub(crate) const MAX_DEVICE_NAME_CHARS: usize = 64;
 
 /// Characters that change or hide what a terminal shows around them.
 fn disguises_text(c: char) -> bool {
@@ -322,7 +322,7 @@ fn qr_rows(text: &str) -> Option<Vec<String>> {
 }
 
 /// Pairing for the whole host.
-pub struct Pairing {
+pub(crate) struct Pairing {
     config: PairingConfig,
     devices: Devices,
     facts: HostFacts,
@@ -356,7 +356,7 @@ fn scope_infos(scopes: &[Scope]) -> Vec<ScopeInfo> {
 }
 
 impl Pairing {
-    pub fn new(config: PairingConfig, devices: Devices, facts: HostFacts) -> Arc<Pairing> {
+    pub(crate) fn new(config: PairingConfig, devices: Devices, facts: HostFacts) -> Arc<Pairing> {
         Arc::new_cyclic(|me| Pairing {
             config,
             devices,
@@ -372,12 +372,12 @@ impl Pairing {
     }
 
     /// Sets where devices reach the host (once the TLS listener is bound).
-    pub fn set_endpoint(&self, endpoint: Endpoint) {
+    pub(crate) fn set_endpoint(&self, endpoint: Endpoint) {
         *self.endpoint.lock() = Some(endpoint);
     }
 
     /// Operator notifications: `pairing.requested`, `pairing.failed`, `pairing.closed`.
-    pub fn events(&self) -> broadcast::Receiver<Bytes> {
+    pub(crate) fn events(&self) -> broadcast::Receiver<Bytes> {
         self.events.subscribe()
     }
 
@@ -388,7 +388,7 @@ impl Pairing {
     /// Changes whenever a window opens (true) or closes for any reason (used,
     /// denied, expired, too many wrong codes). Two changes racing may arrive
     /// out of order, so a follower reads `is_open` when told of a change.
-    pub fn watch_open(&self) -> watch::Receiver<bool> {
+    pub(crate) fn watch_open(&self) -> watch::Receiver<bool> {
         self.open_flag.subscribe()
     }
 
@@ -406,12 +406,12 @@ impl Pairing {
     }
 
     /// Whether a window is open now (for mDNS's `pair=1`).
-    pub fn is_open(&self) -> bool {
+    pub(crate) fn is_open(&self) -> bool {
         matches!(&*self.state.lock(), WindowState::Open(w) if w.expires_at > Instant::now())
     }
 
     /// Opens a window with a fresh single-use code, closing any open one.
-    pub fn open(&self, params: PairingOpenParams) -> Result<PairingWindow, PairingError> {
+    pub(crate) fn open(&self, params: PairingOpenParams) -> Result<PairingWindow, PairingError> {
         let endpoint = self
             .endpoint
             .lock()
@@ -525,7 +525,7 @@ impl Pairing {
     }
 
     /// Closes the window, whatever its state.
-    pub fn close(&self, reason: &str) -> bool {
+    pub(crate) fn close(&self, reason: &str) -> bool {
         let previous = std::mem::replace(
             &mut *self.state.lock(),
             WindowState::Closed {
@@ -551,7 +551,7 @@ impl Pairing {
     }
 
     /// The window and who waits for approval.
-    pub fn status(&self) -> PairingStatus {
+    pub(crate) fn status(&self) -> PairingStatus {
         let state = self.state.lock();
         match &*state {
             WindowState::Open(w) if w.expires_at > Instant::now() => PairingStatus {
@@ -582,7 +582,7 @@ impl Pairing {
     }
 
     /// `pairing.begin`: answers a device's SPAKE2 message.
-    pub fn begin(
+    pub(crate) fn begin(
         &self,
         session_id: u64,
         address: &str,
@@ -692,7 +692,7 @@ impl Pairing {
 
     /// `pairing.confirm`: checks the device's confirmation, then waits for the
     /// owner's decision (or for `gone`, when the device disconnects).
-    pub async fn confirm(
+    pub(crate) async fn confirm(
         &self,
         session_id: u64,
         params: PairingConfirmParams,
@@ -797,7 +797,7 @@ impl Pairing {
 
     /// A connection closed: an exchange it left unconfirmed counts as a wrong
     /// code and frees the window for the next device.
-    pub fn connection_closed(&self, session_id: u64) {
+    pub(crate) fn connection_closed(&self, session_id: u64) {
         let mut state = self.state.lock();
         let WindowState::Open(window) = &mut *state else {
             return;
@@ -978,7 +978,7 @@ impl Pairing {
     }
 
     /// The owner approves: the device gets a credential with `scopes` (at most what it asked for).
-    pub async fn approve(
+    pub(crate) async fn approve(
         &self,
         request_id: &str,
         scopes: Option<Vec<Scope>>,
@@ -1051,7 +1051,7 @@ impl Pairing {
 
     /// The owner declines: the device is told, and the window closes (the code
     /// was used by someone the owner does not want).
-    pub async fn deny(&self, request_id: &str) -> Result<(), PairingError> {
+    pub(crate) async fn deny(&self, request_id: &str) -> Result<(), PairingError> {
         let awaiting = self.take_awaiting(request_id)?;
         let _ = awaiting.decide.send(Decision::Denied);
         self.drop_request_after_take("denied by the owner");

@@ -82,14 +82,14 @@ pub enum PermissionError {
 
 /// The policy's answer once remembered rules are applied.
 #[derive(Debug)]
-pub enum Check {
+pub(crate) enum Check {
     Allow,
     Deny(Finding),
     Ask(Vec<Finding>),
 }
 
 /// What to ask people.
-pub struct Ask {
+pub(crate) struct Ask {
     /// The request's id, known before it is asked so that the runtime can
     /// settle or withdraw it.
     pub request_id: String,
@@ -108,7 +108,7 @@ pub struct Ask {
 
 /// A rule to store when someone answers `always`.
 #[derive(Debug, Clone)]
-pub struct RuleTemplate {
+pub(crate) struct RuleTemplate {
     pub kind: String,
     pub program: Option<String>,
     pub directory: Option<String>,
@@ -118,7 +118,7 @@ pub struct RuleTemplate {
 
 /// How a request ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AskOutcome {
+pub(crate) enum AskOutcome {
     Allowed {
         decision: Decision,
         by: String,
@@ -159,7 +159,7 @@ struct Pending {
 }
 
 /// Permissions for the whole host.
-pub struct Permissions {
+pub(crate) struct Permissions {
     store: Store,
     /// Shared so that judging a command (which may touch the file system)
     /// can run off the async workers.
@@ -170,7 +170,7 @@ pub struct Permissions {
 }
 
 /// How a principal is named to other people.
-pub fn display_name(principal: &Principal) -> String {
+pub(crate) fn display_name(principal: &Principal) -> String {
     match principal {
         Principal::Local => "the host's owner".to_owned(),
         Principal::Device { name, .. } => name.clone(),
@@ -180,7 +180,7 @@ pub fn display_name(principal: &Principal) -> String {
 
 impl Permissions {
     /// Compiles the policy; a rule that does not compile stops the host.
-    pub fn new(
+    pub(crate) fn new(
         store: Store,
         config: &PermissionsConfig,
         roots: &[PathBuf],
@@ -192,16 +192,6 @@ impl Permissions {
             pending: Mutex::new(HashMap::new()),
             answered: Mutex::new(VecDeque::new()),
         }))
-    }
-
-    /// The policy, for callers that judge other kinds of actions.
-    pub fn policy(&self) -> &Policy {
-        &self.policy
-    }
-
-    /// How long a request waits for an answer.
-    pub fn timeout(&self) -> Duration {
-        self.timeout
     }
 
     /// Runs the policy on a command line on a blocking thread: it resolves
@@ -221,7 +211,7 @@ impl Permissions {
     }
 
     /// Judges a built-in command line: the policy, then remembered rules.
-    pub async fn check_command(
+    pub(crate) async fn check_command(
         &self,
         task_id: &str,
         line: &str,
@@ -284,7 +274,7 @@ impl Permissions {
     /// Asks people and waits for the first answer, the timeout, or
     /// `cancel`/`shutdown`. However it ends, the request is audited and the
     /// task's followers get `permission.resolved` on `board`.
-    pub async fn ask(
+    pub(crate) async fn ask(
         &self,
         board: &dyn RequestBoard,
         ask: Ask,
@@ -450,7 +440,7 @@ impl Permissions {
     /// Ends a pending request that no longer matters (its task is ending):
     /// its `ask` records `why` and tells the followers. False when it was
     /// not pending (answered already, or never asked).
-    pub fn withdraw(&self, request_id: &str, why: &str) -> bool {
+    pub(crate) fn withdraw(&self, request_id: &str, why: &str) -> bool {
         match self.take_pending(request_id, "reject", why) {
             Some(pending) => {
                 let _ = pending.decide.send(Settled::Withdrawn(why.to_owned()));
@@ -462,7 +452,7 @@ impl Permissions {
 
     /// Settles a pending request with an answer given outside the host (in
     /// OpenCode itself): recorded and announced as `decision` by `by`.
-    pub fn settle_elsewhere(&self, request_id: &str, decision: Decision, by: &str) -> bool {
+    pub(crate) fn settle_elsewhere(&self, request_id: &str, decision: Decision, by: &str) -> bool {
         match self.take_pending(request_id, decision.as_str(), by) {
             Some(pending) => {
                 let _ = pending.decide.send(Settled::Answer(Answer {
@@ -479,7 +469,7 @@ impl Permissions {
     }
 
     /// The requests waiting for an answer, the one expiring first first.
-    pub fn pending(&self) -> Vec<PermissionRequest> {
+    pub(crate) fn pending(&self) -> Vec<PermissionRequest> {
         let mut requests: Vec<PermissionRequest> = self
             .pending
             .lock()
@@ -504,7 +494,7 @@ impl Permissions {
     }
 
     /// A person's answer; the first valid one decides.
-    pub async fn reply(
+    pub(crate) async fn reply(
         &self,
         request_id: &str,
         decision: Decision,
@@ -567,12 +557,12 @@ impl Permissions {
     }
 
     /// Remembered rules, newest first.
-    pub async fn rules(&self) -> Result<Vec<PermissionRule>, StoreError> {
+    pub(crate) async fn rules(&self) -> Result<Vec<PermissionRule>, StoreError> {
         self.store.read(|c| records::rules(c, None)).await
     }
 
     /// Forgets a remembered rule: the next such action asks again.
-    pub async fn forget(&self, rule_id: &str) -> Result<(), PermissionError> {
+    pub(crate) async fn forget(&self, rule_id: &str) -> Result<(), PermissionError> {
         let id = rule_id.to_owned();
         let removed = self
             .store
@@ -586,7 +576,7 @@ impl Permissions {
     }
 
     /// The audit trail, newest first.
-    pub async fn audit_entries(
+    pub(crate) async fn audit_entries(
         &self,
         params: PermissionAuditParams,
     ) -> Result<Vec<AuditEntry>, StoreError> {
@@ -610,7 +600,7 @@ impl Permissions {
     }
 
     /// At start: requests that were waiting when the host stopped have expired.
-    pub async fn expire_unanswered(&self) -> Result<usize, StoreError> {
+    pub(crate) async fn expire_unanswered(&self) -> Result<usize, StoreError> {
         let now = clock::now_ms();
         self.store
             .write(move |c| records::expire_unanswered(c, now))
@@ -689,7 +679,7 @@ impl<'a> Audit<'a> {
 /// What OpenCode itself would do with an ask, by its own configuration
 /// (had the host not made the session ask).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum OpencodeVerdict {
+pub(crate) enum OpencodeVerdict {
     Allow,
     Ask,
     /// Denied: the rule (for the audit) and why, in words.
@@ -701,7 +691,7 @@ pub enum OpencodeVerdict {
 
 /// The host's answer to an OpenCode permission ask, before asking anyone.
 #[derive(Debug)]
-pub enum OpencodeCheck {
+pub(crate) enum OpencodeCheck {
     /// Rejected without asking anyone: why.
     Deny(String),
     /// Allowed without asking anyone: why.
@@ -720,7 +710,7 @@ impl Permissions {
     /// own configuration says, then rules remembered from earlier `always`
     /// answers. It asks a person when the policy or OpenCode's configuration
     /// asks and no remembered rule covers it.
-    pub async fn check_opencode(
+    pub(crate) async fn check_opencode(
         &self,
         task_id: &str,
         permission: &str,
@@ -827,11 +817,11 @@ pub fn glob_matches(glob: &str, text: &str) -> bool {
 /// patterns come from OpenCode's `always` lists, which an agent can shape,
 /// and a backtracking matcher takes exponential time on `*a*a*a*b`.
 #[derive(Debug, Clone)]
-pub struct Glob(regex::Regex);
+pub(crate) struct Glob(regex::Regex);
 
 impl Glob {
     /// Compiles a glob; `None` when it is too large to compile.
-    pub fn new(glob: &str) -> Option<Glob> {
+    pub(crate) fn new(glob: &str) -> Option<Glob> {
         let mut source = String::with_capacity(glob.len() + 8);
         source.push_str("(?s)^");
         let mut literal = [0u8; 4];
@@ -851,13 +841,13 @@ impl Glob {
             .map(Glob)
     }
 
-    pub fn matches(&self, text: &str) -> bool {
+    pub(crate) fn matches(&self, text: &str) -> bool {
         self.0.is_match(text)
     }
 }
 
 /// An OpenCode permission ask, as OpenCode describes it.
-pub struct OpencodeAsk<'a> {
+pub(crate) struct OpencodeAsk<'a> {
     pub task_id: &'a str,
     /// `bash`, `edit`, `task`, `external_directory`…
     pub permission: &'a str,
@@ -872,7 +862,7 @@ pub struct OpencodeAsk<'a> {
 
 /// What to ask about an OpenCode permission ask; `findings` are the
 /// policy's reasons (none when OpenCode's own configuration asks).
-pub fn opencode_ask(oc: &OpencodeAsk<'_>, findings: &[Finding], rules: Vec<String>) -> Ask {
+pub(crate) fn opencode_ask(oc: &OpencodeAsk<'_>, findings: &[Finding], rules: Vec<String>) -> Ask {
     let OpencodeAsk {
         task_id,
         permission,
@@ -953,7 +943,7 @@ pub fn opencode_ask(oc: &OpencodeAsk<'_>, findings: &[Finding], rules: Vec<Strin
 }
 
 /// What to ask about a built-in command, from the policy's findings.
-pub fn builtin_ask(task_id: &str, line: &str, cwd: &Path, findings: &[Finding]) -> Ask {
+pub(crate) fn builtin_ask(task_id: &str, line: &str, cwd: &Path, findings: &[Finding]) -> Ask {
     let reasons: Vec<String> = findings.iter().map(|f| f.explain.clone()).collect();
     let summary = format!("`{}` {}", shorten(line, 120), join_words(&reasons));
     let mut detail = format!(

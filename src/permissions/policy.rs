@@ -89,7 +89,7 @@ fn rule(
 }
 
 /// The default rules.
-pub fn default_rules() -> Vec<RuleConfig> {
+pub(crate) fn default_rules() -> Vec<RuleConfig> {
     use Action::{Ask, Deny};
     vec![
         rule(
@@ -185,15 +185,15 @@ const WRITERS: &[&str] = &[
 const DESTINATION_LAST: &[&str] = &["cp", "ln", "install", "rsync"];
 
 /// The rule id for writes outside the workspace.
-pub const OUTSIDE_WORKSPACE: &str = "outside-workspace";
+pub(crate) const OUTSIDE_WORKSPACE: &str = "outside-workspace";
 /// The rule id for a command whose program or script is only known when it runs.
-pub const UNKNOWN_COMMAND: &str = "unknown-command";
+pub(crate) const UNKNOWN_COMMAND: &str = "unknown-command";
 /// The rule id for a line the shell grammar cannot parse.
-pub const UNPARSED: &str = "unparsed";
+pub(crate) const UNPARSED: &str = "unparsed";
 
 /// Whether a finding may be remembered by an `always` answer: not when the
 /// policy could not see what runs, since a rule could not say what it covers.
-pub fn rememberable(rule_id: &str) -> bool {
+pub(crate) fn rememberable(rule_id: &str) -> bool {
     rule_id != UNKNOWN_COMMAND && rule_id != UNPARSED
 }
 
@@ -402,7 +402,7 @@ impl Policy {
     /// The id of an allow rule that names this command line, if one does:
     /// a whole-line pattern, or program rules that between them allow every
     /// command in it. Never when some command is unknown or the line does not parse.
-    pub fn explicitly_allowed(&self, line: &str) -> Option<String> {
+    pub(crate) fn explicitly_allowed(&self, line: &str) -> Option<String> {
         let analysis = analyze(line);
         if analysis.unparsed.is_some() || analysis.commands.iter().any(|c| c.unknown.is_some()) {
             return None;
@@ -497,7 +497,7 @@ fn normalize(path: &Path) -> PathBuf {
 }
 
 /// Quotes an argv as a shell command line (what the policy and people read).
-pub fn shell_join(argv: &[String]) -> String {
+pub(crate) fn shell_join(argv: &[String]) -> String {
     argv.iter()
         .map(|a| {
             if !a.is_empty()

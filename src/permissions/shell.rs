@@ -33,7 +33,7 @@ pub struct SimpleCommand {
 impl SimpleCommand {
     /// The program's name without its directory; `None` when it is only
     /// known once the line runs (`$X`, `$(…)`, a glob).
-    pub fn program(&self) -> Option<&str> {
+    pub(crate) fn program(&self) -> Option<&str> {
         if !self.program_known {
             return None;
         }
@@ -41,7 +41,7 @@ impl SimpleCommand {
         Some(first.rsplit('/').next().unwrap_or(first))
     }
 
-    pub fn args(&self) -> &[String] {
+    pub(crate) fn args(&self) -> &[String] {
         self.words.get(1..).unwrap_or(&[])
     }
 }
@@ -55,7 +55,7 @@ pub struct Analysis {
 }
 
 /// Longest line parsed; a longer one is reported as unparsed.
-pub const MAX_LINE: usize = 64 * 1024;
+pub(crate) const MAX_LINE: usize = 64 * 1024;
 /// Deepest nesting of brackets, quotes and keywords parsed (the grammar
 /// recurses once per level, and a blocking thread's stack is finite).
 const MAX_NESTING: usize = 20;

@@ -16,8 +16,8 @@
 pub use openwork_proto::rpc::{error, json, message};
 
 pub mod methods;
-pub mod notifications;
-pub mod table;
+pub(crate) mod notifications;
+pub(crate) mod table;
 
 pub use error::{ErrorCode, RpcError};
 pub use message::{Id, Incoming, Message};

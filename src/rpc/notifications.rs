@@ -18,7 +18,7 @@ use crate::protocol::{
 };
 
 /// A notification method whose params are a `P`.
-pub struct Notification<P> {
+pub(crate) struct Notification<P> {
     pub method: &'static str,
     params: PhantomData<fn(&P)>,
 }
@@ -32,33 +32,34 @@ impl<P: Serialize> Notification<P> {
     }
 
     /// Encodes a complete notification frame.
-    pub fn encode(&self, params: &P) -> Bytes {
+    pub(crate) fn encode(&self, params: &P) -> Bytes {
         encode_notification(self.method, params)
     }
 }
 
 /// A piece of a task's output (hand-encoded on the hot path in `tasks::chunk`).
-pub const LOG_CHUNK: Notification<LogChunk> = Notification::new("log.chunk");
+pub(crate) const LOG_CHUNK: Notification<LogChunk> = Notification::new("log.chunk");
 /// A task changed status.
-pub const TASK_UPDATED: Notification<TaskUpdate> = Notification::new("task.updated");
+pub(crate) const TASK_UPDATED: Notification<TaskUpdate> = Notification::new("task.updated");
 /// A task waits for a person's decision.
-pub const PERMISSION_REQUEST: Notification<PermissionRequest> =
+pub(crate) const PERMISSION_REQUEST: Notification<PermissionRequest> =
     Notification::new("permission.request");
 /// A permission request was answered, or expired.
-pub const PERMISSION_RESOLVED: Notification<PermissionResolved> =
+pub(crate) const PERMISSION_RESOLVED: Notification<PermissionResolved> =
     Notification::new("permission.resolved");
 /// Owner: a device asks to be approved.
-pub const PAIRING_REQUESTED: Notification<PairingRequest> = Notification::new("pairing.requested");
+pub(crate) const PAIRING_REQUESTED: Notification<PairingRequest> =
+    Notification::new("pairing.requested");
 /// Owner: a wrong pairing code was tried.
-pub const PAIRING_FAILED: Notification<PairingFailed> = Notification::new("pairing.failed");
+pub(crate) const PAIRING_FAILED: Notification<PairingFailed> = Notification::new("pairing.failed");
 /// Owner: a device waiting for approval left; its request is withdrawn.
-pub const PAIRING_WITHDRAWN: Notification<PairingWithdrawn> =
+pub(crate) const PAIRING_WITHDRAWN: Notification<PairingWithdrawn> =
     Notification::new("pairing.withdrawn");
 /// Owner: the pairing window closed.
-pub const PAIRING_CLOSED: Notification<PairingClosed> = Notification::new("pairing.closed");
+pub(crate) const PAIRING_CLOSED: Notification<PairingClosed> = Notification::new("pairing.closed");
 
 /// What the schema says about one notification.
-pub struct NotificationDoc {
+pub(crate) struct NotificationDoc {
     pub method: &'static str,
     pub summary: &'static str,
     /// Which connections receive it.
@@ -83,7 +84,7 @@ const FOLLOWERS: &str =
     "connections following the task: the one that started it, and those that subscribed";
 
 /// Every notification the host sends, for `schema/openrpc.json`.
-pub fn all() -> Vec<NotificationDoc> {
+pub(crate) fn all() -> Vec<NotificationDoc> {
     vec![
         doc(
             &LOG_CHUNK,

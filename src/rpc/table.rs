@@ -18,7 +18,7 @@ use super::error::{ErrorCode, RpcError};
 use crate::auth::Scope;
 
 /// A boxed, sendable future.
-pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 type Handler<C> = Arc<
     dyn Fn(C, Option<Box<RawValue>>) -> BoxFuture<Result<Box<RawValue>, RpcError>> + Send + Sync,
@@ -51,7 +51,7 @@ pub enum Scheduling {
 /// Produces a type's JSON Schema (a `$ref` into the generator's definitions
 /// for named types). A plain function pointer: the host pays nothing for it
 /// until `schema/` is generated.
-pub type SchemaFn = fn(&mut SchemaGenerator) -> Schema;
+pub(crate) type SchemaFn = fn(&mut SchemaGenerator) -> Schema;
 
 fn schema_of<T: JsonSchema>(generator: &mut SchemaGenerator) -> Schema {
     generator.subschema_for::<T>()
@@ -86,26 +86,26 @@ impl MethodDoc {
     }
 
     /// Sets the one-line summary.
-    pub fn summary(&mut self, summary: &'static str) -> &mut Self {
+    pub(crate) fn summary(&mut self, summary: &'static str) -> &mut Self {
         self.summary = Some(summary);
         self
     }
 
     /// Declares the codes the handler may answer with (besides the common ones).
-    pub fn errors(&mut self, codes: &[ErrorCode]) -> &mut Self {
+    pub(crate) fn errors(&mut self, codes: &[ErrorCode]) -> &mut Self {
         self.errors.extend_from_slice(codes);
         self
     }
 
     /// Marks the method as one clients send as a notification.
-    pub fn notification(&mut self) -> &mut Self {
+    pub(crate) fn notification(&mut self) -> &mut Self {
         self.notification = true;
         self
     }
 }
 
 /// One entry of the table.
-pub struct Method<C> {
+pub(crate) struct Method<C> {
     pub access: Access,
     pub scheduling: Scheduling,
     pub doc: MethodDoc,
@@ -114,7 +114,7 @@ pub struct Method<C> {
 
 impl<C> Method<C> {
     /// Runs the handler on raw params.
-    pub fn call(
+    pub(crate) fn call(
         &self,
         ctx: C,
         params: Option<Box<RawValue>>,
@@ -139,20 +139,20 @@ pub struct PrefixMethod<C> {
 }
 
 /// A method found by name.
-pub enum Found<'a, C> {
+pub(crate) enum Found<'a, C> {
     Exact(&'a Method<C>),
     Prefix(&'a PrefixMethod<C>),
 }
 
 impl<C> Found<'_, C> {
-    pub fn access(&self) -> Access {
+    pub(crate) fn access(&self) -> Access {
         match self {
             Found::Exact(m) => m.access,
             Found::Prefix(p) => p.access,
         }
     }
 
-    pub fn scheduling(&self) -> Scheduling {
+    pub(crate) fn scheduling(&self) -> Scheduling {
         match self {
             Found::Exact(m) => m.scheduling,
             Found::Prefix(_) => Scheduling::Concurrent,
@@ -160,7 +160,7 @@ impl<C> Found<'_, C> {
     }
 
     /// Runs the handler.
-    pub fn call(
+    pub(crate) fn call(
         &self,
         ctx: C,
         name: &str,
@@ -186,7 +186,7 @@ impl<C: Send + 'static> Default for MethodTable<C> {
 }
 
 impl<C: Send + 'static> MethodTable<C> {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             methods: HashMap::new(),
             prefixes: Vec::new(),
@@ -195,7 +195,7 @@ impl<C: Send + 'static> MethodTable<C> {
 
     /// Serves every method starting with `prefix` with one handler, whose
     /// params and results are the JSON values `P` and `R` describe.
-    pub fn register_prefix<P: JsonSchema, R: JsonSchema, F>(
+    pub(crate) fn register_prefix<P: JsonSchema, R: JsonSchema, F>(
         &mut self,
         prefix: &'static str,
         access: Access,
@@ -220,7 +220,7 @@ impl<C: Send + 'static> MethodTable<C> {
     }
 
     /// Finds a method by name: an exact entry, else a prefix that covers it.
-    pub fn find(&self, name: &str) -> Option<Found<'_, C>> {
+    pub(crate) fn find(&self, name: &str) -> Option<Found<'_, C>> {
         if let Some(m) = self.methods.get(name) {
             return Some(Found::Exact(m));
         }
@@ -231,7 +231,7 @@ impl<C: Send + 'static> MethodTable<C> {
     }
 
     /// Registers a method that runs concurrently with others.
-    pub fn register<P, R, F, Fut>(
+    pub(crate) fn register<P, R, F, Fut>(
         &mut self,
         name: &'static str,
         access: Access,
@@ -247,7 +247,7 @@ impl<C: Send + 'static> MethodTable<C> {
     }
 
     /// Registers a method processed in order with the frames around it.
-    pub fn register_in_order<P, R, F, Fut>(
+    pub(crate) fn register_in_order<P, R, F, Fut>(
         &mut self,
         name: &'static str,
         access: Access,
@@ -303,7 +303,7 @@ impl<C: Send + 'static> MethodTable<C> {
     }
 
     /// Looks a method up by name.
-    pub fn get(&self, name: &str) -> Option<&Method<C>> {
+    pub(crate) fn get(&self, name: &str) -> Option<&Method<C>> {
         self.methods.get(name)
     }
 
@@ -321,7 +321,7 @@ impl<C: Send + 'static> MethodTable<C> {
 }
 
 /// Decodes params into a method's type; an absent `params` counts as `{}`.
-pub fn decode_params<P: DeserializeOwned>(raw: Option<&RawValue>) -> Result<P, RpcError> {
+pub(crate) fn decode_params<P: DeserializeOwned>(raw: Option<&RawValue>) -> Result<P, RpcError> {
     let text = match raw {
         None => "{}",
         Some(raw) if raw.get().starts_with('[') => {

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 /// The budget's sizes.
 #[derive(Debug, Clone, Copy)]
-pub struct AdmissionLimits {
+pub(crate) struct AdmissionLimits {
     /// Connections open at once, authenticated or not.
     pub total: usize,
     /// Unauthenticated connections open at once.
@@ -33,7 +33,7 @@ pub struct AdmissionLimits {
 }
 
 /// The connection budget of a host's network listeners.
-pub struct Admissions {
+pub(crate) struct Admissions {
     limits: AdmissionLimits,
     state: Mutex<State>,
 }
@@ -59,7 +59,7 @@ struct Slot {
 
 /// Why a connection was not admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refused {
+pub(crate) enum Refused {
     /// Every connection is authenticated and the total is reached.
     Full,
 }
@@ -73,7 +73,7 @@ pub struct Admission {
 }
 
 impl Admissions {
-    pub fn new(limits: AdmissionLimits) -> Arc<Admissions> {
+    pub(crate) fn new(limits: AdmissionLimits) -> Arc<Admissions> {
         Arc::new(Admissions {
             limits,
             state: Mutex::new(State::default()),
@@ -82,7 +82,7 @@ impl Admissions {
 
     /// Admits a new, unauthenticated connection from `address`, dropping the
     /// oldest unauthenticated one of the busiest address when a budget is full.
-    pub fn admit(self: &Arc<Self>, address: IpAddr) -> Result<Admission, Refused> {
+    pub(crate) fn admit(self: &Arc<Self>, address: IpAddr) -> Result<Admission, Refused> {
         let mut state = self.state.lock();
         let from_here = state.per_address.get(&address).copied().unwrap_or(0);
         let victim = if from_here >= self.limits.per_address {
@@ -119,7 +119,8 @@ impl Admissions {
     }
 
     /// (total, unauthenticated) connections counted now.
-    pub fn counts(&self) -> (usize, usize) {
+    #[cfg(test)]
+    pub(crate) fn counts(&self) -> (usize, usize) {
         let state = self.state.lock();
         (state.total, state.waiting.len())
     }
@@ -165,13 +166,13 @@ impl State {
 
 impl Admission {
     /// Cancelled when a newcomer took this connection's place: close it.
-    pub fn evicted(&self) -> CancellationToken {
+    pub(crate) fn evicted(&self) -> CancellationToken {
         self.slot.evicted.clone()
     }
 
     /// The connection authenticated: it leaves the unauthenticated budget
     /// (and can no longer be evicted). Idempotent.
-    pub fn authenticated(&self) {
+    pub(crate) fn authenticated(&self) {
         if self.authenticated.swap(true, Ordering::Relaxed) {
             return;
         }

@@ -21,7 +21,7 @@ use tokio::sync::Notify;
 
 /// Replies this small never wait for room: a connection's whole request
 /// budget of them is a few MiB.
-pub const SMALL_REPLY: usize = 64 * 1024;
+pub(crate) const SMALL_REPLY: usize = 64 * 1024;
 /// Methods whose reply size is remembered, at most (names are finite, but
 /// `opencode.*` takes any suffix).
 const SIZES_KEPT: usize = 1024;
@@ -34,12 +34,12 @@ pub struct ReplySizes {
 
 impl ReplySizes {
     /// The largest reply `method` has produced, if it has produced one.
-    pub fn get(&self, method: &str) -> Option<usize> {
+    pub(crate) fn get(&self, method: &str) -> Option<usize> {
         self.sizes.lock().get(method).copied()
     }
 
     /// Remembers a reply of `bytes` from `method`.
-    pub fn record(&self, method: &str, bytes: usize) {
+    pub(crate) fn record(&self, method: &str, bytes: usize) {
         let mut sizes = self.sizes.lock();
         let room = sizes.len() < SIZES_KEPT;
         match sizes.get_mut(method) {
@@ -53,7 +53,7 @@ impl ReplySizes {
 }
 
 /// One connection's reply budget.
-pub struct ReplyBudget {
+pub(crate) struct ReplyBudget {
     limit: usize,
     state: Mutex<State>,
     changed: Notify,
@@ -70,14 +70,14 @@ struct State {
 }
 
 /// Room held by a running call; given back when dropped.
-pub struct Reservation<'a> {
+pub(crate) struct Reservation<'a> {
     budget: &'a ReplyBudget,
     bytes: usize,
     discovering: Option<String>,
 }
 
 impl ReplyBudget {
-    pub fn new(limit: usize) -> ReplyBudget {
+    pub(crate) fn new(limit: usize) -> ReplyBudget {
         ReplyBudget {
             limit,
             state: Mutex::new(State::default()),
@@ -86,7 +86,7 @@ impl ReplyBudget {
     }
 
     /// The budget, in bytes.
-    pub fn limit(&self) -> usize {
+    pub(crate) fn limit(&self) -> usize {
         self.limit
     }
 
@@ -104,23 +104,24 @@ impl ReplyBudget {
     }
 
     /// Waits while the replies in memory fill the budget (the reader's gate).
-    pub async fn room_to_read(&self) {
+    pub(crate) async fn room_to_read(&self) {
         self.wait_until(|s| (s.produced < self.limit).then_some(()))
             .await
     }
 
     /// Whether the replies in memory fill the budget.
-    pub fn is_spent(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_spent(&self) -> bool {
         self.state.lock().produced >= self.limit
     }
 
     /// A reply of `bytes` is in memory.
-    pub fn produced(&self, bytes: usize) {
+    pub(crate) fn produced(&self, bytes: usize) {
         self.state.lock().produced += bytes;
     }
 
     /// A reply of `bytes` left memory (written, or dropped).
-    pub fn taken(&self, bytes: usize) {
+    pub(crate) fn taken(&self, bytes: usize) {
         {
             let mut state = self.state.lock();
             state.produced = state.produced.saturating_sub(bytes);
@@ -132,7 +133,7 @@ impl ReplyBudget {
     /// most `expected` bytes (`None`: none seen yet). `own` is what the
     /// caller itself holds in `produced` (a batch's earlier replies), which
     /// it cannot wait for.
-    pub async fn reserve(
+    pub(crate) async fn reserve(
         &self,
         method: &str,
         expected: impl Fn() -> Option<usize>,

@@ -25,7 +25,7 @@ pub struct Deadlines {
 }
 
 impl Deadlines {
-    pub fn from_config(network: &NetworkConfig) -> Deadlines {
+    pub(crate) fn from_config(network: &NetworkConfig) -> Deadlines {
         Deadlines {
             initialize: Duration::from_millis(network.initialize_timeout_ms),
             unauthenticated_idle: Duration::from_millis(network.unauthenticated_idle_ms),
@@ -37,7 +37,7 @@ impl Deadlines {
 
 /// What a connection is doing, as far as its deadlines care.
 #[derive(Debug, Clone, Copy)]
-pub struct Standing {
+pub(crate) struct Standing {
     pub authenticated: bool,
     /// `initialize` succeeded.
     pub initialized: bool,
@@ -49,7 +49,7 @@ pub struct Standing {
 const RECHECK: Duration = Duration::from_secs(1);
 
 /// Whether a deadline passed (why, in words) or when to look again.
-pub fn check(
+pub(crate) fn check(
     deadlines: &Deadlines,
     activity: &Activity,
     standing: Standing,

@@ -15,11 +15,11 @@
 //! `openwork_proto::transport`: this layer names neither the host, nor the
 //! method handlers, nor the transports that run it.
 
-pub mod admission;
-pub mod budget;
-pub mod deadline;
-pub mod lifecycle;
-pub mod serving;
+pub(crate) mod admission;
+pub(crate) mod budget;
+pub(crate) mod deadline;
+pub(crate) mod lifecycle;
+pub(crate) mod serving;
 
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
@@ -88,7 +88,7 @@ impl SessionOptions {
     }
 
     /// A connection from the network, not authenticated yet.
-    pub fn network(
+    pub(crate) fn network(
         transport: &'static str,
         peer: String,
         channel_binding: Option<[u8; 32]>,
@@ -208,24 +208,24 @@ impl Session {
     }
 
     /// TLS exported keying material (TLS connections only).
-    pub fn channel_binding(&self) -> Option<&[u8; 32]> {
+    pub(crate) fn channel_binding(&self) -> Option<&[u8; 32]> {
         self.channel_binding.as_ref()
     }
 
     /// The page's origin, on a browser's WebSocket connection.
-    pub fn origin(&self) -> Option<&str> {
+    pub(crate) fn origin(&self) -> Option<&str> {
         self.origin.as_deref()
     }
 
     /// Issues a nonce for this connection (`auth.challenge`), replacing any earlier one.
-    pub fn new_challenge(&self) -> String {
+    pub(crate) fn new_challenge(&self) -> String {
         let nonce = crate::auth::new_nonce();
         *self.challenge.lock() = Some((nonce.clone(), std::time::Instant::now()));
         nonce
     }
 
     /// Uses up the connection's nonce: whether it was `nonce` and still fresh.
-    pub fn take_challenge(&self, nonce: &str) -> bool {
+    pub(crate) fn take_challenge(&self, nonce: &str) -> bool {
         self.challenge.lock().take().is_some_and(|(issued, at)| {
             at.elapsed() < crate::auth::CHALLENGE_TTL
                 && bool::from(subtle::ConstantTimeEq::ct_eq(
@@ -236,7 +236,7 @@ impl Session {
     }
 
     /// True the first time it is called with `key` on this connection.
-    pub fn watch_once(&self, key: &'static str) -> bool {
+    pub(crate) fn watch_once(&self, key: &'static str) -> bool {
         self.watching.lock().insert(key)
     }
 
@@ -249,12 +249,12 @@ impl Session {
     /// (EOF, a read error) or the connection closes, without waiting for the
     /// calls still in flight to finish (pairing withdraws a device's request
     /// by it).
-    pub fn peer_gone(&self) -> CancellationToken {
+    pub(crate) fn peer_gone(&self) -> CancellationToken {
         self.life.peer_gone()
     }
 
     /// Runs `work` (sending notifications) until it ends or the connection closes.
-    pub fn spawn_notifier<F>(&self, work: F)
+    pub(crate) fn spawn_notifier<F>(&self, work: F)
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
@@ -268,13 +268,13 @@ impl Session {
     }
 
     /// The principal behind the connection.
-    pub fn principal(&self) -> Principal {
+    pub(crate) fn principal(&self) -> Principal {
         self.principal.read().clone()
     }
 
     /// Sets who is calling; an authenticated connection leaves the
     /// unauthenticated connection budget.
-    pub fn set_principal(&self, principal: Principal) {
+    pub(crate) fn set_principal(&self, principal: Principal) {
         if principal.is_authenticated()
             && let Some(admission) = &self.admission
         {
@@ -284,17 +284,17 @@ impl Session {
     }
 
     /// Where the protocol's handshake is.
-    pub fn lifecycle(&self) -> Lifecycle {
+    pub(crate) fn lifecycle(&self) -> Lifecycle {
         *self.lifecycle.lock()
     }
 
     /// Moves the protocol's handshake on (`initialize`, `shutdown`).
-    pub fn set_lifecycle(&self, state: Lifecycle) {
+    pub(crate) fn set_lifecycle(&self, state: Lifecycle) {
         *self.lifecycle.lock() = state;
     }
 
     /// Queues a reply; it counts against the reply budget until written.
-    pub async fn respond(&self, frame: Bytes) {
+    pub(crate) async fn respond(&self, frame: Bytes) {
         let len = frame.len();
         self.replies.produced(len);
         if self.responses.send(frame).await.is_err() {
@@ -303,17 +303,17 @@ impl Session {
     }
 
     /// Counts a failed `initialize`; returns how many this connection has had.
-    pub fn initialize_failed(&self) -> u32 {
+    pub(crate) fn initialize_failed(&self) -> u32 {
         self.failed_initializations.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     /// Queues a notification, waiting for room.
-    pub async fn notify(&self, frame: Bytes) {
+    pub(crate) async fn notify(&self, frame: Bytes) {
         let _ = self.notifications.send(frame).await;
     }
 
     /// Ends the connection after what is queued has been written.
-    pub fn close(&self, reason: impl Into<String>) {
+    pub(crate) fn close(&self, reason: impl Into<String>) {
         self.life.close(reason.into());
     }
 
@@ -322,7 +322,7 @@ impl Session {
     /// cancelled, nothing still queued for it is written, and the socket
     /// closes. Unlike `close`, no grace: when this returns, no further
     /// notification is produced for the connection.
-    pub fn cut_off(&self, reason: impl Into<String>) {
+    pub(crate) fn cut_off(&self, reason: impl Into<String>) {
         self.set_principal(Principal::Anonymous);
         self.life.cut_off(reason.into());
     }
@@ -339,7 +339,7 @@ impl Session {
 
     /// Follows a task: its notifications go to this connection until it ends
     /// or `unsubscribe` is called. Replaces an earlier subscription to the same task.
-    pub fn subscribe(self: &Arc<Self>, task_id: &str, feed: Feed) {
+    pub(crate) fn subscribe(self: &Arc<Self>, task_id: &str, feed: Feed) {
         let token = self.life.notifier_token();
         let generation = self
             .next_subscription
@@ -363,7 +363,7 @@ impl Session {
     }
 
     /// Stops following a task; returns whether it was followed.
-    pub fn unsubscribe(&self, task_id: &str) -> bool {
+    pub(crate) fn unsubscribe(&self, task_id: &str) -> bool {
         match self.subscriptions.lock().remove(task_id) {
             Some((_, token)) => {
                 token.cancel();
@@ -381,7 +381,7 @@ impl Session {
     }
 
     /// Cancels an in-flight request (`$/cancelRequest`).
-    pub fn cancel_request(&self, id: &Id) -> bool {
+    pub(crate) fn cancel_request(&self, id: &Id) -> bool {
         match self.inflight.lock().get(id) {
             Some(token) => {
                 token.cancel();
@@ -422,7 +422,7 @@ async fn forward(session: Arc<Session>, mut feed: Feed, stop: CancellationToken)
 }
 
 /// Runs a connection to its end.
-pub async fn run<R, W>(
+pub(crate) async fn run<R, W>(
     host: Arc<dyn Serving>,
     mut reader: FrameReader<R>,
     writer: FrameWriter<W>,

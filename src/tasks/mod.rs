@@ -1,8 +1,8 @@
 //! Tasks: starting, queueing, cancelling and looking up tasks, and following
 //! their output. The built-in runner does the running.
 
-pub mod runner;
-pub mod tree;
+pub(crate) mod runner;
+pub(crate) mod tree;
 
 // What a running task is lives in `crate::execution`; these paths stay for callers.
 pub use crate::execution::{chunk, reaper};
@@ -47,7 +47,7 @@ enum Work {
 }
 
 /// The longest `timeoutS` (and `[tasks] default_timeout_s`) accepted: a year.
-pub const MAX_TIMEOUT_S: u64 = 365 * 24 * 3600;
+pub(crate) const MAX_TIMEOUT_S: u64 = 365 * 24 * 3600;
 
 /// The most bytes one `task.logs` page returns (one chunk more at most).
 const LOGS_PAGE_BYTES: usize = 4 * 1024 * 1024;
@@ -86,7 +86,7 @@ pub enum TaskError {
 
 /// Runs and tracks tasks.
 #[derive(Clone)]
-pub struct TaskManager {
+pub(crate) struct TaskManager {
     inner: Arc<Inner>,
 }
 
@@ -110,7 +110,7 @@ struct Inner {
 
 impl TaskManager {
     /// Prepares the manager over canonical workspace roots (see `canonical_roots`).
-    pub fn new(
+    pub(crate) fn new(
         store: Store,
         config: &TasksConfig,
         roots: Vec<PathBuf>,
@@ -143,7 +143,7 @@ impl TaskManager {
     }
 
     /// Marks tasks left unfinished by a previous host as interrupted.
-    pub async fn recover(&self) -> Result<usize, TaskError> {
+    pub(crate) async fn recover(&self) -> Result<usize, TaskError> {
         let now = clock::now_ms();
         Ok(self
             .inner
@@ -153,18 +153,8 @@ impl TaskManager {
     }
 
     /// The canonical workspace roots.
-    pub fn roots(&self) -> &[PathBuf] {
+    pub(crate) fn roots(&self) -> &[PathBuf] {
         &self.inner.roots
-    }
-
-    /// How tasks' descendants are ended: `"cgroup"` or `"walk"` (see `tree`).
-    pub fn process_tree(&self) -> &'static str {
-        self.inner.trees.kind()
-    }
-
-    /// Whether the crash guard for child processes is running.
-    pub fn reaper_running(&self) -> bool {
-        self.inner.reaper.is_running()
     }
 
     fn active(&self, task_id: &str) -> Option<Arc<TaskLive>> {
@@ -176,7 +166,7 @@ impl TaskManager {
     /// Once the request is valid, creating the task runs on a task of its
     /// own: a caller that goes away (its connection dropped, its request was
     /// cancelled) cannot stop it halfway and leave a stored task that never runs.
-    pub async fn run(
+    pub(crate) async fn run(
         &self,
         params: TaskRunParams,
         by: &Principal,
@@ -499,12 +489,12 @@ impl TaskManager {
 
     /// A directory inside the workspace roots (absolute, or relative to the
     /// first root; the first root when `None`).
-    pub fn workspace_dir(&self, dir: Option<&str>) -> Result<PathBuf, TaskError> {
+    pub(crate) fn workspace_dir(&self, dir: Option<&str>) -> Result<PathBuf, TaskError> {
         self.resolve_cwd(dir)
     }
 
     /// A task's record.
-    pub async fn get(&self, task_id: &str) -> Result<TaskRecord, TaskError> {
+    pub(crate) async fn get(&self, task_id: &str) -> Result<TaskRecord, TaskError> {
         let id = task_id.to_owned();
         self.inner
             .store
@@ -515,7 +505,7 @@ impl TaskManager {
     }
 
     /// Tasks newest first.
-    pub async fn list(&self, p: TaskListParams) -> Result<Vec<TaskRecord>, TaskError> {
+    pub(crate) async fn list(&self, p: TaskListParams) -> Result<Vec<TaskRecord>, TaskError> {
         let limit = p.limit.unwrap_or(50).clamp(1, 500);
         let store = self.inner.store.clone();
         let before = match p.before {
@@ -532,7 +522,7 @@ impl TaskManager {
     }
 
     /// The live view of a task: the running one, or one rebuilt from the store.
-    pub async fn live(&self, task_id: &str) -> Result<Arc<TaskLive>, TaskError> {
+    pub(crate) async fn live(&self, task_id: &str) -> Result<Arc<TaskLive>, TaskError> {
         if let Some(live) = self.active(task_id) {
             return Ok(live);
         }
@@ -572,7 +562,7 @@ impl TaskManager {
     }
 
     /// A feed of a task's output and status from `from_seq`.
-    pub async fn subscribe(
+    pub(crate) async fn subscribe(
         &self,
         task_id: &str,
         from_seq: Option<u64>,
@@ -582,12 +572,12 @@ impl TaskManager {
     }
 
     /// A feed for a task just started through `run`.
-    pub fn follow(&self, live: Arc<TaskLive>) -> Feed {
+    pub(crate) fn follow(&self, live: Arc<TaskLive>) -> Feed {
         Feed::new(live, self.inner.store.clone(), Some(1)).0
     }
 
     /// A page of stored chunks.
-    pub async fn logs(&self, p: TaskLogsParams) -> Result<TaskLogsResult, TaskError> {
+    pub(crate) async fn logs(&self, p: TaskLogsParams) -> Result<TaskLogsResult, TaskError> {
         let live = self.live(&p.task_id).await?;
         let (status, upto) = live.snapshot();
         let from = p.from_seq.unwrap_or(1).max(1);
@@ -613,7 +603,7 @@ impl TaskManager {
     }
 
     /// Stops a task and returns its final record.
-    pub async fn cancel(&self, task_id: &str) -> Result<TaskRecord, TaskError> {
+    pub(crate) async fn cancel(&self, task_id: &str) -> Result<TaskRecord, TaskError> {
         let Some(live) = self.active(task_id) else {
             let record = self.get(task_id).await?;
             return Err(TaskError::AlreadyFinished {
@@ -641,12 +631,15 @@ impl TaskManager {
     }
 
     /// Task counts by status.
-    pub async fn counts(&self) -> Result<TaskCounts, TaskError> {
+    pub(crate) async fn counts(&self) -> Result<TaskCounts, TaskError> {
         Ok(self.inner.store.read(records::count_by_status).await?)
     }
 
     /// How the tasks that finished in the last `window` ended.
-    pub async fn outcomes_within(&self, window: Duration) -> Result<TaskOutcomes, TaskError> {
+    pub(crate) async fn outcomes_within(
+        &self,
+        window: Duration,
+    ) -> Result<TaskOutcomes, TaskError> {
         let since = clock::now_ms() - window.as_millis() as i64;
         Ok(self
             .inner
@@ -657,7 +650,7 @@ impl TaskManager {
 
     /// How the tasks that finished at or after `since_ms` ended, hour by hour:
     /// `(hour start in ms, status, count)`.
-    pub async fn outcomes_by_hour(
+    pub(crate) async fn outcomes_by_hour(
         &self,
         since_ms: i64,
     ) -> Result<Vec<(i64, TaskStatus, u64)>, TaskError> {
@@ -669,12 +662,12 @@ impl TaskManager {
     }
 
     /// The task that finished last, if any.
-    pub async fn last_finished(&self) -> Result<Option<TaskRecord>, TaskError> {
+    pub(crate) async fn last_finished(&self) -> Result<Option<TaskRecord>, TaskError> {
         Ok(self.inner.store.read(records::last_finished).await?)
     }
 
     /// Stops every task (running ones become `interrupted`) and waits for them.
-    pub async fn shutdown(&self) {
+    pub(crate) async fn shutdown(&self) {
         self.inner.shutdown.cancel();
         self.inner.tracker.close();
         self.inner.tracker.wait().await;
@@ -697,7 +690,7 @@ fn check_timeout(timeout_s: Option<u64>) -> Result<(), TaskError> {
 }
 
 /// The workspace roots that exist, resolved; the others are skipped with a warning.
-pub fn canonical_roots(config: &TasksConfig) -> Vec<PathBuf> {
+pub(crate) fn canonical_roots(config: &TasksConfig) -> Vec<PathBuf> {
     let mut roots = Vec::new();
     for root in &config.workspace_roots {
         match std::fs::canonicalize(root) {

@@ -40,7 +40,7 @@ const KILL_WAIT: Duration = Duration::from_secs(5);
 
 /// What to run.
 #[derive(Debug, Clone)]
-pub enum Program {
+pub(crate) enum Program {
     /// A program and its arguments, run directly.
     Argv(Vec<String>),
     /// A command line for `/bin/sh -c`.
@@ -49,7 +49,7 @@ pub enum Program {
 
 impl Program {
     /// The command line, as the policy and people read it.
-    pub fn command_line(&self) -> String {
+    pub(crate) fn command_line(&self) -> String {
         match self {
             Program::Argv(argv) => crate::permissions::policy::shell_join(argv),
             Program::Shell(line) => line.clone(),
@@ -66,7 +66,7 @@ impl Program {
 
 /// A task ready to run.
 #[derive(Debug, Clone)]
-pub struct Job {
+pub(crate) struct Job {
     pub program: Program,
     pub cwd: PathBuf,
     pub env: BTreeMap<String, String>,
@@ -74,7 +74,7 @@ pub struct Job {
 }
 
 /// What stops a task early.
-pub struct Controls<'a> {
+pub(crate) struct Controls<'a> {
     pub cancel: &'a CancellationToken,
     pub shutdown: &'a CancellationToken,
     pub reaper: &'a Reaper,
@@ -282,7 +282,7 @@ fn spawn(job: &Job, tree: TaskTree) -> (std::io::Result<tokio::process::Child>, 
 }
 
 /// Runs a job to its end, writing output and the `running` status to `sink`.
-pub async fn run(job: Job, sink: &mut Sink, controls: Controls<'_>) -> Outcome {
+pub(crate) async fn run(job: Job, sink: &mut Sink, controls: Controls<'_>) -> Outcome {
     let (spawned, mut tree) = spawn(&job, controls.trees.tree());
     let mut child = match spawned {
         Ok(child) => child,

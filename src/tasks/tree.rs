@@ -27,7 +27,7 @@ use nix::unistd::Pid;
 use serde::Deserialize;
 
 /// The environment variable that marks a task's processes (walk mode).
-pub const MARKER_VAR: &str = "OPENWORK_HOST_TASK";
+pub(crate) const MARKER_VAR: &str = "OPENWORK_HOST_TASK";
 
 /// The prefix of the cgroup a host makes under its own, `openwork-host.PID`.
 const BASE_PREFIX: &str = "openwork-host.";
@@ -54,14 +54,14 @@ pub struct CgroupUnavailable(String);
 
 /// The host's way of containing tasks, decided at start.
 #[derive(Debug)]
-pub struct ProcessTrees {
+pub(crate) struct ProcessTrees {
     /// The host's own cgroup for tasks (`…/openwork-host.PID`), in cgroup mode.
     base: Option<PathBuf>,
 }
 
 impl ProcessTrees {
     /// Decides the mode; in `Auto`, falls back to the walk with a log line.
-    pub fn new(mode: TreeMode) -> Result<ProcessTrees, CgroupUnavailable> {
+    pub(crate) fn new(mode: TreeMode) -> Result<ProcessTrees, CgroupUnavailable> {
         let base = match mode {
             TreeMode::Walk => None,
             TreeMode::Auto => match create_base() {
@@ -82,22 +82,8 @@ impl ProcessTrees {
         Ok(ProcessTrees { base })
     }
 
-    /// `"cgroup"` or `"walk"`.
-    pub fn kind(&self) -> &'static str {
-        if self.base.is_some() {
-            "cgroup"
-        } else {
-            "walk"
-        }
-    }
-
-    /// The cgroup the host puts its tasks' groups in, in cgroup mode.
-    pub fn base(&self) -> Option<&Path> {
-        self.base.as_deref()
-    }
-
     /// A tree for a task about to start: its cgroup is made here.
-    pub fn tree(&self) -> TaskTree {
+    pub(crate) fn tree(&self) -> TaskTree {
         let marker = format!("{:016x}", rand::random::<u64>());
         let cgroup = self.base.as_ref().and_then(|base| {
             let dir = base.join(format!("t{marker}"));
@@ -118,7 +104,7 @@ impl ProcessTrees {
     }
 
     /// Removes the host's cgroup (once every task has ended).
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         if let Some(base) = &self.base {
             remove_cgroup_dir(base);
         }
@@ -132,7 +118,7 @@ impl Drop for ProcessTrees {
 }
 
 /// One task's processes.
-pub struct TaskTree {
+pub(crate) struct TaskTree {
     cgroup: Option<Cgroup>,
     marker: String,
     /// The main process (also the process group id).
@@ -167,27 +153,18 @@ impl Cgroup {
 }
 
 impl TaskTree {
-    /// `"cgroup"` or `"walk"`: how this task's descendants are found.
-    pub fn kind(&self) -> &'static str {
-        if self.cgroup.is_some() {
-            "cgroup"
-        } else {
-            "walk"
-        }
-    }
-
     /// The task's cgroup, in cgroup mode.
-    pub fn cgroup(&self) -> Option<&Path> {
+    pub(crate) fn cgroup(&self) -> Option<&Path> {
         self.cgroup.as_ref().map(|c| c.dir.as_path())
     }
 
     /// The value of the marker variable, when the task is found by the walk.
-    pub fn marker(&self) -> Option<&str> {
+    pub(crate) fn marker(&self) -> Option<&str> {
         self.cgroup.is_none().then_some(self.marker.as_str())
     }
 
     /// Sets up the command so that its process starts inside the tree.
-    pub fn prepare(&self, command: &mut tokio::process::Command) {
+    pub(crate) fn prepare(&self, command: &mut tokio::process::Command) {
         let procs = self.cgroup.as_ref().map(|c| c.procs.as_raw_fd());
         if procs.is_none() {
             command.env(MARKER_VAR, &self.marker);
@@ -215,7 +192,7 @@ impl TaskTree {
     }
 
     /// The main process has started.
-    pub fn started(&mut self, pid: i32) {
+    pub(crate) fn started(&mut self, pid: i32) {
         self.leader = Some(pid);
         if let Some(start) = start_time(pid) {
             self.seen.insert(pid, start);
@@ -223,7 +200,7 @@ impl TaskTree {
     }
 
     /// Sends `signal` to every process of the task.
-    pub fn signal(&mut self, signal: Signal) {
+    pub(crate) fn signal(&mut self, signal: Signal) {
         // Found first: once the main process dies, what it adopted goes to
         // init, and (with the walk) only what was seen before is still known.
         let members = self.members();
@@ -236,7 +213,7 @@ impl TaskTree {
     }
 
     /// Kills every process of the task (SIGKILL; `cgroup.kill` in cgroup mode).
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(cgroup) = &self.cgroup
             && std::fs::write(cgroup.dir.join("cgroup.kill"), "1").is_ok()
         {
@@ -246,13 +223,13 @@ impl TaskTree {
     }
 
     /// Whether no process of the task is alive.
-    pub fn is_empty(&mut self) -> bool {
+    pub(crate) fn is_empty(&mut self) -> bool {
         self.members().is_empty()
     }
 
     /// Kills what is left and waits (up to `bound`) until nothing is alive;
     /// then removes the cgroup. Returns whether the tree is empty.
-    pub async fn finish(&mut self, bound: Duration) -> bool {
+    pub(crate) async fn finish(&mut self, bound: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + bound;
         let mut empty = self.is_empty();
         while !empty && tokio::time::Instant::now() < deadline {
@@ -271,13 +248,13 @@ impl TaskTree {
 
     /// The same task without its cgroup: when a process cannot be put in
     /// it, the task runs with the walk instead.
-    pub fn without_cgroup(mut self) -> TaskTree {
+    pub(crate) fn without_cgroup(mut self) -> TaskTree {
         self.release();
         self
     }
 
     /// Removes the cgroup (after the main process was reaped).
-    pub fn release(&mut self) {
+    pub(crate) fn release(&mut self) {
         if let Some(cgroup) = self.cgroup.take() {
             remove_cgroup_dir(&cgroup.dir);
         }

@@ -3,7 +3,7 @@
 
 /// One embedded file.
 #[derive(Debug)]
-pub struct Asset {
+pub(crate) struct Asset {
     /// The URL path, from `/`.
     pub path: &'static str,
     pub body: &'static [u8],
@@ -18,13 +18,13 @@ pub struct Asset {
 
 /// The pages' Content-Security-Policy: the host's own origin only, and the
 /// inline script and style of `index.html` by their SHA-256 (see build.rs).
-pub const CSP: &str = include!(concat!(env!("OUT_DIR"), "/csp.rs"));
+pub(crate) const CSP: &str = include!(concat!(env!("OUT_DIR"), "/csp.rs"));
 
 /// Every embedded file.
-pub static ASSETS: &[Asset] = include!(concat!(env!("OUT_DIR"), "/assets.rs"));
+pub(crate) static ASSETS: &[Asset] = include!(concat!(env!("OUT_DIR"), "/assets.rs"));
 
 /// The file for a URL path; `/` is `/index.html`.
-pub fn find(path: &str) -> Option<&'static Asset> {
+pub(crate) fn find(path: &str) -> Option<&'static Asset> {
     let path = if path == "/" { "/index.html" } else { path };
     ASSETS.iter().find(|a| a.path == path)
 }

@@ -23,7 +23,7 @@ use crate::session::admission::Admission;
 use crate::transport::{assets, websocket};
 
 /// The path of the WebSocket endpoint.
-pub const RPC_PATH: &str = "/rpc";
+pub(crate) const RPC_PATH: &str = "/rpc";
 
 /// The headers on every response.
 const SECURITY_HEADERS: [(&str, &str); 5] = [
@@ -37,7 +37,7 @@ const SECURITY_HEADERS: [(&str, &str); 5] = [
 /// The names and addresses by which the host is its own origin: a request
 /// naming anything else was sent to some other name that resolves here.
 #[derive(Debug, Default)]
-pub struct OwnNames {
+pub(crate) struct OwnNames {
     /// Lowercase DNS names, without a trailing dot.
     fixed: Vec<String>,
     /// The DNS names in the owner's configured certificate (reloaded with it).
@@ -47,7 +47,7 @@ pub struct OwnNames {
 impl OwnNames {
     /// `localhost`, the machine's hostname and its `.local` name, the host's
     /// mDNS name, and the advertised address.
-    pub fn new(mdns_name: &str, advertise_address: Option<&str>) -> OwnNames {
+    pub(crate) fn new(mdns_name: &str, advertise_address: Option<&str>) -> OwnNames {
         let mut fixed = vec!["localhost".to_owned(), normalize(mdns_name)];
         if let Ok(name) = nix::unistd::gethostname() {
             let name = normalize(&name.to_string_lossy());
@@ -70,14 +70,14 @@ impl OwnNames {
     }
 
     /// Replaces the names taken from the configured certificate.
-    pub fn set_certificate_names(&self, names: Vec<String>) {
+    pub(crate) fn set_certificate_names(&self, names: Vec<String>) {
         *self.certificate.write() = names.iter().map(|n| normalize(n)).collect();
     }
 
     /// Whether `authority` (a `Host` header: `name:port`, `[v6]:port`, or a
     /// bare name when the port is 443) names this host on `port`. `local` is
     /// the address the connection arrived on.
-    pub fn allows(&self, authority: &str, port: u16, local: IpAddr) -> bool {
+    pub(crate) fn allows(&self, authority: &str, port: u16, local: IpAddr) -> bool {
         let Some((host, given_port)) = split_authority(authority) else {
             return false;
         };
@@ -97,7 +97,7 @@ impl OwnNames {
     }
 
     /// Whether `origin` (an `Origin` header) is `https://` and one of the host's own authorities.
-    pub fn allows_origin(&self, origin: &str, port: u16, local: IpAddr) -> bool {
+    pub(crate) fn allows_origin(&self, origin: &str, port: u16, local: IpAddr) -> bool {
         origin.strip_prefix("https://").is_some_and(|authority| {
             !authority.contains('/') && self.allows(authority, port, local)
         })
@@ -179,7 +179,7 @@ struct Connection {
 
 /// Serves HTTP/1.1 on an accepted TLS stream until the client leaves, the
 /// connection upgrades to a WebSocket, or the host shuts down.
-pub async fn serve<S>(
+pub(crate) async fn serve<S>(
     core: Arc<dyn Serving>,
     names: Arc<OwnNames>,
     stream: S,

@@ -6,8 +6,8 @@
 //! The HTTP and WebSocket fronts start sessions through `session::run`, with
 //! the host as a `session::Serving`: transport never names the host.
 
-pub mod assets;
-pub mod http;
+pub(crate) mod assets;
+pub(crate) mod http;
 pub mod stdio;
 pub mod tls;
 pub mod unix;

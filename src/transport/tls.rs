@@ -26,7 +26,7 @@ use crate::identity::{Identity, OwnerCertificate};
 /// certificate, the one native clients pin; any other gets the owner's
 /// certificate when one is configured (`owner`), so that browsers need not
 /// warn, and renewing it never touches what native clients pinned.
-pub fn server_config(
+pub(crate) fn server_config(
     identity: &Identity,
     owner: Option<Arc<OwnerCertificate>>,
 ) -> Result<Arc<ServerConfig>, TlsError> {
@@ -72,7 +72,7 @@ impl ResolvesServerCert for HostCertificates {
 }
 
 /// Binds a TCP listener; `[::]` listens on IPv6 and IPv4 both where the system allows.
-pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+pub(crate) fn bind(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     if addr.is_ipv6() {

@@ -24,7 +24,7 @@ pub enum UnixError {
 ///
 /// The caller must hold the data dir's lock, so that any socket file already
 /// there was left by a host that is no longer running.
-pub fn bind(path: &Path) -> Result<UnixListener, UnixError> {
+pub(crate) fn bind(path: &Path) -> Result<UnixListener, UnixError> {
     let shown = path.display().to_string();
     let len = path.as_os_str().len();
     if len > MAX_SOCKET_PATH {
@@ -47,7 +47,7 @@ pub fn bind(path: &Path) -> Result<UnixListener, UnixError> {
 /// Whether the peer runs as the same user as this process.
 ///
 /// The socket's mode already keeps others out; this is the second lock on the door.
-pub fn peer_is_owner(stream: &UnixStream) -> bool {
+pub(crate) fn peer_is_owner(stream: &UnixStream) -> bool {
     match stream.peer_cred() {
         Ok(cred) => cred.uid() == nix::unistd::getuid().as_raw(),
         Err(_) => false,

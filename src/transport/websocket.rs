@@ -28,9 +28,9 @@ use crate::session::{self, SessionOptions};
 use crate::transport::{self, Activity, FrameReader, Framing, FramingMode, ReadEvent};
 
 /// How often the host pings an idle browser.
-pub const PING_INTERVAL: Duration = Duration::from_secs(25);
+pub(crate) const PING_INTERVAL: Duration = Duration::from_secs(25);
 /// The transport's name in logs and health.
-pub const TRANSPORT: &str = "websocket";
+pub(crate) const TRANSPORT: &str = "websocket";
 
 /// What stands in for the TLS exporter when pairing over a WebSocket:
 /// browsers cannot export keying material (see README, "Browsers").
@@ -42,7 +42,7 @@ pub fn web_channel_binding() -> [u8; 32] {
 /// `origin` is the `Origin` the upgrade request carried (already checked);
 /// `admission` is the TCP connection's place in the connection budget, and
 /// the session keeps the deadlines of every network connection.
-pub async fn run<S>(
+pub(crate) async fn run<S>(
     core: Arc<dyn Serving>,
     io: S,
     peer: String,

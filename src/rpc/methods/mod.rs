@@ -33,7 +33,7 @@ pub struct CallContext {
 }
 
 impl CallContext {
-    pub fn new(host: Arc<dyn HostCalls>, session: Arc<Session>) -> Self {
+    pub(crate) fn new(host: Arc<dyn HostCalls>, session: Arc<Session>) -> Self {
         Self {
             host,
             session,
@@ -42,18 +42,18 @@ impl CallContext {
     }
 
     /// The host the call is made to.
-    pub fn host(&self) -> &dyn HostCalls {
+    pub(crate) fn host(&self) -> &dyn HostCalls {
         self.host.as_ref()
     }
 
     /// Runs `f` once the reply to this call is queued, e.g. to start a
     /// subscription whose notifications must come after the reply.
-    pub fn after_reply(&self, f: impl FnOnce() + Send + 'static) {
+    pub(crate) fn after_reply(&self, f: impl FnOnce() + Send + 'static) {
         self.lock().push(Box::new(f));
     }
 
     /// The work registered with `after_reply`.
-    pub fn take_after_reply(&self) -> AfterReply {
+    pub(crate) fn take_after_reply(&self) -> AfterReply {
         std::mem::take(&mut *self.lock())
     }
 
@@ -64,7 +64,7 @@ impl CallContext {
 
 /// A scope a call needs beyond its method's own (the table checks that one):
 /// `what` says what needs it, `why` (if any) why.
-pub fn require_scope(
+pub(crate) fn require_scope(
     principal: &crate::auth::Principal,
     scope: Scope,
     what: &str,

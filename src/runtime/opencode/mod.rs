@@ -80,7 +80,7 @@ pub(crate) const INSTALL_ACTION: &str = "install OpenCode (`npm install -g openc
 
 /// Where OpenCode is in its life.
 #[derive(Debug, Clone)]
-pub enum RuntimeState {
+pub(crate) enum RuntimeState {
     /// Turned off in config.
     Off,
     /// No program to run.
@@ -97,7 +97,6 @@ pub enum RuntimeState {
     Restarting {
         attempt: u32,
         reason: String,
-        next_try: Instant,
     },
     /// The host is shutting down.
     Stopped,
@@ -105,7 +104,7 @@ pub enum RuntimeState {
 
 impl RuntimeState {
     /// A short name: off, not_installed, starting, ready, restarting, stopped.
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             RuntimeState::Off => "off",
             RuntimeState::NotInstalled { .. } => "not_installed",
@@ -145,7 +144,7 @@ impl Unavailable {
 
 /// What a task waiting on a session hears.
 #[derive(Debug, Clone)]
-pub enum Routed {
+pub(crate) enum Routed {
     /// An event of the session (or of one of its sub-agent sessions): `{type, properties}`.
     Event(Value),
     /// OpenCode stopped; the session's work is lost.
@@ -201,7 +200,7 @@ enum Source {
 }
 
 /// The OpenCode runtime for the whole host.
-pub struct OpenCode {
+pub(crate) struct OpenCode {
     config: OpencodeConfig,
     source: Option<Source>,
     directory: PathBuf,
@@ -252,7 +251,7 @@ fn which(program: &str) -> Option<PathBuf> {
 
 impl OpenCode {
     /// Sets the runtime up from config; `start` runs it.
-    pub fn new(
+    pub(crate) fn new(
         config: OpencodeConfig,
         directory: PathBuf,
         data_dir: &Path,
@@ -285,7 +284,7 @@ impl OpenCode {
     }
 
     /// Runs the supervisor until `shutdown`.
-    pub fn start(
+    pub(crate) fn start(
         self: &Arc<Self>,
         shutdown: CancellationToken,
         tracker: &tokio_util::task::TaskTracker,
@@ -297,7 +296,7 @@ impl OpenCode {
 
     /// A failed call to OpenCode as a JSON-RPC error, with what to do about
     /// it on this host (OpenCode's own message is kept).
-    pub fn rpc_error(&self, e: ApiError) -> crate::rpc::RpcError {
+    pub(crate) fn rpc_error(&self, e: ApiError) -> crate::rpc::RpcError {
         let status = e.status();
         let error = crate::rpc::RpcError::from(e);
         let external = match &self.source {
@@ -323,12 +322,12 @@ impl OpenCode {
     }
 
     /// The current state.
-    pub fn state(&self) -> RuntimeState {
+    pub(crate) fn state(&self) -> RuntimeState {
         self.state.borrow().clone()
     }
 
     /// Whether the runtime is meant to run (it may still be starting).
-    pub fn configured(&self) -> Result<(), Unavailable> {
+    pub(crate) fn configured(&self) -> Result<(), Unavailable> {
         match &*self.state.borrow() {
             RuntimeState::Off => Err(Unavailable::Off),
             RuntimeState::NotInstalled { looked_for } => {
@@ -339,7 +338,10 @@ impl OpenCode {
     }
 
     /// The client and operations once ready, waiting up to `wait`.
-    pub async fn ready(&self, wait: Duration) -> Result<(ApiClient, Arc<Operations>), Unavailable> {
+    pub(crate) async fn ready(
+        &self,
+        wait: Duration,
+    ) -> Result<(ApiClient, Arc<Operations>), Unavailable> {
         self.configured()?;
         let mut rx = self.state.subscribe();
         let deadline = tokio::time::Instant::now() + wait;
@@ -368,7 +370,7 @@ impl OpenCode {
     /// Claims `session_id` for one task: its events (and those of the
     /// sub-agent sessions it starts) go to the returned receiver until it is
     /// dropped. A session has one task at a time.
-    pub fn route(self: &Arc<Self>, session_id: &str) -> Result<SessionEvents, SessionInUse> {
+    pub(crate) fn route(self: &Arc<Self>, session_id: &str) -> Result<SessionEvents, SessionInUse> {
         let (tx, rx) = mpsc::channel(ROUTE_QUEUE);
         let route = Arc::new(Route {
             events: tx,
@@ -443,7 +445,6 @@ impl OpenCode {
             self.state.send_replace(RuntimeState::Restarting {
                 attempt,
                 reason: reason.clone(),
-                next_try: Instant::now() + wait,
             });
             for route in self.routes() {
                 route.lose(&reason);
@@ -734,7 +735,7 @@ impl OpenCode {
 
 /// A task's claim on one session, and the events of that session and of
 /// the sub-agent sessions it starts.
-pub struct SessionEvents {
+pub(crate) struct SessionEvents {
     rx: mpsc::Receiver<Value>,
     route: Arc<Route>,
     owner: Arc<OpenCode>,
@@ -743,7 +744,7 @@ pub struct SessionEvents {
 impl SessionEvents {
     /// The next thing the task must handle. Queued events come first, then
     /// a resync when some were missed; OpenCode stopping comes before all.
-    pub async fn next(&mut self) -> Routed {
+    pub(crate) async fn next(&mut self) -> Routed {
         loop {
             if let Some(reason) = self.route.lost.lock().take() {
                 return Routed::Lost(reason);
@@ -766,14 +767,14 @@ impl SessionEvents {
     /// Starts afresh before the prompt: what happened to the session before
     /// (another prompt's events, a stop of an earlier OpenCode) is no
     /// concern of the task.
-    pub fn begin(&mut self) {
+    pub(crate) fn begin(&mut self) {
         self.route.lost.lock().take();
         self.route.missed.store(false, Ordering::SeqCst);
         while self.rx.try_recv().is_ok() {}
     }
 
     /// The sessions routed here: the task's own first, then its sub-agents'.
-    pub fn sessions(&self) -> Vec<String> {
+    pub(crate) fn sessions(&self) -> Vec<String> {
         self.route.sessions.lock().clone()
     }
 }

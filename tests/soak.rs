@@ -121,9 +121,16 @@ fn a_compressed_week_loses_no_task_to_a_disconnect() {
     );
 }
 
-/// The node script that drives the web app in Chromium, if node, Chromium
-/// and tests/browser's playwright-core are there.
+/// The node script that drives the web app in Chromium, when asked for with
+/// `OPENWORK_SOAK_BROWSER=1` and node, Chromium and tests/browser's
+/// playwright-core are there. Not by default: Chromium beside four phones,
+/// a host and OpenCode on a 2-core machine starves the app's waits (seen
+/// twice under load); `scripts/soak` runs it in the long soak.
 fn browser_phone() -> Option<std::path::PathBuf> {
+    if std::env::var_os("OPENWORK_SOAK_BROWSER").is_none_or(|v| v != "1") {
+        eprintln!("no web app phone in the short soak (OPENWORK_SOAK_BROWSER=1 adds it)");
+        return None;
+    }
     let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let chromium = std::env::var_os("OPENWORK_TEST_CHROMIUM")
         .map(std::path::PathBuf::from)
@@ -150,14 +157,17 @@ fn opencode_installed() -> bool {
         .is_file()
 }
 
-/// What the soak found first: a call that is not repeated after a drop
-/// (`permission.reply`) waited for ever on a connection gone silent (the
-/// phone roamed). It must fail as interrupted within the call deadline.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_call_on_a_connection_gone_silent_fails_instead_of_waiting_for_ever() {
+/// A host, a paired phone reaching it through a path the test controls, and
+/// the phone's session (reconnecting fast; the connect timeout and liveness
+/// in seconds as the test needs them).
+async fn phone_through_a_path(
+    name: &str,
+    connect_timeout_s: u64,
+    liveness_s: u64,
+) -> (TestHost, path::NetPath, HostSession) {
     let mut host = TestHost::new("");
     host.start();
-    let device = host.pair_device("roaming", None).await;
+    let device = host.pair_device(name, None).await;
     let path = path::NetPath::start(device.address.parse().expect("address"))
         .await
         .expect("path");
@@ -169,13 +179,22 @@ async fn a_call_on_a_connection_gone_silent_fails_instead_of_waiting_for_ever() 
         first_delay: Duration::from_millis(50),
         max_delay: Duration::from_millis(200),
         give_up_after: Duration::from_secs(30),
-        connect_timeout: Duration::from_secs(1),
-        liveness: Duration::from_secs(1),
+        connect_timeout: Duration::from_secs(connect_timeout_s),
+        liveness: Duration::from_secs(liveness_s),
         find_on_lan: None,
     };
-    let mut session = within(10, HostSession::open(via, "roaming", policy))
+    let session = within(10, HostSession::open(via, name, policy))
         .await
         .expect("session");
+    (host, path, session)
+}
+
+/// What the soak found first: a call that is not repeated after a drop
+/// (`permission.reply`) waited for ever on a connection gone silent (the
+/// phone roamed). It must fail as interrupted within the call deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_on_a_connection_gone_silent_fails_instead_of_waiting_for_ever() {
+    let (_host, path, mut session) = phone_through_a_path("roaming", 1, 1).await;
     // The phone's address changes: the connection says nothing more, ever.
     path.update(|s| s.epoch += 1);
     let started = Instant::now();
@@ -210,28 +229,8 @@ async fn a_call_on_a_connection_gone_silent_fails_instead_of_waiting_for_ever() 
 /// and the session goes on through a new one; a live one is kept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_network_change_drops_a_silent_connection_and_keeps_a_live_one() {
-    let mut host = TestHost::new("");
-    host.start();
-    let device = host.pair_device("changing", None).await;
-    let path = path::NetPath::start(device.address.parse().expect("address"))
-        .await
-        .expect("path");
-    let via = KnownHost {
-        address: path.address.clone(),
-        ..device.clone()
-    };
     // A liveness far past the test's bounds: only the probe can notice.
-    let policy = ReconnectPolicy {
-        first_delay: Duration::from_millis(50),
-        max_delay: Duration::from_millis(200),
-        give_up_after: Duration::from_secs(30),
-        connect_timeout: Duration::from_secs(5),
-        liveness: Duration::from_secs(600),
-        find_on_lan: None,
-    };
-    let mut session = within(10, HostSession::open(via, "changing", policy))
-        .await
-        .expect("session");
+    let (_host, path, mut session) = phone_through_a_path("changing", 5, 600).await;
     // The same network: the connection answers and stays.
     assert!(within(10, session.network_changed()).await);
     assert_eq!(session.stats().reconnects, 0);
@@ -256,27 +255,7 @@ async fn a_network_change_drops_a_silent_connection_and_keeps_a_live_one() {
 /// far past the test's bound) but is sent again through a new connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_network_change_during_a_call_sends_it_again_through_a_new_connection() {
-    let mut host = TestHost::new("");
-    host.start();
-    let device = host.pair_device("changing", None).await;
-    let path = path::NetPath::start(device.address.parse().expect("address"))
-        .await
-        .expect("path");
-    let via = KnownHost {
-        address: path.address.clone(),
-        ..device.clone()
-    };
-    let policy = ReconnectPolicy {
-        first_delay: Duration::from_millis(50),
-        max_delay: Duration::from_millis(200),
-        give_up_after: Duration::from_secs(30),
-        connect_timeout: Duration::from_secs(600),
-        liveness: Duration::from_secs(600),
-        find_on_lan: None,
-    };
-    let mut session = within(10, HostSession::open(via, "changing", policy))
-        .await
-        .expect("session");
+    let (_host, path, mut session) = phone_through_a_path("changing", 600, 600).await;
     path.update(|s| s.epoch += 1);
     let network = session.network_changes();
     // The OS notices a moment after the call went out.

@@ -109,7 +109,9 @@ describe("the web app on a phone against a live host", () => {
 
   test("a command runs from the phone: its exact output, colours rendered, then the list", async () => {
     await page.tap('nav a[href="#new"]');
-    // The working directory is chosen from the host's workspace roots.
+    // The working directory is chosen from the host's workspace roots (the
+    // picker appears once the connection's capabilities are in).
+    await page.waitForSelector("#cwd-root option", { state: "attached" });
     assert.deepEqual(await page.locator("#cwd-root option").allTextContents(), [host.work]);
     await check("new-task");
     // stdout and stderr are separate pipes: the pause orders them.

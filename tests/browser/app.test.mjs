@@ -6,13 +6,10 @@
 // revoked device's screen, an axe-core scan of every screen, and a screenshot
 // of every screen in light and dark under target/screenshots/.
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
 import { spawn } from "node:child_process";
-import { createRequire } from "node:module";
 import { after, before, describe, test } from "node:test";
-import { approve, client, devices, launchBrowser, openPairingWindow, PHONE, screenshot, spkiHash, TestHost, waitFor, within } from "./harness.mjs";
+import { approve, client, devices, launchBrowser, openPairingWindow, checkScreen, PHONE, PHONE_AND_DESKTOP, spkiHash, TestHost, waitFor, within } from "./harness.mjs";
 
-const axeSource = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
 const PHONE_NAME = "phone under test";
 
 describe("the web app on a phone against a live host", () => {
@@ -24,25 +21,7 @@ describe("the web app on a phone against a live host", () => {
 
   /** Every screen in both colour schemes, phone and desktop size, and no serious or critical axe violation. */
   async function check(name) {
-    for (const [size, viewport] of [
-      ["", PHONE.viewport],
-      ["-desktop", { width: 1280, height: 800 }],
-    ]) {
-      await page.setViewportSize(viewport);
-      for (const scheme of ["light", "dark"]) {
-        await page.emulateMedia({ colorScheme: scheme });
-        await screenshot(page, `app-${name}${size}-${scheme}`);
-        // page.evaluate is not subject to the page's CSP (an injected <script> would be).
-        await page.evaluate(axeSource);
-        const violations = await page.evaluate(async () => {
-          const r = await globalThis.axe.run(document, { resultTypes: ["violations"] });
-          return r.violations.filter((v) => v.impact === "serious" || v.impact === "critical").map((v) => `${v.id}: ${v.help} (${v.nodes.map((n) => n.target.join(" ")).join(", ")})`);
-        });
-        assert.deepEqual(violations, [], `axe on ${name}${size} (${scheme})`);
-      }
-    }
-    await page.setViewportSize(PHONE.viewport);
-    await page.emulateMedia({ colorScheme: "light" });
+    await checkScreen(page, `app-${name}`, name, PHONE_AND_DESKTOP);
   }
 
   async function copiedLog() {

@@ -8,15 +8,13 @@
 // after a few tasks, axe-core finds no serious or critical violation on any
 // screen, and every screen is saved in light and dark under target/screenshots/.
 import assert from "node:assert/strict";
-import { readFileSync, writeFileSync } from "node:fs";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { spawn } from "node:child_process";
 import { createServer } from "node:net";
-import { createRequire } from "node:module";
 import { after, before, describe, test } from "node:test";
-import { client, devices, launchBrowser, PHONE, screenshot, spkiHash, TestHost, waitFor, within } from "./harness.mjs";
+import { client, devices, launchBrowser, checkScreen, PHONE, spkiHash, TestHost, waitFor, within } from "./harness.mjs";
 
-const axeSource = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
 const DESKTOP = { viewport: { width: 1280, height: 860 } };
 const PHONE_NAME = "phone paired from the console";
 
@@ -31,17 +29,7 @@ describe("the owner's console against a live host", () => {
   const problems = [];
 
   async function check(name, p = page) {
-    for (const scheme of ["light", "dark"]) {
-      await p.emulateMedia({ colorScheme: scheme });
-      await screenshot(p, `console-${name}-${scheme}`);
-      await p.evaluate(axeSource);
-      const violations = await p.evaluate(async () => {
-        const r = await globalThis.axe.run(document, { resultTypes: ["violations"] });
-        return r.violations.filter((v) => v.impact === "serious" || v.impact === "critical").map((v) => `${v.id}: ${v.help} (${v.nodes.map((n) => n.target.join(" ")).join(", ")})`);
-      });
-      assert.deepEqual(violations, [], `axe on ${name} (${scheme})`);
-    }
-    await p.emulateMedia({ colorScheme: "light" });
+    await checkScreen(p, `console-${name}`, name);
   }
 
   async function nav(label) {

@@ -5,12 +5,9 @@
 // with its input and output inside the sub-agent, then a model error shown.
 // Skipped without OpenCode installed (scripts/test installs it; CI must).
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
-import { createRequire } from "node:module";
 import { after, before, describe, test } from "node:test";
-import { approve, launchBrowser, opencodeBinary, opencodeHost, openPairingWindow, PHONE, screenshot, spkiHash } from "./harness.mjs";
+import { approve, launchBrowser, opencodeBinary, opencodeHost, openPairingWindow, checkScreen, PHONE, PHONE_AND_DESKTOP, spkiHash } from "./harness.mjs";
 
-const axeSource = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
 const binary = opencodeBinary();
 
 describe("an OpenCode prompt on a phone", { skip: !binary && "OpenCode is not installed (scripts/test installs it)" }, () => {
@@ -22,24 +19,7 @@ describe("an OpenCode prompt on a phone", { skip: !binary && "OpenCode is not in
 
   /** The screen in both colour schemes, phone and desktop size; no serious or critical axe violation. */
   async function check(name) {
-    for (const [size, viewport] of [
-      ["", PHONE.viewport],
-      ["-desktop", { width: 1280, height: 800 }],
-    ]) {
-      await page.setViewportSize(viewport);
-      for (const scheme of ["light", "dark"]) {
-        await page.emulateMedia({ colorScheme: scheme });
-        await screenshot(page, `app-${name}${size}-${scheme}`);
-        await page.evaluate(axeSource);
-        const violations = await page.evaluate(async () => {
-          const r = await globalThis.axe.run(document, { resultTypes: ["violations"] });
-          return r.violations.filter((v) => v.impact === "serious" || v.impact === "critical").map((v) => `${v.id}: ${v.help} (${v.nodes.map((n) => n.target.join(" ")).join(", ")})`);
-        });
-        assert.deepEqual(violations, [], `axe on ${name}${size} (${scheme})`);
-      }
-    }
-    await page.setViewportSize(PHONE.viewport);
-    await page.emulateMedia({ colorScheme: "light" });
+    await checkScreen(page, `app-${name}`, name, PHONE_AND_DESKTOP);
   }
 
   async function runPrompt(text) {

@@ -7,6 +7,8 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import * as tls from "node:tls";
+import { createRequire } from "node:module";
+import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
 import { FakeModel } from "./fake-model.mjs";
@@ -87,6 +89,39 @@ export async function screenshot(page, name) {
   const path = join(dir, `${name}.png`);
   await page.screenshot({ path, fullPage: true });
   return path;
+}
+
+const axeSource = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
+
+/** A phone's and a desktop's size: `checkScreen`'s sizes for a screen of the phone app. */
+export const PHONE_AND_DESKTOP = [
+  ["", PHONE.viewport],
+  ["-desktop", { width: 1280, height: 800 }],
+];
+
+/**
+ * Saves `shot` + size suffix + `-light`/`-dark` screenshots of the page at
+ * each of `sizes` ([suffix, viewport]; the page's own size by default) and
+ * asserts axe-core finds no serious or critical violation on any; the page
+ * is left light, at the first size.
+ */
+export async function checkScreen(page, shot, label, sizes = [["", null]]) {
+  for (const [suffix, viewport] of sizes) {
+    if (viewport) await page.setViewportSize(viewport);
+    for (const scheme of ["light", "dark"]) {
+      await page.emulateMedia({ colorScheme: scheme });
+      await screenshot(page, `${shot}${suffix}-${scheme}`);
+      // page.evaluate is not subject to the page's CSP (an injected <script> would be).
+      await page.evaluate(axeSource);
+      const violations = await page.evaluate(async () => {
+        const r = await globalThis.axe.run(document, { resultTypes: ["violations"] });
+        return r.violations.filter((v) => v.impact === "serious" || v.impact === "critical").map((v) => `${v.id}: ${v.help} (${v.nodes.map((n) => n.target.join(" ")).join(", ")})`);
+      });
+      assert.deepEqual(violations, [], `axe on ${label}${suffix} (${scheme})`);
+    }
+  }
+  if (sizes[0][1]) await page.setViewportSize(sizes[0][1]);
+  await page.emulateMedia({ colorScheme: "light" });
 }
 
 /** The owner opens a pairing window; its code, fingerprint and host id. */

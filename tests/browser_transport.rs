@@ -3,52 +3,16 @@
 //! `/rpc` is a WebSocket running the same session as the raw protocol.
 
 mod common;
-
-use std::sync::Arc;
+#[path = "common/web.rs"]
+mod web;
 
 use common::*;
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio_rustls::client::TlsStream;
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-
-type Ws = WebSocketStream<TlsStream<TcpStream>>;
-
-/// A TLS connection to the host's port offering `alpn` (nothing when empty).
-async fn tls(address: &str, alpn: &[&[u8]]) -> TlsStream<TcpStream> {
-    let verifier = openwork_host::transport::tls::PinnedCert::new(None);
-    tls_with(address, alpn, verifier).await
-}
-
-/// A TLS 1.3 connection offering `alpn`, checking the host's certificate with `verifier`.
-async fn tls_with(
-    address: &str,
-    alpn: &[&[u8]],
-    verifier: Arc<openwork_host::transport::tls::PinnedCert>,
-) -> TlsStream<TcpStream> {
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13])
-    .unwrap()
-    .dangerous()
-    .with_custom_certificate_verifier(verifier)
-    .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
-    let tcp = TcpStream::connect(address).await.unwrap();
-    within(
-        10,
-        tokio_rustls::TlsConnector::from(Arc::new(config))
-            .connect(openwork_host::transport::tls::server_name(), tcp),
-    )
-    .await
-    .expect("TLS handshake")
-}
+use web::{Ws, tls, tls_with, websocket_as};
 
 /// A raw HTTP/1.1 exchange: `request` written as is (with `Connection:
 /// close`), the reply read to its end and split into status, headers, body.
@@ -104,22 +68,7 @@ fn port(address: &str) -> u16 {
 
 /// Opens `/rpc` as a WebSocket with `origin`; the HTTP status when refused.
 async fn websocket(address: &str, origin: Option<&str>) -> Result<Ws, u16> {
-    let stream = tls(address, &[b"http/1.1"]).await;
-    let mut request = format!("wss://{address}/rpc")
-        .into_client_request()
-        .unwrap();
-    if let Some(origin) = origin {
-        request
-            .headers_mut()
-            .insert("origin", origin.parse().unwrap());
-    }
-    match within(10, tokio_tungstenite::client_async(request, stream)).await {
-        Ok((ws, _)) => Ok(ws),
-        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
-            Err(response.status().as_u16())
-        }
-        Err(e) => panic!("WebSocket handshake: {e}"),
-    }
+    websocket_as(address, address, origin).await
 }
 
 fn own_origin(address: &str) -> String {

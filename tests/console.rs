@@ -4,9 +4,10 @@
 //! as the owner; and `metrics.series` counts what happened, hour by hour.
 
 mod common;
+#[path = "common/web.rs"]
+mod web;
 
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
@@ -17,51 +18,14 @@ use p256::ecdsa::SigningKey;
 use p256::ecdsa::signature::Signer;
 use p256::pkcs8::EncodePublicKey;
 use serde_json::{Value, json};
-use tokio::net::TcpStream;
-use tokio_rustls::client::TlsStream;
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-
-type Ws = WebSocketStream<TlsStream<TcpStream>>;
+use web::{Ws, tls, websocket_as};
 
 const B64URL: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-async fn tls(address: &str, alpn: &[u8]) -> TlsStream<TcpStream> {
-    let verifier = openwork_host::transport::tls::PinnedCert::new(None);
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13])
-    .unwrap()
-    .dangerous()
-    .with_custom_certificate_verifier(verifier)
-    .with_no_client_auth();
-    config.alpn_protocols = vec![alpn.to_vec()];
-    let tcp = TcpStream::connect(address).await.unwrap();
-    within(
-        10,
-        tokio_rustls::TlsConnector::from(Arc::new(config))
-            .connect(openwork_host::transport::tls::server_name(), tcp),
-    )
-    .await
-    .expect("TLS handshake")
-}
-
 /// `/rpc` as a WebSocket, with `Host` and `Origin` as given; the HTTP status when refused.
 async fn websocket(address: &str, host: &str, origin: &str) -> Result<Ws, u16> {
-    let stream = tls(address, b"http/1.1").await;
-    let mut request = format!("wss://{host}/rpc").into_client_request().unwrap();
-    request
-        .headers_mut()
-        .insert("origin", origin.parse().unwrap());
-    match within(10, tokio_tungstenite::client_async(request, stream)).await {
-        Ok((ws, _)) => Ok(ws),
-        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
-            Err(response.status().as_u16())
-        }
-        Err(e) => panic!("WebSocket handshake: {e}"),
-    }
+    websocket_as(address, host, Some(origin)).await
 }
 
 async fn call(ws: &mut Ws, id: u64, method: &str, params: Value) -> Value {
@@ -401,7 +365,7 @@ async fn metrics_series_counts_tasks_and_connections_by_the_hour() {
     }
     let address = host.tls_address().await;
     for _ in 0..2 {
-        drop(tls(&address, b"openwork/1").await);
+        drop(tls(&address, &[b"openwork/1"]).await);
     }
     let series: Value = within(10, owner.call("metrics.series", json!({"hours": 3})))
         .await

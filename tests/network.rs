@@ -641,6 +641,20 @@ async fn a_device_with_admin_manages_devices_only_when_the_config_allows_it() {
 }
 
 /// The host's count of open connections, from a local connection.
+/// The owner's `devices.list` entry for `device_id`.
+async fn listed_device(owner: &mut Client, device_id: &str) -> Value {
+    let list: Value = within(10, owner.call("devices.list", json!({})))
+        .await
+        .unwrap();
+    list["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["deviceId"] == device_id)
+        .unwrap()
+        .clone()
+}
+
 async fn active_connections(owner: &mut Client) -> u64 {
     let metrics: Value = within(10, owner.call("metrics.get", json!({})))
         .await
@@ -705,16 +719,7 @@ async fn a_revoked_device_is_cut_off_at_once_and_cannot_come_back() {
         }
     })
     .await;
-    let list: Value = within(10, owner.call("devices.list", json!({})))
-        .await
-        .unwrap();
-    let lost = list["devices"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["deviceId"] == device.device_id.as_str())
-        .unwrap()
-        .clone();
+    let lost = listed_device(&mut owner, &device.device_id).await;
     assert!(lost["revokedAt"].is_string());
     assert_eq!(lost["connections"], 0);
 
@@ -1328,16 +1333,7 @@ async fn a_device_revokes_itself_gets_the_answer_and_its_credential_stops_workin
         .await
         .unwrap_err();
     assert!(!err.to_string().is_empty());
-    let list: Value = within(10, owner.call("devices.list", json!({})))
-        .await
-        .unwrap();
-    let listed = list["devices"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["deviceId"] == device.device_id.as_str())
-        .unwrap()
-        .clone();
+    let listed = listed_device(&mut owner, &device.device_id).await;
     assert!(listed["revokedAt"].is_string(), "{listed}");
     let err = within(10, open_session(&device, "again"))
         .await

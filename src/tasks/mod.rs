@@ -863,10 +863,9 @@ async fn admit(
             "the host shut down before the task started",
         )
     };
-    let wait = match place {
-        Some(Place::Taken(permit)) => return Ok(permit),
-        Some(Place::Waiting(wait)) => wait,
-        None => Box::pin(Arc::clone(&inner.slots).acquire_owned()),
+    let wait = match place.unwrap_or_else(|| Place::take(inner)) {
+        Place::Taken(permit) => return Ok(permit),
+        Place::Waiting(wait) => wait,
     };
     tokio::select! {
         // The semaphore is never closed; were it, the host would be stopping.

@@ -147,6 +147,13 @@ struct Host {
 }
 
 impl Host {
+    /// The last lines of the host's log (its stderr across restarts).
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.data.join("host.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
     async fn start(&mut self) -> anyhow::Result<()> {
         let socket = self.data.join("host.sock");
         let _ = std::fs::remove_file(&socket);
@@ -169,6 +176,14 @@ impl Host {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                bail!(
+                    "the host exited at start ({status}); the end of its log:\n{}",
+                    self.log_tail()
+                );
+            }
             if tokio::net::UnixStream::connect(&socket).await.is_ok()
                 && tokio::net::TcpStream::connect(("127.0.0.1", self.port))
                     .await
@@ -178,7 +193,10 @@ impl Host {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        bail!("the host did not come up within 60 s (see its log)")
+        bail!(
+            "the host did not come up within 60 s; the end of its log:\n{}",
+            self.log_tail()
+        )
     }
 
     /// Sends `signal` and waits (bounded) for the exit.
@@ -199,7 +217,24 @@ impl Host {
     }
 }
 
+/// A free port for the host, below the kernel's ephemeral range: the host is
+/// restarted on it, and while it is down a port from that range can be
+/// taken as the local end of any outgoing connection on the machine (or a
+/// connection to it can connect to itself), and the restart could not bind.
 fn free_port() -> anyhow::Result<u16> {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let mut rng = rand::rng();
+    if ephemeral_low > 10_000 {
+        for _ in 0..200 {
+            let port = rng.random_range(10_000..ephemeral_low);
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return Ok(port);
+            }
+        }
+    }
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?.port())
 }

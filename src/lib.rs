@@ -17,8 +17,8 @@
 //!
 //! - **An embedder** runs a host in its own process: [`Host::open`] with a
 //!   [`datadir::DataDir`] (and a [`config::Config`], or the data dir's
-//!   `config.toml`), then `serve_unix`, `serve_tls` or `serve_connection` on
-//!   any byte stream; [`Host`], [`HostCore`] and [`HostError`] are
+//!   `config.toml`), then [`Host::serve`] (every listener, in order), `serve_unix`,
+//!   `serve_tls`, or `serve_connection` on any byte stream; [`Host`], [`HostCore`] and [`HostError`] are
 //!   re-exported at the root.
 //! - **A client** needs [`protocol`] and [`client`] (re-exports of
 //!   `openwork_proto::protocol` and of `openwork_client`), and [`auth::Scope`];
@@ -84,4 +84,4 @@ pub mod transport;
 pub use openwork_client as client;
 pub use openwork_proto::protocol;
 
-pub use host::{Host, HostCore, HostError};
+pub use host::{Host, HostCore, HostError, Mdns};

@@ -10,11 +10,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-use openwork_host::Host;
 use openwork_host::bridge::BridgeEnd;
 use openwork_host::datadir::DataDir;
 use openwork_host::session::{EndReason, SessionOptions};
 use openwork_host::transport::{self, unix};
+use openwork_host::{Host, Mdns};
 
 /// A host for remote agent work: runs tasks for paired devices and local
 /// scripts, streams their output, and keeps their history.
@@ -212,14 +212,8 @@ async fn serve(data_dir: DataDir, listen: Vec<String>, no_mdns: bool) -> anyhow:
             format!("--listen {address}: expected IP:PORT, e.g. 0.0.0.0:4747 or [::]:4747")
         })?);
     }
-    let bound = host.serve_tls(&addresses)?;
-    if no_mdns {
-        host.turn_off_discovery("turned off with --no-mdns");
-    } else {
-        host.advertise(&bound);
-    }
-    // The local socket last: once it answers, every listener is up.
-    host.serve_unix()?;
+    let mdns = if no_mdns { Mdns::Off } else { Mdns::Advertise };
+    host.serve(&addresses, mdns)?;
     let core = host.core();
     tracing::info!(
         host_id = %core.host_id(),

@@ -1,26 +1,34 @@
-//! What connections and method handlers may ask of the host: one method per
-//! thing they may do, so that none of them reaches into the host's parts.
+//! What connections and method handlers may ask of the host: the host's own
+//! accessors, and `rpc::methods::HostCalls` for `HostCore`, so that no
+//! handler reaches into the host's parts. Calls whose answer is a report
+//! (health, metrics) live in `report`, who a connection is in `auth`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::future::BoxFuture;
+use tokio::sync::broadcast;
 use tokio_util::sync::WaitForCancellationFuture;
 
 use crate::auth::{Principal, Scope};
 use crate::config::Config;
 use crate::datadir::DataDir;
-use crate::pairing::PairingError;
+use crate::devices::Device;
+use crate::pairing::console::ConsoleError;
+use crate::pairing::{Endpoint, PairingError};
 use crate::permissions::PermissionError;
 use crate::protocol::{
-    AuditEntry, DeviceInfo, PairingBeginParams, PairingBeginResult, PairingConfirmParams,
-    PairingOpenParams, PairingResult, PairingStatus, PairingWindow, PermissionAuditParams,
-    PermissionReplyParams, PermissionReplyResult, PermissionRule, TaskListParams, TaskLogsParams,
-    TaskLogsResult, TaskRecord, TaskRunParams, TaskRunResult,
+    AuditEntry, ConsoleEnrolParams, ConsoleLink, DeviceAuth, DeviceInfo, HealthReport, Listener,
+    MetricsReport, OpencodeCapability, PairingBeginParams, PairingBeginResult,
+    PairingConfirmParams, PairingOpenParams, PairingResult, PairingStatus, PairingWindow,
+    PermissionAuditParams, PermissionReplyParams, PermissionReplyResult, PermissionRequest,
+    PermissionRule, RuntimeHealth, TaskListParams, TaskLogsParams, TaskLogsResult, TaskRecord,
+    TaskRunParams, TaskRunResult, TaskStatus,
 };
-use crate::rpc::MethodTable;
-use crate::rpc::methods::CallContext;
+use crate::rpc::methods::{CallContext, HostCalls, HourCounts};
+use crate::rpc::{MethodTable, RpcError};
 use crate::runtime::opencode::{ApiClient, ApiError, Operations, Unavailable};
 use crate::session::Session;
 use crate::session::budget::ReplySizes;
@@ -30,6 +38,7 @@ use crate::tasks::{Feed, FeedStart, TaskError};
 use super::HostCore;
 
 /// The host itself: who it is, how it is configured, whether it is stopping.
+/// Public for embedders and tests; handlers reach them through `HostCalls`.
 impl HostCore {
     /// The configuration the host runs with (read only).
     pub fn config(&self) -> &Config {
@@ -75,123 +84,6 @@ impl HostCore {
     pub(crate) fn reply_sizes(&self) -> &ReplySizes {
         &self.reply_sizes
     }
-}
-
-/// Tasks.
-impl HostCore {
-    /// Starts a task for `by`; its feed follows it from its first chunk.
-    pub(crate) async fn run_task(
-        &self,
-        params: TaskRunParams,
-        by: &Principal,
-    ) -> Result<(TaskRunResult, Feed), TaskError> {
-        self.tasks.run(params, by).await
-    }
-
-    /// Stops a task.
-    pub(crate) async fn cancel_task(&self, task_id: &str) -> Result<TaskRecord, TaskError> {
-        self.tasks.cancel(task_id).await
-    }
-
-    /// A task's record.
-    pub(crate) async fn task(&self, task_id: &str) -> Result<TaskRecord, TaskError> {
-        self.tasks.get(task_id).await
-    }
-
-    /// Tasks, newest first, by page.
-    pub(crate) async fn list_tasks(&self, p: TaskListParams) -> Result<Vec<TaskRecord>, TaskError> {
-        self.tasks.list(p).await
-    }
-
-    /// Follows a task from `from_seq`: its stored log, then live.
-    pub(crate) async fn follow_task(
-        &self,
-        task_id: &str,
-        from_seq: Option<u64>,
-    ) -> Result<(Feed, FeedStart), TaskError> {
-        self.tasks.subscribe(task_id, from_seq).await
-    }
-
-    /// A page of a task's stored log.
-    pub(crate) async fn task_logs(&self, p: TaskLogsParams) -> Result<TaskLogsResult, TaskError> {
-        self.tasks.logs(p).await
-    }
-
-    /// The directories tasks may run in, the default first.
-    pub(crate) fn workspace_roots(&self) -> &[PathBuf] {
-        self.tasks.roots()
-    }
-
-    /// `dir` resolved inside the workspace roots (the first root if `None`).
-    pub(crate) fn workspace_dir(&self, dir: Option<&str>) -> Result<PathBuf, TaskError> {
-        self.tasks.workspace_dir(dir)
-    }
-}
-
-/// Permissions.
-impl HostCore {
-    /// Answers a permission request for whoever calls on `session`.
-    pub(crate) async fn reply_permission(
-        &self,
-        p: PermissionReplyParams,
-        session: &Session,
-    ) -> Result<PermissionReplyResult, PermissionError> {
-        let principal = session.principal();
-        self.permissions
-            .reply(&p.request_id, p.decision, &principal, session.id)
-            .await
-    }
-
-    /// The permission requests waiting for an answer, soonest to expire first.
-    pub(crate) fn pending_permission_requests(&self) -> Vec<crate::protocol::PermissionRequest> {
-        self.permissions.pending()
-    }
-
-    /// The remembered `always` rules.
-    pub(crate) async fn permission_rules(&self) -> Result<Vec<PermissionRule>, StoreError> {
-        self.permissions.rules().await
-    }
-
-    /// Forgets a remembered rule.
-    pub(crate) async fn forget_permission_rule(
-        &self,
-        rule_id: &str,
-    ) -> Result<(), PermissionError> {
-        self.permissions.forget(rule_id).await
-    }
-
-    /// The permission audit trail, newest first.
-    pub(crate) async fn permission_audit(
-        &self,
-        params: PermissionAuditParams,
-    ) -> Result<Vec<AuditEntry>, StoreError> {
-        self.permissions.audit_entries(params).await
-    }
-}
-
-/// Pairing and devices.
-impl HostCore {
-    /// A device's first pairing message, on `session`.
-    pub(crate) fn begin_pairing(
-        &self,
-        session: &Session,
-        params: PairingBeginParams,
-    ) -> Result<PairingBeginResult, PairingError> {
-        self.pairing
-            .begin(session.id, &session.peer, session.channel_binding(), params)
-    }
-
-    /// A device's key confirmation, on `session`; waits for the owner's
-    /// approval unless the device goes away first.
-    pub(crate) async fn confirm_pairing(
-        &self,
-        session: &Session,
-        params: PairingConfirmParams,
-    ) -> Result<PairingResult, PairingError> {
-        self.pairing
-            .confirm(session.id, params, session.peer_gone())
-            .await
-    }
 
     /// Opens a pairing window with a fresh code.
     pub fn open_pairing_window(
@@ -201,77 +93,240 @@ impl HostCore {
         self.pairing.open(params)
     }
 
-    /// The pairing window's notifications (requests, wrong codes, closing).
-    pub(crate) fn pairing_events(&self) -> tokio::sync::broadcast::Receiver<Bytes> {
-        self.pairing.events()
-    }
-
-    /// Closes the pairing window.
-    pub(crate) fn close_pairing_window(&self, reason: &str) -> bool {
-        self.pairing.close(reason)
-    }
-
     /// The pairing window and the devices waiting for approval.
     pub fn pairing_status(&self) -> PairingStatus {
         self.pairing.status()
     }
-
-    /// Approves a waiting device, maybe with fewer scopes.
-    pub(crate) async fn approve_pairing(
-        &self,
-        request_id: &str,
-        scopes: Option<Vec<Scope>>,
-    ) -> Result<DeviceInfo, PairingError> {
-        self.pairing.approve(request_id, scopes).await
-    }
-
-    /// Refuses a waiting device.
-    pub(crate) async fn deny_pairing(&self, request_id: &str) -> Result<(), PairingError> {
-        self.pairing.deny(request_id).await
-    }
-
-    /// Paired devices, each with the connections it has open now.
-    pub(crate) async fn paired_devices(&self) -> Result<Vec<DeviceInfo>, StoreError> {
-        let devices = self.devices.list().await?;
-        Ok(devices
-            .iter()
-            .map(|d| d.info(self.device_connections(&d.id)))
-            .collect())
-    }
 }
 
-/// OpenCode.
-impl HostCore {
-    /// OpenCode's API and its operations, once it is ready (waiting up to `wait`).
-    pub(crate) async fn opencode_api(
+impl HostCalls for HostCore {
+    // Who the host is; the public accessors above.
+    fn config(&self) -> &Config {
+        HostCore::config(self)
+    }
+
+    fn data_dir(&self) -> &DataDir {
+        HostCore::data_dir(self)
+    }
+
+    fn host_id(&self) -> &str {
+        HostCore::host_id(self)
+    }
+
+    fn host_name(&self) -> &str {
+        HostCore::host_name(self)
+    }
+
+    fn fingerprint(&self) -> &str {
+        HostCore::fingerprint(self)
+    }
+
+    fn methods(&self) -> &MethodTable<CallContext> {
+        HostCore::methods(self)
+    }
+
+    // Tasks.
+    fn run_task<'a>(
+        &'a self,
+        params: TaskRunParams,
+        by: &'a Principal,
+    ) -> BoxFuture<'a, Result<(TaskRunResult, Feed), TaskError>> {
+        Box::pin(self.tasks.run(params, by))
+    }
+
+    fn cancel_task<'a>(&'a self, task_id: &'a str) -> BoxFuture<'a, Result<TaskRecord, TaskError>> {
+        Box::pin(self.tasks.cancel(task_id))
+    }
+
+    fn task<'a>(&'a self, task_id: &'a str) -> BoxFuture<'a, Result<TaskRecord, TaskError>> {
+        Box::pin(self.tasks.get(task_id))
+    }
+
+    fn list_tasks<'a>(
+        &'a self,
+        p: TaskListParams,
+    ) -> BoxFuture<'a, Result<Vec<TaskRecord>, TaskError>> {
+        Box::pin(self.tasks.list(p))
+    }
+
+    fn follow_task<'a>(
+        &'a self,
+        task_id: &'a str,
+        from_seq: Option<u64>,
+    ) -> BoxFuture<'a, Result<(Feed, FeedStart), TaskError>> {
+        Box::pin(self.tasks.subscribe(task_id, from_seq))
+    }
+
+    fn task_logs<'a>(
+        &'a self,
+        p: TaskLogsParams,
+    ) -> BoxFuture<'a, Result<TaskLogsResult, TaskError>> {
+        Box::pin(self.tasks.logs(p))
+    }
+
+    fn workspace_roots(&self) -> &[PathBuf] {
+        self.tasks.roots()
+    }
+
+    fn workspace_dir(&self, dir: Option<&str>) -> Result<PathBuf, TaskError> {
+        self.tasks.workspace_dir(dir)
+    }
+
+    fn task_outcomes_by_hour<'a>(
+        &'a self,
+        since_ms: i64,
+    ) -> BoxFuture<'a, Result<HourCounts<TaskStatus>, TaskError>> {
+        Box::pin(self.tasks.outcomes_by_hour(since_ms))
+    }
+
+    // Permissions.
+    fn reply_permission<'a>(
+        &'a self,
+        p: PermissionReplyParams,
+        session: &'a Session,
+    ) -> BoxFuture<'a, Result<PermissionReplyResult, PermissionError>> {
+        Box::pin(async move {
+            let principal = session.principal();
+            self.permissions
+                .reply(&p.request_id, p.decision, &principal, session.id)
+                .await
+        })
+    }
+
+    fn pending_permission_requests(&self) -> Vec<PermissionRequest> {
+        self.permissions.pending()
+    }
+
+    fn permission_rules<'a>(&'a self) -> BoxFuture<'a, Result<Vec<PermissionRule>, StoreError>> {
+        Box::pin(self.permissions.rules())
+    }
+
+    fn forget_permission_rule<'a>(
+        &'a self,
+        rule_id: &'a str,
+    ) -> BoxFuture<'a, Result<(), PermissionError>> {
+        Box::pin(self.permissions.forget(rule_id))
+    }
+
+    fn permission_audit<'a>(
+        &'a self,
+        params: PermissionAuditParams,
+    ) -> BoxFuture<'a, Result<Vec<AuditEntry>, StoreError>> {
+        Box::pin(self.permissions.audit_entries(params))
+    }
+
+    // Pairing and devices.
+    fn begin_pairing(
         &self,
+        session: &Session,
+        params: PairingBeginParams,
+    ) -> Result<PairingBeginResult, PairingError> {
+        self.pairing
+            .begin(session.id, &session.peer, session.channel_binding(), params)
+    }
+
+    fn confirm_pairing<'a>(
+        &'a self,
+        session: &'a Session,
+        params: PairingConfirmParams,
+    ) -> BoxFuture<'a, Result<PairingResult, PairingError>> {
+        Box::pin(
+            self.pairing
+                .confirm(session.id, params, session.peer_gone()),
+        )
+    }
+
+    fn open_pairing_window(
+        &self,
+        params: PairingOpenParams,
+    ) -> Result<PairingWindow, PairingError> {
+        HostCore::open_pairing_window(self, params)
+    }
+
+    fn pairing_events(&self) -> broadcast::Receiver<Bytes> {
+        self.pairing.events()
+    }
+
+    fn close_pairing_window(&self, reason: &str) -> bool {
+        self.pairing.close(reason)
+    }
+
+    fn pairing_status(&self) -> PairingStatus {
+        HostCore::pairing_status(self)
+    }
+
+    fn pairing_endpoint(&self) -> Option<Endpoint> {
+        self.pairing.endpoint()
+    }
+
+    fn approve_pairing<'a>(
+        &'a self,
+        request_id: &'a str,
+        scopes: Option<Vec<Scope>>,
+    ) -> BoxFuture<'a, Result<DeviceInfo, PairingError>> {
+        Box::pin(self.pairing.approve(request_id, scopes))
+    }
+
+    fn deny_pairing<'a>(&'a self, request_id: &'a str) -> BoxFuture<'a, Result<(), PairingError>> {
+        Box::pin(self.pairing.deny(request_id))
+    }
+
+    fn paired_devices<'a>(&'a self) -> BoxFuture<'a, Result<Vec<DeviceInfo>, StoreError>> {
+        Box::pin(async move {
+            let devices = self.devices.list().await?;
+            Ok(devices
+                .iter()
+                .map(|d| d.info(self.device_connections(&d.id)))
+                .collect())
+        })
+    }
+
+    // Who a connection is (auth.rs).
+    fn owner_may_act(&self, principal: &Principal) -> bool {
+        HostCore::owner_may_act(self, principal)
+    }
+
+    fn authenticate_session<'a>(
+        &'a self,
+        session: &'a Session,
+        auth: &'a DeviceAuth,
+    ) -> BoxFuture<'a, Result<Principal, RpcError>> {
+        Box::pin(HostCore::authenticate_session(self, session, auth))
+    }
+
+    fn revoke_device<'a>(
+        &'a self,
+        device_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<(Device, u32)>, StoreError>> {
+        Box::pin(HostCore::revoke_device(self, device_id))
+    }
+
+    // OpenCode.
+    fn opencode_api<'a>(
+        &'a self,
         wait: Duration,
-    ) -> Result<(ApiClient, Arc<Operations>), Unavailable> {
-        self.opencode.ready(wait).await
+    ) -> BoxFuture<'a, Result<(ApiClient, Arc<Operations>), Unavailable>> {
+        Box::pin(self.opencode.ready(wait))
     }
 
-    /// Waits up to `wait` for OpenCode to be ready, if it is configured at
-    /// all; not ready in time is no error.
-    pub(crate) async fn wait_for_opencode(&self, wait: Duration) {
-        if self.opencode.configured().is_ok() {
-            let _ = self.opencode.ready(wait).await;
-        }
+    fn wait_for_opencode<'a>(&'a self, wait: Duration) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if self.opencode.configured().is_ok() {
+                let _ = self.opencode.ready(wait).await;
+            }
+        })
     }
 
-    /// A failed call to OpenCode as a JSON-RPC error, with what to do about it.
-    pub(crate) fn opencode_error(&self, e: ApiError) -> crate::rpc::RpcError {
+    fn opencode_error(&self, e: ApiError) -> RpcError {
         self.opencode.rpc_error(e)
     }
-}
 
-/// The owner's console: its one-time links, and the figures its plots draw.
-impl HostCore {
-    /// A one-time link enrolling a browser on this machine as the owner's
-    /// console, for the first TLS listener that takes loopback.
-    pub(crate) fn console_link(
-        &self,
-        ttl_s: Option<u64>,
-    ) -> Result<crate::protocol::ConsoleLink, crate::pairing::console::ConsoleError> {
+    fn opencode_capability(&self, principal: &Principal) -> OpencodeCapability {
+        HostCore::opencode_capability(self, principal)
+    }
+
+    // The owner's console.
+    fn console_link(&self, ttl_s: Option<u64>) -> Result<ConsoleLink, ConsoleError> {
         let tls: Vec<std::net::SocketAddr> = self
             .listeners()
             .into_iter()
@@ -281,50 +336,51 @@ impl HostCore {
         self.pairing.console_link(ttl_s, &tls)
     }
 
-    /// Redeems a console link for the browser on `session`; a link that does
-    /// not work counts as a failed authentication.
-    pub(crate) async fn console_enrol(
-        &self,
-        session: &Session,
-        params: crate::protocol::ConsoleEnrolParams,
-    ) -> Result<PairingResult, crate::pairing::console::ConsoleError> {
-        use crate::pairing::console::ConsoleError;
-        let result = self
-            .pairing
-            .console_enrol(session.origin(), &session.peer, params)
-            .await;
-        if let Err(e @ (ConsoleError::Used | ConsoleError::Expired | ConsoleError::Unknown)) =
-            &result
-        {
-            self.metrics.auth_failure(&session.peer, "(a console link)");
-            tracing::warn!(peer = %session.peer, "a console link was refused: {e}");
-        }
-        result
+    fn console_enrol<'a>(
+        &'a self,
+        session: &'a Session,
+        params: ConsoleEnrolParams,
+    ) -> BoxFuture<'a, Result<PairingResult, ConsoleError>> {
+        Box::pin(async move {
+            let result = self
+                .pairing
+                .console_enrol(session.origin(), &session.peer, params)
+                .await;
+            if let Err(e @ (ConsoleError::Used | ConsoleError::Expired | ConsoleError::Unknown)) =
+                &result
+            {
+                self.metrics.auth_failure(&session.peer, "(a console link)");
+                tracing::warn!(peer = %session.peer, "a console link was refused: {e}");
+            }
+            result
+        })
     }
 
-    /// The address and port a pairing link gives devices, when there is one.
-    pub(crate) fn pairing_endpoint(&self) -> Option<crate::pairing::Endpoint> {
-        self.pairing.endpoint()
+    // Reports (report.rs) and metrics.
+    fn listeners(&self) -> Vec<Listener> {
+        HostCore::listeners(self)
     }
 
-    /// Tasks finished per hour since `since_ms`, by outcome.
-    pub(crate) async fn task_outcomes_by_hour(
-        &self,
+    fn runtimes(&self) -> Vec<RuntimeHealth> {
+        HostCore::runtimes(self)
+    }
+
+    fn metrics_report<'a>(&'a self) -> BoxFuture<'a, Result<MetricsReport, StoreError>> {
+        Box::pin(HostCore::metrics_report(self))
+    }
+
+    fn health<'a>(&'a self, details: bool) -> BoxFuture<'a, HealthReport> {
+        Box::pin(HostCore::health(self, details))
+    }
+
+    fn metric_hours<'a>(
+        &'a self,
         since_ms: i64,
-    ) -> Result<Vec<(i64, crate::protocol::TaskStatus, u64)>, TaskError> {
-        self.tasks.outcomes_by_hour(since_ms).await
+    ) -> BoxFuture<'a, Result<HourCounts<String>, StoreError>> {
+        Box::pin(self.metrics.hourly(since_ms))
     }
 
-    /// The host's counters per hour since `since_ms`: (hour, counter, count).
-    pub(crate) async fn metric_hours(
-        &self,
-        since_ms: i64,
-    ) -> Result<Vec<(i64, String, u64)>, StoreError> {
-        self.metrics.hourly(since_ms).await
-    }
-
-    /// Whether the owner lets the host keep its local metrics.
-    pub(crate) fn telemetry(&self) -> bool {
+    fn telemetry(&self) -> bool {
         self.metrics.telemetry()
     }
 }

@@ -96,7 +96,35 @@ impl HostCore {
     }
 }
 
+/// Whether the host advertises itself on the LAN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mdns {
+    /// Advertise over mDNS (unless config.toml turns discovery off).
+    Advertise,
+    /// Do not join multicast at all (`serve --no-mdns`).
+    Off,
+}
+
 impl Host {
+    /// Starts every listener, in the one order that is safe: the TLS
+    /// listeners first (pairing needs their address), then discovery (it
+    /// advertises their port), and the local socket last, so that once it
+    /// answers every listener is up (scripts and `status` wait on it).
+    /// Returns the bound TLS addresses.
+    pub fn serve(
+        &self,
+        network: &[std::net::SocketAddr],
+        mdns: Mdns,
+    ) -> Result<Vec<std::net::SocketAddr>, HostError> {
+        let bound = self.serve_tls(network)?;
+        match mdns {
+            Mdns::Advertise => self.advertise(&bound),
+            Mdns::Off => self.turn_off_discovery("turned off with --no-mdns"),
+        }
+        self.serve_unix()?;
+        Ok(bound)
+    }
+
     /// Listens on the owner-only unix socket in the data dir.
     pub fn serve_unix(&self) -> Result<(), HostError> {
         let path = self.core.data_dir.socket();

@@ -4,17 +4,17 @@
 //! `startup` writes down the order of start-up and shutdown; `listeners`
 //! owns where the host listens; `auth` who a connection is (and the race
 //! with a revocation); `report` the health panel and metrics; `calls` what a
-//! connection or a method handler may ask of the host; `serving` is
-//! `session::Serving` for `HostCore`, all that a connection (and the HTTP and
-//! WebSocket fronts) know of the host. `HostCore`'s parts are private to
-//! this module; `handlers` is `rpc::methods::HostCalls` for `HostCore`, all
-//! that a method handler knows of the host. The host is the composition
+//! connection or a method handler may ask of the host (`rpc::methods::
+//! HostCalls` for `HostCore`, all that a method handler knows of the host);
+//! `serving` is `session::Serving` for `HostCore`, all that a connection (and
+//! the HTTP and WebSocket fronts) know of the host. `HostCore`'s parts are
+//! private to this module. The host is the composition
 //! root: it names every layer, and no module below it names the host.
 
 mod auth;
 mod calls;
-mod handlers;
 mod listeners;
+pub use listeners::Mdns;
 mod report;
 mod serving;
 mod startup;

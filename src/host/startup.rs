@@ -35,8 +35,7 @@ const CONNECTIONS_GRACE: Duration = Duration::from_secs(10);
 
 /// Start-up: each step, in the order it runs; each step's doc says why it
 /// is where it is. Nothing listens yet when this returns: the listeners
-/// come after (`Host::serve_tls`, `Host::advertise`, and `Host::serve_unix`
-/// last, so that once the local socket answers, every listener is up).
+/// come after, in the order `Host::serve` (listeners.rs) writes down.
 pub(super) async fn open(data_dir: DataDir, config: Option<Config>) -> Result<Host, HostError> {
     let lock = lock_data_dir(&data_dir)?;
     let config = load_config(&data_dir, config)?;

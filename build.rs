@@ -69,7 +69,8 @@ fn main() {
     let index = std::fs::read_to_string(dir.join("index.html")).unwrap_or_default();
     let csp = format!(
         "default-src 'self'; script-src 'self'{}; connect-src 'self'; img-src 'self' data:; style-src 'self'{}; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
-        hashes(&index, "<script type=\"module\">", "</script>"),
+        hashes(&index, "<script type=\"module\">", "</script>")
+            + &hashes(&index, "<script>", "</script>"),
         hashes(&index, "<style>", "</style>"),
     );
     std::fs::write(out.join("csp.rs"), format!("{csp:?}\n")).expect("OUT_DIR is writable");

@@ -210,8 +210,15 @@ describe("the web app on a phone against a live host", () => {
       const request = await within(20000, "the request", asked);
       // The phone opens the app afresh (as after the browser was closed).
       await page.goto(`${origin}/#tasks`);
+      const blocked = [];
+      const onConsole = (m) => /Content Security Policy/i.test(m.text()) && blocked.push(m.text());
+      page.on("console", onConsole);
       await page.reload();
       await page.waitForSelector('#status[data-state="open"]');
+      page.off("console", onConsole);
+      assert.deepEqual(blocked, [], "the CSP allows the page's own scripts");
+      // The connection is the one index.html's first script opened while the page still arrived.
+      assert.equal(await page.evaluate(() => performance.getEntriesByName("openwork:early-from-page").length), 1);
       await page.waitForSelector(`#permission-prompt[data-request-id="${request.requestId}"]`);
       assert.match(await page.textContent("#permission-prompt"), new RegExp(taskId));
       await page.tap('#permission-prompt button[data-decision="reject"]');

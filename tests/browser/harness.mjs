@@ -2,16 +2,15 @@
 // harness, compiled), Debian's Chromium under playwright-core with a fresh
 // profile that trusts the host's certificate by its SPKI hash, screenshots
 // under target/screenshots/, and small bounded waits.
-import { createHash, X509Certificate } from "node:crypto";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
-import * as tls from "node:tls";
 import { createRequire } from "node:module";
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
 import { FakeModel } from "./fake-model.mjs";
+import { spkiHashAt } from "./spki.mjs";
 
 export const repo = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const compiled = join(repo, "clients", "typescript", "dist");
@@ -26,20 +25,7 @@ export const CHROMIUM = process.env.OPENWORK_TEST_CHROMIUM ?? "/usr/bin/chromium
 /** Base64 SHA-256 of the host certificate's SubjectPublicKeyInfo: what Chromium's SPKI list takes. */
 export function spkiHash(address) {
   const { host, port } = client.parseAddress(address);
-  return new Promise((resolve, reject) => {
-    const socket = tls.connect({ host, port, servername: "localhost", ALPNProtocols: ["http/1.1"], rejectUnauthorized: false });
-    const timer = setTimeout(() => socket.destroy(new Error("timed out")), 10000);
-    socket.once("error", (e) => {
-      clearTimeout(timer);
-      reject(e);
-    });
-    socket.once("secureConnect", () => {
-      clearTimeout(timer);
-      const cert = new X509Certificate(socket.getPeerCertificate().raw);
-      socket.destroy();
-      resolve(createHash("sha256").update(cert.publicKey.export({ type: "spki", format: "der" })).digest("base64"));
-    });
-  });
+  return spkiHashAt(host, port);
 }
 
 /** A phone: what the app is built for first (a 360 px wide screen, touch, a mobile user agent). */

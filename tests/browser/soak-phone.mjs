@@ -7,13 +7,12 @@
 // reports a network change: the app sees offline then online), `stop`.
 //
 //   node tests/browser/soak-phone.mjs '{"origin":..., "code":..., "fingerprint":..., "hostId":..., "w": 9, "seed": 1}'
-import { createHash, X509Certificate } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
-import * as tls from "node:tls";
 import { chromium } from "playwright-core";
+import { spkiHashAt } from "./spki.mjs";
 
 const args = JSON.parse(process.argv[2] ?? "{}");
 const { origin, code, fingerprint, hostId, w } = args;
@@ -24,20 +23,7 @@ const say = (text) => process.stderr.write(`browser phone ${w}: ${text}\n`);
 /** Base64 SHA-256 of the host certificate's SubjectPublicKeyInfo, for Chromium's SPKI list. */
 function spkiHash(url) {
   const { hostname, port } = new URL(url);
-  return new Promise((resolve, reject) => {
-    const socket = tls.connect({ host: hostname, port: Number(port), servername: "localhost", rejectUnauthorized: false });
-    const timer = setTimeout(() => socket.destroy(new Error("timed out")), 20000);
-    socket.once("error", (e) => {
-      clearTimeout(timer);
-      reject(e);
-    });
-    socket.once("secureConnect", () => {
-      clearTimeout(timer);
-      const cert = new X509Certificate(socket.getPeerCertificate().raw);
-      socket.destroy();
-      resolve(createHash("sha256").update(cert.publicKey.export({ type: "spki", format: "der" })).digest("base64"));
-    });
-  });
+  return spkiHashAt(hostname, Number(port), 20000);
 }
 
 /** A small deterministic generator (the seed makes the mix repeatable). */

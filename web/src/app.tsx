@@ -21,6 +21,7 @@ import {
   type TaskStatus,
   type TaskUpdate,
 } from "../../clients/typescript/src/browser.js";
+import { useFollowEnd } from "./follow.js";
 import { LogBuffer, type Line } from "./log.js";
 import { ConsoleEnrol, ConsoleNav, ConsoleScreen, isConsoleRoute, isOwner } from "./console/index.js";
 import { Conversation, ConversationView } from "./conversation.js";
@@ -463,10 +464,10 @@ function NewTask() {
 
 // ---------------------------------------------------------------- Task view
 
-function LogRow({ line }: { line: Line }) {
+function LogRow({ line, log }: { line: Line; log: LogBuffer }) {
   return (
     <div class="row">
-      {line.segments.map((seg, i) => (seg.cls ? <span key={i} class={seg.cls}>{seg.text}</span> : seg.text))}
+      {log.segments(line).map((seg, i) => (seg.cls ? <span key={i} class={seg.cls}>{seg.text}</span> : seg.text))}
       {line.done ? "\n" : ""}
     </div>
   );
@@ -481,12 +482,11 @@ function TaskView({ taskId }: { taskId: string }) {
   // OpenCode tasks: their `event` chunks as a conversation.
   const convo = useRef(new Conversation());
   const [frame, setFrame] = useState(0);
-  const [follow, setFollow] = useState(true);
   const box = useRef<HTMLDivElement>(null);
   const metrics = useRef({ rowH: 18, charW: 8 });
   const pending = useRef(0);
-  const programmatic = useRef(false);
   const [scrollTop, setScrollTop] = useState(0);
+  const { follow, setFollow, onScroll } = useFollowEnd(box, metrics.current.rowH * 2, undefined, setScrollTop);
 
   useEffect(() => {
     buffer.current = new LogBuffer();
@@ -567,28 +567,8 @@ function TaskView({ taskId }: { taskId: string }) {
   for (let i = first.index; i < b.lines.length && rows * rowH < height + rowH * 4; i++) {
     const line = b.lines[i]!;
     visible.push(line);
-    rows += Math.max(1, Math.ceil(line.length / b.columns));
+    rows += Math.max(1, Math.ceil(line.text.length / b.columns));
   }
-
-  useLayoutEffect(() => {
-    const el = box.current;
-    if (el && follow) {
-      programmatic.current = true;
-      el.scrollTop = el.scrollHeight;
-    }
-  });
-
-  const onScroll = () => {
-    const el = box.current;
-    if (!el) return;
-    if (programmatic.current) {
-      programmatic.current = false;
-      return;
-    }
-    const atEnd = el.scrollTop + el.clientHeight >= el.scrollHeight - rowH * 2;
-    setFollow(atEnd);
-    setScrollTop(el.scrollTop);
-  };
 
   const cancel = async () => {
     setConfirming(false);
@@ -664,7 +644,7 @@ function TaskView({ taskId }: { taskId: string }) {
             if (el) el.style.transform = `translateY(${first.start * rowH}px)`;
           }}>
           {visible.map((line, i) => (
-            <LogRow key={first.index + i + b.dropped} line={line} />
+            <LogRow key={first.index + i + b.dropped} line={line} log={b} />
           ))}
         </div>
       </div>

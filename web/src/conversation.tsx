@@ -3,7 +3,8 @@
 // tool calls with their input and output, sub-agents with their own items,
 // permission answers, retries and errors. The model is plain data updated in
 // place; the view re-renders it (the task view batches that per frame).
-import { useLayoutEffect, useRef, useState } from "preact/hooks";
+import { useRef } from "preact/hooks";
+import { useFollowEnd } from "./follow.js";
 
 export type Item =
   | { type: "text" | "reasoning"; partId: string; text: string }
@@ -230,24 +231,7 @@ function Items({ items }: { items: Item[] }) {
  */
 export function ConversationView({ convo, prompt, frame }: { convo: Conversation; prompt?: string; frame: number }) {
   const box = useRef<HTMLDivElement>(null);
-  const [follow, setFollow] = useState(true);
-  const programmatic = useRef(false);
-  useLayoutEffect(() => {
-    const el = box.current;
-    if (el && follow) {
-      programmatic.current = true;
-      el.scrollTop = el.scrollHeight;
-    }
-  }, [frame, follow]);
-  const onScroll = () => {
-    const el = box.current;
-    if (!el) return;
-    if (programmatic.current) {
-      programmatic.current = false;
-      return;
-    }
-    setFollow(el.scrollTop + el.clientHeight >= el.scrollHeight - 24);
-  };
+  const { follow, setFollow, onScroll } = useFollowEnd(box, 24, [frame]);
   return (
     <>
       <div id="conversation" class="conversation" ref={box} onScroll={onScroll} tabIndex={0} role="log" aria-label="conversation with OpenCode">

@@ -10,10 +10,16 @@ export interface Segment {
   cls: string;
 }
 
-/** One line of output; `done` once its newline arrived. */
+/**
+ * One line of output; `done` once its newline arrived. Kept compact, since a
+ * view holds up to `maxLines` of them: the text as one string, and its looks
+ * as `runs` (`[start, look, start, look, …]`, indices into the buffer's
+ * looks), `null` for a line in the plain look. `LogBuffer.segments` gives
+ * the runs as text and classes for the few lines on screen.
+ */
 export interface Line {
-  segments: Segment[];
-  length: number;
+  text: string;
+  runs: number[] | null;
   done: boolean;
 }
 
@@ -34,8 +40,14 @@ export class LogBuffer {
   /** starts[i]: the first row of line i; valid below `validUpTo`. */
   private starts: number[] = [];
   private validUpTo = 0;
+  /** Each look's classes, by index; 0 is the plain look. */
+  private looks: string[] = [""];
+  private lookIds = new Map<string, number>([["", 0]]);
+  /** The current look's index for stdout and stderr; -1 until the next use after an SGR. */
+  private lookOf = [-1, -1];
 
-  constructor(readonly maxLines = 200_000) {}
+  /** 150,000 lines (a 100,000-line log whole) take about 15 MB. */
+  constructor(readonly maxLines = 150_000) {}
 
   /** Appends a chunk; false when its seq was already seen. */
   append(seq: number, data: string, stream: string): boolean {
@@ -48,15 +60,13 @@ export class LogBuffer {
       this.carry = text.slice(cut);
       text = text.slice(0, cut);
     }
-    const err = stream === "stderr" ? " e" : "";
-    let last = 0;
-    CSI.lastIndex = 0;
-    for (let m = CSI.exec(text); m; m = CSI.exec(text)) {
-      this.plain(text.slice(last, m.index), err);
-      if (m[2] === "m") this.sgr(m[1] ?? "");
-      last = CSI.lastIndex;
+    const err = stream === "stderr";
+    const rows = text.replace(/\r\n/g, "\n").replace(/\r/g, "").split("\n");
+    for (let i = 0; i < rows.length; i++) {
+      this.add(rows[i]!, err);
+      if (i < rows.length - 1) this.current().done = true;
     }
-    this.plain(text.slice(last), err);
+    this.validUpTo = Math.min(this.validUpTo, this.lines.length - 1);
     if (this.lines.length > this.maxLines) {
       const drop = this.lines.length - Math.floor(this.maxLines * 0.9);
       this.lines.splice(0, drop);
@@ -66,32 +76,88 @@ export class LogBuffer {
     return true;
   }
 
-  private cls(err: string): string {
-    return `${this.fg >= 0 ? `f${this.fg}` : ""}${this.bold ? " b" : ""}${err}`.trim();
+  /** The current look's index (one string per look, made once). */
+  private look(err: boolean): number {
+    const known = this.lookOf[err ? 1 : 0] ?? -1;
+    if (known >= 0) return known;
+    const cls = `${this.fg >= 0 ? `f${this.fg}` : ""}${this.bold ? " b" : ""}${err ? " e" : ""}`.trim();
+    let id = this.lookIds.get(cls);
+    if (id === undefined) {
+      id = this.looks.length;
+      this.looks.push(cls);
+      this.lookIds.set(cls, id);
+    }
+    this.lookOf[err ? 1 : 0] = id;
+    return id;
   }
 
-  private plain(text: string, err: string): void {
-    if (!text) return;
-    const parts = text.replace(/\r\n/g, "\n").replace(/\r/g, "").split("\n");
-    parts.forEach((part, i) => {
-      let line = this.lines[this.lines.length - 1];
-      if (!line || line.done) {
-        line = { segments: [], length: 0, done: false };
-        this.lines.push(line);
+  /** The line being written (a new one after a newline). */
+  private current(): Line {
+    let line = this.lines[this.lines.length - 1];
+    if (!line || line.done) {
+      line = { text: "", runs: null, done: false };
+      this.lines.push(line);
+    }
+    return line;
+  }
+
+  /** Adds one row's worth of a chunk (no newline in it) to the current line:
+   * its text once, as one flat string, and where its look changes. */
+  private add(row: string, err: boolean): void {
+    if (!row) {
+      this.current();
+      return;
+    }
+    const line = this.current();
+    let runs = line.runs;
+    let at = line.text.length;
+    const mark = (look: number) => {
+      const was = runs ? runs[runs.length - 1]! : 0;
+      if (look === was) return;
+      // A new array of the exact size: `push` would leave room for 16 more.
+      if (runs) runs = runs.concat(at, look);
+      else runs = at === 0 ? [0, look] : [0, 0, at, look];
+    };
+    let text: string;
+    if (!row.includes("\x1b")) {
+      mark(this.look(err));
+      text = row;
+    } else {
+      const pieces: string[] = [];
+      let last = 0;
+      CSI.lastIndex = 0;
+      const take = (piece: string) => {
+        if (!piece) return;
+        mark(this.look(err));
+        pieces.push(piece);
+        at += piece.length;
+      };
+      for (let m = CSI.exec(row); m; m = CSI.exec(row)) {
+        take(row.slice(last, m.index));
+        if (m[2] === "m") this.sgr(m[1] ?? "");
+        last = CSI.lastIndex;
       }
-      if (part) {
-        const cls = this.cls(err);
-        const lastSeg = line.segments[line.segments.length - 1];
-        if (lastSeg && lastSeg.cls === cls) lastSeg.text += part;
-        else line.segments.push({ text: part, cls });
-        line.length += part.length;
-      }
-      if (i < parts.length - 1) line.done = true;
-      this.validUpTo = Math.min(this.validUpTo, this.lines.length - 1);
-    });
+      take(row.slice(last));
+      text = pieces.join("");
+    }
+    line.runs = runs;
+    line.text = line.text ? line.text + text : text;
+  }
+
+  /** A line's text by look, for drawing it. */
+  segments(line: Line): Segment[] {
+    const { runs, text } = line;
+    if (!runs) return text ? [{ text, cls: "" }] : [];
+    const out: Segment[] = [];
+    for (let i = 0; i < runs.length; i += 2) {
+      const piece = text.slice(runs[i], runs[i + 2] ?? text.length);
+      if (piece) out.push({ text: piece, cls: this.looks[runs[i + 1]!] ?? "" });
+    }
+    return out;
   }
 
   private sgr(params: string): void {
+    this.lookOf = [-1, -1];
     const codes = params === "" ? [0] : params.split(";").map((p) => Number(p) || 0);
     for (let i = 0; i < codes.length; i++) {
       const c = codes[i] ?? 0;
@@ -128,7 +194,7 @@ export class LogBuffer {
   }
 
   private rowsOf(line: Line): number {
-    return Math.max(1, Math.ceil(line.length / this.cols));
+    return Math.max(1, Math.ceil(line.text.length / this.cols));
   }
 
   private index(): void {
@@ -164,6 +230,6 @@ export class LogBuffer {
 
   /** The log as plain text (what copy and share give). */
   text(): string {
-    return this.lines.map((l) => l.segments.map((s) => s.text).join("") + (l.done ? "\n" : "")).join("");
+    return this.lines.map((l) => l.text + (l.done ? "\n" : "")).join("");
   }
 }

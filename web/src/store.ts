@@ -5,6 +5,7 @@ import { useEffect, useState } from "preact/hooks";
 import {
   BrowserClient,
   RpcError,
+  adoptPageSocket,
   dialPageHost,
   loadCredential,
   forgetCredential,
@@ -95,7 +96,11 @@ let early: Promise<MessageTransport> | undefined;
 export function dialEarly(): void {
   if (localStorage.getItem(PAIRED) !== "1") return;
   performance.mark("openwork:early-dial");
-  early = dialPageHost();
+  // index.html's first script opened it before this bundle arrived.
+  const opened = (window as { openworkEarly?: WebSocket }).openworkEarly;
+  delete (window as { openworkEarly?: WebSocket }).openworkEarly;
+  if (opened) performance.mark("openwork:early-from-page");
+  early = opened ? adoptPageSocket(opened) : dialPageHost();
   void early.then(() => performance.mark("openwork:early-open"), () => undefined);
   early.catch(() => undefined);
   // Unused within a few seconds (no credential after all): closed.

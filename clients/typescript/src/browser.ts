@@ -4,7 +4,7 @@
 import { ClientCore, type CoreOptions } from "./core.js";
 import type { MessageTransport } from "./rpc.js";
 import { forgetCredential, loadCredential, saveCredential, type StoredCredential } from "./browser-store.js";
-import { opened, pairWebSocket, signatureAuth, generateDeviceKey, type SignatureCredential, type WebPairOptions } from "./websocket.js";
+import { opened, pairedHost, pairWebSocket, signatureAuth, generateDeviceKey, type SignatureCredential, type WebPairOptions } from "./websocket.js";
 import { toBase64Url } from "./encoding.js";
 import { RpcConnection as Rpc } from "./rpc.js";
 import type * as T from "./generated/types.js";
@@ -26,8 +26,12 @@ export function rpcUrl(): string {
 
 /** Opens a WebSocket to the page's host. */
 export function dialPageHost(): Promise<MessageTransport> {
-  const url = rpcUrl();
-  return opened(new WebSocket(url), url);
+  return adoptPageSocket(new WebSocket(rpcUrl()));
+}
+
+/** A WebSocket to the page's host opened elsewhere (maybe open already) as a transport. */
+export function adoptPageSocket(socket: WebSocket): Promise<MessageTransport> {
+  return opened(socket, rpcUrl());
 }
 
 /** A client of the host that served the page. */
@@ -124,15 +128,7 @@ export async function enrolConsole(link: ConsoleLinkFragment, deviceName?: strin
     if (link.hostId !== undefined && result.hostId !== link.hostId) {
       throw new Error(`the link is for host ${link.hostId}, but ${result.hostId} answered`);
     }
-    return await saveCredential({
-      deviceId: result.deviceId,
-      hostId: result.hostId,
-      hostName: result.hostName,
-      fingerprint: result.fingerprint,
-      scopes: result.scopes,
-      privateKey: keys.privateKey,
-      publicKey: keys.publicKey,
-    });
+    return await saveCredential(pairedHost(result, keys));
   } finally {
     rpc.close();
   }

@@ -72,6 +72,17 @@ export function opened(socket: WebSocketLike, url: string, timeoutMs = 15000): P
       reject(new Error(`cannot open a WebSocket to ${url}: ${why}`));
     };
     const timer = setTimeout(() => fail(`no answer within ${timeoutMs} ms`), timeoutMs);
+    // A socket handed over already open (or already gone) has no event to wait for.
+    if (socket.readyState === 1) {
+      settled = true;
+      clearTimeout(timer);
+      resolve(new WebSocketTransport(socket));
+      return;
+    }
+    if (socket.readyState > 1) {
+      fail("it closed before it was used");
+      return;
+    }
     socket.addEventListener("open", () => {
       if (settled) return;
       settled = true;
@@ -184,16 +195,21 @@ export async function pairWebSocket(options: WebPairOptions): Promise<WebPairedH
     if (options.hostId !== undefined && result.hostId !== options.hostId) {
       throw new PairingError(`the pairing link is for host ${options.hostId}, but host ${result.hostId} answered`);
     }
-    return {
-      deviceId: result.deviceId,
-      hostId: result.hostId,
-      hostName: result.hostName,
-      fingerprint: result.fingerprint,
-      scopes: result.scopes,
-      privateKey: keys.privateKey,
-      publicKey: keys.publicKey,
-    };
+    return pairedHost(result, keys);
   } finally {
     rpc.close();
   }
+}
+
+/** What a device keeps of a pairing (or a console enrolment): the host's answer and its own keys. */
+export function pairedHost(result: T.PairingResult, keys: CryptoKeyPair): WebPairedHost {
+  return {
+    deviceId: result.deviceId,
+    hostId: result.hostId,
+    hostName: result.hostName,
+    fingerprint: result.fingerprint,
+    scopes: result.scopes,
+    privateKey: keys.privateKey,
+    publicKey: keys.publicKey,
+  };
 }

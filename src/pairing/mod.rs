@@ -494,13 +494,12 @@ impl Pairing {
                 me.close_if(serial, "expired");
             });
         }
-        let uri = format!(
-            "openwork://pair?host={}&port={}&fp={}&code={}&id={}",
-            percent(&address),
+        let uri = crate::client::pair::PairLink::app_uri(
+            &address,
             endpoint.port,
-            self.facts.fingerprint,
-            code,
-            self.facts.host_id
+            &code,
+            &self.facts.fingerprint,
+            &self.facts.host_id,
         );
         let web_uri = crate::client::pair::PairLink::web_url(
             &address,
@@ -1080,18 +1079,6 @@ impl Pairing {
             tracing::warn!(error = %e, "could not record a pairing attempt");
         }
     }
-}
-
-/// Percent-encodes what may appear in a URI query value.
-fn percent(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// Withdraws a request whose `pairing.confirm` call was dropped while it

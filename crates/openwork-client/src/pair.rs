@@ -156,6 +156,16 @@ impl PairLink {
         (!link.code.is_empty()).then_some(link)
     }
 
+    /// The app's `openwork://pair?…` link for a pairing window (what
+    /// `parse` reads back); the host's address percent-encoded (an IPv6
+    /// address has colons, and a zone a `%`).
+    pub fn app_uri(host: &str, port: u16, code: &str, fingerprint: &str, host_id: &str) -> String {
+        format!(
+            "openwork://pair?host={}&port={port}&fp={fingerprint}&code={code}&id={host_id}",
+            percent_encode(host)
+        )
+    }
+
     /// The web app's pairing URL for a pairing window: opens the pairing
     /// screen with the code filled in. The fragment never leaves the browser.
     pub fn web_url(host: &str, port: u16, code: &str, fingerprint: &str, host_id: &str) -> String {
@@ -172,6 +182,18 @@ impl PairLink {
         };
         format!("https://{authority}/#pair?code={code}&fp={fingerprint}&id={host_id}")
     }
+}
+
+/// Percent-encodes all but RFC 3986's unreserved characters.
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 fn percent_decode(text: &str) -> Option<String> {
@@ -288,6 +310,23 @@ mod tests {
             PairLink::parse("openwork://pair?host=h&code=1").is_none(),
             "the port is required"
         );
+    }
+
+    #[test]
+    fn app_links_round_trip_with_ipv4_and_ipv6() {
+        let uri = PairLink::app_uri("fe80::1%eth0", 4747, "12345678", "ab12", "xyz");
+        assert_eq!(
+            uri,
+            "openwork://pair?host=fe80%3A%3A1%25eth0&port=4747&fp=ab12&code=12345678&id=xyz"
+        );
+        let link = PairLink::parse(&uri).expect("parses");
+        assert_eq!(link.address, "[fe80::1%eth0]:4747");
+        assert_eq!(link.code, "12345678");
+        assert_eq!(link.fingerprint.as_deref(), Some("ab12"));
+        assert_eq!(link.host_id.as_deref(), Some("xyz"));
+        let link =
+            PairLink::parse(&PairLink::app_uri("10.0.0.2", 1, "c", "f", "i")).expect("parses");
+        assert_eq!(link.address, "10.0.0.2:1");
     }
 
     #[test]

@@ -424,7 +424,10 @@ impl Operation {
                 Value::String(s) => s,
                 other => other.to_string(),
             };
-            path = path.replace(&format!("{{{name}}}"), &percent_encode(&text));
+            path = path.replace(
+                &format!("{{{name}}}"),
+                &percent_encoding::utf8_percent_encode(&text, PATH_SEGMENT).to_string(),
+            );
         }
         let mut query = Vec::new();
         for name in &self.query_params {
@@ -469,16 +472,12 @@ fn query_text(value: Value) -> String {
     }
 }
 
-fn percent_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
+/// All but RFC 3986's unreserved characters, encoded in a path segment.
+const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 #[cfg(test)]
 mod tests {

@@ -117,6 +117,15 @@ describe("the web app on a phone against a live host", () => {
     await page.waitForSelector("#permission-prompt");
     assert.match(await page.textContent("#permission-prompt"), /administrator|sudo/);
     await check("permission-prompt");
+    // Put off: the app is usable again, the request still pending behind a button.
+    await page.tap("#prompt-later");
+    await page.waitForSelector("#permission-prompt", { state: "detached" });
+    assert.match(await page.textContent("#prompts-waiting"), /A permission request is waiting/);
+    assert.equal(await page.getAttribute("#task-status", "data-status"), "waiting_permission", "the task still waits");
+    await page.tap("text=Copy");
+    await check("prompt-set-aside");
+    await page.tap("#prompts-waiting");
+    await page.waitForSelector("#permission-prompt");
     await page.tap('#permission-prompt button[data-decision="reject"]');
     await page.waitForSelector("#permission-prompt", { state: "detached" });
     await page.waitForSelector('#task-status[data-status="failed"], #task-status[data-status="cancelled"]');

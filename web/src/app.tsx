@@ -823,8 +823,29 @@ function Hosts() {
 function Prompts() {
   const s = useStore();
   const [sending, setSending] = useState("");
-  const p: PermissionRequest | undefined = s.prompts[0];
-  if (!p) return null;
+  // The first prompt not put off with "Later"; those put off wait behind a button.
+  const p: PermissionRequest | undefined = s.prompts.find((x) => !s.setAside.includes(x.requestId));
+  if (!p) {
+    const waiting = s.prompts.length;
+    if (!waiting) return null;
+    return (
+      <button
+        type="button"
+        id="prompts-waiting"
+        class="prompts-waiting"
+        onClick={() => {
+          store.setAside = [];
+          changed();
+        }}
+      >
+        {waiting === 1 ? "A permission request is waiting" : `${waiting} permission requests are waiting`}: show
+      </button>
+    );
+  }
+  const later = () => {
+    store.setAside = [...store.setAside.filter((id) => s.prompts.some((x) => x.requestId === id)), p.requestId];
+    changed();
+  };
   const reply = async (decision: PermissionRequest["options"][number]) => {
     setSending(decision);
     try {
@@ -856,6 +877,12 @@ function Prompts() {
             </button>
           ))}
         </div>
+        <div class="actions">
+          <button type="button" id="prompt-later" onClick={later} aria-describedby="later-hint">
+            Later
+          </button>
+        </div>
+        <p class="hint" id="later-hint">Later: the task keeps waiting; answer here or elsewhere before the deadline.</p>
         {s.prompts.length > 1 && <p class="hint">{s.prompts.length - 1} more waiting</p>}
       </div>
     </div>

@@ -33,6 +33,8 @@ export const store = {
   attempt: 0,
   error: "",
   prompts: [] as PermissionRequest[],
+  /** Prompts the user put off with "Later": still pending, shown again on request. */
+  setAside: [] as string[],
   toasts: [] as Toast[],
   /** Bumped when the connection is (re)established: views resubscribe. */
   epoch: 0,

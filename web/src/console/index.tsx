@@ -123,7 +123,7 @@ export function ConsoleEnrol({ link }: { link: ConsoleLinkFragment }) {
         <div id="enrol-error" role="alert" class="error">
           <p>This console link did not work: {error}</p>
           <p>
-            A link works once and for two minutes. Run <code>openwork-host ui</code> on the host for a new one, and open it in a browser on the host's
+            A link works once, and only until the time <code>openwork-host ui</code> printed with it (two minutes, unless <code>--ttl</code> chose another). Run <code>openwork-host ui</code> on the host for a new one, and open it in a browser on the host's
             own machine.
           </p>
           {store.credential && (

@@ -137,14 +137,7 @@ async fn pair_browser(host: &BenchHost, address: &str) -> Browser {
     ws.send(Message::text(confirm.to_string()))
         .await
         .expect("send");
-    let requested = owner.next_notification().await.expect("request");
-    let _: Value = owner
-        .call(
-            "pairing.approve",
-            json!({"requestId": requested["params"]["requestId"]}),
-        )
-        .await
-        .expect("approve");
+    support::approve_next(&mut owner).await;
     let paired = loop {
         match ws.next().await {
             Some(Ok(Message::Text(text))) => {

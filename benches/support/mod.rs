@@ -119,6 +119,18 @@ pub async fn pair_device(socket: &Path, tls: &str) -> KnownHost {
         approval_timeout: Duration::from_secs(30),
     };
     let pairing = tokio::spawn(async move { pair(&request).await });
+    approve_next(&mut owner).await;
+    pairing.await.expect("join").expect("paired")
+}
+
+/// The owner, on the host's local socket (`connect_unix`).
+pub type Owner = openwork_host::client::Connection<
+    tokio::io::ReadHalf<tokio::net::UnixStream>,
+    tokio::io::WriteHalf<tokio::net::UnixStream>,
+>;
+
+/// Approves the next device that asks to pair, as the owner.
+pub async fn approve_next(owner: &mut Owner) {
     let requested = owner.next_notification().await.expect("request");
     let _: Value = owner
         .call(
@@ -127,7 +139,6 @@ pub async fn pair_device(socket: &Path, tls: &str) -> KnownHost {
         )
         .await
         .expect("approve");
-    pairing.await.expect("join").expect("paired")
 }
 
 /// A `/proc/PID/status` figure in KiB (`VmRSS:`, `VmHWM:`).

@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { after, before, describe, test } from "node:test";
-import { approve, client, devices, launchBrowser, openPairingWindow, checkScreen, PHONE, PHONE_AND_DESKTOP, spkiHash, TestHost, waitFor, within } from "./harness.mjs";
+import { approve, client, devices, launchBrowser, nativeClient, openPairingWindow, checkScreen, PHONE, PHONE_AND_DESKTOP, spkiHash, TestHost, waitFor, within } from "./harness.mjs";
 
 const PHONE_NAME = "phone under test";
 
@@ -130,13 +130,7 @@ describe("the web app on a phone against a live host", () => {
     await page.waitForSelector("#permission-prompt", { state: "detached" });
     await page.waitForSelector('#task-status[data-status="failed"], #task-status[data-status="cancelled"]');
 
-    const native = await host.pairDevice("another client");
-    const other = await client.OpenworkClient.connectTls({
-      address: native.address,
-      fingerprint: native.fingerprint,
-      auth: { deviceId: native.deviceId, token: native.token },
-      reconnect: false,
-    });
+    const other = await nativeClient(host, "another client");
     try {
       await page.tap('nav a[href="#new"]');
       await page.fill("#command", "sudo -n true; echo again");
@@ -206,13 +200,7 @@ describe("the web app on a phone against a live host", () => {
 
   test("a prompt asked before the phone connected is shown when it connects", async () => {
     // Started by another client: the phone does not follow the task.
-    const native = await host.pairDevice("script client");
-    const other = await client.OpenworkClient.connectTls({
-      address: native.address,
-      fingerprint: native.fingerprint,
-      auth: { deviceId: native.deviceId, token: native.token },
-      reconnect: false,
-    });
+    const other = await nativeClient(host, "script client");
     try {
       const asked = new Promise((resolve) => other.on("permission.request", resolve));
       const { taskId } = await other.taskRun({ command: "sudo -n true; echo later" });

@@ -13,7 +13,7 @@ import { join } from "node:path";
 import { spawn } from "node:child_process";
 import { createServer } from "node:net";
 import { after, before, describe, test } from "node:test";
-import { client, devices, launchBrowser, checkScreen, PHONE, spkiHash, TestHost, waitFor, within } from "./harness.mjs";
+import { client, devices, launchBrowser, checkScreen, nativeClient, PHONE, spkiHash, TestHost, waitFor, within } from "./harness.mjs";
 
 const DESKTOP = { viewport: { width: 1280, height: 860 } };
 const PHONE_NAME = "phone paired from the console";
@@ -201,13 +201,7 @@ describe("the owner's console against a live host", () => {
   });
 
   test("health: the failing OpenCode check with its action, and plots drawn from real metrics", async () => {
-    const script = await host.pairDevice("script device");
-    const c = await client.OpenworkClient.connectTls({
-      address: script.address,
-      fingerprint: script.fingerprint,
-      auth: { deviceId: script.deviceId, token: script.token },
-      reconnect: false,
-    });
+    const c = await nativeClient(host, "script device");
     try {
       for (const command of ["true", "true", "exit 3", "echo hi"]) {
         const { taskId } = await c.taskRun({ command });

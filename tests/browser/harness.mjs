@@ -28,6 +28,17 @@ export function spkiHash(address) {
   return spkiHashAt(host, port);
 }
 
+/** A device paired as a script is (with a token), connected over TLS without reconnecting: "another client". */
+export async function nativeClient(host, name) {
+  const paired = await host.pairDevice(name);
+  return client.OpenworkClient.connectTls({
+    address: paired.address,
+    fingerprint: paired.fingerprint,
+    auth: { deviceId: paired.deviceId, token: paired.token },
+    reconnect: false,
+  });
+}
+
 /** A phone: what the app is built for first (a 360 px wide screen, touch, a mobile user agent). */
 export const PHONE = {
   viewport: { width: 360, height: 740 },

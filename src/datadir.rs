@@ -164,7 +164,28 @@ impl DataDir {
 
     /// Takes the exclusive lock that says "a host is running on this dir",
     /// recording our pid in it. Held until the returned guard is dropped.
+    ///
+    /// A lock whose recorded holder is no longer running is waited for (up
+    /// to `ORPHANED_LOCK_WAIT`): a host killed while starting a task leaves
+    /// the lock to the child it was forking until that child's `exec`
+    /// closes it (moving the child into the task's cgroup, before the exec,
+    /// can take a while), and a host restarted at once (systemd, the soak)
+    /// must not fail for that.
     pub(crate) fn lock(&self) -> Result<DataDirLock, DataDirError> {
+        let deadline = std::time::Instant::now() + ORPHANED_LOCK_WAIT;
+        loop {
+            match self.try_lock() {
+                Err(DataDirError::InUse { pid, .. })
+                    if !holder_alive(&pid) && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn try_lock(&self) -> Result<DataDirLock, DataDirError> {
         let path = self.lock_file();
         let shown = path.display().to_string();
         let file = OpenOptions::new()
@@ -207,6 +228,21 @@ impl DataDir {
     }
 }
 
+/// How long a lock held after its recorded holder is gone is waited for.
+const ORPHANED_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Whether the process a lock file names still runs (an unreadable pid
+/// counts as running: then nothing is waited for).
+fn holder_alive(pid: &str) -> bool {
+    match pid.parse::<i32>() {
+        Ok(pid) if pid > 0 => {
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+                != Err(nix::errno::Errno::ESRCH)
+        }
+        _ => true,
+    }
+}
+
 /// "user NAME (UID)", or "user UID" when the name is unknown.
 pub fn user_name(uid: u32) -> String {
     match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
@@ -236,5 +272,29 @@ mod tests {
         assert!(err.contains(&std::process::id().to_string()), "{err}");
         drop(held);
         dir.lock().unwrap();
+    }
+
+    #[test]
+    fn a_lock_left_to_a_child_of_a_host_that_is_gone_is_waited_for() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = DataDir::resolve(Some(tmp.path().join("d"))).unwrap();
+        dir.create().unwrap();
+        let held = dir.lock().unwrap();
+        // As when a host was killed while forking: its pid is in the file
+        // and no longer runs, and the lock is still held (here by us) until
+        // the child's exec lets it go.
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        let gone_pid = gone.id();
+        gone.wait().unwrap();
+        std::fs::write(dir.lock_file(), gone_pid.to_string()).unwrap();
+        let released = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            drop(held);
+        });
+        let started = std::time::Instant::now();
+        let lock = dir.lock();
+        assert!(lock.is_ok(), "{:?}", lock.err().map(|e| e.to_string()));
+        assert!(started.elapsed() >= std::time::Duration::from_millis(250));
+        released.join().unwrap();
     }
 }

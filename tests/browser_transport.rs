@@ -120,8 +120,10 @@ fn csp() -> String {
         )
     };
     format!(
-        "default-src 'self'; script-src 'self' {}; connect-src 'self'; img-src 'self' data:; style-src 'self' {}; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+        "default-src 'self'; script-src 'self' {} {}; connect-src 'self'; img-src 'self' data:; style-src 'self' {}; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+        // The bundle, and the one-line script that dials early.
         inner("<script type=\"module\">", "</script>"),
+        inner("<script>", "</script>"),
         inner("<style>", "</style>")
     )
 }

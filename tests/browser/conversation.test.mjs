@@ -55,7 +55,10 @@ describe("an OpenCode prompt on a phone", { skip: !binary && "OpenCode is not in
   test("a prompt whose sub-agent asks: answered on the phone, the conversation shown", async () => {
     model.command = "TASK:general:echo from-a-subagent";
     await page.tap('nav a[href="#new"]');
-    assert.equal(await page.isVisible('input[name="runtime"][value="opencode"]'), true, "the host offers OpenCode");
+    // The New screen renders after the tap; the choice is there once it has (bounded).
+    await page
+      .waitForSelector('input[name="runtime"][value="opencode"]', { timeout: 10000 })
+      .catch(() => assert.fail("the host offers OpenCode: the prompt choice never appeared on the New screen"));
     await runPrompt("please run it in a sub-agent");
     await page.waitForSelector("#permission-prompt", { timeout: 90000 });
     assert.match(await page.textContent("#permission-prompt"), /echo from-a-subagent/);

@@ -71,24 +71,17 @@ export function opened(socket: WebSocketLike, url: string, timeoutMs = 15000): P
       }
       reject(new Error(`cannot open a WebSocket to ${url}: ${why}`));
     };
-    const timer = setTimeout(() => fail(`no answer within ${timeoutMs} ms`), timeoutMs);
-    // A socket handed over already open (or already gone) has no event to wait for.
-    if (socket.readyState === 1) {
-      settled = true;
-      clearTimeout(timer);
-      resolve(new WebSocketTransport(socket));
-      return;
-    }
-    if (socket.readyState > 1) {
-      fail("it closed before it was used");
-      return;
-    }
-    socket.addEventListener("open", () => {
+    const open = () => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
       resolve(new WebSocketTransport(socket));
-    });
+    };
+    const timer = setTimeout(() => fail(`no answer within ${timeoutMs} ms`), timeoutMs);
+    // A socket handed over already open (or already gone) has no event to wait for.
+    if (socket.readyState === 1) return open();
+    if (socket.readyState > 1) return fail("it closed before it was used");
+    socket.addEventListener("open", open);
     socket.addEventListener("error", (event: { message?: string }) =>
       fail(event.message ?? "the connection failed (refused, a certificate not trusted, or an origin not allowed)"),
     );

@@ -85,6 +85,8 @@ function setConn(conn: Conn, detail = ""): void {
 }
 
 let connecting = false;
+/** Ends `connect`'s wait before its next attempt (the network came back). */
+let wakeConnect: (() => void) | undefined;
 
 /** A connection dialled while the page starts (see `dialEarly`), for the first `connect`. */
 let early: Promise<MessageTransport> | undefined;
@@ -155,7 +157,14 @@ export async function connect(): Promise<void> {
         }
         store.error = "";
         setConn("reconnecting", `attempt ${store.attempt}: ${describe(e)}; next try in ${Math.round(delay / 1000)} s`);
-        await new Promise((r) => setTimeout(r, delay));
+        await new Promise<void>((r) => {
+          const timer = setTimeout(r, delay);
+          wakeConnect = () => {
+            clearTimeout(timer);
+            r();
+          };
+        });
+        wakeConnect = undefined;
         delay = Math.min(delay * 2, 15000);
       }
     }
@@ -230,11 +239,13 @@ export async function init(): Promise<void> {
   } catch (e) {
     store.error = describe(e);
   }
-  // A network change leaves the WebSocket stale: drop it and reconnect, the
-  // open task view resuming from the last line it showed.
+  // A network change leaves the WebSocket stale: drop it and reconnect at
+  // once (not after the backoff's wait), the open task view resuming from the
+  // last line it showed.
   window.addEventListener("online", () => {
     if (store.credential && store.conn !== "refused") {
-      if (store.client) store.client.dropConnection();
+      if (store.client) store.client.reconnectNow();
+      else if (wakeConnect) wakeConnect();
       else void connect();
     }
   });

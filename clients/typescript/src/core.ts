@@ -20,11 +20,33 @@ export interface ReconnectOptions {
   maxDelayMs?: number;
 }
 
+/**
+ * How a connection that went silent is noticed. A network that drops packets
+ * without closing anything (a NAT that forgot the mapping, a phone that
+ * changed networks) leaves a socket that looks open for many minutes; so
+ * after `idleMs` without a message the host is pinged (`$/ping`), and a
+ * connection whose ping goes unanswered for `answerMs` counts as dropped.
+ */
+export interface LivenessOptions {
+  /** Quiet time before a ping (default 15000 ms). */
+  idleMs?: number;
+  /** How long the ping may take (default 15000 ms). */
+  answerMs?: number;
+}
+
 /** Options common to every transport. */
 export interface CoreOptions {
   clientInfo?: T.ClientInfo;
   /** `false` to fail instead of reconnecting. */
   reconnect?: ReconnectOptions | false;
+  /** `false` to trust the transport to report every loss. */
+  liveness?: LivenessOptions | false;
+  /**
+   * How long authenticating, `initialize` and resuming may take on a new
+   * connection before it counts as failed (default 20000 ms): a connection
+   * that opened and then went silent would otherwise hold the client forever.
+   */
+  handshakeTimeoutMs?: number;
 }
 
 /** How a client reaches the host: dialing, then the credential for `initialize`. */
@@ -56,6 +78,12 @@ export class ClientCore extends GeneratedMethods {
   /** Set once the first connection is up: only then is a lost one re-established. */
   private established = false;
   private reconnecting: Promise<void> | undefined;
+  /** Ends the current wait between reconnection attempts (`reconnectNow`). */
+  private wake: (() => void) | undefined;
+  /** When the last message arrived on the current connection (ms, `Date.now`). */
+  private lastHeard = 0;
+  private probing = false;
+  private livenessTimer: ReturnType<typeof setInterval> | undefined;
   /** How many times the connection was re-established. */
   reconnects = 0;
 
@@ -77,6 +105,7 @@ export class ClientCore extends GeneratedMethods {
   protected async start(): Promise<void> {
     await this.open();
     this.established = true;
+    this.watchLiveness();
   }
 
   /** Handles a host notification; returns a function that removes the handler. */
@@ -113,6 +142,8 @@ export class ClientCore extends GeneratedMethods {
   /** Ends the session (`shutdown`, `exit`) and closes the connection; no reconnect. */
   async close(): Promise<void> {
     this.closedByUser = true;
+    if (this.livenessTimer) clearInterval(this.livenessTimer);
+    this.wake?.();
     if (this.rpc.open) {
       await this.rpc.request("shutdown", {}, 2000).catch(() => undefined);
       this.rpc.notify("exit", {});
@@ -121,27 +152,69 @@ export class ClientCore extends GeneratedMethods {
   }
 
   /** Drops the connection as a network failure would (for tests and diagnostics). */
-  dropConnection(): void {
+  dropConnection(error: Error = new ConnectionClosedError("dropped by the client")): void {
     this.rpc.close();
-    this.onClosed(new ConnectionClosedError("dropped by the client"));
+    this.onClosed(error);
+  }
+
+  /**
+   * The network changed (the device came back online, or moved): the current
+   * connection is dropped, since it may be dead without knowing it, and a
+   * reconnection waiting between attempts tries at once.
+   */
+  reconnectNow(): void {
+    if (this.closedByUser || !this.established) return;
+    if (this.reconnecting) this.wake?.();
+    else this.dropConnection(new ConnectionClosedError("the network changed"));
+  }
+
+  /** Pings a connection that has been quiet, and drops it when the ping goes unanswered. */
+  private watchLiveness(): void {
+    const options = this.coreOptions.liveness;
+    if (options === false || this.livenessTimer) return;
+    const idleMs = options?.idleMs ?? 15000;
+    const answerMs = options?.answerMs ?? 15000;
+    const check = () => {
+      if (this.closedByUser || this.reconnecting || this.probing || !this.rpc.open) return;
+      if (Date.now() - this.lastHeard < idleMs) return;
+      const rpc = this.rpc;
+      this.probing = true;
+      rpc.request("$/ping", {}, answerMs).then(
+        () => (this.probing = false),
+        (e: Error) => {
+          this.probing = false;
+          // Only a silent connection is dropped here; a closed one reports itself.
+          if (rpc === this.rpc && rpc.open && !(e instanceof RpcError)) {
+            this.dropConnection(new ConnectionClosedError(`the host did not answer a ping within ${answerMs} ms`));
+          }
+        },
+      );
+    };
+    this.livenessTimer = setInterval(check, Math.max(50, Math.min(idleMs, answerMs) / 4));
+    // Node: the check alone does not keep a process running.
+    (this.livenessTimer as { unref?: () => void }).unref?.();
   }
 
   private async open(): Promise<void> {
     const transport = await this.connector.dial();
+    this.lastHeard = Date.now();
     this.rpc = new RpcConnection(transport, {
       notification: (method, params) => this.onNotification(method, params),
       response: (method, params, result) => this.onResponse(method, params, result),
+      received: () => (this.lastHeard = Date.now()),
       closed: (error) => {
         if (error) this.onClosed(error);
       },
     });
     try {
+      this.rpc.dueBy(Date.now() + (this.coreOptions.handshakeTimeoutMs ?? 20000));
       const auth = await this.connector.auth?.(this.rpc);
       this.server = (await this.rpc.request("initialize", {
         clientInfo: this.coreOptions.clientInfo ?? { name: "openwork-host-client-ts", version: "0.1.0" },
         protocolVersion: "1",
         ...(auth ? { auth } : {}),
       })) as T.InitializeResult;
+      this.rpc.dueBy(undefined);
     } catch (e) {
       this.rpc.close();
       throw e;
@@ -207,7 +280,14 @@ export class ClientCore extends GeneratedMethods {
     let delay = options.initialDelayMs ?? 100;
     let lastError: Error | undefined;
     for (let attempt = 0; attempt < attempts && !this.closedByUser; attempt++) {
-      await new Promise((r) => setTimeout(r, delay));
+      await new Promise<void>((r) => {
+        const timer = setTimeout(r, delay);
+        this.wake = () => {
+          clearTimeout(timer);
+          r();
+        };
+      });
+      this.wake = undefined;
       delay = Math.min(delay * 2, options.maxDelayMs ?? 5000);
       try {
         await this.open();
@@ -227,9 +307,10 @@ export class ClientCore extends GeneratedMethods {
 
   /** Follows every task again from the seq after the last one delivered. */
   private async resume(): Promise<void> {
+    const timeout = this.coreOptions.handshakeTimeoutMs ?? 20000;
     for (const [taskId, last] of [...this.following]) {
       try {
-        await this.rpc.request("task.subscribe", { taskId, fromSeq: last + 1 });
+        await this.rpc.request("task.subscribe", { taskId, fromSeq: last + 1 }, timeout);
       } catch (e) {
         if (e instanceof RpcError && e.code === -32003) this.following.delete(taskId);
         else throw e;

@@ -61,6 +61,8 @@ interface Pending {
 export interface RpcEvents {
   /** A notification from the host. */
   notification(method: string, params: unknown): void;
+  /** Any message arrived (the connection is alive). */
+  received?(): void;
   /**
    * A response, before the caller's promise resolves: runs in arrival order
    * with the notifications that follow it (a promise continuation would not).
@@ -76,6 +78,8 @@ export class RpcConnection {
   private nextId = 1;
   private closed: Error | undefined;
   private closing = false;
+  /** While set, requests without their own timeout must be answered by then (`Date.now()` ms). */
+  private deadline: number | undefined;
 
   constructor(
     private readonly transport: MessageTransport,
@@ -92,9 +96,19 @@ export class RpcConnection {
     return this.closed === undefined;
   }
 
+  /**
+   * Until `at` (a `Date.now()` time; undefined to end it), every request
+   * without its own timeout fails if not answered by then: a handshake on a
+   * connection that went silent fails instead of waiting for ever.
+   */
+  dueBy(at: number | undefined): void {
+    this.deadline = at;
+  }
+
   /** Sends a request; resolves with its result or rejects with `RpcError`. */
   request(method: string, params: unknown, timeoutMs?: number): Promise<unknown> {
     if (this.closed) return Promise.reject(this.closed);
+    if (timeoutMs === undefined && this.deadline !== undefined) timeoutMs = Math.max(1, this.deadline - Date.now());
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       const entry: Pending = { method, params, resolve, reject };
@@ -122,6 +136,7 @@ export class RpcConnection {
   }
 
   private onMessage(text: string): void {
+    this.events.received?.();
     let message: unknown;
     try {
       message = JSON.parse(text);

@@ -177,6 +177,35 @@ describe("the TypeScript client against a live host", () => {
     }
   });
 
+  test("a connection gone silent is noticed by its unanswered ping, and the task resumes with no gap", async () => {
+    const relay = new Relay();
+    await relay.start(host.address);
+    const roaming = await OpenworkClient.connectTls({
+      address: relay.address,
+      fingerprint: paired.fingerprint,
+      auth: { deviceId: paired.deviceId, token: paired.token },
+      reconnect: { attempts: 20, initialDelayMs: 50 },
+      liveness: { idleMs: 300, answerMs: 300 },
+    });
+    try {
+      const states: { state: string; error?: string }[] = [];
+      roaming.onState((state, error) => states.push({ state, ...(error ? { error: error.message } : {}) }));
+      const seen = follow(roaming, schema);
+      const run = await roaming.taskRun({ command: "for i in $(seq 1 40); do echo line $i; sleep 0.05; done" });
+      await waitFor("the first chunks", 20000, () => seen.chunks.length >= 3);
+      relay.silence();
+      const final = await seen.final(run.taskId);
+      assert.equal(final.status, "succeeded");
+      assert.deepEqual(states.map((s) => s.state), ["reconnecting", "open"]);
+      assert.match(states[0]?.error ?? "", /did not answer a ping within 300 ms/);
+      const text = seen.chunks.map((c) => c.data).join("");
+      assert.equal(text, Array.from({ length: 40 }, (_, i) => `line ${i + 1}\n`).join(""));
+    } finally {
+      await roaming.close();
+      await relay.stop();
+    }
+  });
+
   test("every result and notification seen matched the schema", () => {
     assert.ok(schema.checked > 20, `only ${schema.checked} values were checked`);
   });

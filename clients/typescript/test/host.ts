@@ -152,6 +152,21 @@ export class Relay {
     this.address = `127.0.0.1:${(this.server.address() as net.AddressInfo).port}`;
   }
 
+  /**
+   * Every connection through the relay goes silent for good: nothing is
+   * forwarded and nothing is closed, as when a NAT forgets the mapping. New
+   * connections work.
+   */
+  silence(): void {
+    for (const s of this.sockets) {
+      s.unpipe();
+      s.removeAllListeners("data");
+      s.on("data", () => undefined);
+      s.removeAllListeners("close");
+      s.on("close", () => this.sockets.delete(s));
+    }
+  }
+
   /** Cuts every connection through the relay. */
   cut(): void {
     for (const s of this.sockets) s.destroy();

@@ -125,7 +125,8 @@ fn a_compressed_week_loses_no_task_to_a_disconnect() {
 /// `OPENWORK_SOAK_BROWSER=1` and node, Chromium and tests/browser's
 /// playwright-core are there. Not by default: Chromium beside four phones,
 /// a host and OpenCode on a 2-core machine starves the app's waits (seen
-/// twice under load); `scripts/soak` runs it in the long soak.
+/// twice under load); tests/browser/soak.test.mjs runs it with one library
+/// phone, and `scripts/soak` in the long soak.
 fn browser_phone() -> Option<std::path::PathBuf> {
     if std::env::var_os("OPENWORK_SOAK_BROWSER").is_none_or(|v| v != "1") {
         eprintln!("no web app phone in the short soak (OPENWORK_SOAK_BROWSER=1 adds it)");

@@ -70,6 +70,8 @@ const profile = mkdtempSync(join(tmpdir(), "openwork-soak-chromium-"));
 let context;
 let page;
 let started = 0;
+let stopRoaming = () => undefined;
+let gaveUp = 0;
 try {
   context = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,
@@ -84,11 +86,20 @@ try {
   await context.grantPermissions(["clipboard-read", "clipboard-write"], { origin });
   page = await context.newPage();
   page.on("pageerror", (e) => say(`page error: ${e.message}`));
-  // Another phone's task asking for permission covers the screen: this phone's
-  // person is not the one to answer it, and puts it off ("Later") to go on.
-  await page.addLocatorHandler(page.locator("#permission-prompt"), async () => {
-    await page.tap("#prompt-later", { timeout: 10000 }).catch(() => undefined);
-  });
+  // Other phones' tasks asking for permission cover the screen: this phone's
+  // person is not the one to answer them, and puts each off ("Later") to go
+  // on; several may be queued (their phones asleep or away), each shown in
+  // turn. Not waiting for the overlay to go: a new request may come meanwhile,
+  // and the handler runs again on the next action.
+  await page.addLocatorHandler(
+    page.locator("#permission-prompt"),
+    async () => {
+      for (let i = 0; i < 50 && (await page.locator("#permission-prompt").isVisible().catch(() => false)); i++) {
+        await page.tap("#prompt-later", { timeout: 5000 }).catch(() => undefined);
+      }
+    },
+    { noWaitAfter: true },
+  );
   await page.goto(`${origin}/#pair?code=${code}&fp=${fingerprint}&id=${hostId}`, { timeout: 120000 });
   await page.fill("#device-name", `browser phone ${w}`);
   await page.tap("#pair-button");
@@ -96,20 +107,23 @@ try {
   say("paired");
   emit({ t: "paired", w });
 
-  /** What the person does on a network change: nothing; the OS tells the app (offline, then online). */
-  async function roamIfTold() {
-    while (networkChanged > 0) {
-      networkChanged -= 1;
+  // A network change comes whenever it comes, whatever the person is doing:
+  // the phone's OS tells the app (offline, then online) at once.
+  let roaming = Promise.resolve();
+  const roamWatch = setInterval(() => {
+    if (networkChanged === 0) return;
+    networkChanged -= 1;
+    roaming = roaming.then(async () => {
       await context.setOffline(true);
       await context.setOffline(false);
-    }
-  }
+    }).catch(() => undefined);
+  }, 100);
+  stopRoaming = () => clearInterval(roamWatch);
 
   const random = rng(args.seed ?? 1);
   // Bounded: the soak says stop; past a day of tasks the phone stops by itself.
   for (let k = 0; k < 100000 && !stopping; k++) {
     const task = spec(k, random);
-    await roamIfTold();
     started += 1;
     let line = { t: "task", w, k, kind: task.kind, outcome: "ok", detail: "", browser: true };
     try {
@@ -132,7 +146,6 @@ try {
       // Faults come while it runs; up to five minutes to finish.
       let status = "";
       for (let i = 0; i < 3000 && !FINAL.includes(status); i++) {
-        await roamIfTold();
         status = (await page.getAttribute("#task-status", "data-status")) ?? "";
         if (!FINAL.includes(status)) await new Promise((r) => setTimeout(r, 100));
       }
@@ -141,7 +154,8 @@ try {
       // the final status may come before the last rows are drawn.
       let copied = "";
       for (let i = 0; i < 100; i++) {
-        await page.click("text=Copy");
+        // A prompt that comes up during the tap intercepts it: tapped again.
+        if (!(await page.click("text=Copy", { timeout: 10000 }).then(() => true, () => false))) continue;
         copied = await page.evaluate(() => navigator.clipboard.readText());
         if (copied === task.expected || status === "interrupted") break;
         await new Promise((r) => setTimeout(r, 100));
@@ -161,7 +175,20 @@ try {
       }
     } catch (e) {
       line.outcome = "gave_up";
-      line.detail = String(e.message ?? e).slice(0, 500);
+      line.detail = String(e.message ?? e).slice(0, 2000);
+      // What the screen showed, for the report: the status line and a picture.
+      line.screen = await page
+        .evaluate(() => ({
+          status: document.querySelector("#status")?.textContent ?? "",
+          state: document.querySelector("#status")?.getAttribute("data-state") ?? "",
+          hash: location.hash,
+          online: navigator.onLine,
+        }))
+        .catch((err) => ({ error: String(err) }));
+      gaveUp += 1;
+      if (process.env.SOAK_BROWSER_SHOT && gaveUp <= 20) {
+        await page.screenshot({ path: process.env.SOAK_BROWSER_SHOT.replace(/(\.png)?$/, `-gave-up-${k}.png`) }).catch(() => undefined);
+      }
     }
     emit(line);
   }
@@ -170,6 +197,7 @@ try {
   if (process.env.SOAK_BROWSER_SHOT) await page?.screenshot({ path: process.env.SOAK_BROWSER_SHOT }).catch(() => undefined);
   process.exitCode = 1;
 } finally {
+  stopRoaming();
   emit({ t: "stats", w, started, reconnects: 0, retried_calls: 0 });
   input.close();
   await context?.close().catch(() => undefined);

@@ -11,6 +11,7 @@ import {
   parseConsoleFragment,
   RpcConnection,
   dialPageHost,
+  type BrowserClient,
   type HealthReport,
   type LogChunk,
   type MetricsReport,
@@ -491,9 +492,46 @@ function TaskView({ taskId }: { taskId: string }) {
   useEffect(() => {
     buffer.current = new LogBuffer();
     convo.current = new Conversation();
+    gap.current = { asking: false, floor: 0, asked: 0 };
     setTask(undefined);
     setFollow(true);
   }, [taskId]);
+
+  // The seq of the next chunk to show (chunks are numbered from 1 across
+  // streams; `floor` is where the host's stored log starts, when it dropped
+  // older chunks).
+  const gap = useRef({ asking: false, floor: 0, asked: 0 });
+  const nextSeq = () => Math.max(buffer.current.lastSeq + 1, convo.current.lastSeq + 1, gap.current.floor);
+  // Asks the host again for the chunks from the first one not shown: one
+  // request at a time, and a bounded number per view.
+  const catchUp = (client: BrowserClient) => {
+    const g = gap.current;
+    if (g.asking || g.asked >= 100) return;
+    g.asking = true;
+    g.asked++;
+    void client
+      .taskSubscribe({ taskId, fromSeq: nextSeq() })
+      .then(
+        (r) => {
+          if (gap.current === g) g.floor = Math.max(g.floor, r.fromSeq);
+        },
+        () => undefined,
+      )
+      .finally(() => (g.asking = false));
+  };
+  // The task's record. A finished task's log that still stops short of the
+  // record's a moment later (a replay in flight is given that moment) missed
+  // its last chunks: caught up.
+  const shown = (record: TaskRecord) => {
+    setTask(record);
+    const g = gap.current;
+    if (!FINAL_STATUSES.has(record.status) || record.taskId !== taskId) return;
+    setTimeout(() => {
+      const client = store.client;
+      // Still this task's view (`gap` is renewed with the task).
+      if (client && gap.current === g && record.lastSeq >= nextSeq()) catchUp(client);
+    }, 1500);
+  };
 
   useEffect(() => {
     const client = s.client;
@@ -506,6 +544,14 @@ function TaskView({ taskId }: { taskId: string }) {
     };
     const offChunk = client.on("log.chunk", (c: LogChunk) => {
       if (c.taskId !== taskId) return;
+      // A chunk past the next one: those between went by unseen (delivered
+      // while this view's subscription failed with a drop, the client then
+      // resuming from where it was). Asked again from the first one missing;
+      // the replay follows in order.
+      if (c.seq > nextSeq()) {
+        catchUp(client);
+        return;
+      }
       if (c.stream === "event") {
         if (c.seq > buffer.current.lastSeq && convo.current.add(c.seq, c.data)) draw();
       } else if (c.seq > convo.current.lastSeq && buffer.current.append(c.seq, c.data, c.stream)) draw();
@@ -513,7 +559,7 @@ function TaskView({ taskId }: { taskId: string }) {
     const offUpdate = client.on("task.updated", (u: TaskUpdate) => {
       if (u.taskId !== taskId) return;
       setTask((t) => (t ? { ...t, status: u.status, ...(u.exitCode !== undefined ? { exitCode: u.exitCode } : {}), ...(u.error ? { error: u.error } : {}) } : t));
-      if (FINAL_STATUSES.has(u.status)) void client.taskGet({ taskId }).then(setTask, () => undefined);
+      if (FINAL_STATUSES.has(u.status)) void client.taskGet({ taskId }).then(shown, () => undefined);
     });
     // From the line after the last one shown. A reconnect of the same client
     // needs nothing here: the client resumes what it follows from the last
@@ -521,7 +567,7 @@ function TaskView({ taskId }: { taskId: string }) {
     void client
       .taskSubscribe({ taskId, fromSeq: Math.max(buffer.current.lastSeq, convo.current.lastSeq) + 1 })
       .then(() => client.taskGet({ taskId }))
-      .then(setTask, (e) => setError(describe(e)));
+      .then(shown, (e) => setError(describe(e)));
     return () => {
       offChunk();
       offUpdate();
@@ -532,7 +578,7 @@ function TaskView({ taskId }: { taskId: string }) {
   // After a reconnect: the task's state now (it may have ended meanwhile).
   useEffect(() => {
     const client = s.client;
-    if (client && s.conn === "open") void client.taskGet({ taskId }).then(setTask, () => undefined);
+    if (client && s.conn === "open") void client.taskGet({ taskId }).then(shown, () => undefined);
   }, [s.epoch]);
 
   // Measure a character and a row in the log's font; recount rows on resize.

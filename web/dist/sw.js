@@ -1,7 +1,7 @@
 // The app's service worker: keeps the shell (the page and its hashed assets)
 // so the app opens offline and says so; /rpc and everything else go to the
 // network untouched.
-const CACHE = "openwork-shell-assetsappJ2ZHIBLIjs";
+const CACHE = "openwork-shell-assetsappNGKWBXW7js";
 const SHELL = ["/"];
 self.addEventListener("install", (event) => {
   event.waitUntil(caches.open(CACHE).then((c) => c.addAll(SHELL)).then(() => self.skipWaiting()));

@@ -489,47 +489,50 @@ function TaskView({ taskId }: { taskId: string }) {
   const [scrollTop, setScrollTop] = useState(0);
   const { follow, setFollow, onScroll } = useFollowEnd(box, metrics.current.rowH * 2, undefined, setScrollTop);
 
+  // The view's subscription: whether a `task.subscribe` is on its way, how
+  // many were sent, and where the host's answer said the log starts.
+  const sub = useRef({ asking: false, asked: 0, floor: 0 });
+
   useEffect(() => {
     buffer.current = new LogBuffer();
     convo.current = new Conversation();
-    gap.current = { asking: false, floor: 0, asked: 0 };
+    sub.current = { asking: false, asked: 0, floor: 0 };
     setTask(undefined);
     setFollow(true);
   }, [taskId]);
 
-  // The seq of the next chunk to show (chunks are numbered from 1 across
-  // streams; `floor` is where the host's stored log starts, when it dropped
-  // older chunks).
-  const gap = useRef({ asking: false, floor: 0, asked: 0 });
-  const nextSeq = () => Math.max(buffer.current.lastSeq + 1, convo.current.lastSeq + 1, gap.current.floor);
-  // Asks the host again for the chunks from the first one not shown: one
-  // request at a time, and a bounded number per view.
-  const catchUp = (client: BrowserClient) => {
-    const g = gap.current;
-    if (g.asking || g.asked >= 100) return;
-    g.asking = true;
-    g.asked++;
-    void client
+  // The seq of the next chunk to show: chunks are numbered from 1 with no
+  // gap, across streams (docs/protocol.md).
+  const nextSeq = () => Math.max(buffer.current.lastSeq + 1, convo.current.lastSeq + 1, sub.current.floor);
+  // Follows the task from the next chunk to show; the host replays from
+  // there. Chunks that come meanwhile past a gap are left to that replay.
+  const subscribe = (client: BrowserClient) => {
+    const mine = sub.current;
+    mine.asking = true;
+    mine.asked++;
+    return client
       .taskSubscribe({ taskId, fromSeq: nextSeq() })
-      .then(
-        (r) => {
-          if (gap.current === g) g.floor = Math.max(g.floor, r.fromSeq);
-        },
-        () => undefined,
-      )
-      .finally(() => (g.asking = false));
+      .then((r) => {
+        if (sub.current === mine) mine.floor = Math.max(mine.floor, r.fromSeq);
+      })
+      .finally(() => (mine.asking = false));
+  };
+  // Chunks went by unseen: asked for again, one request at a time and a
+  // bounded number of times per view.
+  const catchUp = (client: BrowserClient) => {
+    if (!sub.current.asking && sub.current.asked < 100) void subscribe(client).catch(() => undefined);
   };
   // The task's record. A finished task's log that still stops short of the
   // record's a moment later (a replay in flight is given that moment) missed
   // its last chunks: caught up.
   const shown = (record: TaskRecord) => {
     setTask(record);
-    const g = gap.current;
+    const mine = sub.current;
     if (!FINAL_STATUSES.has(record.status) || record.taskId !== taskId) return;
     setTimeout(() => {
       const client = store.client;
-      // Still this task's view (`gap` is renewed with the task).
-      if (client && gap.current === g && record.lastSeq >= nextSeq()) catchUp(client);
+      // Still this task's view (`sub` is renewed with the task).
+      if (client && sub.current === mine && record.lastSeq >= nextSeq()) catchUp(client);
     }, 1500);
   };
 
@@ -563,9 +566,8 @@ function TaskView({ taskId }: { taskId: string }) {
     });
     // From the line after the last one shown. A reconnect of the same client
     // needs nothing here: the client resumes what it follows from the last
-    // seq it delivered (so no line twice, none missed).
-    void client
-      .taskSubscribe({ taskId, fromSeq: Math.max(buffer.current.lastSeq, convo.current.lastSeq) + 1 })
+    // seq it delivered (and a chunk past a gap asks again, above).
+    void subscribe(client)
       .then(() => client.taskGet({ taskId }))
       .then(shown, (e) => setError(describe(e)));
     return () => {

@@ -143,6 +143,7 @@ export class ClientCore extends GeneratedMethods {
   async close(): Promise<void> {
     this.closedByUser = true;
     if (this.livenessTimer) clearInterval(this.livenessTimer);
+    this.livenessTimer = undefined;
     this.wake?.();
     if (this.rpc.open) {
       await this.rpc.request("shutdown", {}, 2000).catch(() => undefined);
@@ -266,7 +267,7 @@ export class ClientCore extends GeneratedMethods {
   private onClosed(error: Error): void {
     if (this.closedByUser || this.reconnecting || !this.established) return;
     if (this.coreOptions.reconnect === false) {
-      this.emitState("closed", error);
+      this.closedForGood(error);
       return;
     }
     this.emitState("reconnecting", error);
@@ -302,7 +303,14 @@ export class ClientCore extends GeneratedMethods {
         if (this.rpc?.open) this.rpc.close();
       }
     }
-    this.emitState("closed", lastError);
+    this.closedForGood(lastError);
+  }
+
+  /** The connection is gone and will not be re-established: nothing more to watch. */
+  private closedForGood(error?: Error): void {
+    if (this.livenessTimer) clearInterval(this.livenessTimer);
+    this.livenessTimer = undefined;
+    this.emitState("closed", error);
   }
 
   /** Follows every task again from the seq after the last one delivered. */

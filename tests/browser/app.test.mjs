@@ -208,6 +208,26 @@ describe("the web app on a phone against a live host", () => {
     assert.ok(dropped.size >= 1, "the relay lost chunks on their first way");
   });
 
+  test("Run tapped while the phone is offline waits for the connection, then starts the task once", async () => {
+    await page.tap('nav a[href="#new"]');
+    await browser.context.setOffline(true);
+    await within(20000, "the app to notice", page.waitForSelector('#status[data-state="offline"], #status[data-state="reconnecting"]'));
+    await page.fill("#command", "echo started-after-the-network-returned");
+    await page.tap("#run-button");
+    await page.waitForFunction(() => document.getElementById("run-button")?.textContent === "Starting… (waiting for the connection)");
+    await check("run-waiting");
+    await browser.context.setOffline(false);
+    await page.waitForSelector('#task-status[data-status="succeeded"]', { timeout: 60000 });
+    assert.equal(await copiedLog(), "started-after-the-network-returned\n");
+    const owner = await client.OpenworkClient.connectUnix(host.socket);
+    try {
+      const { tasks } = await owner.taskList({});
+      assert.equal(tasks.filter((t) => JSON.stringify(t).includes("started-after-the-network-returned")).length, 1, "one task on the host for the tap");
+    } finally {
+      await owner.close();
+    }
+  });
+
   test("scrolled up during a live stream: “Jump to latest” appears, and tapping it follows the end again", async () => {
     await page.tap('nav a[href="#new"]');
     await page.fill("#command", "for i in $(seq 1 300); do echo j$i; sleep 0.03; done");

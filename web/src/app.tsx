@@ -42,6 +42,7 @@ import {
   toast,
   togglePin,
   useStore,
+  whenConnected,
   type Saved,
 } from "./store.js";
 
@@ -360,9 +361,12 @@ function NewTask() {
   // One key per intended task: a double tap or a retry after a drop sends the same key.
   const key = useRef(newKey());
   const cwds = [...new Set(saved.map((x) => x.cwd).filter(Boolean))];
+  // Run is not disabled while the connection is down: a tap then waits for
+  // it (a phone between networks), so that no tap is lost to the instant
+  // the connection dropped.
   const onSubmit = async (e: Event) => {
     e.preventDefault();
-    if (busy || !store.client) return;
+    if (busy) return;
     setBusy(true);
     setError("");
     const text = command.trim();
@@ -374,12 +378,14 @@ function NewTask() {
     try {
       let result;
       for (let tries = 0; ; tries++) {
+        const client = await whenConnected(60000);
+        if (!client) throw new Error(`not connected to the host within a minute (${store.connDetail || store.conn}); nothing was sent`);
         try {
-          result = await store.client.taskRun(params);
+          result = await client.taskRun(params);
           break;
         } catch (err) {
           // A drop: the same key again cannot start a second task.
-          if (tries < 3 && /closed|lost|dropped/i.test(describe(err)) && store.client) {
+          if (tries < 3 && /closed|lost|dropped/i.test(describe(err))) {
             await new Promise((r) => setTimeout(r, 1000));
             continue;
           }
@@ -423,8 +429,8 @@ function NewTask() {
           <input id="command" name="command" spellcheck={false} autoCapitalize="off" required value={command} onInput={(e) => setCommand(e.currentTarget.value)} />
         )}
         <WorkDir roots={s.client?.server.capabilities.workspaceRoots} value={cwd} onChange={setCwd} recent={cwds} />
-        <button id="run-button" type="submit" class="primary" disabled={busy || s.conn !== "open"}>
-          {busy ? "Starting…" : "Run"}
+        <button id="run-button" type="submit" class="primary" disabled={busy || s.conn === "refused"}>
+          {!busy ? "Run" : s.conn === "open" ? "Starting…" : "Starting… (waiting for the connection)"}
         </button>
       </form>
       {error && (

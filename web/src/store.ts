@@ -55,6 +55,26 @@ export function useStore(): typeof store {
   return store;
 }
 
+/**
+ * The client once the app is connected to the host: at once when it is,
+ * else when it connects within `timeoutMs` (undefined when it does not).
+ */
+export function whenConnected(timeoutMs: number): Promise<BrowserClient | undefined> {
+  if (store.conn === "open" && store.client) return Promise.resolve(store.client);
+  return new Promise((resolve) => {
+    const check = () => {
+      if (store.conn === "open" && store.client) done(store.client);
+    };
+    const done = (client: BrowserClient | undefined) => {
+      listeners.delete(check);
+      clearTimeout(timer);
+      resolve(client);
+    };
+    const timer = setTimeout(() => done(undefined), timeoutMs);
+    listeners.add(check);
+  });
+}
+
 let toastId = 0;
 export function toast(text: string): void {
   const id = ++toastId;

@@ -109,6 +109,21 @@ const DISCONNECT_RELATED: [&str; 7] = [
     "run_refused",
 ];
 
+/// The first SIGINT or SIGTERM, by name.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -129,7 +144,15 @@ fn main() -> anyhow::Result<()> {
             outcome
         }
         None => {
-            let ok = runtime.block_on(soak(&cli))?;
+            // Interrupted (Ctrl-C, SIGTERM): the run is dropped, and with it
+            // the host and every phone (`kill_on_drop`), rather than left
+            // running without their driver.
+            let ok = runtime.block_on(async {
+                tokio::select! {
+                    ok = soak(&cli) => ok,
+                    signal = interrupted() => anyhow::bail!("soak: interrupted by {signal}; the host and the phones are stopped"),
+                }
+            })?;
             if !ok {
                 std::process::exit(1);
             }

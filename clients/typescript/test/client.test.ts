@@ -146,7 +146,11 @@ describe("the TypeScript client against a live host", () => {
     assert.match(seen.chunks.filter((c) => c.taskId === run.taskId).map((c) => c.data).join(""), /removed/);
   });
 
-  test("a dropped connection reconnects and resumes from the last seq with no gap or duplicate", async () => {
+  /**
+   * A client through a relay, streaming a 60-line task, hit by `fault`
+   * mid-stream: what it reported and received, once the task finished.
+   */
+  async function streamThrough(fault: (relay: Relay) => void, liveness?: { idleMs: number; answerMs: number }) {
     const relay = new Relay();
     await relay.start(host.address);
     const roaming = await OpenworkClient.connectTls({
@@ -154,56 +158,39 @@ describe("the TypeScript client against a live host", () => {
       fingerprint: paired.fingerprint,
       auth: { deviceId: paired.deviceId, token: paired.token },
       reconnect: { attempts: 20, initialDelayMs: 50 },
-    });
-    try {
-      const states: string[] = [];
-      roaming.onState((s) => states.push(s));
-      const seen = follow(roaming, schema);
-      const run = await roaming.taskRun({ command: "for i in $(seq 1 60); do echo line $i; sleep 0.02; done" });
-      await waitFor("the first chunks", 20000, () => seen.chunks.length >= 3);
-      relay.cut();
-      const final = await seen.final(run.taskId);
-      assert.equal(final.status, "succeeded");
-      assert.deepEqual(states, ["reconnecting", "open"]);
-      assert.equal(roaming.reconnects, 1);
-      const seqs = seen.chunks.map((c) => c.seq);
-      assert.deepEqual(seqs, seqs.map((_, i) => i + 1), "every seq once, in order");
-      const text = seen.chunks.map((c) => c.data).join("");
-      assert.equal(text, Array.from({ length: 60 }, (_, i) => `line ${i + 1}\n`).join(""));
-      assert.equal(roaming.followed.has(run.taskId), false, "a finished task is no longer followed");
-    } finally {
-      await roaming.close();
-      await relay.stop();
-    }
-  });
-
-  test("a connection gone silent is noticed by its unanswered ping, and the task resumes with no gap", async () => {
-    const relay = new Relay();
-    await relay.start(host.address);
-    const roaming = await OpenworkClient.connectTls({
-      address: relay.address,
-      fingerprint: paired.fingerprint,
-      auth: { deviceId: paired.deviceId, token: paired.token },
-      reconnect: { attempts: 20, initialDelayMs: 50 },
-      liveness: { idleMs: 300, answerMs: 300 },
+      ...(liveness ? { liveness } : {}),
     });
     try {
       const states: { state: string; error?: string }[] = [];
       roaming.onState((state, error) => states.push({ state, ...(error ? { error: error.message } : {}) }));
       const seen = follow(roaming, schema);
-      const run = await roaming.taskRun({ command: "for i in $(seq 1 40); do echo line $i; sleep 0.05; done" });
+      const run = await roaming.taskRun({ command: "for i in $(seq 1 60); do echo line $i; sleep 0.03; done" });
       await waitFor("the first chunks", 20000, () => seen.chunks.length >= 3);
-      relay.silence();
+      fault(relay);
       const final = await seen.final(run.taskId);
       assert.equal(final.status, "succeeded");
-      assert.deepEqual(states.map((s) => s.state), ["reconnecting", "open"]);
-      assert.match(states[0]?.error ?? "", /did not answer a ping within 300 ms/);
+      const seqs = seen.chunks.map((c) => c.seq);
+      assert.deepEqual(seqs, seqs.map((_, i) => i + 1), "every seq once, in order");
       const text = seen.chunks.map((c) => c.data).join("");
-      assert.equal(text, Array.from({ length: 40 }, (_, i) => `line ${i + 1}\n`).join(""));
+      assert.equal(text, Array.from({ length: 60 }, (_, i) => `line ${i + 1}\n`).join(""));
+      return { states, reconnects: roaming.reconnects, stillFollowed: roaming.followed.has(run.taskId) };
     } finally {
       await roaming.close();
       await relay.stop();
     }
+  }
+
+  test("a dropped connection reconnects and resumes from the last seq with no gap or duplicate", async () => {
+    const { states, reconnects, stillFollowed } = await streamThrough((relay) => relay.cut());
+    assert.deepEqual(states.map((s) => s.state), ["reconnecting", "open"]);
+    assert.equal(reconnects, 1);
+    assert.equal(stillFollowed, false, "a finished task is no longer followed");
+  });
+
+  test("a connection gone silent is noticed by its unanswered ping, and the task resumes with no gap", async () => {
+    const { states } = await streamThrough((relay) => relay.silence(), { idleMs: 300, answerMs: 300 });
+    assert.deepEqual(states.map((s) => s.state), ["reconnecting", "open"]);
+    assert.match(states[0]?.error ?? "", /did not answer a ping within 300 ms/);
   });
 
   test("every result and notification seen matched the schema", () => {

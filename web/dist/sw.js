@@ -1,7 +1,7 @@
 // The app's service worker: keeps the shell (the page and its hashed assets)
 // so the app opens offline and says so; /rpc and everything else go to the
 // network untouched.
-const CACHE = "openwork-shell-assetsapp6AIYKQXMjs";
+const CACHE = "openwork-shell-assetsappMUI2HDVLjs";
 const SHELL = ["/"];
 self.addEventListener("install", (event) => {
   event.waitUntil(caches.open(CACHE).then((c) => c.addAll(SHELL)).then(() => self.skipWaiting()));

@@ -557,13 +557,14 @@ function TaskView({ taskId }: { taskId: string }) {
       // while this view's subscription failed with a drop, the client then
       // resuming from where it was). Asked again from the first one missing;
       // the replay follows in order.
-      if (c.seq > nextSeq()) {
+      const next = nextSeq();
+      if (c.seq > next) {
         catchUp(client);
         return;
       }
-      if (c.stream === "event") {
-        if (c.seq > buffer.current.lastSeq && convo.current.add(c.seq, c.data)) draw();
-      } else if (c.seq > convo.current.lastSeq && buffer.current.append(c.seq, c.data, c.stream)) draw();
+      // Seen already (a replay repeats what was shown).
+      if (c.seq < next) return;
+      if (c.stream === "event" ? convo.current.add(c.seq, c.data) : buffer.current.append(c.seq, c.data, c.stream)) draw();
     });
     const offUpdate = client.on("task.updated", (u: TaskUpdate) => {
       if (u.taskId !== taskId) return;

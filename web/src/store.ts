@@ -9,6 +9,7 @@ import {
   dialPageHost,
   loadCredential,
   forgetCredential,
+  wakeablePause,
   type MessageTransport,
   type PermissionRequest,
   type StoredCredential,
@@ -177,13 +178,9 @@ export async function connect(): Promise<void> {
         }
         store.error = "";
         setConn("reconnecting", `attempt ${store.attempt}: ${describe(e)}; next try in ${Math.round(delay / 1000)} s`);
-        await new Promise<void>((r) => {
-          const timer = setTimeout(r, delay);
-          wakeConnect = () => {
-            clearTimeout(timer);
-            r();
-          };
-        });
+        const pause = wakeablePause(delay);
+        wakeConnect = pause.wake;
+        await pause.over;
         wakeConnect = undefined;
         delay = Math.min(delay * 2, 15000);
       }

@@ -11,7 +11,7 @@ import type * as T from "./generated/types.js";
 
 export * from "./generated/types.js";
 export type { ClientNotifications, Methods, Notifications } from "./generated/methods.js";
-export { ClientCore, FINAL_STATUSES } from "./core.js";
+export { ClientCore, FINAL_STATUSES, wakeablePause } from "./core.js";
 export type { ConnectionState, CoreOptions, ReconnectOptions } from "./core.js";
 export { ConnectionClosedError, RpcConnection, RpcError } from "./rpc.js";
 export type { MessageTransport } from "./rpc.js";

@@ -281,13 +281,9 @@ export class ClientCore extends GeneratedMethods {
     let delay = options.initialDelayMs ?? 100;
     let lastError: Error | undefined;
     for (let attempt = 0; attempt < attempts && !this.closedByUser; attempt++) {
-      await new Promise<void>((r) => {
-        const timer = setTimeout(r, delay);
-        this.wake = () => {
-          clearTimeout(timer);
-          r();
-        };
-      });
+      const pause = wakeablePause(delay);
+      this.wake = pause.wake;
+      await pause.over;
       this.wake = undefined;
       delay = Math.min(delay * 2, options.maxDelayMs ?? 5000);
       try {
@@ -325,6 +321,19 @@ export class ClientCore extends GeneratedMethods {
       }
     }
   }
+}
+
+/** A wait of `ms` that `wake()` ends at once (a retry's backoff, cut short when the network returns). */
+export function wakeablePause(ms: number): { over: Promise<void>; wake: () => void } {
+  let wake = () => {};
+  const over = new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    wake = () => {
+      clearTimeout(timer);
+      resolve();
+    };
+  });
+  return { over, wake };
 }
 
 /** A warning where the platform shows them: Node's process warnings, else the console. */
